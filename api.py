@@ -1,0 +1,146 @@
+"""flask-smorest, adapted to the contract.
+
+- ``Api``: errors in the contract's envelope, Bearer auth and the envelope in the
+  OpenAPI document, ``If-Match`` documented as optional.
+- ``Blueprint``: JSON bodies parsed strictly (exact decimals, no NaN), the
+  ``X-Total-Count`` and ``Link`` headers on every page, ``If-Match`` optional.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode
+
+import flask_smorest
+import marshmallow as ma
+from flask import request
+from flask_smorest import etag as fs_etag
+from webargs import core
+from webargs.flaskparser import FlaskParser, is_json_request
+
+import errors
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class JSONParser(FlaskParser):
+    """Parses bodies as strict JSON, with numbers that are decimals as exact Decimals.
+
+    ``19.99`` arrives as ``Decimal("19.99")``, never as a float. Input that the
+    standard library cannot take (digits beyond Python's limit, nesting deeper than
+    its recursion limit, NaN) is malformed JSON: 400, not a crash.
+    """
+
+    def _raw_load_json(self, req) -> Any:
+        if not is_json_request(req):
+            return core.missing
+        raw = req.get_data(cache=True)
+        text = raw.decode("utf-8")  # UnicodeDecodeError -> 400 in webargs
+        try:
+            return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        except json.JSONDecodeError:
+            raise
+        except (ValueError, RecursionError) as exc:
+            raise json.JSONDecodeError(str(exc) or "invalid JSON", text, 0) from None
+
+
+class ErrorSchema(ma.Schema):
+    """The error envelope (documentation only)."""
+
+    code = ma.fields.Integer(metadata={"description": "HTTP status code", "example": 404})
+    status = ma.fields.String(metadata={"description": "Reason phrase", "example": "Not Found"})
+    message = ma.fields.String(
+        metadata={"description": "What went wrong", "example": "Item 7 not found."}
+    )
+    errors = ma.fields.Dict(metadata={"description": "On 400/422: messages by location and field"})
+    error = ma.fields.String(
+        metadata={
+            "description": "On 401/403: authorization_required, invalid_token, token_expired, "
+            "token_revoked, fresh_token_required, user_not_found or forbidden"
+        }
+    )
+    request_id = ma.fields.String(metadata={"description": "On 5xx: the request's X-Request-ID"})
+
+
+class Api(flask_smorest.Api):
+    ERROR_SCHEMA = ErrorSchema
+
+    def handle_http_exception(self, error):
+        return errors.handle_http_exception(error)
+
+    def _register_etag_headers(self):
+        # The contract makes If-Match optional: flask-smorest documents it as required.
+        self.spec.components.parameter(
+            "IF_NONE_MATCH", "header", fs_etag.IF_NONE_MATCH_HEADER, lazy=True
+        )
+        self.spec.components.parameter(
+            "IF_MATCH", "header", {**fs_etag.IF_MATCH_HEADER, "required": False}, lazy=True
+        )
+        self.spec.components.header("ETAG", fs_etag.ETAG_HEADER, lazy=True)
+
+
+class Blueprint(flask_smorest.Blueprint):
+    ARGUMENTS_PARSER = JSONParser()
+
+    def _check_precondition(self):
+        """If-Match is optional: without it, a write goes ahead (no 428)."""
+
+    def _verify_check_etag(self):
+        if request.if_match:
+            super()._verify_check_etag()
+
+    def check_etag(self, etag_data, etag_schema=None):
+        """412 when an If-Match header was sent and no longer matches."""
+        if request.if_match:
+            super().check_etag(etag_data, etag_schema)
+
+    def _prepare_etag_doc(self, doc, doc_info, **kwargs):
+        doc = super()._prepare_etag_doc(doc, doc_info, **kwargs)
+        doc.get("responses", {}).pop(428, None)
+        return doc
+
+    def _set_pagination_metadata(self, page_params, result, headers):
+        result, headers = super()._set_pagination_metadata(page_params, result, headers)
+        meta = self._make_pagination_metadata(
+            page_params.page, page_params.page_size, page_params.item_count
+        )
+        headers["X-Total-Count"] = str(page_params.item_count)
+        links = _page_links(meta)
+        if links:
+            headers["Link"] = links
+        return result, headers
+
+    def _document_pagination_metadata(self, spec, resp_doc):
+        super()._document_pagination_metadata(spec, resp_doc)
+        resp_doc["headers"].update(
+            {
+                "X-Total-Count": {
+                    "description": "Total number of matching items",
+                    "schema": {"type": "integer"},
+                },
+                "Link": {
+                    "description": "RFC 8288 links to the first, prev, next and last pages",
+                    "schema": {"type": "string"},
+                },
+            }
+        )
+
+
+def _page_links(meta: dict) -> str:
+    """``Link`` header for a page: root-relative URLs keeping the other parameters."""
+    args = [(k, v) for k, v in request.args.items(multi=True) if k != "page"]
+    links = []
+    for rel, key in (
+        ("first", "first_page"),
+        ("prev", "previous_page"),
+        ("next", "next_page"),
+        ("last", "last_page"),
+    ):
+        if key in meta:
+            query = urlencode([*args, ("page", meta[key])])
+            links.append(f'<{request.script_root}{request.path}?{query}>; rel="{rel}"')
+    return ", ".join(links)

@@ -1,0 +1,100 @@
+"""The application factory: config, extensions, error envelope, blueprints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+import blocklist
+import cli
+import observability
+import web
+from auth import init_passwords
+from config import Config, config_from_env
+from db import db, engine_options
+from errors import register_error_handlers
+from extensions import api, cors, jwt, limiter, migrate
+from legacy import LegacyPaths
+from resources import auth, health, items, stores, tags, users
+
+MIGRATIONS_DIR = str(Path(__file__).resolve().parent / "migrations")
+
+API_DESCRIPTION = """Stores, the items they sell, and tags to group and search them.
+
+Reads of the catalog are public. Sign in with `POST /login`, then press
+**Authorize** and paste the `access_token`. Errors always come as
+`{"code", "status", "message"}`, with `errors` on 400/422 and `error` on 401/403.
+"""
+
+
+def create_app(config: Config | None = None) -> Flask:
+    config = config if config is not None else config_from_env()
+    config.validate()
+    app = Flask(__name__, static_folder=None)
+    app.config.from_object(config)
+    app.json.sort_keys = False
+
+    observability.init_app(app)  # first: every later hook can rely on the request id
+    register_extensions(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_middleware(app)
+    cli.init_app(app)
+    if getattr(config, "dev_secret", False):
+        app.logger.warning("JWT_SECRET_KEY is not set: using a development-only secret.")
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR, compare_type=True, render_as_batch=True)
+    jwt.init_app(app)
+    init_passwords(app)
+    blocklist.init_app(app)
+    web.init_app(app)  # before the limiter: its after_request must run after the limiter's
+    limiter.init_app(app)
+    if app.config["CORS_ORIGINS"]:
+        cors.init_app(
+            app,
+            origins=app.config["CORS_ORIGINS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "If-Match",
+                "If-None-Match",
+                "X-Request-ID",
+            ],
+            expose_headers=[
+                "ETag",
+                "Link",
+                "Location",
+                "Retry-After",
+                "X-Pagination",
+                "X-Request-ID",
+                "X-Total-Count",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+            ],
+            max_age=600,
+        )
+    app.url_map.converters["id"] = web.IdConverter
+    api.init_app(app, spec_kwargs={"info": {"description": API_DESCRIPTION}})
+    api.spec.components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    )
+
+
+def register_blueprints(app: Flask) -> None:
+    for module in (auth, users, stores, items, tags, health):
+        api.register_blueprint(module.blp)
+
+
+def register_middleware(app: Flask) -> None:
+    app.wsgi_app = LegacyPaths(app.wsgi_app, sunset=app.config["LEGACY_SUNSET"])
+    hops = app.config["TRUSTED_PROXIES"]
+    if hops > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)

@@ -1,0 +1,220 @@
+"""Authentication and authorization: passwords, JWTs, sessions, and who may do what.
+
+Tokens carry the user id as a *string* ``sub`` (PyJWT 2.10+ rejects integers) and a
+session id ``sid`` shared by every token of one login. The user and their role are
+read from the database on every request, so a demotion or a deleted account takes
+effect at the next request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from http import HTTPStatus
+
+from flask import Flask, current_app, g
+from flask_jwt_extended import (
+    create_access_token,
+    create_refresh_token,
+    current_user,
+    verify_jwt_in_request,
+)
+from flask_jwt_extended.exceptions import FreshTokenRequired
+from flask_smorest import abort
+from passlib.context import CryptContext
+
+from blocklist import get_blocklist
+from db import db
+from errors import error_response
+from extensions import jwt
+from models import Store, User
+from models.types import utcnow
+
+BEARER = [{"bearerAuth": []}]
+
+
+# --- passwords ---------------------------------------------------------------
+
+
+def init_passwords(app: Flask) -> None:
+    """Argon2id for new hashes; pbkdf2_sha256 (older data) verifies and is upgraded."""
+    app.extensions["passwords"] = CryptContext(
+        schemes=["argon2", "pbkdf2_sha256"],
+        deprecated=["pbkdf2_sha256"],
+        argon2__type="ID",
+        argon2__memory_cost=app.config["ARGON2_MEMORY_KIB"],
+        argon2__rounds=app.config["ARGON2_TIME_COST"],
+        argon2__parallelism=app.config["ARGON2_PARALLELISM"],
+    )
+
+
+def _passwords() -> CryptContext:
+    return current_app.extensions["passwords"]
+
+
+def hash_password(password: str) -> str:
+    return _passwords().hash(password)
+
+
+def check_password(user: User | None, password: str) -> bool:
+    """Verify, upgrading an outdated hash in place (the caller commits).
+
+    An unknown user costs a dummy verification, so that timing does not tell
+    which usernames exist.
+    """
+    if user is None:
+        _passwords().dummy_verify()
+        return False
+    ok, new_hash = _passwords().verify_and_update(password, user.password_hash)
+    if ok and new_hash:
+        user.password_hash = new_hash
+    return ok
+
+
+# --- tokens and sessions -------------------------------------------------------
+
+
+def issue_tokens(user: User, *, fresh: bool, session_id: str | None = None) -> dict:
+    claims = {"sid": session_id or uuid.uuid4().hex}
+    identity = str(user.id)
+    expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
+    return {
+        "access_token": create_access_token(identity, fresh=fresh, additional_claims=claims),
+        "refresh_token": create_refresh_token(identity, additional_claims=claims),
+        "token_type": "Bearer",
+        "expires_in": int(expires.total_seconds()),
+    }
+
+
+def token_expiry(claims: dict) -> datetime:
+    return datetime.fromtimestamp(claims["exp"], UTC)
+
+
+def revoke_session(claims: dict) -> None:
+    """Revoke every token of the session, including those refreshed from it.
+
+    No token of the session can outlive now + the refresh lifetime, so the entry
+    can go after that.
+    """
+    expires = utcnow() + current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
+    get_blocklist().add(f"sid:{claims['sid']}", expires)
+
+
+def rotate_refresh_token(claims: dict) -> bool:
+    """Revoke the refresh token being used; False if it had been used already."""
+    return get_blocklist().add(f"jti:{claims['jti']}", token_expiry(claims))
+
+
+# --- authorization ---------------------------------------------------------------
+
+
+def login_required(blp, *, fresh: bool = False, refresh: bool = False) -> Callable:
+    """``jwt_required`` that also documents the Bearer scheme and the 401.
+
+    Put it above the flask-smorest decorators, so authentication is checked before
+    the body is parsed.
+    """
+
+    def decorator(func: Callable) -> Callable:
+        @wraps(func)
+        def wrapper(*args, **kwargs):
+            header, claims = verify_jwt_in_request(refresh=refresh)
+            # Checked after revocation (unlike jwt_required's own check), so that a
+            # revoked token is always reported as revoked.
+            if fresh and claims.get("fresh") is not True:
+                raise FreshTokenRequired("Fresh token required", header, claims)
+            return func(*args, **kwargs)
+
+        wrapper = blp.doc(security=BEARER)(wrapper)
+        return blp.alt_response(401, response="UNAUTHORIZED")(wrapper)
+
+    return decorator
+
+
+def forbid(message: str) -> None:
+    abort(403, message=message, error="forbidden")
+
+
+def require_admin() -> None:
+    if not current_user.is_admin:
+        forbid("Only an admin may do this.")
+
+
+def authorize_store(store: Store) -> None:
+    """Only the store's owner or an admin may change the store and what is in it."""
+    if not (current_user.is_admin or store.owner_id == current_user.id):
+        forbid(f"Only the owner of store {store.id} or an admin may change it.")
+
+
+# --- Flask-JWT-Extended callbacks ------------------------------------------------
+
+
+def _unauthorized(error: str, message: str):
+    return error_response(HTTPStatus.UNAUTHORIZED, message, error=error)
+
+
+@jwt.user_lookup_loader
+def _load_user(_header: dict, claims: dict) -> User | None:
+    try:
+        user_id = int(claims["sub"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    user = db.session.get(User, user_id)
+    if user is not None:
+        g.user_id = user.id
+    return user
+
+
+@jwt.token_in_blocklist_loader
+def _is_revoked(_header: dict, claims: dict) -> bool:
+    blocklist = get_blocklist()
+    revoked = blocklist.contains(f"jti:{claims.get('jti')}", f"sid:{claims.get('sid')}")
+    if revoked and claims.get("type") == "refresh":
+        # A refresh token is revoked once it has been rotated: seeing it again
+        # means somebody else holds a copy. End the whole session.
+        revoke_session(claims)
+    return revoked
+
+
+@jwt.token_verification_loader
+def _has_session(_header: dict, claims: dict) -> bool:
+    return isinstance(claims.get("sid"), str) and isinstance(claims.get("jti"), str)
+
+
+@jwt.unauthorized_loader
+def _missing_token(reason: str):
+    return _unauthorized("authorization_required", f"Authorization required: {reason}.")
+
+
+@jwt.invalid_token_loader
+def _invalid_token(reason: str):
+    return _unauthorized("invalid_token", f"Invalid token: {reason}.")
+
+
+@jwt.token_verification_failed_loader
+def _unverified_token(_header: dict, _claims: dict):
+    return _unauthorized("invalid_token", "Invalid token: it was not issued by this service.")
+
+
+@jwt.expired_token_loader
+def _expired_token(_header: dict, claims: dict):
+    return _unauthorized("token_expired", f"The {claims.get('type', '')} token has expired.")
+
+
+@jwt.revoked_token_loader
+def _revoked_token(_header: dict, _claims: dict):
+    return _unauthorized("token_revoked", "The token has been revoked; sign in again.")
+
+
+@jwt.needs_fresh_token_loader
+def _stale_token(_header: dict, _claims: dict):
+    return _unauthorized(
+        "fresh_token_required", "This action needs a fresh token: sign in again with /login."
+    )
+
+
+@jwt.user_lookup_error_loader
+def _user_gone(_header: dict, _claims: dict):
+    return _unauthorized("user_not_found", "The user of this token no longer exists.")

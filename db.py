@@ -1,0 +1,53 @@
+"""The SQLAlchemy instance, its declarative base, and per-connection SQLite settings."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import Engine, MetaData, event
+from sqlalchemy.orm import DeclarativeBase
+
+# Named constraints make migrations deterministic and let Alembic alter them later.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# Objects stay readable after commit: a view returns what it just saved without
+# reloading it (every value is set by the application, none by the database).
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """SQLite ignores foreign keys (and so their cascades) unless told otherwise."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+
+def engine_options(config) -> dict:
+    """Pool settings: connections are checked before use, nothing waits forever."""
+    options: dict = {"pool_pre_ping": True}
+    if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        options |= {
+            "pool_size": config["DB_POOL_SIZE"],
+            "max_overflow": config["DB_MAX_OVERFLOW"],
+            "pool_timeout": config["DB_POOL_TIMEOUT"],
+            "connect_args": {
+                "connect_timeout": config["DB_CONNECT_TIMEOUT"],
+                "options": f"-c statement_timeout={config['DB_STATEMENT_TIMEOUT_MS']}",
+            },
+        }
+    return options

@@ -1,0 +1,116 @@
+"""One error envelope for every layer: ``{code, status, message[, errors][, error]}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, g, jsonify
+from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
+
+log = logging.getLogger("stores.errors")
+
+RETRY_AFTER_SECONDS = "5"
+
+# Short, stable messages where Werkzeug's default text is long or unhelpful.
+MESSAGES = {
+    400: "Malformed request.",
+    401: "Authorization required.",
+    403: "You are not allowed to do this.",
+    404: "Not found.",
+    405: "Method not allowed.",
+    409: "The request conflicts with the current state of the resource.",
+    412: "The resource has changed since you read it (If-Match does not match).",
+    413: "Request body too large.",
+    415: "Request bodies must be JSON (Content-Type: application/json).",
+    422: "Validation failed; see errors.",
+    429: "Too many requests.",
+    500: "Internal server error.",
+    503: "Service temporarily unavailable; try again shortly.",
+}
+DEFAULT_AUTH_ERRORS = {401: "authorization_required", 403: "forbidden"}
+
+
+def error_response(
+    code: int,
+    message: str | None = None,
+    *,
+    errors: dict | None = None,
+    error: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> ResponseReturnValue:
+    body: dict[str, Any] = {
+        "code": code,
+        "status": HTTP_STATUS_CODES.get(code, "Unknown"),
+        "message": message or MESSAGES.get(code) or HTTP_STATUS_CODES.get(code, "Error"),
+    }
+    if errors:
+        body["errors"] = errors
+    if code in DEFAULT_AUTH_ERRORS:
+        body["error"] = error or DEFAULT_AUTH_ERRORS[code]
+    if code >= 500:
+        body["request_id"] = g.get("request_id")
+    headers = dict(headers or {})
+    if code == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    if code == 503:
+        headers.setdefault("Retry-After", RETRY_AFTER_SECONDS)
+    response = jsonify(body)
+    response.status_code = code
+    response.headers.update(headers)
+    return response
+
+
+def handle_http_exception(exc: HTTPException) -> ResponseReturnValue:
+    """Werkzeug, webargs/flask-smorest ``abort`` and Flask-Limiter errors."""
+    data = getattr(exc, "data", None) or {}
+    # Keep the headers the exception carries, e.g. Allow on a 405.
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    headers.update(data.get("headers") or {})
+    errors = data.get("errors") or data.get("messages")
+    message = data.get("message")
+    if message is None and exc.code == 400 and errors and "json" in errors:
+        message = "Malformed JSON body."
+    if message is None and exc.code == 429:
+        message = f"Too many requests: the limit is {exc.description}."
+    if message is None and exc.code == 404:
+        message = "Not found: no resource at this path."
+    return error_response(
+        exc.code or 500, message, errors=errors, error=data.get("error"), headers=headers
+    )
+
+
+def handle_unavailable(exc: Exception) -> ResponseReturnValue:
+    """The database or Redis cannot be reached: a retryable 503, never a traceback."""
+    log.error("dependency unavailable: %s: %s", type(exc).__name__, str(exc).splitlines()[0])
+    return error_response(503)
+
+
+def handle_integrity_error(exc: IntegrityError) -> ResponseReturnValue:
+    """A constraint the view did not anticipate; the database refused the write."""
+    log.warning("integrity error: %s", str(exc.orig).splitlines()[0])
+    return error_response(409)
+
+
+def handle_unexpected(exc: Exception) -> ResponseReturnValue:
+    log.exception("unhandled exception")
+    return error_response(500)
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(HTTPException, handle_http_exception)
+    for exc_type in (
+        OperationalError,
+        InterfaceError,
+        PoolTimeoutError,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+    ):
+        app.register_error_handler(exc_type, handle_unavailable)
+    app.register_error_handler(IntegrityError, handle_integrity_error)
+    app.register_error_handler(Exception, handle_unexpected)

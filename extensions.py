@@ -1,0 +1,29 @@
+"""Extension instances, created once; ``create_app`` wires them to an app."""
+
+from __future__ import annotations
+
+from flask import current_app
+from flask_cors import CORS
+from flask_jwt_extended import JWTManager
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_migrate import Migrate
+
+from api import Api
+from web import IdConverter, id_param_schema
+
+api = Api()
+api.register_converter(IdConverter, id_param_schema)
+jwt = JWTManager()
+migrate = Migrate()
+cors = CORS()
+
+
+def _default_limit() -> str:
+    # Read per request: one Limiter instance serves every app made by create_app.
+    return current_app.config["RATE_LIMIT_DEFAULT"]
+
+
+# The client address is request.remote_addr, which ProxyFix sets from
+# X-Forwarded-For only when TRUSTED_PROXIES says how many proxies to trust.
+limiter = Limiter(key_func=get_remote_address, default_limits=[_default_limit])

@@ -1,0 +1,61 @@
+"""The thesis's singular paths, still answered, but deprecated.
+
+This is the one place that maps them: a WSGI middleware rewrites ``/item/7`` to
+``/items/7`` before Flask routes the request, so the canonical view answers, and
+adds ``Deprecation`` (RFC 9745), ``Sunset`` (RFC 8594) and a ``successor-version``
+link to the response. The old paths are not in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+LEGACY_PATHS = {
+    "/store": "/stores",
+    "/store/{id}": "/stores/{id}",
+    "/store/{id}/tag": "/stores/{id}/tags",
+    "/item": "/items",
+    "/item/{id}": "/items/{id}",
+    "/item/{id}/tag/{tag_id}": "/items/{id}/tags/{tag_id}",
+    "/items/{id}/tag/{tag_id}": "/items/{id}/tags/{tag_id}",
+    "/tag/{id}": "/tags/{id}",
+    "/user/{id}": "/users/{id}",
+}
+DEPRECATED_SINCE = "@1795219200"  # 2026-11-21, as an RFC 9745 date
+
+
+def _compile(template: str) -> re.Pattern:
+    return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "/?$")
+
+
+class LegacyPaths:
+    def __init__(self, app: Callable, sunset: str) -> None:
+        self.app = app
+        self.sunset = sunset
+        self.routes = [(_compile(old), new) for old, new in LEGACY_PATHS.items()]
+
+    def canonical(self, path: str) -> str | None:
+        for pattern, template in self.routes:
+            match = pattern.match(path)
+            if match:
+                return template.format(**match.groupdict())
+        return None
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        canonical = self.canonical(environ.get("PATH_INFO", ""))
+        if canonical is None:
+            return self.app(environ, start_response)
+        environ["PATH_INFO"] = canonical
+        script_root = environ.get("SCRIPT_NAME", "")
+
+        def start_deprecated(status, headers, exc_info=None):
+            headers = [
+                *headers,
+                ("Deprecation", DEPRECATED_SINCE),
+                ("Sunset", self.sunset),
+                ("Link", f'<{script_root}{canonical}>; rel="successor-version"'),
+            ]
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start_deprecated)

@@ -1,0 +1,47 @@
+"""Items a store sells, and their links to the store's tags."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Numeric, String, Table, func
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from db import db
+from models.store import Store
+from models.tag import Tag
+from models.types import Timestamps
+
+# The link's tag side has no ON DELETE action: deleting a tag that an item still
+# carries fails in the database, which the API answers with 409. Deleting an item
+# or a whole store removes the links with it.
+item_tags = Table(
+    "item_tags",
+    db.metadata,
+    Column("item_id", ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag_id", ForeignKey("tags.id"), primary_key=True, index=True),
+)
+
+
+class Item(Timestamps, db.Model):
+    __tablename__ = "items"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80))
+    description: Mapped[str | None] = mapped_column(String(2000))
+    price: Mapped[Decimal] = mapped_column(Numeric(12, 2), index=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
+
+    store: Mapped[Store] = relationship(lazy="raise")
+    tags: Mapped[list[Tag]] = relationship(
+        secondary=item_tags, order_by=Tag.id, lazy="raise", passive_deletes=True
+    )
+
+    __table_args__ = (
+        CheckConstraint("price >= 0", name="price_not_negative"),
+        Index("uq_items_store_id_name_lower", store_id, func.lower(name), unique=True),
+        Index("ix_items_name_lower", func.lower(name)),
+    )
+
+    def __repr__(self) -> str:
+        return f"<Item {self.id} {self.name!r}>"

@@ -1,0 +1,26 @@
+"""Stores: the unit of ownership for items and tags."""
+
+from __future__ import annotations
+
+from sqlalchemy import ForeignKey, Index, String, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db import db
+from models.types import Timestamps
+
+
+class Store(Timestamps, db.Model):
+    __tablename__ = "stores"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80))
+    address: Mapped[str | None] = mapped_column(String(255))
+    contact_email: Mapped[str | None] = mapped_column(String(254))
+    contact_phone: Mapped[str | None] = mapped_column(String(32))
+    # RESTRICT: a user who still owns stores cannot be deleted (the API answers 409).
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
+
+    __table_args__ = (Index("uq_stores_name_lower", func.lower(name), unique=True),)
+
+    def __repr__(self) -> str:
+        return f"<Store {self.id} {self.name!r}>"

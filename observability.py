@@ -1,0 +1,92 @@
+"""Request ids and structured logs: one JSON line per request and per error."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+from flask import Flask, Response, g, has_request_context, request
+
+# A caller's id is kept if it is short and printable; anything else is replaced,
+# so that it cannot forge log lines or headers.
+SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+ACCESS_FIELDS = ("method", "path", "status", "duration_ms", "user_id", "client_ip")
+
+access_log = logging.getLogger("stores.access")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None)
+        if request_id is None and has_request_context():
+            request_id = g.get("request_id")
+        if request_id is not None:
+            entry["request_id"] = request_id
+        for field in ACCESS_FIELDS:
+            if hasattr(record, field):
+                entry[field] = getattr(record, field)
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Send every logger's records to stderr as JSON lines (idempotent)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _start_request() -> None:
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.started = time.perf_counter()
+
+
+def _finish_request(response: Response) -> Response:
+    request_id = g.get("request_id") or uuid.uuid4().hex
+    response.headers["X-Request-ID"] = request_id
+    status = response.status_code
+    level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
+    access_log.log(
+        level,
+        "%s %s %s",
+        request.method,
+        request.path,
+        status,
+        extra={
+            "request_id": request_id,
+            "method": request.method,
+            "path": request.path,
+            "status": status,
+            "duration_ms": round(
+                (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2
+            ),
+            "user_id": g.get("user_id"),
+            "client_ip": request.remote_addr,
+        },
+    )
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Register first, so the id exists before any other hook can fail, and the
+    access line is written after every other hook has shaped the response."""
+    configure_logging(app.config.get("LOG_LEVEL", "INFO"))
+    app.before_request(_start_request)
+    app.after_request(_finish_request)

@@ -1,0 +1,95 @@
+"""Sign-up and sessions: register, login, refresh, logout."""
+
+from __future__ import annotations
+
+from flask import current_app, url_for
+from flask.views import MethodView
+from flask_jwt_extended import current_user, get_jwt
+from flask_smorest import abort
+from sqlalchemy import func, select
+
+from api import Blueprint
+from auth import (
+    check_password,
+    hash_password,
+    issue_tokens,
+    login_required,
+    revoke_session,
+    rotate_refresh_token,
+)
+from db import db
+from extensions import limiter
+from models import User
+from resources.common import commit
+from schemas import LoginSchema, MessageSchema, RegisterSchema, TokenSchema, UserSchema
+from web import no_store
+
+blp = Blueprint("auth", __name__, description="Sign up, sign in, refresh and sign out")
+blp.after_request(no_store)
+
+
+def auth_rate_limit() -> str:
+    return current_app.config["AUTH_RATE_LIMIT"]
+
+
+@blp.route("/register")
+class Register(MethodView):
+    decorators = [limiter.limit(auth_rate_limit)]
+
+    @blp.arguments(RegisterSchema)
+    @blp.response(201, UserSchema, headers={"Location": {"schema": {"type": "string"}}})
+    @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(429, response="TOO_MANY_REQUESTS")
+    def post(self, data):
+        """Create an account (role ``user``)"""
+        user = User(
+            username=data["username"],
+            email=data["email"],
+            password_hash=hash_password(data["password"]),
+        )
+        db.session.add(user)
+        commit(conflict="That username or email is already registered.")
+        return user, 201, {"Location": url_for("users.UserById", user_id=user.id)}
+
+
+@blp.route("/login")
+class Login(MethodView):
+    decorators = [limiter.limit(auth_rate_limit)]
+
+    @blp.arguments(LoginSchema)
+    @blp.response(200, TokenSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(429, response="TOO_MANY_REQUESTS")
+    def post(self, data):
+        """Sign in: a fresh access token and a refresh token"""
+        user = db.session.scalar(
+            select(User).where(func.lower(User.username) == data["username"].lower())
+        )
+        if not check_password(user, data["password"]):
+            abort(401, message="Invalid credentials.", error="invalid_credentials")
+        db.session.commit()  # keeps a hash upgraded by check_password
+        return issue_tokens(user, fresh=True)
+
+
+@blp.route("/refresh")
+class Refresh(MethodView):
+    @login_required(blp, refresh=True)
+    @blp.response(200, TokenSchema)
+    def post(self):
+        """Trade a refresh token for new tokens; the one used is revoked"""
+        claims = get_jwt()
+        if not rotate_refresh_token(claims):
+            # Another request used this token a moment ago: a copy is in other hands.
+            revoke_session(claims)
+            abort(401, message="The token has been revoked; sign in again.", error="token_revoked")
+        return issue_tokens(current_user, fresh=False, session_id=claims["sid"])
+
+
+@blp.route("/logout")
+class Logout(MethodView):
+    @login_required(blp)
+    @blp.response(200, MessageSchema)
+    def post(self):
+        """Sign out: every token of this login session is revoked"""
+        revoke_session(get_jwt())
+        return {"message": "Successfully logged out."}

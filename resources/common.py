@@ -1,0 +1,51 @@
+"""Helpers the resources share: lookups that 404, commits that 409, pages of rows."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from flask_smorest import abort
+from flask_smorest.pagination import PaginationParameters
+from sqlalchemy import Select, func, select
+from sqlalchemy.exc import IntegrityError
+
+from db import db
+
+T = TypeVar("T")
+
+
+def get_or_404(model: type[T], ident: int, *options) -> T:
+    obj = db.session.get(model, ident, options=options)
+    if obj is None:
+        abort(404, message=f"{model.__name__} {ident} not found.")
+    return obj
+
+
+def is_unique_violation(exc: IntegrityError) -> bool:
+    # psycopg: SQLSTATE 23505; SQLite: "UNIQUE constraint failed: ...".
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(orig)
+
+
+def commit(*, conflict: str) -> None:
+    """Commit the request's work. The database judges uniqueness, so that two racing
+    requests cannot both win: a unique violation is a 409 with ``conflict`` as message.
+    """
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        if is_unique_violation(exc):
+            abort(409, message=conflict)
+        raise
+
+
+def paginate(query: Select, pagination: PaginationParameters) -> list:
+    """One page of ``query`` (which must be ordered) and the total count: two queries,
+    or one when the page lies beyond the end."""
+    count = select(func.count()).select_from(query.order_by(None).subquery())
+    pagination.item_count = total = db.session.scalar(count)
+    if pagination.first_item >= total:
+        return []
+    page = query.limit(pagination.page_size).offset(pagination.first_item)
+    return list(db.session.scalars(page))

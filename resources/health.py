@@ -1,0 +1,54 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from flask import current_app
+from flask.views import MethodView
+from sqlalchemy import text
+
+from api import Blueprint
+from blocklist import get_blocklist
+from db import db
+from errors import error_response
+from extensions import limiter
+from schemas import HealthSchema
+
+blp = Blueprint("health", __name__, description="Probes for load balancers and orchestrators")
+
+
+@blp.route("/health")
+class Health(MethodView):
+    decorators = [limiter.exempt]
+
+    @blp.response(200, HealthSchema)
+    def get(self):
+        """Liveness: the process answers (the database is not touched)"""
+        return {"status": "ok"}
+
+
+@blp.route("/ready")
+class Ready(MethodView):
+    decorators = [limiter.exempt]
+
+    @blp.response(200, HealthSchema)
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    def get(self):
+        """Readiness: the database (and Redis, if configured) answer"""
+        checks = {}
+        try:
+            db.session.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            current_app.logger.warning("readiness: database: %s", exc)
+            checks["database"] = "unavailable"
+        if current_app.config.get("REDIS_URL"):
+            try:
+                get_blocklist().ping()
+                checks["redis"] = "ok"
+            except Exception as exc:  # noqa: BLE001
+                current_app.logger.warning("readiness: redis: %s", exc)
+                checks["redis"] = "unavailable"
+        failed = [name for name, state in checks.items() if state != "ok"]
+        if failed:
+            return error_response(503, f"Not ready: {', '.join(failed)} unavailable.")
+        return {"status": "ok", "checks": checks}

@@ -1,0 +1,204 @@
+"""Items: listing and search, changes by the store's owner, and tagging."""
+
+from __future__ import annotations
+
+from flask import url_for
+from flask.views import MethodView
+from flask_smorest import abort
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload, selectinload
+
+from api import Blueprint
+from auth import authorize_store, login_required
+from db import db
+from models import Item, Store, Tag, item_tags
+from models.types import utcnow
+from resources.common import commit, get_or_404, is_unique_violation, paginate
+from schemas import (
+    ItemCreateSchema,
+    ItemQuerySchema,
+    ItemReplaceSchema,
+    ItemSchema,
+    ItemUpdateSchema,
+)
+from web import public_cache
+
+blp = Blueprint("items", __name__, url_prefix="/items", description="Items and their tags")
+blp.after_request(public_cache)
+
+# Exactly what ItemSchema nests: the store (one row) and the tags (a collection).
+ITEM_LOADS = (joinedload(Item.store), selectinload(Item.tags))
+SORT_KEYS = {
+    "id": (Item.id,),
+    "name": (func.lower(Item.name), Item.id),
+    "price": (Item.price, Item.id),
+    "created_at": (Item.created_at, Item.id),
+}
+LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new item"}}
+
+
+def item_search(args: dict) -> Select:
+    """``GET /items`` filters and sort order as one ordered SELECT of items."""
+    query = select(Item).options(*ITEM_LOADS)
+    if args.get("store_id") is not None:
+        query = query.where(Item.store_id == args["store_id"])
+    if args.get("min_price") is not None:
+        query = query.where(Item.price >= args["min_price"])
+    if args.get("max_price") is not None:
+        query = query.where(Item.price <= args["max_price"])
+    if args.get("q"):
+        needle = args["q"].lower()
+        query = query.where(
+            or_(
+                func.lower(Item.name).contains(needle, autoescape=True),
+                func.lower(Item.description).contains(needle, autoescape=True),
+            )
+        )
+    names = {name.lower() for name in args.get("tag") or ()}
+    if names:
+        # Items carrying every named tag: links to those names, counted per item.
+        carrying_all = (
+            select(item_tags.c.item_id)
+            .join(Tag, Tag.id == item_tags.c.tag_id)
+            .where(func.lower(Tag.name).in_(names))
+            .group_by(item_tags.c.item_id)
+            .having(func.count(func.distinct(func.lower(Tag.name))) == len(names))
+        )
+        query = query.where(Item.id.in_(carrying_all))
+    sort = args.get("sort", "id")
+    keys = SORT_KEYS[sort.lstrip("-")]
+    return query.order_by(*(key.desc() for key in keys) if sort.startswith("-") else keys)
+
+
+def get_item(item_id: int) -> Item:
+    return get_or_404(Item, item_id, *ITEM_LOADS)
+
+
+def _duplicate(item: Item) -> str:
+    return f"Store {item.store_id} already has an item named {item.name!r}."
+
+
+@blp.route("")
+class Items(MethodView):
+    @blp.arguments(ItemQuerySchema, location="query")
+    @blp.response(200, ItemSchema(many=True))
+    @blp.paginate()
+    def get(self, args, pagination_parameters):
+        """List and search items"""
+        return paginate(item_search(args), pagination_parameters)
+
+    @login_required(blp)
+    @blp.arguments(ItemCreateSchema)
+    @blp.response(201, ItemSchema, headers=LOCATION)
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(409, response="CONFLICT")
+    def post(self, data):
+        """Create an item in one of your stores"""
+        store = db.session.get(Store, data["store_id"])  # the schema checked it exists
+        authorize_store(store)
+        item = Item(**data, store=store, tags=[])
+        db.session.add(item)
+        commit(conflict=_duplicate(item))
+        return item, 201, {"Location": url_for("items.ItemById", item_id=item.id)}
+
+
+@blp.route("/<id:item_id>")
+@blp.etag
+class ItemById(MethodView):
+    @blp.response(200, ItemSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, item_id):
+        """One item"""
+        return get_item(item_id)
+
+    def _change(self, item_id: int, data: dict) -> Item:
+        item = get_item(item_id)
+        authorize_store(item.store)
+        blp.check_etag(item, ItemSchema)
+        for key, value in data.items():
+            setattr(item, key, value)
+        commit(conflict=_duplicate(item))
+        return item
+
+    @login_required(blp)
+    @blp.arguments(ItemReplaceSchema)
+    @blp.response(200, ItemSchema)
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    def put(self, data, item_id):
+        """Replace an item's name, price and description (never creates)"""
+        return self._change(item_id, {"description": None} | data)
+
+    @login_required(blp)
+    @blp.arguments(ItemUpdateSchema)
+    @blp.response(200, ItemSchema)
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    def patch(self, data, item_id):
+        """Change some of an item's fields"""
+        return self._change(item_id, data)
+
+    @login_required(blp, fresh=True)
+    @blp.response(204)
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
+    def delete(self, item_id):
+        """Delete an item (fresh token)"""
+        item = get_item(item_id)
+        authorize_store(item.store)
+        blp.check_etag(item, ItemSchema)
+        db.session.delete(item)
+        db.session.commit()
+
+
+@blp.route("/<id:item_id>/tags/<id:tag_id>")
+class ItemTag(MethodView):
+    def _load(self, item_id: int, tag_id: int) -> tuple[Item, Tag]:
+        item = get_item(item_id)
+        tag = get_or_404(Tag, tag_id)
+        authorize_store(item.store)
+        return item, tag
+
+    @login_required(blp)
+    @blp.response(201, ItemSchema)
+    @blp.alt_response(200, schema=ItemSchema, description="Already linked", success=True)
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+    def post(self, item_id, tag_id):
+        """Put a tag of the item's store on the item"""
+        item, tag = self._load(item_id, tag_id)
+        if tag.store_id != item.store_id:
+            message = f"Tag {tag_id} belongs to another store than item {item_id}."
+            abort(422, message=message, errors={"path": {"tag_id": [message]}})
+        if tag in item.tags:
+            return item, 200
+        item.tags.append(tag)
+        item.tags.sort(key=lambda t: t.id)
+        item.updated_at = utcnow()
+        try:
+            db.session.commit()
+        except IntegrityError as exc:
+            db.session.rollback()
+            if not is_unique_violation(exc):
+                raise
+            # A concurrent request linked it first: the same outcome as "already linked".
+            db.session.expunge_all()
+            return get_item(item_id), 200
+        return item, 201
+
+    @login_required(blp)
+    @blp.response(204)
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
+    def delete(self, item_id, tag_id):
+        """Take a tag off an item"""
+        item, tag = self._load(item_id, tag_id)
+        if tag not in item.tags:
+            abort(404, message=f"Item {item_id} does not carry tag {tag_id}.")
+        item.tags.remove(tag)
+        item.updated_at = utcnow()
+        db.session.commit()

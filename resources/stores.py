@@ -1,0 +1,162 @@
+"""Stores: the catalog's top level; each belongs to the user who created it."""
+
+from __future__ import annotations
+
+from flask import url_for
+from flask.views import MethodView
+from flask_jwt_extended import current_user
+from flask_smorest import abort
+from sqlalchemy import func, select
+
+from api import Blueprint
+from auth import authorize_store, login_required
+from db import db
+from models import Store, Tag
+from resources.common import commit, get_or_404, paginate
+from resources.items import item_search
+from schemas import (
+    ItemSchema,
+    StoreCreateSchema,
+    StoreItemQuerySchema,
+    StoreQuerySchema,
+    StoreReplaceSchema,
+    StoreSchema,
+    StoreUpdateSchema,
+    TagInputSchema,
+    TagSchema,
+)
+from web import public_cache
+
+blp = Blueprint("stores", __name__, url_prefix="/stores", description="Stores")
+blp.after_request(public_cache)
+
+EDITABLE = ("name", "address", "contact_email", "contact_phone")
+LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new store"}}
+
+
+def _duplicate(data: dict) -> str:
+    return f"A store named {data.get('name')!r} already exists."
+
+
+def _update(store: Store, data: dict) -> None:
+    if "owner_id" in data and data["owner_id"] != store.owner_id and not current_user.is_admin:
+        abort(422, errors={"json": {"owner_id": ["Only an admin may transfer a store."]}})
+    for key, value in data.items():
+        setattr(store, key, value)
+
+
+@blp.route("")
+class Stores(MethodView):
+    @blp.arguments(StoreQuerySchema, location="query")
+    @blp.response(200, StoreSchema(many=True))
+    @blp.paginate()
+    def get(self, args, pagination_parameters):
+        """List stores"""
+        query = select(Store).order_by(Store.id)
+        if "q" in args:
+            query = query.where(func.lower(Store.name).contains(args["q"].lower(), autoescape=True))
+        if "owner_id" in args:
+            query = query.where(Store.owner_id == args["owner_id"])
+        return paginate(query, pagination_parameters)
+
+    @login_required(blp)
+    @blp.arguments(StoreCreateSchema)
+    @blp.response(201, StoreSchema, headers=LOCATION)
+    @blp.alt_response(409, response="CONFLICT")
+    def post(self, data):
+        """Create a store; the caller becomes its owner"""
+        store = Store(owner_id=current_user.id, **data)
+        db.session.add(store)
+        commit(conflict=_duplicate(data))
+        return store, 201, {"Location": url_for("stores.StoreById", store_id=store.id)}
+
+
+@blp.route("/<id:store_id>")
+@blp.etag
+class StoreById(MethodView):
+    @blp.response(200, StoreSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, store_id):
+        """One store"""
+        return get_or_404(Store, store_id)
+
+    @login_required(blp)
+    @blp.arguments(StoreReplaceSchema)
+    @blp.response(200, StoreSchema)
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    def put(self, data, store_id):
+        """Replace a store's editable fields; optional ones left out are cleared"""
+        store = get_or_404(Store, store_id)
+        authorize_store(store)
+        blp.check_etag(store, StoreSchema)
+        _update(store, {key: None for key in EDITABLE} | data)
+        commit(conflict=_duplicate(data))
+        return store
+
+    @login_required(blp)
+    @blp.arguments(StoreUpdateSchema)
+    @blp.response(200, StoreSchema)
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    def patch(self, data, store_id):
+        """Change some of a store's fields (``owner_id``: admins only)"""
+        store = get_or_404(Store, store_id)
+        authorize_store(store)
+        blp.check_etag(store, StoreSchema)
+        _update(store, data)
+        commit(conflict=_duplicate(data))
+        return store
+
+    @login_required(blp, fresh=True)
+    @blp.response(204)
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
+    def delete(self, store_id):
+        """Delete a store with its items and tags (fresh token)"""
+        store = get_or_404(Store, store_id)
+        authorize_store(store)
+        blp.check_etag(store, StoreSchema)
+        db.session.delete(store)
+        db.session.commit()
+
+
+@blp.route("/<id:store_id>/items")
+class StoreItems(MethodView):
+    @blp.arguments(StoreItemQuerySchema, location="query")
+    @blp.response(200, ItemSchema(many=True))
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.paginate()
+    def get(self, args, store_id, pagination_parameters):
+        """List a store's items (same filters as ``GET /items``)"""
+        get_or_404(Store, store_id)
+        return paginate(item_search({**args, "store_id": store_id}), pagination_parameters)
+
+
+@blp.route("/<id:store_id>/tags")
+class StoreTags(MethodView):
+    @blp.response(200, TagSchema(many=True))
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.paginate()
+    def get(self, store_id, pagination_parameters):
+        """List a store's tags"""
+        get_or_404(Store, store_id)
+        query = select(Tag).where(Tag.store_id == store_id).order_by(Tag.id)
+        return paginate(query, pagination_parameters)
+
+    @login_required(blp)
+    @blp.arguments(TagInputSchema)
+    @blp.response(201, TagSchema, headers=LOCATION)
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    def post(self, data, store_id):
+        """Create a tag in a store"""
+        store = get_or_404(Store, store_id)
+        authorize_store(store)
+        tag = Tag(store_id=store.id, name=data["name"])
+        db.session.add(tag)
+        commit(conflict=f"Store {store_id} already has a tag named {data['name']!r}.")
+        return tag, 201, {"Location": url_for("tags.TagById", tag_id=tag.id)}

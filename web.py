@@ -1,0 +1,88 @@
+"""HTTP behaviour every response shares: body types, security and cache headers,
+id path segments, and Swagger UI's assets served by the service itself."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, Response, current_app, request, send_from_directory
+from flask_smorest import abort
+from swagger_ui_bundle import swagger_ui_path
+from werkzeug.routing import BaseConverter, ValidationError
+
+from fields import MAX_ID
+
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class IdConverter(BaseConverter):
+    """``<id:name>``: a positive 32-bit id; anything else is no match (404)."""
+
+    regex = r"[1-9][0-9]{0,9}"
+    part_isolating = True
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > MAX_ID:
+            raise ValidationError()
+        return number
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
+def id_param_schema(_converter) -> dict:
+    return {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+
+
+def require_json_body() -> None:
+    """A body in anything but JSON is refused with 415 before any view runs."""
+    if request.method not in BODY_METHODS:
+        return
+    has_body = bool(request.content_length) or "chunked" in request.headers.get(
+        "Transfer-Encoding", ""
+    )
+    mimetype = request.mimetype
+    if has_body and not (mimetype == "application/json" or mimetype.endswith("+json")):
+        abort(415)
+
+
+def security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    # Flask-Limiter puts Retry-After on every response; it means "wait" only on these.
+    if response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    hsts = current_app.config.get("HSTS_SECONDS", 0)
+    if hsts > 0:
+        response.headers.setdefault(
+            "Strict-Transport-Security", f"max-age={hsts}; includeSubDomains"
+        )
+    return response
+
+
+def no_store(response: Response) -> Response:
+    """Tokens and account data never sit in a cache."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def public_cache(response: Response) -> Response:
+    """Catalog reads may be cached anywhere, but revalidated with their ETag first."""
+    if request.method in ("GET", "HEAD") and response.status_code in (200, 304):
+        response.headers.setdefault("Cache-Control", "public, no-cache")
+    else:
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+swagger_assets = Blueprint("swagger_assets", __name__)
+
+
+@swagger_assets.route("/swagger-ui/assets/<path:filename>")
+def swagger_asset(filename: str) -> Response:
+    """Swagger UI's JavaScript and CSS, from the swagger-ui-bundle package (no CDN)."""
+    return send_from_directory(swagger_ui_path, filename, max_age=86400)
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(require_json_body)
+    app.after_request(security_headers)
+    app.register_blueprint(swagger_assets)
