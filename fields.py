@@ -38,9 +38,9 @@ def Name(**kwargs) -> Text:  # noqa: N802 - reads as a field type
     return Text(validate=validate.Length(1, 80), **kwargs)
 
 
-def Id(**kwargs) -> ma.fields.Integer:  # noqa: N802 - reads as a field type
-    """A server-assigned id: a positive 32-bit integer."""
-    return ma.fields.Integer(strict=True, validate=validate.Range(1, MAX_ID), **kwargs)
+def Id(*, strict: bool = True, **kwargs) -> ma.fields.Integer:  # noqa: N802 - a field type
+    """A server-assigned id: a positive 32-bit integer (in a query string, from text)."""
+    return ma.fields.Integer(strict=strict, validate=validate.Range(1, MAX_ID), **kwargs)
 
 
 def _two_places(value: Decimal) -> None:

@@ -138,7 +138,7 @@ class StoreQuerySchema(ma.Schema):
         validate=validate.Length(1, 80),
         metadata={"description": "Case-insensitive substring of the name"},
     )
-    owner_id = Id(metadata={"description": "Only stores of this owner"})
+    owner_id = Id(strict=False, metadata={"description": "Only stores of this owner"})
 
 
 # --- tags -----------------------------------------------------------------------
@@ -224,7 +224,7 @@ class ItemQuerySchema(ma.Schema):
     )
     min_price = Money(metadata={"description": "Inclusive lower bound"})
     max_price = Money(metadata={"description": "Inclusive upper bound"})
-    store_id = Id()
+    store_id = Id(strict=False)
     sort = fields.String(
         load_default="id",
         validate=validate.OneOf([*ITEM_SORTS, *(f"-{s}" for s in ITEM_SORTS)]),

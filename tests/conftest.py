@@ -209,3 +209,32 @@ def assert_error(response, status: int, *, error: str | None = None) -> dict:
     if error is not None:
         assert body["error"] == error
     return body
+
+
+@pytest.fixture
+def api(client):
+    """Small helpers that create catalog rows through the API and return their JSON."""
+
+    class Api:
+        def store(self, headers, name="Corner Shop", **fields):
+            response = client.post("/stores", json={"name": name, **fields}, headers=headers)
+            assert response.status_code == 201, response.json
+            return response.json
+
+        def item(self, headers, store, name="Milk", price="1.50", **fields):
+            body = {"name": name, "price": price, "store_id": store["id"], **fields}
+            response = client.post("/items", json=body, headers=headers)
+            assert response.status_code == 201, response.json
+            return response.json
+
+        def tag(self, headers, store, name="dairy"):
+            response = client.post(f"/stores/{store['id']}/tags", json={"name": name}, headers=headers)
+            assert response.status_code == 201, response.json
+            return response.json
+
+        def link(self, headers, item, tag):
+            response = client.post(f"/items/{item['id']}/tags/{tag['id']}", headers=headers)
+            assert response.status_code in (200, 201), response.json
+            return response.json
+
+    return Api()

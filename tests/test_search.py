@@ -1,0 +1,174 @@
+"""Search, filters, sorting and pagination of items (and the pagination headers)."""
+
+import json
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from conftest import assert_error
+
+
+@pytest.fixture
+def catalog(as_alice, api):
+    """Two stores; items with tags, prices and descriptions to search by."""
+    corner, market = api.store(as_alice, "Corner"), api.store(as_alice, "Market")
+    tags = {
+        (store["name"], name): api.tag(as_alice, store, name)
+        for store in (corner, market)
+        for name in ("dairy", "organic", "vegan")
+    }
+    rows = [
+        (corner, "Milk", "2.00", "Whole milk", ["dairy"]),
+        (corner, "Organic Milk", "3.50", None, ["dairy", "organic"]),
+        (corner, "Tofu", "2.75", "Firm, organic soy", ["organic", "vegan"]),
+        (market, "butter", "4.10", "Salted", ["dairy", "organic"]),
+        (market, "Apples", "1.99", "100% crunchy_ apples", []),
+        (market, "Oat drink", "2.00", "Like milk", ["vegan"]),
+    ]
+    items = {}
+    for store, name, price, description, names in rows:
+        item = api.item(as_alice, store, name, price, description=description)
+        for tag_name in names:
+            api.link(as_alice, item, tags[(store["name"], tag_name)])
+        items[name] = item
+    return {"corner": corner, "market": market, "items": items}
+
+
+def names(response) -> list[str]:
+    assert response.status_code == 200, response.json
+    return [item["name"] for item in response.json]
+
+
+class TestFilters:
+    def test_default_order_is_by_id(self, client, catalog):
+        assert names(client.get("/items")) == ["Milk", "Organic Milk", "Tofu", "butter", "Apples", "Oat drink"]
+
+    def test_every_named_tag_must_be_present(self, client, catalog):
+        assert names(client.get("/items?tag=dairy")) == ["Milk", "Organic Milk", "butter"]
+        assert names(client.get("/items?tag=dairy&tag=organic")) == ["Organic Milk", "butter"]
+        assert names(client.get("/items?tag=DAIRY&tag=Organic&tag=dairy")) == ["Organic Milk", "butter"]
+        assert names(client.get("/items?tag=dairy&tag=vegan")) == []
+        assert names(client.get("/items?tag=unknown")) == []
+
+    def test_q_matches_name_or_description_ignoring_case(self, client, catalog):
+        assert names(client.get("/items?q=MILK")) == ["Milk", "Organic Milk", "Oat drink"]
+        assert names(client.get("/items?q=organic")) == ["Organic Milk", "Tofu"]
+        assert names(client.get("/items?q=100%25")) == ["Apples"]
+        assert names(client.get("/items?q=_")) == ["Apples"]
+
+    def test_price_bounds_are_inclusive(self, client, catalog):
+        assert names(client.get("/items?min_price=2&max_price=2.75")) == ["Milk", "Tofu", "Oat drink"]
+        assert names(client.get("/items?min_price=4.10")) == ["butter"]
+        assert names(client.get("/items?max_price=1.99")) == ["Apples"]
+
+    def test_store_filter_and_combinations(self, client, catalog):
+        market = catalog["market"]["id"]
+        assert names(client.get(f"/items?store_id={market}")) == ["butter", "Apples", "Oat drink"]
+        assert names(client.get(f"/items?store_id={market}&tag=organic&max_price=5")) == ["butter"]
+
+    def test_the_store_items_endpoint_takes_the_same_filters(self, client, catalog):
+        corner = catalog["corner"]["id"]
+        assert names(client.get(f"/stores/{corner}/items")) == ["Milk", "Organic Milk", "Tofu"]
+        assert names(client.get(f"/stores/{corner}/items?tag=organic&sort=-price")) == ["Organic Milk", "Tofu"]
+        assert names(client.get(f"/stores/{corner}/items?q=soy")) == ["Tofu"]
+
+    @pytest.mark.parametrize(
+        ("sort", "expected"),
+        [
+            ("name", ["Apples", "butter", "Milk", "Oat drink", "Organic Milk", "Tofu"]),
+            ("-name", ["Tofu", "Organic Milk", "Oat drink", "Milk", "butter", "Apples"]),
+            ("price", ["Apples", "Milk", "Oat drink", "Tofu", "Organic Milk", "butter"]),
+            ("-price", ["butter", "Organic Milk", "Tofu", "Oat drink", "Milk", "Apples"]),
+            ("created_at", ["Milk", "Organic Milk", "Tofu", "butter", "Apples", "Oat drink"]),
+            ("-created_at", ["Oat drink", "Apples", "butter", "Tofu", "Organic Milk", "Milk"]),
+            ("-id", ["Oat drink", "Apples", "butter", "Tofu", "Organic Milk", "Milk"]),
+        ],
+    )
+    def test_sort(self, client, catalog, sort, expected):
+        assert names(client.get(f"/items?sort={sort}")) == expected
+
+    @pytest.mark.parametrize(
+        ("query_string", "field"),
+        [
+            ("sort=colour", "sort"),
+            ("sort=--price", "sort"),
+            ("min_price=-1", "min_price"),
+            ("min_price=abc", "min_price"),
+            ("max_price=1.001", "max_price"),
+            ("min_price=5&max_price=1", "max_price"),
+            ("store_id=0", "store_id"),
+            ("store_id=abc", "store_id"),
+            ("tag=", "tag"),
+            ("q=", "q"),
+            ("q=" + "x" * 81, "q"),
+            ("q=%00", "q"),
+            ("page=0", "page"),
+            ("page=x", "page"),
+            ("page_size=0", "page_size"),
+            ("page_size=101", "page_size"),
+        ],
+    )
+    def test_invalid_queries(self, client, query_string, field):
+        body = assert_error(client.get(f"/items?{query_string}"), 422)
+        assert field in body["errors"]["query"]
+
+
+def links(response) -> dict[str, dict]:
+    """``Link`` header as {rel: query parameters}."""
+    result = {}
+    for part in response.headers["Link"].split(", "):
+        url, rel = part.split("; ")
+        parsed = urlsplit(url.strip("<>"))
+        assert parsed.path == "/items"
+        result[rel.split('"')[1]] = parse_qs(parsed.query)
+    return result
+
+
+class TestPagination:
+    def test_headers_of_a_middle_page(self, client, catalog):
+        response = client.get("/items?page=2&page_size=2&sort=name")
+        assert names(response) == ["Milk", "Oat drink"]
+        assert response.headers["X-Total-Count"] == "6"
+        assert json.loads(response.headers["X-Pagination"]) == {
+            "total": 6, "total_pages": 3, "first_page": 1, "last_page": 3,
+            "page": 2, "previous_page": 1, "next_page": 3,
+        }
+        rels = links(response)
+        assert set(rels) == {"first", "prev", "next", "last"}
+        assert rels["next"] == {"page_size": ["2"], "sort": ["name"], "page": ["3"]}
+        assert rels["prev"]["page"] == ["1"] and rels["last"]["page"] == ["3"]
+
+    def test_first_and_last_pages(self, client, catalog):
+        first = client.get("/items?page_size=4&tag=dairy&tag=organic")
+        assert set(links(first)) == {"first", "last"}
+        assert links(first)["first"]["tag"] == ["dairy", "organic"]
+        first = client.get("/items?page_size=4")
+        assert set(links(first)) == {"first", "next", "last"}
+        last = client.get("/items?page=2&page_size=4")
+        assert names(last) == ["Apples", "Oat drink"]
+        assert set(links(last)) == {"first", "prev", "last"}
+
+    def test_beyond_the_last_page(self, client, catalog):
+        response = client.get("/items?page=99")
+        assert response.json == []
+        assert response.headers["X-Total-Count"] == "6"
+        assert set(links(response)) == {"first", "last"}
+
+    def test_a_huge_page_number_is_an_empty_page(self, client, catalog):
+        response = client.get(f"/items?page={10**30}")
+        assert response.status_code == 200
+        assert response.json == []
+
+    def test_nothing_at_all(self, client):
+        response = client.get("/items")
+        assert response.json == []
+        assert response.headers["X-Total-Count"] == "0"
+        assert "Link" not in response.headers
+
+    def test_default_page_size_is_10(self, client, as_alice, api):
+        store = api.store(as_alice)
+        for n in range(12):
+            api.item(as_alice, store, f"item {n:02}")
+        response = client.get("/items")
+        assert len(response.json) == 10
+        assert json.loads(response.headers["X-Pagination"])["total_pages"] == 2

@@ -1,0 +1,232 @@
+"""Stores: create, read, replace, change, delete, and who may do which."""
+
+import pytest
+from sqlalchemy import func, select
+
+from conftest import assert_error, bearer, query, snapshot
+from models import Item, Store, Tag, item_tags
+
+
+class TestCreate:
+    def test_caller_becomes_the_owner(self, app, client, alice, as_alice):
+        body = {"name": "  Corner Shop ", "address": "1 Main St", "contact_email": "shop@example.com",
+                "contact_phone": "+1 (555) 010-0100"}
+        response = client.post("/stores", json=body, headers=as_alice)
+        assert response.status_code == 201
+        store = response.json
+        assert set(store) == {"id", "name", "address", "contact_email", "contact_phone", "owner_id",
+                              "created_at", "updated_at"}
+        assert store["name"] == "Corner Shop"
+        assert store["owner_id"] == alice.id
+        assert store["contact_phone"] == "+1 (555) 010-0100"
+        assert store["created_at"].endswith("+00:00")
+        assert response.headers["Location"] == f"/stores/{store['id']}"
+        assert query(app, select(Store.name, Store.owner_id)) == [("Corner Shop", alice.id)]
+
+    def test_optional_fields_may_be_left_out(self, client, as_alice):
+        store = client.post("/stores", json={"name": "Bare"}, headers=as_alice).json
+        assert store["address"] is None and store["contact_email"] is None
+
+    def test_needs_a_token(self, app, client):
+        assert_error(client.post("/stores", json={"name": "x"}), 401, error="authorization_required")
+        assert query(app, select(Store.id)) == []
+
+    def test_names_are_unique_ignoring_case(self, app, client, alice, bob, as_alice, auth, api):
+        api.store(as_alice, "Corner Shop")
+        before = snapshot(app)
+        body = assert_error(client.post("/stores", json={"name": "CORNER shop"}, headers=auth(bob)), 409)
+        assert "already exists" in body["message"]
+        assert snapshot(app) == before
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({"name": "   "}, "name"),
+            ({"name": ""}, "name"),
+            ({"name": "x" * 81}, "name"),
+            ({"name": 5}, "name"),
+            ({"name": None}, "name"),
+            ({"name": "tab\there"}, "name"),
+            ({"name": "nul\x00"}, "name"),
+            ({"name": "ok", "contact_email": "nope"}, "contact_email"),
+            ({"name": "ok", "contact_phone": "call me"}, "contact_phone"),
+            ({"name": "ok", "address": "a" * 256}, "address"),
+            ({"name": "ok", "owner_id": 1}, "owner_id"),
+            ({"name": "ok", "id": 9}, "id"),
+            ({"name": "ok", "created_at": "2026-01-01T00:00:00Z"}, "created_at"),
+        ],
+    )
+    def test_invalid_input(self, app, client, as_alice, body, field):
+        response = client.post("/stores", json=body, headers=as_alice)
+        assert field in assert_error(response, 422)["errors"]["json"]
+        assert query(app, select(Store.id)) == []
+
+    def test_name_of_exactly_80_characters(self, client, as_alice):
+        assert client.post("/stores", json={"name": "x" * 80}, headers=as_alice).status_code == 201
+
+
+class TestRead:
+    def test_list_is_public_paginated_and_filterable(self, client, alice, bob, as_alice, auth, api):
+        api.store(as_alice, "Alpha Market")
+        api.store(auth(bob), "Beta Shop")
+        api.store(as_alice, "Gamma MARKET")
+        response = client.get("/stores")
+        assert response.status_code == 200
+        assert [s["name"] for s in response.json] == ["Alpha Market", "Beta Shop", "Gamma MARKET"]
+        assert response.headers["X-Total-Count"] == "3"
+        assert response.headers["Cache-Control"] == "public, no-cache"
+        assert [s["name"] for s in client.get("/stores?q=market").json] == ["Alpha Market", "Gamma MARKET"]
+        assert [s["name"] for s in client.get(f"/stores?owner_id={bob.id}").json] == ["Beta Shop"]
+        assert client.get("/stores?q=%25").json == []
+
+    def test_one_store_with_its_etag(self, client, as_alice, api):
+        store = api.store(as_alice)
+        response = client.get(f"/stores/{store['id']}")
+        assert response.status_code == 200
+        assert response.json == store
+        assert response.headers["ETag"]
+
+    @pytest.mark.parametrize("path", ["/stores/99", "/stores/99/items", "/stores/99/tags"])
+    def test_unknown_store(self, client, path):
+        body = assert_error(client.get(path), 404)
+        assert body["message"] == "Store 99 not found."
+
+    @pytest.mark.parametrize("path", ["/stores/0", "/stores/-1", "/stores/abc", "/stores/99999999999"])
+    def test_ids_that_cannot_exist(self, client, path):
+        assert_error(client.get(path), 404)
+
+    @pytest.mark.parametrize("query_string", ["owner_id=0", "owner_id=x", "q=", "page=0", "page_size=101"])
+    def test_bad_filters(self, client, query_string):
+        body = assert_error(client.get(f"/stores?{query_string}"), 422)
+        assert "query" in body["errors"]
+
+
+class TestChange:
+    def test_owner_replaces_a_store(self, app, client, as_alice, api):
+        store = api.store(as_alice, address="1 Main St", contact_phone="555 0100")
+        response = client.put(f"/stores/{store['id']}", json={"name": "Renamed", "contact_email": "a@b.io"},
+                              headers=as_alice)
+        assert response.status_code == 200
+        body = response.json
+        assert body["name"] == "Renamed"
+        assert body["contact_email"] == "a@b.io"
+        assert body["address"] is None and body["contact_phone"] is None
+        assert body["updated_at"] > store["updated_at"]
+        assert query(app, select(Store.name, Store.address)) == [("Renamed", None)]
+
+    def test_put_needs_the_name(self, client, as_alice, api):
+        store = api.store(as_alice)
+        response = client.put(f"/stores/{store['id']}", json={"address": "x"}, headers=as_alice)
+        assert "name" in assert_error(response, 422)["errors"]["json"]
+
+    def test_owner_patches_some_fields(self, client, as_alice, api):
+        store = api.store(as_alice, address="1 Main St")
+        response = client.patch(f"/stores/{store['id']}", json={"contact_phone": "555-0100"}, headers=as_alice)
+        assert response.status_code == 200
+        assert response.json["address"] == "1 Main St"
+        assert response.json["contact_phone"] == "555-0100"
+
+    def test_patch_may_clear_an_optional_field(self, client, as_alice, api):
+        store = api.store(as_alice, address="1 Main St")
+        response = client.patch(f"/stores/{store['id']}", json={"address": None}, headers=as_alice)
+        assert response.json["address"] is None
+
+    def test_rename_to_an_existing_name(self, app, client, as_alice, api):
+        api.store(as_alice, "One")
+        two = api.store(as_alice, "Two")
+        before = snapshot(app)
+        assert_error(client.patch(f"/stores/{two['id']}", json={"name": "ONE"}, headers=as_alice), 409)
+        assert snapshot(app) == before
+
+    def test_only_an_admin_transfers_a_store(self, app, client, alice, bob, admin, as_alice, auth, api):
+        store = api.store(as_alice)
+        before = snapshot(app)
+        body = assert_error(client.patch(f"/stores/{store['id']}", json={"owner_id": bob.id}, headers=as_alice), 422)
+        assert "owner_id" in body["errors"]["json"]
+        assert snapshot(app) == before
+        response = client.patch(f"/stores/{store['id']}", json={"owner_id": bob.id}, headers=auth(admin))
+        assert response.status_code == 200
+        assert response.json["owner_id"] == bob.id
+        # Now bob is the owner, and alice is not.
+        assert client.patch(f"/stores/{store['id']}", json={"name": "Bob's"}, headers=auth(bob)).status_code == 200
+        assert_error(client.patch(f"/stores/{store['id']}", json={"name": "Mine"}, headers=as_alice), 403)
+
+    def test_transfer_to_an_unknown_user(self, client, admin, as_alice, auth, api):
+        store = api.store(as_alice)
+        response = client.patch(f"/stores/{store['id']}", json={"owner_id": 999}, headers=auth(admin))
+        assert assert_error(response, 422)["errors"]["json"]["owner_id"] == ["User 999 does not exist."]
+
+    def test_unknown_store(self, client, as_alice):
+        assert_error(client.put("/stores/5", json={"name": "x"}, headers=as_alice), 404)
+        assert_error(client.patch("/stores/5", json={"name": "x"}, headers=as_alice), 404)
+
+
+class TestDelete:
+    def test_deletes_the_store_with_its_items_tags_and_links(self, app, client, as_alice, api):
+        keep = api.store(as_alice, "Keep")
+        kept_item = api.item(as_alice, keep)
+        kept_tag = api.tag(as_alice, keep)
+        api.link(as_alice, kept_item, kept_tag)
+        store = api.store(as_alice, "Gone")
+        item = api.item(as_alice, store)
+        tag = api.tag(as_alice, store)
+        api.link(as_alice, item, tag)
+        response = client.delete(f"/stores/{store['id']}", headers=as_alice)
+        assert response.status_code == 204
+        assert query(app, select(Store.name)) == [("Keep",)]
+        assert query(app, select(Item.id)) == [(kept_item["id"],)]
+        assert query(app, select(Tag.id)) == [(kept_tag["id"],)]
+        assert query(app, select(func.count()).select_from(item_tags)) == [(1,)]
+        assert_error(client.get(f"/stores/{store['id']}"), 404)
+
+    def test_needs_a_fresh_token(self, app, client, alice, login, api):
+        tokens = login(alice)
+        store = api.store(bearer(tokens["access_token"]))
+        stale = client.post("/refresh", headers=bearer(tokens["refresh_token"])).json["access_token"]
+        response = client.delete(f"/stores/{store['id']}", headers=bearer(stale))
+        assert_error(response, 401, error="fresh_token_required")
+        assert len(query(app, select(Store.id))) == 1
+
+
+class TestOwnership:
+    """User B gets 403 for every write on user A's store; A's data stays byte for byte."""
+
+    def test_every_write_by_another_user_is_forbidden(self, app, client, alice, bob, as_alice, auth, api):
+        store = api.store(as_alice)
+        item = api.item(as_alice, store)
+        tag = api.tag(as_alice, store)
+        api.link(as_alice, item, tag)
+        other_tag = api.tag(as_alice, store, "organic")
+        bob_headers = auth(bob)
+        before = snapshot(app)
+        writes = [
+            ("put", f"/stores/{store['id']}", {"name": "Bob's now"}),
+            ("patch", f"/stores/{store['id']}", {"name": "Bob's now"}),
+            ("delete", f"/stores/{store['id']}", None),
+            ("post", f"/stores/{store['id']}/tags", {"name": "bobs"}),
+            ("post", "/items", {"name": "Bread", "price": 1, "store_id": store["id"]}),
+            ("put", f"/items/{item['id']}", {"name": "Bread", "price": 1}),
+            ("patch", f"/items/{item['id']}", {"price": 0}),
+            ("delete", f"/items/{item['id']}", None),
+            ("post", f"/items/{item['id']}/tags/{other_tag['id']}", None),
+            ("delete", f"/items/{item['id']}/tags/{tag['id']}", None),
+            ("patch", f"/tags/{tag['id']}", {"name": "bobs"}),
+            ("delete", f"/tags/{other_tag['id']}", None),
+        ]
+        for method, path, body in writes:
+            response = getattr(client, method)(path, json=body, headers=bob_headers)
+            assert_error(response, 403, error="forbidden")
+        assert snapshot(app) == before
+
+    def test_an_admin_may_do_all_of_it(self, app, client, alice, admin, as_alice, auth, api):
+        store = api.store(as_alice)
+        item = api.item(as_alice, store)
+        tag = api.tag(as_alice, store)
+        headers = auth(admin)
+        assert client.patch(f"/stores/{store['id']}", json={"name": "Audited"}, headers=headers).status_code == 200
+        assert client.post(f"/items/{item['id']}/tags/{tag['id']}", headers=headers).status_code == 201
+        assert client.patch(f"/items/{item['id']}", json={"price": 2}, headers=headers).status_code == 200
+        assert client.patch(f"/tags/{tag['id']}", json={"name": "milk"}, headers=headers).status_code == 200
+        assert client.delete(f"/items/{item['id']}", headers=headers).status_code == 204
+        assert client.delete(f"/stores/{store['id']}", headers=headers).status_code == 204
+        assert snapshot(app)["stores"] == []

@@ -1,0 +1,77 @@
+"""Tags: created under a store, unique per store, renamed, deleted once unused."""
+
+import pytest
+from sqlalchemy import select
+
+from conftest import assert_error, query, snapshot
+from models import Tag
+
+
+@pytest.fixture
+def store(as_alice, api):
+    return api.store(as_alice)
+
+
+class TestTags:
+    def test_create_read_and_list(self, app, client, as_alice, store):
+        response = client.post(f"/stores/{store['id']}/tags", json={"name": " dairy "}, headers=as_alice)
+        assert response.status_code == 201
+        tag = response.json
+        assert tag == {"id": tag["id"], "name": "dairy", "store_id": store["id"]}
+        assert response.headers["Location"] == f"/tags/{tag['id']}"
+        got = client.get(f"/tags/{tag['id']}")
+        assert got.json == tag
+        assert got.headers["ETag"]
+        listing = client.get(f"/stores/{store['id']}/tags")
+        assert listing.json == [tag]
+        assert listing.headers["X-Total-Count"] == "1"
+
+    def test_names_are_unique_within_a_store_ignoring_case(self, app, client, as_alice, store, api):
+        api.tag(as_alice, store, "Dairy")
+        before = snapshot(app)
+        response = client.post(f"/stores/{store['id']}/tags", json={"name": "DAIRY"}, headers=as_alice)
+        assert "already has a tag named" in assert_error(response, 409)["message"]
+        assert snapshot(app) == before
+        api.tag(as_alice, api.store(as_alice, "Other"), "Dairy")
+        assert len(query(app, select(Tag.id))) == 2
+
+    @pytest.mark.parametrize("body", [{}, {"name": ""}, {"name": "x" * 81}, {"name": "ok", "store_id": 1}])
+    def test_invalid_input(self, app, client, as_alice, store, body):
+        assert_error(client.post(f"/stores/{store['id']}/tags", json=body, headers=as_alice), 422)
+        assert query(app, select(Tag.id)) == []
+
+    def test_unknown_store(self, client, as_alice):
+        assert_error(client.post("/stores/9/tags", json={"name": "x"}, headers=as_alice), 404)
+
+    def test_rename(self, app, client, as_alice, store, api):
+        tag = api.tag(as_alice, store)
+        response = client.patch(f"/tags/{tag['id']}", json={"name": "milk"}, headers=as_alice)
+        assert response.status_code == 200
+        assert response.json["name"] == "milk"
+        assert query(app, select(Tag.name)) == [("milk",)]
+
+    def test_rename_to_a_taken_name(self, app, client, as_alice, store, api):
+        api.tag(as_alice, store, "dairy")
+        tag = api.tag(as_alice, store, "milk")
+        before = snapshot(app)
+        assert_error(client.patch(f"/tags/{tag['id']}", json={"name": "Dairy"}, headers=as_alice), 409)
+        assert snapshot(app) == before
+
+    def test_delete_an_unused_tag(self, app, client, as_alice, store, api):
+        tag = api.tag(as_alice, store)
+        assert client.delete(f"/tags/{tag['id']}", headers=as_alice).status_code == 204
+        assert query(app, select(Tag.id)) == []
+        assert_error(client.get(f"/tags/{tag['id']}"), 404)
+
+    def test_a_tag_still_on_an_item_is_kept(self, app, client, as_alice, store, api):
+        tag = api.tag(as_alice, store)
+        api.link(as_alice, api.item(as_alice, store), tag)
+        before = snapshot(app)
+        body = assert_error(client.delete(f"/tags/{tag['id']}", headers=as_alice), 409)
+        assert "still on items" in body["message"]
+        assert snapshot(app) == before
+
+    def test_unknown_tag(self, client, as_alice):
+        assert_error(client.get("/tags/5"), 404)
+        assert_error(client.patch("/tags/5", json={"name": "x"}, headers=as_alice), 404)
+        assert_error(client.delete("/tags/5", headers=as_alice), 404)

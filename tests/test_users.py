@@ -1,0 +1,180 @@
+"""Users: the admin's list, self-service changes, roles, and deletion."""
+
+import pytest
+from sqlalchemy import select
+
+from conftest import PASSWORD, assert_error, bearer, query, snapshot
+from models import Store, User
+
+
+class TestList:
+    def test_admin_lists_users_with_a_filter(self, client, admin, alice, bob, auth):
+        headers = auth(admin)
+        response = client.get("/users", headers=headers)
+        assert response.status_code == 200
+        assert [u["username"] for u in response.json] == ["root", "alice", "bob"]
+        assert response.headers["X-Total-Count"] == "3"
+        assert response.headers["Cache-Control"] == "no-store"
+        by_name = client.get("/users?q=LIC", headers=headers).json
+        assert [u["username"] for u in by_name] == ["alice"]
+        by_email = client.get("/users?q=bob@EXAMPLE", headers=headers).json
+        assert [u["username"] for u in by_email] == ["bob"]
+
+    def test_a_like_pattern_is_matched_literally(self, client, admin, make_user, auth):
+        make_user("a_b")
+        make_user("axb")
+        response = client.get("/users?q=a_", headers=auth(admin))
+        assert [u["username"] for u in response.json] == ["a_b"]
+
+    def test_users_may_not_list(self, client, alice, as_alice):
+        assert_error(client.get("/users", headers=as_alice), 403, error="forbidden")
+
+
+class TestGet:
+    def test_self_and_admin_may_read(self, client, alice, admin, as_alice, auth):
+        for headers in (as_alice, auth(admin)):
+            response = client.get(f"/users/{alice.id}", headers=headers)
+            assert response.status_code == 200
+            assert response.json["username"] == "alice"
+
+    def test_others_may_not(self, client, alice, bob, auth):
+        assert_error(client.get(f"/users/{alice.id}", headers=auth(bob)), 403, error="forbidden")
+
+    def test_unknown(self, client, admin, auth):
+        body = assert_error(client.get("/users/999", headers=auth(admin)), 404)
+        assert body["message"] == "User 999 not found."
+
+
+class TestPatch:
+    def test_admin_changes_a_role_and_it_counts_at_once(self, client, admin, alice, auth):
+        alice_headers = auth(alice)
+        assert_error(client.get("/users", headers=alice_headers), 403)
+        response = client.patch(f"/users/{alice.id}", json={"role": "admin"}, headers=auth(admin))
+        assert response.status_code == 200
+        assert response.json["role"] == "admin"
+        # The same token, now with the admin role read from the database.
+        assert client.get("/users", headers=alice_headers).status_code == 200
+
+    def test_demotion_counts_at_the_next_request(self, client, admin, make_user, auth):
+        other_admin = make_user("boss", role="admin")
+        headers = auth(other_admin)
+        assert client.get("/users", headers=headers).status_code == 200
+        client.patch(f"/users/{other_admin.id}", json={"role": "user"}, headers=auth(admin))
+        assert_error(client.get("/users", headers=headers), 403, error="forbidden")
+
+    def test_a_user_cannot_change_a_role(self, app, client, alice, as_alice):
+        before = snapshot(app)
+        body = assert_error(client.patch(f"/users/{alice.id}", json={"role": "admin"}, headers=as_alice), 422)
+        assert "role" in body["errors"]["json"]
+        assert snapshot(app) == before
+
+    def test_the_last_admin_cannot_be_demoted(self, client, admin, auth):
+        response = client.patch(f"/users/{admin.id}", json={"role": "user"}, headers=auth(admin))
+        assert_error(response, 409)
+
+    def test_unknown_role(self, client, admin, alice, auth):
+        response = client.patch(f"/users/{alice.id}", json={"role": "owner"}, headers=auth(admin))
+        assert "role" in assert_error(response, 422)["errors"]["json"]
+
+    def test_self_changes_email_and_password(self, client, alice, as_alice, login):
+        body = {"email": "new@example.com", "password": "a brand new password"}
+        response = client.patch(f"/users/{alice.id}", json=body, headers=as_alice)
+        assert response.status_code == 200
+        assert response.json["email"] == "new@example.com"
+        assert_error(client.post("/login", json={"username": "alice", "password": PASSWORD}), 401)
+        assert login("alice", "a brand new password")["access_token"]
+
+    def test_email_or_password_change_needs_a_fresh_token(self, app, client, alice, login):
+        refreshed = client.post("/refresh", headers=bearer(login(alice)["refresh_token"])).json
+        before = snapshot(app)
+        response = client.patch(
+            f"/users/{alice.id}", json={"password": "another password"}, headers=bearer(refreshed["access_token"])
+        )
+        assert_error(response, 401, error="fresh_token_required")
+        assert snapshot(app) == before
+
+    def test_admin_cannot_change_someone_elses_credentials(self, app, client, admin, alice, auth):
+        before = snapshot(app)
+        for field, value in (("email", "x@example.com"), ("password", "12345678910")):
+            response = client.patch(f"/users/{alice.id}", json={field: value}, headers=auth(admin))
+            assert field in assert_error(response, 422)["errors"]["json"]
+        assert snapshot(app) == before
+
+    def test_others_get_403(self, app, client, alice, bob, auth):
+        before = snapshot(app)
+        response = client.patch(f"/users/{alice.id}", json={"email": "x@example.com"}, headers=auth(bob))
+        assert_error(response, 403, error="forbidden")
+        assert snapshot(app) == before
+
+    def test_duplicate_email(self, app, client, alice, bob, as_alice):
+        before = snapshot(app)
+        response = client.patch(f"/users/{alice.id}", json={"email": "BOB@example.com"}, headers=as_alice)
+        assert_error(response, 409)
+        assert snapshot(app) == before
+
+    @pytest.mark.parametrize("field", ["id", "username", "password_hash", "is_admin", "created_at"])
+    def test_other_fields_are_refused(self, client, alice, as_alice, field):
+        response = client.patch(f"/users/{alice.id}", json={field: 1}, headers=as_alice)
+        assert field in assert_error(response, 422)["errors"]["json"]
+
+
+class TestDelete:
+    def test_self_delete_with_a_fresh_token(self, app, client, alice, as_alice):
+        response = client.delete(f"/users/{alice.id}", headers=as_alice)
+        assert response.status_code == 204
+        assert response.get_data() == b""
+        assert query(app, select(User.id)) == []
+        assert_error(client.get("/users/me", headers=as_alice), 401, error="user_not_found")
+
+    def test_needs_a_fresh_token(self, app, client, alice, login):
+        refreshed = client.post("/refresh", headers=bearer(login(alice)["refresh_token"])).json
+        response = client.delete(f"/users/{alice.id}", headers=bearer(refreshed["access_token"]))
+        assert_error(response, 401, error="fresh_token_required")
+        assert query(app, select(User.id)) == [(alice.id,)]
+
+    def test_admin_deletes_a_user(self, app, client, admin, alice, auth):
+        assert client.delete(f"/users/{alice.id}", headers=auth(admin)).status_code == 204
+        assert query(app, select(User.username)) == [("root",)]
+
+    def test_others_get_403(self, app, client, alice, bob, auth):
+        assert_error(client.delete(f"/users/{alice.id}", headers=auth(bob)), 403, error="forbidden")
+        assert len(query(app, select(User.id))) == 2
+
+    def test_a_user_who_owns_stores_is_kept(self, app, client, alice, as_alice):
+        client.post("/stores", json={"name": "Alice's"}, headers=as_alice)
+        before = snapshot(app)
+        body = assert_error(client.delete(f"/users/{alice.id}", headers=as_alice), 409)
+        assert "owns stores" in body["message"]
+        assert snapshot(app) == before
+        assert query(app, select(Store.owner_id)) == [(alice.id,)]
+
+    def test_the_last_admin_is_kept(self, client, admin, auth):
+        assert_error(client.delete(f"/users/{admin.id}", headers=auth(admin)), 409)
+
+    def test_unknown(self, client, admin, auth):
+        assert_error(client.delete("/users/4242", headers=auth(admin)), 404)
+
+
+class TestCreateAdmin:
+    def run(self, app, *args):
+        return app.test_cli_runner().invoke(args=["create-admin", *args])
+
+    def test_creates_an_admin(self, app, client, login):
+        result = self.run(app, "--username", "boss", "--email", "boss@example.com", "--password", PASSWORD)
+        assert result.exit_code == 0, result.output
+        assert "Created admin 'boss'" in result.output
+        assert query(app, select(User.username, User.role)) == [("boss", "admin")]
+        headers = bearer(login("boss")["access_token"])
+        assert client.get("/users", headers=headers).status_code == 200
+
+    def test_refuses_a_duplicate_clearly(self, app, alice):
+        result = self.run(app, "--username", "ALICE", "--email", "x@example.com", "--password", PASSWORD)
+        assert result.exit_code == 1
+        assert "already exists" in result.output
+        assert query(app, select(User.role)) == [("user",)]
+
+    def test_refuses_invalid_input(self, app):
+        result = self.run(app, "--username", "x", "--email", "bad", "--password", "short")
+        assert result.exit_code == 1
+        assert "invalid input" in result.output
+        assert query(app, select(User.id)) == []
