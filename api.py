@@ -17,8 +17,10 @@ import flask_smorest
 import marshmallow as ma
 from flask import request
 from flask_smorest import etag as fs_etag
+from flask_smorest.exceptions import NotModified
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.http import quote_etag
 
 import errors
 
@@ -97,6 +99,13 @@ class Blueprint(flask_smorest.Blueprint):
         """412 when an If-Match header was sent and no longer matches."""
         if request.if_match:
             super().check_etag(etag_data, etag_schema)
+
+    def _check_not_modified(self, etag):
+        """304, carrying the ETag it confirms (RFC 9110 15.4.5)."""
+        if request.method in self.METHODS_CHECKING_NOT_MODIFIED and etag in request.if_none_match:
+            not_modified = NotModified()
+            not_modified.data = {"headers": {"ETag": quote_etag(etag)}}
+            raise not_modified
 
     def _prepare_etag_doc(self, doc, doc_info, **kwargs):
         doc = super()._prepare_etag_doc(doc, doc_info, **kwargs)

@@ -135,6 +135,7 @@ class DevelopmentConfig(Config):
 class TestingConfig(Config):
     """Tests: the database the fixtures choose, cheap password hashing, roomy limits."""
 
+    __test__ = False  # not a pytest test class, despite its name
     APP_ENV = "testing"
     TESTING = True
 

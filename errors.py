@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, g, jsonify
+from flask import Flask, Response, g, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -72,6 +72,8 @@ def handle_http_exception(exc: HTTPException) -> ResponseReturnValue:
     # Keep the headers the exception carries, e.g. Allow on a 405.
     headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
     headers.update(data.get("headers") or {})
+    if exc.code == 304:
+        return Response(status=304, headers=headers)
     errors = data.get("errors") or data.get("messages")
     message = data.get("message")
     if message is None and exc.code == 400 and errors and "json" in errors:

@@ -43,12 +43,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class JsonHandler(logging.StreamHandler):
+    """stderr, one JSON object per line."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(JsonFormatter())
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """Send every logger's records to stderr as JSON lines (idempotent)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    """Send every logger's records to stderr as JSON lines. Idempotent: a second
+    call replaces the handler of the first, and leaves other handlers alone."""
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, JsonHandler)]
+    root.addHandler(JsonHandler())
     root.setLevel(level)
 
 

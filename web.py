@@ -8,6 +8,7 @@ from flask_smorest import abort
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.routing import BaseConverter, ValidationError
 
+from errors import RETRY_AFTER_SECONDS
 from fields import MAX_ID
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -47,8 +48,11 @@ def require_json_body() -> None:
 
 def security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    # Flask-Limiter puts Retry-After on every response; it means "wait" only on these.
-    if response.status_code not in (429, 503):
+    # Flask-Limiter writes its reset time as Retry-After on every response, over
+    # ours too. It belongs on its own 429s; a 503 gets the service's retry hint.
+    if response.status_code == 503:
+        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    elif response.status_code != 429:
         response.headers.pop("Retry-After", None)
     hsts = current_app.config.get("HSTS_SECONDS", 0)
     if hsts > 0:

@@ -12,14 +12,20 @@ from models.store import Store
 from models.tag import Tag
 from models.types import Timestamps
 
-# The link's tag side has no ON DELETE action: deleting a tag that an item still
-# carries fails in the database, which the API answers with 409. Deleting an item
-# or a whole store removes the links with it.
+# Deleting an item removes its links. The tag side has no ON DELETE action, so a
+# tag that an item still carries cannot be deleted (the API answers 409); it is
+# checked at commit (DEFERRED) so that deleting a whole store, whose cascades
+# remove its items' links and its tags in no guaranteed order, still succeeds.
 item_tags = Table(
     "item_tags",
     db.metadata,
     Column("item_id", ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
-    Column("tag_id", ForeignKey("tags.id"), primary_key=True, index=True),
+    Column(
+        "tag_id",
+        ForeignKey("tags.id", deferrable=True, initially="DEFERRED"),
+        primary_key=True,
+        index=True,
+    ),
 )
 
 

@@ -81,6 +81,7 @@ def _duplicate(item: Item) -> str:
 
 @blp.route("")
 class Items(MethodView):
+    @blp.etag
     @blp.arguments(ItemQuerySchema, location="query")
     @blp.response(200, ItemSchema(many=True))
     @blp.paginate()

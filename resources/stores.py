@@ -47,6 +47,7 @@ def _update(store: Store, data: dict) -> None:
 
 @blp.route("")
 class Stores(MethodView):
+    @blp.etag
     @blp.arguments(StoreQuerySchema, location="query")
     @blp.response(200, StoreSchema(many=True))
     @blp.paginate()
@@ -125,6 +126,7 @@ class StoreById(MethodView):
 
 @blp.route("/<id:store_id>/items")
 class StoreItems(MethodView):
+    @blp.etag
     @blp.arguments(StoreItemQuerySchema, location="query")
     @blp.response(200, ItemSchema(many=True))
     @blp.alt_response(404, response="NOT_FOUND")
@@ -137,6 +139,7 @@ class StoreItems(MethodView):
 
 @blp.route("/<id:store_id>/tags")
 class StoreTags(MethodView):
+    @blp.etag
     @blp.response(200, TagSchema(many=True))
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.paginate()

@@ -67,8 +67,8 @@ def _pg_schema():
 
 
 def make_config(tmp_path, **overrides) -> TestingConfig:
-    url = PG_URL or f"sqlite:///{tmp_path / 'test.db'}"
-    return TestingConfig(SQLALCHEMY_DATABASE_URI=url, **overrides)
+    overrides.setdefault("SQLALCHEMY_DATABASE_URI", PG_URL or f"sqlite:///{tmp_path / 'test.db'}")
+    return TestingConfig(**overrides)
 
 
 @pytest.fixture
@@ -88,6 +88,21 @@ def app(request, tmp_path, _pg_schema):
     yield app
     with app.app_context():
         db.engine.dispose()
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """Another app on the test database, with ``overrides``; its pool is closed after."""
+    apps = []
+
+    def make(**overrides):
+        apps.append(create_app(make_config(tmp_path, **overrides)))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        with app.app_context():
+            db.engine.dispose()
 
 
 @pytest.fixture
@@ -228,7 +243,9 @@ def api(client):
             return response.json
 
         def tag(self, headers, store, name="dairy"):
-            response = client.post(f"/stores/{store['id']}/tags", json={"name": name}, headers=headers)
+            response = client.post(
+                f"/stores/{store['id']}/tags", json={"name": name}, headers=headers
+            )
             assert response.status_code == 201, response.json
             return response.json
 

@@ -4,7 +4,6 @@ import time
 from datetime import timedelta
 
 import jwt
-
 import pytest
 from flask_jwt_extended import create_access_token, decode_token
 from passlib.hash import pbkdf2_sha256
@@ -38,7 +37,10 @@ class TestRegister:
 
     @pytest.mark.parametrize(
         "duplicate",
-        [{"username": "ALICE", "email": "other@example.com"}, {"username": "other", "email": "Alice@Example.COM"}],
+        [
+            {"username": "ALICE", "email": "other@example.com"},
+            {"username": "other", "email": "Alice@Example.COM"},
+        ],
     )
     def test_username_and_email_are_unique_ignoring_case(self, app, client, duplicate):
         assert register(client).status_code == 201
@@ -95,7 +97,10 @@ class TestLogin:
 
     @pytest.mark.parametrize(
         "credentials",
-        [{"username": "alice", "password": "wrong password"}, {"username": "nobody", "password": PASSWORD}],
+        [
+            {"username": "alice", "password": "wrong password"},
+            {"username": "nobody", "password": PASSWORD},
+        ],
     )
     def test_wrong_username_or_password_look_the_same(self, client, alice, credentials):
         body = assert_error(client.post("/login", json=credentials), 401)
@@ -114,17 +119,25 @@ class TestLogin:
         with app.app_context():
             db.session.get(User, alice.id).password_hash = pbkdf2_sha256.hash(PASSWORD)
             db.session.commit()
-        assert client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code == 200
+        assert (
+            client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code
+            == 200
+        )
         [(stored_hash,)] = query(app, select(User.password_hash))
         assert stored_hash.startswith("$argon2id$")
-        assert client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code == 200
+        assert (
+            client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code
+            == 200
+        )
 
     def test_wrong_password_does_not_upgrade_the_hash(self, app, client, alice):
         old = pbkdf2_sha256.hash(PASSWORD)
         with app.app_context():
             db.session.get(User, alice.id).password_hash = old
             db.session.commit()
-        assert_error(client.post("/login", json={"username": "alice", "password": "nope nope"}), 401)
+        assert_error(
+            client.post("/login", json={"username": "alice", "password": "nope nope"}), 401
+        )
         assert query(app, select(User.password_hash)) == [(old,)]
 
 
@@ -152,7 +165,9 @@ class TestTokens:
             token = create_access_token(
                 str(alice.id), expires_delta=timedelta(seconds=-1), additional_claims={"sid": "s"}
             )
-        body = assert_error(client.get("/users/me", headers=bearer(token)), 401, error="token_expired")
+        body = assert_error(
+            client.get("/users/me", headers=bearer(token)), 401, error="token_expired"
+        )
         assert "expired" in body["message"]
 
     def test_token_without_a_session_is_refused(self, app, client, alice):
@@ -167,7 +182,11 @@ class TestTokens:
 
     def test_access_token_cannot_refresh(self, client, alice, login):
         tokens = login(alice)
-        assert_error(client.post("/refresh", headers=bearer(tokens["access_token"])), 401, error="invalid_token")
+        assert_error(
+            client.post("/refresh", headers=bearer(tokens["access_token"])),
+            401,
+            error="invalid_token",
+        )
 
     def test_token_of_a_deleted_user(self, app, client, alice, login):
         tokens = login(alice)
@@ -211,7 +230,11 @@ class TestRefresh:
         first = login(alice)
         second = client.post("/refresh", headers=bearer(first["refresh_token"])).json
         # The old refresh token shows up again: somebody copied it.
-        assert_error(client.post("/refresh", headers=bearer(first["refresh_token"])), 401, error="token_revoked")
+        assert_error(
+            client.post("/refresh", headers=bearer(first["refresh_token"])),
+            401,
+            error="token_revoked",
+        )
         for token, path in (
             (second["refresh_token"], "/refresh"),
             (second["access_token"], "/users/me"),
@@ -243,7 +266,9 @@ class TestLogout:
             response = getattr(client, method)(path, headers=bearer(token))
             assert_error(response, 401, error="token_revoked")
 
-    def test_a_revoked_token_is_reported_revoked_even_where_fresh_is_needed(self, client, alice, login):
+    def test_a_revoked_token_is_reported_revoked_even_where_fresh_is_needed(
+        self, client, alice, login
+    ):
         tokens = login(alice)
         refreshed = client.post("/refresh", headers=bearer(tokens["refresh_token"])).json
         client.post("/logout", headers=bearer(tokens["access_token"]))

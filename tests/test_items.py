@@ -25,8 +25,17 @@ class TestCreate:
         response = post_item(client, as_alice, store, description="  Whole, 1 l\nFresh  ")
         assert response.status_code == 201
         item = response.json
-        assert set(item) == {"id", "name", "description", "price", "store_id", "store", "tags",
-                             "created_at", "updated_at"}
+        assert set(item) == {
+            "id",
+            "name",
+            "description",
+            "price",
+            "store_id",
+            "store",
+            "tags",
+            "created_at",
+            "updated_at",
+        }
         assert item["store"] == {"id": store["id"], "name": store["name"]}
         assert item["tags"] == []
         assert item["description"] == "Whole, 1 l\nFresh"
@@ -61,7 +70,22 @@ class TestCreate:
 
     @pytest.mark.parametrize(
         "price",
-        [-0.01, "-1", 1.005, "0.001", 10_000_000_000, "1e10", "NaN", "Infinity", "abc", "", True, None, [], {}],
+        [
+            -0.01,
+            "-1",
+            1.005,
+            "0.001",
+            10_000_000_000,
+            "1e10",
+            "NaN",
+            "Infinity",
+            "abc",
+            "",
+            True,
+            None,
+            [],
+            {},
+        ],
     )
     def test_invalid_prices(self, app, client, as_alice, store, price):
         body = assert_error(post_item(client, as_alice, store, price=price), 422)
@@ -73,7 +97,9 @@ class TestCreate:
         assert body["errors"]["json"]["price"] == ["Must have at most 2 decimal places."]
 
     def test_unknown_store_is_a_validation_error(self, app, client, as_alice):
-        response = client.post("/items", json={"name": "x", "price": 1, "store_id": 77}, headers=as_alice)
+        response = client.post(
+            "/items", json={"name": "x", "price": 1, "store_id": 77}, headers=as_alice
+        )
         body = assert_error(response, 422)
         assert body["errors"]["json"]["store_id"] == ["Store 77 does not exist."]
 
@@ -115,15 +141,21 @@ class TestChange:
         return api.item(as_alice, store, description="old")
 
     def test_put_replaces_and_clears_the_description(self, app, client, as_alice, item):
-        response = client.put(f"/items/{item['id']}", json={"name": "Oat milk", "price": "2.10"}, headers=as_alice)
+        response = client.put(
+            f"/items/{item['id']}", json={"name": "Oat milk", "price": "2.10"}, headers=as_alice
+        )
         assert response.status_code == 200
         assert response.json["name"] == "Oat milk"
         assert response.json["price"] == 2.1
         assert response.json["description"] is None
-        assert query(app, select(Item.name, Item.price, Item.description)) == [("Oat milk", Decimal("2.10"), None)]
+        assert query(app, select(Item.name, Item.price, Item.description)) == [
+            ("Oat milk", Decimal("2.10"), None)
+        ]
 
     def test_put_needs_name_and_price(self, client, as_alice, item):
-        body = assert_error(client.put(f"/items/{item['id']}", json={"name": "x"}, headers=as_alice), 422)
+        body = assert_error(
+            client.put(f"/items/{item['id']}", json={"name": "x"}, headers=as_alice), 422
+        )
         assert set(body["errors"]["json"]) == {"price"}
 
     def test_put_never_creates(self, app, client, as_alice, store):
@@ -149,15 +181,23 @@ class TestChange:
     def test_rename_to_a_taken_name(self, app, client, as_alice, store, item, api):
         api.item(as_alice, store, "Bread")
         before = snapshot(app)
-        assert_error(client.patch(f"/items/{item['id']}", json={"name": "bread"}, headers=as_alice), 409)
+        assert_error(
+            client.patch(f"/items/{item['id']}", json={"name": "bread"}, headers=as_alice), 409
+        )
         assert snapshot(app) == before
 
     def test_delete_needs_a_fresh_token(self, app, client, alice, login, api):
         tokens = login(alice)
         headers = bearer(tokens["access_token"])
         item = api.item(headers, api.store(headers))
-        stale = client.post("/refresh", headers=bearer(tokens["refresh_token"])).json["access_token"]
-        assert_error(client.delete(f"/items/{item['id']}", headers=bearer(stale)), 401, error="fresh_token_required")
+        stale = client.post("/refresh", headers=bearer(tokens["refresh_token"])).json[
+            "access_token"
+        ]
+        assert_error(
+            client.delete(f"/items/{item['id']}", headers=bearer(stale)),
+            401,
+            error="fresh_token_required",
+        )
         assert client.delete(f"/items/{item['id']}", headers=headers).status_code == 204
         assert query(app, select(Item.id)) == []
         assert_error(client.get(f"/items/{item['id']}"), 404)
@@ -199,6 +239,8 @@ class TestTagging:
         response = client.delete(f"/items/{item['id']}/tags/{tag['id']}", headers=as_alice)
         assert response.status_code == 204
         assert client.get(f"/items/{item['id']}").json["tags"] == []
-        body = assert_error(client.delete(f"/items/{item['id']}/tags/{tag['id']}", headers=as_alice), 404)
+        body = assert_error(
+            client.delete(f"/items/{item['id']}/tags/{tag['id']}", headers=as_alice), 404
+        )
         assert body["message"] == f"Item {item['id']} does not carry tag {tag['id']}."
         assert query(app, select(func.count()).select_from(item_tags)) == [(0,)]

@@ -26,7 +26,9 @@ def big_catalog(app, alice):
         db.session.commit()
 
 
-@pytest.mark.parametrize("path", ["/items", "/items?tag=tag1&sort=-price", "/stores/2/items?q=item"])
+@pytest.mark.parametrize(
+    "path", ["/items", "/items?tag=tag1&sort=-price", "/stores/2/items?q=item"]
+)
 def test_a_page_of_items_costs_the_same_few_statements_at_any_size(app, client, big_catalog, path):
     counts = {}
     for page_size in (10, 100):

@@ -41,12 +41,22 @@ def names(response) -> list[str]:
 
 class TestFilters:
     def test_default_order_is_by_id(self, client, catalog):
-        assert names(client.get("/items")) == ["Milk", "Organic Milk", "Tofu", "butter", "Apples", "Oat drink"]
+        assert names(client.get("/items")) == [
+            "Milk",
+            "Organic Milk",
+            "Tofu",
+            "butter",
+            "Apples",
+            "Oat drink",
+        ]
 
     def test_every_named_tag_must_be_present(self, client, catalog):
         assert names(client.get("/items?tag=dairy")) == ["Milk", "Organic Milk", "butter"]
         assert names(client.get("/items?tag=dairy&tag=organic")) == ["Organic Milk", "butter"]
-        assert names(client.get("/items?tag=DAIRY&tag=Organic&tag=dairy")) == ["Organic Milk", "butter"]
+        assert names(client.get("/items?tag=DAIRY&tag=Organic&tag=dairy")) == [
+            "Organic Milk",
+            "butter",
+        ]
         assert names(client.get("/items?tag=dairy&tag=vegan")) == []
         assert names(client.get("/items?tag=unknown")) == []
 
@@ -57,7 +67,11 @@ class TestFilters:
         assert names(client.get("/items?q=_")) == ["Apples"]
 
     def test_price_bounds_are_inclusive(self, client, catalog):
-        assert names(client.get("/items?min_price=2&max_price=2.75")) == ["Milk", "Tofu", "Oat drink"]
+        assert names(client.get("/items?min_price=2&max_price=2.75")) == [
+            "Milk",
+            "Tofu",
+            "Oat drink",
+        ]
         assert names(client.get("/items?min_price=4.10")) == ["butter"]
         assert names(client.get("/items?max_price=1.99")) == ["Apples"]
 
@@ -69,7 +83,10 @@ class TestFilters:
     def test_the_store_items_endpoint_takes_the_same_filters(self, client, catalog):
         corner = catalog["corner"]["id"]
         assert names(client.get(f"/stores/{corner}/items")) == ["Milk", "Organic Milk", "Tofu"]
-        assert names(client.get(f"/stores/{corner}/items?tag=organic&sort=-price")) == ["Organic Milk", "Tofu"]
+        assert names(client.get(f"/stores/{corner}/items?tag=organic&sort=-price")) == [
+            "Organic Milk",
+            "Tofu",
+        ]
         assert names(client.get(f"/stores/{corner}/items?q=soy")) == ["Tofu"]
 
     @pytest.mark.parametrize(
@@ -130,8 +147,13 @@ class TestPagination:
         assert names(response) == ["Milk", "Oat drink"]
         assert response.headers["X-Total-Count"] == "6"
         assert json.loads(response.headers["X-Pagination"]) == {
-            "total": 6, "total_pages": 3, "first_page": 1, "last_page": 3,
-            "page": 2, "previous_page": 1, "next_page": 3,
+            "total": 6,
+            "total_pages": 3,
+            "first_page": 1,
+            "last_page": 3,
+            "page": 2,
+            "previous_page": 1,
+            "next_page": 3,
         }
         rels = links(response)
         assert set(rels) == {"first", "prev", "next", "last"}

@@ -9,13 +9,25 @@ from models import Item, Store, Tag, item_tags
 
 class TestCreate:
     def test_caller_becomes_the_owner(self, app, client, alice, as_alice):
-        body = {"name": "  Corner Shop ", "address": "1 Main St", "contact_email": "shop@example.com",
-                "contact_phone": "+1 (555) 010-0100"}
+        body = {
+            "name": "  Corner Shop ",
+            "address": "1 Main St",
+            "contact_email": "shop@example.com",
+            "contact_phone": "+1 (555) 010-0100",
+        }
         response = client.post("/stores", json=body, headers=as_alice)
         assert response.status_code == 201
         store = response.json
-        assert set(store) == {"id", "name", "address", "contact_email", "contact_phone", "owner_id",
-                              "created_at", "updated_at"}
+        assert set(store) == {
+            "id",
+            "name",
+            "address",
+            "contact_email",
+            "contact_phone",
+            "owner_id",
+            "created_at",
+            "updated_at",
+        }
         assert store["name"] == "Corner Shop"
         assert store["owner_id"] == alice.id
         assert store["contact_phone"] == "+1 (555) 010-0100"
@@ -28,13 +40,17 @@ class TestCreate:
         assert store["address"] is None and store["contact_email"] is None
 
     def test_needs_a_token(self, app, client):
-        assert_error(client.post("/stores", json={"name": "x"}), 401, error="authorization_required")
+        assert_error(
+            client.post("/stores", json={"name": "x"}), 401, error="authorization_required"
+        )
         assert query(app, select(Store.id)) == []
 
     def test_names_are_unique_ignoring_case(self, app, client, alice, bob, as_alice, auth, api):
         api.store(as_alice, "Corner Shop")
         before = snapshot(app)
-        body = assert_error(client.post("/stores", json={"name": "CORNER shop"}, headers=auth(bob)), 409)
+        body = assert_error(
+            client.post("/stores", json={"name": "CORNER shop"}, headers=auth(bob)), 409
+        )
         assert "already exists" in body["message"]
         assert snapshot(app) == before
 
@@ -75,7 +91,10 @@ class TestRead:
         assert [s["name"] for s in response.json] == ["Alpha Market", "Beta Shop", "Gamma MARKET"]
         assert response.headers["X-Total-Count"] == "3"
         assert response.headers["Cache-Control"] == "public, no-cache"
-        assert [s["name"] for s in client.get("/stores?q=market").json] == ["Alpha Market", "Gamma MARKET"]
+        assert [s["name"] for s in client.get("/stores?q=market").json] == [
+            "Alpha Market",
+            "Gamma MARKET",
+        ]
         assert [s["name"] for s in client.get(f"/stores?owner_id={bob.id}").json] == ["Beta Shop"]
         assert client.get("/stores?q=%25").json == []
 
@@ -91,11 +110,15 @@ class TestRead:
         body = assert_error(client.get(path), 404)
         assert body["message"] == "Store 99 not found."
 
-    @pytest.mark.parametrize("path", ["/stores/0", "/stores/-1", "/stores/abc", "/stores/99999999999"])
+    @pytest.mark.parametrize(
+        "path", ["/stores/0", "/stores/-1", "/stores/abc", "/stores/99999999999"]
+    )
     def test_ids_that_cannot_exist(self, client, path):
         assert_error(client.get(path), 404)
 
-    @pytest.mark.parametrize("query_string", ["owner_id=0", "owner_id=x", "q=", "page=0", "page_size=101"])
+    @pytest.mark.parametrize(
+        "query_string", ["owner_id=0", "owner_id=x", "q=", "page=0", "page_size=101"]
+    )
     def test_bad_filters(self, client, query_string):
         body = assert_error(client.get(f"/stores?{query_string}"), 422)
         assert "query" in body["errors"]
@@ -104,8 +127,11 @@ class TestRead:
 class TestChange:
     def test_owner_replaces_a_store(self, app, client, as_alice, api):
         store = api.store(as_alice, address="1 Main St", contact_phone="555 0100")
-        response = client.put(f"/stores/{store['id']}", json={"name": "Renamed", "contact_email": "a@b.io"},
-                              headers=as_alice)
+        response = client.put(
+            f"/stores/{store['id']}",
+            json={"name": "Renamed", "contact_email": "a@b.io"},
+            headers=as_alice,
+        )
         assert response.status_code == 200
         body = response.json
         assert body["name"] == "Renamed"
@@ -121,7 +147,9 @@ class TestChange:
 
     def test_owner_patches_some_fields(self, client, as_alice, api):
         store = api.store(as_alice, address="1 Main St")
-        response = client.patch(f"/stores/{store['id']}", json={"contact_phone": "555-0100"}, headers=as_alice)
+        response = client.patch(
+            f"/stores/{store['id']}", json={"contact_phone": "555-0100"}, headers=as_alice
+        )
         assert response.status_code == 200
         assert response.json["address"] == "1 Main St"
         assert response.json["contact_phone"] == "555-0100"
@@ -135,26 +163,45 @@ class TestChange:
         api.store(as_alice, "One")
         two = api.store(as_alice, "Two")
         before = snapshot(app)
-        assert_error(client.patch(f"/stores/{two['id']}", json={"name": "ONE"}, headers=as_alice), 409)
+        assert_error(
+            client.patch(f"/stores/{two['id']}", json={"name": "ONE"}, headers=as_alice), 409
+        )
         assert snapshot(app) == before
 
-    def test_only_an_admin_transfers_a_store(self, app, client, alice, bob, admin, as_alice, auth, api):
+    def test_only_an_admin_transfers_a_store(
+        self, app, client, alice, bob, admin, as_alice, auth, api
+    ):
         store = api.store(as_alice)
         before = snapshot(app)
-        body = assert_error(client.patch(f"/stores/{store['id']}", json={"owner_id": bob.id}, headers=as_alice), 422)
+        body = assert_error(
+            client.patch(f"/stores/{store['id']}", json={"owner_id": bob.id}, headers=as_alice), 422
+        )
         assert "owner_id" in body["errors"]["json"]
         assert snapshot(app) == before
-        response = client.patch(f"/stores/{store['id']}", json={"owner_id": bob.id}, headers=auth(admin))
+        response = client.patch(
+            f"/stores/{store['id']}", json={"owner_id": bob.id}, headers=auth(admin)
+        )
         assert response.status_code == 200
         assert response.json["owner_id"] == bob.id
         # Now bob is the owner, and alice is not.
-        assert client.patch(f"/stores/{store['id']}", json={"name": "Bob's"}, headers=auth(bob)).status_code == 200
-        assert_error(client.patch(f"/stores/{store['id']}", json={"name": "Mine"}, headers=as_alice), 403)
+        assert (
+            client.patch(
+                f"/stores/{store['id']}", json={"name": "Bob's"}, headers=auth(bob)
+            ).status_code
+            == 200
+        )
+        assert_error(
+            client.patch(f"/stores/{store['id']}", json={"name": "Mine"}, headers=as_alice), 403
+        )
 
     def test_transfer_to_an_unknown_user(self, client, admin, as_alice, auth, api):
         store = api.store(as_alice)
-        response = client.patch(f"/stores/{store['id']}", json={"owner_id": 999}, headers=auth(admin))
-        assert assert_error(response, 422)["errors"]["json"]["owner_id"] == ["User 999 does not exist."]
+        response = client.patch(
+            f"/stores/{store['id']}", json={"owner_id": 999}, headers=auth(admin)
+        )
+        assert assert_error(response, 422)["errors"]["json"]["owner_id"] == [
+            "User 999 does not exist."
+        ]
 
     def test_unknown_store(self, client, as_alice):
         assert_error(client.put("/stores/5", json={"name": "x"}, headers=as_alice), 404)
@@ -182,7 +229,9 @@ class TestDelete:
     def test_needs_a_fresh_token(self, app, client, alice, login, api):
         tokens = login(alice)
         store = api.store(bearer(tokens["access_token"]))
-        stale = client.post("/refresh", headers=bearer(tokens["refresh_token"])).json["access_token"]
+        stale = client.post("/refresh", headers=bearer(tokens["refresh_token"])).json[
+            "access_token"
+        ]
         response = client.delete(f"/stores/{store['id']}", headers=bearer(stale))
         assert_error(response, 401, error="fresh_token_required")
         assert len(query(app, select(Store.id))) == 1
@@ -191,7 +240,9 @@ class TestDelete:
 class TestOwnership:
     """User B gets 403 for every write on user A's store; A's data stays byte for byte."""
 
-    def test_every_write_by_another_user_is_forbidden(self, app, client, alice, bob, as_alice, auth, api):
+    def test_every_write_by_another_user_is_forbidden(
+        self, app, client, alice, bob, as_alice, auth, api
+    ):
         store = api.store(as_alice)
         item = api.item(as_alice, store)
         tag = api.tag(as_alice, store)
@@ -223,10 +274,23 @@ class TestOwnership:
         item = api.item(as_alice, store)
         tag = api.tag(as_alice, store)
         headers = auth(admin)
-        assert client.patch(f"/stores/{store['id']}", json={"name": "Audited"}, headers=headers).status_code == 200
-        assert client.post(f"/items/{item['id']}/tags/{tag['id']}", headers=headers).status_code == 201
-        assert client.patch(f"/items/{item['id']}", json={"price": 2}, headers=headers).status_code == 200
-        assert client.patch(f"/tags/{tag['id']}", json={"name": "milk"}, headers=headers).status_code == 200
+        assert (
+            client.patch(
+                f"/stores/{store['id']}", json={"name": "Audited"}, headers=headers
+            ).status_code
+            == 200
+        )
+        assert (
+            client.post(f"/items/{item['id']}/tags/{tag['id']}", headers=headers).status_code == 201
+        )
+        assert (
+            client.patch(f"/items/{item['id']}", json={"price": 2}, headers=headers).status_code
+            == 200
+        )
+        assert (
+            client.patch(f"/tags/{tag['id']}", json={"name": "milk"}, headers=headers).status_code
+            == 200
+        )
         assert client.delete(f"/items/{item['id']}", headers=headers).status_code == 204
         assert client.delete(f"/stores/{store['id']}", headers=headers).status_code == 204
         assert snapshot(app)["stores"] == []

@@ -14,7 +14,9 @@ def store(as_alice, api):
 
 class TestTags:
     def test_create_read_and_list(self, app, client, as_alice, store):
-        response = client.post(f"/stores/{store['id']}/tags", json={"name": " dairy "}, headers=as_alice)
+        response = client.post(
+            f"/stores/{store['id']}/tags", json={"name": " dairy "}, headers=as_alice
+        )
         assert response.status_code == 201
         tag = response.json
         assert tag == {"id": tag["id"], "name": "dairy", "store_id": store["id"]}
@@ -29,13 +31,17 @@ class TestTags:
     def test_names_are_unique_within_a_store_ignoring_case(self, app, client, as_alice, store, api):
         api.tag(as_alice, store, "Dairy")
         before = snapshot(app)
-        response = client.post(f"/stores/{store['id']}/tags", json={"name": "DAIRY"}, headers=as_alice)
+        response = client.post(
+            f"/stores/{store['id']}/tags", json={"name": "DAIRY"}, headers=as_alice
+        )
         assert "already has a tag named" in assert_error(response, 409)["message"]
         assert snapshot(app) == before
         api.tag(as_alice, api.store(as_alice, "Other"), "Dairy")
         assert len(query(app, select(Tag.id))) == 2
 
-    @pytest.mark.parametrize("body", [{}, {"name": ""}, {"name": "x" * 81}, {"name": "ok", "store_id": 1}])
+    @pytest.mark.parametrize(
+        "body", [{}, {"name": ""}, {"name": "x" * 81}, {"name": "ok", "store_id": 1}]
+    )
     def test_invalid_input(self, app, client, as_alice, store, body):
         assert_error(client.post(f"/stores/{store['id']}/tags", json=body, headers=as_alice), 422)
         assert query(app, select(Tag.id)) == []
@@ -54,7 +60,9 @@ class TestTags:
         api.tag(as_alice, store, "dairy")
         tag = api.tag(as_alice, store, "milk")
         before = snapshot(app)
-        assert_error(client.patch(f"/tags/{tag['id']}", json={"name": "Dairy"}, headers=as_alice), 409)
+        assert_error(
+            client.patch(f"/tags/{tag['id']}", json={"name": "Dairy"}, headers=as_alice), 409
+        )
         assert snapshot(app) == before
 
     def test_delete_an_unused_tag(self, app, client, as_alice, store, api):

@@ -64,7 +64,9 @@ class TestPatch:
 
     def test_a_user_cannot_change_a_role(self, app, client, alice, as_alice):
         before = snapshot(app)
-        body = assert_error(client.patch(f"/users/{alice.id}", json={"role": "admin"}, headers=as_alice), 422)
+        body = assert_error(
+            client.patch(f"/users/{alice.id}", json={"role": "admin"}, headers=as_alice), 422
+        )
         assert "role" in body["errors"]["json"]
         assert snapshot(app) == before
 
@@ -88,7 +90,9 @@ class TestPatch:
         refreshed = client.post("/refresh", headers=bearer(login(alice)["refresh_token"])).json
         before = snapshot(app)
         response = client.patch(
-            f"/users/{alice.id}", json={"password": "another password"}, headers=bearer(refreshed["access_token"])
+            f"/users/{alice.id}",
+            json={"password": "another password"},
+            headers=bearer(refreshed["access_token"]),
         )
         assert_error(response, 401, error="fresh_token_required")
         assert snapshot(app) == before
@@ -102,13 +106,17 @@ class TestPatch:
 
     def test_others_get_403(self, app, client, alice, bob, auth):
         before = snapshot(app)
-        response = client.patch(f"/users/{alice.id}", json={"email": "x@example.com"}, headers=auth(bob))
+        response = client.patch(
+            f"/users/{alice.id}", json={"email": "x@example.com"}, headers=auth(bob)
+        )
         assert_error(response, 403, error="forbidden")
         assert snapshot(app) == before
 
     def test_duplicate_email(self, app, client, alice, bob, as_alice):
         before = snapshot(app)
-        response = client.patch(f"/users/{alice.id}", json={"email": "BOB@example.com"}, headers=as_alice)
+        response = client.patch(
+            f"/users/{alice.id}", json={"email": "BOB@example.com"}, headers=as_alice
+        )
         assert_error(response, 409)
         assert snapshot(app) == before
 
@@ -160,7 +168,9 @@ class TestCreateAdmin:
         return app.test_cli_runner().invoke(args=["create-admin", *args])
 
     def test_creates_an_admin(self, app, client, login):
-        result = self.run(app, "--username", "boss", "--email", "boss@example.com", "--password", PASSWORD)
+        result = self.run(
+            app, "--username", "boss", "--email", "boss@example.com", "--password", PASSWORD
+        )
         assert result.exit_code == 0, result.output
         assert "Created admin 'boss'" in result.output
         assert query(app, select(User.username, User.role)) == [("boss", "admin")]
@@ -168,7 +178,9 @@ class TestCreateAdmin:
         assert client.get("/users", headers=headers).status_code == 200
 
     def test_refuses_a_duplicate_clearly(self, app, alice):
-        result = self.run(app, "--username", "ALICE", "--email", "x@example.com", "--password", PASSWORD)
+        result = self.run(
+            app, "--username", "ALICE", "--email", "x@example.com", "--password", PASSWORD
+        )
         assert result.exit_code == 1
         assert "already exists" in result.output
         assert query(app, select(User.role)) == [("user",)]

@@ -105,7 +105,15 @@ def upgrade():
             ["item_id"], ["items.id"], name="fk_item_tags_item_id_items", ondelete="CASCADE"
         ),
         # No ON DELETE: a tag still on an item cannot be deleted (the API answers 409).
-        sa.ForeignKeyConstraint(["tag_id"], ["tags.id"], name="fk_item_tags_tag_id_tags"),
+        # Checked at commit, so that a store's cascades may remove links and tags in
+        # any order.
+        sa.ForeignKeyConstraint(
+            ["tag_id"],
+            ["tags.id"],
+            name="fk_item_tags_tag_id_tags",
+            deferrable=True,
+            initially="DEFERRED",
+        ),
         sa.PrimaryKeyConstraint("item_id", "tag_id", name="pk_item_tags"),
     )
     op.create_index("ix_item_tags_tag_id", "item_tags", ["tag_id"])

@@ -1,0 +1,416 @@
+"""HTTP behaviour: the error envelope from every layer, conditional requests,
+request ids and logs, headers, CORS, deprecated paths, probes and docs."""
+
+import json
+import logging
+
+import pytest
+from sqlalchemy import select
+
+from auth import issue_tokens
+from conftest import assert_error, count_queries, query, snapshot
+from models import Store
+from observability import JsonFormatter
+
+
+class TestErrorEnvelope:
+    def test_unknown_path(self, client):
+        body = assert_error(client.get("/nowhere"), 404)
+        assert set(body) == {"code", "status", "message"}
+        assert body["status"] == "Not Found"
+
+    def test_wrong_method_carries_allow(self, client):
+        response = client.delete("/stores")
+        assert_error(response, 405)
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST", "OPTIONS"}
+
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            b'{"name": ',
+            b"{'name': 'x'}",
+            b'{"name": NaN}',
+            b'{"price": Infinity}',
+            b"[" * 100_000,
+            b'{"n": ' + b"9" * 5000 + b"}",
+            b'{"name": "\xff"}',
+        ],
+    )
+    def test_malformed_json(self, app, client, as_alice, payload):
+        response = client.post(
+            "/stores", data=payload, headers=as_alice | {"Content-Type": "application/json"}
+        )
+        body = assert_error(response, 400)
+        assert body["message"] == "Malformed JSON body."
+        assert "json" in body["errors"]
+        assert query(app, select(Store.id)) == []
+
+    @pytest.mark.parametrize("payload", ["[]", '"name"', "42", "null"])
+    def test_json_that_is_not_an_object(self, app, client, as_alice, payload):
+        response = client.post(
+            "/stores", data=payload, headers=as_alice | {"Content-Type": "application/json"}
+        )
+        assert "json" in assert_error(response, 422)["errors"]
+
+    @pytest.mark.parametrize(
+        ("data", "content_type"),
+        [
+            ("name=x", "application/x-www-form-urlencoded"),
+            ('{"name": "x"}', "text/plain"),
+            ('{"name": "x"}', None),
+        ],
+    )
+    def test_a_body_that_is_not_json(self, app, client, as_alice, data, content_type):
+        headers = as_alice | ({"Content-Type": content_type} if content_type else {})
+        response = client.post("/stores", data=data, headers=headers)
+        assert_error(response, 415)
+        assert query(app, select(Store.id)) == []
+
+    def test_json_with_a_charset_or_a_suffix_is_json(self, client, as_alice):
+        for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
+            response = client.post(
+                "/stores",
+                data=json.dumps({"name": content_type}),
+                headers=as_alice | {"Content-Type": content_type},
+            )
+            assert response.status_code == 201
+
+    @pytest.mark.config(MAX_CONTENT_LENGTH=200)
+    def test_a_body_too_large(self, app, client, as_alice):
+        response = client.post(
+            "/stores", json={"name": "x", "address": "a" * 300}, headers=as_alice
+        )
+        assert_error(response, 413)
+        assert query(app, select(Store.id)) == []
+
+    def test_validation_lists_every_field(self, client, as_alice):
+        body = assert_error(
+            client.post("/stores", json={"name": "", "contact_email": "x"}, headers=as_alice), 422
+        )
+        assert set(body["errors"]["json"]) == {"name", "contact_email"}
+
+    def test_an_unexpected_exception_is_a_generic_500(self, make_app, caplog):
+        app = make_app()
+
+        @app.get("/boom")
+        def boom():
+            raise RuntimeError("secret database password in a traceback")
+
+        with caplog.at_level(logging.ERROR):
+            response = app.test_client().get("/boom", headers={"X-Request-ID": "trace-me-42"})
+        body = assert_error(response, 500)
+        assert body == {
+            "code": 500,
+            "status": "Internal Server Error",
+            "message": "Internal server error.",
+            "request_id": "trace-me-42",
+        }
+        assert "secret" not in response.get_data(as_text=True)
+        assert response.headers["X-Request-ID"] == "trace-me-42"
+        logged = [r for r in caplog.records if r.exc_info]
+        assert logged and "secret database password" in str(logged[0].exc_info[1])
+
+    def test_database_down_is_a_503_with_retry_after(self, make_app):
+        # Nothing listens on port 1: the connection is refused at once.
+        client = make_app(
+            SQLALCHEMY_DATABASE_URI="postgresql+psycopg://u@127.0.0.1:1/db"
+        ).test_client()
+        response = client.get("/stores")
+        body = assert_error(response, 503)
+        assert response.headers["Retry-After"] == "5"
+        assert "request_id" in body
+        assert "127.0.0.1" not in response.get_data(as_text=True)
+        assert client.get("/health").status_code == 200
+        ready = client.get("/ready")
+        assert_error(ready, 503)
+        assert "database" in ready.json["message"]
+
+    def test_redis_down_fails_closed_for_tokens(self, make_app, alice):
+        app = make_app(REDIS_URL="redis://127.0.0.1:1/0")
+        client = app.test_client()
+        with app.test_request_context():
+            token = issue_tokens(alice, fresh=True)["access_token"]
+        response = client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+        assert_error(response, 503)
+        assert response.headers["Retry-After"] == "5"
+        assert "redis" in client.get("/ready").json["message"]
+
+
+class TestConditionalRequests:
+    @pytest.fixture
+    def store(self, as_alice, api):
+        return api.store(as_alice)
+
+    def test_etag_and_if_none_match(self, client, store):
+        response = client.get(f"/stores/{store['id']}")
+        etag = response.headers["ETag"]
+        cached = client.get(f"/stores/{store['id']}", headers={"If-None-Match": etag})
+        assert cached.status_code == 304
+        assert cached.get_data() == b""
+        assert cached.headers["ETag"] == etag
+        assert (
+            client.get(f"/stores/{store['id']}", headers={"If-None-Match": '"other"'}).status_code
+            == 200
+        )
+
+    def test_head(self, client, store):
+        response = client.head(f"/stores/{store['id']}")
+        assert response.status_code == 200
+        assert response.get_data() == b""
+        assert response.headers["ETag"] == client.get(f"/stores/{store['id']}").headers["ETag"]
+
+    @pytest.mark.parametrize(
+        ("method", "body"), [("put", {"name": "New"}), ("patch", {"name": "New"}), ("delete", None)]
+    )
+    def test_stale_if_match_changes_nothing(self, app, client, as_alice, store, method, body):
+        before = snapshot(app)
+        headers = as_alice | {"If-Match": '"stale"'}
+        response = getattr(client, method)(f"/stores/{store['id']}", json=body, headers=headers)
+        assert_error(response, 412)
+        assert snapshot(app) == before
+
+    def test_current_if_match_goes_ahead_and_the_etag_changes(self, client, as_alice, store):
+        etag = client.get(f"/stores/{store['id']}").headers["ETag"]
+        response = client.patch(
+            f"/stores/{store['id']}", json={"name": "New"}, headers=as_alice | {"If-Match": etag}
+        )
+        assert response.status_code == 200
+        assert response.headers["ETag"] != etag
+        assert response.headers["ETag"] == client.get(f"/stores/{store['id']}").headers["ETag"]
+        # The old value is now stale.
+        again = client.patch(
+            f"/stores/{store['id']}", json={"name": "Newer"}, headers=as_alice | {"If-Match": etag}
+        )
+        assert_error(again, 412)
+
+    def test_item_and_tag_etags(self, app, client, as_alice, store, api):
+        item = api.item(as_alice, store)
+        tag = api.tag(as_alice, store)
+        item_etag = client.get(f"/items/{item['id']}").headers["ETag"]
+        api.link(as_alice, item, tag)  # the representation changed: so did the ETag
+        response = client.patch(
+            f"/items/{item['id']}", json={"price": 9}, headers=as_alice | {"If-Match": item_etag}
+        )
+        assert_error(response, 412)
+        tag_etag = client.get(f"/tags/{tag['id']}").headers["ETag"]
+        ok = client.patch(
+            f"/tags/{tag['id']}", json={"name": "milk"}, headers=as_alice | {"If-Match": tag_etag}
+        )
+        assert ok.status_code == 200
+        assert_error(
+            client.delete(f"/tags/{tag['id']}", headers=as_alice | {"If-Match": tag_etag}), 412
+        )
+
+    def test_if_match_star(self, client, as_alice, store):
+        response = client.patch(
+            f"/stores/{store['id']}", json={"name": "New"}, headers=as_alice | {"If-Match": "*"}
+        )
+        assert response.status_code == 200
+
+
+class TestRequestIdAndLogs:
+    def test_a_sane_request_id_is_echoed(self, client):
+        assert (
+            client.get("/health", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"]
+            == "abc-123"
+        )
+
+    @pytest.mark.parametrize("bad", ["has space", "x" * 129, "tab\tchar", "ünïcode"])
+    def test_an_insane_one_is_replaced(self, client, bad):
+        returned = client.get("/health", headers={"X-Request-ID": bad}).headers["X-Request-ID"]
+        assert returned != bad and len(returned) == 32
+
+    def test_every_response_has_one_even_errors(self, client):
+        for response in (client.get("/health"), client.get("/nowhere"), client.delete("/stores")):
+            assert len(response.headers["X-Request-ID"]) == 32
+
+    def test_one_structured_line_per_request(self, client, alice, as_alice, caplog):
+        with caplog.at_level(logging.INFO, logger="stores.access"):
+            client.get("/users/me", headers=as_alice | {"X-Request-ID": "req-1"})
+        [record] = [r for r in caplog.records if r.name == "stores.access"]
+        line = json.loads(JsonFormatter().format(record))
+        assert line["request_id"] == "req-1"
+        assert line["method"] == "GET" and line["path"] == "/users/me" and line["status"] == 200
+        assert line["user_id"] == alice.id
+        assert line["client_ip"] == "127.0.0.1"
+        assert line["level"] == "INFO" and isinstance(line["duration_ms"], float)
+        assert line["time"].endswith("+00:00")
+
+    @pytest.mark.config(TRUSTED_PROXIES=1)
+    def test_client_ip_from_a_trusted_proxy(self, client, caplog):
+        with caplog.at_level(logging.INFO, logger="stores.access"):
+            client.get("/health", headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.7"})
+        assert caplog.records[-1].client_ip == "198.51.100.7"
+
+    def test_forwarded_for_is_ignored_without_trusted_proxies(self, client, caplog):
+        with caplog.at_level(logging.INFO, logger="stores.access"):
+            client.get("/health", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert caplog.records[-1].client_ip == "127.0.0.1"
+
+
+class TestHeaders:
+    def test_nosniff_everywhere_and_cache_rules(self, client, alice, as_alice, api):
+        store = api.store(as_alice)
+        assert client.get("/nowhere").headers["X-Content-Type-Options"] == "nosniff"
+        assert client.get(f"/stores/{store['id']}").headers["Cache-Control"] == "public, no-cache"
+        assert client.get("/users/me", headers=as_alice).headers["Cache-Control"] == "no-store"
+        assert (
+            client.post("/login", json={"username": "alice", "password": "x" * 8}).headers[
+                "Cache-Control"
+            ]
+            == "no-store"
+        )
+        assert (
+            client.patch(f"/stores/{store['id']}", json={}, headers=as_alice).headers[
+                "Cache-Control"
+            ]
+            == "no-store"
+        )
+        assert "Strict-Transport-Security" not in client.get("/health").headers
+        assert "Retry-After" not in client.get("/stores").headers
+
+    @pytest.mark.config(HSTS_SECONDS=31536000)
+    def test_hsts_when_configured(self, client):
+        assert (
+            client.get("/health").headers["Strict-Transport-Security"]
+            == "max-age=31536000; includeSubDomains"
+        )
+
+    def test_no_cors_by_default(self, client):
+        response = client.get("/stores", headers={"Origin": "https://shop.example"})
+        assert "Access-Control-Allow-Origin" not in response.headers
+
+    @pytest.mark.config(CORS_ORIGINS=["https://shop.example"])
+    def test_cors_for_configured_origins(self, client):
+        preflight = client.options(
+            "/items",
+            headers={
+                "Origin": "https://shop.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "Authorization, Content-Type",
+            },
+        )
+        assert preflight.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+        assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+        response = client.get("/stores", headers={"Origin": "https://shop.example"})
+        assert "X-Total-Count" in response.headers["Access-Control-Expose-Headers"]
+        other = client.get("/stores", headers={"Origin": "https://evil.example"})
+        assert "Access-Control-Allow-Origin" not in other.headers
+
+
+class TestLegacyPaths:
+    def test_post_item_is_post_items_plus_deprecation(self, app, client, as_alice, api):
+        store = api.store(as_alice)
+        body = {"name": "Milk", "price": "1.99", "store_id": store["id"]}
+        legacy = client.post("/item", json=body, headers=as_alice)
+        assert legacy.status_code == 201
+        assert legacy.headers["Deprecation"] == "@1795219200"
+        assert legacy.headers["Sunset"] == "Sat, 01 May 2027 00:00:00 GMT"
+        assert legacy.headers["Link"] == '</items>; rel="successor-version"'
+        assert legacy.headers["Location"] == f"/items/{legacy.json['id']}"
+        modern = client.post("/items", json=body | {"name": "Bread"}, headers=as_alice)
+        assert "Deprecation" not in modern.headers
+        assert {
+            k: v
+            for k, v in legacy.json.items()
+            if k not in ("id", "name", "created_at", "updated_at")
+        } == {
+            k: v
+            for k, v in modern.json.items()
+            if k not in ("id", "name", "created_at", "updated_at")
+        }
+
+    @pytest.mark.parametrize(
+        ("old", "new"),
+        [
+            ("/store", "/stores"),
+            ("/store/{s}", "/stores/{s}"),
+            ("/store/{s}/tag", "/stores/{s}/tags"),
+            ("/item", "/items"),
+            ("/item/{i}", "/items/{i}"),
+            ("/tag/{t}", "/tags/{t}"),
+            ("/user/{u}", "/users/{u}"),
+        ],
+    )
+    def test_reads_answer_like_the_canonical_path(self, client, alice, as_alice, api, old, new):
+        store = api.store(as_alice)
+        item, tag = api.item(as_alice, store), api.tag(as_alice, store)
+        ids = {"s": store["id"], "i": item["id"], "t": tag["id"], "u": alice.id}
+        old, new = old.format(**ids), new.format(**ids)
+        legacy, canonical = client.get(old, headers=as_alice), client.get(new, headers=as_alice)
+        assert legacy.status_code == canonical.status_code == 200
+        assert legacy.json == canonical.json
+        assert f'<{new}>; rel="successor-version"' in legacy.headers.getlist("Link")
+
+    @pytest.mark.parametrize("old", ["/item/{i}/tag/{t}", "/items/{i}/tag/{t}"])
+    def test_tag_links(self, client, as_alice, api, old):
+        store = api.store(as_alice)
+        item, tag = api.item(as_alice, store), api.tag(as_alice, store)
+        path = old.format(i=item["id"], t=tag["id"])
+        assert client.post(path, headers=as_alice).status_code == 201
+        response = client.delete(path, headers=as_alice)
+        assert response.status_code == 204
+        assert response.headers["Deprecation"]
+
+    def test_not_in_the_openapi_document(self, client):
+        paths = client.get("/openapi.json").json["paths"]
+        assert not [
+            p
+            for p in paths
+            if p.startswith(("/store/", "/item/", "/tag/", "/user/")) or p in ("/store", "/item")
+        ]
+
+
+class TestProbesAndDocs:
+    def test_health_does_not_touch_the_database(self, app, client):
+        with count_queries(app) as statements:
+            response = client.get("/health")
+        assert response.json == {"status": "ok"}
+        assert statements == []
+
+    def test_ready(self, app, client):
+        response = client.get("/ready")
+        assert response.status_code == 200
+        expected = {"database": "ok"} | ({"redis": "ok"} if app.config["REDIS_URL"] else {})
+        assert response.json == {"status": "ok", "checks": expected}
+
+    def test_openapi_document(self, client):
+        spec = client.get("/openapi.json").json
+        assert spec["openapi"].startswith("3.")
+        assert spec["components"]["securitySchemes"]["bearerAuth"] == {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+        }
+        for path, operations in spec["paths"].items():
+            for method, operation in operations.items():
+                if method == "parameters":
+                    continue
+                assert operation.get("summary"), (method, path)
+        assert spec["paths"]["/stores"]["post"]["security"] == [{"bearerAuth": []}]
+        assert "security" not in spec["paths"]["/stores"]["get"]
+        if_match = spec["components"]["parameters"]["IF_MATCH"]
+        assert if_match["required"] is False
+
+    def test_swagger_ui_is_served_without_a_cdn(self, client):
+        page = client.get("/swagger-ui").get_data(as_text=True)
+        assert "/swagger-ui/assets/swagger-ui-bundle.js" in page
+        assert "://" not in page.replace('url: "/openapi.json"', "")
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-standalone-preset.js"):
+            with client.get(f"/swagger-ui/assets/{asset}") as response:
+                assert response.status_code == 200 and len(response.get_data()) > 10_000
+        assert_error(client.get("/swagger-ui/assets/../../app.py"), 404)
+
+
+def test_lists_have_an_etag_that_follows_the_page(client, as_alice, api):
+    store = api.store(as_alice)
+    first = client.get("/stores")
+    etag = first.headers["ETag"]
+    assert client.get("/stores", headers={"If-None-Match": etag}).status_code == 304
+    api.store(as_alice, "Second")
+    assert client.get("/stores", headers={"If-None-Match": etag}).status_code == 200
+    assert client.get("/stores").headers["ETag"] != etag
+    api.item(as_alice, store)
+    items_etag = client.get("/items").headers["ETag"]
+    client.patch(f"/stores/{store['id']}", json={"name": "Renamed"}, headers=as_alice)
+    assert client.get("/items").headers["ETag"] != items_etag  # the nested store name changed

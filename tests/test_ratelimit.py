@@ -1,0 +1,67 @@
+"""Brute-force protection on /login and /register, and the global default."""
+
+import pytest
+
+from conftest import assert_error
+
+CONTRACT_LIMIT = "5 per minute;20 per hour"
+
+
+def attempt(client, headers=None):
+    return client.post(
+        "/login", json={"username": "alice", "password": "wrong password"}, headers=headers
+    )
+
+
+@pytest.mark.config(AUTH_RATE_LIMIT=CONTRACT_LIMIT)
+def test_the_sixth_login_in_a_minute_is_refused(client, alice):
+    for n in range(5):
+        response = attempt(client)
+        assert response.status_code == 401
+        assert response.headers["X-RateLimit-Limit"] == "5"
+        assert response.headers["X-RateLimit-Remaining"] == str(4 - n)
+    refused = attempt(client)
+    body = assert_error(refused, 429)
+    assert "5 per 1 minute" in body["message"]
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    assert refused.headers["X-Request-ID"]
+    # Even the right password is refused now.
+    assert_error(
+        client.post("/login", json={"username": "alice", "password": "correct horse battery"}), 429
+    )
+
+
+@pytest.mark.config(AUTH_RATE_LIMIT=CONTRACT_LIMIT)
+def test_register_has_its_own_budget(client):
+    for n in range(5):
+        body = {"username": f"user{n}", "email": f"u{n}@example.com", "password": "long enough"}
+        assert client.post("/register", json=body).status_code == 201
+    body = {"username": "user9", "email": "u9@example.com", "password": "long enough"}
+    assert_error(client.post("/register", json=body), 429)
+    assert attempt(client).status_code == 401  # /login counts separately
+
+
+@pytest.mark.config(AUTH_RATE_LIMIT="2 per minute", TRUSTED_PROXIES=1)
+def test_behind_a_trusted_proxy_each_client_has_its_own_budget(client):
+    one, two = {"X-Forwarded-For": "203.0.113.1"}, {"X-Forwarded-For": "203.0.113.2"}
+    assert attempt(client, one).status_code == 401
+    assert attempt(client, one).status_code == 401
+    assert_error(attempt(client, one), 429)
+    assert attempt(client, two).status_code == 401
+
+
+@pytest.mark.config(AUTH_RATE_LIMIT="2 per minute")
+def test_without_trusted_proxies_forwarded_for_cannot_dodge_the_limit(client):
+    for n in range(2):
+        assert attempt(client, {"X-Forwarded-For": f"203.0.113.{n}"}).status_code == 401
+    assert_error(attempt(client, {"X-Forwarded-For": "203.0.113.99"}), 429)
+
+
+@pytest.mark.config(RATE_LIMIT_DEFAULT="3 per minute")
+def test_a_global_default_applies_to_every_endpoint_but_probes(client):
+    for _ in range(3):
+        assert client.get("/stores").status_code == 200
+    assert_error(client.get("/stores"), 429)
+    for _ in range(5):
+        assert client.get("/health").status_code == 200

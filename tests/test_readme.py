@@ -1,0 +1,42 @@
+"""The README's curl walk-through, run verbatim against a live server."""
+
+import json
+import re
+import subprocess
+
+from servers import ROOT, gunicorn, migrate, server_env
+
+
+def walkthrough() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## A whole session with curl", 1)[1]
+    return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_session_works_verbatim(tmp_path):
+    env = server_env(APP_ENV="development", DATABASE_URL=f"sqlite:///{tmp_path / 'readme.db'}")
+    migrate(env)
+    with gunicorn(env) as url:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", walkthrough()],
+            env=env | {"API": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert '"username":"alice"' in out
+    tag_search, text_search = re.findall(r"^\[.*\]$", out, re.M)
+    assert re.findall(r'"name":"([^"]+)","description"', tag_search) == ["Milk"]
+    assert re.findall(r'"name":"([^"]+)","description"', text_search) == ["Oat milk", "Milk"]
+    assert re.search(r"^x-total-count: 7", out, re.M | re.I)
+    assert 'rel="prev"' in out and 'rel="next"' in out
+    assert '{"message":"Successfully logged out."}' in out
+    last = json.loads(out.rstrip().splitlines()[-1])
+    assert last == {
+        "code": 401,
+        "status": "Unauthorized",
+        "error": "token_revoked",
+        "message": "The token has been revoked; sign in again.",
+    }
