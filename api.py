@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,6 +19,7 @@ import marshmallow as ma
 from flask import request
 from flask_smorest import etag as fs_etag
 from flask_smorest.exceptions import NotModified
+from flask_smorest.utils import prepare_response
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.http import quote_etag
@@ -58,14 +60,25 @@ class ErrorSchema(ma.Schema):
     message = ma.fields.String(
         metadata={"description": "What went wrong", "example": "Item 7 not found."}
     )
-    errors = ma.fields.Dict(metadata={"description": "On 400/422: messages by location and field"})
+    errors = ma.fields.Dict(
+        metadata={
+            "description": "On 400/422: messages by location and field",
+            "example": {"json": {"price": ["Must have at most 2 decimal places."]}},
+        }
+    )
     error = ma.fields.String(
         metadata={
             "description": "On 401/403: authorization_required, invalid_token, token_expired, "
-            "token_revoked, fresh_token_required, user_not_found or forbidden"
+            "token_revoked, fresh_token_required, user_not_found or forbidden",
+            "example": "token_revoked",
         }
     )
-    request_id = ma.fields.String(metadata={"description": "On 5xx: the request's X-Request-ID"})
+    request_id = ma.fields.String(
+        metadata={
+            "description": "On 5xx: the request's X-Request-ID",
+            "example": "3f2b9c0a5d8e4e1f9a7b6c5d4e3f2a1b",
+        }
+    )
 
 
 class Api(flask_smorest.Api):
@@ -73,6 +86,27 @@ class Api(flask_smorest.Api):
 
     def handle_http_exception(self, error):
         return errors.handle_http_exception(error)
+
+    def _register_responses(self):
+        """flask-smorest's error responses, each with an example of its envelope."""
+        examples = {
+            422: {"errors": {"json": {"price": ["Must have at most 2 decimal places."]}}},
+            500: {"request_id": "3f2b9c0a5d8e4e1f9a7b6c5d4e3f2a1b"},
+            503: {"request_id": "3f2b9c0a5d8e4e1f9a7b6c5d4e3f2a1b"},
+        }
+        for status in HTTPStatus:
+            response = {"description": status.phrase}
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+                response["example"] = errors.envelope(status) | examples.get(status, {})
+            prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {
+            "description": "Any other error, in the same envelope",
+            "schema": self.ERROR_SCHEMA,
+        }
+        prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
+        self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, response, lazy=True)
 
     def _register_etag_headers(self):
         # The contract makes If-Match optional: flask-smorest documents it as required.
@@ -124,9 +158,17 @@ class Blueprint(flask_smorest.Blueprint):
         return result, headers
 
     def _document_pagination_metadata(self, spec, resp_doc):
-        super()._document_pagination_metadata(spec, resp_doc)
-        resp_doc["headers"].update(
+        # The header's value is a JSON text, so it is documented as a string (an
+        # object schema would mean OpenAPI's "k,v,k,v" header serialization).
+        resp_doc.setdefault("headers", {}).update(
             {
+                self.PAGINATION_HEADER_NAME: {
+                    "description": "Pagination metadata, as JSON: total, total_pages, "
+                    "first_page, last_page, page, previous_page, next_page",
+                    "schema": {"type": "string"},
+                    "example": '{"total": 42, "total_pages": 5, "first_page": 1, '
+                    '"last_page": 5, "page": 2, "previous_page": 1, "next_page": 3}',
+                },
                 "X-Total-Count": {
                     "description": "Total number of matching items",
                     "schema": {"type": "integer"},

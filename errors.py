@@ -36,14 +36,15 @@ MESSAGES = {
 DEFAULT_AUTH_ERRORS = {401: "authorization_required", 403: "forbidden"}
 
 
-def error_response(
+def envelope(
     code: int,
     message: str | None = None,
     *,
     errors: dict | None = None,
     error: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> ResponseReturnValue:
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """The body of every error response."""
     body: dict[str, Any] = {
         "code": code,
         "status": HTTP_STATUS_CODES.get(code, "Unknown"),
@@ -54,7 +55,19 @@ def error_response(
     if code in DEFAULT_AUTH_ERRORS:
         body["error"] = error or DEFAULT_AUTH_ERRORS[code]
     if code >= 500:
-        body["request_id"] = g.get("request_id")
+        body["request_id"] = request_id
+    return body
+
+
+def error_response(
+    code: int,
+    message: str | None = None,
+    *,
+    errors: dict | None = None,
+    error: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> ResponseReturnValue:
+    body = envelope(code, message, errors=errors, error=error, request_id=g.get("request_id"))
     headers = dict(headers or {})
     if code == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
