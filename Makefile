@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export FLASK_APP := app
 
-.PHONY: run serve test lint format migrate clean
+.PHONY: run serve test lint format migrate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(VENV)/.dev
 
 test: lint
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+# Times GET /items over 10,000 items through gunicorn (BENCH_ARGS: --database-url, --requests).
+bench: $(VENV)/.dev
+	$(BIN)/python bench/list_items.py $(BENCH_ARGS)
 
 format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .

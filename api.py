@@ -147,10 +147,12 @@ class Blueprint(flask_smorest.Blueprint):
         return doc
 
     def _set_pagination_metadata(self, page_params, result, headers):
-        result, headers = super()._set_pagination_metadata(page_params, result, headers)
+        """X-Pagination (flask-smorest's JSON), X-Total-Count and Link."""
         meta = self._make_pagination_metadata(
             page_params.page, page_params.page_size, page_params.item_count
         )
+        headers = headers if headers is not None else {}
+        headers[self.PAGINATION_HEADER_NAME] = json.dumps(meta)
         headers["X-Total-Count"] = str(page_params.item_count)
         links = _page_links(meta)
         if links:
