@@ -13,31 +13,44 @@ MAX_PRICE = Decimal(10) ** 10
 
 # Text rules are regular expressions, so that one pattern both validates the input
 # and documents it in OpenAPI (clients and fuzzers see exactly what is accepted).
-# Surrounding blanks are allowed and trimmed; control characters are not allowed
-# (PostgreSQL cannot even store NUL), except line breaks and tabs inside multi-line
-# text. Lengths count what is left after trimming.
-BLANKS = " \t\n\r"
-_BLANK = r"[ \t\n\r]"
-_EDGE = r"[^\x00-\x20\x7f]"  # first and last character: not blank, not control
-_INNER = r"[^\x00-\x1f\x7f]"
-_INNER_MULTILINE = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+# - Blanks (ASCII and Unicode spaces, BOM) around a value are trimmed.
+# - Never allowed: control characters (C0 but the line breaks and tab of multi-line
+#   text, DEL, C1: PostgreSQL cannot even store NUL), line/paragraph separators,
+#   and bidirectional overrides and marks (text that displays other than it reads).
+# - The first and last character must be visible: not blank, not zero-width.
+# Lengths count what is left after trimming.
+_BLANK_CHARS = r" \t\n\r\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\ufeff"
+_ZERO_WIDTH = r"\u200b-\u200d\u2060"
+_BIDI_AND_SEPARATORS = r"\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_FORBIDDEN = r"\x00-\x1f\x7f-\x9f" + _BIDI_AND_SEPARATORS
+_FORBIDDEN_MULTILINE = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f" + _BIDI_AND_SEPARATORS
+_BLANK = f"[{_BLANK_CHARS}]"
+_EDGE = f"[^{_BLANK_CHARS}{_ZERO_WIDTH}{_FORBIDDEN}]"
+BLANKS = " \t\n\r\u00a0\u1680\u202f\u205f\u3000\ufeff" + "".join(
+    chr(c) for c in range(0x2000, 0x200B)
+)
+_ASCII_INTEGER = re.compile(r"[0-9]+")
+# A decimal string is plain: "19.99", not "1e1", "1_000" or Arabic-Indic digits.
+_ASCII_DECIMAL = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 # Lone surrogates cannot be encoded as UTF-8 (a JSON body can still carry them).
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
-def trimmed(core: str) -> str:
-    """A full-match pattern: ``core`` with optional blanks around it."""
-    return f"^{_BLANK}*{core}{_BLANK}*$"
+def trimmed(core: str, *, optional: bool = False) -> str:
+    """A full-match pattern: ``core`` (or nothing, if optional) with blanks around it."""
+    return f"^{_BLANK}*{f'(?:{core})?' if optional else core}{_BLANK}*$"
 
 
 def text_pattern(max_length: int, *, optional: bool = False, multiline: bool = False) -> str:
-    inner = _INNER_MULTILINE if multiline else _INNER
-    core = f"{_EDGE}(?:{inner}{{0,{max_length - 2}}}{_EDGE})?"
-    return trimmed(f"(?:{core})?" if optional else core)
+    inner = f"[^{_FORBIDDEN_MULTILINE if multiline else _FORBIDDEN}]"
+    return trimmed(f"{_EDGE}(?:{inner}{{0,{max_length - 2}}}{_EDGE})?", optional=optional)
 
 
 class Text(ma.fields.String):
-    """A string, trimmed of surrounding blanks, matching ``pattern`` (if given)."""
+    """A string, trimmed of surrounding blanks, matching ``pattern`` (if given).
+
+    With ``blank_is_none``, a value that is blank (once trimmed) is stored as null.
+    """
 
     def __init__(
         self,
@@ -59,15 +72,18 @@ class Text(ma.fields.String):
         self.max_length = max_length
         self.error = error
 
-    def _deserialize(self, value, attr, data, **kwargs) -> str | None:
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
         value = super()._deserialize(value, attr, data, **kwargs)
         if self.max_length is not None and len(value) > self.max_length:
             raise ValidationError(self.error)
         if _SURROGATE.search(value):
             raise ValidationError("Not valid Unicode text.")
-        if self.trim:
-            value = value.strip(BLANKS)
-        return None if self.blank_is_none and not value else value
+        return value.strip(BLANKS) if self.trim else value
+
+    def deserialize(self, value, attr=None, data=None, **kwargs) -> str | None:
+        # Validators see the trimmed text; only then does a blank become null.
+        text = super().deserialize(value, attr, data, **kwargs)
+        return None if self.blank_is_none and text == "" else text
 
 
 def Name(**kwargs) -> Text:  # noqa: N802 - reads as a field type
@@ -96,9 +112,19 @@ def OptionalText(max_length: int, *, multiline: bool = False, **kwargs) -> Text:
     )
 
 
-def Id(*, strict: bool = True, **kwargs) -> ma.fields.Integer:  # noqa: N802 - a field type
+class Integer(ma.fields.Integer):
+    """An integer; from text (a query string), only ASCII digits (not "1_0", not
+    fullwidth or Arabic-Indic digits)."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> int:
+        if isinstance(value, str) and not _ASCII_INTEGER.fullmatch(value):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+def Id(*, strict: bool = True, **kwargs) -> Integer:  # noqa: N802 - reads as a field type
     """A server-assigned id: a positive 32-bit integer (in a query string, from text)."""
-    return ma.fields.Integer(strict=strict, validate=validate.Range(1, MAX_ID), **kwargs)
+    return Integer(strict=strict, validate=validate.Range(1, MAX_ID), **kwargs)
 
 
 def _two_places(value: Decimal) -> None:
@@ -126,16 +152,19 @@ class Money(ma.fields.Decimal):
                 "multipleOf": 0.01,
                 "example": 19.99,
                 "description": "Exact amount with at most 2 decimals; a JSON number or a "
-                'decimal string such as "19.99".',
+                'plain decimal string such as "19.99".',
                 **(metadata or {}),
             },
             **kwargs,
         )
 
     def _deserialize(self, value, attr, data, **kwargs) -> Decimal:
-        if isinstance(value, bool):  # Decimal(True) would be 1
+        if isinstance(value, bool) or (  # Decimal(True) would be 1
+            isinstance(value, str) and not _ASCII_DECIMAL.fullmatch(value.strip(" \t\n\r"))
+        ):
             raise self.make_error("invalid")
-        return super()._deserialize(value, attr, data, **kwargs)
+        value = super()._deserialize(value, attr, data, **kwargs)
+        return value.copy_abs() if value.is_zero() else value  # -0 is 0
 
     def _serialize(self, value, attr, obj, **kwargs) -> float | None:
         return None if value is None else float(value)

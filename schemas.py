@@ -25,12 +25,15 @@ def Username(**kwargs) -> Text:  # noqa: N802 - reads as a field type
 
 # Something@domain.tld, no blanks or control characters inside; deliverability is
 # for a confirmation mail to prove, not for a regular expression.
-EMAIL = trimmed(r"[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+\.[^@.\x00-\x20\x7f]+")
+EMAIL = r"[^@\x00-\x20\x7f-\x9f]+@[^@\x00-\x20\x7f-\x9f]+\.[^@.\x00-\x20\x7f-\x9f]+"
 
 
-def Email(**kwargs) -> Text:  # noqa: N802 - reads as a field type
+def Email(*, optional: bool = False, **kwargs) -> Text:  # noqa: N802 - reads as a field type
+    """An email address; ``optional``: blank or null clears it."""
+    if optional:
+        kwargs |= {"allow_none": True, "blank_is_none": True}
     return Text(
-        pattern=EMAIL,
+        pattern=trimmed(EMAIL, optional=optional),
         error="Must be an email address (name@example.com) of at most 254 characters.",
         max_length=254,
         metadata={"example": "alice@example.com"},
@@ -125,7 +128,7 @@ class StoreSchema(ma.Schema):
 
 def Phone(**kwargs) -> Text:  # noqa: N802 - reads as a field type
     return Text(
-        pattern=trimmed(r"\+?[0-9][0-9 ()./-]{0,29}[0-9)]"),
+        pattern=trimmed(r"\+?[0-9][0-9 ()./-]{0,29}[0-9)]", optional=True),
         error="Must be a phone number of 2 to 32 characters: digits, spaces, + ( ) . / -",
         allow_none=True,
         blank_is_none=True,
@@ -139,7 +142,7 @@ class StoreUpdateSchema(ma.Schema):
 
     name = Name(metadata={"example": "Corner Shop"})
     address = OptionalText(255, metadata={"example": "1 Main St, Springfield"})
-    contact_email = Email(allow_none=True, blank_is_none=True)
+    contact_email = Email(optional=True)
     contact_phone = Phone()
     owner_id = Id(metadata={"example": 2})
 
@@ -157,7 +160,7 @@ class StoreReplaceSchema(StoreUpdateSchema):
 class StoreCreateSchema(ma.Schema):
     name = Name(required=True, metadata={"example": "Corner Shop"})
     address = OptionalText(255, metadata={"example": "1 Main St, Springfield"})
-    contact_email = Email(allow_none=True, blank_is_none=True)
+    contact_email = Email(optional=True)
     contact_phone = Phone()
 
 

@@ -3,6 +3,8 @@ id path segments, and Swagger UI's assets served by the service itself."""
 
 from __future__ import annotations
 
+import io
+
 from flask import Blueprint, Flask, Response, current_app, request, send_from_directory
 from flask_smorest import abort
 from swagger_ui_bundle import swagger_ui_path
@@ -38,12 +40,32 @@ def require_json_body() -> None:
     """A body in anything but JSON is refused with 415 before any view runs."""
     if request.method not in BODY_METHODS:
         return
-    has_body = bool(request.content_length) or "chunked" in request.headers.get(
-        "Transfer-Encoding", ""
-    )
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if not (request.content_length or chunked):
+        return
     mimetype = request.mimetype
-    if has_body and not (mimetype == "application/json" or mimetype.endswith("+json")):
+    if not (mimetype == "application/json" or mimetype.endswith("+json")):
         abort(415)
+    if chunked:
+        _buffer_chunked_body()
+
+
+def _buffer_chunked_body() -> None:
+    """Read a chunked body (which has no Content-Length) up front, refusing it whole
+    when it is too large. Werkzeug would stop reading it at MAX_CONTENT_LENGTH
+    without an error, and the view would then parse a truncated body."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    body = request.environ["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        abort(413)
+    request.environ.update(
+        {
+            "wsgi.input": io.BytesIO(body),
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input_terminated": False,
+        }
+    )
+    request.environ.pop("HTTP_TRANSFER_ENCODING", None)
 
 
 def security_headers(response: Response) -> Response:

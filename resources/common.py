@@ -6,12 +6,19 @@ from typing import TypeVar
 
 from flask_smorest import abort
 from flask_smorest.pagination import PaginationParameters
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.exc import IntegrityError
 
 from db import db
 
 T = TypeVar("T")
+
+
+def icontains(column, text: str) -> ColumnElement[bool]:
+    """Case-insensitive substring match. Both sides are lowercased by the database,
+    so that they follow the same rules; ``%`` and ``_`` in ``text`` match themselves."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return func.lower(column).like(func.lower(f"%{escaped}%"), escape="\\")
 
 
 def get_or_404(model: type[T], ident: int, *options) -> T:

@@ -14,7 +14,7 @@ from auth import authorize_store, login_required
 from db import db
 from models import Item, Store, Tag, item_tags
 from models.types import utcnow
-from resources.common import commit, get_or_404, is_unique_violation, paginate
+from resources.common import commit, get_or_404, icontains, is_unique_violation, paginate
 from schemas import (
     ItemCreateSchema,
     ItemQuerySchema,
@@ -48,12 +48,8 @@ def item_search(args: dict) -> Select:
     if args.get("max_price") is not None:
         query = query.where(Item.price <= args["max_price"])
     if args.get("q"):
-        needle = args["q"].lower()
         query = query.where(
-            or_(
-                func.lower(Item.name).contains(needle, autoescape=True),
-                func.lower(Item.description).contains(needle, autoescape=True),
-            )
+            or_(icontains(Item.name, args["q"]), icontains(Item.description, args["q"]))
         )
     names = {name.lower() for name in args.get("tag") or ()}
     if names:
@@ -61,7 +57,7 @@ def item_search(args: dict) -> Select:
         carrying_all = (
             select(item_tags.c.item_id)
             .join(Tag, Tag.id == item_tags.c.tag_id)
-            .where(func.lower(Tag.name).in_(names))
+            .where(func.lower(Tag.name).in_([func.lower(name) for name in names]))
             .group_by(item_tags.c.item_id)
             .having(func.count(func.distinct(func.lower(Tag.name))) == len(names))
         )

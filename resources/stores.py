@@ -6,13 +6,13 @@ from flask import url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user
 from flask_smorest import abort
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from api import Blueprint
 from auth import authorize_store, login_required
 from db import db
 from models import Store, Tag
-from resources.common import commit, get_or_404, paginate
+from resources.common import commit, get_or_404, icontains, paginate
 from resources.items import item_search
 from schemas import (
     ItemSchema,
@@ -55,7 +55,7 @@ class Stores(MethodView):
         """List stores"""
         query = select(Store).order_by(Store.id)
         if "q" in args:
-            query = query.where(func.lower(Store.name).contains(args["q"].lower(), autoescape=True))
+            query = query.where(icontains(Store.name, args["q"]))
         if "owner_id" in args:
             query = query.where(Store.owner_id == args["owner_id"])
         return paginate(query, pagination_parameters)

@@ -12,7 +12,7 @@ from api import Blueprint
 from auth import forbid, hash_password, login_required, require_admin
 from db import db
 from models import User
-from resources.common import commit, get_or_404, paginate
+from resources.common import commit, get_or_404, icontains, paginate
 from schemas import UserQuerySchema, UserSchema, UserUpdateSchema
 from web import no_store
 
@@ -54,12 +54,8 @@ class Users(MethodView):
         require_admin()
         query = select(User).order_by(User.id)
         if "q" in args:
-            needle = args["q"].lower()
             query = query.where(
-                or_(
-                    func.lower(User.username).contains(needle, autoescape=True),
-                    func.lower(User.email).contains(needle, autoescape=True),
-                )
+                or_(icontains(User.username, args["q"]), icontains(User.email, args["q"]))
             )
         return paginate(query, pagination_parameters)
 

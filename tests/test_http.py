@@ -1,6 +1,7 @@
 """HTTP behaviour: the error envelope from every layer, conditional requests,
 request ids and logs, headers, CORS, deprecated paths, probes and docs."""
 
+import io
 import json
 import logging
 
@@ -82,6 +83,17 @@ class TestErrorEnvelope:
         )
         assert_error(response, 413)
         assert query(app, select(Store.id)) == []
+
+    @pytest.mark.config(MAX_CONTENT_LENGTH=200)
+    def test_a_chunked_body_too_large_is_refused_not_truncated(self, app, client, as_alice):
+        padded = b'{"name": "Chunked", "address": "' + b"a" * 250 + b'"}'
+        headers = as_alice | {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+        response = client.post("/stores", input_stream=io.BytesIO(padded), headers=headers)
+        assert_error(response, 413)
+        assert query(app, select(Store.id)) == []
+        small = b'{"name": "Chunked"}'
+        response = client.post("/stores", input_stream=io.BytesIO(small), headers=headers)
+        assert response.status_code == 201 and response.json["name"] == "Chunked"
 
     def test_validation_lists_every_field(self, client, as_alice):
         body = assert_error(

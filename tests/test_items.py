@@ -49,7 +49,9 @@ class TestCreate:
             (0.1, Decimal("0.10"), 0.1),
             (0, Decimal("0.00"), 0),
             ("9999999999.99", Decimal("9999999999.99"), 9999999999.99),
-            ("1e2", Decimal("100.00"), 100),
+            (100, Decimal("100.00"), 100),
+            (" 7.5 ", Decimal("7.50"), 7.5),
+            ("-0", Decimal("0.00"), 0),
             (12345678.9, Decimal("12345678.90"), 12345678.9),
         ],
     )
@@ -161,6 +163,20 @@ class TestChange:
     def test_put_never_creates(self, app, client, as_alice, store):
         assert_error(client.put("/items/42", json={"name": "x", "price": 1}, headers=as_alice), 404)
         assert query(app, select(Item.id)) == []
+
+    @pytest.mark.parametrize("blank", ["", "  ", None])
+    def test_a_blank_or_null_description_clears_it(self, app, client, as_alice, item, blank):
+        response = client.patch(
+            f"/items/{item['id']}", json={"description": blank}, headers=as_alice
+        )
+        assert response.status_code == 200
+        assert response.json["description"] is None
+        assert query(app, select(Item.description)) == [(None,)]
+
+    def test_minus_zero_is_zero_so_etags_stay_stable(self, client, as_alice, item):
+        response = client.patch(f"/items/{item['id']}", json={"price": "-0"}, headers=as_alice)
+        assert response.json["price"] == 0 and '"price":-' not in response.get_data(as_text=True)
+        assert response.headers["ETag"] == client.get(f"/items/{item['id']}").headers["ETag"]
 
     def test_patch_changes_a_subset(self, client, as_alice, item):
         response = client.patch(f"/items/{item['id']}", json={"price": 3}, headers=as_alice)

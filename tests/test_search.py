@@ -115,6 +115,8 @@ class TestFilters:
             ("max_price=1.001", "max_price"),
             ("store_id=0", "store_id"),
             ("store_id=abc", "store_id"),
+            ("store_id=%D9%A1", "store_id"),
+            ("min_price=1_0", "min_price"),
             ("tag=", "tag"),
             ("q=", "q"),
             ("q=" + "x" * 81, "q"),
@@ -194,3 +196,13 @@ class TestPagination:
         response = client.get("/items")
         assert len(response.json) == 10
         assert json.loads(response.headers["X-Pagination"])["total_pages"] == 2
+
+
+def test_search_ignores_case_beyond_ascii_as_the_database_does(client, as_alice, api):
+    """Both sides are lowercased by the database, so the exact name always matches."""
+    store = api.store(as_alice, "ΟΔΟΣ ÄPFEL")
+    for name in ("Straße", "ΣΊΣΥΦΟΣ"):
+        api.item(as_alice, store, name)
+    assert [s["name"] for s in client.get("/stores?q=ΟΔΟΣ ÄPFEL").json] == ["ΟΔΟΣ ÄPFEL"]
+    assert names(client.get("/items?q=ΣΊΣΥΦΟΣ")) == ["ΣΊΣΥΦΟΣ"]
+    assert names(client.get("/items?q=Straße")) == ["Straße"]

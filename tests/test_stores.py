@@ -39,6 +39,12 @@ class TestCreate:
         store = client.post("/stores", json={"name": "Bare"}, headers=as_alice).json
         assert store["address"] is None and store["contact_email"] is None
 
+    def test_unicode_blanks_are_trimmed_and_inner_text_kept(self, client, as_alice):
+        body = {"name": "\u3000Caf\u00e9 \u00a0\U0001f600\u200dX\u00a0", "address": "\ufeff"}
+        store = client.post("/stores", json=body, headers=as_alice).json
+        assert store["name"] == "Caf\u00e9 \u00a0\U0001f600\u200dX"
+        assert store["address"] is None
+
     def test_needs_a_token(self, app, client):
         assert_error(
             client.post("/stores", json={"name": "x"}), 401, error="authorization_required"
@@ -64,6 +70,12 @@ class TestCreate:
             ({"name": None}, "name"),
             ({"name": "tab\there"}, "name"),
             ({"name": "nul\x00"}, "name"),
+            ({"name": "\u00a0"}, "name"),
+            ({"name": "\u200b"}, "name"),
+            ({"name": "\ufeff"}, "name"),
+            ({"name": "a\u0085b"}, "name"),
+            ({"name": "a\u202eb"}, "name"),
+            ({"name": "\ud800"}, "name"),
             ({"name": "ok", "contact_email": "nope"}, "contact_email"),
             ({"name": "ok", "contact_phone": "call me"}, "contact_phone"),
             ({"name": "ok", "address": "a" * 256}, "address"),
@@ -154,10 +166,18 @@ class TestChange:
         assert response.json["address"] == "1 Main St"
         assert response.json["contact_phone"] == "555-0100"
 
-    def test_patch_may_clear_an_optional_field(self, client, as_alice, api):
-        store = api.store(as_alice, address="1 Main St")
-        response = client.patch(f"/stores/{store['id']}", json={"address": None}, headers=as_alice)
-        assert response.json["address"] is None
+    @pytest.mark.parametrize("blank", [None, "", "   "])
+    def test_patch_may_clear_optional_fields(self, app, client, as_alice, api, blank):
+        store = api.store(
+            as_alice, address="1 Main St", contact_email="a@b.io", contact_phone="555 0100"
+        )
+        body = dict.fromkeys(("address", "contact_email", "contact_phone"), blank)
+        response = client.patch(f"/stores/{store['id']}", json=body, headers=as_alice)
+        assert response.status_code == 200
+        assert [response.json[k] for k in body] == [None, None, None]
+        assert query(app, select(Store.address, Store.contact_email, Store.contact_phone)) == [
+            (None, None, None)
+        ]
 
     def test_rename_to_an_existing_name(self, app, client, as_alice, api):
         api.store(as_alice, "One")
