@@ -21,7 +21,7 @@ from flask_jwt_extended import (
     current_user,
     verify_jwt_in_request,
 )
-from flask_jwt_extended.exceptions import FreshTokenRequired
+from flask_jwt_extended.exceptions import FreshTokenRequired, RevokedTokenError
 from flask_smorest import abort
 from passlib.context import CryptContext
 
@@ -77,7 +77,7 @@ def check_password(user: User | None, password: str) -> bool:
 
 
 def issue_tokens(user: User, *, fresh: bool, session_id: str | None = None) -> dict:
-    claims = {"sid": session_id or uuid.uuid4().hex}
+    claims = {"sid": session_id or uuid.uuid4().hex, "user_key": user.token_key}
     identity = str(user.id)
     expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
     return {
@@ -156,12 +156,14 @@ def _unauthorized(error: str, message: str):
 
 
 @jwt.user_lookup_loader
-def _load_user(_header: dict, claims: dict) -> User | None:
+def _load_user(header: dict, claims: dict) -> User | None:
     try:
         user_id = int(claims["sub"])
     except (KeyError, TypeError, ValueError):
         return None
     user = db.session.get(User, user_id)
+    if user is not None and claims.get("user_key") != user.token_key:
+        raise RevokedTokenError(header, claims)  # issued before a password change
     if user is not None:
         g.user_id = user.id
     return user
@@ -180,7 +182,7 @@ def _is_revoked(_header: dict, claims: dict) -> bool:
 
 @jwt.token_verification_loader
 def _has_session(_header: dict, claims: dict) -> bool:
-    return isinstance(claims.get("sid"), str) and isinstance(claims.get("jti"), str)
+    return all(isinstance(claims.get(name), str) for name in ("sid", "jti", "user_key"))
 
 
 @jwt.unauthorized_loader

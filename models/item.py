@@ -47,6 +47,7 @@ class Item(Timestamps, db.Model):
         CheckConstraint("price >= 0", name="price_not_negative"),
         Index("uq_items_store_id_name_lower", store_id, func.lower(name), unique=True),
         Index("ix_items_name_lower", func.lower(name)),
+        {"sqlite_autoincrement": True},
     )
 
     def __repr__(self) -> str:

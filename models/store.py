@@ -20,7 +20,10 @@ class Store(Timestamps, db.Model):
     # RESTRICT: a user who still owns stores cannot be deleted (the API answers 409).
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
 
-    __table_args__ = (Index("uq_stores_name_lower", func.lower(name), unique=True),)
+    __table_args__ = (
+        Index("uq_stores_name_lower", func.lower(name), unique=True),
+        {"sqlite_autoincrement": True},
+    )
 
     def __repr__(self) -> str:
         return f"<Store {self.id} {self.name!r}>"

@@ -19,6 +19,7 @@ class Tag(db.Model):
         Index("uq_tags_store_id_name_lower", store_id, func.lower(name), unique=True),
         # Search by tag name across stores (`GET /items?tag=...`).
         Index("ix_tags_name_lower", func.lower(name)),
+        {"sqlite_autoincrement": True},
     )
 
     def __repr__(self) -> str:

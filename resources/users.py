@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from api import Blueprint
 from auth import forbid, hash_password, login_required, require_admin
 from db import db
-from models import User
+from models import User, new_token_key
 from resources.common import commit, get_or_404, icontains, paginate
 from schemas import UserQuerySchema, UserSchema, UserUpdateSchema
 from web import no_store
@@ -105,6 +105,7 @@ class UserById(MethodView):
             user.email = data["email"]
         if "password" in data:
             user.password_hash = hash_password(data["password"])
+            user.token_key = new_token_key()  # every session ends: sign in again
         commit(conflict="That email is already registered.")
         return user
 

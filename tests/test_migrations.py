@@ -3,6 +3,7 @@
 import re
 import uuid
 import warnings
+from contextlib import contextmanager
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -15,27 +16,61 @@ from conftest import PG_URL
 from db import db
 
 
-def schema_difference(app) -> list:
-    with app.app_context(), db.engine.connect() as conn, warnings.catch_warnings():
-        # SQLite cannot reflect expression indexes; they are compared below instead.
+@contextmanager
+def reflecting():
+    # SQLite cannot reflect expression indexes; sqlite_schema() compares them instead.
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*expression-based index.*")
+        yield
+
+
+def schema_difference(app) -> list:
+    with app.app_context(), db.engine.connect() as conn, reflecting():
         return compare_metadata(MigrationContext.configure(conn), db.metadata)
 
 
-def sqlite_indexes(engine) -> dict[str, str]:
+def sqlite_schema(engine) -> dict[str, str | bool]:
+    """Every index's DDL, and whether each table uses AUTOINCREMENT."""
+    query = text("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL")
     with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
-        )
-        return {name: re.sub(r'[\s"]+', " ", sql).strip().lower() for name, sql in rows}
+        return {
+            name: re.sub(r'[\s"]+', " ", sql).strip().lower()
+            if kind == "index"
+            else "AUTOINCREMENT" in sql
+            for kind, name, sql in conn.execute(query)
+            if kind in ("index", "table") and name != "alembic_version"
+        }
 
 
-def check_round_trip(app) -> None:
+def constraint_names(engine) -> dict[str, set[str]]:
+    """Names of the check, foreign key and unique constraints, per table (Alembic's
+    autogenerate does not compare check constraints)."""
+    with reflecting():
+        inspector = inspect(engine)
+        return {
+            table: {c["name"] for c in inspector.get_check_constraints(table)}
+            | {c["name"] for c in inspector.get_foreign_keys(table)}
+            | {c["name"] for c in inspector.get_unique_constraints(table)}
+            for table in inspector.get_table_names()
+            if table != "alembic_version"
+        }
+
+
+def check_round_trip(app, reference_url: str) -> None:
     with app.app_context():
         upgrade()
         tables = set(inspect(db.engine).get_table_names())
     assert tables == {t.name for t in db.metadata.sorted_tables} | {"alembic_version"}
     assert schema_difference(app) == []
+    reference = create_engine(reference_url)
+    db.metadata.create_all(reference)
+    with app.app_context():
+        assert constraint_names(db.engine) == constraint_names(reference)
+        if db.engine.dialect.name == "sqlite":
+            # Expression indexes and AUTOINCREMENT, which SQLite cannot reflect.
+            assert sqlite_schema(db.engine) == sqlite_schema(reference)
+    db.metadata.drop_all(reference)
+    reference.dispose()
     with app.app_context():
         downgrade(revision="base")
         assert set(inspect(db.engine).get_table_names()) == {"alembic_version"}
@@ -45,28 +80,27 @@ def check_round_trip(app) -> None:
 
 def test_sqlite(tmp_path, make_app):
     app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'migrated.db'}")
-    check_round_trip(app)
-    # The expression indexes (case-insensitive uniqueness) match create_all's exactly.
-    reference = create_engine(f"sqlite:///{tmp_path / 'reference.db'}")
-    db.metadata.create_all(reference)
-    with app.app_context():
-        assert sqlite_indexes(db.engine) == sqlite_indexes(reference)
-    reference.dispose()
+    check_round_trip(app, f"sqlite:///{tmp_path / 'reference.db'}")
 
 
 @pytest.mark.postgres
 def test_postgresql(make_app):
-    name = f"stores_migration_{uuid.uuid4().hex[:12]}"
+    names = [f"stores_migration_{uuid.uuid4().hex[:12]}" for _ in range(2)]
     admin = create_engine(make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        for name in names:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-        app = make_app(SQLALCHEMY_DATABASE_URI=url)
-        check_round_trip(app)
+        migrated, reference = (
+            make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+            for name in names
+        )
+        app = make_app(SQLALCHEMY_DATABASE_URI=migrated)
+        check_round_trip(app, reference)
         with app.app_context():
             db.engine.dispose()  # before DROP DATABASE
     finally:
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            for name in names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()

@@ -86,6 +86,25 @@ class TestPatch:
         assert_error(client.post("/login", json={"username": "alice", "password": PASSWORD}), 401)
         assert login("alice", "a brand new password")["access_token"]
 
+    def test_a_new_password_ends_every_session(self, client, alice, login):
+        this, other = login(alice), login(alice)
+        body = {"password": "a brand new password"}
+        response = client.patch(
+            f"/users/{alice.id}", json=body, headers=bearer(this["access_token"])
+        )
+        assert response.status_code == 200
+        for tokens in (this, other):
+            me = client.get("/users/me", headers=bearer(tokens["access_token"]))
+            assert_error(me, 401, error="token_revoked")
+            refreshed = client.post("/refresh", headers=bearer(tokens["refresh_token"]))
+            assert_error(refreshed, 401, error="token_revoked")
+        fresh = login("alice", "a brand new password")
+        assert client.get("/users/me", headers=bearer(fresh["access_token"])).status_code == 200
+
+    def test_an_email_change_keeps_the_sessions(self, client, alice, as_alice):
+        client.patch(f"/users/{alice.id}", json={"email": "new@example.com"}, headers=as_alice)
+        assert client.get("/users/me", headers=as_alice).status_code == 200
+
     def test_email_or_password_change_needs_a_fresh_token(self, app, client, alice, login):
         refreshed = client.post("/refresh", headers=bearer(login(alice)["refresh_token"])).json
         before = snapshot(app)
@@ -133,6 +152,26 @@ class TestDelete:
         assert response.get_data() == b""
         assert query(app, select(User.id)) == []
         assert_error(client.get("/users/me", headers=as_alice), 401, error="user_not_found")
+
+    def test_a_deleted_users_tokens_never_pass_for_a_newer_user(self, client, make_user, login):
+        doomed = make_user("doomed")
+        tokens = login(doomed)
+        assert (
+            client.delete(f"/users/{doomed.id}", headers=bearer(tokens["access_token"])).status_code
+            == 204
+        )
+        newcomer = client.post(
+            "/register",
+            json={"username": "newcomer", "email": "n@example.com", "password": PASSWORD},
+        ).json
+        assert newcomer["id"] != doomed.id  # ids are never reused, on SQLite either
+        me = client.get("/users/me", headers=bearer(tokens["access_token"]))
+        assert_error(me, 401, error="user_not_found")
+        assert_error(
+            client.post("/refresh", headers=bearer(tokens["refresh_token"])),
+            401,
+            error="user_not_found",
+        )
 
     def test_needs_a_fresh_token(self, app, client, alice, login):
         refreshed = client.post("/refresh", headers=bearer(login(alice)["refresh_token"])).json

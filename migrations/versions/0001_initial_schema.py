@@ -34,9 +34,12 @@ def upgrade():
         sa.Column("email", sa.String(254), nullable=False),
         sa.Column("password_hash", sa.String(255), nullable=False),
         sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("token_key", sa.String(32), nullable=False),
         timestamp("created_at"),
-        sa.CheckConstraint("role IN ('user', 'admin')", name="ck_users_role"),
+        # op.f(): the names are final; the naming convention must not prefix them again.
+        sa.CheckConstraint("role IN ('user', 'admin')", name=op.f("ck_users_role")),
         sa.PrimaryKeyConstraint("id", name="pk_users"),
+        sqlite_autoincrement=True,
     )
     op.create_index("uq_users_username_lower", "users", [sa.text("lower(username)")], unique=True)
     op.create_index("uq_users_email_lower", "users", [sa.text("lower(email)")], unique=True)
@@ -55,6 +58,7 @@ def upgrade():
             ["owner_id"], ["users.id"], name="fk_stores_owner_id_users", ondelete="RESTRICT"
         ),
         sa.PrimaryKeyConstraint("id", name="pk_stores"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_stores_created_at", "stores", ["created_at"])
     op.create_index("ix_stores_owner_id", "stores", ["owner_id"])
@@ -69,11 +73,12 @@ def upgrade():
         sa.Column("store_id", sa.Integer(), nullable=False),
         timestamp("created_at"),
         timestamp("updated_at"),
-        sa.CheckConstraint("price >= 0", name="ck_items_price_not_negative"),
+        sa.CheckConstraint("price >= 0", name=op.f("ck_items_price_not_negative")),
         sa.ForeignKeyConstraint(
             ["store_id"], ["stores.id"], name="fk_items_store_id_stores", ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name="pk_items"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_items_created_at", "items", ["created_at"])
     op.create_index("ix_items_price", "items", ["price"])
@@ -91,6 +96,7 @@ def upgrade():
             ["store_id"], ["stores.id"], name="fk_tags_store_id_stores", ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name="pk_tags"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_tags_name_lower", "tags", [sa.text("lower(name)")])
     op.create_index(
