@@ -1,7 +1,6 @@
 """The migration history builds exactly the models' schema, and unbuilds it."""
 
 import re
-import uuid
 import warnings
 from contextlib import contextmanager
 
@@ -10,9 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
 
-from conftest import PG_URL
+from conftest import scratch_database
 from db import db
 
 
@@ -85,22 +83,8 @@ def test_sqlite(tmp_path, make_app):
 
 @pytest.mark.postgres
 def test_postgresql(make_app):
-    names = [f"stores_migration_{uuid.uuid4().hex[:12]}" for _ in range(2)]
-    admin = create_engine(make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        for name in names:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        migrated, reference = (
-            make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-            for name in names
-        )
+    with scratch_database("stores_migration_") as migrated, scratch_database("stores_ref_") as ref:
         app = make_app(SQLALCHEMY_DATABASE_URI=migrated)
-        check_round_trip(app, reference)
+        check_round_trip(app, ref)
         with app.app_context():
             db.engine.dispose()  # before DROP DATABASE
-    finally:
-        with admin.connect() as conn:
-            for name in names:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
