@@ -1,7 +1,6 @@
 """The migration history builds exactly the models' schema, and unbuilds it."""
 
 import re
-import uuid
 import warnings
 
 import pytest
@@ -9,10 +8,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
 
 from conftest import PG_URL
 from db import db
+from servers import postgres_database
 
 
 def schema_difference(app) -> list:
@@ -56,17 +55,8 @@ def test_sqlite(tmp_path, make_app):
 
 @pytest.mark.postgres
 def test_postgresql(make_app):
-    name = f"stores_migration_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    with postgres_database(PG_URL, prefix="stores_migration_") as url:
         app = make_app(SQLALCHEMY_DATABASE_URI=url)
         check_round_trip(app)
         with app.app_context():
             db.engine.dispose()  # before DROP DATABASE
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
