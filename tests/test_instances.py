@@ -13,11 +13,14 @@ by ``TIME_LIMIT`` (then it fails, and still stops its servers).
 
 from __future__ import annotations
 
+import itertools
 import signal
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 
 import pytest
@@ -262,3 +265,140 @@ def test_without_redis_revocations_are_still_shared_but_rate_limits_are_not(star
             failed = login(server, username, "wrong password")
         assert_error(failed, 401)
         assert failed.headers["X-RateLimit-Remaining"] == "4", pid
+
+
+# --- issue 5: three instances, one dataset ------------------------------------------------
+
+SHOPPERS = 6  # concurrent sessions in the workload, each on its own thread
+ITEMS = 5  # per shopper
+
+
+class Dataset:
+    """The three instances as one service: every acknowledged write is read back
+    through each of them and must be there, identical (body and ETag)."""
+
+    def __init__(self, servers: list[Server]) -> None:
+        self.servers = servers
+        self.writes = self.reads = 0
+        self._lock = threading.Lock()
+
+    def rotation(self, start: int) -> Iterator[Server]:
+        """The instances in turn, from the ``start``-th: no request sticks to one."""
+        return itertools.islice(itertools.cycle(self.servers), start, None)
+
+    def send(
+        self,
+        server: Server,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """A write that must be acknowledged (2xx); counted."""
+        answer = server.request(method, path, body, token=token, headers=headers)
+        assert answer.status_code in (200, 201), f"{method} {path} through {server}: {answer}"
+        with self._lock:
+            self.writes += 1
+        return answer
+
+    def write(
+        self,
+        server: Server,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        *,
+        token: str,
+        headers: dict[str, str] | None = None,
+        read: str | None = None,
+    ) -> dict:
+        """``send``, then ``check`` at ``read`` (default: its ``Location``, else ``path``)."""
+        answer = self.send(server, method, path, body, token=token, headers=headers)
+        etag = self.check(read or answer.headers["Location"] or path, answer.json, token=token)
+        assert answer.headers["ETag"] in (None, etag), f"{method} {path}: ETag {etag} on reads"
+        return answer.json
+
+    def read(self, server: Server, path: str, *, token: str | None = None) -> Response:
+        with self._lock:
+            self.reads += 1
+        return server.request("GET", path, token=token)
+
+    def check(self, path: str, expected: dict, *, token: str | None = None) -> str | None:
+        """``path`` through every instance: 200, ``expected``, one ETag (returned)."""
+        answers = [(server, self.read(server, path, token=token)) for server in self.servers]
+        for server, answer in answers:
+            assert answer.status_code == 200, f"GET {path} through {server}: {answer}"
+            assert answer.json == expected, f"GET {path} through {server}: {answer.json}"
+        etags = {answer.headers["ETag"] for _, answer in answers}
+        assert len(etags) == 1, f"GET {path}: the instances disagree on the ETag: {etags}"
+        return etags.pop()
+
+
+def shop(dataset: Dataset, n: int) -> dict[int, dict]:
+    """One user's session, each request through the next instance: sign up, open a
+    store, tag and stock it, reprice. Returns the items as last acknowledged."""
+    turn = dataset.rotation(n)
+    username = unique(f"shopper{n}")
+    body = {"username": username, "email": f"{username}@example.com", "password": PASSWORD}
+    user = dataset.send(next(turn), "POST", "/register", body)
+    tokens = login(next(turn), username)
+    assert tokens.status_code == 200, tokens
+    token = tokens.json["access_token"]  # from one instance, used on the others
+    dataset.check(user.headers["Location"], user.json, token=token)
+
+    def write(method: str, path: str, body: dict | None = None, **options) -> dict:
+        return dataset.write(next(turn), method, path, body, token=token, **options)
+
+    store = write("POST", "/stores", {"name": unique(f"Store {n}"), "address": "1 Main St"})
+    tags = [write("POST", f"/stores/{store['id']}/tags", {"name": name}) for name in ("a", "b")]
+    items = {}
+    for k in range(ITEMS):
+        item = write(
+            "POST", "/items", {"name": f"Item {k}", "price": "1.05", "store_id": store["id"]}
+        )
+        path = f"/items/{item['id']}"
+        for tag in tags[: k % 3]:
+            item = write("POST", f"{path}/tags/{tag['id']}", read=path)
+        # Repriced with an ETag read through another instance than the one that writes.
+        etag = dataset.read(next(turn), path).headers["ETag"]
+        item = write("PATCH", path, {"price": f"{k}.{n}9"}, headers={"If-Match": etag})
+        items[item["id"]] = item
+    write("PATCH", f"/stores/{store['id']}", {"contact_phone": f"+1 555 01{n:02}"})
+    return items
+
+
+def every_page(server: Server, path: str) -> list[dict]:
+    """A whole list, page by page, through one instance."""
+    rows: list[dict] = []
+    page, total = 1, None
+    while total is None or len(rows) < total:
+        answer = server.request("GET", f"{path}?page_size=100&page={page}")
+        assert answer.status_code == 200, answer
+        rows += answer.json
+        page, total = page + 1, int(answer.headers["X-Total-Count"])
+    return rows
+
+
+def test_a_round_robin_workload_reads_the_same_everywhere(three):
+    dataset = Dataset(three)
+    began = time.monotonic()
+    with ThreadPoolExecutor(SHOPPERS) as pool:
+        sessions = [pool.submit(shop, dataset, n) for n in range(SHOPPERS)]
+        made = {}
+        for session in sessions:
+            made |= session.result(timeout=TIME_LIMIT)
+    seconds = time.monotonic() - began
+
+    for path in ("/stores", "/items"):
+        lists = [every_page(server, path) for server in three]
+        assert lists[1] == lists[0] and lists[2] == lists[0], (
+            f"GET {path} differs between instances"
+        )
+    listed = {item["id"]: item for item in lists[0]}
+    assert {id_: listed.get(id_) for id_ in made} == made
+    print(
+        f"\nworkload: {SHOPPERS} sessions over {len(three)} instances x {WORKERS} workers, "
+        f"{dataset.writes} writes, {dataset.reads} reads, {len(made)} items, {seconds:.1f} s"
+    )
