@@ -8,7 +8,8 @@ own, and check that claim request by request. A request is aimed at one worker b
 pausing its siblings for a moment (``Server.only_worker``).
 
 Every test is bounded: each request by ``servers.REQUEST_TIMEOUT``, the whole test
-by ``TIME_LIMIT`` (then it fails, and still stops its servers).
+by ``TIME_LIMIT`` (then it fails, and still stops its servers). One application bug
+found here is pinned by an ``xfail`` test until it is fixed (see its docstring).
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from functools import partial
+from urllib.parse import quote
 
 import pytest
 import redis
+from sqlalchemy import create_engine, text
 
 from conftest import PASSWORD, PG_URL, REDIS_URL, assert_error
-from servers import Response, Server, gunicorns, migrate, postgres_database
+from servers import REQUEST_TIMEOUT, Response, Server, gunicorns, migrate, postgres_database
 from servers import server_env as base_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -35,6 +39,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 WORKERS = 2  # per instance
 PER_WORKER = 10  # requests aimed at each worker: 20 per instance
 TIME_LIMIT = 60  # seconds per test; a normal run takes a few
+RACES = 6  # repetitions of each race: every ordered pair of three instances once
 # Every request here comes from 127.0.0.1, one client IP: the shared instances have
 # roomy limits (the contract's own are tested on a pair of their own below).
 ROOMY_LIMITS = {"AUTH_RATE_LIMIT": "10000 per minute", "RATE_LIMIT_DEFAULT": "100000 per minute"}
@@ -161,6 +166,19 @@ def on_every_worker(
 def tally(answers: list[tuple[str, Response]]) -> Counter:
     """How many answers had each (status, error code)."""
     return Counter((r.status_code, (r.json or {}).get("error")) for _, r in answers)
+
+
+def race(*sends: Callable[[], Response]) -> list[Response]:
+    """Run ``sends`` at the same moment, each on its own thread; their answers."""
+    barrier = threading.Barrier(len(sends))
+
+    def go(send):
+        barrier.wait(timeout=REQUEST_TIMEOUT)
+        return send()
+
+    with ThreadPoolExecutor(len(sends)) as pool:
+        futures = [pool.submit(go, send) for send in sends]
+        return [future.result(timeout=2 * REQUEST_TIMEOUT) for future in futures]
 
 
 # --- issue 3: two instances share revocations and rate limits ---------------------------
@@ -402,3 +420,163 @@ def test_a_round_robin_workload_reads_the_same_everywhere(three):
         f"\nworkload: {SHOPPERS} sessions over {len(three)} instances x {WORKERS} workers, "
         f"{dataset.writes} writes, {dataset.reads} reads, {len(made)} items, {seconds:.1f} s"
     )
+
+
+# --- issue 5: races through different instances -----------------------------------------
+
+
+def pairs(servers: list[Server]) -> list[tuple[Server, Server]]:
+    """``RACES`` ordered pairs of distinct instances, each pair once."""
+    chosen = list(itertools.permutations(servers, 2))[:RACES]
+    assert len(chosen) == RACES
+    return chosen
+
+
+def outcome(answers: list[Response]) -> tuple:
+    """The race's result: its answers' (status, error code), sorted."""
+    return tuple(sorted((r.status_code, (r.json or {}).get("error")) for r in answers))
+
+
+def server_logs(servers: list[Server]) -> str:
+    """What the servers logged: the traceback of any 500, for a failure's message."""
+    return "\n".join(f"--- {server}\n{server.log()}" for server in servers)
+
+
+def test_racing_registrations_of_one_username_make_one_user(three):
+    outcomes = Counter()
+    for x, y in pairs(three):
+        username = unique("racer")  # with two different emails: the username decides
+        first, second = race(partial(register, x, username), partial(register, y, username))
+        outcomes[outcome([first, second])] += 1
+        winner = first if first.status_code == 201 else second
+        if winner.status_code == 201:
+            # One account, whichever instance is asked.
+            token = login(y, username).json["access_token"]
+            for server in three:
+                me = server.request("GET", "/users/me", token=token)
+                assert me.json == winner.json, (server, me)
+    assert outcomes == {((201, None), (409, None)): RACES}, server_logs(three)
+    print(f"\nregistration races: {dict(outcomes)}")
+
+
+def test_racing_stores_of_one_name_make_one_store(three):
+    _, tokens = new_session(three[0])
+    token, outcomes = tokens["access_token"], Counter()
+    for x, y in pairs(three):
+        name = unique("Corner Shop")
+        send = [partial(s.request, "POST", "/stores", {"name": name}, token=token) for s in (x, y)]
+        answers = race(*send)
+        outcomes[outcome(answers)] += 1
+        created = [answer.json for answer in answers if answer.status_code == 201]
+        for server in three:
+            found = server.request("GET", f"/stores?q={quote(name)}").json
+            assert found == created, (server, found)
+    assert outcomes == {((201, None), (409, None)): RACES}, server_logs(three)
+    print(f"\nstore races: {dict(outcomes)}")
+
+
+def test_racing_links_of_one_tag_link_it_once(three):
+    _, tokens = new_session(three[0])
+    token, outcomes, torn = tokens["access_token"], Counter(), 0
+    store = three[1].request("POST", "/stores", {"name": unique("Shop")}, token=token).json
+    tags = f"/stores/{store['id']}/tags"
+    tag = three[2].request("POST", tags, {"name": "dairy"}, token=token).json
+    for n, (x, y) in enumerate(pairs(three)):
+        body = {"name": f"Milk {n}", "price": "1.50", "store_id": store["id"]}
+        item = x.request("POST", "/items", body, token=token).json
+        path = f"/items/{item['id']}/tags/{tag['id']}"
+        answers = race(*(partial(s.request, "POST", path, token=token) for s in (x, y)))
+        outcomes[outcome(answers)] += 1
+        stored = [s.request("GET", f"/items/{item['id']}").json for s in three]
+        assert stored[0]["tags"] == [{"id": tag["id"], "name": "dairy"}], stored[0]
+        assert stored[1] == stored[0] and stored[2] == stored[0]
+        for answer in answers:  # both bodies are the item, now linked
+            if answer.status_code == 201:
+                assert answer.json == stored[0], answer
+            elif answer.status_code == 200:  # not always as stored: see the next test
+                assert answer.json["tags"] == stored[0]["tags"], answer
+                torn += answer.json != stored[0]
+    assert outcomes == {((200, None), (201, None)): RACES}, server_logs(three)
+    print(f"\nlink races: {dict(outcomes)}; 200 answers not as stored: {torn}")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="app bug: an item read while a link commits can mix two states",
+)
+@pytest.mark.parametrize("method", ["POST", "GET"], ids=["link-found-already", "get"])
+def test_an_item_read_while_a_link_commits_is_answered_as_stored(three, database_url, method):
+    """What the link race above shows now and then, made to happen every time.
+
+    An item is read with two SELECTs: its row, then its tags (``selectinload``).
+    Under READ COMMITTED each statement sees the latest commits, so when another
+    instance links a tag between the two, the answer pairs the item's row from
+    *before* that link (its old ``updated_at``) with the tags from *after* it: a body
+    (and an ETag) that was never stored. ``POST /items/{id}/tags/{tag_id}`` then
+    answers 200 "already linked" with it; ``GET /items/{id}`` serves it. Here the
+    database plays the other instance: it keeps ``item_tags`` locked until the request
+    has read the item row, then commits the link.
+    """
+    a, b, _ = three
+    _, tokens = new_session(a)
+    token = tokens["access_token"]
+    store = a.request("POST", "/stores", {"name": unique("Shop")}, token=token).json
+    tag = a.request("POST", f"/stores/{store['id']}/tags", {"name": "dairy"}, token=token).json
+    body = {"name": "Milk", "price": "1.50", "store_id": store["id"]}
+    item = a.request("POST", "/items", body, token=token).json
+    path = f"/items/{item['id']}" + (f"/tags/{tag['id']}" if method == "POST" else "")
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as other, ThreadPoolExecutor(1) as pool:
+            other.execute(text("LOCK TABLE item_tags IN ACCESS EXCLUSIVE MODE"))
+            pending = pool.submit(b.request, method, path, token=token)
+            wait_for_a_lock_wait(engine)  # the request has the item row; its tags wait
+            link = {"item": item["id"], "tag": tag["id"]}
+            other.execute(text("INSERT INTO item_tags VALUES (:item, :tag)"), link)
+            other.execute(text("UPDATE items SET updated_at = now() WHERE id = :item"), link)
+            other.commit()
+            answer = pending.result(timeout=REQUEST_TIMEOUT)
+    finally:
+        engine.dispose()
+
+    stored = a.request("GET", f"/items/{item['id']}")
+    assert answer.status_code == 200 and answer.json["tags"] == stored.json["tags"], answer
+    assert answer.json == stored.json, "the answer is not the item as stored"
+    assert answer.headers["ETag"] in (None, stored.headers["ETag"])
+
+
+def wait_for_a_lock_wait(engine) -> None:
+    """Until some session of the test database waits for a lock (10 s at most)."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + REQUEST_TIMEOUT
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if conn.scalar(query):
+                return
+        time.sleep(0.02)
+    raise TimeoutError("no request waited for the lock")
+
+
+def test_racing_refreshes_of_one_token_end_the_session(three):
+    outcomes = Counter()
+    for x, y in pairs(three):
+        _, tokens = new_session(x)
+        refresh = tokens["refresh_token"]
+        answers = race(*(partial(s.request, "POST", "/refresh", token=refresh) for s in (x, y)))
+        outcomes[outcome(answers)] += 1
+        # Whatever the race handed out, the session is over: every token, every instance.
+        for issued in [tokens] + [r.json for r in answers if r.status_code == 200]:
+            for server in three:
+                me = server.request("GET", "/users/me", token=issued["access_token"])
+                assert_error(me, 401, error="token_revoked")
+                again = server.request("POST", "/refresh", token=issued["refresh_token"])
+                assert_error(again, 401, error="token_revoked")
+    # At most one of the two may have been given new tokens.
+    allowed = {((200, None), (401, "token_revoked")), ((401, "token_revoked"),) * 2}
+    assert set(outcomes) <= allowed, (outcomes, server_logs(three))
+    print(f"\nrefresh races: {dict(outcomes)}")
