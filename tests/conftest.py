@@ -8,13 +8,11 @@ REDIS_URL set, revocations and rate limits live in Redis.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import event, text
 
 from app import create_app
 from auth import hash_password
@@ -66,22 +64,6 @@ def _pg_schema():
     with app.app_context():
         db.drop_all()
         db.engine.dispose()
-
-
-@contextmanager
-def scratch_database(prefix: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database beside TEST_DATABASE_URL's, dropped afterwards
-    (whoever is still connected); yields its URL."""
-    name = f"{prefix}{uuid.uuid4().hex[:12]}"
-    admin = create_engine(make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def make_config(tmp_path, **overrides) -> TestingConfig:

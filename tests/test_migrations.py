@@ -10,8 +10,9 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, inspect, text
 
-from conftest import scratch_database
+from conftest import PG_URL
 from db import db
+from servers import postgres_database
 
 
 @contextmanager
@@ -83,8 +84,11 @@ def test_sqlite(tmp_path, make_app):
 
 @pytest.mark.postgres
 def test_postgresql(make_app):
-    with scratch_database("stores_migration_") as migrated, scratch_database("stores_ref_") as ref:
+    with (
+        postgres_database(PG_URL, prefix="stores_migration_") as migrated,
+        postgres_database(PG_URL, prefix="stores_reference_") as reference,
+    ):
         app = make_app(SQLALCHEMY_DATABASE_URI=migrated)
-        check_round_trip(app, ref)
+        check_round_trip(app, reference)
         with app.app_context():
             db.engine.dispose()  # before DROP DATABASE

@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from conftest import REDIS_URL, scratch_database
-from servers import ROOT, gunicorn, migrate, server_env
+from conftest import PG_URL, REDIS_URL
+from servers import ROOT, gunicorn, migrate, postgres_database, server_env
 
 NEWMAN = ROOT / "node_modules" / ".bin" / "newman"
 COLLECTION = ROOT / "postman" / "stores.postman_collection.json"
@@ -44,7 +44,7 @@ def test_every_request_asserts_its_status():
 @pytest.mark.skipif(not NEWMAN.exists(), reason="needs newman: npm ci")
 def test_the_collection_passes_on_postgresql_with_redis(tmp_path):
     report = tmp_path / "newman.json"
-    with scratch_database("stores_devx_postman_") as database_url:
+    with postgres_database(PG_URL, prefix="stores_postman_") as database_url:
         env = server_env(
             APP_ENV="production",
             DATABASE_URL=database_url,
