@@ -19,6 +19,8 @@ from flask_jwt_extended import (
     create_access_token,
     create_refresh_token,
     current_user,
+    get_jwt,
+    get_jwt_header,
     verify_jwt_in_request,
 )
 from flask_jwt_extended.exceptions import FreshTokenRequired, RevokedTokenError
@@ -120,17 +122,24 @@ def login_required(blp, *, fresh: bool = False, refresh: bool = False) -> Callab
     def decorator(func: Callable) -> Callable:
         @wraps(func)
         def wrapper(*args, **kwargs):
-            header, claims = verify_jwt_in_request(refresh=refresh)
+            verify_jwt_in_request(refresh=refresh)
             # Checked after revocation (unlike jwt_required's own check), so that a
             # revoked token is always reported as revoked.
-            if fresh and claims.get("fresh") is not True:
-                raise FreshTokenRequired("Fresh token required", header, claims)
+            if fresh:
+                require_fresh()
             return func(*args, **kwargs)
 
         wrapper = blp.doc(security=BEARER)(wrapper)
         return blp.alt_response(401, response="UNAUTHORIZED")(wrapper)
 
     return decorator
+
+
+def require_fresh() -> None:
+    """401 ``fresh_token_required`` unless the request's token came from /login."""
+    claims = get_jwt()
+    if claims.get("fresh") is not True:
+        raise FreshTokenRequired("Fresh token required", get_jwt_header(), claims)
 
 
 def forbid(message: str) -> None:

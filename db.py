@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from flask import has_request_context, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, MetaData, event
 from sqlalchemy.orm import DeclarativeBase
@@ -25,6 +26,19 @@ class Base(DeclarativeBase):
 # Objects stay readable after commit: a view returns what it just saved without
 # reloading it (every value is set by the application, none by the database).
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
+
+
+@event.listens_for(db.session, "after_begin")
+def _reads_see_one_snapshot(_session, _transaction, connection) -> None:
+    """A GET runs several statements (count, rows, their tags): on PostgreSQL they
+    share one snapshot, so an answer never mixes states from before and after another
+    request's commit. (SQLite serializes writes; it is for development.)"""
+    if (
+        connection.dialect.name == "postgresql"
+        and has_request_context()
+        and request.method in ("GET", "HEAD")
+    ):
+        connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
 
 @event.listens_for(Engine, "connect")

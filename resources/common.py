@@ -21,8 +21,11 @@ def icontains(column, text: str) -> ColumnElement[bool]:
     return func.lower(column).like(func.lower(f"%{escaped}%"), escape="\\")
 
 
-def get_or_404(model: type[T], ident: int, *options) -> T:
-    obj = db.session.get(model, ident, options=options)
+def get_or_404(model: type[T], ident: int, *options, for_update: bool = False) -> T:
+    """The row, or 404. ``for_update`` locks it until the request commits, so that a
+    check made on it (ownership, If-Match) still holds when the change is written."""
+    lock = {"of": model} if for_update else None
+    obj = db.session.get(model, ident, options=options, with_for_update=lock)
     if obj is None:
         abort(404, message=f"{model.__name__} {ident} not found.")
     return obj

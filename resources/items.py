@@ -67,8 +67,8 @@ def item_search(args: dict) -> Select:
     return query.order_by(*(key.desc() for key in keys) if sort.startswith("-") else keys)
 
 
-def get_item(item_id: int) -> Item:
-    return get_or_404(Item, item_id, *ITEM_LOADS)
+def get_item(item_id: int, *, for_update: bool = False) -> Item:
+    return get_or_404(Item, item_id, *ITEM_LOADS, for_update=for_update)
 
 
 def _duplicate(item: Item) -> str:
@@ -110,7 +110,7 @@ class ItemById(MethodView):
         return get_item(item_id)
 
     def _change(self, item_id: int, data: dict) -> Item:
-        item = get_item(item_id)
+        item = get_item(item_id, for_update=True)
         authorize_store(item.store)
         blp.check_etag(item, ItemSchema)
         for key, value in data.items():
@@ -144,7 +144,7 @@ class ItemById(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def delete(self, item_id):
         """Delete an item (fresh token)"""
-        item = get_item(item_id)
+        item = get_item(item_id, for_update=True)
         authorize_store(item.store)
         blp.check_etag(item, ItemSchema)
         db.session.delete(item)
@@ -154,7 +154,9 @@ class ItemById(MethodView):
 @blp.route("/<id:item_id>/tags/<id:tag_id>")
 class ItemTag(MethodView):
     def _load(self, item_id: int, tag_id: int) -> tuple[Item, Tag]:
-        item = get_item(item_id)
+        # The item is locked: concurrent links and unlinks of it take turns, so the
+        # tags it is answered with are the ones it has.
+        item = get_item(item_id, for_update=True)
         tag = get_or_404(Tag, tag_id)
         authorize_store(item.store)
         return item, tag

@@ -31,7 +31,10 @@ blp = Blueprint("stores", __name__, url_prefix="/stores", description="Stores")
 blp.after_request(public_cache)
 
 EDITABLE = ("name", "address", "contact_email", "contact_phone")
-LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new store"}}
+STORE_LOCATION = {
+    "Location": {"schema": {"type": "string"}, "description": "URL of the new store"}
+}
+TAG_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new tag"}}
 
 
 def _duplicate(data: dict) -> str:
@@ -62,7 +65,7 @@ class Stores(MethodView):
 
     @login_required(blp)
     @blp.arguments(StoreCreateSchema)
-    @blp.response(201, StoreSchema, headers=LOCATION)
+    @blp.response(201, StoreSchema, headers=STORE_LOCATION)
     @blp.alt_response(409, response="CONFLICT")
     def post(self, data):
         """Create a store; the caller becomes its owner"""
@@ -89,7 +92,7 @@ class StoreById(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def put(self, data, store_id):
         """Replace a store's editable fields; optional ones left out are cleared"""
-        store = get_or_404(Store, store_id)
+        store = get_or_404(Store, store_id, for_update=True)
         authorize_store(store)
         blp.check_etag(store, StoreSchema)
         _update(store, {key: None for key in EDITABLE} | data)
@@ -104,7 +107,7 @@ class StoreById(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def patch(self, data, store_id):
         """Change some of a store's fields (``owner_id``: admins only)"""
-        store = get_or_404(Store, store_id)
+        store = get_or_404(Store, store_id, for_update=True)
         authorize_store(store)
         blp.check_etag(store, StoreSchema)
         _update(store, data)
@@ -117,7 +120,7 @@ class StoreById(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def delete(self, store_id):
         """Delete a store with its items and tags (fresh token)"""
-        store = get_or_404(Store, store_id)
+        store = get_or_404(Store, store_id, for_update=True)
         authorize_store(store)
         blp.check_etag(store, StoreSchema)
         db.session.delete(store)
@@ -151,7 +154,7 @@ class StoreTags(MethodView):
 
     @login_required(blp)
     @blp.arguments(TagInputSchema)
-    @blp.response(201, TagSchema, headers=LOCATION)
+    @blp.response(201, TagSchema, headers=TAG_LOCATION)
     @blp.alt_response(403, response="FORBIDDEN")
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")

@@ -39,7 +39,7 @@ class TagById(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def patch(self, data, tag_id):
         """Rename a tag"""
-        tag = get_or_404(Tag, tag_id)
+        tag = get_or_404(Tag, tag_id, for_update=True)
         _authorize(tag)
         blp.check_etag(tag, TagSchema)
         tag.name = data["name"]
@@ -53,7 +53,7 @@ class TagById(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def delete(self, tag_id):
         """Delete a tag that no item carries any more"""
-        tag = get_or_404(Tag, tag_id)
+        tag = get_or_404(Tag, tag_id, for_update=True)
         _authorize(tag)
         blp.check_etag(tag, TagSchema)
         db.session.delete(tag)

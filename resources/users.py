@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_jwt_extended import current_user, get_jwt
+from flask_jwt_extended import current_user
 from flask_smorest import abort
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from api import Blueprint
-from auth import forbid, hash_password, login_required, require_admin
+from auth import forbid, hash_password, login_required, require_admin, require_fresh
 from db import db
 from models import User, new_token_key
 from resources.common import commit, get_or_404, icontains, paginate
@@ -20,20 +20,37 @@ blp = Blueprint("users", __name__, url_prefix="/users", description="User accoun
 blp.after_request(no_store)
 
 
-def _self_or_admin(user: User) -> None:
-    if user.id != current_user.id and not current_user.is_admin:
+def _target(user_id: int) -> User:
+    """The user at ``user_id``, for the user themself or an admin; anyone else gets
+    403 whether or not that user exists (ids do not leak)."""
+    if user_id != current_user.id and not current_user.is_admin:
         forbid("Only the user themself or an admin may do this.")
+    return get_or_404(User, user_id)
+
+
+def _lock(user: User) -> list[int]:
+    """Lock the user's row until the request commits. An admin's is locked with every
+    admin's, always in id order (so two requests cannot deadlock), which keeps the
+    last-admin rule true when two admins step down at once. Returns the admin ids."""
+    admins = []
+    if user.is_admin:
+        by_id = select(User.id).where(User.role == "admin").order_by(User.id)
+        admins = list(db.session.scalars(by_id.with_for_update()))
+    db.session.refresh(user, with_for_update=True)
+    return admins
+
+
+def _keep_an_admin(user: User, admins: list[int]) -> None:
+    if admins == [user.id]:
+        abort(409, message="This is the last admin; make another admin first.")
 
 
 def _reject(field: str, message: str) -> None:
     abort(422, errors={"json": {field: [message]}})
 
 
-def _admin_count() -> int:
-    return db.session.scalar(select(func.count()).where(User.role == "admin"))
-
-
 @blp.route("/me")
+@blp.etag
 class Me(MethodView):
     @login_required(blp)
     @blp.response(200, UserSchema)
@@ -61,6 +78,7 @@ class Users(MethodView):
 
 
 @blp.route("/<id:user_id>")
+@blp.etag
 class UserById(MethodView):
     @login_required(blp)
     @blp.response(200, UserSchema)
@@ -68,9 +86,7 @@ class UserById(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, user_id):
         """One user (the user themself or an admin)"""
-        user = get_or_404(User, user_id)
-        _self_or_admin(user)
-        return user
+        return _target(user_id)
 
     @login_required(blp)
     @blp.arguments(UserUpdateSchema)
@@ -83,24 +99,20 @@ class UserById(MethodView):
 
         Changing the email or the password needs a fresh token.
         """
-        user = get_or_404(User, user_id)
-        _self_or_admin(user)
-        is_self = user.id == current_user.id
-        if "role" in data:
-            if not current_user.is_admin:
-                _reject("role", "Only an admin may change a role.")
-            if user.is_admin and data["role"] != "admin" and _admin_count() == 1:
-                abort(409, message="This is the last admin; make another admin first.")
-            user.role = data["role"]
+        user = _target(user_id)
+        if "role" in data and not current_user.is_admin:
+            _reject("role", "Only an admin may change a role.")
         for field in ("email", "password"):
-            if field in data and not is_self:
+            if field in data and user.id != current_user.id:
                 _reject(field, f"Only the user themself may change their {field}.")
-        if ("email" in data or "password" in data) and not get_jwt().get("fresh"):
-            abort(
-                401,
-                message="Changing the email or password needs a fresh token: sign in again.",
-                error="fresh_token_required",
-            )
+        if "email" in data or "password" in data:
+            require_fresh()
+        admins = _lock(user)
+        blp.check_etag(user, UserSchema)
+        if "role" in data:
+            if data["role"] != "admin":
+                _keep_an_admin(user, admins)
+            user.role = data["role"]
         if "email" in data:
             user.email = data["email"]
         if "password" in data:
@@ -119,10 +131,9 @@ class UserById(MethodView):
 
         A user who still owns stores cannot be deleted: transfer or delete them first.
         """
-        user = get_or_404(User, user_id)
-        _self_or_admin(user)
-        if user.is_admin and _admin_count() == 1:
-            abort(409, message="This is the last admin; make another admin first.")
+        user = _target(user_id)
+        _keep_an_admin(user, _lock(user))
+        blp.check_etag(user, UserSchema)
         db.session.delete(user)
         try:
             db.session.commit()

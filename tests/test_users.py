@@ -229,3 +229,37 @@ class TestCreateAdmin:
         assert result.exit_code == 1
         assert "invalid input" in result.output
         assert query(app, select(User.id)) == []
+
+
+class TestConditional:
+    def test_users_have_etags_and_a_stale_if_match_changes_nothing(
+        self, app, client, alice, as_alice
+    ):
+        me = client.get("/users/me", headers=as_alice)
+        one = client.get(f"/users/{alice.id}", headers=as_alice)
+        assert me.headers["ETag"] == one.headers["ETag"]
+        assert (
+            client.get(
+                "/users/me", headers=as_alice | {"If-None-Match": me.headers["ETag"]}
+            ).status_code
+            == 304
+        )
+        before = snapshot(app)
+        stale = as_alice | {"If-Match": '"stale"'}
+        assert_error(
+            client.patch(f"/users/{alice.id}", json={"email": "x@example.com"}, headers=stale), 412
+        )
+        assert_error(client.delete(f"/users/{alice.id}", headers=stale), 412)
+        assert snapshot(app) == before
+        current = as_alice | {"If-Match": me.headers["ETag"]}
+        assert (
+            client.patch(
+                f"/users/{alice.id}", json={"email": "x@example.com"}, headers=current
+            ).status_code
+            == 200
+        )
+
+    def test_others_cannot_tell_which_ids_exist(self, client, alice, bob, auth):
+        headers = auth(bob)
+        assert_error(client.get(f"/users/{alice.id}", headers=headers), 403, error="forbidden")
+        assert_error(client.get("/users/4242", headers=headers), 403, error="forbidden")
