@@ -44,6 +44,10 @@ def create_app(config: Config | None = None) -> Flask:
     cli.init_app(app)
     if getattr(config, "dev_secret", False):
         app.logger.warning("JWT_SECRET_KEY is not set: using a development-only secret.")
+    if app.config["APP_ENV"] == "production" and not app.config["REDIS_URL"]:
+        app.logger.warning(
+            "REDIS_URL is not set: rate limits are counted by each worker process on its own."
+        )
     return app
 
 

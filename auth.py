@@ -8,6 +8,7 @@ effect at the next request.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from models import Store, User
 from models.types import utcnow
 
 BEARER = [{"bearerAuth": []}]
+log = logging.getLogger("stores.auth")
 
 
 # --- passwords ---------------------------------------------------------------
@@ -78,8 +80,15 @@ def check_password(user: User | None, password: str) -> bool:
 # --- tokens and sessions -------------------------------------------------------
 
 
-def issue_tokens(user: User, *, fresh: bool, session_id: str | None = None) -> dict:
-    claims = {"sid": session_id or uuid.uuid4().hex, "user_key": user.token_key}
+def start_session(user: User) -> dict:
+    """A login: a new session, a fresh access token and a refresh token."""
+    session_id = uuid.uuid4().hex
+    log.info("login", extra={"event": "login", "session_id": session_id, "user_id": user.id})
+    return issue_tokens(user, fresh=True, session_id=session_id)
+
+
+def issue_tokens(user: User, *, fresh: bool, session_id: str) -> dict:
+    claims = {"sid": session_id, "user_key": user.token_key}
     identity = str(user.id)
     expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
     return {
@@ -94,14 +103,22 @@ def token_expiry(claims: dict) -> datetime:
     return datetime.fromtimestamp(claims["exp"], UTC)
 
 
-def revoke_session(claims: dict) -> None:
+def revoke_session(claims: dict, *, reason: str) -> None:
     """Revoke every token of the session, including those refreshed from it.
 
     No token of the session can outlive now + the refresh lifetime, so the entry
     can go after that.
     """
     expires = utcnow() + current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
-    get_blocklist().add(f"sid:{claims['sid']}", expires)
+    if get_blocklist().add(f"sid:{claims['sid']}", expires):
+        level = logging.INFO if reason == "logout" else logging.WARNING
+        extra = {
+            "event": "session_revoked",
+            "reason": reason,
+            "session_id": claims["sid"],
+            "user_id": claims.get("sub"),
+        }
+        log.log(level, "session revoked: %s", reason, extra=extra)
 
 
 def rotate_refresh_token(claims: dict) -> bool:
@@ -185,7 +202,7 @@ def _is_revoked(_header: dict, claims: dict) -> bool:
     if revoked and claims.get("type") == "refresh":
         # A refresh token is revoked once it has been rotated: seeing it again
         # means somebody else holds a copy. End the whole session.
-        revoke_session(claims)
+        revoke_session(claims, reason="rotated refresh token presented again")
     return revoked
 
 

@@ -73,9 +73,9 @@ class DatabaseBlocklist:
 class RedisBlocklist:
     """Revocations in Redis: shared by every instance, expired by Redis itself."""
 
-    def __init__(self, url: str, prefix: str = "stores:revoked:") -> None:
+    def __init__(self, url: str, prefix: str = "stores") -> None:
         self.redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self.prefix = prefix
+        self.prefix = f"{prefix}:revoked:"
 
     def add(self, key: str, expires_at: datetime) -> bool:
         ttl = max(1, int((expires_at - utcnow()).total_seconds()) + 1)
@@ -93,7 +93,9 @@ class RedisBlocklist:
 
 def init_app(app: Flask) -> None:
     url = app.config.get("REDIS_URL")
-    app.extensions["blocklist"] = RedisBlocklist(url) if url else DatabaseBlocklist()
+    app.extensions["blocklist"] = (
+        RedisBlocklist(url, app.config["REDIS_KEY_PREFIX"]) if url else DatabaseBlocklist()
+    )
 
 
 def get_blocklist() -> Blocklist:

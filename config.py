@@ -88,8 +88,10 @@ class Config:
         self.AUTH_RATE_LIMIT = self.env_str("AUTH_RATE_LIMIT", "5 per minute;20 per hour")
         self.RATE_LIMIT_DEFAULT = self.env_str("RATE_LIMIT_DEFAULT", "300 per minute")
         self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
-        # Lets several deployments (or test runs) share one Redis without sharing counters.
-        self.RATELIMIT_KEY_PREFIX = self.env_str("RATE_LIMIT_KEY_PREFIX", "stores")
+        # Lets several deployments (or test runs) share one Redis: every key of this
+        # one (rate-limit counters, revocations) starts with it.
+        self.REDIS_KEY_PREFIX = self.env_str("REDIS_KEY_PREFIX", "stores")
+        self.RATELIMIT_KEY_PREFIX = self.REDIS_KEY_PREFIX
         self.LEGACY_SUNSET = self.env_str("LEGACY_SUNSET", "Sat, 01 May 2027 00:00:00 GMT")
 
         self.configure()

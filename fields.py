@@ -139,7 +139,11 @@ class Money(ma.fields.Decimal):
     (NUMERIC(12,2)) prints back from a double to the same digits.
     """
 
-    def __init__(self, *, metadata: dict | None = None, **kwargs) -> None:
+    def __init__(
+        self, *, example: float | None = 19.99, metadata: dict | None = None, **kwargs
+    ) -> None:
+        if example is not None:  # Swagger UI pre-fills fields with their example
+            metadata = {"example": example, **(metadata or {})}
         super().__init__(
             allow_nan=False,
             validate=[
@@ -150,7 +154,6 @@ class Money(ma.fields.Decimal):
                 # apispec writes the Range's maximum but not that it is exclusive.
                 "exclusiveMaximum": True,
                 "multipleOf": 0.01,
-                "example": 19.99,
                 "description": "Exact amount with at most 2 decimals; a JSON number or a "
                 'plain decimal string such as "19.99".',
                 **(metadata or {}),

@@ -15,13 +15,15 @@ from flask import Flask, Response, g, has_request_context, request
 # A caller's id is kept if it is short and printable; anything else is replaced,
 # so that it cannot forge log lines or headers.
 SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
-ACCESS_FIELDS = ("method", "path", "status", "duration_ms", "user_id", "client_ip")
+# Attributes every LogRecord has; anything else was passed as ``extra`` and is logged.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 access_log = logging.getLogger("stores.access")
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request id, extras."""
+    """One JSON object per line: time, level, logger, message, request id, and the
+    fields passed as ``extra``."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -30,14 +32,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = getattr(record, "request_id", None)
-        if request_id is None and has_request_context():
-            request_id = g.get("request_id")
-        if request_id is not None:
-            entry["request_id"] = request_id
-        for field in ACCESS_FIELDS:
-            if hasattr(record, field):
-                entry[field] = getattr(record, field)
+        if has_request_context() and g.get("request_id"):
+            entry["request_id"] = g.request_id
+        entry |= {k: v for k, v in vars(record).items() if k not in _STANDARD}
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

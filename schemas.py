@@ -249,8 +249,9 @@ class ItemQuerySchema(ma.Schema):
         error="Must be 1 to 80 characters, without control characters.",
         metadata={"description": "Case-insensitive substring of the name or description"},
     )
-    min_price = Money(metadata={"description": "Inclusive lower bound"})
-    max_price = Money(metadata={"description": "Inclusive upper bound"})
+    # No example: Swagger UI would send it as a filter on "Try it out".
+    min_price = Money(example=None, metadata={"description": "Inclusive lower bound"})
+    max_price = Money(example=None, metadata={"description": "Inclusive upper bound"})
     store_id = Id(strict=False)
     sort = fields.String(
         load_default="id",

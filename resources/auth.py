@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import current_app, url_for
+import logging
+
+from flask import current_app, g, url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user, get_jwt
 from flask_smorest import abort
@@ -16,6 +18,7 @@ from auth import (
     login_required,
     revoke_session,
     rotate_refresh_token,
+    start_session,
 )
 from db import db
 from extensions import limiter
@@ -24,6 +27,7 @@ from resources.common import commit
 from schemas import LoginSchema, MessageSchema, RegisterSchema, TokenSchema, UserSchema
 from web import no_store
 
+log = logging.getLogger("stores.auth")
 blp = Blueprint("auth", __name__, description="Sign up, sign in, refresh and sign out")
 blp.after_request(no_store)
 
@@ -41,7 +45,7 @@ class Register(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     @blp.alt_response(429, response="TOO_MANY_REQUESTS")
     def post(self, data):
-        """Create an account (role ``user``)"""
+        """Create an account (role `user`)"""
         user = User(
             username=data["username"],
             email=data["email"],
@@ -66,9 +70,13 @@ class Login(MethodView):
             select(User).where(func.lower(User.username) == data["username"].lower())
         )
         if not check_password(user, data["password"]):
+            log.warning(
+                "login failed", extra={"event": "login_failed", "username": data["username"]}
+            )
             abort(401, message="Invalid credentials.", error="invalid_credentials")
         db.session.commit()  # keeps a hash upgraded by check_password
-        return issue_tokens(user, fresh=True)
+        g.user_id = user.id
+        return start_session(user)
 
 
 @blp.route("/refresh")
@@ -80,7 +88,7 @@ class Refresh(MethodView):
         claims = get_jwt()
         if not rotate_refresh_token(claims):
             # Another request used this token a moment ago: a copy is in other hands.
-            revoke_session(claims)
+            revoke_session(claims, reason="refresh token used twice at once")
             abort(401, message="The token has been revoked; sign in again.", error="token_revoked")
         return issue_tokens(current_user, fresh=False, session_id=claims["sid"])
 
@@ -91,5 +99,5 @@ class Logout(MethodView):
     @blp.response(200, MessageSchema)
     def post(self):
         """Sign out: every token of this login session is revoked"""
-        revoke_session(get_jwt())
+        revoke_session(get_jwt(), reason="logout")
         return {"message": "Successfully logged out."}

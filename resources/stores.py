@@ -31,9 +31,7 @@ blp = Blueprint("stores", __name__, url_prefix="/stores", description="Stores")
 blp.after_request(public_cache)
 
 EDITABLE = ("name", "address", "contact_email", "contact_phone")
-STORE_LOCATION = {
-    "Location": {"schema": {"type": "string"}, "description": "URL of the new store"}
-}
+STORE_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new store"}}
 TAG_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new tag"}}
 
 
@@ -106,7 +104,7 @@ class StoreById(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
     def patch(self, data, store_id):
-        """Change some of a store's fields (``owner_id``: admins only)"""
+        """Change some of a store's fields (`owner_id`: admins only)"""
         store = get_or_404(Store, store_id, for_update=True)
         authorize_store(store)
         blp.check_etag(store, StoreSchema)
@@ -135,7 +133,7 @@ class StoreItems(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.paginate()
     def get(self, args, store_id, pagination_parameters):
-        """List a store's items (same filters as ``GET /items``)"""
+        """List a store's items (same filters as `GET /items`)"""
         get_or_404(Store, store_id)
         return paginate(item_search({**args, "store_id": store_id}), pagination_parameters)
 

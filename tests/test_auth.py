@@ -1,5 +1,6 @@
 """Register, login, refresh, logout: tokens, sessions, and every way a token fails."""
 
+import logging
 import time
 from datetime import timedelta
 
@@ -9,7 +10,7 @@ from flask_jwt_extended import create_access_token, decode_token
 from passlib.hash import pbkdf2_sha256
 from sqlalchemy import select
 
-from auth import issue_tokens
+from auth import start_session
 from conftest import PASSWORD, assert_error, bearer, query, snapshot
 from db import db
 from models import User
@@ -283,5 +284,32 @@ class TestLogout:
 
     def test_tokens_are_strings_of_the_user_id(self, app, alice):
         with app.test_request_context():
-            tokens = issue_tokens(alice, fresh=True)
+            tokens = start_session(alice)
             assert decode_token(tokens["access_token"])["sub"] == str(alice.id)
+
+
+class TestSecurityLog:
+    def records(self, caplog, event):
+        return [r for r in caplog.records if getattr(r, "event", None) == event]
+
+    def test_logins_and_failures_are_logged_without_secrets(self, client, alice, caplog):
+        with caplog.at_level(logging.INFO, logger="stores.auth"):
+            client.post("/login", json={"username": "alice", "password": PASSWORD})
+            client.post("/login", json={"username": "alice", "password": "not the password"})
+        [login] = self.records(caplog, "login")
+        assert login.user_id == alice.id and login.session_id
+        [failed] = self.records(caplog, "login_failed")
+        assert failed.username == "alice" and failed.levelname == "WARNING"
+        assert not [
+            r for r in caplog.records if "not the password" in r.getMessage() + str(vars(r))
+        ]
+
+    def test_a_replayed_refresh_token_is_a_warning(self, client, alice, login, caplog):
+        tokens = login(alice)
+        client.post("/refresh", headers=bearer(tokens["refresh_token"]))
+        with caplog.at_level(logging.INFO, logger="stores.auth"):
+            client.post("/refresh", headers=bearer(tokens["refresh_token"]))
+        [revoked] = self.records(caplog, "session_revoked")
+        assert revoked.levelname == "WARNING"
+        assert revoked.reason == "rotated refresh token presented again"
+        assert revoked.user_id == str(alice.id)

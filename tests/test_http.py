@@ -8,7 +8,7 @@ import logging
 import pytest
 from sqlalchemy import select
 
-from auth import issue_tokens
+from auth import start_session
 from conftest import assert_error, count_queries, query, snapshot
 from models import Store
 from observability import JsonFormatter
@@ -141,7 +141,7 @@ class TestErrorEnvelope:
         app = make_app(REDIS_URL="redis://127.0.0.1:1/0")
         client = app.test_client()
         with app.test_request_context():
-            token = issue_tokens(alice, fresh=True)["access_token"]
+            token = start_session(alice)["access_token"]
         response = client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
         assert_error(response, 503)
         assert response.headers["Retry-After"] == "5"

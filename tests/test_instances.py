@@ -72,13 +72,13 @@ def database_url() -> Iterator[str]:
 @contextmanager
 def instances(database_url: str, count: int, **values: str) -> Iterator[list[Server]]:
     """``count`` production instances on the test database and Redis, with rate-limit
-    counters of their own (a fresh ``RATE_LIMIT_KEY_PREFIX``, deleted afterwards)."""
+    counters of their own (a fresh ``REDIS_KEY_PREFIX``, deleted afterwards)."""
     prefix = f"stores_inst_{uuid.uuid4().hex[:12]}"
     env = base_env(
         APP_ENV="production",
         DATABASE_URL=database_url,
         REDIS_URL=REDIS_URL,
-        RATE_LIMIT_KEY_PREFIX=prefix,
+        REDIS_KEY_PREFIX=prefix,
         # Short lifetimes: the revocations left in Redis expire within minutes.
         JWT_ACCESS_TOKEN_EXPIRES="300",
         JWT_REFRESH_TOKEN_EXPIRES="600",

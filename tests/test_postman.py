@@ -53,7 +53,7 @@ def test_the_collection_passes_on_postgresql_with_redis(tmp_path):
             # hour per client would refuse the fourth run within the hour.
             AUTH_RATE_LIMIT="100 per minute",
             # Its own limiter counters, and revocations that expire from Redis soon.
-            RATE_LIMIT_KEY_PREFIX=f"stores_devx_{uuid.uuid4().hex[:12]}",
+            REDIS_KEY_PREFIX=f"stores_devx_{uuid.uuid4().hex[:12]}",
             JWT_REFRESH_TOKEN_EXPIRES="300",
         )
         migrate(env)
