@@ -11,7 +11,7 @@ from marshmallow import ValidationError, fields, validate, validates
 
 from db import db
 from fields import Id, Money, Name, OptionalText, Text, text_pattern, trimmed
-from models import ROLES, Store, User
+from models import ROLES, Store
 
 
 def Username(**kwargs) -> Text:  # noqa: N802 - reads as a field type
@@ -48,11 +48,6 @@ def Password(**kwargs) -> Text:  # noqa: N802 - reads as a field type
 
 def Timestamp() -> fields.DateTime:  # noqa: N802 - reads as a field type
     return fields.DateTime(metadata={"example": "2026-11-21T10:00:00+00:00"})
-
-
-def _check_exists(model, value: int | None, label: str) -> None:
-    if value is not None and db.session.get(model, value) is None:
-        raise ValidationError(f"{label} {value} does not exist.")
 
 
 # --- users and tokens ------------------------------------------------------------
@@ -146,10 +141,6 @@ class StoreUpdateSchema(ma.Schema):
     contact_phone = Phone()
     owner_id = Id(metadata={"example": 2})
 
-    @validates("owner_id")
-    def _owner_exists(self, value: int, **_kwargs) -> None:
-        _check_exists(User, value, "User")
-
 
 class StoreReplaceSchema(StoreUpdateSchema):
     """PUT: ``name`` required; an optional field left out is cleared."""
@@ -233,7 +224,8 @@ class ItemCreateSchema(ItemReplaceSchema):
 
     @validates("store_id")
     def _store_exists(self, value: int, **_kwargs) -> None:
-        _check_exists(Store, value, "Store")
+        if db.session.get(Store, value) is None:
+            raise ValidationError(f"Store {value} does not exist.")
 
 
 ITEM_SORTS = ("id", "name", "price", "created_at")

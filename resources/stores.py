@@ -11,7 +11,7 @@ from sqlalchemy import select
 from api import Blueprint
 from auth import authorize_store, login_required
 from db import db
-from models import Store, Tag
+from models import Store, Tag, User
 from resources.common import commit, get_or_404, icontains, paginate
 from resources.items import item_search
 from schemas import (
@@ -39,11 +39,28 @@ def _duplicate(data: dict) -> str:
     return f"A store named {data.get('name')!r} already exists."
 
 
-def _update(store: Store, data: dict) -> None:
-    if "owner_id" in data and data["owner_id"] != store.owner_id and not current_user.is_admin:
-        abort(422, errors={"json": {"owner_id": ["Only an admin may transfer a store."]}})
+def _for_change(store_id: int) -> Store:
+    """The store, locked until the request commits, once the caller may change it
+    and its If-Match (if sent) matches."""
+    store = get_or_404(Store, store_id, for_update=True)
+    authorize_store(store)
+    blp.check_etag(store, StoreSchema)
+    return store
+
+
+def _change(store_id: int, data: dict) -> Store:
+    store = _for_change(store_id)
+    new_owner = data.get("owner_id", store.owner_id)
+    if new_owner != store.owner_id:
+        # Checked only now, for an authorized caller: nobody else learns which ids exist.
+        if not current_user.is_admin:
+            abort(422, errors={"json": {"owner_id": ["Only an admin may transfer a store."]}})
+        if db.session.get(User, new_owner) is None:
+            abort(422, errors={"json": {"owner_id": [f"User {new_owner} does not exist."]}})
     for key, value in data.items():
         setattr(store, key, value)
+    commit(conflict=_duplicate(data))
+    return store
 
 
 @blp.route("")
@@ -90,12 +107,7 @@ class StoreById(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def put(self, data, store_id):
         """Replace a store's editable fields; optional ones left out are cleared"""
-        store = get_or_404(Store, store_id, for_update=True)
-        authorize_store(store)
-        blp.check_etag(store, StoreSchema)
-        _update(store, {key: None for key in EDITABLE} | data)
-        commit(conflict=_duplicate(data))
-        return store
+        return _change(store_id, dict.fromkeys(EDITABLE) | data)
 
     @login_required(blp)
     @blp.arguments(StoreUpdateSchema)
@@ -105,12 +117,7 @@ class StoreById(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def patch(self, data, store_id):
         """Change some of a store's fields (`owner_id`: admins only)"""
-        store = get_or_404(Store, store_id, for_update=True)
-        authorize_store(store)
-        blp.check_etag(store, StoreSchema)
-        _update(store, data)
-        commit(conflict=_duplicate(data))
-        return store
+        return _change(store_id, data)
 
     @login_required(blp, fresh=True)
     @blp.response(204)
@@ -118,10 +125,7 @@ class StoreById(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def delete(self, store_id):
         """Delete a store with its items and tags (fresh token)"""
-        store = get_or_404(Store, store_id, for_update=True)
-        authorize_store(store)
-        blp.check_etag(store, StoreSchema)
-        db.session.delete(store)
+        db.session.delete(_for_change(store_id))
         db.session.commit()
 
 

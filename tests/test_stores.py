@@ -314,3 +314,10 @@ class TestOwnership:
         assert client.delete(f"/items/{item['id']}", headers=headers).status_code == 204
         assert client.delete(f"/stores/{store['id']}", headers=headers).status_code == 204
         assert snapshot(app)["stores"] == []
+
+
+def test_a_stranger_cannot_probe_user_ids_through_owner_id(client, alice, bob, as_alice, auth, api):
+    path, headers = f"/stores/{api.store(as_alice)['id']}", auth(bob)
+    for owner in (bob.id, 4242):
+        response = client.patch(path, json={"owner_id": owner}, headers=headers)
+        assert_error(response, 403, error="forbidden")
