@@ -71,6 +71,15 @@ def get_item(item_id: int, *, for_update: bool = False) -> Item:
     return get_or_404(Item, item_id, *ITEM_LOADS, for_update=for_update)
 
 
+def _for_change(item_id: int) -> Item:
+    """The item, locked until the request commits, once the caller may change it
+    and its If-Match (if sent) matches."""
+    item = get_item(item_id, for_update=True)
+    authorize_store(item.store)
+    blp.check_etag(item, ItemSchema)
+    return item
+
+
 def _duplicate(item: Item) -> str:
     return f"Store {item.store_id} already has an item named {item.name!r}."
 
@@ -110,9 +119,7 @@ class ItemById(MethodView):
         return get_item(item_id)
 
     def _change(self, item_id: int, data: dict) -> Item:
-        item = get_item(item_id, for_update=True)
-        authorize_store(item.store)
-        blp.check_etag(item, ItemSchema)
+        item = _for_change(item_id)
         for key, value in data.items():
             setattr(item, key, value)
         commit(conflict=_duplicate(item))
@@ -144,10 +151,7 @@ class ItemById(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def delete(self, item_id):
         """Delete an item (fresh token)"""
-        item = get_item(item_id, for_update=True)
-        authorize_store(item.store)
-        blp.check_etag(item, ItemSchema)
-        db.session.delete(item)
+        db.session.delete(_for_change(item_id))
         db.session.commit()
 
 

@@ -18,8 +18,13 @@ blp = Blueprint("tags", __name__, url_prefix="/tags", description="Tags")
 blp.after_request(public_cache)
 
 
-def _authorize(tag: Tag) -> None:
+def _for_change(tag_id: int) -> Tag:
+    """The tag, locked until the request commits, once the caller may change it
+    and its If-Match (if sent) matches."""
+    tag = get_or_404(Tag, tag_id, for_update=True)
     authorize_store(db.session.get(Store, tag.store_id))
+    blp.check_etag(tag, TagSchema)
+    return tag
 
 
 @blp.route("/<id:tag_id>")
@@ -39,9 +44,7 @@ class TagById(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def patch(self, data, tag_id):
         """Rename a tag"""
-        tag = get_or_404(Tag, tag_id, for_update=True)
-        _authorize(tag)
-        blp.check_etag(tag, TagSchema)
+        tag = _for_change(tag_id)
         tag.name = data["name"]
         commit(conflict=f"Store {tag.store_id} already has a tag named {tag.name!r}.")
         return tag
@@ -53,10 +56,7 @@ class TagById(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def delete(self, tag_id):
         """Delete a tag that no item carries any more"""
-        tag = get_or_404(Tag, tag_id, for_update=True)
-        _authorize(tag)
-        blp.check_etag(tag, TagSchema)
-        db.session.delete(tag)
+        db.session.delete(_for_change(tag_id))
         try:
             db.session.commit()
         except IntegrityError:
