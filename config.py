@@ -159,6 +159,10 @@ class ProductionConfig(Config):
 
     def validate(self) -> None:
         super().validate()
+        # `flask --debug run` would serve Werkzeug's debugger, which runs any code
+        # it is sent; the app's own DEBUG is always False, but the CLI reads this.
+        if self.env_str("FLASK_DEBUG").lower() not in ("", "0", "false", "no"):
+            raise ConfigError("FLASK_DEBUG is set; unset it: production never runs in debug mode.")
         if self.SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
             raise ConfigError(
                 "DATABASE_URL points at SQLite; production needs PostgreSQL "
