@@ -17,6 +17,10 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+# PostgreSQL advisory lock taken by `flask db upgrade` (migrations/env.py), so that
+# replicas starting together and each running it (docker-entrypoint.sh) take turns.
+MIGRATION_LOCK_ID = 0x53544F5245  # "STORE"
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
