@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+SECRET = "k" * 40  # long enough for production
 
 
 def free_port() -> int:
@@ -38,6 +39,15 @@ def server_env(**values: str) -> dict[str, str]:
     env.update({"PYTHONPATH": str(ROOT), "JWT_SECRET_KEY": "t" * 32, "LOG_LEVEL": "WARNING"})
     env.update(values)
     return env
+
+
+def production_env(**values: str) -> dict[str, str]:
+    """A production server's environment: only what ``values`` sets, no Redis, and
+    the virtualenv first on PATH (docker-entrypoint.sh calls python, flask, gunicorn)."""
+    env = server_env(APP_ENV="production", REDIS_URL="", PATH=f"{BIN}:{os.environ['PATH']}")
+    for name in ("JWT_SECRET_KEY", "DATABASE_URL", "FLASK_DEBUG"):
+        env.pop(name, None)
+    return env | values
 
 
 class Reply(NamedTuple):
@@ -69,6 +79,15 @@ def call(
     except urllib.error.HTTPError as error:
         with error:
             return Reply(error.code, error.headers, error.read())
+
+
+def sign_up(base: str) -> dict[str, str]:
+    """Register and log in a user on a live server; their auth headers."""
+    user = {"username": "deployer", "email": "deployer@example.com", "password": "a long passw0rd"}
+    assert call("POST", f"{base}/register", user).status == 201
+    del user["email"]
+    tokens = call("POST", f"{base}/login", user).json()
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 @contextmanager

@@ -18,46 +18,30 @@ from sqlalchemy.engine import make_url
 
 import prestart
 from config import DevelopmentConfig
-from conftest import PASSWORD, bearer
 from db import MIGRATION_LOCK_ID
 from servers import (
     BIN,
     ROOT,
+    SECRET,
     call,
     free_port,
     gunicorn_command,
-    migrate,
+    production_env,
     scratch_database,
     serve,
     server_env,
+    sign_up,
 )
 
-SECRET = "k" * 40
 # Nothing listens on port 1: the configuration checks come before any connection.
 UNREACHABLE_PG = "postgresql://app:s3cret-pw@127.0.0.1:1/stores"
 ENTRYPOINT = ["sh", "docker-entrypoint.sh"]
-
-
-def production_env(**values: str) -> dict[str, str]:
-    """A production server's environment: only what ``values`` sets, no Redis."""
-    env = server_env(APP_ENV="production", REDIS_URL="", PATH=f"{BIN}:{os.environ['PATH']}")
-    for name in ("JWT_SECRET_KEY", "DATABASE_URL", "FLASK_DEBUG"):
-        env.pop(name, None)
-    return env | values
 
 
 def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
     )
-
-
-def sign_up(base: str) -> dict[str, str]:
-    """Register and log in a user on a live server; their auth headers."""
-    user = {"username": "deployer", "email": "deployer@example.com", "password": PASSWORD}
-    assert call("POST", f"{base}/register", user).status == 201
-    tokens = call("POST", f"{base}/login", {"username": "deployer", "password": PASSWORD})
-    return bearer(tokens.json()["access_token"])
 
 
 def libpq(url: str) -> str:
@@ -209,13 +193,10 @@ def test_prestart_gives_up_after_the_configured_attempts():
 
 
 def test_gunicorn_logs_json_and_leaves_proxy_trust_to_the_app(tmp_path):
+    # /health touches no database: an empty in-memory one will do.
     env = server_env(
-        APP_ENV="development",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'proxy.db'}",
-        TRUSTED_PROXIES="1",
-        LOG_LEVEL="INFO",
+        APP_ENV="development", DATABASE_URL="sqlite://", TRUSTED_PROXIES="1", LOG_LEVEL="INFO"
     )
-    migrate(env)
     port = free_port()
     log = tmp_path / "gunicorn.log"
     with serve(gunicorn_command(port), env | {"WEB_CONCURRENCY": "2"}, port, log=log):
