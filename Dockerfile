@@ -24,6 +24,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \
     APP_ENV=production \
+    FLASK_APP=app \
     PORT=8000
 
 RUN groupadd --system --gid 10001 app \
