@@ -27,9 +27,9 @@ max_requests_jitter = env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
 preload_app = False
 
 # Which proxy headers to believe is decided once, by the app: werkzeug's ProxyFix
-# trusts exactly TRUSTED_PROXIES hops of X-Forwarded-For/-Proto/-Host. gunicorn
-# would otherwise trust X-Forwarded-Proto (and SCRIPT_NAME) from any local peer,
-# whatever TRUSTED_PROXIES says, so it trusts no one here.
+# trusts exactly TRUSTED_PROXIES hops of X-Forwarded-For/-Proto/-Host. gunicorn's
+# defaults would also take X-Forwarded-Proto from peers on 127.0.0.1 (its
+# forwarded_allow_ips), whatever TRUSTED_PROXIES says, so it trusts no one here.
 forwarded_allow_ips = ""
 secure_scheme_headers = {}
 
