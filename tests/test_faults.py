@@ -73,8 +73,10 @@ class Cluster:
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
-        self.run("pg_ctl", "start", "-w", "-t", "30", "-D", str(self.data), "-o", options,
-                 "-l", str(self.root / "postgres.log"))  # fmt: skip
+        log = str(self.root / "postgres.log")
+        self.run(
+            "pg_ctl", "start", "-w", "-t", "30", "-D", str(self.data), "-o", options, "-l", log
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self.run("pg_ctl", "stop", "-w", "-t", "30", "-D", str(self.data), "-m", mode)
@@ -124,7 +126,7 @@ class Load:
     acknowledged: dict[int, str] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
 
-    def request(self, kind: str, method: str, path: str, body=None) -> Outcome:
+    def request(self, kind: str, method: str, path: str, body: dict | None = None) -> Outcome:
         started = time.monotonic()
         try:
             reply = call(method, self.base + path, body, headers=self.auth, timeout=CLIENT_TIMEOUT)
