@@ -22,6 +22,11 @@ graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 max_requests = env_int("GUNICORN_MAX_REQUESTS", 1000)
 max_requests_jitter = env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
 
+# Workers' heartbeat files in memory (gunicorn's advice for containers): a slow
+# container filesystem cannot make a healthy worker look hung.
+SHM = "/dev/shm"  # noqa: S108 - gunicorn makes its files there with mkstemp
+worker_tmp_dir = SHM if os.path.isdir(SHM) else None
+
 # Each worker imports the app and opens its own database pool after the fork: no
 # connection is ever shared between processes.
 preload_app = False
