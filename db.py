@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, MetaData, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
+
+log = logging.getLogger("stores.db")
 
 # Named constraints make migrations deterministic and let Alembic alter them later.
 NAMING_CONVENTION = {
@@ -55,3 +59,15 @@ def engine_options(config) -> dict:
             },
         }
     return options
+
+
+def close_session(_exc: BaseException | None = None) -> None:
+    """End the request's session even if the server dropped its connection while a
+    transaction was open (a restart, a failover): the response is decided by then,
+    and the failed rollback must not replace it with a 500. The first attempt
+    invalidates the dead connection; the second only lets go of it."""
+    try:
+        db.session.remove()
+    except DBAPIError as exc:
+        log.warning("connection lost at the end of a request: %s", str(exc.orig).strip())
+        db.session.remove()

@@ -90,13 +90,18 @@ def sign_up(base: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
+def libpq(url: str) -> str:
+    """``url`` as psycopg takes it (no SQLAlchemy driver name)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 @contextmanager
 def scratch_database(server_url: str) -> Iterator[str]:
     """A new, empty database on the PostgreSQL server of ``server_url``; dropped after."""
     url = make_url(server_url)
     name = f"stores_deploy_{uuid.uuid4().hex[:8]}"
-    admin = url.set(drivername="postgresql", database="postgres")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+    admin = libpq(url.set(database="postgres").render_as_string(hide_password=False))
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
         try:
             yield url.set(database=name).render_as_string(hide_password=False)

@@ -14,7 +14,6 @@ import time
 import psycopg
 import pytest
 from ruamel.yaml import YAML
-from sqlalchemy.engine import make_url
 
 import prestart
 from config import DevelopmentConfig
@@ -26,6 +25,7 @@ from servers import (
     call,
     free_port,
     gunicorn_command,
+    libpq,
     production_env,
     scratch_database,
     serve,
@@ -42,11 +42,6 @@ def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
     )
-
-
-def libpq(url: str) -> str:
-    """``url`` as psycopg takes it (no SQLAlchemy driver name)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 # --- the files of the image and of the compose stack, linted without Docker
