@@ -47,7 +47,8 @@ MAX_REQUESTS = 3000  # per thread: the load is bounded in count as well as in ti
 
 
 class Cluster:
-    """A PostgreSQL cluster in ``root``, on 127.0.0.1:``port``, run by ``user``."""
+    """A PostgreSQL cluster in ``root`` on 127.0.0.1:``port``; owned by the postgres
+    user when the tests run as root (initdb refuses root)."""
 
     def __init__(self, root: Path, port: int) -> None:
         candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
@@ -59,7 +60,6 @@ class Cluster:
         self.data = root / "data"
         self.port = port
         self.url = f"postgresql://postgres@127.0.0.1:{port}/stores_deploy_faults"
-        # initdb refuses to run as root: the cluster then belongs to "postgres".
         self.sudo = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     def run(self, *args: str) -> None:
@@ -112,7 +112,6 @@ class Outcome:
 
     started: float
     seconds: float
-    kind: str
     status: int | None = None
     body: bytes = b""
     retry_after: str | None = None
@@ -130,17 +129,16 @@ class Load:
     acknowledged: dict[int, str] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
 
-    def request(self, kind: str, method: str, path: str, body: dict | None = None) -> Outcome:
+    def request(self, method: str, path: str, body: dict | None = None) -> Outcome:
         started = time.monotonic()
         try:
             reply = call(method, self.base + path, body, headers=self.auth, timeout=CLIENT_TIMEOUT)
         except OSError as exc:  # a timeout or a refused connection
-            outcome = Outcome(started, time.monotonic() - started, kind, error=repr(exc))
+            outcome = Outcome(started, time.monotonic() - started, error=repr(exc))
         else:
             outcome = Outcome(
                 started,
                 time.monotonic() - started,
-                kind,
                 reply.status,
                 reply.body,
                 reply.headers.get("Retry-After"),
@@ -154,13 +152,13 @@ class Load:
                 return
             name = f"Item {number}-{n}"
             body = {"name": name, "price": "1.25", "store_id": self.store_id}
-            written = self.request("write", "POST", "/items", body)
+            written = self.request("POST", "/items", body)
             if written.status == 201:
                 item_id = json.loads(written.body)["id"]
                 self.acknowledged[item_id] = name
-                self.request("read", "GET", f"/items/{item_id}")
+                self.request("GET", f"/items/{item_id}")
             else:
-                self.request("read", "GET", "/items?page_size=5")
+                self.request("GET", "/items?page_size=5")
 
     def run(self) -> list[threading.Thread]:
         threads = [threading.Thread(target=self.worker, args=(i,)) for i in range(THREADS)]
