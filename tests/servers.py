@@ -42,10 +42,11 @@ def server_env(**values: str) -> dict[str, str]:
 
 
 def production_env(**values: str) -> dict[str, str]:
-    """A production server's environment: only what ``values`` sets, no Redis, and
-    the virtualenv first on PATH (docker-entrypoint.sh calls python, flask, gunicorn)."""
+    """A production server's environment, as in the image: only what ``values`` sets,
+    no Redis, no PYTHONPATH (the code is found from the working directory), and the
+    virtualenv first on PATH (docker-entrypoint.sh calls python, flask, gunicorn)."""
     env = server_env(APP_ENV="production", REDIS_URL="", PATH=f"{BIN}:{os.environ['PATH']}")
-    for name in ("JWT_SECRET_KEY", "DATABASE_URL", "FLASK_DEBUG"):
+    for name in ("JWT_SECRET_KEY", "DATABASE_URL", "FLASK_DEBUG", "PYTHONPATH"):
         env.pop(name, None)
     return env | values
 
