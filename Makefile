@@ -30,7 +30,7 @@ run: migrate
 	$(BIN)/flask run --host $(HOST) --port $(PORT)
 
 serve: migrate
-	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py "app:create_app()"
+	PORT=$(PORT) GUNICORN_HOST=$(HOST) $(BIN)/gunicorn -c gunicorn.conf.py "app:create_app()"
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

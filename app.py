@@ -13,7 +13,7 @@ import observability
 import web
 from auth import init_passwords
 from config import Config, config_from_env
-from db import db, engine_options
+from db import close_session, db, engine_options
 from errors import register_error_handlers
 from extensions import api, cors, jwt, limiter, migrate
 from legacy import LegacyPaths
@@ -54,6 +54,8 @@ def create_app(config: Config | None = None) -> Flask:
 def register_extensions(app: Flask) -> None:
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
     db.init_app(app)
+    # Teardowns run in reverse order: this one before Flask-SQLAlchemy's own.
+    app.teardown_appcontext(close_session)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, compare_type=True, render_as_batch=True)
     jwt.init_app(app)
     init_passwords(app)

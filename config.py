@@ -63,6 +63,9 @@ class Config:
         self.DB_POOL_TIMEOUT = self.env_int("DB_POOL_TIMEOUT", 5)
         self.DB_CONNECT_TIMEOUT = self.env_int("DB_CONNECT_TIMEOUT", 3)
         self.DB_STATEMENT_TIMEOUT_MS = self.env_int("DB_STATEMENT_TIMEOUT_MS", 5000)
+        # How long the entrypoint waits for the database to answer (prestart.py).
+        self.DB_WAIT_ATTEMPTS = self.env_int("DB_WAIT_ATTEMPTS", 30)
+        self.DB_WAIT_DELAY = self.env_int("DB_WAIT_DELAY", 1)
         self.REDIS_URL = self.env_str("REDIS_URL") or None
 
         self.JWT_SECRET_KEY = self.env_str("JWT_SECRET_KEY")
@@ -161,6 +164,10 @@ class ProductionConfig(Config):
 
     def validate(self) -> None:
         super().validate()
+        # `flask --debug run` would serve Werkzeug's debugger, which runs any code
+        # it is sent; the app's own DEBUG is always False, but the CLI reads this.
+        if self.env_str("FLASK_DEBUG").lower() not in ("", "0", "false", "no"):
+            raise ConfigError("FLASK_DEBUG is set; unset it: production never runs in debug mode.")
         if self.SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
             raise ConfigError(
                 "DATABASE_URL points at SQLite; production needs PostgreSQL "

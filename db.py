@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 from flask import has_request_context, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, MetaData, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
+
+log = logging.getLogger("stores.db")
 
 # Named constraints make migrations deterministic and let Alembic alter them later.
 NAMING_CONVENTION = {
@@ -17,6 +21,10 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+# PostgreSQL advisory lock taken by `flask db upgrade` (migrations/env.py), so that
+# replicas starting together and each running it (docker-entrypoint.sh) take turns.
+MIGRATION_LOCK_ID = 0x53544F5245  # "STORE"
 
 
 class Base(DeclarativeBase):
@@ -65,3 +73,15 @@ def engine_options(config) -> dict:
             },
         }
     return options
+
+
+def close_session(_exc: BaseException | None = None) -> None:
+    """End the request's session even if the server dropped its connection while a
+    transaction was open (a restart, a failover): the response is decided by then,
+    and the failed rollback must not replace it with a 500. The first attempt
+    invalidates the dead connection; the second only lets go of it."""
+    try:
+        db.session.remove()
+    except DBAPIError as exc:
+        log.warning("connection lost at the end of a request: %s", str(exc.orig).strip())
+        db.session.remove()

@@ -1,12 +1,72 @@
-"""gunicorn settings, from the environment (see .env.example)."""
+"""gunicorn settings, from the environment (see .env.example and README "Deploying")."""
 
-import multiprocessing
 import os
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
-# The app writes its own JSON access line per request.
+from config import config_from_env
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
+# PORT is what a PaaS sets; a container listens on every interface, a laptop may not.
+bind = f"{os.environ.get('GUNICORN_HOST') or '0.0.0.0'}:{os.environ.get('PORT') or '8000'}"  # noqa: S104
+# Sync workers: the app is I/O-bound on PostgreSQL. The cap keeps a big host from
+# opening workers x (DB_POOL_SIZE + DB_MAX_OVERFLOW) connections by surprise.
+workers = env_int("WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 1, 8))
+threads = env_int("GUNICORN_THREADS", 1)
+timeout = env_int("GUNICORN_TIMEOUT", 30)
+# On SIGTERM, requests in flight get this long to finish before workers are killed.
+graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+# Recycle workers now and then (jittered, so they do not all restart at once).
+max_requests = env_int("GUNICORN_MAX_REQUESTS", 1000)
+max_requests_jitter = env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
+
+# Workers' heartbeat files in memory (gunicorn's advice for containers): a slow
+# container filesystem cannot make a healthy worker look hung.
+SHM = "/dev/shm"  # noqa: S108 - gunicorn makes its files there with mkstemp
+worker_tmp_dir = SHM if os.path.isdir(SHM) else None
+
+# Each worker imports the app and opens its own database pool after the fork: no
+# connection is ever shared between processes.
+preload_app = False
+
+# Which proxy headers to believe is decided once, by the app: werkzeug's ProxyFix
+# trusts exactly TRUSTED_PROXIES hops of X-Forwarded-For/-Proto/-Host. gunicorn's
+# defaults would also take X-Forwarded-Proto from peers on 127.0.0.1 (its
+# forwarded_allow_ips), whatever TRUSTED_PROXIES says, so it trusts no one here.
+forwarded_allow_ips = ""
+secure_scheme_headers = {}
+
+# Workers are managed by signals and the orchestrator; a control socket under a
+# shared $HOME would also collide between instances on one host.
+control_socket_disable = True
+
+# gunicorn's own messages in the app's JSON format. No access log: the app writes
+# one JSON line per request itself (observability.py).
 accesslog = None
+loglevel = os.environ.get("LOG_LEVEL", "INFO").lower()
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "observability.JsonFormatter"}},
+    "handlers": {
+        "json": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stderr",
+        },
+        "none": {"class": "logging.NullHandler"},
+    },
+    "root": {"level": loglevel.upper(), "handlers": []},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["json"], "propagate": False},
+        "gunicorn.access": {"handlers": ["none"], "propagate": False},
+    },
+}
+
+
+def on_starting(server) -> None:
+    """Refuse to start on an unsafe configuration, once, in the master, with one line
+    naming the variable (config.py decides; gunicorn prints "Error: ..." and exits 1)."""
+    config_from_env().validate()

@@ -4,7 +4,9 @@ import logging
 
 from alembic import context
 from flask import current_app
+from sqlalchemy import text
 
+from db import MIGRATION_LOCK_ID
 from models.types import UTCDateTime
 
 # No fileConfig(): migration logs go through the application's JSON logging.
@@ -43,6 +45,15 @@ def run_migrations_online():
     with db.engine.connect() as connection:
         context.configure(connection=connection, target_metadata=db.metadata, **options)
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # A request-sized statement_timeout does not fit a migration (or
+                # the wait for another replica's).
+                connection.execute(text("SET LOCAL statement_timeout = 0"))
+                # Replicas starting together take turns: held until the transaction
+                # ends, after which the next one finds nothing left to do.
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID}
+                )
             context.run_migrations()
 
 

@@ -1,5 +1,6 @@
-"""Real servers for the tests that need them: a database of their own, migrated first,
-and gunicorn on a free port, with a small HTTP client that can aim at one worker."""
+"""Real processes for the tests that need them: gunicorn (or the container's
+entrypoint) on a free port, a PostgreSQL database of their own, and a small HTTP
+client whose answers look like Flask test responses, so the same assertions serve."""
 
 from __future__ import annotations
 
@@ -12,18 +13,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+SECRET = "k" * 40  # long enough for production
 REQUEST_TIMEOUT = 10  # seconds; a request that takes longer is a failure, not a wait
 
 
@@ -41,6 +43,16 @@ def server_env(**values: str) -> dict[str, str]:
     return env
 
 
+def production_env(**values: str) -> dict[str, str]:
+    """A production server's environment, as in the image: only what ``values`` sets,
+    no Redis, no PYTHONPATH (the code is found from the working directory), and the
+    virtualenv first on PATH (docker-entrypoint.sh calls python, flask, gunicorn)."""
+    env = server_env(APP_ENV="production", REDIS_URL="", PATH=f"{BIN}:{os.environ['PATH']}")
+    for name in ("JWT_SECRET_KEY", "DATABASE_URL", "FLASK_DEBUG", "PYTHONPATH"):
+        env.pop(name, None)
+    return env | values
+
+
 def migrate(env: dict[str, str]) -> None:
     subprocess.run(
         [BIN / "flask", "--app", "app", "db", "upgrade"],
@@ -50,6 +62,11 @@ def migrate(env: dict[str, str]) -> None:
         capture_output=True,
         timeout=120,
     )
+
+
+def libpq(url: str) -> str:
+    """``url`` as psycopg takes it (no SQLAlchemy driver name)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @contextmanager
@@ -69,6 +86,9 @@ def postgres_database(server_url: str, prefix: str) -> Iterator[str]:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+# --- HTTP ------------------------------------------------------------------------
 
 
 class Response:
@@ -96,17 +116,117 @@ class Response:
         return f"<{self.status_code} {self.body[:300].decode(errors='replace')}>"
 
 
-def _children(pid: int) -> list[int]:
-    """Ids of the processes whose parent is ``pid``."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+def call(
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = REQUEST_TIMEOUT,
+) -> Response:
+    """One request on a new connection; an error status is an answer, not an exception."""
+    headers = dict(headers or {})
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.request(method, target, body=data, headers=headers)
+        answer = conn.getresponse()
+        return Response(answer.status, answer.headers, answer.read())
+    finally:
+        conn.close()
+
+
+def sign_up(base: str) -> dict[str, str]:
+    """Register and log in a user on a live server; their auth headers."""
+    user = {"username": "deployer", "email": "deployer@example.com", "password": "a long passw0rd"}
+    assert call("POST", f"{base}/register", user).status_code == 201
+    del user["email"]
+    tokens = call("POST", f"{base}/login", user).json
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+# --- processes ----------------------------------------------------------------------
+
+
+def gunicorn_command(port: int) -> list[str]:
+    """gunicorn as deployed (gunicorn.conf.py), but listening on loopback only."""
+    return [
+        str(BIN / "gunicorn"),
+        "-c",
+        "gunicorn.conf.py",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "app:create_app()",
+    ]
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started, e.g. gunicorn's workers."""
+    return sorted(
+        int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    )
+
+
+def wait_until_up(
+    url: str, process: subprocess.Popen, *, workers: int | None = None, timeout: float = 30
+) -> None:
+    """Until ``url``/health answers 200 (and, if given, that many workers are forked)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return sorted(children)
+            healthy = call("GET", f"{url}/health", timeout=1).status_code == 200
+        except OSError:
+            healthy = False
+        if healthy and (workers is None or len(child_pids(process.pid)) == workers):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not come up in {timeout} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, unless it has stopped already; SIGKILL after 30 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def serve(
+    command: list[str], env: dict[str, str], port: int, *, log: Path | None = None
+) -> Iterator[subprocess.Popen]:
+    """Run ``command`` in the repository until its /health answers on ``port``, and
+    stop it with SIGTERM at the end unless the test already did. Its stderr goes to
+    ``log`` (a temporary file if not given) and is shown if it never comes up."""
+    temporary = log is None
+    log = log or Path(tempfile.mkstemp(prefix="stores_server_", suffix=".log")[1])
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}", process)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}; its stderr:\n{log.read_text()[-4000:]}") from None
+        yield process
+    finally:
+        stop(process)
+        if temporary:
+            log.unlink()
 
 
 class Server:
@@ -118,14 +238,7 @@ class Server:
         self.expected_workers = workers
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - stop() closes it
         self.process = subprocess.Popen(
-            [
-                BIN / "gunicorn",
-                "-c",
-                "gunicorn.conf.py",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "app:create_app()",
-            ],
+            gunicorn_command(self.port),
             cwd=ROOT,
             env=env | {"PORT": str(self.port), "WEB_CONCURRENCY": str(workers)},
             stdout=subprocess.DEVNULL,
@@ -135,24 +248,16 @@ class Server:
     def __repr__(self) -> str:
         return f"<gunicorn :{self.port}>"
 
-    def wait_until_up(self, timeout: float = 30) -> None:
+    def wait_until_up(self) -> None:
         """Until /health answers and every worker has been forked."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:  # noqa: S310
-                    if response.status == 200 and len(self.workers()) == self.expected_workers:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.url} did not come up in {timeout} s:\n{self.log()}")
+        try:
+            wait_until_up(self.url, self.process, workers=self.expected_workers)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}:\n{self.log()}") from None
 
     def workers(self) -> list[int]:
         """Process ids of the workers, as gunicorn's master has forked them."""
-        return _children(self.process.pid)
+        return child_pids(self.process.pid)
 
     @contextmanager
     def only_worker(self, pid: int) -> Iterator[None]:
@@ -167,30 +272,9 @@ class Server:
             for worker in others:
                 os.kill(worker, signal.SIGCONT)
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        token: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Response:
-        """One request on a new connection (sync workers close it after each answer)."""
-        headers = dict(headers or {})
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=REQUEST_TIMEOUT)
-        try:
-            conn.request(method, path, body=data, headers=headers)
-            answer = conn.getresponse()
-            return Response(answer.status, answer.headers, answer.read())
-        finally:
-            conn.close()
+    def request(self, method: str, path: str, body: Any = None, **options: Any) -> Response:
+        """One request to this server (``options``: ``token``, ``headers``)."""
+        return call(method, self.url + path, body, **options)
 
     def log(self) -> str:
         """What the server wrote to stderr so far (tracebacks of any 500 among it)."""
@@ -198,13 +282,7 @@ class Server:
         return self._log.read().decode(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process)
         self._log.close()
 
 
@@ -225,11 +303,7 @@ def gunicorns(env: dict[str, str], *, count: int, workers: int = 2) -> Iterator[
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], *, workers: int = 2, port: int | None = None) -> Iterator[str]:
+def gunicorn(env: dict[str, str], *, workers: int = 2) -> Iterator[str]:
     """gunicorn serving ``create_app()`` with ``env``; yields its base URL."""
-    server = Server(env, workers=workers, port=port)
-    try:
-        server.wait_until_up()
+    with gunicorns(env, count=1, workers=workers) as (server,):
         yield server.url
-    finally:
-        server.stop()

@@ -93,6 +93,7 @@ def test_a_non_integer_value_names_its_variable():
         ({"DATABASE_URL": PG, "JWT_SECRET_KEY": "short"}, "JWT_SECRET_KEY"),
         ({"DATABASE_URL": PG, "JWT_SECRET_KEY": DEV_JWT_SECRET}, "JWT_SECRET_KEY"),
         ({"DATABASE_URL": "sqlite:///prod.db", "JWT_SECRET_KEY": GOOD_SECRET}, "DATABASE_URL"),
+        ({"DATABASE_URL": PG, "JWT_SECRET_KEY": GOOD_SECRET, "FLASK_DEBUG": "1"}, "FLASK_DEBUG"),
     ],
 )
 def test_production_refuses_unsafe_configuration(environ, variable):
@@ -101,7 +102,9 @@ def test_production_refuses_unsafe_configuration(environ, variable):
 
 
 def test_production_starts_with_a_safe_configuration():
-    app = create_app(ProductionConfig({"DATABASE_URL": PG, "JWT_SECRET_KEY": GOOD_SECRET}))
+    app = create_app(
+        ProductionConfig({"DATABASE_URL": PG, "JWT_SECRET_KEY": GOOD_SECRET, "FLASK_DEBUG": "0"})
+    )
     assert app.debug is False and app.testing is False
     options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
     assert options["pool_pre_ping"] is True
