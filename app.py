@@ -63,30 +63,7 @@ def register_extensions(app: Flask) -> None:
     web.init_app(app)  # before the limiter: its after_request must run after the limiter's
     limiter.init_app(app)
     if app.config["CORS_ORIGINS"]:
-        cors.init_app(
-            app,
-            origins=app.config["CORS_ORIGINS"],
-            allow_headers=[
-                "Authorization",
-                "Content-Type",
-                "If-Match",
-                "If-None-Match",
-                "X-Request-ID",
-            ],
-            expose_headers=[
-                "ETag",
-                "Link",
-                "Location",
-                "Retry-After",
-                "X-Pagination",
-                "X-Request-ID",
-                "X-Total-Count",
-                "X-RateLimit-Limit",
-                "X-RateLimit-Remaining",
-                "X-RateLimit-Reset",
-            ],
-            max_age=600,
-        )
+        cors.init_app(app, origins=app.config["CORS_ORIGINS"], **web.CORS_OPTIONS)
     app.url_map.converters["id"] = web.IdConverter
     api.init_app(app, spec_kwargs={"info": {"description": API_DESCRIPTION}})
     api.spec.components.security_scheme(

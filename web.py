@@ -15,6 +15,25 @@ from fields import MAX_ID
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
+# For the origins in CORS_ORIGINS: the request headers a browser client may send,
+# and the response headers its scripts may read.
+CORS_OPTIONS = {
+    "allow_headers": ["Authorization", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID"],
+    "expose_headers": [
+        "ETag",
+        "Link",
+        "Location",
+        "Retry-After",
+        "X-Pagination",
+        "X-Request-ID",
+        "X-Total-Count",
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+    ],
+    "max_age": 600,
+}
+
 
 class IdConverter(BaseConverter):
     """``<id:name>``: a positive 32-bit id; anything else is no match (404)."""
