@@ -17,7 +17,7 @@ from db import close_session, db, engine_options
 from errors import register_error_handlers
 from extensions import api, cors, jwt, limiter, migrate
 from legacy import LegacyPaths
-from resources import auth, health, items, stores, tags, users
+from resources import health, items, sessions, stores, tags, users
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent / "migrations")
 
@@ -72,7 +72,7 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    for module in (auth, users, stores, items, tags, health):
+    for module in (sessions, users, stores, items, tags, health):
         api.register_blueprint(module.blp)
 
 

@@ -1,4 +1,6 @@
-"""The SQLAlchemy instance, its declarative base, and per-connection SQLite settings."""
+"""The SQLAlchemy instance and how it talks to the database: the declarative base,
+pool settings (engine_options), one snapshot per read on PostgreSQL, SQLite's
+per-connection settings, and a session teardown that survives a lost connection."""
 
 from __future__ import annotations
 

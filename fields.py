@@ -17,15 +17,23 @@ MAX_PRICE = Decimal(10) ** 10
 # - Never allowed: control characters (C0 but the line breaks and tab of multi-line
 #   text, DEL, C1: PostgreSQL cannot even store NUL), line/paragraph separators,
 #   and bidirectional overrides and marks (text that displays other than it reads).
-# - The first and last character must be visible: not blank, not zero-width.
-# Lengths count what is left after trimming.
+# - The first and last character must be visible: not blank, and not one of the
+#   invisible ones (zero-width, soft hyphen, fillers, variation selectors, ...).
+# Lengths count what is left after trimming. The classes stay in the Basic
+# Multilingual Plane, so that every JSON Schema (ECMA-262) engine reads them alike.
 _BLANK_CHARS = r" \t\n\r\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\ufeff"
-_ZERO_WIDTH = r"\u200b-\u200d\u2060"
-_BIDI_AND_SEPARATORS = r"\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_INVISIBLE = (
+    r"\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200d\u2060-\u2064"
+    r"\u3164\ufe00-\ufe0f\uffa0"
+)
+_BIDI_AND_SEPARATORS = r"\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
 _FORBIDDEN = r"\x00-\x1f\x7f-\x9f" + _BIDI_AND_SEPARATORS
 _FORBIDDEN_MULTILINE = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f" + _BIDI_AND_SEPARATORS
 _BLANK = f"[{_BLANK_CHARS}]"
-_EDGE = f"[^{_BLANK_CHARS}{_ZERO_WIDTH}{_FORBIDDEN}]"
+# What a word without blanks (an email's parts, say) may not contain, as the inside
+# of a character class: blanks, invisible and forbidden characters.
+NOT_VISIBLE = f"{_BLANK_CHARS}{_INVISIBLE}{_FORBIDDEN}"
+_EDGE = f"[^{NOT_VISIBLE}]"
 BLANKS = " \t\n\r\u00a0\u1680\u202f\u205f\u3000\ufeff" + "".join(
     chr(c) for c in range(0x2000, 0x200B)
 )

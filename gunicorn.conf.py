@@ -45,7 +45,7 @@ control_socket_disable = True
 # gunicorn's own messages in the app's JSON format. No access log: the app writes
 # one JSON line per request itself (observability.py).
 accesslog = None
-loglevel = os.environ.get("LOG_LEVEL", "INFO").lower()
+loglevel = (os.environ.get("LOG_LEVEL") or "INFO").lower()  # empty means the default
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -31,8 +31,11 @@ def database_location(url: str) -> str:
 
 
 def wait_for_database(config: Config) -> bool:
-    """True once ``SELECT 1`` succeeds; False after DB_WAIT_ATTEMPTS failures."""
+    """True once ``SELECT 1`` succeeds; False after DB_WAIT_ATTEMPTS failures.
+    A SQLite file (development) is never "starting": there is nothing to wait for."""
     url = config.SQLALCHEMY_DATABASE_URI
+    if url.startswith("sqlite"):
+        return True
     engine = create_engine(url, **engine_options(vars(config)))
     where = database_location(url)
     try:

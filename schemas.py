@@ -10,7 +10,7 @@ import marshmallow as ma
 from marshmallow import ValidationError, fields, validate, validates
 
 from db import db
-from fields import Id, Money, Name, OptionalText, Text, text_pattern, trimmed
+from fields import NOT_VISIBLE, Id, Money, Name, OptionalText, Text, text_pattern, trimmed
 from models import ROLES, Store
 
 
@@ -23,9 +23,9 @@ def Username(**kwargs) -> Text:  # noqa: N802 - reads as a field type
     )
 
 
-# Something@domain.tld, no blanks or control characters inside; deliverability is
-# for a confirmation mail to prove, not for a regular expression.
-EMAIL = r"[^@\x00-\x20\x7f-\x9f]+@[^@\x00-\x20\x7f-\x9f]+\.[^@.\x00-\x20\x7f-\x9f]+"
+# Something@domain.tld, of visible characters only (the text rules of fields.py);
+# deliverability is for a confirmation mail to prove, not for a regular expression.
+EMAIL = rf"[^@{NOT_VISIBLE}]+@[^@{NOT_VISIBLE}]+\.[^@.{NOT_VISIBLE}]+"
 
 
 def Email(*, optional: bool = False, **kwargs) -> Text:  # noqa: N802 - reads as a field type
@@ -68,7 +68,13 @@ class RegisterSchema(ma.Schema):
 
 
 class LoginSchema(ma.Schema):
-    username = Username(required=True)
+    # Any text: a username that could not exist is just a wrong one (401).
+    username = Text(
+        required=True,
+        pattern=text_pattern(254),
+        error="Must be 1 to 254 characters, without control characters.",
+        metadata={"example": "alice"},
+    )
     password = Text(
         required=True,
         trim=False,
@@ -123,7 +129,7 @@ class StoreSchema(ma.Schema):
 
 def Phone(**kwargs) -> Text:  # noqa: N802 - reads as a field type
     return Text(
-        pattern=trimmed(r"\+?[0-9][0-9 ()./-]{0,29}[0-9)]", optional=True),
+        pattern=trimmed(r"[+(]?[0-9][0-9 ()./-]{0,29}[0-9)]", optional=True),
         error="Must be a phone number of 2 to 32 characters: digits, spaces, + ( ) . / -",
         allow_none=True,
         blank_is_none=True,

@@ -50,13 +50,13 @@ def _for_change(store_id: int) -> Store:
 
 def _change(store_id: int, data: dict) -> Store:
     store = _for_change(store_id)
-    new_owner = data.get("owner_id", store.owner_id)
-    if new_owner != store.owner_id:
-        # Checked only now, for an authorized caller: nobody else learns which ids exist.
+    # Checked only now, for an authorized caller: nobody else learns which ids exist.
+    if "owner_id" in data:
         if not current_user.is_admin:
             abort(422, errors={"json": {"owner_id": ["Only an admin may transfer a store."]}})
-        if db.session.get(User, new_owner) is None:
-            abort(422, errors={"json": {"owner_id": [f"User {new_owner} does not exist."]}})
+        if db.session.get(User, data["owner_id"]) is None:
+            message = f"User {data['owner_id']} does not exist."
+            abort(422, errors={"json": {"owner_id": [message]}})
     for key, value in data.items():
         setattr(store, key, value)
     commit(conflict=_duplicate(data))

@@ -58,6 +58,8 @@ class TestRegister:
             ({"username": "al ice"}, "username"),
             ({"username": "álice"}, "username"),
             ({"email": "not-an-email"}, "email"),
+            ({"email": "a\u202eb@example.com"}, "email"),
+            ({"email": "\u200balice@example.com"}, "email"),
             ({"email": "a" * 250 + "@x.io"}, "email"),
             ({"password": "short"}, "password"),
             ({"password": "p" * 129}, "password"),

@@ -66,6 +66,20 @@ def test_the_load_balancer_config_is_valid_nginx():
     result = run([str(BIN / "crossplane"), "parse", "--strict", "deploy/nginx.conf"], {})
     parsed = json.loads(result.stdout)
     assert parsed["status"] == "ok", parsed["errors"]
+    # nginx's own errors answer in the API's envelope.
+    answers = {}
+
+    def walk(directives):
+        for directive in directives:
+            if directive["directive"] == "return":
+                status, body = directive["args"]
+                answers[int(status)] = json.loads(body)
+            walk(directive.get("block", []))
+
+    walk(parsed["config"][0]["parsed"])
+    assert set(answers) == {413, 502, 504}
+    for status, body in answers.items():
+        assert body["code"] == status and body["status"] and body["message"]
 
 
 def test_the_compose_stack_scales_and_keeps_its_state():
@@ -143,6 +157,15 @@ def test_production_never_serves_the_debugger():
 
 
 # --- waiting for the database
+
+
+def test_the_entrypoint_runs_a_command_it_is_given_instead_of_the_server():
+    """`docker run IMAGE flask db upgrade`: the command, not a server that never ends."""
+    command = ["python", "-c", "import sys; print('one-off', sys.argv[1:])", "a b"]
+    result = run([*ENTRYPOINT, *command], production_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "one-off ['a b']\n"
+    assert "gunicorn" not in result.stderr and "prestart" not in result.stderr
 
 
 def test_the_entrypoint_waits_for_the_database_then_names_it():

@@ -114,6 +114,8 @@ class TestCreate:
             ({"name": " "}, "name"),
             ({"description": "d" * 2001}, "description"),
             ({"description": "bell\x07"}, "description"),
+            ({"description": "a\u202eb"}, "description"),
+            ({"description": "line\u2028separator"}, "description"),
             ({"tags": []}, "tags"),
             ({"id": 3}, "id"),
         ],

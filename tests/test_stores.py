@@ -77,6 +77,13 @@ class TestCreate:
             ({"name": "a\u202eb"}, "name"),
             ({"name": "\ud800"}, "name"),
             ({"name": "ok", "contact_email": "nope"}, "contact_email"),
+            ({"name": "ok", "contact_email": "a\u202eb@example.com"}, "contact_email"),
+            ({"name": "ok", "contact_email": "\u200ba@example.com"}, "contact_email"),
+            ({"name": "ok", "contact_email": "a\u2006b@example.com"}, "contact_email"),
+            ({"name": "ok", "address": "1 Main St\n2nd floor"}, "address"),
+            ({"name": "ok", "address": "\u00adMain St"}, "address"),
+            ({"name": "\u3164"}, "name"),
+            ({"name": "Shop\ufe0f"}, "name"),
             ({"name": "ok", "contact_phone": "call me"}, "contact_phone"),
             ({"name": "ok", "address": "a" * 256}, "address"),
             ({"name": "ok", "owner_id": 1}, "owner_id"),
@@ -88,6 +95,13 @@ class TestCreate:
         response = client.post("/stores", json=body, headers=as_alice)
         assert field in assert_error(response, 422)["errors"]["json"]
         assert query(app, select(Store.id)) == []
+
+    def test_a_phone_may_start_with_a_parenthesis(self, client, as_alice):
+        body = {"name": "Shop", "contact_phone": "(555) 555-0100"}
+        assert (
+            client.post("/stores", json=body, headers=as_alice).json["contact_phone"]
+            == "(555) 555-0100"
+        )
 
     def test_name_of_exactly_80_characters(self, client, as_alice):
         assert client.post("/stores", json={"name": "x" * 80}, headers=as_alice).status_code == 201

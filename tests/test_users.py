@@ -59,7 +59,10 @@ class TestPatch:
         other_admin = make_user("boss", role="admin")
         headers = auth(other_admin)
         assert client.get("/users", headers=headers).status_code == 200
-        client.patch(f"/users/{other_admin.id}", json={"role": "user"}, headers=auth(admin))
+        demoted = client.patch(
+            f"/users/{other_admin.id}", json={"role": "user"}, headers=auth(admin)
+        )
+        assert demoted.status_code == 200 and demoted.json["role"] == "user"
         assert_error(client.get("/users", headers=headers), 403, error="forbidden")
 
     def test_a_user_cannot_change_a_role(self, app, client, alice, as_alice):
