@@ -106,11 +106,7 @@ def Name(**kwargs) -> Text:  # noqa: N802 - reads as a field type
 def OptionalText(max_length: int, *, multiline: bool = False, **kwargs) -> Text:  # noqa: N802
     """Free text of at most ``max_length`` characters after trimming; blank or null
     clears it."""
-    controls = (
-        "control characters other than line breaks and tabs"
-        if multiline
-        else ("control characters")
-    )
+    controls = "control characters but line breaks and tabs" if multiline else "control characters"
     return Text(
         pattern=text_pattern(max_length, optional=True, multiline=multiline),
         error=f"Must be at most {max_length} characters (after trimming), without {controls}.",
