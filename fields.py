@@ -94,13 +94,18 @@ class Text(ma.fields.String):
         return None if self.blank_is_none and text == "" else text
 
 
-def Name(**kwargs) -> Text:  # noqa: N802 - reads as a field type
-    """A name: 1 to 80 characters after trimming, no control characters."""
+def Line(max_length: int, **kwargs) -> Text:  # noqa: N802 - reads as a field type
+    """One line of 1 to ``max_length`` characters after trimming, no control characters."""
     return Text(
-        pattern=text_pattern(80),
-        error="Must be 1 to 80 characters (after trimming), without control characters.",
+        pattern=text_pattern(max_length),
+        error=f"Must be 1 to {max_length} characters (after trimming), without control characters.",
         **kwargs,
     )
+
+
+def Name(**kwargs) -> Text:  # noqa: N802 - reads as a field type
+    """A name: the contract's 1 to 80 characters."""
+    return Line(80, **kwargs)
 
 
 def OptionalText(max_length: int, *, multiline: bool = False, **kwargs) -> Text:  # noqa: N802

@@ -165,7 +165,7 @@ def test_the_entrypoint_runs_a_command_it_is_given_instead_of_the_server():
     result = run([*ENTRYPOINT, *command], production_env())
     assert result.returncode == 0, result.stderr
     assert result.stdout == "one-off ['a b']\n"
-    assert "gunicorn" not in result.stderr and "prestart" not in result.stderr
+    assert result.stderr == ""  # no configuration check, migration or server logged a line
 
 
 def test_the_entrypoint_waits_for_the_database_then_names_it():
