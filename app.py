@@ -8,15 +8,15 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import blocklist
-import cli
-import observability
-import web
-from auth import init_passwords
-from config import Config, config_from_env
+from core import cli, http
+from core import logging as request_logging
+from core.config import Config, config_from_env
+from core.errors import register_error_handlers
+from core.extensions import api, cors, jwt, limiter, migrate
+from core.legacy import LegacyPaths
+from core.security import init_passwords
+from core.smorest import IdConverter, swagger_assets
 from db import close_session, db, engine_options
-from errors import register_error_handlers
-from extensions import api, cors, jwt, limiter, migrate
-from legacy import LegacyPaths
 from resources import health, items, sessions, stores, tags, users
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent / "migrations")
@@ -36,7 +36,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.config.from_object(config)
     app.json.sort_keys = False
 
-    observability.init_app(app)  # first: every later hook can rely on the request id
+    request_logging.init_app(app)  # first: every later hook can rely on the request id
     register_extensions(app)
     register_blueprints(app)
     register_error_handlers(app)
@@ -60,11 +60,12 @@ def register_extensions(app: Flask) -> None:
     jwt.init_app(app)
     init_passwords(app)
     blocklist.init_app(app)
-    web.init_app(app)  # before the limiter: its after_request must run after the limiter's
+    http.init_app(app)  # before the limiter: its after_request must run after the limiter's
     limiter.init_app(app)
     if app.config["CORS_ORIGINS"]:
-        cors.init_app(app, origins=app.config["CORS_ORIGINS"], **web.CORS_OPTIONS)
-    app.url_map.converters["id"] = web.IdConverter
+        cors.init_app(app, origins=app.config["CORS_ORIGINS"], **http.CORS_OPTIONS)
+    app.url_map.converters["id"] = IdConverter
+    app.register_blueprint(swagger_assets)
     api.init_app(app, spec_kwargs={"info": {"description": API_DESCRIPTION}})
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}

@@ -2,7 +2,7 @@
 
 import os
 
-from config import config_from_env
+from core.config import config_from_env
 
 
 def env_int(name: str, default: int) -> int:
@@ -43,13 +43,13 @@ secure_scheme_headers = {}
 control_socket_disable = True
 
 # gunicorn's own messages in the app's JSON format. No access log: the app writes
-# one JSON line per request itself (observability.py).
+# one JSON line per request itself (core/logging.py).
 accesslog = None
 loglevel = (os.environ.get("LOG_LEVEL") or "INFO").lower()  # empty means the default
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "observability.JsonFormatter"}},
+    "formatters": {"json": {"()": "core.logging.JsonFormatter"}},
     "handlers": {
         "json": {
             "class": "logging.StreamHandler",
@@ -68,5 +68,5 @@ logconfig_dict = {
 
 def on_starting(server) -> None:
     """Refuse to start on an unsafe configuration, once, in the master, with one line
-    naming the variable (config.py decides; gunicorn prints "Error: ..." and exits 1)."""
+    naming the variable (core/config.py decides; gunicorn prints "Error: ..." and exits 1)."""
     config_from_env().validate()

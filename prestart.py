@@ -15,9 +15,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from config import Config, ConfigError, config_from_env
+from core.config import Config, ConfigError, config_from_env
+from core.logging import configure_logging
 from db import engine_options
-from observability import configure_logging
 
 log = logging.getLogger("stores.prestart")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import ValidationError, fields, validate, validates
 
+from core.fields import NOT_VISIBLE, Id, Line, Money, Name, OptionalText, Text, trimmed
 from db import db
-from fields import NOT_VISIBLE, Id, Line, Money, Name, OptionalText, Text, trimmed
 from models import ROLES, Store
 
 
@@ -23,7 +23,7 @@ def Username(**kwargs) -> Text:  # noqa: N802 - reads as a field type
     )
 
 
-# Something@domain.tld, of visible characters only (the text rules of fields.py);
+# Something@domain.tld, of visible characters only (the text rules of core/fields.py);
 # deliverability is for a confirmation mail to prove, not for a regular expression.
 EMAIL = rf"[^@{NOT_VISIBLE}]+@[^@{NOT_VISIBLE}]+\.[^@.{NOT_VISIBLE}]+"
 

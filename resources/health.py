@@ -6,11 +6,11 @@ from flask import current_app
 from flask.views import MethodView
 from sqlalchemy import text
 
-from api import Blueprint
 from blocklist import get_blocklist
+from core.errors import error_response
+from core.extensions import limiter
+from core.smorest import Blueprint
 from db import db
-from errors import error_response
-from extensions import limiter
 from schemas import HealthSchema
 
 blp = Blueprint("health", __name__, description="Probes for load balancers and orchestrators")

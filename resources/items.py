@@ -9,8 +9,9 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 
-from api import Blueprint
-from auth import authorize_store, login_required
+from core.http import public_cache
+from core.security import authorize_store, login_required
+from core.smorest import Blueprint
 from db import db
 from models import Item, Store, Tag, item_tags
 from models.types import utcnow
@@ -22,7 +23,6 @@ from schemas import (
     ItemSchema,
     ItemUpdateSchema,
 )
-from web import public_cache
 
 blp = Blueprint("items", __name__, url_prefix="/items", description="Items and their tags")
 blp.after_request(public_cache)

@@ -10,8 +10,9 @@ from flask_jwt_extended import current_user, get_jwt
 from flask_smorest import abort
 from sqlalchemy import func, select
 
-from api import Blueprint
-from auth import (
+from core.extensions import limiter
+from core.http import no_store
+from core.security import (
     check_password,
     hash_password,
     issue_tokens,
@@ -20,12 +21,11 @@ from auth import (
     rotate_refresh_token,
     start_session,
 )
+from core.smorest import Blueprint
 from db import db
-from extensions import limiter
 from models import User
 from resources.common import commit
 from schemas import LoginSchema, MessageSchema, RegisterSchema, TokenSchema, UserSchema
-from web import no_store
 
 log = logging.getLogger("stores.auth")
 blp = Blueprint("auth", __name__, description="Sign up, sign in, refresh and sign out")

@@ -8,8 +8,9 @@ from flask_jwt_extended import current_user
 from flask_smorest import abort
 from sqlalchemy import select
 
-from api import Blueprint
-from auth import authorize_store, login_required
+from core.http import public_cache
+from core.security import authorize_store, login_required
+from core.smorest import Blueprint
 from db import db
 from models import Store, Tag, User
 from resources.common import commit, get_or_404, icontains, paginate
@@ -25,7 +26,6 @@ from schemas import (
     TagInputSchema,
     TagSchema,
 )
-from web import public_cache
 
 blp = Blueprint("stores", __name__, url_prefix="/stores", description="Stores")
 blp.after_request(public_cache)

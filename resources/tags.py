@@ -6,13 +6,13 @@ from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy.exc import IntegrityError
 
-from api import Blueprint
-from auth import authorize_store, login_required
+from core.http import public_cache
+from core.security import authorize_store, login_required
+from core.smorest import Blueprint
 from db import db
 from models import Store, Tag
 from resources.common import commit, get_or_404
 from schemas import TagInputSchema, TagSchema
-from web import public_cache
 
 blp = Blueprint("tags", __name__, url_prefix="/tags", description="Tags")
 blp.after_request(public_cache)

@@ -8,13 +8,13 @@ from flask_smorest import abort
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
-from api import Blueprint
-from auth import forbid, hash_password, login_required, require_admin, require_fresh
+from core.http import no_store
+from core.security import forbid, hash_password, login_required, require_admin, require_fresh
+from core.smorest import Blueprint
 from db import db
 from models import User, new_token_key
 from resources.common import commit, get_or_404, icontains, paginate
 from schemas import UserQuerySchema, UserSchema, UserUpdateSchema
-from web import no_store
 
 blp = Blueprint("users", __name__, url_prefix="/users", description="User accounts")
 blp.after_request(no_store)

@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import event, text
 
 from app import create_app
-from auth import hash_password
-from config import TestingConfig, normalize_database_url
+from core.config import TestingConfig, normalize_database_url
+from core.extensions import limiter
+from core.security import hash_password
 from db import db
-from extensions import limiter
 from models import User
 
 PG_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", ""))

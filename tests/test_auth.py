@@ -10,8 +10,8 @@ from flask_jwt_extended import create_access_token, decode_token
 from passlib.hash import pbkdf2_sha256
 from sqlalchemy import select
 
-from auth import start_session
 from conftest import PASSWORD, assert_error, bearer, query, snapshot
+from core.security import start_session
 from db import db
 from models import User
 

@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from app import create_app
-from config import (
+from core.config import (
     DEV_JWT_SECRET,
     ConfigError,
     DevelopmentConfig,

@@ -16,8 +16,8 @@ import pytest
 from ruamel.yaml import YAML
 
 import prestart
-from config import DevelopmentConfig
 from conftest import PG_URL
+from core.config import DevelopmentConfig
 from db import MIGRATION_LOCK_ID
 from servers import (
     BIN,

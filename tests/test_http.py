@@ -8,10 +8,10 @@ import logging
 import pytest
 from sqlalchemy import select
 
-from auth import start_session
 from conftest import assert_error, count_queries, query, snapshot
+from core.logging import JsonFormatter
+from core.security import start_session
 from models import Store
-from observability import JsonFormatter
 
 
 class TestErrorEnvelope:

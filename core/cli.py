@@ -8,8 +8,8 @@ from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from auth import hash_password
 from blocklist import get_blocklist
+from core.security import hash_password
 from db import db
 from models import User
 from schemas import RegisterSchema

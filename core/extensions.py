@@ -9,8 +9,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 
-from api import Api
-from web import IdConverter, id_param_schema
+from core.smorest import Api, IdConverter, id_param_schema
 
 api = Api()
 api.register_converter(IdConverter, id_param_schema)

@@ -1,17 +1,14 @@
-"""HTTP behaviour every response shares: body types, security and cache headers,
-id path segments, and Swagger UI's assets served by the service itself."""
+"""HTTP behaviour every response shares: JSON request bodies (415, chunked bodies),
+security and cache headers, and the CORS options."""
 
 from __future__ import annotations
 
 import io
 
-from flask import Blueprint, Flask, Response, current_app, request, send_from_directory
+from flask import Flask, Response, current_app, request
 from flask_smorest import abort
-from swagger_ui_bundle import swagger_ui_path
-from werkzeug.routing import BaseConverter, ValidationError
 
-from errors import RETRY_AFTER_SECONDS
-from fields import MAX_ID
+from core.errors import RETRY_AFTER_SECONDS
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -33,26 +30,6 @@ CORS_OPTIONS = {
     ],
     "max_age": 600,
 }
-
-
-class IdConverter(BaseConverter):
-    """``<id:name>``: a positive 32-bit id; anything else is no match (404)."""
-
-    regex = r"[1-9][0-9]{0,9}"
-    part_isolating = True
-
-    def to_python(self, value: str) -> int:
-        number = int(value)
-        if number > MAX_ID:
-            raise ValidationError()
-        return number
-
-    def to_url(self, value: int) -> str:
-        return str(value)
-
-
-def id_param_schema(_converter) -> dict:
-    return {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 
 
 def require_json_body() -> None:
@@ -118,16 +95,6 @@ def public_cache(response: Response) -> Response:
     return response
 
 
-swagger_assets = Blueprint("swagger_assets", __name__)
-
-
-@swagger_assets.route("/swagger-ui/assets/<path:filename>")
-def swagger_asset(filename: str) -> Response:
-    """Swagger UI's JavaScript and CSS, from the swagger-ui-bundle package (no CDN)."""
-    return send_from_directory(swagger_ui_path, filename, max_age=86400)
-
-
 def init_app(app: Flask) -> None:
     app.before_request(require_json_body)
     app.after_request(security_headers)
-    app.register_blueprint(swagger_assets)

@@ -4,6 +4,8 @@
   OpenAPI document, ``If-Match`` documented as optional.
 - ``Blueprint``: JSON bodies parsed strictly (exact decimals, no NaN), the
   ``X-Total-Count`` and ``Link`` headers on every page, ``If-Match`` optional.
+- ``IdConverter``: ``<id:name>`` path segments, documented as 32-bit ids.
+- ``swagger_assets``: Swagger UI's files, served by the service itself (no CDN).
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ from urllib.parse import urlencode
 
 import flask_smorest
 import marshmallow as ma
-from flask import request
+from flask import Blueprint as FlaskBlueprint
+from flask import Response, request, send_from_directory
 from flask_smorest import etag as fs_etag
 from flask_smorest.exceptions import NotModified
 from flask_smorest.utils import prepare_response
+from swagger_ui_bundle import swagger_ui_path
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.http import quote_etag
+from werkzeug.routing import BaseConverter, ValidationError
 
-import errors
+from core import errors
+from core.fields import MAX_ID
 
 
 def _reject_constant(name: str) -> None:
@@ -197,3 +203,32 @@ def _page_links(meta: dict) -> str:
             query = urlencode([*args, ("page", meta[key])])
             links.append(f'<{request.script_root}{request.path}?{query}>; rel="{rel}"')
     return ", ".join(links)
+
+
+class IdConverter(BaseConverter):
+    """``<id:name>``: a positive 32-bit id; anything else is no match (404)."""
+
+    regex = r"[1-9][0-9]{0,9}"
+    part_isolating = True
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > MAX_ID:
+            raise ValidationError()
+        return number
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
+def id_param_schema(_converter) -> dict:
+    return {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+
+
+swagger_assets = FlaskBlueprint("swagger_assets", __name__)
+
+
+@swagger_assets.route("/swagger-ui/assets/<path:filename>")
+def swagger_asset(filename: str) -> Response:
+    """Swagger UI's JavaScript and CSS, from the swagger-ui-bundle package (no CDN)."""
+    return send_from_directory(swagger_ui_path, filename, max_age=86400)

@@ -29,9 +29,9 @@ from flask_smorest import abort
 from passlib.context import CryptContext
 
 from blocklist import get_blocklist
+from core.errors import error_response
+from core.extensions import jwt
 from db import db
-from errors import error_response
-from extensions import jwt
 from models import Store, User
 from models.types import utcnow
 

@@ -1,0 +1,1 @@
+"""The machinery every resource shares, one concern per module."""
