@@ -1,4 +1,4 @@
-"""Fixtures: a fresh app and database per test, users, tokens, and a query counter.
+"""Fixtures: a fresh app and database per test, users, tokens (helpers.py has the rest).
 
 The suite runs on SQLite (a new file per test) by default, and on PostgreSQL when
 TEST_DATABASE_URL is set (tables created once, emptied before each test). With
@@ -8,22 +8,16 @@ REDIS_URL set, revocations and rate limits live in Redis.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from app import create_app
-from core.config import TestingConfig, normalize_database_url
+from core.config import TestingConfig
 from core.extensions import limiter
-from core.security import hash_password
 from db import db
+from helpers import PASSWORD, PG_URL, REDIS_URL, CatalogFactory, bearer, create_user, make_config
 from models import User
-
-PG_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", ""))
-REDIS_URL = os.environ.get("REDIS_URL", "")
-PASSWORD = "correct horse battery"
 
 
 def pytest_configure(config):
@@ -64,11 +58,6 @@ def _pg_schema():
     with app.app_context():
         db.drop_all()
         db.engine.dispose()
-
-
-def make_config(tmp_path, **overrides) -> TestingConfig:
-    overrides.setdefault("SQLALCHEMY_DATABASE_URI", PG_URL or f"sqlite:///{tmp_path / 'test.db'}")
-    return TestingConfig(**overrides)
 
 
 @pytest.fixture
@@ -115,18 +104,7 @@ def make_user(app):
     counter = iter(range(1, 10_000))
 
     def make(username: str | None = None, *, role: str = "user", password: str = PASSWORD) -> User:
-        username = username or f"user{next(counter)}"
-        with app.app_context():
-            user = User(
-                username=username,
-                email=f"{username}@example.com",
-                password_hash=hash_password(password),
-                role=role,
-            )
-            db.session.add(user)
-            db.session.commit()
-            db.session.expunge(user)
-        return user
+        return create_user(app, username or f"user{next(counter)}", role=role, password=password)
 
     return make
 
@@ -142,10 +120,6 @@ def login(client):
         return response.json
 
     return do
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
@@ -178,80 +152,6 @@ def as_alice(auth, alice):
     return auth(alice)
 
 
-@contextmanager
-def count_queries(app) -> Iterator[list[str]]:
-    """The SQL statements run while the block runs."""
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-
-
-def snapshot(app) -> dict[str, list[tuple]]:
-    """Every row of every table, to show that a refused request changed nothing."""
-    with app.app_context():
-        return {
-            table.name: [
-                tuple(row)
-                for row in db.session.execute(table.select().order_by(*table.primary_key))
-            ]
-            for table in db.metadata.sorted_tables
-        }
-
-
-def query(app, statement):
-    """Run ``statement`` in a fresh app context; rows as tuples."""
-    with app.app_context():
-        return [tuple(row) for row in db.session.execute(statement)]
-
-
-def assert_error(response, status: int, *, error: str | None = None) -> dict:
-    """The contract's envelope, with the right status everywhere it shows."""
-    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
-    assert response.mimetype == "application/json"
-    body = response.json
-    assert body["code"] == status
-    assert isinstance(body["status"], str) and body["status"]
-    assert isinstance(body["message"], str) and body["message"]
-    if error is not None:
-        assert body["error"] == error
-    return body
-
-
 @pytest.fixture
-def api(client):
-    """Small helpers that create catalog rows through the API and return their JSON."""
-
-    class Api:
-        def store(self, headers, name="Corner Shop", **fields):
-            response = client.post("/stores", json={"name": name, **fields}, headers=headers)
-            assert response.status_code == 201, response.json
-            return response.json
-
-        def item(self, headers, store, name="Milk", price="1.50", **fields):
-            body = {"name": name, "price": price, "store_id": store["id"], **fields}
-            response = client.post("/items", json=body, headers=headers)
-            assert response.status_code == 201, response.json
-            return response.json
-
-        def tag(self, headers, store, name="dairy"):
-            response = client.post(
-                f"/stores/{store['id']}/tags", json={"name": name}, headers=headers
-            )
-            assert response.status_code == 201, response.json
-            return response.json
-
-        def link(self, headers, item, tag):
-            response = client.post(f"/items/{item['id']}/tags/{tag['id']}", headers=headers)
-            assert response.status_code in (200, 201), response.json
-            return response.json
-
-    return Api()
+def api(client) -> CatalogFactory:
+    return CatalogFactory(client)

@@ -10,9 +10,9 @@ from flask_jwt_extended import create_access_token, decode_token
 from passlib.hash import pbkdf2_sha256
 from sqlalchemy import select
 
-from conftest import PASSWORD, assert_error, bearer, query, snapshot
 from core.security import start_session
 from db import db
+from helpers import PASSWORD, assert_error, bearer, query, snapshot
 from models import User
 
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from blocklist import DatabaseBlocklist, RedisBlocklist
-from conftest import REDIS_URL, query
+from helpers import REDIS_URL, query
 from models import RevokedToken
 from models.types import utcnow
 

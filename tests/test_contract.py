@@ -7,7 +7,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import CHECKS, load_all_checks
 
-from conftest import bearer
+from helpers import bearer
 
 load_all_checks()
 ALL_CHECKS = CHECKS.get_all()

@@ -16,9 +16,9 @@ import pytest
 from ruamel.yaml import YAML
 
 import prestart
-from conftest import PG_URL
 from core.config import DevelopmentConfig
 from db import MIGRATION_LOCK_ID
+from helpers import PG_URL
 from servers import (
     BIN,
     ROOT,

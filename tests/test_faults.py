@@ -25,8 +25,8 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from conftest import PG_URL
 from db import db
+from helpers import PG_URL
 from servers import (
     SECRET,
     call,

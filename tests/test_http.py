@@ -8,9 +8,9 @@ import logging
 import pytest
 from sqlalchemy import select
 
-from conftest import assert_error, count_queries, query, snapshot
 from core.logging import JsonFormatter
 from core.security import start_session
+from helpers import assert_error, count_queries, query, snapshot
 from models import Store
 
 

@@ -29,7 +29,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from conftest import PASSWORD, PG_URL, REDIS_URL, assert_error
+from helpers import PASSWORD, PG_URL, REDIS_URL, assert_error
 from servers import REQUEST_TIMEOUT, Response, Server, gunicorns, migrate, postgres_database
 from servers import server_env as base_env
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from conftest import assert_error, bearer, query, snapshot
+from helpers import assert_error, bearer, query, snapshot
 from models import Item, item_tags
 
 

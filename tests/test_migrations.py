@@ -10,8 +10,8 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, inspect, text
 
-from conftest import PG_URL
 from db import db
+from helpers import PG_URL
 from servers import postgres_database
 
 

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from conftest import PG_URL, REDIS_URL
+from helpers import PG_URL, REDIS_URL
 from servers import ROOT, gunicorn, migrate, postgres_database, server_env
 
 NEWMAN = ROOT / "node_modules" / ".bin" / "newman"

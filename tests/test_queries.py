@@ -4,8 +4,8 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import PG_URL, count_queries
 from db import db
+from helpers import PG_URL, count_queries
 from models import Item, Store, Tag
 
 # On PostgreSQL a read first sets its snapshot (SET TRANSACTION ... REPEATABLE READ).

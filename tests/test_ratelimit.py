@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import assert_error
+from helpers import assert_error
 
 CONTRACT_LIMIT = "5 per minute;20 per hour"
 

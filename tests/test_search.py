@@ -5,7 +5,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from conftest import assert_error
+from helpers import assert_error
 
 
 @pytest.fixture

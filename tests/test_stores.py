@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import func, select
 
-from conftest import assert_error, bearer, query, snapshot
+from helpers import assert_error, bearer, query, snapshot
 from models import Item, Store, Tag, item_tags
 
 

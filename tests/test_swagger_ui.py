@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Error, Page, expect, sync_playwright
 
-from conftest import PASSWORD
+from helpers import PASSWORD
 from servers import gunicorn, migrate, server_env
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))

@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import select
 
-from conftest import assert_error, query, snapshot
+from helpers import assert_error, query, snapshot
 from models import Tag
 
 

@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import select
 
-from conftest import PASSWORD, assert_error, bearer, query, snapshot
+from helpers import PASSWORD, assert_error, bearer, query, snapshot
 from models import Store, User
 
 

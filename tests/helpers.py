@@ -1,0 +1,124 @@
+"""Test helpers: factories, assertions and database inspection shared by the tests.
+
+Fixtures live in conftest.py; everything a test imports lives here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import event
+
+from core.config import TestingConfig, normalize_database_url
+from core.security import hash_password
+from db import db
+from models import User
+
+PG_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", ""))
+REDIS_URL = os.environ.get("REDIS_URL", "")
+PASSWORD = "correct horse battery"
+
+
+def make_config(tmp_path, **overrides) -> TestingConfig:
+    overrides.setdefault("SQLALCHEMY_DATABASE_URI", PG_URL or f"sqlite:///{tmp_path / 'test.db'}")
+    return TestingConfig(**overrides)
+
+
+def create_user(app, username: str, *, role: str = "user", password: str = PASSWORD) -> User:
+    """A user row, detached, with ``username@example.com``."""
+    with app.app_context():
+        user = User(
+            username=username,
+            email=f"{username}@example.com",
+            password_hash=hash_password(password),
+            role=role,
+        )
+        db.session.add(user)
+        db.session.commit()
+        db.session.expunge(user)
+    return user
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@contextmanager
+def count_queries(app) -> Iterator[list[str]]:
+    """The SQL statements run while the block runs."""
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def snapshot(app) -> dict[str, list[tuple]]:
+    """Every row of every table, to show that a refused request changed nothing."""
+    with app.app_context():
+        return {
+            table.name: [
+                tuple(row)
+                for row in db.session.execute(table.select().order_by(*table.primary_key))
+            ]
+            for table in db.metadata.sorted_tables
+        }
+
+
+def query(app, statement):
+    """Run ``statement`` in a fresh app context; rows as tuples."""
+    with app.app_context():
+        return [tuple(row) for row in db.session.execute(statement)]
+
+
+def assert_error(response, status: int, *, error: str | None = None) -> dict:
+    """The contract's envelope, with the right status everywhere it shows."""
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
+    assert response.mimetype == "application/json"
+    body = response.json
+    assert body["code"] == status
+    assert isinstance(body["status"], str) and body["status"]
+    assert isinstance(body["message"], str) and body["message"]
+    if error is not None:
+        assert body["error"] == error
+    return body
+
+
+class CatalogFactory:
+    """Creates catalog rows through the API (so every rule applies) and returns their
+    JSON."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def store(self, headers, name="Corner Shop", **fields):
+        response = self.client.post("/stores", json={"name": name, **fields}, headers=headers)
+        assert response.status_code == 201, response.json
+        return response.json
+
+    def item(self, headers, store, name="Milk", price="1.50", **fields):
+        body = {"name": name, "price": price, "store_id": store["id"], **fields}
+        response = self.client.post("/items", json=body, headers=headers)
+        assert response.status_code == 201, response.json
+        return response.json
+
+    def tag(self, headers, store, name="dairy"):
+        response = self.client.post(
+            f"/stores/{store['id']}/tags", json={"name": name}, headers=headers
+        )
+        assert response.status_code == 201, response.json
+        return response.json
+
+    def link(self, headers, item, tag):
+        response = self.client.post(f"/items/{item['id']}/tags/{tag['id']}", headers=headers)
+        assert response.status_code in (200, 201), response.json
+        return response.json
