@@ -2,25 +2,20 @@
 
 import os
 
-from core.config import config_from_env
-
-
-def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name) or default)
-
+from core.config import config_from_env, env_int, env_str
 
 # PORT is what a PaaS sets; a container listens on every interface, a laptop may not.
-bind = f"{os.environ.get('GUNICORN_HOST') or '0.0.0.0'}:{os.environ.get('PORT') or '8000'}"  # noqa: S104
+bind = f"{env_str(os.environ, 'GUNICORN_HOST', '0.0.0.0')}:{env_int(os.environ, 'PORT', 8000)}"  # noqa: S104
 # Sync workers: the app is I/O-bound on PostgreSQL. The cap keeps a big host from
 # opening workers x (DB_POOL_SIZE + DB_MAX_OVERFLOW) connections by surprise.
-workers = env_int("WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 1, 8))
-threads = env_int("GUNICORN_THREADS", 1)
-timeout = env_int("GUNICORN_TIMEOUT", 30)
+workers = env_int(os.environ, "WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 1, 8))
+threads = env_int(os.environ, "GUNICORN_THREADS", 1)
+timeout = env_int(os.environ, "GUNICORN_TIMEOUT", 30)
 # On SIGTERM, requests in flight get this long to finish before workers are killed.
-graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+graceful_timeout = env_int(os.environ, "GUNICORN_GRACEFUL_TIMEOUT", 30)
 # Recycle workers now and then (jittered, so they do not all restart at once).
-max_requests = env_int("GUNICORN_MAX_REQUESTS", 1000)
-max_requests_jitter = env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
+max_requests = env_int(os.environ, "GUNICORN_MAX_REQUESTS", 1000)
+max_requests_jitter = env_int(os.environ, "GUNICORN_MAX_REQUESTS_JITTER", 100)
 
 # Workers' heartbeat files in memory (gunicorn's advice for containers): a slow
 # container filesystem cannot make a healthy worker look hung.
@@ -45,7 +40,7 @@ control_socket_disable = True
 # gunicorn's own messages in the app's JSON format. No access log: the app writes
 # one JSON line per request itself (core/logging.py).
 accesslog = None
-loglevel = (os.environ.get("LOG_LEVEL") or "INFO").lower()  # empty means the default
+loglevel = env_str(os.environ, "LOG_LEVEL", "INFO").lower()
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

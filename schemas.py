@@ -152,6 +152,10 @@ class StoreCreateSchema(ma.Schema):
     contact_phone = Phone()
 
 
+# What PUT replaces (and clears when left out): everything a creator sets.
+STORE_EDITABLE = tuple(StoreCreateSchema().fields)
+
+
 class StoreQuerySchema(ma.Schema):
     q = Line(80, metadata={"description": "Case-insensitive substring of the name"})
     owner_id = Id(strict=False, metadata={"description": "Only stores of this owner"})
@@ -160,12 +164,14 @@ class StoreQuerySchema(ma.Schema):
 # --- tags -----------------------------------------------------------------------
 
 
-class TagRefSchema(ma.Schema):
+class RefSchema(ma.Schema):
+    """A reference to another resource, as nested in an item: its id and name."""
+
     id = fields.Integer(metadata={"example": 1})
     name = fields.String(metadata={"example": "dairy"})
 
 
-class TagSchema(TagRefSchema):
+class TagSchema(RefSchema):
     store_id = fields.Integer(metadata={"example": 1})
 
 
@@ -176,19 +182,14 @@ class TagInputSchema(ma.Schema):
 # --- items ----------------------------------------------------------------------
 
 
-class StoreRefSchema(ma.Schema):
-    id = fields.Integer(metadata={"example": 1})
-    name = fields.String(metadata={"example": "Corner Shop"})
-
-
 class ItemSchema(ma.Schema):
     id = fields.Integer(metadata={"example": 1})
     name = fields.String(metadata={"example": "Milk"})
     description = fields.String(allow_none=True, metadata={"example": "1 litre, whole"})
     price = Money()
     store_id = fields.Integer(metadata={"example": 1})
-    store = fields.Nested(StoreRefSchema)
-    tags = fields.List(fields.Nested(TagRefSchema))
+    store = fields.Nested(RefSchema)
+    tags = fields.List(fields.Nested(RefSchema))
     created_at = Timestamp()
     updated_at = Timestamp()
 

@@ -31,6 +31,21 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def env_str(environ: Mapping[str, str], name: str, default: str = "") -> str:
+    """``name`` from ``environ``, trimmed; blank means ``default``."""
+    return environ.get(name, "").strip() or default
+
+
+def env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = env_str(environ, name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}.") from None
+
+
 class Config:
     """Defaults shared by every environment, read from ``environ``."""
 
@@ -102,17 +117,10 @@ class Config:
             setattr(self, key, value)
 
     def env_str(self, name: str, default: str = "") -> str:
-        value = self.environ.get(name, "").strip()
-        return value or default
+        return env_str(self.environ, name, default)
 
     def env_int(self, name: str, default: int) -> int:
-        raw = self.env_str(name)
-        if not raw:
-            return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be an integer, got {raw!r}.") from None
+        return env_int(self.environ, name, default)
 
     def configure(self) -> None:
         """Environment-specific defaults; runs before explicit overrides."""

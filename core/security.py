@@ -1,4 +1,5 @@
-"""Authentication and authorization: passwords, JWTs, sessions, and who may do what.
+"""Authentication: passwords, JWTs, sessions, and Flask-JWT-Extended's callbacks
+(who may do what is core/permissions.py).
 
 Tokens carry the user id as a *string* ``sub`` (PyJWT 2.10+ rejects integers) and a
 session id ``sid`` shared by every token of one login. The user and their role are
@@ -10,32 +11,21 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import wraps
 from http import HTTPStatus
 
 from flask import Flask, current_app, g
-from flask_jwt_extended import (
-    create_access_token,
-    create_refresh_token,
-    current_user,
-    get_jwt,
-    get_jwt_header,
-    verify_jwt_in_request,
-)
-from flask_jwt_extended.exceptions import FreshTokenRequired, RevokedTokenError
-from flask_smorest import abort
+from flask_jwt_extended import create_access_token, create_refresh_token
+from flask_jwt_extended.exceptions import RevokedTokenError
 from passlib.context import CryptContext
 
 from blocklist import get_blocklist
 from core.errors import error_response
 from core.extensions import jwt
 from db import db
-from models import Store, User
+from models import User
 from models.types import utcnow
 
-BEARER = [{"bearerAuth": []}]
 log = logging.getLogger("stores.auth")
 
 
@@ -124,54 +114,6 @@ def revoke_session(claims: dict, *, reason: str) -> None:
 def rotate_refresh_token(claims: dict) -> bool:
     """Revoke the refresh token being used; False if it had been used already."""
     return get_blocklist().add(f"jti:{claims['jti']}", token_expiry(claims))
-
-
-# --- authorization ---------------------------------------------------------------
-
-
-def login_required(blp, *, fresh: bool = False, refresh: bool = False) -> Callable:
-    """``jwt_required`` that also documents the Bearer scheme and the 401.
-
-    Put it above the flask-smorest decorators, so authentication is checked before
-    the body is parsed.
-    """
-
-    def decorator(func: Callable) -> Callable:
-        @wraps(func)
-        def wrapper(*args, **kwargs):
-            verify_jwt_in_request(refresh=refresh)
-            # Checked after revocation (unlike jwt_required's own check), so that a
-            # revoked token is always reported as revoked.
-            if fresh:
-                require_fresh()
-            return func(*args, **kwargs)
-
-        wrapper = blp.doc(security=BEARER)(wrapper)
-        return blp.alt_response(401, response="UNAUTHORIZED")(wrapper)
-
-    return decorator
-
-
-def require_fresh() -> None:
-    """401 ``fresh_token_required`` unless the request's token came from /login."""
-    claims = get_jwt()
-    if claims.get("fresh") is not True:
-        raise FreshTokenRequired("Fresh token required", get_jwt_header(), claims)
-
-
-def forbid(message: str) -> None:
-    abort(403, message=message, error="forbidden")
-
-
-def require_admin() -> None:
-    if not current_user.is_admin:
-        forbid("Only an admin may do this.")
-
-
-def authorize_store(store: Store) -> None:
-    """Only the store's owner or an admin may change the store and what is in it."""
-    if not (current_user.is_admin or store.owner_id == current_user.id):
-        forbid(f"Only the owner of store {store.id} or an admin may change it.")
 
 
 # --- Flask-JWT-Extended callbacks ------------------------------------------------

@@ -32,7 +32,7 @@ class User(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     __table_args__ = (
-        CheckConstraint("role IN ('user', 'admin')", name="role"),
+        CheckConstraint(f"role IN ({', '.join(repr(role) for role in ROLES)})", name="role"),
         Index("uq_users_username_lower", func.lower(username), unique=True),
         Index("uq_users_email_lower", func.lower(email), unique=True),
         # SQLite would otherwise give a deleted user's id to the next one.

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 
 from core.http import public_cache
-from core.security import authorize_store, login_required
+from core.permissions import authorize_store, login_required, store_owner_required
 from core.smorest import Blueprint
 from db import db
 from models import Item, Store, Tag, item_tags
@@ -71,13 +71,18 @@ def get_item(item_id: int, *, for_update: bool = False) -> Item:
     return get_or_404(Item, item_id, *ITEM_LOADS, for_update=for_update)
 
 
-def _for_change(item_id: int) -> Item:
-    """The item, locked until the request commits, once the caller may change it
-    and its If-Match (if sent) matches."""
+def _item(item_id: int) -> tuple[Store, Item]:
+    """The item to change, locked until the request commits, so that the checks made
+    on it (ownership, If-Match) still hold when the change is written."""
     item = get_item(item_id, for_update=True)
-    authorize_store(item.store)
-    blp.check_etag(item, ItemSchema)
-    return item
+    return item.store, item
+
+
+def _item_and_tag(item_id: int, tag_id: int) -> tuple[Store, Item, Tag]:
+    # The item is locked: concurrent links and unlinks of it take turns, so the
+    # tags it is answered with are the ones it has.
+    item = get_item(item_id, for_update=True)
+    return item.store, item, get_or_404(Tag, tag_id)
 
 
 def _duplicate(item: Item) -> str:
@@ -97,7 +102,7 @@ class Items(MethodView):
     @login_required(blp)
     @blp.arguments(ItemCreateSchema)
     @blp.response(201, ItemSchema, headers=LOCATION)
-    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(403, response="FORBIDDEN")  # the store is named in the body
     @blp.alt_response(409, response="CONFLICT")
     def post(self, data):
         """Create an item in one of your stores"""
@@ -118,64 +123,46 @@ class ItemById(MethodView):
         """One item"""
         return get_item(item_id)
 
-    def _change(self, item_id: int, data: dict) -> Item:
-        item = _for_change(item_id)
+    def _change(self, item: Item, data: dict) -> Item:
         for key, value in data.items():
             setattr(item, key, value)
         commit(conflict=_duplicate(item))
         return item
 
-    @login_required(blp)
+    @store_owner_required(blp, _item, etag_schema=ItemSchema)
     @blp.arguments(ItemReplaceSchema)
     @blp.response(200, ItemSchema)
-    @blp.alt_response(403, response="FORBIDDEN")
-    @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
-    def put(self, data, item_id):
+    def put(self, item, data):
         """Replace an item's name, price and description (never creates)"""
-        return self._change(item_id, {"description": None} | data)
+        return self._change(item, {"description": None} | data)
 
-    @login_required(blp)
+    @store_owner_required(blp, _item, etag_schema=ItemSchema)
     @blp.arguments(ItemUpdateSchema)
     @blp.response(200, ItemSchema)
-    @blp.alt_response(403, response="FORBIDDEN")
-    @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
-    def patch(self, data, item_id):
+    def patch(self, item, data):
         """Change some of an item's fields"""
-        return self._change(item_id, data)
+        return self._change(item, data)
 
-    @login_required(blp, fresh=True)
+    @store_owner_required(blp, _item, etag_schema=ItemSchema, fresh=True)
     @blp.response(204)
-    @blp.alt_response(403, response="FORBIDDEN")
-    @blp.alt_response(404, response="NOT_FOUND")
-    def delete(self, item_id):
+    def delete(self, item):
         """Delete an item (fresh token)"""
-        db.session.delete(_for_change(item_id))
+        db.session.delete(item)
         db.session.commit()
 
 
 @blp.route("/<id:item_id>/tags/<id:tag_id>")
 class ItemTag(MethodView):
-    def _load(self, item_id: int, tag_id: int) -> tuple[Item, Tag]:
-        # The item is locked: concurrent links and unlinks of it take turns, so the
-        # tags it is answered with are the ones it has.
-        item = get_item(item_id, for_update=True)
-        tag = get_or_404(Tag, tag_id)
-        authorize_store(item.store)
-        return item, tag
-
-    @login_required(blp)
+    @store_owner_required(blp, _item_and_tag)
     @blp.response(201, ItemSchema)
     @blp.alt_response(200, schema=ItemSchema, description="Already linked", success=True)
-    @blp.alt_response(403, response="FORBIDDEN")
-    @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
-    def post(self, item_id, tag_id):
+    def post(self, item, tag):
         """Put a tag of the item's store on the item"""
-        item, tag = self._load(item_id, tag_id)
         if tag.store_id != item.store_id:
-            message = f"Tag {tag_id} belongs to another store than item {item_id}."
+            message = f"Tag {tag.id} belongs to another store than item {item.id}."
             abort(422, message=message, errors={"path": {"tag_id": [message]}})
         if tag in item.tags:
             return item, 200
@@ -190,18 +177,15 @@ class ItemTag(MethodView):
                 raise
             # A concurrent request linked it first: the same outcome as "already linked".
             db.session.expunge_all()
-            return get_item(item_id), 200
+            return get_item(item.id), 200
         return item, 201
 
-    @login_required(blp)
+    @store_owner_required(blp, _item_and_tag)
     @blp.response(204)
-    @blp.alt_response(403, response="FORBIDDEN")
-    @blp.alt_response(404, response="NOT_FOUND")
-    def delete(self, item_id, tag_id):
+    def delete(self, item, tag):
         """Take a tag off an item"""
-        item, tag = self._load(item_id, tag_id)
         if tag not in item.tags:
-            abort(404, message=f"Item {item_id} does not carry tag {tag_id}.")
+            abort(404, message=f"Item {item.id} does not carry tag {tag.id}.")
         item.tags.remove(tag)
         item.updated_at = utcnow()
         db.session.commit()

@@ -12,11 +12,11 @@ from sqlalchemy import func, select
 
 from core.extensions import limiter
 from core.http import no_store
+from core.permissions import login_required
 from core.security import (
     check_password,
     hash_password,
     issue_tokens,
-    login_required,
     revoke_session,
     rotate_refresh_token,
     start_session,

@@ -9,13 +9,14 @@ from flask_smorest import abort
 from sqlalchemy import select
 
 from core.http import public_cache
-from core.security import authorize_store, login_required
+from core.permissions import ADMIN, fields_reserved, login_required, store_owner_required
 from core.smorest import Blueprint
 from db import db
 from models import Store, Tag, User
 from resources.common import commit, get_or_404, icontains, paginate
 from resources.items import item_search
 from schemas import (
+    STORE_EDITABLE,
     ItemSchema,
     StoreCreateSchema,
     StoreItemQuerySchema,
@@ -30,7 +31,6 @@ from schemas import (
 blp = Blueprint("stores", __name__, url_prefix="/stores", description="Stores")
 blp.after_request(public_cache)
 
-EDITABLE = ("name", "address", "contact_email", "contact_phone")
 STORE_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new store"}}
 TAG_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new tag"}}
 
@@ -39,28 +39,30 @@ def _duplicate(data: dict) -> str:
     return f"A store named {data.get('name')!r} already exists."
 
 
-def _for_change(store_id: int) -> Store:
-    """The store, locked until the request commits, once the caller may change it
-    and its If-Match (if sent) matches."""
+def _store(store_id: int) -> tuple[Store, Store]:
+    """The store to change, locked until the request commits, so that the checks made
+    on it (ownership, If-Match) still hold when the change is written."""
     store = get_or_404(Store, store_id, for_update=True)
-    authorize_store(store)
-    blp.check_etag(store, StoreSchema)
-    return store
+    return store, store
 
 
-def _change(store_id: int, data: dict) -> Store:
-    store = _for_change(store_id)
-    # Checked only now, for an authorized caller: nobody else learns which ids exist.
-    if "owner_id" in data:
-        if not current_user.is_admin:
-            abort(422, errors={"json": {"owner_id": ["Only an admin may transfer a store."]}})
-        if db.session.get(User, data["owner_id"]) is None:
-            message = f"User {data['owner_id']} does not exist."
-            abort(422, errors={"json": {"owner_id": [message]}})
+def _store_unlocked(store_id: int) -> tuple[Store, Store]:
+    store = get_or_404(Store, store_id)
+    return store, store
+
+
+def _change(store: Store, data: dict) -> Store:
+    # Checked only now, for an admin (fields_reserved): nobody else learns which ids exist.
+    if "owner_id" in data and db.session.get(User, data["owner_id"]) is None:
+        message = f"User {data['owner_id']} does not exist."
+        abort(422, errors={"json": {"owner_id": [message]}})
     for key, value in data.items():
         setattr(store, key, value)
     commit(conflict=_duplicate(data))
     return store
+
+
+TRANSFER = {"owner_id": (ADMIN, "transfer a store")}
 
 
 @blp.route("")
@@ -99,33 +101,29 @@ class StoreById(MethodView):
         """One store"""
         return get_or_404(Store, store_id)
 
-    @login_required(blp)
+    @store_owner_required(blp, _store, etag_schema=StoreSchema)
+    @fields_reserved(blp, **TRANSFER)
     @blp.arguments(StoreReplaceSchema)
     @blp.response(200, StoreSchema)
-    @blp.alt_response(403, response="FORBIDDEN")
-    @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
-    def put(self, data, store_id):
+    def put(self, store, data):
         """Replace a store's editable fields; optional ones left out are cleared"""
-        return _change(store_id, dict.fromkeys(EDITABLE) | data)
+        return _change(store, dict.fromkeys(STORE_EDITABLE) | data)
 
-    @login_required(blp)
+    @store_owner_required(blp, _store, etag_schema=StoreSchema)
+    @fields_reserved(blp, **TRANSFER)
     @blp.arguments(StoreUpdateSchema)
     @blp.response(200, StoreSchema)
-    @blp.alt_response(403, response="FORBIDDEN")
-    @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
-    def patch(self, data, store_id):
+    def patch(self, store, data):
         """Change some of a store's fields (`owner_id`: admins only)"""
-        return _change(store_id, data)
+        return _change(store, data)
 
-    @login_required(blp, fresh=True)
+    @store_owner_required(blp, _store, etag_schema=StoreSchema, fresh=True)
     @blp.response(204)
-    @blp.alt_response(403, response="FORBIDDEN")
-    @blp.alt_response(404, response="NOT_FOUND")
-    def delete(self, store_id):
+    def delete(self, store):
         """Delete a store with its items and tags (fresh token)"""
-        db.session.delete(_for_change(store_id))
+        db.session.delete(store)
         db.session.commit()
 
 
@@ -154,17 +152,13 @@ class StoreTags(MethodView):
         query = select(Tag).where(Tag.store_id == store_id).order_by(Tag.id)
         return paginate(query, pagination_parameters)
 
-    @login_required(blp)
+    @store_owner_required(blp, _store_unlocked)
     @blp.arguments(TagInputSchema)
     @blp.response(201, TagSchema, headers=TAG_LOCATION)
-    @blp.alt_response(403, response="FORBIDDEN")
-    @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
-    def post(self, data, store_id):
+    def post(self, store, data):
         """Create a tag in a store"""
-        store = get_or_404(Store, store_id)
-        authorize_store(store)
         tag = Tag(store_id=store.id, name=data["name"])
         db.session.add(tag)
-        commit(conflict=f"Store {store_id} already has a tag named {data['name']!r}.")
+        commit(conflict=f"Store {store.id} already has a tag named {data['name']!r}.")
         return tag, 201, {"Location": url_for("tags.TagById", tag_id=tag.id)}

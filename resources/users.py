@@ -9,7 +9,16 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from core.http import no_store
-from core.security import forbid, hash_password, login_required, require_admin, require_fresh
+from core.permissions import (
+    ADMIN,
+    SELF,
+    admin_required,
+    fields_reserved,
+    login_required,
+    require_fresh,
+    self_or_admin,
+)
+from core.security import hash_password
 from core.smorest import Blueprint
 from db import db
 from models import User, new_token_key
@@ -18,14 +27,6 @@ from schemas import UserQuerySchema, UserSchema, UserUpdateSchema
 
 blp = Blueprint("users", __name__, url_prefix="/users", description="User accounts")
 blp.after_request(no_store)
-
-
-def _target(user_id: int) -> User:
-    """The user at ``user_id``, for the user themself or an admin; anyone else gets
-    403 whether or not that user exists (ids do not leak)."""
-    if user_id != current_user.id and not current_user.is_admin:
-        forbid("Only the user themself or an admin may do this.")
-    return get_or_404(User, user_id)
 
 
 def _lock(user: User) -> list[int]:
@@ -45,10 +46,6 @@ def _keep_an_admin(user: User, admins: list[int]) -> None:
         abort(409, message="This is the last admin; make another admin first.")
 
 
-def _reject(field: str, message: str) -> None:
-    abort(422, errors={"json": {field: [message]}})
-
-
 @blp.route("/me")
 @blp.etag
 class Me(MethodView):
@@ -61,14 +58,12 @@ class Me(MethodView):
 
 @blp.route("")
 class Users(MethodView):
-    @login_required(blp)
+    @admin_required(blp)
     @blp.arguments(UserQuerySchema, location="query")
     @blp.response(200, UserSchema(many=True))
-    @blp.alt_response(403, response="FORBIDDEN")
     @blp.paginate()
     def get(self, args, pagination_parameters):
         """List users (admin only)"""
-        require_admin()
         query = select(User).order_by(User.id)
         if "q" in args:
             query = query.where(
@@ -80,18 +75,22 @@ class Users(MethodView):
 @blp.route("/<id:user_id>")
 @blp.etag
 class UserById(MethodView):
-    @login_required(blp)
+    @self_or_admin(blp)
     @blp.response(200, UserSchema)
-    @blp.alt_response(403, response="FORBIDDEN")
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, user_id):
         """One user (the user themself or an admin)"""
-        return _target(user_id)
+        return get_or_404(User, user_id)
 
-    @login_required(blp)
+    @self_or_admin(blp)
+    @fields_reserved(
+        blp,
+        role=(ADMIN, "change a role"),
+        email=(SELF, "change their email"),
+        password=(SELF, "change their password"),
+    )
     @blp.arguments(UserUpdateSchema)
     @blp.response(200, UserSchema)
-    @blp.alt_response(403, response="FORBIDDEN")
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
     def patch(self, data, user_id):
@@ -99,12 +98,7 @@ class UserById(MethodView):
 
         Changing the email or the password needs a fresh token.
         """
-        user = _target(user_id)
-        if "role" in data and not current_user.is_admin:
-            _reject("role", "Only an admin may change a role.")
-        for field in ("email", "password"):
-            if field in data and user.id != current_user.id:
-                _reject(field, f"Only the user themself may change their {field}.")
+        user = get_or_404(User, user_id)
         if "email" in data or "password" in data:
             require_fresh()
         admins = _lock(user)
@@ -121,9 +115,8 @@ class UserById(MethodView):
         commit(conflict="That email is already registered.")
         return user
 
-    @login_required(blp, fresh=True)
+    @self_or_admin(blp, fresh=True)
     @blp.response(204)
-    @blp.alt_response(403, response="FORBIDDEN")
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
     def delete(self, user_id):
@@ -131,7 +124,7 @@ class UserById(MethodView):
 
         A user who still owns stores cannot be deleted: transfer or delete them first.
         """
-        user = _target(user_id)
+        user = get_or_404(User, user_id)
         _keep_an_admin(user, _lock(user))
         blp.check_etag(user, UserSchema)
         db.session.delete(user)
