@@ -2,7 +2,12 @@
 
 import os
 
-from core.config import config_from_env, env_int, env_str
+from core.config import config_from_env, env_int, env_str, load_env_file
+
+# gunicorn started from the project directory reads its .env before anything else,
+# so PORT, WEB_CONCURRENCY and LOG_FORMAT may come from it too; the workers inherit
+# the result. Real environment variables win.
+load_env_file()
 
 # PORT is what a PaaS sets; a container listens on every interface, a laptop may not.
 bind = f"{env_str(os.environ, 'GUNICORN_HOST', '0.0.0.0')}:{env_int(os.environ, 'PORT', 8000)}"  # noqa: S104
@@ -37,25 +42,26 @@ secure_scheme_headers = {}
 # shared $HOME would also collide between instances on one host.
 control_socket_disable = True
 
-# gunicorn's own messages in the app's JSON format. No access log: the app writes
-# one JSON line per request itself (core/logging.py).
+# gunicorn's own messages in the app's format (LOG_FORMAT: JSON, or text on a
+# development terminal). No access log: the app writes one line per request itself
+# (core/logging.py).
 accesslog = None
 loglevel = env_str(os.environ, "LOG_LEVEL", "INFO").lower()
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "core.logging.JsonFormatter"}},
+    "formatters": {"app": {"()": "core.logging.formatter_from_env"}},
     "handlers": {
-        "json": {
+        "app": {
             "class": "logging.StreamHandler",
-            "formatter": "json",
+            "formatter": "app",
             "stream": "ext://sys.stderr",
         },
         "none": {"class": "logging.NullHandler"},
     },
     "root": {"level": loglevel.upper(), "handlers": []},
     "loggers": {
-        "gunicorn.error": {"handlers": ["json"], "propagate": False},
+        "gunicorn.error": {"handlers": ["app"], "propagate": False},
         "gunicorn.access": {"handlers": ["none"], "propagate": False},
     },
 }

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from core.config import Config, ConfigError, config_from_env
+from core.config import Config, ConfigError, config_from_env, load_env_file
 from core.logging import configure_logging
 from db import engine_options
 
@@ -69,6 +69,7 @@ def wait_for_database(config: Config) -> bool:
 
 
 def main() -> int:
+    load_env_file()  # first: LOG_FORMAT and APP_ENV, which choose the log format, may be in it
     configure_logging()
     try:
         config = config_from_env()

@@ -1,7 +1,9 @@
 """Configuration: one class per environment, chosen by ``APP_ENV``.
 
 Values are read from the environment when a config object is made (not at import),
-so a test can build any environment it needs. `.env.example` lists every variable.
+so a test can build any environment it needs. `.env.example` lists every variable;
+a copy of it named `.env` in the directory the service starts from is read too
+(`load_env_file`), but a variable set in the real environment always wins.
 """
 
 from __future__ import annotations
@@ -10,13 +12,32 @@ import os
 import secrets
 from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
+
+from dotenv import load_dotenv
 
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-do-not-deploy-0123456789"  # noqa: S105
 
 
+LOG_FORMATS = ("json", "text")
+
+
 class ConfigError(RuntimeError):
     """The configuration is unsafe or incomplete; the message names the variable."""
+
+
+def load_env_file(path: str | Path = ".env") -> bool:
+    """Copy the variables of ``path`` (``.env`` in the working directory) into
+    ``os.environ``, leaving alone every variable the environment already has. No file,
+    no change: a PaaS or a container has none, its settings are real variables.
+
+    FLASK_SKIP_DOTENV=1 turns it off, as it does for the ``flask`` command's own
+    loading (the test suite sets it, so a developer's .env cannot change the tests).
+    """
+    if os.environ.get("FLASK_SKIP_DOTENV", "").lower() in ("1", "true", "yes"):
+        return False
+    return load_dotenv(path, override=False, encoding="utf-8")
 
 
 def normalize_database_url(url: str) -> str:
@@ -102,6 +123,10 @@ class Config:
         ]
         self.HSTS_SECONDS = self.env_int("HSTS_SECONDS", 0)
         self.LOG_LEVEL = self.env_str("LOG_LEVEL", "INFO").upper()
+        # json or text; empty = chosen by environment (core.logging.choose_format).
+        self.LOG_FORMAT = self.env_str("LOG_FORMAT").lower()
+        if self.LOG_FORMAT not in ("", *LOG_FORMATS):
+            raise ConfigError(f"LOG_FORMAT must be json or text; got {self.LOG_FORMAT!r}.")
 
         self.AUTH_RATE_LIMIT = self.env_str("AUTH_RATE_LIMIT", "5 per minute;20 per hour")
         self.RATE_LIMIT_DEFAULT = self.env_str("RATE_LIMIT_DEFAULT", "300 per minute")
@@ -196,8 +221,11 @@ CONFIGS: dict[str, type[Config]] = {
 
 
 def config_from_env(environ: Mapping[str, str] | None = None) -> Config:
-    """The config object for ``APP_ENV`` (development when unset)."""
-    environ = os.environ if environ is None else environ
+    """The config object for ``APP_ENV`` (development when unset). Without an explicit
+    ``environ``, the process environment, completed first by ``.env`` if there is one."""
+    if environ is None:
+        load_env_file()
+        environ = os.environ
     name = environ.get("APP_ENV", "").strip().lower() or "development"
     if name not in CONFIGS:
         raise ConfigError(f"APP_ENV must be one of {', '.join(CONFIGS)}; got {name!r}.")

@@ -19,6 +19,11 @@ from db import db
 from helpers import PASSWORD, PG_URL, REDIS_URL, CatalogFactory, bearer, create_user, make_config
 from models import User
 
+# A developer's .env must not change what the tests see (core.config.load_env_file,
+# and the flask command's own loading); the servers the tests start inherit this.
+# tests/test_env.py turns it off where it tests the file.
+os.environ["FLASK_SKIP_DOTENV"] = "1"
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "config(**values): app config overrides for the test")

@@ -206,24 +206,40 @@ def stop(process: subprocess.Popen) -> None:
 
 @contextmanager
 def serve(
-    command: list[str], env: dict[str, str], port: int, *, log: Path | None = None
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    *,
+    log: Path | None = None,
+    cwd: Path = ROOT,
+    group: bool = False,
 ) -> Iterator[subprocess.Popen]:
-    """Run ``command`` in the repository until its /health answers on ``port``, and
-    stop it with SIGTERM at the end unless the test already did. Its stderr goes to
-    ``log`` (a temporary file if not given) and is shown if it never comes up."""
+    """Run ``command`` in ``cwd`` (the repository) until its /health answers on ``port``,
+    and stop it with SIGTERM at the end unless the test already did. Its stderr goes to
+    ``log`` (a temporary file if not given) and is shown if it never comes up.
+
+    With ``group``, the command leads a process group of its own and the SIGTERM goes
+    to the whole group: ``make`` does not pass a signal on to the server it started."""
     temporary = log is None
     log = log or Path(tempfile.mkstemp(prefix="stores_server_", suffix=".log")[1])
     with log.open("wb") as stderr:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=group,
         )
     try:
         try:
-            wait_until_up(f"http://127.0.0.1:{port}", process)
+            wait_until_up(f"http://127.0.0.1:{port}", process, timeout=60)
         except (RuntimeError, TimeoutError) as exc:
             raise RuntimeError(f"{exc}; its stderr:\n{log.read_text()[-4000:]}") from None
         yield process
     finally:
+        if group and process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
         stop(process)
         if temporary:
             log.unlink()
