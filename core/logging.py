@@ -1,14 +1,22 @@
-"""Request ids and structured logs: one JSON line per request and per error."""
+"""Request ids and logs: one line per request and per error, as JSON or as text.
+
+``LOG_FORMAT`` chooses: ``json`` (one object per line, for a log store) or ``text``
+(a line a person reads in a terminal). Unset, production writes JSON and development
+writes text when stderr is a terminal, JSON when it goes to a file or a pipe.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any, TextIO
 
 from flask import Flask, Response, g, has_request_context, request
 
@@ -17,44 +25,108 @@ from flask import Flask, Response, g, has_request_context, request
 SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 # Attributes every LogRecord has; anything else was passed as ``extra`` and is logged.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# Terminal colour codes: werkzeug's development server paints its messages with them.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# The access line's message already says these; text lines do not repeat them.
+_IN_ACCESS_MESSAGE = {"method", "path", "status"}
 
 access_log = logging.getLogger("stores.access")
 
 
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The request id (inside a request) and every field passed as ``extra``."""
+    fields: dict[str, Any] = {}
+    if has_request_context() and g.get("request_id"):
+        fields["request_id"] = g.request_id
+    fields |= {k: v for k, v in vars(record).items() if k not in _STANDARD}
+    return fields
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id, and the
-    fields passed as ``extra``."""
+    fields passed as ``extra``. Colour codes are dropped: a log store shows them as
+    ``\\u001b[31m``."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": ANSI_ESCAPE.sub("", record.getMessage()),
         }
-        if has_request_context() and g.get("request_id"):
-            entry["request_id"] = g.request_id
-        entry |= {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        entry |= _fields(record)
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
-class JsonHandler(logging.StreamHandler):
-    """stderr, one JSON object per line."""
+class TextFormatter(logging.Formatter):
+    """``12:00:01.234 INFO  stores.access  GET /items 200  duration_ms=3.1 user_id=2 ...``:
+    local time, level, logger, message, then the extra fields that have a value."""
 
-    def __init__(self) -> None:
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
+        fields = _fields(record)
+        if record.name == access_log.name:
+            fields = {k: v for k, v in fields.items() if k not in _IN_ACCESS_MESSAGE}
+        extras = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        line = f"{when} {record.levelname:<7} {record.name}  {record.getMessage()}"
+        line = f"{line}  {extras}" if extras else line
+        if record.exc_info:
+            line = f"{line}\n{self.formatException(record.exc_info)}"
+        return line
+
+
+FORMATTERS: dict[str, type[logging.Formatter]] = {"json": JsonFormatter, "text": TextFormatter}
+
+
+def choose_format(setting: str, app_env: str, stream: TextIO) -> str:
+    """``setting`` (LOG_FORMAT) if given; else JSON in production and wherever the
+    lines go to a file or a pipe (a log collector), text on a developer's terminal."""
+    if setting:
+        return setting
+    if app_env != "production" and stream.isatty():
+        return "text"
+    return "json"
+
+
+def formatter_from_env(environ: Mapping[str, str] | None = None) -> logging.Formatter:
+    """The formatter LOG_FORMAT and APP_ENV call for, for stderr (gunicorn.conf.py)."""
+    environ = os.environ if environ is None else environ
+    setting = environ.get("LOG_FORMAT", "").strip().lower()
+    app_env = environ.get("APP_ENV", "").strip().lower() or "development"
+    return FORMATTERS.get(choose_format(setting, app_env, sys.stderr), JsonFormatter)()
+
+
+class AppHandler(logging.StreamHandler):
+    """stderr, one line per record, in the chosen format."""
+
+    def __init__(self, formatter: logging.Formatter) -> None:
         super().__init__(sys.stderr)
-        self.setFormatter(JsonFormatter())
+        self.setFormatter(formatter)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Send every logger's records to stderr as JSON lines. Idempotent: a second
-    call replaces the handler of the first, and leaves other handlers alone."""
+class NotWerkzeugAccess(logging.Filter):
+    """Drops the development server's own line per request: the app writes one already
+    (``stores.access``, with the request id and timing). Its other messages stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # werkzeug.serving.WSGIRequestHandler.log_request: '<client> - - [<date>] "%s" %s %s'
+        return not (isinstance(record.msg, str) and record.msg.endswith('"%s" %s %s'))
+
+
+def configure_logging(level: str = "INFO", fmt: str | None = None) -> None:
+    """Send every logger's records to stderr, in ``fmt`` (json or text; None = chosen
+    from the environment). Idempotent: a second call replaces the handler of the
+    first, and leaves other handlers alone."""
+    formatter = FORMATTERS[fmt]() if fmt else formatter_from_env()
     root = logging.getLogger()
-    root.handlers[:] = [h for h in root.handlers if not isinstance(h, JsonHandler)]
-    root.addHandler(JsonHandler())
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, AppHandler)]
+    root.addHandler(AppHandler(formatter))
     root.setLevel(level)
+    werkzeug = logging.getLogger("werkzeug")
+    if not any(isinstance(f, NotWerkzeugAccess) for f in werkzeug.filters):
+        werkzeug.addFilter(NotWerkzeugAccess())
 
 
 def _start_request() -> None:
@@ -92,6 +164,7 @@ def _finish_request(response: Response) -> Response:
 def init_app(app: Flask) -> None:
     """Register first, so the id exists before any other hook can fail, and the
     access line is written after every other hook has shaped the response."""
-    configure_logging(app.config.get("LOG_LEVEL", "INFO"))
+    fmt = choose_format(app.config.get("LOG_FORMAT", ""), app.config["APP_ENV"], sys.stderr)
+    configure_logging(app.config.get("LOG_LEVEL", "INFO"), fmt)
     app.before_request(_start_request)
     app.after_request(_finish_request)
