@@ -40,3 +40,22 @@ def test_the_readme_session_works_verbatim(tmp_path):
         "error": "token_revoked",
         "message": "The token has been revoked; sign in again.",
     }
+
+
+def test_the_repository_stands_alone():
+    """A fresh clone is complete: the contract is docs/API.md, and no tracked file
+    sends its reader to a directory outside the repository."""
+    assert "[docs/API.md](docs/API.md)" in (ROOT / "README.md").read_text()
+    contract = (ROOT / "docs" / "API.md").read_text()
+    for section in ("## 1. Conventions", "## 2. Errors", "## 5.", "## 7.", "## 8.", "## 9."):
+        assert section in contract
+    outside = "../" + "shared"  # spelled in two parts so that this file does not match
+    tracked = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, tracked):
+        path = ROOT / name
+        if path.is_file() and path.suffix not in (".png", ".whl"):
+            assert outside not in path.read_text(errors="replace"), name
