@@ -10,11 +10,11 @@ expires it by TTL; the database store purges expired rows whenever it adds one, 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, cast
 
 import redis
 from flask import Flask, current_app
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from db import db
@@ -47,9 +47,7 @@ class DatabaseBlocklist:
         try:
             with db.engine.begin() as conn:
                 conn.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
-                conn.execute(
-                    RevokedToken.__table__.insert(), {"key": key, "expires_at": expires_at}
-                )
+                conn.execute(insert(RevokedToken), {"key": key, "expires_at": expires_at})
         except IntegrityError:
             return False
         return True
@@ -82,7 +80,9 @@ class RedisBlocklist:
         return bool(self.redis.set(self.prefix + key, 1, ex=ttl, nx=True))
 
     def contains(self, *keys: str) -> bool:
-        return self.redis.exists(*(self.prefix + key for key in keys)) > 0
+        # redis-py types its sync and asyncio clients alike; this one returns an int.
+        found = cast(int, self.redis.exists(*(self.prefix + key for key in keys)))
+        return found > 0
 
     def purge(self) -> int:
         return 0  # Redis drops each entry when its TTL runs out.

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from flask import has_request_context, request
 from flask_sqlalchemy import SQLAlchemy
@@ -37,9 +39,16 @@ class Base(DeclarativeBase):
 # reloading it (every value is set by the application, none by the database).
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 
+# The models' base class. mypy cannot follow a class built at run time (``db.Model``,
+# python/mypy#8603), so it is told the declarative base that class derives from.
+if TYPE_CHECKING:
+    Model = Base
+else:
+    Model = db.Model
+
 
 @event.listens_for(db.session, "after_begin")
-def _reads_see_one_snapshot(_session, _transaction, connection) -> None:
+def _reads_see_one_snapshot(_session: Any, _transaction: Any, connection: Any) -> None:
     """A GET runs several statements (count, rows, their tags): on PostgreSQL they
     share one snapshot, so an answer never mixes states from before and after another
     request's commit. (SQLite serializes writes; it is for development.)"""
@@ -52,7 +61,7 @@ def _reads_see_one_snapshot(_session, _transaction, connection) -> None:
 
 
 @event.listens_for(Engine, "connect")
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """SQLite ignores foreign keys (and so their cascades) unless told otherwise."""
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
@@ -61,9 +70,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
         cursor.close()
 
 
-def engine_options(config) -> dict:
+def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
     """Pool settings: connections are checked before use, nothing waits forever."""
-    options: dict = {"pool_pre_ping": True}
+    options: dict[str, Any] = {"pool_pre_ping": True}
     if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         options |= {
             "pool_size": config["DB_POOL_SIZE"],

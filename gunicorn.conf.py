@@ -36,7 +36,7 @@ preload_app = False
 # defaults would also take X-Forwarded-Proto from peers on 127.0.0.1 (its
 # forwarded_allow_ips), whatever TRUSTED_PROXIES says, so it trusts no one here.
 forwarded_allow_ips = ""
-secure_scheme_headers = {}
+secure_scheme_headers: dict[str, str] = {}
 
 # Workers are managed by signals and the orchestrator; a control socket under a
 # shared $HOME would also collide between instances on one host.

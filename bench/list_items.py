@@ -67,7 +67,8 @@ def seed(app) -> None:
                 for t in range(1, TAGS_PER_STORE + 1)
             ],
         )
-        items, links = [], []
+        items: list[dict[str, object]] = []
+        links: list[dict[str, int]] = []
         for s in range(1, STORES + 1):
             for i in range(ITEMS_PER_STORE):
                 item_id = len(items) + 1

@@ -20,7 +20,8 @@ cors = CORS()
 
 def _default_limit() -> str:
     # Read per request: one Limiter instance serves every app made by create_app.
-    return current_app.config["RATE_LIMIT_DEFAULT"]
+    limit: str = current_app.config["RATE_LIMIT_DEFAULT"]
+    return limit
 
 
 # The client address is request.remote_addr, which ProxyFix sets from

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 import marshmallow as ma
 from marshmallow import ValidationError, validate
@@ -68,7 +70,7 @@ class Text(ma.fields.String):
         trim: bool = True,
         blank_is_none: bool = False,
         max_length: int | None = None,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         if pattern is not None:
             kwargs["validate"] = validate.Regexp(pattern, error=error)
@@ -80,21 +82,31 @@ class Text(ma.fields.String):
         self.max_length = max_length
         self.error = error
 
-    def _deserialize(self, value, attr, data, **kwargs) -> str:
-        value = super()._deserialize(value, attr, data, **kwargs)
-        if self.max_length is not None and len(value) > self.max_length:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if self.max_length is not None and len(text) > self.max_length:
             raise ValidationError(self.error)
-        if _SURROGATE.search(value):
+        if _SURROGATE.search(text):
             raise ValidationError("Not valid Unicode text.")
-        return value.strip(BLANKS) if self.trim else value
+        return text.strip(BLANKS) if self.trim else text
 
-    def deserialize(self, value, attr=None, data=None, **kwargs) -> str | None:
+    # The base's overloads promise a str for any value but None: here a blank one
+    # becomes None too, which they cannot express.
+    def deserialize(  # type: ignore[override]
+        self,
+        value: Any,
+        attr: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> str | None:
         # Validators see the trimmed text; only then does a blank become null.
         text = super().deserialize(value, attr, data, **kwargs)
         return None if self.blank_is_none and text == "" else text
 
 
-def Line(max_length: int, **kwargs) -> Text:  # noqa: N802 - reads as a field type
+def Line(max_length: int, **kwargs: Any) -> Text:  # noqa: N802 - reads as a field type
     """One line of 1 to ``max_length`` characters after trimming, no control characters."""
     return Text(
         pattern=text_pattern(max_length),
@@ -103,12 +115,12 @@ def Line(max_length: int, **kwargs) -> Text:  # noqa: N802 - reads as a field ty
     )
 
 
-def Name(**kwargs) -> Text:  # noqa: N802 - reads as a field type
+def Name(**kwargs: Any) -> Text:  # noqa: N802 - reads as a field type
     """A name: the contract's 1 to 80 characters."""
     return Line(80, **kwargs)
 
 
-def OptionalText(max_length: int, *, multiline: bool = False, **kwargs) -> Text:  # noqa: N802
+def OptionalText(max_length: int, *, multiline: bool = False, **kwargs: Any) -> Text:  # noqa: N802
     """Free text of at most ``max_length`` characters after trimming; blank or null
     clears it."""
     controls = "control characters but line breaks and tabs" if multiline else "control characters"
@@ -125,19 +137,22 @@ class Integer(ma.fields.Integer):
     """An integer; from text (a query string), only ASCII digits (not "1_0", not
     fullwidth or Arabic-Indic digits)."""
 
-    def _deserialize(self, value, attr, data, **kwargs) -> int:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> int:
         if isinstance(value, str) and not _ASCII_INTEGER.fullmatch(value):
             raise self.make_error("invalid")
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-def Id(*, strict: bool = True, **kwargs) -> Integer:  # noqa: N802 - reads as a field type
+def Id(*, strict: bool = True, **kwargs: Any) -> Integer:  # noqa: N802 - reads as a field type
     """A server-assigned id: a positive 32-bit integer (in a query string, from text)."""
     return Integer(strict=strict, validate=validate.Range(1, MAX_ID), **kwargs)
 
 
 def _two_places(value: Decimal) -> None:
-    if value.as_tuple().exponent < -2:
+    exponent = value.as_tuple().exponent  # a letter only for NaN and infinity, refused before
+    if isinstance(exponent, int) and exponent < -2:
         raise ValidationError("Must have at most 2 decimal places.")
 
 
@@ -149,7 +164,11 @@ class Money(ma.fields.Decimal):
     """
 
     def __init__(
-        self, *, example: float | None = 19.99, metadata: dict | None = None, **kwargs
+        self,
+        *,
+        example: float | None = 19.99,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
         if example is not None:  # Swagger UI pre-fills fields with their example
             metadata = {"example": example, **(metadata or {})}
@@ -170,13 +189,18 @@ class Money(ma.fields.Decimal):
             **kwargs,
         )
 
-    def _deserialize(self, value, attr, data, **kwargs) -> Decimal:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> Decimal:
         if isinstance(value, bool) or (  # Decimal(True) would be 1
             isinstance(value, str) and not _ASCII_DECIMAL.fullmatch(value.strip(" \t\n\r"))
         ):
             raise self.make_error("invalid")
-        value = super()._deserialize(value, attr, data, **kwargs)
-        return value.copy_abs() if value.is_zero() else value  # -0 is 0
+        number = super()._deserialize(value, attr, data, **kwargs)
+        return number.copy_abs() if number.is_zero() else number  # -0 is 0
 
-    def _serialize(self, value, attr, obj, **kwargs) -> float | None:
+    # A JSON number (a float), where marshmallow's Decimal declares a str or a Decimal.
+    def _serialize(  # type: ignore[override]
+        self, value: Decimal | None, attr: str | None, obj: Any, **kwargs: Any
+    ) -> float | None:
         return None if value is None else float(value)

@@ -4,17 +4,17 @@ security and cache headers, and the CORS options."""
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from flask import Flask, Response, current_app, request
-from flask_smorest import abort
 
-from core.errors import RETRY_AFTER_SECONDS
+from core.errors import RETRY_AFTER_SECONDS, abort
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 # For the origins in CORS_ORIGINS: the request headers a browser client may send,
 # and the response headers its scripts may read.
-CORS_OPTIONS = {
+CORS_OPTIONS: dict[str, Any] = {
     "allow_headers": ["Authorization", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID"],
     "expose_headers": [
         "ETag",

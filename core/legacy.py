@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 LEGACY_PATHS = {
     "/store": "/stores",
@@ -25,12 +30,12 @@ LEGACY_PATHS = {
 DEPRECATED_SINCE = "@1795219200"  # 2026-11-21, as an RFC 9745 date
 
 
-def _compile(template: str) -> re.Pattern:
+def _compile(template: str) -> re.Pattern[str]:
     return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "/?$")
 
 
 class LegacyPaths:
-    def __init__(self, app: Callable, sunset: str) -> None:
+    def __init__(self, app: WSGIApplication, sunset: str) -> None:
         self.app = app
         self.sunset = sunset
         self.routes = [(_compile(old), new) for old, new in LEGACY_PATHS.items()]
@@ -42,14 +47,16 @@ class LegacyPaths:
                 return template.format(**match.groupdict())
         return None
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         canonical = self.canonical(environ.get("PATH_INFO", ""))
         if canonical is None:
             return self.app(environ, start_response)
         environ["PATH_INFO"] = canonical
         script_root = environ.get("SCRIPT_NAME", "")
 
-        def start_deprecated(status, headers, exc_info=None):
+        def start_deprecated(
+            status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+        ) -> Callable[[bytes], object]:
             headers = [
                 *headers,
                 ("Deprecation", DEPRECATED_SINCE),

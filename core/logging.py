@@ -98,7 +98,7 @@ def formatter_from_env(environ: Mapping[str, str] | None = None) -> logging.Form
     return FORMATTERS.get(choose_format(setting, app_env, sys.stderr), JsonFormatter)()
 
 
-class AppHandler(logging.StreamHandler):
+class AppHandler(logging.StreamHandler[TextIO]):
     """stderr, one line per record, in the chosen format."""
 
     def __init__(self, formatter: logging.Formatter) -> None:

@@ -17,12 +17,14 @@ from typing import Any, NoReturn
 from flask import request
 from flask_jwt_extended import current_user, get_jwt, get_jwt_header, verify_jwt_in_request
 from flask_jwt_extended.exceptions import FreshTokenRequired
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint
 
+from core.errors import abort
 from models import Store
 
-BEARER = [{"bearerAuth": []}]
+BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 View = Callable[..., Any]
+Decorator = Callable[[View], View]
 # What a view's row lookup returns: the store whose owner may act, then the rows
 # the view is given in place of the ids in its path.
 Found = tuple[Store, Any] | tuple[Store, Any, Any]
@@ -42,7 +44,7 @@ def require_fresh() -> None:
 def may_change_store(store: Store) -> bool:
     """The one catalog rule: a store, its items and tags are changed by its owner or
     an admin."""
-    return current_user.is_admin or store.owner_id == current_user.id
+    return bool(current_user.is_admin or store.owner_id == current_user.id)
 
 
 def authorize_store(store: Store) -> None:
@@ -51,7 +53,7 @@ def authorize_store(store: Store) -> None:
         forbid(f"Only the owner of store {store.id} or an admin may change it.")
 
 
-def login_required(blp: Blueprint, *, fresh: bool = False, refresh: bool = False) -> Callable:
+def login_required(blp: Blueprint, *, fresh: bool = False, refresh: bool = False) -> Decorator:
     """``jwt_required`` that also documents the Bearer scheme and the 401."""
 
     def decorator(func: View) -> View:
@@ -64,13 +66,15 @@ def login_required(blp: Blueprint, *, fresh: bool = False, refresh: bool = False
                 require_fresh()
             return func(*args, **kwargs)
 
-        wrapper = blp.doc(security=BEARER)(wrapper)
-        return blp.alt_response(401, response="UNAUTHORIZED")(wrapper)
+        documented: View = blp.alt_response(401, response="UNAUTHORIZED")(
+            blp.doc(security=BEARER)(wrapper)
+        )
+        return documented
 
     return decorator
 
 
-def _guard(blp: Blueprint, check: Callable[[dict[str, Any]], None], **login: bool) -> Callable:
+def _guard(blp: Blueprint, check: Callable[[dict[str, Any]], None], **login: bool) -> Decorator:
     """A signed-in caller, then ``check(view_args)``; documents 401 and 403."""
 
     def decorator(func: View) -> View:
@@ -79,13 +83,13 @@ def _guard(blp: Blueprint, check: Callable[[dict[str, Any]], None], **login: boo
             check(kwargs)
             return func(*args, **kwargs)
 
-        wrapper = blp.alt_response(403, response="FORBIDDEN")(wrapper)
-        return login_required(blp, **login)(wrapper)
+        documented: View = blp.alt_response(403, response="FORBIDDEN")(wrapper)
+        return login_required(blp, **login)(documented)
 
     return decorator
 
 
-def admin_required(blp: Blueprint) -> Callable:
+def admin_required(blp: Blueprint) -> Decorator:
     def check(_view_args: dict[str, Any]) -> None:
         if not current_user.is_admin:
             forbid("Only an admin may do this.")
@@ -93,7 +97,7 @@ def admin_required(blp: Blueprint) -> Callable:
     return _guard(blp, check)
 
 
-def self_or_admin(blp: Blueprint, *, fresh: bool = False) -> Callable:
+def self_or_admin(blp: Blueprint, *, fresh: bool = False) -> Decorator:
     """``/users/<user_id>``: the user themself or an admin. Anyone else gets 403
     whether or not that user exists, so ids do not leak."""
 
@@ -106,7 +110,7 @@ def self_or_admin(blp: Blueprint, *, fresh: bool = False) -> Callable:
 
 def store_owner_required(
     blp: Blueprint, find: Callable[..., Found], *, etag_schema: Any = None, fresh: bool = False
-) -> Callable:
+) -> Decorator:
     """The view acts on a store's catalog: ``find(**view_args)`` looks its rows up
     (404, and locks what the change needs), only the store's owner or an admin may go
     on (403), and with ``etag_schema`` a sent If-Match must match the first row (412).
@@ -121,9 +125,10 @@ def store_owner_required(
                 blp.check_etag(rows[0], etag_schema)
             return func(view, *rows)
 
-        wrapper = blp.alt_response(403, response="FORBIDDEN")(wrapper)
-        wrapper = blp.alt_response(404, response="NOT_FOUND")(wrapper)
-        return login_required(blp, fresh=fresh)(wrapper)
+        documented: View = blp.alt_response(404, response="NOT_FOUND")(
+            blp.alt_response(403, response="FORBIDDEN")(wrapper)
+        )
+        return login_required(blp, fresh=fresh)(documented)
 
     return decorator
 
@@ -150,7 +155,7 @@ ADMIN = Who("an admin", lambda _view_args: bool(current_user.is_admin))
 SELF = Who("the user themself", lambda view_args: view_args.get("user_id") == current_user.id)
 
 
-def fields_reserved(blp: Blueprint, **rules: tuple[Who, str]) -> Callable:
+def fields_reserved(blp: Blueprint, **rules: tuple[Who, str]) -> Decorator:
     """Body fields only some callers may send: ``role=(ADMIN, "change a role")``.
     Sending one you may not is a 403, whatever the rest of the body holds. Put it
     below the decorator that authenticates."""
@@ -164,6 +169,7 @@ def fields_reserved(blp: Blueprint, **rules: tuple[Who, str]) -> Callable:
                     forbid(f"Only {who.name} may {action}.")
             return func(*args, **kwargs)
 
-        return blp.alt_response(403, response="FORBIDDEN")(wrapper)
+        documented: View = blp.alt_response(403, response="FORBIDDEN")(wrapper)
+        return documented
 
     return decorator

@@ -13,8 +13,10 @@ import logging
 import uuid
 from datetime import UTC, datetime
 from http import HTTPStatus
+from typing import Any
 
 from flask import Flask, current_app, g
+from flask.typing import ResponseReturnValue
 from flask_jwt_extended import create_access_token, create_refresh_token
 from flask_jwt_extended.exceptions import RevokedTokenError
 from passlib.context import CryptContext
@@ -45,7 +47,8 @@ def init_passwords(app: Flask) -> None:
 
 
 def _passwords() -> CryptContext:
-    return current_app.extensions["passwords"]
+    context: CryptContext = current_app.extensions["passwords"]
+    return context
 
 
 def hash_password(password: str) -> str:
@@ -70,14 +73,14 @@ def check_password(user: User | None, password: str) -> bool:
 # --- tokens and sessions -------------------------------------------------------
 
 
-def start_session(user: User) -> dict:
+def start_session(user: User) -> dict[str, Any]:
     """A login: a new session, a fresh access token and a refresh token."""
     session_id = uuid.uuid4().hex
     log.info("login", extra={"event": "login", "session_id": session_id, "user_id": user.id})
     return issue_tokens(user, fresh=True, session_id=session_id)
 
 
-def issue_tokens(user: User, *, fresh: bool, session_id: str) -> dict:
+def issue_tokens(user: User, *, fresh: bool, session_id: str) -> dict[str, Any]:
     claims = {"sid": session_id, "user_key": user.token_key}
     identity = str(user.id)
     expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
@@ -89,11 +92,11 @@ def issue_tokens(user: User, *, fresh: bool, session_id: str) -> dict:
     }
 
 
-def token_expiry(claims: dict) -> datetime:
+def token_expiry(claims: dict[str, Any]) -> datetime:
     return datetime.fromtimestamp(claims["exp"], UTC)
 
 
-def revoke_session(claims: dict, *, reason: str) -> None:
+def revoke_session(claims: dict[str, Any], *, reason: str) -> None:
     """Revoke every token of the session, including those refreshed from it.
 
     No token of the session can outlive now + the refresh lifetime, so the entry
@@ -111,7 +114,7 @@ def revoke_session(claims: dict, *, reason: str) -> None:
         log.log(level, "session revoked: %s", reason, extra=extra)
 
 
-def rotate_refresh_token(claims: dict) -> bool:
+def rotate_refresh_token(claims: dict[str, Any]) -> bool:
     """Revoke the refresh token being used; False if it had been used already."""
     return get_blocklist().add(f"jti:{claims['jti']}", token_expiry(claims))
 
@@ -119,12 +122,12 @@ def rotate_refresh_token(claims: dict) -> bool:
 # --- Flask-JWT-Extended callbacks ------------------------------------------------
 
 
-def _unauthorized(error: str, message: str):
+def _unauthorized(error: str, message: str) -> ResponseReturnValue:
     return error_response(HTTPStatus.UNAUTHORIZED, message, error=error)
 
 
 @jwt.user_lookup_loader
-def _load_user(header: dict, claims: dict) -> User | None:
+def _load_user(header: dict[str, Any], claims: dict[str, Any]) -> User | None:
     try:
         user_id = int(claims["sub"])
     except (KeyError, TypeError, ValueError):
@@ -138,7 +141,7 @@ def _load_user(header: dict, claims: dict) -> User | None:
 
 
 @jwt.token_in_blocklist_loader
-def _is_revoked(_header: dict, claims: dict) -> bool:
+def _is_revoked(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
     blocklist = get_blocklist()
     revoked = blocklist.contains(f"jti:{claims.get('jti')}", f"sid:{claims.get('sid')}")
     if revoked and claims.get("type") == "refresh":
@@ -149,42 +152,42 @@ def _is_revoked(_header: dict, claims: dict) -> bool:
 
 
 @jwt.token_verification_loader
-def _has_session(_header: dict, claims: dict) -> bool:
+def _has_session(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
     return all(isinstance(claims.get(name), str) for name in ("sid", "jti", "user_key"))
 
 
 @jwt.unauthorized_loader
-def _missing_token(reason: str):
+def _missing_token(reason: str) -> ResponseReturnValue:
     return _unauthorized("authorization_required", f"Authorization required: {reason}.")
 
 
 @jwt.invalid_token_loader
-def _invalid_token(reason: str):
+def _invalid_token(reason: str) -> ResponseReturnValue:
     return _unauthorized("invalid_token", f"Invalid token: {reason}.")
 
 
 @jwt.token_verification_failed_loader
-def _unverified_token(_header: dict, _claims: dict):
+def _unverified_token(_header: dict[str, Any], _claims: dict[str, Any]) -> ResponseReturnValue:
     return _unauthorized("invalid_token", "Invalid token: it was not issued by this service.")
 
 
 @jwt.expired_token_loader
-def _expired_token(_header: dict, claims: dict):
+def _expired_token(_header: dict[str, Any], claims: dict[str, Any]) -> ResponseReturnValue:
     return _unauthorized("token_expired", f"The {claims.get('type', '')} token has expired.")
 
 
 @jwt.revoked_token_loader
-def _revoked_token(_header: dict, _claims: dict):
+def _revoked_token(_header: dict[str, Any], _claims: dict[str, Any]) -> ResponseReturnValue:
     return _unauthorized("token_revoked", "The token has been revoked; sign in again.")
 
 
 @jwt.needs_fresh_token_loader
-def _stale_token(_header: dict, _claims: dict):
+def _stale_token(_header: dict[str, Any], _claims: dict[str, Any]) -> ResponseReturnValue:
     return _unauthorized(
         "fresh_token_required", "This action needs a fresh token: sign in again with /login."
     )
 
 
 @jwt.user_lookup_error_loader
-def _user_gone(_header: dict, _claims: dict):
+def _user_gone(_header: dict[str, Any], _claims: dict[str, Any]) -> ResponseReturnValue:
     return _unauthorized("user_not_found", "The user of this token no longer exists.")

@@ -19,13 +19,15 @@ from urllib.parse import urlencode
 import flask_smorest
 import marshmallow as ma
 from flask import Blueprint as FlaskBlueprint
-from flask import Response, request, send_from_directory
+from flask import Request, Response, request, send_from_directory
+from flask.typing import ResponseReturnValue
 from flask_smorest import etag as fs_etag
 from flask_smorest.exceptions import NotModified
 from flask_smorest.utils import prepare_response
 from swagger_ui_bundle import swagger_ui_path
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.exceptions import HTTPException
 from werkzeug.http import quote_etag
 from werkzeug.routing import BaseConverter, ValidationError
 
@@ -45,7 +47,7 @@ class JSONParser(FlaskParser):
     its recursion limit, NaN) is malformed JSON: 400, not a crash.
     """
 
-    def _raw_load_json(self, req) -> Any:
+    def _raw_load_json(self, req: Request) -> Any:
         if not is_json_request(req):
             return core.missing
         raw = req.get_data(cache=True)
@@ -87,21 +89,22 @@ class ErrorSchema(ma.Schema):
     )
 
 
-class Api(flask_smorest.Api):
+# flask-smorest ships no types: to mypy its classes are Any.
+class Api(flask_smorest.Api):  # type: ignore[misc]
     ERROR_SCHEMA = ErrorSchema
 
-    def handle_http_exception(self, error):
+    def handle_http_exception(self, error: HTTPException) -> ResponseReturnValue:
         return errors.handle_http_exception(error)
 
-    def _register_responses(self):
+    def _register_responses(self) -> None:
         """flask-smorest's error responses, each with an example of its envelope."""
-        examples = {
+        examples: dict[int, dict[str, Any]] = {
             422: {"errors": {"json": {"price": ["Must have at most 2 decimal places."]}}},
             500: {"request_id": "3f2b9c0a5d8e4e1f9a7b6c5d4e3f2a1b"},
             503: {"request_id": "3f2b9c0a5d8e4e1f9a7b6c5d4e3f2a1b"},
         }
         for status in HTTPStatus:
-            response = {"description": status.phrase}
+            response: dict[str, Any] = {"description": status.phrase}
             if status >= 400:
                 response["schema"] = self.ERROR_SCHEMA
                 response["example"] = errors.envelope(status) | examples.get(status, {})
@@ -114,7 +117,7 @@ class Api(flask_smorest.Api):
         prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
         self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, response, lazy=True)
 
-    def _register_etag_headers(self):
+    def _register_etag_headers(self) -> None:
         # The contract makes If-Match optional: flask-smorest documents it as required.
         self.spec.components.parameter(
             "IF_NONE_MATCH", "header", fs_etag.IF_NONE_MATCH_HEADER, lazy=True
@@ -125,34 +128,38 @@ class Api(flask_smorest.Api):
         self.spec.components.header("ETAG", fs_etag.ETAG_HEADER, lazy=True)
 
 
-class Blueprint(flask_smorest.Blueprint):
+class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
     ARGUMENTS_PARSER = JSONParser()
 
-    def _check_precondition(self):
+    def _check_precondition(self) -> None:
         """If-Match is optional: without it, a write goes ahead (no 428)."""
 
-    def _verify_check_etag(self):
+    def _verify_check_etag(self) -> None:
         if request.if_match:
             super()._verify_check_etag()
 
-    def check_etag(self, etag_data, etag_schema=None):
+    def check_etag(self, etag_data: Any, etag_schema: Any = None) -> None:
         """412 when an If-Match header was sent and no longer matches."""
         if request.if_match:
             super().check_etag(etag_data, etag_schema)
 
-    def _check_not_modified(self, etag):
+    def _check_not_modified(self, etag: str) -> None:
         """304, carrying the ETag it confirms (RFC 9110 15.4.5)."""
         if request.method in self.METHODS_CHECKING_NOT_MODIFIED and etag in request.if_none_match:
             not_modified = NotModified()
             not_modified.data = {"headers": {"ETag": quote_etag(etag)}}
             raise not_modified
 
-    def _prepare_etag_doc(self, doc, doc_info, **kwargs):
+    def _prepare_etag_doc(
+        self, doc: dict[str, Any], doc_info: dict[str, Any], **kwargs: Any
+    ) -> dict[str, Any]:
         doc = super()._prepare_etag_doc(doc, doc_info, **kwargs)
         doc.get("responses", {}).pop(428, None)
         return doc
 
-    def _set_pagination_metadata(self, page_params, result, headers):
+    def _set_pagination_metadata(
+        self, page_params: Any, result: Any, headers: dict[str, str] | None
+    ) -> tuple[Any, dict[str, str]]:
         """X-Pagination (flask-smorest's JSON), X-Total-Count and Link."""
         meta = self._make_pagination_metadata(
             page_params.page, page_params.page_size, page_params.item_count
@@ -165,7 +172,7 @@ class Blueprint(flask_smorest.Blueprint):
             headers["Link"] = links
         return result, headers
 
-    def _document_pagination_metadata(self, spec, resp_doc):
+    def _document_pagination_metadata(self, spec: Any, resp_doc: dict[str, Any]) -> None:
         # The header's value is a JSON text, so it is documented as a string (an
         # object schema would mean OpenAPI's "k,v,k,v" header serialization).
         resp_doc.setdefault("headers", {}).update(
@@ -189,7 +196,7 @@ class Blueprint(flask_smorest.Blueprint):
         )
 
 
-def _page_links(meta: dict) -> str:
+def _page_links(meta: dict[str, int]) -> str:
     """``Link`` header for a page: root-relative URLs keeping the other parameters."""
     args = [(k, v) for k, v in request.args.items(multi=True) if k != "page"]
     links = []
@@ -221,7 +228,7 @@ class IdConverter(BaseConverter):
         return str(value)
 
 
-def id_param_schema(_converter) -> dict:
+def id_param_schema(_converter: BaseConverter) -> dict[str, Any]:
     return {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 
 

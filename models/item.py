@@ -7,7 +7,7 @@ from decimal import Decimal
 from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Numeric, String, Table, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from db import db
+from db import Model, db
 from models.store import Store
 from models.tag import Tag
 from models.types import Timestamps
@@ -29,7 +29,7 @@ item_tags = Table(
 )
 
 
-class Item(Timestamps, db.Model):
+class Item(Timestamps, Model):
     __tablename__ = "items"
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -7,11 +7,11 @@ from datetime import datetime
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db import db
+from db import Model
 from models.types import UTCDateTime
 
 
-class RevokedToken(db.Model):
+class RevokedToken(Model):
     __tablename__ = "revoked_tokens"
 
     # "jti:<token id>" or "sid:<session id>".

@@ -5,11 +5,11 @@ from __future__ import annotations
 from sqlalchemy import ForeignKey, Index, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db import db
+from db import Model
 from models.types import Timestamps
 
 
-class Store(Timestamps, db.Model):
+class Store(Timestamps, Model):
     __tablename__ = "stores"
 
     id: Mapped[int] = mapped_column(primary_key=True)

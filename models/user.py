@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, Index, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db import db
+from db import Model
 from models.types import UTCDateTime, utcnow
 
 ROLES = ("user", "admin")
@@ -18,7 +18,7 @@ def new_token_key() -> str:
     return uuid.uuid4().hex
 
 
-class User(db.Model):
+class User(Model):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from flask_smorest import abort
 from flask_smorest.pagination import PaginationParameters
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.exc import IntegrityError
 
+from core.errors import abort
 from db import db
 
 T = TypeVar("T")

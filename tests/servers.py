@@ -134,6 +134,7 @@ def call(
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     parts = urlsplit(url)
+    assert parts.hostname, f"no host in {url}"
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
         target = parts.path + (f"?{parts.query}" if parts.query else "")

@@ -1,6 +1,7 @@
 """Contract fuzzing: schemathesis over every operation of /openapi.json, all checks."""
 
 import os
+from typing import Any
 
 import pytest
 import schemathesis
@@ -33,7 +34,9 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 # In CI the examples are the same on every run (a failure is reproducible, never a
 # coin toss); elsewhere each run explores new ones and remembers what failed.
-CI = {"derandomize": True, "database": None} if os.environ.get("CI") == "true" else {}
+CI: dict[str, Any] = (
+    {"derandomize": True, "database": None} if os.environ.get("CI") == "true" else {}
+)
 
 
 @schema.parametrize()

@@ -109,7 +109,9 @@ def test_the_compose_stack_scales_and_keeps_its_state():
 def healthcheck_command() -> list[str]:
     """The Dockerfile's HEALTHCHECK command, as the container would run it."""
     dockerfile = (ROOT / "Dockerfile").read_text()
-    command = json.loads(re.search(r"^HEALTHCHECK .*?CMD (\[.*?\])$", dockerfile, re.M | re.S)[1])
+    healthcheck = re.search(r"^HEALTHCHECK .*?CMD (\[.*?\])$", dockerfile, re.M | re.S)
+    assert healthcheck, "the Dockerfile has no HEALTHCHECK in exec form"
+    command = json.loads(healthcheck[1])
     assert command[0] == "python"
     return [str(BIN / "python"), *command[1:]]
 
@@ -296,9 +298,9 @@ def wait_for_sessions(conn: psycopg.Connection, where: str, count: int) -> None:
     """Until ``count`` sessions of this database match ``where`` in pg_stat_activity."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        found = conn.execute(
+        (found,) = conn.execute(
             f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND {where}"
-        ).fetchone()[0]
+        ).fetchall()[0]
         if found >= count:
             return
         time.sleep(0.05)

@@ -10,7 +10,9 @@ from servers import ROOT, gunicorn, migrate, server_env
 def walkthrough() -> str:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## A whole session with curl", 1)[1]
-    return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block, "the README's curl session has no sh block"
+    return block.group(1)
 
 
 def test_the_readme_session_works_verbatim(tmp_path):
