@@ -6,6 +6,15 @@
   ``X-Total-Count`` and ``Link`` headers on every page, ``If-Match`` optional.
 - ``IdConverter``: ``<id:name>`` path segments, documented as 32-bit ids.
 - ``swagger_assets``: Swagger UI's files, served by the service itself (no CDN).
+
+Public hooks are used where flask-smorest has them (``handle_http_exception``,
+``check_etag``, ``ERROR_SCHEMA``, ``ARGUMENTS_PARSER``). What they do not reach is
+done by overriding private methods: the documented error responses and If-Match
+header are registered only in ``_register_*``, the 428 and the unchecked-ETag
+warning live in the ETag mixin's ``_check_*``/``_verify_*``, the pagination headers
+in ``_set_pagination_metadata``, and webargs parses bodies in ``_raw_load_json``, the
+hook its ``load_json`` is built on. tests/test_smorest_internals.py fails, naming the
+method, if an upgrade renames one of them or changes its parameters.
 """
 
 from __future__ import annotations
@@ -151,9 +160,16 @@ class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
             raise not_modified
 
     def _prepare_etag_doc(
-        self, doc: dict[str, Any], doc_info: dict[str, Any], **kwargs: Any
+        self,
+        doc: dict[str, Any],
+        doc_info: dict[str, Any],
+        *,
+        api: Api,
+        spec: Any,
+        method: str,
+        **kwargs: Any,
     ) -> dict[str, Any]:
-        doc = super()._prepare_etag_doc(doc, doc_info, **kwargs)
+        doc = super()._prepare_etag_doc(doc, doc_info, api=api, spec=spec, method=method, **kwargs)
         doc.get("responses", {}).pop(428, None)
         return doc
 
