@@ -45,7 +45,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     request_logging.init_app(app)  # first: every later hook can rely on the request id
     register_extensions(app)
-    register_blueprints(app)
+    register_blueprints()
     register_error_handlers(app)
     register_middleware(app)
     cli.init_app(app)
@@ -79,7 +79,7 @@ def register_extensions(app: Flask) -> None:
     )
 
 
-def register_blueprints(app: Flask) -> None:
+def register_blueprints() -> None:
     for module in (sessions, users, stores, items, tags, health):
         api.register_blueprint(module.blp)
 

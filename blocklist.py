@@ -32,9 +32,6 @@ class Blocklist(Protocol):
     def purge(self) -> int:
         """Drop entries past their expiry; how many were dropped."""
 
-    def ping(self) -> None:
-        """Raise if the store cannot be reached."""
-
 
 class DatabaseBlocklist:
     """Revocations in the application database: nothing else to run.
@@ -64,9 +61,6 @@ class DatabaseBlocklist:
             result = conn.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
         return result.rowcount
 
-    def ping(self) -> None:
-        """The database is checked by /ready already."""
-
 
 class RedisBlocklist:
     """Revocations in Redis: shared by every instance, expired by Redis itself."""
@@ -88,6 +82,7 @@ class RedisBlocklist:
         return 0  # Redis drops each entry when its TTL runs out.
 
     def ping(self) -> None:
+        """Raise if Redis cannot be reached (for /ready)."""
         self.redis.ping()
 
 

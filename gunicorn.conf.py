@@ -67,7 +67,7 @@ logconfig_dict = {
 }
 
 
-def on_starting(server) -> None:
+def on_starting(_server: object) -> None:
     """Refuse to start on an unsafe configuration, once, in the master, with one line
     naming the variable (core/config.py decides; gunicorn prints "Error: ..." and exits 1)."""
     config_from_env().validate()

@@ -119,7 +119,7 @@ def handle_integrity_error(exc: IntegrityError) -> ResponseReturnValue:
     return error_response(409)
 
 
-def handle_unexpected(exc: Exception) -> ResponseReturnValue:
+def handle_unexpected(_exc: Exception) -> ResponseReturnValue:
     log.exception("unhandled exception")
     return error_response(500)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import marshmallow as ma
 from marshmallow import ValidationError, validate
+from typing_extensions import override
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
 MAX_PRICE = Decimal(10) ** 10
@@ -200,6 +201,7 @@ class Money(ma.fields.Decimal):
         return number.copy_abs() if number.is_zero() else number  # -0 is 0
 
     # A JSON number (a float), where marshmallow's Decimal declares a str or a Decimal.
+    @override
     def _serialize(  # type: ignore[override]
         self, value: Decimal | None, attr: str | None, obj: Any, **kwargs: Any
     ) -> float | None:

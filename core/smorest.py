@@ -34,6 +34,7 @@ from flask_smorest import etag as fs_etag
 from flask_smorest.exceptions import NotModified
 from flask_smorest.utils import prepare_response
 from swagger_ui_bundle import swagger_ui_path
+from typing_extensions import override
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException
@@ -188,6 +189,7 @@ class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
             headers["Link"] = links
         return result, headers
 
+    @override
     def _document_pagination_metadata(self, spec: Any, resp_doc: dict[str, Any]) -> None:
         # The header's value is a JSON text, so it is documented as a string (an
         # object schema would mean OpenAPI's "k,v,k,v" header serialization).

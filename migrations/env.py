@@ -24,7 +24,7 @@ def render_item(type_, obj, autogen_context):
     return False
 
 
-def skip_empty_autogenerate(context, revision, directives):
+def skip_empty_autogenerate(_context, _revision, directives):
     """`flask db migrate` with no model change writes no empty revision."""
     if getattr(config.cmd_opts, "autogenerate", False) and directives[0].upgrade_ops.is_empty():
         directives[:] = []

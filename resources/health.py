@@ -6,7 +6,7 @@ from flask import current_app
 from flask.views import MethodView
 from sqlalchemy import text
 
-from blocklist import get_blocklist
+from blocklist import RedisBlocklist, get_blocklist
 from core.errors import error_response
 from core.extensions import limiter
 from core.smorest import Blueprint
@@ -41,9 +41,10 @@ class Ready(MethodView):
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
             current_app.logger.warning("readiness: database: %s", exc)
             checks["database"] = "unavailable"
-        if current_app.config.get("REDIS_URL"):
+        blocklist = get_blocklist()
+        if isinstance(blocklist, RedisBlocklist):  # REDIS_URL is set
             try:
-                get_blocklist().ping()
+                blocklist.ping()
                 checks["redis"] = "ok"
             except Exception as exc:  # noqa: BLE001
                 current_app.logger.warning("readiness: redis: %s", exc)

@@ -31,7 +31,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "redis: needs REDIS_URL")
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(items):
     missing = {"postgres": not PG_URL, "redis": not REDIS_URL}
     for item in items:
         for marker, absent in missing.items():
@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session, exitstatus):
+def pytest_sessionfinish(session):
     """In CI nothing may be skipped: a skip fails the run."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter else []

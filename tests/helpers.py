@@ -50,7 +50,7 @@ def count_queries(app) -> Iterator[list[str]]:
     """The SQL statements run while the block runs."""
     statements: list[str] = []
 
-    def record(conn, cursor, statement, *args):
+    def record(_conn, _cursor, statement, *_args):
         statements.append(statement)
 
     with app.app_context():

@@ -5,9 +5,10 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from blocklist import DatabaseBlocklist, RedisBlocklist
+from db import db
 from helpers import REDIS_URL, query
 from models import RevokedToken
 from models.types import utcnow
@@ -31,7 +32,6 @@ def test_add_is_once_only(store):
     assert store.contains(k) is True
     assert store.contains(key(), k) is True
     assert store.contains(key(), key()) is False
-    store.ping()
 
 
 def test_concurrent_adds_admit_exactly_one(app, store):
@@ -66,22 +66,36 @@ def test_database_entries_expire_and_are_purged(app):
         assert query(app, select(RevokedToken.key)) == [(live,)]
 
 
-def test_purge_command(app):
+@pytest.mark.config(REDIS_URL=None)  # the database store, with or without Redis
+def test_the_purge_command_drops_exactly_the_expired_entries(app):
+    now = utcnow()
+    expiries = {
+        "jti:expired-long-ago": now - timedelta(days=1),
+        "sid:just-expired": now - timedelta(seconds=1),
+        "jti:live": now + timedelta(minutes=5),
+        "sid:live": now + timedelta(days=30),
+    }
     with app.app_context():
-        DatabaseBlocklist().add(key(), utcnow() - timedelta(seconds=1))
+        # Inserted as they are: add() would purge the expired ones itself.
+        db.session.execute(
+            insert(RevokedToken), [{"key": k, "expires_at": e} for k, e in expiries.items()]
+        )
+        db.session.commit()
     result = app.test_cli_runner().invoke(args=["blocklist", "purge"])
     assert result.exit_code == 0
-    expected = (
-        "Purged 0 expired entries." if app.config["REDIS_URL"] else "Purged 1 expired entries."
-    )
-    assert expected in result.output
+    assert "Purged 2 expired entries." in result.output
+    assert sorted(query(app, select(RevokedToken.key))) == [("jti:live",), ("sid:live",)]
 
 
 @pytest.mark.redis
 def test_redis_entries_expire_with_the_token(app):
+    """Redis needs no purge: every entry is written with a TTL that ends when the
+    tokens it covers would have expired (at least 1 s, for one expired already)."""
     store = RedisBlocklist(REDIS_URL)
-    k = key()
-    store.add(k, utcnow() + timedelta(seconds=90))
-    ttl = store.redis.ttl(store.prefix + k)
-    assert 85 <= ttl <= 92
-    assert store.purge() == 0
+    live, expired = key(), key()
+    store.add(live, utcnow() + timedelta(seconds=90))
+    store.add(expired, utcnow() - timedelta(seconds=30))
+    assert 85 <= store.redis.ttl(store.prefix + live) <= 92
+    # A second to live, or gone already; never kept without a TTL (-1).
+    left_ms = store.redis.pttl(store.prefix + expired)
+    assert left_ms == -2 or 0 < left_ms <= 1000

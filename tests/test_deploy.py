@@ -82,7 +82,9 @@ def test_the_load_balancer_config_is_valid_nginx():
         assert body["code"] == status and body["status"] and body["message"]
 
 
-def test_the_compose_stack_scales_and_keeps_its_state():
+def test_the_compose_file_allows_replicas_and_declares_persistent_volumes():
+    """What docker-compose.yml says, read as YAML: there is no Docker engine here to
+    run the stack, so that it scales and keeps its data is not observed, only declared."""
     compose = YAML(typ="safe").load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     api = services["api"]
