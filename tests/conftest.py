@@ -24,6 +24,9 @@ from models import User
 # tests/test_env.py turns it off where it tests the file.
 os.environ["FLASK_SKIP_DOTENV"] = "1"
 
+# The fixtures that start real gunicorn instances (tests/test_instances_*.py).
+pytest_plugins = ["instances"]
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "config(**values): app config overrides for the test")
