@@ -10,12 +10,17 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
 
+# The package index to use, if not PyPI's (a mirror): `--build-arg PIP_INDEX_URL=...`.
+ARG PIP_INDEX_URL
+
 # requirements.txt alone first: this layer is rebuilt only when it changes.
+# The virtualenv gets no pip or setuptools of its own (25 MB the service never runs):
+# the base image's pip installs into it (--python).
 COPY requirements.txt /tmp/requirements.txt
 RUN pip wheel --no-cache-dir --wheel-dir /wheels -r /tmp/requirements.txt \
-    && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels \
-        -r /tmp/requirements.txt
+    && python -m venv --without-pip /opt/venv \
+    && pip --python /opt/venv/bin/python install --no-cache-dir --no-index \
+        --find-links /wheels -r /tmp/requirements.txt
 
 # --- runtime: the interpreter, the virtualenv and the code; no compilers.
 FROM python:3.11-slim-bookworm
@@ -27,8 +32,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     FLASK_APP=app \
     PORT=8000
 
-RUN groupadd --system --gid 10001 app \
-    && useradd --system --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app
+RUN groupadd --gid 10001 app \
+    && useradd --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app
 
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app

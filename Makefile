@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export FLASK_APP := app
 
-.PHONY: run serve test lint format migrate bench clean
+.PHONY: run serve test test-image lint format migrate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ lint: $(VENV)/.dev
 
 test: lint
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+# The image built and run with podman, alone (tests/test_image.py). As root, with
+# TEST_DATABASE_URL and REDIS_URL set as for `make test`.
+test-image: $(VENV)/.dev
+	$(BIN)/pytest -m image $(PYTEST_ARGS)
 
 # Times GET /items over 10,000 items through gunicorn (BENCH_ARGS: --database-url, --requests).
 bench: $(VENV)/.dev

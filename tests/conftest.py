@@ -12,6 +12,7 @@ import os
 import pytest
 from sqlalchemy import text
 
+import images
 from app import create_app
 from core.config import TestingConfig
 from core.extensions import limiter
@@ -32,6 +33,9 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "config(**values): app config overrides for the test")
     config.addinivalue_line("markers", "postgres: needs TEST_DATABASE_URL (PostgreSQL)")
     config.addinivalue_line("markers", "redis: needs REDIS_URL")
+    config.addinivalue_line(
+        "markers", "image: builds and runs the container image with podman (make test-image)"
+    )
 
 
 def pytest_collection_modifyitems(items):
@@ -40,6 +44,12 @@ def pytest_collection_modifyitems(items):
         for marker, absent in missing.items():
             if absent and item.get_closest_marker(marker):
                 item.add_marker(pytest.mark.skip(reason=f"needs {marker} (see README)"))
+    if any(item.get_closest_marker("image") for item in items):
+        lacking = images.missing_tools()
+        for item in items:
+            if lacking and item.get_closest_marker("image"):
+                reason = f"needs {', '.join(lacking)} (.ci/run installs them)"
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.hookimpl(trylast=True)
