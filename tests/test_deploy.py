@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from ruamel.yaml import YAML
 
+import images
 import prestart
 from core.config import DevelopmentConfig
 from db import MIGRATION_LOCK_ID
@@ -334,3 +335,27 @@ def test_replicas_starting_together_migrate_once():
             assert sum("Running upgrade" in log for log in logs) == 1
             revisions = conn.execute("SELECT version_num FROM alembic_version").fetchall()
             assert revisions == [("0001",)]
+
+
+# --- the base image's stand-in (tests/images.py) follows the machine's apt sources
+
+
+def test_the_base_image_comes_from_the_mirror_apt_uses(tmp_path):
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    (apt / "sources.list").write_text("# none here\n")
+    (apt / "sources.list.d" / "other.list").write_text(
+        "deb [arch=amd64] https://vendor.example/apt stable main\n"
+    )
+    (apt / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\n# a comment\nURIs: http://mirror.example/debian\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"
+    )
+    assert images.debian_mirror(apt) == "http://mirror.example/debian"
+    (apt / "sources.list").write_text("deb http://old.example/debian bookworm main\n")
+    assert images.debian_mirror(apt) == "http://old.example/debian"
+    (apt / "sources.list").write_text("")
+    (apt / "sources.list.d" / "debian.sources").unlink()
+    with pytest.raises(RuntimeError, match="no apt source for Debian bookworm"):
+        images.debian_mirror(apt)

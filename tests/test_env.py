@@ -182,3 +182,10 @@ def test_production_start_reads_the_file_only_if_present(with_file, tmp_path):
         assert "127.0.0.1:1/stores could not be reached after 1 attempts" in result.stderr
     else:
         assert "configuration refused: DATABASE_URL is not set." in result.stderr
+
+
+def test_no_env_file_is_committed_or_copied_into_the_image():
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, check=False)
+    assert ignored.returncode == 0
+    dockerignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ".env" in dockerignore and "!.env.example" in dockerignore
