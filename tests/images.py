@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -66,17 +67,17 @@ def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
             continue
         if path.suffix == ".sources":
             for stanza in path.read_text().split("\n\n"):
-                fields = dict(
-                    line.split(":", 1)
-                    for line in stanza.splitlines()
-                    if ":" in line and not line.startswith("#")
-                )
-                fields = {k.strip().lower(): v.split() for k, v in fields.items()}
+                fields: dict[str, list[str]] = {}
+                for line in stanza.splitlines():
+                    if ":" in line and not line.startswith("#"):
+                        name, value = line.split(":", 1)
+                        fields[name.strip().lower()] = value.split()
                 if "deb" in fields.get("types", []) and SUITE in fields.get("suites", []):
                     return fields["uris"][0]
         elif path.suffix == ".list":
             for line in path.read_text().splitlines():
-                words = [w for w in line.split("#")[0].split() if not w.startswith("[")]
+                # deb [options] URI suite components
+                words = re.sub(r"\[[^]]*\]", " ", line.split("#")[0]).split()
                 if len(words) >= 3 and words[0] == "deb" and words[2] == SUITE:
                     return words[1]
     raise RuntimeError(f"no apt source for Debian {SUITE} in {apt_dir}")
@@ -110,6 +111,7 @@ def ensure_base_image() -> str:
             (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True)
             shutil.copyfile(CA_BUNDLE, rootfs / CA_BUNDLE.relative_to("/"))
             tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+            assert tar.stdout is not None
             podman_import = subprocess.run(
                 ["podman", "import", "--change", "ENV=LANG=C.UTF-8", "-", BASE],
                 stdin=tar.stdout,

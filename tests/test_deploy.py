@@ -345,7 +345,7 @@ def test_the_base_image_comes_from_the_mirror_apt_uses(tmp_path):
     (apt / "sources.list.d").mkdir(parents=True)
     (apt / "sources.list").write_text("# none here\n")
     (apt / "sources.list.d" / "other.list").write_text(
-        "deb [arch=amd64] https://vendor.example/apt stable main\n"
+        "deb [ arch=amd64 signed-by=/k.gpg ] https://vendor.example/apt stable main\n"
     )
     (apt / "sources.list.d" / "debian.sources").write_text(
         "Types: deb\n# a comment\nURIs: http://mirror.example/debian\n"
@@ -353,7 +353,7 @@ def test_the_base_image_comes_from_the_mirror_apt_uses(tmp_path):
         "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"
     )
     assert images.debian_mirror(apt) == "http://mirror.example/debian"
-    (apt / "sources.list").write_text("deb http://old.example/debian bookworm main\n")
+    (apt / "sources.list").write_text("deb [arch=amd64] http://old.example/debian bookworm main\n")
     assert images.debian_mirror(apt) == "http://old.example/debian"
     (apt / "sources.list").write_text("")
     (apt / "sources.list.d" / "debian.sources").unlink()

@@ -73,10 +73,10 @@ def wait_for_sessions(url: str, where: str, count: int) -> None:
     with psycopg.connect(libpq(url), autocommit=True) as conn:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            found = conn.execute(
+            [found] = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity "
                 f"WHERE datname = current_database() AND {where}"
-            ).fetchone()[0]
+            ).fetchall()[0]
             if found >= count:
                 return
             time.sleep(0.05)
