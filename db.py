@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from flask import has_request_context, request
+from flask import current_app, has_request_context, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, MetaData, event
 from sqlalchemy.exc import DBAPIError
@@ -47,15 +47,33 @@ else:
     Model = db.Model
 
 
+def reads_one_snapshot(view: Any) -> Any:
+    """Marks a view whose statements must all see one snapshot (a list: its count,
+    its rows and their tags). flask-smorest's decorators copy the mark outwards."""
+    view.reads_one_snapshot = True
+    return view
+
+
+def _view_reads_one_snapshot() -> bool:
+    view = current_app.view_functions.get(request.endpoint or "")
+    view_class = getattr(view, "view_class", None)
+    if view_class is not None:  # a MethodView answers HEAD with its get()
+        view = getattr(view_class, request.method.lower(), None) or getattr(view_class, "get", None)
+    return bool(getattr(view, "reads_one_snapshot", False))
+
+
 @event.listens_for(db.session, "after_begin")
 def _reads_see_one_snapshot(_session: Any, _transaction: Any, connection: Any) -> None:
-    """A GET runs several statements (count, rows, their tags): on PostgreSQL they
+    """A list runs several statements (count, rows, their tags): on PostgreSQL they
     share one snapshot, so an answer never mixes states from before and after another
-    request's commit. (SQLite serializes writes; it is for development.)"""
+    request's commit. A single-resource read is one statement, which is one snapshot
+    already: it needs no transaction setting (and saves its round trip).
+    (SQLite serializes writes; it is for development.)"""
     if (
         connection.dialect.name == "postgresql"
         and has_request_context()
         and request.method in ("GET", "HEAD")
+        and _view_reads_one_snapshot()
     ):
         connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
 

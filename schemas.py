@@ -222,9 +222,6 @@ class ItemCreateSchema(ItemReplaceSchema):
             raise ValidationError(f"Store {value} does not exist.")
 
 
-ITEM_SORTS = ("id", "name", "price", "created_at")
-
-
 class ItemQuerySchema(ma.Schema):
     tag = fields.List(
         Name(),
@@ -235,11 +232,7 @@ class ItemQuerySchema(ma.Schema):
     min_price = Money(example=None, metadata={"description": "Inclusive lower bound"})
     max_price = Money(example=None, metadata={"description": "Inclusive upper bound"})
     store_id = Id(strict=False)
-    sort = fields.String(
-        load_default="id",
-        validate=validate.OneOf([*ITEM_SORTS, *(f"-{s}" for s in ITEM_SORTS)]),
-        metadata={"description": "Sort key; prefix with - for descending"},
-    )
+    # sort, page, page_size, cursor, count: from the list's Listing (core/pagination.py).
 
 
 class StoreItemQuerySchema(ItemQuerySchema):

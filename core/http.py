@@ -24,6 +24,7 @@ CORS_OPTIONS: dict[str, Any] = {
         "X-Pagination",
         "X-Request-ID",
         "X-Total-Count",
+        "X-Total-Count-Estimate",
         "X-RateLimit-Limit",
         "X-RateLimit-Remaining",
         "X-RateLimit-Reset",

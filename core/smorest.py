@@ -2,8 +2,8 @@
 
 - ``Api``: errors in the contract's envelope, Bearer auth and the envelope in the
   OpenAPI document, ``If-Match`` documented as optional.
-- ``Blueprint``: JSON bodies parsed strictly (exact decimals, no NaN), the
-  ``X-Total-Count`` and ``Link`` headers on every page, ``If-Match`` optional.
+- ``Blueprint``: JSON bodies parsed strictly (exact decimals, no NaN), ``If-Match``
+  optional, ETags hashed from the body as sent (lists page in core/pagination.py).
 - ``IdConverter``: ``<id:name>`` path segments, documented as 32-bit ids.
 - ``swagger_assets``: Swagger UI's files, served by the service itself (no CDN).
 
@@ -11,24 +11,24 @@ Public hooks are used where flask-smorest has them (``handle_http_exception``,
 ``check_etag``, ``ERROR_SCHEMA``, ``ARGUMENTS_PARSER``). What they do not reach is
 done by overriding private methods: the documented error responses and If-Match
 header are registered only in ``_register_*``, the 428 and the unchecked-ETag
-warning live in the ETag mixin's ``_check_*``/``_verify_*``, the pagination headers
-in ``_set_pagination_metadata``, and webargs parses bodies in ``_raw_load_json``, the
+warning live in the ETag mixin's ``_check_*``/``_verify_*``, the ETag's computation
+in ``_generate_etag`` and ``_set_etag_in_response``, and webargs parses bodies in ``_raw_load_json``, the
 hook its ``load_json`` is built on. tests/test_smorest_internals.py fails, naming the
 method, if an upgrade renames one of them or changes its parameters.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from decimal import Decimal
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlencode
 
 import flask_smorest
 import marshmallow as ma
 from flask import Blueprint as FlaskBlueprint
-from flask import Request, Response, request, send_from_directory
+from flask import Request, Response, current_app, request, send_from_directory
 from flask.typing import ResponseReturnValue
 from flask_smorest import etag as fs_etag
 from flask_smorest.exceptions import NotModified
@@ -174,60 +174,33 @@ class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
         doc.get("responses", {}).pop(428, None)
         return doc
 
-    def _set_pagination_metadata(
-        self, page_params: Any, result: Any, headers: dict[str, str] | None
-    ) -> tuple[Any, dict[str, str]]:
-        """X-Pagination (flask-smorest's JSON), X-Total-Count and Link."""
-        meta = self._make_pagination_metadata(
-            page_params.page, page_params.page_size, page_params.item_count
-        )
-        headers = headers if headers is not None else {}
-        headers[self.PAGINATION_HEADER_NAME] = json.dumps(meta)
-        headers["X-Total-Count"] = str(page_params.item_count)
-        links = _page_links(meta)
-        if links:
-            headers["Link"] = links
-        return result, headers
+    # A list's ETag covers its body and the headers that say where it stands.
+    ETAG_INCLUDE_HEADERS = ["Link", "X-Pagination", "X-Total-Count"]
+
+    @staticmethod
+    @override
+    def _generate_etag(etag_data: Any, extra_data: Any = None) -> str:
+        """The ETag of the JSON body the data is answered with. check_etag (If-Match on
+        a change) dumps the resource again and must arrive at its GET's ETag."""
+        return _body_etag(current_app.json.response(etag_data).get_data(), extra_data)
 
     @override
-    def _document_pagination_metadata(self, spec: Any, resp_doc: dict[str, Any]) -> None:
-        # The header's value is a JSON text, so it is documented as a string (an
-        # object schema would mean OpenAPI's "k,v,k,v" header serialization).
-        resp_doc.setdefault("headers", {}).update(
-            {
-                self.PAGINATION_HEADER_NAME: {
-                    "description": "Pagination metadata, as JSON: total, total_pages, "
-                    "first_page, last_page, page, previous_page, next_page",
-                    "schema": {"type": "string"},
-                    "example": '{"total": 42, "total_pages": 5, "first_page": 1, '
-                    '"last_page": 5, "page": 2, "previous_page": 1, "next_page": 3}',
-                },
-                "X-Total-Count": {
-                    "description": "Total number of matching items",
-                    "schema": {"type": "integer"},
-                },
-                "Link": {
-                    "description": "RFC 8288 links to the first, prev, next and last pages",
-                    "schema": {"type": "string"},
-                },
-            }
-        )
+    def _set_etag_in_response(self, response: Response) -> None:
+        """Hashes the body already serialized, instead of serializing the data a
+        second time as flask-smorest does."""
+        if request.method not in self.METHODS_ALLOWING_SET_ETAG:
+            return
+        extra = tuple((k, v) for k, v in response.headers if k in self.ETAG_INCLUDE_HEADERS)
+        etag = _body_etag(response.get_data(), extra)
+        self._check_not_modified(etag)
+        response.set_etag(etag)
 
 
-def _page_links(meta: dict[str, int]) -> str:
-    """``Link`` header for a page: root-relative URLs keeping the other parameters."""
-    args = [(k, v) for k, v in request.args.items(multi=True) if k != "page"]
-    links = []
-    for rel, key in (
-        ("first", "first_page"),
-        ("prev", "previous_page"),
-        ("next", "next_page"),
-        ("last", "last_page"),
-    ):
-        if key in meta:
-            query = urlencode([*args, ("page", meta[key])])
-            links.append(f'<{request.script_root}{request.path}?{query}>; rel="{rel}"')
-    return ", ".join(links)
+def _body_etag(body: bytes, extra_data: Any) -> str:
+    digest = hashlib.sha1(body, usedforsecurity=False)
+    if extra_data:
+        digest.update(json.dumps(extra_data).encode())
+    return digest.hexdigest()
 
 
 class IdConverter(BaseConverter):

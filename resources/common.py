@@ -1,11 +1,10 @@
-"""Helpers the resources share: lookups that 404, commits that 409, pages of rows."""
+"""Helpers the resources share: lookups that 404, commits that 409, text matches."""
 
 from __future__ import annotations
 
 from typing import TypeVar
 
-from flask_smorest.pagination import PaginationParameters
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, func
 from sqlalchemy.exc import IntegrityError
 
 from core.errors import abort
@@ -48,14 +47,3 @@ def commit(*, conflict: str) -> None:
         if is_unique_violation(exc):
             abort(409, message=conflict)
         raise
-
-
-def paginate(query: Select, pagination: PaginationParameters) -> list:
-    """One page of ``query`` (which must be ordered) and the total count: two queries,
-    or one when the page lies beyond the end."""
-    count = select(func.count()).select_from(query.order_by(None).subquery())
-    pagination.item_count = total = db.session.scalar(count)
-    if pagination.first_item >= total:
-        return []
-    page = query.limit(pagination.page_size).offset(pagination.first_item)
-    return list(db.session.scalars(page))

@@ -9,12 +9,13 @@ from flask_smorest import abort
 from sqlalchemy import select
 
 from core.http import public_cache
+from core.pagination import LIST_HEADERS, Listing
 from core.permissions import ADMIN, fields_reserved, login_required, store_owner_required
 from core.smorest import Blueprint
 from db import db
 from models import Store, Tag, User
-from resources.common import commit, get_or_404, icontains, paginate
-from resources.items import item_search
+from resources.common import commit, get_or_404, icontains
+from resources.items import ITEMS, item_search
 from schemas import (
     STORE_EDITABLE,
     ItemSchema,
@@ -31,6 +32,8 @@ from schemas import (
 blp = Blueprint("stores", __name__, url_prefix="/stores", description="Stores")
 blp.after_request(public_cache)
 
+STORES = Listing({"id": (Store.id,)}, sortable=False)
+TAGS = Listing({"id": (Tag.id,)}, sortable=False)
 STORE_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new store"}}
 TAG_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new tag"}}
 
@@ -68,17 +71,16 @@ TRANSFER = {"owner_id": (ADMIN, "transfer a store")}
 @blp.route("")
 class Stores(MethodView):
     @blp.etag
-    @blp.arguments(StoreQuerySchema, location="query")
-    @blp.response(200, StoreSchema(many=True))
-    @blp.paginate()
-    def get(self, args, pagination_parameters):
+    @blp.response(200, StoreSchema(many=True), headers=LIST_HEADERS)
+    @STORES.paginate(blp, StoreQuerySchema)
+    def get(self, args):
         """List stores"""
-        query = select(Store).order_by(Store.id)
+        query = select(Store)
         if "q" in args:
             query = query.where(icontains(Store.name, args["q"]))
         if "owner_id" in args:
             query = query.where(Store.owner_id == args["owner_id"])
-        return paginate(query, pagination_parameters)
+        return query
 
     @login_required(blp)
     @blp.arguments(StoreCreateSchema)
@@ -130,27 +132,25 @@ class StoreById(MethodView):
 @blp.route("/<id:store_id>/items")
 class StoreItems(MethodView):
     @blp.etag
-    @blp.arguments(StoreItemQuerySchema, location="query")
-    @blp.response(200, ItemSchema(many=True))
+    @blp.response(200, ItemSchema(many=True), headers=LIST_HEADERS)
     @blp.alt_response(404, response="NOT_FOUND")
-    @blp.paginate()
-    def get(self, args, store_id, pagination_parameters):
+    @ITEMS.paginate(blp, StoreItemQuerySchema)
+    def get(self, args, store_id):
         """List a store's items (same filters as `GET /items`)"""
         get_or_404(Store, store_id)
-        return paginate(item_search({**args, "store_id": store_id}), pagination_parameters)
+        return item_search({**args, "store_id": store_id})
 
 
 @blp.route("/<id:store_id>/tags")
 class StoreTags(MethodView):
     @blp.etag
-    @blp.response(200, TagSchema(many=True))
+    @blp.response(200, TagSchema(many=True), headers=LIST_HEADERS)
     @blp.alt_response(404, response="NOT_FOUND")
-    @blp.paginate()
-    def get(self, store_id, pagination_parameters):
+    @TAGS.paginate(blp)
+    def get(self, _args, store_id):
         """List a store's tags"""
         get_or_404(Store, store_id)
-        query = select(Tag).where(Tag.store_id == store_id).order_by(Tag.id)
-        return paginate(query, pagination_parameters)
+        return select(Tag).where(Tag.store_id == store_id)
 
     @store_owner_required(blp, _store_unlocked)
     @blp.arguments(TagInputSchema)

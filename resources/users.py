@@ -9,6 +9,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from core.http import no_store
+from core.pagination import LIST_HEADERS, Listing
 from core.permissions import (
     ADMIN,
     SELF,
@@ -22,11 +23,13 @@ from core.security import hash_password
 from core.smorest import Blueprint
 from db import db
 from models import User, new_token_key
-from resources.common import commit, get_or_404, icontains, paginate
+from resources.common import commit, get_or_404, icontains
 from schemas import UserQuerySchema, UserSchema, UserUpdateSchema
 
 blp = Blueprint("users", __name__, url_prefix="/users", description="User accounts")
 blp.after_request(no_store)
+
+USERS = Listing({"id": (User.id,)}, sortable=False)
 
 
 def _lock(user: User) -> list[int]:
@@ -59,17 +62,16 @@ class Me(MethodView):
 @blp.route("")
 class Users(MethodView):
     @admin_required(blp)
-    @blp.arguments(UserQuerySchema, location="query")
-    @blp.response(200, UserSchema(many=True))
-    @blp.paginate()
-    def get(self, args, pagination_parameters):
+    @blp.response(200, UserSchema(many=True), headers=LIST_HEADERS)
+    @USERS.paginate(blp, UserQuerySchema)
+    def get(self, args):
         """List users (admin only)"""
-        query = select(User).order_by(User.id)
+        query = select(User)
         if "q" in args:
             query = query.where(
                 or_(icontains(User.username, args["q"]), icontains(User.email, args["q"]))
             )
-        return paginate(query, pagination_parameters)
+        return query
 
 
 @blp.route("/<id:user_id>")

@@ -247,10 +247,11 @@ def test_racing_links_of_one_tag_link_it_once(three):
 def test_an_item_read_while_a_link_commits_is_answered_as_stored(three, database_url, method):
     """What the link race above could show: a read while another instance links a tag.
 
-    An item is read with two SELECTs: its row, then its tags. The database plays the
-    other instance, committing a link (and the item's new ``updated_at``) between the
-    two. Each answer must be a state that was stored, never a mix of the two:
-    - ``GET /items/{id}`` reads one snapshot: the item as it was before the link;
+    The database plays the other instance, committing a link (and the item's new
+    ``updated_at``) while the request waits to read the item's tags. Each answer must
+    be a state that was stored, never a mix of the two:
+    - ``GET /items/{id}`` reads the item, its store and its tags in one statement,
+      whose snapshot is taken once its locks are granted: the item after the link;
     - ``POST /items/{id}/tags/{tag_id}`` locks the item, as every change of it does,
       so it waits for the link and answers 200 "already linked" with the item after.
     """
@@ -268,7 +269,7 @@ def test_an_item_read_while_a_link_commits_is_answered_as_stored(three, database
     link = {"item": item["id"], "tag": tag["id"]}
     try:
         with engine.connect() as other, ThreadPoolExecutor(1) as pool:
-            if method == "GET":  # the request gets the item row; its tags must wait
+            if method == "GET":  # the request's one SELECT waits for item_tags
                 other.execute(text("LOCK TABLE item_tags IN ACCESS EXCLUSIVE MODE"))
             else:  # another link of this item holds it, as the application's would
                 other.execute(text("SELECT 1 FROM items WHERE id = :item FOR UPDATE"), link)
@@ -282,7 +283,8 @@ def test_an_item_read_while_a_link_commits_is_answered_as_stored(three, database
         engine.dispose()
 
     after = a.request("GET", f"/items/{item['id']}")
-    expected = before if method == "GET" else after
+    assert after.json != before.json
+    expected = after
     assert answer.status_code == 200, answer
     assert answer.json == expected.json, "the answer is not the item as stored"
     assert answer.headers["ETag"] in (None, expected.headers["ETag"])  # a POST has none

@@ -163,10 +163,10 @@ class TestPagination:
         assert rels["prev"]["page"] == ["1"] and rels["last"]["page"] == ["3"]
 
     def test_first_and_last_pages(self, client, catalog):
-        first = client.get("/items?page_size=4&tag=dairy&tag=organic")
+        first = client.get("/items?page=1&page_size=4&tag=dairy&tag=organic")
         assert set(links(first)) == {"first", "last"}
         assert links(first)["first"]["tag"] == ["dairy", "organic"]
-        first = client.get("/items?page_size=4")
+        first = client.get("/items?page=1&page_size=4")
         assert set(links(first)) == {"first", "next", "last"}
         last = client.get("/items?page=2&page_size=4")
         assert names(last) == ["Apples", "Oat drink"]
@@ -178,16 +178,20 @@ class TestPagination:
         assert response.headers["X-Total-Count"] == "6"
         assert set(links(response)) == {"first", "last"}
 
-    def test_a_huge_page_number_is_an_empty_page(self, client, catalog):
-        response = client.get(f"/items?page={10**30}")
-        assert response.status_code == 200
-        assert response.json == []
+    def test_page_numbers_stop_at_10000_rows(self, client, catalog):
+        assert client.get("/items?page=1000&page_size=10").status_code == 200
+        assert client.get("/items?page=100&page_size=100").status_code == 200
+        for query in ("page=1001&page_size=10", "page=101&page_size=100", f"page={10**30}"):
+            body = assert_error(client.get(f"/items?{query}"), 422)
+            [message] = body["errors"]["query"]["page"]
+            assert 'without page and follow its Link rel="next"' in message
 
     def test_nothing_at_all(self, client):
         response = client.get("/items")
         assert response.json == []
         assert response.headers["X-Total-Count"] == "0"
         assert "Link" not in response.headers
+        assert "X-Pagination" not in response.headers  # only with page numbers
 
     def test_default_page_size_is_10(self, client, as_alice, api):
         store = api.store(as_alice)
@@ -195,7 +199,10 @@ class TestPagination:
             api.item(as_alice, store, f"item {n:02}")
         response = client.get("/items")
         assert len(response.json) == 10
-        assert json.loads(response.headers["X-Pagination"])["total_pages"] == 2
+        assert response.headers["X-Total-Count"] == "12"
+        paged = client.get("/items?page=1")
+        assert len(paged.json) == 10
+        assert json.loads(paged.headers["X-Pagination"])["total_pages"] == 2
 
 
 def test_search_ignores_case_beyond_ascii_as_the_database_does(client, as_alice, api):

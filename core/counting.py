@@ -1,0 +1,87 @@
+"""How many rows a list has, without ever paying for a full count (contract §5).
+
+In this order: ``count=exact`` counts whatever it costs; a total the page already
+shows needs no query; otherwise PostgreSQL's planner estimates the rows (EXPLAIN),
+and a count capped at 10,001 rows runs when the estimate is at most 10,000, or
+under a 10 ms statement timeout when it is at most 100,000. SQLite has no estimate:
+the capped count always runs there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, func, literal_column, select, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ClauseElement, Executable
+
+from db import db
+
+COUNT_CAP = 10_000  # exact counts up to this many rows
+ESTIMATE_CEILING = 100_000  # above this estimate no count runs
+COUNT_BUDGET_MS = 10  # the capped count's statement timeout between the two
+QUERY_CANCELED = "57014"
+
+
+class Explain(Executable, ClauseElement):
+    """``EXPLAIN (FORMAT JSON) <select>`` (PostgreSQL): the plan, with its row estimate."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Select) -> None:
+        self.statement = statement
+
+
+@compiles(Explain, "postgresql")
+def _explain(element: Explain, compiler: Any, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
+
+
+def estimate_rows(query: Select) -> int | None:
+    """The planner's estimate of ``query``'s rows; None where there is no planner."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        return None
+    rows = select(literal_column("1")).select_from(query.order_by(None).subquery())
+    plan = db.session.execute(Explain(rows)).scalar_one()
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def _capped(query: Select) -> Select:
+    return select(func.count()).select_from(query.order_by(None).limit(COUNT_CAP + 1).subquery())
+
+
+def _count_within_budget(query: Select) -> int | None:
+    """The capped count, given up (None) when it takes longer than the budget. The
+    timeout is set inside a savepoint that is always rolled back, so it ends with it."""
+    savepoint = db.session.begin_nested()
+    try:
+        db.session.execute(text(f"SET LOCAL statement_timeout = {COUNT_BUDGET_MS}"))
+        return db.session.scalar(_capped(query))
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != QUERY_CANCELED:
+            raise
+        return None
+    finally:
+        savepoint.rollback()
+
+
+def count_rows(query: Select, known: int | None, *, exact: bool) -> tuple[int | None, int]:
+    """``(total, estimate)``: the exact total when it is known or cheap to learn, else
+    None and the estimate."""
+    if exact:
+        total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+        return total, total
+    if known is not None:
+        return known, known
+    estimate = estimate_rows(query)
+    if estimate is not None and estimate > ESTIMATE_CEILING:
+        return None, estimate
+    if estimate is None or estimate <= COUNT_CAP:
+        counted = db.session.scalar(_capped(query))
+    else:
+        counted = _count_within_budget(query)
+    if counted is not None and counted <= COUNT_CAP:
+        return counted, counted
+    # More than the cap: the estimate, raised to what the capped count proved.
+    return None, max(estimate or 0, counted or 0)

@@ -1,0 +1,402 @@
+"""Every list, one page at a time (contract §5): keyset cursors at any depth, page
+numbers for the first 10,000 rows, and counts that never cost a full scan.
+
+A list declares its sorts once, as a table of sort name -> ordered key columns,
+ending with the id tie-break::
+
+    ITEMS = Listing({
+        "id": (Item.id,),
+        "name": (func.lower(Item.name), Item.id),
+        "price": (Item.price, Item.id),
+    })
+
+Everything else derives from that table: the ``sort`` choices of the query schema
+(each with its ``-`` twin), the ORDER BY, the keyset predicate and the cursor's
+check. Adding a sort is one line here plus an index that serves it (for the
+example, ``(price, id)``). Key columns must be NOT NULL. The view is written as::
+
+    @blp.etag
+    @blp.response(200, ItemSchema(many=True), headers=LIST_HEADERS)
+    @ITEMS.paginate(blp, ItemQuerySchema)
+    def get(self, args):
+        return select(Item).where(...)   # filtered, unordered
+
+``paginate`` parses the filters with the view's schema plus ``page``, ``page_size``,
+``cursor``, ``count`` (and ``sort``), gives the view the filters and the resolved
+sort, then orders, limits and counts the Select the view returns, and sets the
+``Link``, ``X-Total-Count`` / ``X-Total-Count-Estimate`` and ``X-Pagination`` headers.
+A list's statements share one snapshot on PostgreSQL (see db.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode
+
+import marshmallow as ma
+from flask import current_app, request
+from core.errors import abort
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import ColumnElement, Select, and_, literal, or_, tuple_
+from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.operators import desc_op
+
+from core.counting import COUNT_CAP, count_rows
+from db import db, reads_one_snapshot
+
+PAGE_SIZE, MAX_PAGE_SIZE = 10, 100
+PAGE_NUMBER_ROWS = 10_000  # page numbers reach this far; cursors go on from there
+CURSOR_SALT = "stores.pagination.cursor"
+PAGING = ("page", "page_size", "cursor", "count")
+
+# OpenAPI documentation of the headers of every list: @blp.response(..., headers=LIST_HEADERS).
+LIST_HEADERS = {
+    "Link": {
+        "description": 'RFC 8288 links: rel="next" and rel="prev" (with a cursor), or '
+        'rel="first", "prev", "next" and "last" (with page numbers)',
+        "schema": {"type": "string"},
+    },
+    "X-Total-Count": {
+        "description": "Number of matching rows, when it is known exactly",
+        "schema": {"type": "integer"},
+    },
+    "X-Total-Count-Estimate": {
+        "description": "The database planner's estimate of the matching rows, sent instead "
+        "of X-Total-Count when no exact count was made (count=exact forces one)",
+        "schema": {"type": "integer"},
+    },
+    "X-Pagination": {
+        "description": "With page numbers: flask-smorest's pagination metadata as JSON "
+        "(total, total_pages, first_page, last_page, page, previous_page, next_page)",
+        "schema": {"type": "string"},
+        "example": '{"total": 42, "total_pages": 5, "first_page": 1, "last_page": 5, '
+        '"page": 2, "previous_page": 1, "next_page": 3}',
+    },
+}
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A sort whose keys are computed per request from the filters (e.g. full-text
+    relevance: ``lambda args: (rank(args["search"]).desc(), Item.id)``). It has no ``-``
+    twin, is only valid with its ``requires`` filter, and is the default order when
+    that filter is sent."""
+
+    keys: Callable[[dict], Sequence[Any]]
+    requires: str
+
+
+Key = tuple[ColumnElement, bool]  # an expression, and whether it is descending
+
+
+def _split(column: Any) -> Key:
+    if isinstance(column, UnaryExpression) and column.modifier is desc_op:
+        return column.element, True
+    return column, False
+
+
+class Listing:
+    """The sorts of one list, and the paging that derives from them."""
+
+    def __init__(self, sorts: dict[str, Sequence[Any] | Ranked], *, sortable: bool = True):
+        self.sorts = sorts
+        self.sortable = sortable
+        self._schemas: dict[type, type[ma.Schema]] = {}
+
+    # --- the table -------------------------------------------------------------
+
+    @property
+    def choices(self) -> list[str]:
+        names = []
+        for name, keys in self.sorts.items():
+            names += [name] if isinstance(keys, Ranked) else [name, f"-{name}"]
+        return names
+
+    def sort_of(self, args: dict) -> str:
+        """The sort asked for, or the default: a Ranked sort whose filter is sent,
+        else the table's first sort."""
+        if args.get("sort"):
+            return args["sort"]
+        for name, keys in self.sorts.items():
+            if isinstance(keys, Ranked) and args.get(keys.requires) is not None:
+                return name
+        return next(iter(self.sorts))
+
+    def keys(self, sort: str, args: dict) -> list[Key]:
+        entry = self.sorts[sort.lstrip("-")]
+        columns = entry.keys(args) if isinstance(entry, Ranked) else entry
+        keys = [_split(column) for column in columns]
+        if sort.startswith("-"):
+            keys = [(expr, not descending) for expr, descending in keys]
+        return keys
+
+    # --- the query schema -------------------------------------------------------
+
+    def query_schema(self, filters: type[ma.Schema] = ma.Schema) -> type[ma.Schema]:
+        """``filters`` plus the paging parameters (and ``sort``)."""
+        if filters not in self._schemas:
+            self._schemas[filters] = type(filters.__name__, (filters,), self._fields())
+        return self._schemas[filters]
+
+    def _fields(self) -> dict[str, Any]:
+        listing = self
+        fields: dict[str, Any] = {
+            "page": ma.fields.Integer(
+                validate=ma.validate.Range(min=1),
+                metadata={
+                    "description": "Page number (>= 1), for the first 10,000 rows; "
+                    'without it, follow the cursor in Link rel="next"'
+                },
+            ),
+            "page_size": ma.fields.Integer(
+                load_default=PAGE_SIZE,
+                validate=ma.validate.Range(min=1, max=MAX_PAGE_SIZE),
+                metadata={"description": "Rows per page (1-100)", "example": PAGE_SIZE},
+            ),
+            "cursor": ma.fields.String(
+                validate=ma.validate.Length(1, 2000),
+                metadata={
+                    "description": 'Opaque position from a Link rel="next"/"prev"; '
+                    "only valid with the filters and sort it was made for"
+                },
+            ),
+            "count": ma.fields.String(
+                validate=ma.validate.OneOf(["exact"]),
+                metadata={"description": "exact: X-Total-Count whatever it costs"},
+            ),
+        }
+        if self.sortable:
+            fields["sort"] = ma.fields.String(
+                validate=ma.validate.OneOf(self.choices),
+                metadata={
+                    "description": "Sort key; prefix with - for descending "
+                    f"(default {next(iter(self.sorts))})"
+                },
+            )
+
+        def check_paging(_schema, data: dict, **_kwargs) -> None:
+            if "page" in data and "cursor" in data:
+                raise ma.ValidationError("Send either page or cursor, not both.", "cursor")
+            if "page" in data and (data["page"] - 1) * data["page_size"] >= PAGE_NUMBER_ROWS:
+                raise ma.ValidationError(
+                    f"Page numbers reach the first {PAGE_NUMBER_ROWS:,} rows. To go further, "
+                    'send the request without page and follow its Link rel="next".',
+                    "page",
+                )
+            entry = listing.sorts.get(data.get("sort", ""))
+            if isinstance(entry, Ranked) and data.get(entry.requires) is None:
+                message = f"sort={data['sort']} needs {entry.requires}."
+                raise ma.ValidationError(message, "sort")
+
+        fields["_check_paging"] = ma.validates_schema(check_paging)
+        return fields
+
+    # --- the view ---------------------------------------------------------------
+
+    def paginate(self, blp, filters: type[ma.Schema] = ma.Schema) -> Callable:
+        """Parses the query with ``filters`` and the paging parameters; the view gets the
+        filters (``sort`` resolved) and returns a filtered, unordered Select."""
+
+        def decorator(func: Callable) -> Callable:
+            @wraps(func)
+            def view(*args, page_query: dict, **kwargs):
+                paging = {key: page_query.pop(key) for key in PAGING if key in page_query}
+                if self.sortable:
+                    page_query["sort"] = self.sort_of(page_query)
+                query = func(*args, page_query, **kwargs)
+                return Page(self, query, page_query, paging).run()
+
+            reads_one_snapshot(view)
+            schema = self.query_schema(filters)
+            return blp.arguments(schema, location="query", arg_name="page_query")(view)
+
+        return decorator
+
+
+# --- cursors --------------------------------------------------------------------
+
+
+def _serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["JWT_SECRET_KEY"], salt=CURSOR_SALT)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _decode(value: Any, expr: ColumnElement) -> Any:
+    type_ = expr.type
+    type_ = getattr(type_, "impl_instance", type_)  # a TypeDecorator: the type it stores as
+    try:
+        python_type = type_.python_type
+    except NotImplementedError:  # pragma: no cover - every key type here has one
+        return value
+    if python_type is Decimal:
+        return Decimal(value)
+    if python_type is datetime:
+        return datetime.fromisoformat(value)
+    if python_type is float:
+        return float(value)
+    if not isinstance(value, python_type):
+        raise ValueError(f"{value!r} is not {python_type.__name__}")
+    return value
+
+
+def _fingerprint(filters: dict) -> str:
+    """What a cursor is bound to: the list (its path) and every filter and the sort."""
+    text = json.dumps([request.path, filters], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _bad_cursor(message: str):
+    abort(422, errors={"query": {"cursor": [message]}})
+
+
+def _after(keys: list[Key], values: list[Any]) -> ColumnElement[bool]:
+    """Rows strictly after ``values`` in the order of ``keys``."""
+    bound = [literal(value, type_=expr.type) for (expr, _), value in zip(keys, values, strict=True)]
+    directions = {descending for _, descending in keys}
+    if len(directions) == 1:
+        # One row comparison: a B-tree index on the keys serves it as a range.
+        left = tuple_(*(expr for expr, _ in keys)) if len(keys) > 1 else keys[0][0]
+        right = tuple_(*bound) if len(keys) > 1 else bound[0]
+        return left < right if directions == {True} else left > right
+    clauses = []
+    for i, (expr, descending) in enumerate(keys):
+        earlier = [keys[j][0] == bound[j] for j in range(i)]
+        clauses.append(and_(*earlier, expr < bound[i] if descending else expr > bound[i]))
+    return or_(*clauses)
+
+
+# --- one page --------------------------------------------------------------------
+
+
+class Page:
+    """One request's page of a Listing: rows and headers."""
+
+    def __init__(self, listing: Listing, query: Select, filters: dict, paging: dict):
+        self.listing = listing
+        self.query = query
+        self.filters = filters
+        self.size: int = paging["page_size"]
+        self.page: int | None = paging.get("page")
+        self.count: str | None = paging.get("count")
+        self.keys = listing.keys(filters.get("sort", "id"), filters)
+        self.fingerprint = _fingerprint(filters)
+        self.before = False  # a "prev" cursor: the rows before a position
+        self.position: list[Any] | None = None
+        if "cursor" in paging:
+            self._read_cursor(paging["cursor"])
+
+    def _read_cursor(self, cursor: str) -> None:
+        try:
+            fingerprint, before, values = _serializer().loads(cursor)
+        except (BadSignature, ValueError, TypeError):
+            _bad_cursor("Not a cursor of this service (altered or damaged).")
+        if fingerprint != self.fingerprint:
+            _bad_cursor(
+                "This cursor belongs to other filters or another sort; send it with "
+                "the query of the link it came from."
+            )
+        try:
+            self.position = [_decode(v, e) for v, (e, _) in zip(values, self.keys, strict=True)]
+        except (ValueError, TypeError, ArithmeticError):
+            _bad_cursor("Not a cursor of this list.")
+        self.before = bool(before)
+
+    def _cursor(self, values: Sequence[Any], *, before: bool) -> str:
+        return _serializer().dumps([self.fingerprint, int(before), [_encode(v) for v in values]])
+
+    def run(self) -> tuple[list, dict]:
+        keys = self.keys if not self.before else [(e, not d) for e, d in self.keys]
+        query = self.query.add_columns(*(expr for expr, _ in keys))
+        if self.position is not None:
+            query = query.where(_after(keys, self.position))
+        query = query.order_by(*(expr.desc() if d else expr.asc() for expr, d in keys))
+        if self.page is not None:
+            query = query.offset((self.page - 1) * self.size)
+        rows = list(db.session.execute(query.limit(self.size + 1)))
+        more = len(rows) > self.size
+        rows = rows[: self.size]
+        if self.before:
+            rows.reverse()
+        items = [row[0] for row in rows]
+        width = len(keys)
+        first = list(rows[0][1 : 1 + width]) if rows else None
+        last = list(rows[-1][1 : 1 + width]) if rows else None
+        # A page that starts at the top and is not full holds the whole list.
+        known = len(rows) if self.position is None and not self.page and not more else None
+        if self.page and rows and not more:
+            known = (self.page - 1) * self.size + len(rows)
+        total, estimate = count_rows(self.query, known, exact=self.count == "exact")
+        headers: dict[str, str] = {}
+        if total is not None:
+            headers["X-Total-Count"] = str(total)
+        else:
+            headers["X-Total-Count-Estimate"] = str(estimate)
+        if self.page is not None:
+            links = self._page_links(total, more, last, headers)
+        else:
+            has_next = more if not self.before else self.position is not None
+            has_prev = self.position is not None if not self.before else more
+            links = []
+            if has_next and last is not None:
+                links.append(("next", {"cursor": self._cursor(last, before=False)}))
+            if has_prev and first is not None:
+                links.append(("prev", {"cursor": self._cursor(first, before=True)}))
+        if links:
+            headers["Link"] = ", ".join(_link(rel, params) for rel, params in links)
+        return items, headers
+
+    def _page_links(self, total, more, last, headers) -> list:
+        assert self.page is not None
+        page, size = self.page, self.size
+        meta: dict[str, int] = {}
+        if total is not None:
+            pages = -(-total // size)
+            meta |= {"total": total, "total_pages": pages}
+            if pages:
+                meta |= {"first_page": 1, "last_page": pages}
+        else:
+            meta["first_page"] = 1
+        if total is None or page <= meta.get("last_page", 0):
+            meta["page"] = page
+            if page > 1:
+                meta["previous_page"] = page - 1
+            if more:
+                meta["next_page"] = page + 1
+        headers["X-Pagination"] = json.dumps(meta)
+        links: list[tuple[str, dict]] = []
+        if "first_page" in meta:
+            links.append(("first", {"page": 1}))
+        if "previous_page" in meta:
+            links.append(("prev", {"page": meta["previous_page"]}))
+        if more and last is not None:
+            if page * size < PAGE_NUMBER_ROWS:
+                links.append(("next", {"page": page + 1}))
+            else:  # beyond page numbers' reach: the cursor goes on from here
+                links.append(("next", {"cursor": self._cursor(last, before=False)}))
+        if "last_page" in meta and (meta["last_page"] - 1) * size < PAGE_NUMBER_ROWS:
+            links.append(("last", {"page": meta["last_page"]}))
+        return links
+
+
+def _link(rel: str, params: dict) -> str:
+    """A root-relative URL of this list, keeping every other query parameter."""
+    args = [(k, v) for k, v in request.args.items(multi=True) if k not in ("page", "cursor")]
+    query = urlencode([*args, *params.items()])
+    return f'<{request.script_root}{request.path}?{query}>; rel="{rel}"'
+
+
+__all__ = ["COUNT_CAP", "LIST_HEADERS", "Listing", "Ranked"]
