@@ -9,9 +9,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from sqlalchemy import Select, insert, literal_column, select, text
 
-from conftest import PG_URL, assert_error, count_queries, snapshot
 from core.counting import count_rows
 from db import db
+from helpers import PG_URL, assert_error, count_queries, snapshot
 from models import Item, Store, Tag, User, item_tags
 
 
