@@ -29,35 +29,36 @@ class Explain(Executable, ClauseElement):
 
     inherit_cache = False
 
-    def __init__(self, statement: Select) -> None:
+    def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
 
 
 @compiles(Explain, "postgresql")
 def _explain(element: Explain, compiler: Any, **kw: Any) -> str:
-    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
+    return "EXPLAIN (FORMAT JSON) " + str(compiler.process(element.statement, **kw))
 
 
-def estimate_rows(query: Select) -> int | None:
+def estimate_rows(query: Select[Any]) -> int | None:
     """The planner's estimate of ``query``'s rows; None where there is no planner."""
     if db.session.get_bind().dialect.name != "postgresql":
         return None
-    rows = select(literal_column("1")).select_from(query.order_by(None).subquery())
+    rows: Select[Any] = select(literal_column("1")).select_from(query.order_by(None).subquery())
     plan = db.session.execute(Explain(rows)).scalar_one()
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
-def _capped(query: Select) -> Select:
+def _capped(query: Select[Any]) -> Select[Any]:
     return select(func.count()).select_from(query.order_by(None).limit(COUNT_CAP + 1).subquery())
 
 
-def _count_within_budget(query: Select) -> int | None:
+def _count_within_budget(query: Select[Any]) -> int | None:
     """The capped count, given up (None) when it takes longer than the budget. The
     timeout is set inside a savepoint that is always rolled back, so it ends with it."""
     savepoint = db.session.begin_nested()
     try:
         db.session.execute(text(f"SET LOCAL statement_timeout = {COUNT_BUDGET_MS}"))
-        return db.session.scalar(_capped(query))
+        counted: int | None = db.session.scalar(_capped(query))
+        return counted
     except OperationalError as exc:
         if getattr(exc.orig, "sqlstate", None) != QUERY_CANCELED:
             raise
@@ -66,12 +67,12 @@ def _count_within_budget(query: Select) -> int | None:
         savepoint.rollback()
 
 
-def count_rows(query: Select, known: int | None, *, exact: bool) -> tuple[int | None, int]:
+def count_rows(query: Select[Any], known: int | None, *, exact: bool) -> tuple[int | None, int]:
     """``(total, estimate)``: the exact total when it is known or cheap to learn, else
     None and the estimate."""
     if exact:
         total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-        return total, total
+        return total, total or 0
     if known is not None:
         return known, known
     estimate = estimate_rows(query)

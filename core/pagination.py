@@ -37,20 +37,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import wraps
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlencode
 
 import marshmallow as ma
 from flask import current_app, request
-from core.errors import abort
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import ColumnElement, Select, and_, literal, or_, tuple_
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import desc_op
 
 from core.counting import COUNT_CAP, count_rows
+from core.errors import abort
 from db import db, reads_one_snapshot
 
+View = TypeVar("View", bound=Callable[..., Any])
 PAGE_SIZE, MAX_PAGE_SIZE = 10, 100
 PAGE_NUMBER_ROWS = 10_000  # page numbers reach this far; cursors go on from there
 CURSOR_SALT = "stores.pagination.cursor"
@@ -89,11 +90,11 @@ class Ranked:
     twin, is only valid with its ``requires`` filter, and is the default order when
     that filter is sent."""
 
-    keys: Callable[[dict], Sequence[Any]]
+    keys: Callable[[dict[str, Any]], Sequence[Any]]
     requires: str
 
 
-Key = tuple[ColumnElement, bool]  # an expression, and whether it is descending
+Key = tuple[ColumnElement[Any], bool]  # an expression, and whether it is descending
 
 
 def _split(column: Any) -> Key:
@@ -105,10 +106,10 @@ def _split(column: Any) -> Key:
 class Listing:
     """The sorts of one list, and the paging that derives from them."""
 
-    def __init__(self, sorts: dict[str, Sequence[Any] | Ranked], *, sortable: bool = True):
+    def __init__(self, sorts: dict[str, Sequence[Any] | Ranked], *, sortable: bool = True) -> None:
         self.sorts = sorts
         self.sortable = sortable
-        self._schemas: dict[type, type[ma.Schema]] = {}
+        self._schemas: dict[type[ma.Schema], type[ma.Schema]] = {}
 
     # --- the table -------------------------------------------------------------
 
@@ -119,17 +120,17 @@ class Listing:
             names += [name] if isinstance(keys, Ranked) else [name, f"-{name}"]
         return names
 
-    def sort_of(self, args: dict) -> str:
+    def sort_of(self, args: dict[str, Any]) -> str:
         """The sort asked for, or the default: a Ranked sort whose filter is sent,
         else the table's first sort."""
         if args.get("sort"):
-            return args["sort"]
+            return str(args["sort"])
         for name, keys in self.sorts.items():
             if isinstance(keys, Ranked) and args.get(keys.requires) is not None:
                 return name
         return next(iter(self.sorts))
 
-    def keys(self, sort: str, args: dict) -> list[Key]:
+    def keys(self, sort: str, args: dict[str, Any]) -> list[Key]:
         entry = self.sorts[sort.lstrip("-")]
         columns = entry.keys(args) if isinstance(entry, Ranked) else entry
         keys = [_split(column) for column in columns]
@@ -181,7 +182,7 @@ class Listing:
                 },
             )
 
-        def check_paging(_schema, data: dict, **_kwargs) -> None:
+        def check_paging(_schema: ma.Schema, data: dict[str, Any], **_kwargs: Any) -> None:
             if "page" in data and "cursor" in data:
                 raise ma.ValidationError("Send either page or cursor, not both.", "cursor")
             if "page" in data and (data["page"] - 1) * data["page_size"] >= PAGE_NUMBER_ROWS:
@@ -200,13 +201,13 @@ class Listing:
 
     # --- the view ---------------------------------------------------------------
 
-    def paginate(self, blp, filters: type[ma.Schema] = ma.Schema) -> Callable:
+    def paginate(self, blp: Any, filters: type[ma.Schema] = ma.Schema) -> Callable[[View], View]:
         """Parses the query with ``filters`` and the paging parameters; the view gets the
         filters (``sort`` resolved) and returns a filtered, unordered Select."""
 
-        def decorator(func: Callable) -> Callable:
+        def decorator(func: View) -> View:
             @wraps(func)
-            def view(*args, page_query: dict, **kwargs):
+            def view(*args: Any, page_query: dict[str, Any], **kwargs: Any) -> Any:
                 paging = {key: page_query.pop(key) for key in PAGING if key in page_query}
                 if self.sortable:
                     page_query["sort"] = self.sort_of(page_query)
@@ -215,7 +216,8 @@ class Listing:
 
             reads_one_snapshot(view)
             schema = self.query_schema(filters)
-            return blp.arguments(schema, location="query", arg_name="page_query")(view)
+            parsed: View = blp.arguments(schema, location="query", arg_name="page_query")(view)
+            return parsed
 
         return decorator
 
@@ -235,7 +237,7 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _decode(value: Any, expr: ColumnElement) -> Any:
+def _decode(value: Any, expr: ColumnElement[Any]) -> Any:
     type_ = expr.type
     type_ = getattr(type_, "impl_instance", type_)  # a TypeDecorator: the type it stores as
     try:
@@ -253,17 +255,17 @@ def _decode(value: Any, expr: ColumnElement) -> Any:
     return value
 
 
-def _fingerprint(filters: dict) -> str:
+def _fingerprint(filters: dict[str, Any]) -> str:
     """What a cursor is bound to: the list (its path) and every filter and the sort."""
     text = json.dumps([request.path, filters], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _bad_cursor(message: str):
+def _bad_cursor(message: str) -> NoReturn:
     abort(422, errors={"query": {"cursor": [message]}})
 
 
-def _after(keys: list[Key], values: list[Any]) -> ColumnElement[bool]:
+def _after(keys: list[Key], values: Sequence[Any]) -> ColumnElement[bool]:
     """Rows strictly after ``values`` in the order of ``keys``."""
     bound = [literal(value, type_=expr.type) for (expr, _), value in zip(keys, values, strict=True)]
     directions = {descending for _, descending in keys}
@@ -285,7 +287,9 @@ def _after(keys: list[Key], values: list[Any]) -> ColumnElement[bool]:
 class Page:
     """One request's page of a Listing: rows and headers."""
 
-    def __init__(self, listing: Listing, query: Select, filters: dict, paging: dict):
+    def __init__(
+        self, listing: Listing, query: Select[Any], filters: dict[str, Any], paging: dict[str, Any]
+    ) -> None:
         self.listing = listing
         self.query = query
         self.filters = filters
@@ -316,9 +320,10 @@ class Page:
         self.before = bool(before)
 
     def _cursor(self, values: Sequence[Any], *, before: bool) -> str:
-        return _serializer().dumps([self.fingerprint, int(before), [_encode(v) for v in values]])
+        payload = [self.fingerprint, int(before), [_encode(v) for v in values]]
+        return str(_serializer().dumps(payload))
 
-    def run(self) -> tuple[list, dict]:
+    def run(self) -> tuple[list[Any], dict[str, str]]:
         keys = self.keys if not self.before else [(e, not d) for e, d in self.keys]
         query = self.query.add_columns(*(expr for expr, _ in keys))
         if self.position is not None:
@@ -359,7 +364,9 @@ class Page:
             headers["Link"] = ", ".join(_link(rel, params) for rel, params in links)
         return items, headers
 
-    def _page_links(self, total, more, last, headers) -> list:
+    def _page_links(
+        self, total: int | None, more: bool, last: list[Any] | None, headers: dict[str, str]
+    ) -> list[tuple[str, dict[str, Any]]]:
         assert self.page is not None
         page, size = self.page, self.size
         meta: dict[str, int] = {}
@@ -377,7 +384,7 @@ class Page:
             if more:
                 meta["next_page"] = page + 1
         headers["X-Pagination"] = json.dumps(meta)
-        links: list[tuple[str, dict]] = []
+        links: list[tuple[str, dict[str, Any]]] = []
         if "first_page" in meta:
             links.append(("first", {"page": 1}))
         if "previous_page" in meta:
@@ -392,7 +399,7 @@ class Page:
         return links
 
 
-def _link(rel: str, params: dict) -> str:
+def _link(rel: str, params: dict[str, Any]) -> str:
     """A root-relative URL of this list, keeping every other query parameter."""
     args = [(k, v) for k, v in request.args.items(multi=True) if k not in ("page", "cursor")]
     query = urlencode([*args, *params.items()])

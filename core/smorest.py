@@ -12,9 +12,10 @@ Public hooks are used where flask-smorest has them (``handle_http_exception``,
 done by overriding private methods: the documented error responses and If-Match
 header are registered only in ``_register_*``, the 428 and the unchecked-ETag
 warning live in the ETag mixin's ``_check_*``/``_verify_*``, the ETag's computation
-in ``_generate_etag`` and ``_set_etag_in_response``, and webargs parses bodies in ``_raw_load_json``, the
-hook its ``load_json`` is built on. tests/test_smorest_internals.py fails, naming the
-method, if an upgrade renames one of them or changes its parameters.
+in ``_generate_etag`` and ``_set_etag_in_response``, and webargs parses bodies in
+``_raw_load_json``, the hook its ``load_json`` is built on.
+tests/test_smorest_internals.py fails, naming the method, if an upgrade renames one
+of them or changes its parameters.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import hashlib
 import json
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import flask_smorest
 import marshmallow as ma
@@ -182,7 +183,8 @@ class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
     def _generate_etag(etag_data: Any, extra_data: Any = None) -> str:
         """The ETag of the JSON body the data is answered with. check_etag (If-Match on
         a change) dumps the resource again and must arrive at its GET's ETag."""
-        return _body_etag(current_app.json.response(etag_data).get_data(), extra_data)
+        response = cast(Response, current_app.json.response(etag_data))  # typed as sansio's
+        return _body_etag(response.get_data(), extra_data)
 
     @override
     def _set_etag_in_response(self, response: Response) -> None:

@@ -30,9 +30,10 @@ def params(url: str) -> dict[str, list[str]]:
     return parse_qs(urlsplit(url).query)
 
 
-def walk(client, url: str, rel: str = "next") -> list[list[dict]]:
-    """Every page from ``url`` on, following ``rel`` links."""
-    pages = []
+def walk(client, start: str, rel: str = "next") -> list[list[dict]]:
+    """Every page from ``start`` on, following ``rel`` links."""
+    pages: list[list[dict]] = []
+    url: str | None = start
     while url:
         response = client.get(url)
         assert response.status_code == 200, response.json
