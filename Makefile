@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export FLASK_APP := app
 
-.PHONY: run serve test test-image lint format migrate bench clean
+.PHONY: run serve test test-image lint format migrate bench bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ test-image: $(VENV)/.dev
 # Times GET /items over 10,000 items through gunicorn (BENCH_ARGS: --database-url, --requests).
 bench: $(VENV)/.dev
 	$(BIN)/python bench/list_items.py $(BENCH_ARGS)
+
+# 1,000,000 items on PostgreSQL: p50/p95, SQL and plans per request, a cursor walk, wrk
+# throughput beside a minimal Flask app, a big store's delete (needs wrk; BENCH_SCALE_URL
+# names a database to create and drop on your server).
+BENCH_SCALE_URL ?= postgresql://postgres@127.0.0.1:5432/bench_scale
+bench-scale: $(VENV)/.dev
+	$(BIN)/python bench/scale.py --database-url $(BENCH_SCALE_URL) $(BENCH_ARGS)
 
 format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app, has_request_context, request
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Engine, MetaData, event
+from sqlalchemy import Engine, Index, MetaData, Select, event
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.expression import ClauseElement, Executable
 
 log = logging.getLogger("stores.db")
 
@@ -45,6 +47,38 @@ if TYPE_CHECKING:
     Model = Base
 else:
     Model = db.Model
+
+
+class Explain(Executable, ClauseElement):
+    """``EXPLAIN (FORMAT JSON) <select>`` (PostgreSQL): the plan, with the planner's row
+    estimate (core/counting.py)."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+
+
+@compiles(Explain, "postgresql")
+def _explain(element: Explain, compiler: Any, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + str(compiler.process(element.statement, **kw))
+
+
+def postgresql_only(index: Index) -> Index:
+    """An index only PostgreSQL builds (GIN: trigrams, full text): SQLite neither
+    creates it nor is compared against it (``include_object``)."""
+    index.info["dialect"] = "postgresql"
+    return index.ddl_if(dialect="postgresql")
+
+
+def include_object(dialect: str) -> Any:
+    """Alembic's ``include_object`` for a database of ``dialect``: leaves out what the
+    models declare for another database only."""
+
+    def include(obj: Any, _name: Any, _type: str, reflected: bool, _compare_to: Any) -> bool:
+        return reflected or obj.info.get("dialect", dialect) == dialect
+
+    return include
 
 
 def reads_one_snapshot(view: Any) -> Any:

@@ -228,6 +228,14 @@ class ItemQuerySchema(ma.Schema):
         metadata={"description": "Repeatable: items that carry every one of these tags"},
     )
     q = Line(80, metadata={"description": "Case-insensitive substring of the name or description"})
+    search = Line(
+        200,
+        metadata={
+            "description": 'Full-text search, web-search syntax: words, "a phrase", or, -word '
+            "(PostgreSQL; on SQLite every word is a substring). Orders by relevance unless "
+            "sort says otherwise"
+        },
+    )
     # No example: Swagger UI would send it as a filter on "Try it out".
     min_price = Money(example=None, metadata={"description": "Inclusive lower bound"})
     max_price = Money(example=None, metadata={"description": "Inclusive upper bound"})

@@ -99,6 +99,8 @@ class Config:
         self.DB_POOL_TIMEOUT = self.env_int("DB_POOL_TIMEOUT", 5)
         self.DB_CONNECT_TIMEOUT = self.env_int("DB_CONNECT_TIMEOUT", 3)
         self.DB_STATEMENT_TIMEOUT_MS = self.env_int("DB_STATEMENT_TIMEOUT_MS", 5000)
+        # Items deleted per statement when a store goes (each batch its own transaction).
+        self.STORE_DELETE_BATCH = self.env_int("STORE_DELETE_BATCH", 5000)
         # How long the entrypoint waits for the database to answer (prestart.py).
         self.DB_WAIT_ATTEMPTS = self.env_int("DB_WAIT_ATTEMPTS", 30)
         self.DB_WAIT_DELAY = self.env_int("DB_WAIT_DELAY", 1)

@@ -13,29 +13,13 @@ from typing import Any
 
 from sqlalchemy import Select, func, literal_column, select, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from db import db
+from db import Explain, db
 
 COUNT_CAP = 10_000  # exact counts up to this many rows
 ESTIMATE_CEILING = 100_000  # above this estimate no count runs
 COUNT_BUDGET_MS = 10  # the capped count's statement timeout between the two
 QUERY_CANCELED = "57014"
-
-
-class Explain(Executable, ClauseElement):
-    """``EXPLAIN (FORMAT JSON) <select>`` (PostgreSQL): the plan, with its row estimate."""
-
-    inherit_cache = False
-
-    def __init__(self, statement: Select[Any]) -> None:
-        self.statement = statement
-
-
-@compiles(Explain, "postgresql")
-def _explain(element: Explain, compiler: Any, **kw: Any) -> str:
-    return "EXPLAIN (FORMAT JSON) " + str(compiler.process(element.statement, **kw))
 
 
 def estimate_rows(query: Select[Any]) -> int | None:

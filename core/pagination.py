@@ -30,31 +30,28 @@ A list's statements share one snapshot on PostgreSQL (see db.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
 from functools import wraps
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import marshmallow as ma
-from flask import current_app, request
-from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import ColumnElement, Select, and_, literal, or_, tuple_
+from flask import request
+from itsdangerous import BadSignature
+from sqlalchemy import Select
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import desc_op
 
+from core import cursors
 from core.counting import COUNT_CAP, count_rows
-from core.errors import abort
+from core.cursors import Key
 from db import db, reads_one_snapshot
 
 View = TypeVar("View", bound=Callable[..., Any])
 PAGE_SIZE, MAX_PAGE_SIZE = 10, 100
 PAGE_NUMBER_ROWS = 10_000  # page numbers reach this far; cursors go on from there
-CURSOR_SALT = "stores.pagination.cursor"
 PAGING = ("page", "page_size", "cursor", "count")
 
 # OpenAPI documentation of the headers of every list: @blp.response(..., headers=LIST_HEADERS).
@@ -92,9 +89,6 @@ class Ranked:
 
     keys: Callable[[dict[str, Any]], Sequence[Any]]
     requires: str
-
-
-Key = tuple[ColumnElement[Any], bool]  # an expression, and whether it is descending
 
 
 def _split(column: Any) -> Key:
@@ -222,65 +216,6 @@ class Listing:
         return decorator
 
 
-# --- cursors --------------------------------------------------------------------
-
-
-def _serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.config["JWT_SECRET_KEY"], salt=CURSOR_SALT)
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
-
-
-def _decode(value: Any, expr: ColumnElement[Any]) -> Any:
-    type_ = expr.type
-    type_ = getattr(type_, "impl_instance", type_)  # a TypeDecorator: the type it stores as
-    try:
-        python_type = type_.python_type
-    except NotImplementedError:  # pragma: no cover - every key type here has one
-        return value
-    if python_type is Decimal:
-        return Decimal(value)
-    if python_type is datetime:
-        return datetime.fromisoformat(value)
-    if python_type is float:
-        return float(value)
-    if not isinstance(value, python_type):
-        raise ValueError(f"{value!r} is not {python_type.__name__}")
-    return value
-
-
-def _fingerprint(filters: dict[str, Any]) -> str:
-    """What a cursor is bound to: the list (its path) and every filter and the sort."""
-    text = json.dumps([request.path, filters], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def _bad_cursor(message: str) -> NoReturn:
-    abort(422, errors={"query": {"cursor": [message]}})
-
-
-def _after(keys: list[Key], values: Sequence[Any]) -> ColumnElement[bool]:
-    """Rows strictly after ``values`` in the order of ``keys``."""
-    bound = [literal(value, type_=expr.type) for (expr, _), value in zip(keys, values, strict=True)]
-    directions = {descending for _, descending in keys}
-    if len(directions) == 1:
-        # One row comparison: a B-tree index on the keys serves it as a range.
-        left = tuple_(*(expr for expr, _ in keys)) if len(keys) > 1 else keys[0][0]
-        right = tuple_(*bound) if len(keys) > 1 else bound[0]
-        return left < right if directions == {True} else left > right
-    clauses = []
-    for i, (expr, descending) in enumerate(keys):
-        earlier = [keys[j][0] == bound[j] for j in range(i)]
-        clauses.append(and_(*earlier, expr < bound[i] if descending else expr > bound[i]))
-    return or_(*clauses)
-
-
 # --- one page --------------------------------------------------------------------
 
 
@@ -297,7 +232,7 @@ class Page:
         self.page: int | None = paging.get("page")
         self.count: str | None = paging.get("count")
         self.keys = listing.keys(filters.get("sort", "id"), filters)
-        self.fingerprint = _fingerprint(filters)
+        self.fingerprint = cursors.fingerprint(filters)
         self.before = False  # a "prev" cursor: the rows before a position
         self.position: list[Any] | None = None
         if "cursor" in paging:
@@ -305,29 +240,31 @@ class Page:
 
     def _read_cursor(self, cursor: str) -> None:
         try:
-            fingerprint, before, values = _serializer().loads(cursor)
+            fingerprint, before, values = cursors.serializer().loads(cursor)
         except (BadSignature, ValueError, TypeError):
-            _bad_cursor("Not a cursor of this service (altered or damaged).")
+            cursors.bad_cursor("Not a cursor of this service (altered or damaged).")
         if fingerprint != self.fingerprint:
-            _bad_cursor(
+            cursors.bad_cursor(
                 "This cursor belongs to other filters or another sort; send it with "
                 "the query of the link it came from."
             )
         try:
-            self.position = [_decode(v, e) for v, (e, _) in zip(values, self.keys, strict=True)]
+            self.position = [
+                cursors.decode(v, e) for v, (e, _) in zip(values, self.keys, strict=True)
+            ]
         except (ValueError, TypeError, ArithmeticError):
-            _bad_cursor("Not a cursor of this list.")
+            cursors.bad_cursor("Not a cursor of this list.")
         self.before = bool(before)
 
     def _cursor(self, values: Sequence[Any], *, before: bool) -> str:
-        payload = [self.fingerprint, int(before), [_encode(v) for v in values]]
-        return str(_serializer().dumps(payload))
+        payload = [self.fingerprint, int(before), [cursors.encode(v) for v in values]]
+        return str(cursors.serializer().dumps(payload))
 
     def run(self) -> tuple[list[Any], dict[str, str]]:
         keys = self.keys if not self.before else [(e, not d) for e, d in self.keys]
         query = self.query.add_columns(*(expr for expr, _ in keys))
         if self.position is not None:
-            query = query.where(_after(keys, self.position))
+            query = query.where(cursors.after(keys, self.position))
         query = query.order_by(*(expr.desc() if d else expr.asc() for expr, d in keys))
         if self.page is not None:
             query = query.offset((self.page - 1) * self.size)

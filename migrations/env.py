@@ -6,7 +6,7 @@ from alembic import context
 from flask import current_app
 from sqlalchemy import text
 
-from db import MIGRATION_LOCK_ID
+from db import MIGRATION_LOCK_ID, include_object
 from models.types import UTCDateTime
 
 # No fileConfig(): migration logs go through the application's JSON logging.
@@ -43,6 +43,8 @@ def run_migrations_online():
     options.setdefault("process_revision_directives", skip_empty_autogenerate)
     options.setdefault("render_item", render_item)
     with db.engine.connect() as connection:
+        # Indexes the models declare for PostgreSQL only are not SQLite's to have.
+        options.setdefault("include_object", include_object(connection.dialect.name))
         context.configure(connection=connection, target_metadata=db.metadata, **options)
         with context.begin_transaction():
             if connection.dialect.name == "postgresql":

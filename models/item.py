@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Numeric, String, Table, func
+from sqlalchemy import (
+    DDL,
+    CheckConstraint,
+    Column,
+    Computed,
+    ForeignKey,
+    Index,
+    Numeric,
+    String,
+    Table,
+    event,
+    func,
+)
+from sqlalchemy.dialects.postgresql import TSVECTOR
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import ColumnElement
 
-from db import Model, db
+from db import Model, db, postgresql_only
 from models.store import Store
 from models.tag import Tag
-from models.types import Timestamps
+from models.types import Timestamps, UTCDateTime, utcnow
+
+# The text search configuration of the `search` document and of its queries.
+SEARCH_CONFIG = "english"
 
 # Deleting an item removes its links. The tag side has no ON DELETE action, so a
 # tag that an item still carries cannot be deleted (the API answers 409); it is
@@ -24,9 +44,42 @@ item_tags = Table(
         "tag_id",
         ForeignKey("tags.id", deferrable=True, initially="DEFERRED"),
         primary_key=True,
-        index=True,
+    ),
+    # The items of a tag (`?tag=`), read from the index alone.
+    Index("ix_item_tags_tag_id_item_id", "tag_id", "item_id"),
+)
+
+
+# The trigram operator classes of the `q` indexes (the migration creates it too).
+event.listen(
+    db.metadata,
+    "before_create",
+    DDL("CREATE EXTENSION IF NOT EXISTS pg_trgm").execute_if(  # type: ignore[no-untyped-call]
+        dialect="postgresql"
     ),
 )
+
+
+class SearchDocument(ColumnElement[Any]):
+    """What `search` looks in, computed by the database from the row: on PostgreSQL a
+    weighted tsvector, the name above the description; on SQLite (which searches
+    by substring) nothing."""
+
+    inherit_cache = True
+    type = TSVECTOR()
+
+
+@compiles(SearchDocument)
+def _no_document(_element: SearchDocument, _compiler: Any, **_kw: Any) -> str:
+    return "NULL"
+
+
+@compiles(SearchDocument, "postgresql")
+def _weighted_document(_element: SearchDocument, _compiler: Any, **_kw: Any) -> str:
+    return (
+        f"setweight(to_tsvector('{SEARCH_CONFIG}', name), 'A') || "
+        f"setweight(to_tsvector('{SEARCH_CONFIG}', coalesce(description, '')), 'B')"
+    )
 
 
 class Item(Timestamps, Model):
@@ -35,8 +88,17 @@ class Item(Timestamps, Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(80))
     description: Mapped[str | None] = mapped_column(String(2000))
-    price: Mapped[Decimal] = mapped_column(Numeric(12, 2), index=True)
+    price: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
+    # Indexed with the id below, as every sort key is.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Never loaded: only queries read it (resources/items.py).
+    search_vector: Mapped[Any] = mapped_column(
+        TSVECTOR().with_variant(String(), "sqlite"),
+        Computed(SearchDocument(), persisted=True),
+        nullable=True,
+        deferred=True,
+    )
 
     store: Mapped[Store] = relationship(lazy="raise")
     tags: Mapped[list[Tag]] = relationship(
@@ -46,7 +108,33 @@ class Item(Timestamps, Model):
     __table_args__ = (
         CheckConstraint("price >= 0", name="price_not_negative"),
         Index("uq_items_store_id_name_lower", store_id, func.lower(name), unique=True),
-        Index("ix_items_name_lower", func.lower(name)),
+        # Every sort of a list of items (resources/items.py ITEMS) with its id
+        # tie-break, over all items and within one store.
+        Index("ix_items_name_lower_id", func.lower(name), id),
+        Index("ix_items_price_id", price, id),
+        Index("ix_items_created_at_id", "created_at", id),
+        Index("ix_items_store_id_id", store_id, id),
+        Index("ix_items_store_id_name_lower_id", store_id, func.lower(name), id),
+        Index("ix_items_store_id_price_id", store_id, price, id),
+        Index("ix_items_store_id_created_at_id", store_id, "created_at", id),
+        # `q` (substrings from 3 characters) and `search`, on PostgreSQL.
+        postgresql_only(
+            Index(
+                "ix_items_name_trgm",
+                func.lower(name).label("name_lower"),
+                postgresql_using="gin",
+                postgresql_ops={"name_lower": "gin_trgm_ops"},
+            )
+        ),
+        postgresql_only(
+            Index(
+                "ix_items_description_trgm",
+                func.lower(description).label("description_lower"),
+                postgresql_using="gin",
+                postgresql_ops={"description_lower": "gin_trgm_ops"},
+            )
+        ),
+        postgresql_only(Index("ix_items_search_vector", "search_vector", postgresql_using="gin")),
         {"sqlite_autoincrement": True},
     )
 

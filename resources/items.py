@@ -5,18 +5,19 @@ from __future__ import annotations
 from flask import url_for
 from flask.views import MethodView
 from flask_smorest import abort
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import joinedload
 
 from core.http import public_cache
-from core.pagination import LIST_HEADERS, Listing
+from core.pagination import LIST_HEADERS
 from core.permissions import authorize_store, login_required, store_owner_required
 from core.smorest import Blueprint
 from db import db
-from models import Item, Store, Tag, item_tags
+from models import Item, Store, Tag
 from models.types import utcnow
-from resources.common import commit, get_or_404, icontains, is_unique_violation
+from resources.common import commit, get_or_404, is_unique_violation
+from resources.search import ITEM_LOADS, ITEMS, item_search
 from schemas import (
     ItemCreateSchema,
     ItemQuerySchema,
@@ -28,47 +29,10 @@ from schemas import (
 blp = Blueprint("items", __name__, url_prefix="/items", description="Items and their tags")
 blp.after_request(public_cache)
 
-# Exactly what ItemSchema nests: the store (one row) and the tags (a collection).
-ITEM_LOADS = (joinedload(Item.store), selectinload(Item.tags))
-# For one item, the tags join too: one statement, so one snapshot without a
+# One item: its store and tags join in one statement, so one snapshot without a
 # transaction setting (db.py), and one round trip.
 ONE_ITEM = (joinedload(Item.store), joinedload(Item.tags))
-# The sorts of every list of items; each is served by an index on its keys, and on
-# (store_id, keys) for a store's items (models/item.py).
-ITEMS = Listing(
-    {
-        "id": (Item.id,),
-        "name": (func.lower(Item.name), Item.id),
-        "price": (Item.price, Item.id),
-        "created_at": (Item.created_at, Item.id),
-    }
-)
 LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new item"}}
-
-
-def item_search(args: dict) -> Select:
-    """The filters of ``GET /items`` as one unordered SELECT of items (ITEMS orders it)."""
-    query = select(Item).options(*ITEM_LOADS)
-    if args.get("store_id") is not None:
-        query = query.where(Item.store_id == args["store_id"])
-    if args.get("min_price") is not None:
-        query = query.where(Item.price >= args["min_price"])
-    if args.get("max_price") is not None:
-        query = query.where(Item.price <= args["max_price"])
-    if args.get("q"):
-        query = query.where(
-            or_(icontains(Item.name, args["q"]), icontains(Item.description, args["q"]))
-        )
-    for name in dict.fromkeys(args.get("tag") or ()):
-        # One EXISTS per tag: the database can stop at the first page of matches,
-        # probing each candidate's links, instead of grouping every link of every tag.
-        query = query.where(
-            select(item_tags.c.item_id)
-            .join(Tag, Tag.id == item_tags.c.tag_id)
-            .where(item_tags.c.item_id == Item.id, func.lower(Tag.name) == func.lower(name))
-            .exists()
-        )
-    return query
 
 
 def get_item(item_id: int, *, for_update: bool = False) -> Item:

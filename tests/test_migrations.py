@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, inspect, text
 
-from db import db
+from db import db, include_object
 from helpers import PG_URL
 from servers import postgres_database
 
@@ -25,7 +25,8 @@ def reflecting():
 
 def schema_difference(app) -> list:
     with app.app_context(), db.engine.connect() as conn, reflecting():
-        return compare_metadata(MigrationContext.configure(conn), db.metadata)
+        options = {"include_object": include_object(conn.dialect.name)}
+        return compare_metadata(MigrationContext.configure(conn, opts=options), db.metadata)
 
 
 def sqlite_schema(engine) -> dict[str, str | bool]:
@@ -92,3 +93,56 @@ def test_postgresql(make_app):
         check_round_trip(app, reference)
         with app.app_context():
             db.engine.dispose()  # before DROP DATABASE
+
+
+ROWS_AT_0001 = """
+INSERT INTO users (id, username, email, password_hash, role, token_key, created_at)
+  VALUES (1, 'owner', 'owner@example.com', 'x', 'user', 'k', '{t}');
+INSERT INTO stores (id, name, owner_id, created_at, updated_at)
+  VALUES (1, 'Old Shop', 1, '{t}', '{t}');
+INSERT INTO items (id, name, description, price, store_id, created_at, updated_at) VALUES
+  (1, 'Oak table', 'Solid wood, seats six', 120.00, 1, '{t}', '{t}'),
+  (2, 'Pine shelf', 'Three boards of oak-coloured pine', 35.50, 1, '{t}', '{t}'),
+  (3, 'Lamp', NULL, 19.99, 1, '{t}', '{t}');
+INSERT INTO tags (id, name, store_id) VALUES (1, 'Wood', 1);
+INSERT INTO item_tags (item_id, tag_id) VALUES (1, 1), (2, 1)
+"""
+
+
+def check_upgrade_with_rows(app) -> None:
+    """The previous head with a catalog in it upgrades, and the catalog is searchable."""
+    with app.app_context():
+        upgrade(revision="0001")
+        for statement in ROWS_AT_0001.format(t="2026-01-01 00:00:00.000000").split(";"):
+            db.session.execute(text(statement))
+        db.session.commit()
+        upgrade()
+        assert schema_difference(app) == []
+    client = app.test_client()
+
+    def names(url: str) -> list[str]:
+        response = client.get(url)
+        assert response.status_code == 200, response.json
+        return [item["name"] for item in response.json]
+
+    assert names("/items?search=oak") == ["Oak table", "Pine shelf"]
+    assert names("/items?q=OAK&sort=-price") == ["Oak table", "Pine shelf"]
+    assert names("/items?tag=wood&sort=name&page_size=1") == ["Oak table"]
+    assert names("/items?sort=price") == ["Lamp", "Pine shelf", "Oak table"]
+    item = client.get("/items/1").json
+    assert item["tags"] == [{"id": 1, "name": "Wood"}] and item["store"]["name"] == "Old Shop"
+
+
+def test_sqlite_upgrade_with_rows(tmp_path, make_app):
+    check_upgrade_with_rows(make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'old.db'}"))
+
+
+@pytest.mark.postgres
+def test_postgresql_upgrade_with_rows(make_app):
+    with postgres_database(PG_URL, prefix="stores_upgrade_") as url:
+        app = make_app(SQLALCHEMY_DATABASE_URI=url)
+        check_upgrade_with_rows(app)
+        with app.app_context():
+            # The search document was computed for the rows already there.
+            assert db.session.scalar(text("SELECT count(search_vector) FROM items")) == 3
+            db.engine.dispose()

@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import func, select
 
-from helpers import assert_error, bearer, query, snapshot
+from helpers import assert_error, bearer, count_queries, query, snapshot
 from models import Item, Store, Tag, item_tags
 
 
@@ -262,6 +262,37 @@ class TestDelete:
         assert query(app, select(Tag.id)) == [(kept_tag["id"],)]
         assert query(app, select(func.count()).select_from(item_tags)) == [(1,)]
         assert_error(client.get(f"/stores/{store['id']}"), 404)
+
+    @pytest.mark.config(STORE_DELETE_BATCH=2)
+    def test_a_big_store_goes_in_batches(self, app, client, as_alice, api):
+        """Each batch of items is one statement of its own transaction; the links go
+        with their items, the tags with the store."""
+        keep = api.store(as_alice, "Keep")
+        kept = api.link(as_alice, api.item(as_alice, keep), api.tag(as_alice, keep))
+        store = api.store(as_alice, "Big")
+        tag = api.tag(as_alice, store)
+        for n in range(5):
+            api.link(as_alice, api.item(as_alice, store, f"Item {n}"), tag)
+        with count_queries(app) as statements:
+            response = client.delete(f"/stores/{store['id']}", headers=as_alice)
+        assert response.status_code == 204 and response.get_data() == b""
+        batches = [s for s in statements if s.startswith("DELETE FROM items")]
+        assert len(batches) == 3  # 2 + 2 + 1 items
+        assert all("LIMIT" in s for s in batches)
+        assert query(app, select(Store.name)) == [("Keep",)]
+        assert query(app, select(Item.id)) == [(kept["id"],)]
+        assert query(app, select(Tag.name)) == [("dairy",)]
+        assert query(app, select(item_tags.c.item_id)) == [(kept["id"],)]
+
+    def test_a_stale_if_match_deletes_nothing(self, app, client, as_alice, api):
+        store = api.store(as_alice, "Big")
+        api.item(as_alice, store)
+        before = snapshot(app)
+        response = client.delete(
+            f"/stores/{store['id']}", headers={**as_alice, "If-Match": '"stale"'}
+        )
+        assert_error(response, 412)
+        assert snapshot(app) == before
 
     def test_needs_a_fresh_token(self, app, client, alice, login, api):
         tokens = login(alice)

@@ -1,0 +1,307 @@
+"""Benchmark at scale: 1,000,000 items in 1,000 stores, 10 tags per store, ~1.8 links
+per item, on a new PostgreSQL database (dropped at the end unless --keep).
+
+Seeds with SQL (generate_series) at the first migration, upgrades it with the real
+migrations, serves the app under gunicorn (2 sync workers) and prints, per request:
+p50/p95 of N requests sent one at a time, the SQL statements it runs and the plan of
+its page; the cursor walk's first and 5,000th page; GET /items/{id} throughput with
+wrk beside a hand-written Flask + one-SQL endpoint (bench/minimal.py) in the same run;
+and the delete of a 300,000-item store while another store's items are read.
+
+    .venv/bin/python bench/scale.py --database-url postgresql://postgres@127.0.0.1/bench_scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from sqlalchemy import create_engine, event, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from app import create_app  # noqa: E402
+from core.config import ProductionConfig  # noqa: E402
+from db import db  # noqa: E402
+from servers import BIN, free_port, gunicorn, serve, server_env  # noqa: E402
+
+WRK = shutil.which("wrk") or "wrk"  # apt-get install wrk
+PASSWORD = "bench password 1"  # noqa: S105 - a throwaway database
+SEED = """
+INSERT INTO stores (id, name, owner_id, created_at, updated_at)
+  SELECT s, 'Store ' || s, 1, now(), now() FROM generate_series(1, 1000) s;
+INSERT INTO tags (id, name, store_id)
+  SELECT (s - 1) * 10 + t + 1, 'tag' || t, s
+  FROM generate_series(1, 1000) s, generate_series(0, 9) t;
+-- 30 % of the items in store 1 (the big store), the rest spread over the others.
+INSERT INTO items (id, name, description, price, store_id, created_at, updated_at)
+  SELECT i, 'widget ' || i,
+         w.words[1 + i % 10] || ' ' || w.words[1 + (i / 10) % 10] || ' widget number ' || i,
+         ((i * 7919) % 100000) / 100.0,
+         CASE WHEN i % 10 < 3 THEN 1 ELSE 2 + i % 999 END,
+         timestamptz '2026-01-01' + (i / 2) * interval '1 second',
+         timestamptz '2026-01-01' + (i / 2) * interval '1 second'
+  FROM generate_series(1, 1000000) i,
+       (SELECT '{red,green,blue,steel,oak,cotton,organic,large,small,classic}'::text[] AS words) w;
+-- Every item carries tag (i % 10) of its store, 80 % of them a second one too.
+INSERT INTO item_tags (item_id, tag_id)
+  SELECT i.id, (i.store_id - 1) * 10 + i.id % 10 + 1 FROM items i
+  UNION ALL
+  SELECT i.id, (i.store_id - 1) * 10 + (i.id % 10 + 1 + (i.id / 10) % 9) % 10 + 1
+  FROM items i WHERE i.id % 5 <> 0;
+SELECT setval('stores_id_seq', 1000), setval('tags_id_seq', 10000),
+       setval('items_id_seq', 1000000);
+"""
+ROWS = [
+    "/items?page_size=100",
+    "/items?page_size=100&page=100",
+    "/items?page_size=100&sort=-price",
+    "/items?page_size=100&sort=name",
+    "/items?page_size=100&tag=tag1&tag=tag2",
+    "/items?page_size=100&q=widget%204242",
+    "/items?page_size=100&search=steel%20oak",
+    "/stores/7/items?page_size=100&sort=-created_at",
+    "/stores?page_size=100",
+    "/items/424242",
+]
+
+
+def flask(env: dict, *args: str) -> None:
+    subprocess.run(  # noqa: S603 - our own command line
+        [BIN / "flask", "--app", "app", *args], cwd=ROOT, env=env, check=True, timeout=1800
+    )
+
+
+def timed(label: str, action) -> float:
+    start = time.perf_counter()
+    action()
+    seconds = time.perf_counter() - start
+    print(f"{label}: {seconds:.1f} s", flush=True)
+    return seconds
+
+
+def fetch(url: str, method: str = "GET", headers: dict | None = None) -> tuple[float, object]:
+    request = urllib.request.Request(url, method=method, headers=headers or {})  # noqa: S310
+    start = time.perf_counter()
+    with urllib.request.urlopen(request) as response:  # noqa: S310 - our loopback server
+        response.read()
+        return (time.perf_counter() - start) * 1000, response.headers
+
+
+def percentiles(timings: list[float]) -> tuple[float, float]:
+    timings = sorted(timings)
+    return statistics.median(timings), timings[max(int(len(timings) * 0.95) - 1, 0)]
+
+
+def statements_and_plan(app, path: str) -> tuple[int, str]:
+    """The statements ``path`` runs (in process), and the plan of its page query."""
+    sent: list[tuple[str, Any]] = []
+    with app.app_context():
+        engine = db.engine
+
+    def record(_conn, _cursor, statement, parameters, *_args):
+        sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert app.test_client().get(path).status_code == 200, path
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    page = next((s for s in sent if "FROM items" in s[0] and "LIMIT" in s[0]), None)
+    page = page or next((s for s in sent if s[0].startswith("SELECT")), None)
+    plan = ""
+    if page:
+        with engine.connect() as conn:
+            raw = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            raw.execute("EXPLAIN (FORMAT JSON) " + page[0], page[1])
+            row: Any = raw.fetchone()
+            plan = " / ".join(scans(row[0][0]["Plan"]))
+    return len(sent), plan
+
+
+def scans(node: dict) -> list[str]:
+    found = []
+    if "Scan" in node["Node Type"] and node.get("Relation Name") in ("items", "stores"):
+        found.append(f"{node['Node Type']} {node.get('Index Name', node['Relation Name'])}")
+    for child in node.get("Plans", []):
+        found += scans(child)
+    return found[:2]
+
+
+def walk(base: str, path: str, pages: int) -> tuple[str, set[int]]:
+    """Follows rel="next" ``pages`` - 1 times; returns the last URL and the ids seen."""
+    url, seen = path, set[int]()
+    for _ in range(pages - 1):
+        with urllib.request.urlopen(base + url) as response:  # noqa: S310
+            seen.update(item["id"] for item in json.loads(response.read()))
+            link = response.headers["Link"]
+        url = link.split('>; rel="next"')[0].rsplit("<", 1)[-1]
+    return url, seen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", required=True, help="a database to create (bench_*)")
+    parser.add_argument("--requests", type=int, default=30, help="requests per row")
+    parser.add_argument("--wrk-seconds", type=int, default=15)
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    args = parser.parse_args()
+    url = make_url(args.database_url)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{url.database}"'))
+    database = url.render_as_string(hide_password=False)
+    env = server_env(
+        APP_ENV="production",
+        DATABASE_URL=database,
+        REDIS_URL="",
+        RATE_LIMIT_DEFAULT="100000000 per minute",
+        WEB_CONCURRENCY="2",
+    )
+    try:
+        run(args, env, database)
+    finally:
+        if not args.keep:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def run(args, env: dict, database: str) -> None:
+    flask(env, "db", "upgrade", "0001")
+    flask(
+        env,
+        "create-admin",
+        "--username",
+        "bench",
+        "--email",
+        "bench@example.com",
+        "--password",
+        PASSWORD,
+    )
+    engine = create_engine(database.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        seed = lambda: [conn.exec_driver_sql(s) for s in SEED.split(";\n") if s.strip()]  # noqa: E731
+        timed("seed 1,000,000 items, 1,800,000 links (SQL, schema 0001)", seed)
+    timed(
+        "flask db upgrade to 0002_catalog_scale (indexes, search document)",
+        lambda: flask(env, "db", "upgrade"),
+    )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        timed("VACUUM ANALYZE", lambda: conn.exec_driver_sql("VACUUM ANALYZE"))
+    engine.dispose()
+    app = create_app(ProductionConfig(env))
+    with gunicorn(env, workers=2) as base:
+        print(f"\n{'request':48} {'p50 ms':>7} {'p95 ms':>7} {'SQL':>4}  plan of the page")
+        for path in ROWS:
+            report(base, path, app, args.requests)
+        cursor_walk(base, args.requests)
+        throughput(base, env, args.wrk_seconds)
+        delete_big_store(base)
+    with app.app_context():
+        db.engine.dispose()
+
+
+def report(base: str, path: str, app, n: int, label: str | None = None) -> None:
+    for _ in range(3):
+        fetch(base + path)  # warm both workers
+    p50, p95 = percentiles([fetch(base + path)[0] for _ in range(n)])
+    count, plan = statements_and_plan(app, path)
+    print(f"{(label or path)[:48]:48} {p50:>7.1f} {p95:>7.1f} {count:>4}  {plan}", flush=True)
+
+
+def cursor_walk(base: str, n: int) -> None:
+    for sort in ("id", "-price"):
+        start = f"/items?page_size=100&sort={sort}"
+        began = time.perf_counter()
+        last, seen = walk(base, start, 5000)
+        took = time.perf_counter() - began
+        print(
+            f"cursor walk sort={sort}: 5,000 pages in {took:.0f} s, {len(seen):,} distinct "
+            f"ids on the first 4,999",
+            flush=True,
+        )
+        first = percentiles([fetch(base + start)[0] for _ in range(n)])
+        deep = percentiles([fetch(base + last)[0] for _ in range(n)])
+        print(
+            f"  page 1 p50 {first[0]:.1f} ms, page 5,000 p50 {deep[0]:.1f} ms "
+            f"(ratio {deep[0] / first[0]:.2f})",
+            flush=True,
+        )
+
+
+def wrk(url: str, seconds: int) -> float:
+    script = str(ROOT / "bench" / "random_item.lua")
+    out = subprocess.run(  # noqa: S603 - wrk on our own server
+        [WRK, "-t2", "-c16", f"-d{seconds}s", "-s", script, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(
+        next(line for line in out.splitlines() if line.startswith("Requests/sec")).split()[1]
+    )
+
+
+def throughput(base: str, env: dict, seconds: int) -> None:
+    port = free_port()
+    command = [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "bench.minimal:app"]
+    ours = wrk(base, seconds)
+    with serve(command, env, port):
+        minimal = wrk(f"http://127.0.0.1:{port}", seconds)
+    ours_again = wrk(base, seconds)
+    mean = (ours + ours_again) / 2
+    print(
+        f"GET /items/{{id}} wrk 16 connections: service {ours:.0f} and {ours_again:.0f} req/s, "
+        f"minimal Flask + 1 SQL {minimal:.0f} req/s: ratio {mean / minimal:.2f}",
+        flush=True,
+    )
+
+
+def delete_big_store(base: str) -> None:
+    body = f'{{"username": "bench", "password": "{PASSWORD}"}}'.encode()
+    request = urllib.request.Request(  # noqa: S310 - our loopback server
+        base + "/login",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as response:  # noqa: S310
+        token = json.loads(response.read())["access_token"]
+    reads: list[float] = []
+    done = threading.Event()
+
+    def read_other_store():
+        while not done.is_set():
+            reads.append(fetch(base + "/stores/2/items?page_size=100")[0])
+
+    reader = threading.Thread(target=read_other_store)
+    reader.start()
+    try:
+        took, _ = fetch(base + "/stores/1", "DELETE", {"Authorization": f"Bearer {token}"})
+    finally:
+        done.set()
+        reader.join()
+    p50, p95 = percentiles(reads)
+    print(
+        f"DELETE /stores/1 (300,000 items, 540,000 links): 204 in {took / 1000:.1f} s; "
+        f"meanwhile {len(reads)} reads of /stores/2/items: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+        f"max {max(reads):.1f} ms",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

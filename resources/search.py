@@ -1,0 +1,91 @@
+"""The filters and sorts of every list of items (`GET /items`, `GET /stores/{id}/items`).
+
+Each filter is written so that an index serves it (models/item.py): `tag` as one
+EXISTS per tag on item_tags(tag_id, item_id), `q` on trigram indexes of lower(name)
+and lower(description), `search` on the full-text document's GIN index; and each
+sort has an index on its keys with the id tie-break.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Float, Select, and_, func, literal_column, or_, select, true
+from sqlalchemy.orm import joinedload, selectinload
+
+from core.pagination import Listing, Ranked
+from db import db
+from models import Item, Tag, item_tags
+from models.item import SEARCH_CONFIG
+from resources.common import icontains
+
+# Exactly what ItemSchema nests: the store (one row) and the tags (a collection).
+ITEM_LOADS = (joinedload(Item.store), selectinload(Item.tags))
+
+
+def _postgresql() -> bool:
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
+def _query(text: str) -> ColumnElement[Any]:
+    """Web-search syntax: words, "a phrase", or, -word."""
+    return func.websearch_to_tsquery(literal_column(f"'{SEARCH_CONFIG}'::regconfig"), text)
+
+
+def _relevance(args: dict[str, Any]) -> tuple[Any, ...]:
+    """Best match first (name weighs more than description), then by id. SQLite has
+    no ranking: by id."""
+    if not _postgresql():
+        return (Item.id,)
+    rank = func.ts_rank(Item.search_vector, _query(args["search"]), type_=Float)
+    return (rank.desc(), Item.id)
+
+
+# The sorts of every list of items. Adding one: a line here, and an index on its keys
+# and on (store_id, keys) in models/item.py (tests/test_search.py checks both exist).
+ITEMS = Listing(
+    {
+        "id": (Item.id,),
+        "name": (func.lower(Item.name), Item.id),
+        "price": (Item.price, Item.id),
+        "created_at": (Item.created_at, Item.id),
+        "relevance": Ranked(_relevance, requires="search"),
+    }
+)
+
+
+def _matches(text: str) -> ColumnElement[bool]:
+    if _postgresql():
+        return Item.search_vector.op("@@")(_query(text))
+    # SQLite: every word (quotes aside) is a substring of the name or description.
+    words = text.replace('"', " ").split()
+    return and_(
+        true(), *(or_(icontains(Item.name, w), icontains(Item.description, w)) for w in words)
+    )
+
+
+def item_search(args: dict[str, Any]) -> Select[Any]:
+    """The filters of a list of items as one unordered SELECT (ITEMS orders it)."""
+    query = select(Item).options(*ITEM_LOADS)
+    if args.get("store_id") is not None:
+        query = query.where(Item.store_id == args["store_id"])
+    if args.get("min_price") is not None:
+        query = query.where(Item.price >= args["min_price"])
+    if args.get("max_price") is not None:
+        query = query.where(Item.price <= args["max_price"])
+    if args.get("q"):
+        query = query.where(
+            or_(icontains(Item.name, args["q"]), icontains(Item.description, args["q"]))
+        )
+    if args.get("search"):
+        query = query.where(_matches(args["search"]))
+    for name in dict.fromkeys(args.get("tag") or ()):
+        # One EXISTS per tag: the database can stop at the first page of matches,
+        # probing each candidate's links, instead of grouping every link of every tag.
+        query = query.where(
+            select(item_tags.c.item_id)
+            .join(Tag, Tag.id == item_tags.c.tag_id)
+            .where(item_tags.c.item_id == Item.id, func.lower(Tag.name) == func.lower(name))
+            .exists()
+        )
+    return query
