@@ -323,7 +323,7 @@ def series(n: int, where: str = "TRUE") -> Select:
         (
             series(50_000, "g > 0 AND (SELECT pg_sleep(0.05)) IS NULL"),
             (None, 16_667),
-            ["EXPLAIN", "SAVEPOINT", "SET LOCAL", "SELECT count", "ROLLBACK TO"],
+            ["EXPLAIN"],  # the count goes through the driver's cursor (core/counting.py)
         ),
     ],
 )
