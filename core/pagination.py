@@ -100,9 +100,19 @@ def _split(column: Any) -> Key:
 class Listing:
     """The sorts of one list, and the paging that derives from them."""
 
-    def __init__(self, sorts: dict[str, Sequence[Any] | Ranked], *, sortable: bool = True) -> None:
+    def __init__(
+        self,
+        sorts: dict[str, Sequence[Any] | Ranked],
+        *,
+        default: str | None = None,
+        sortable: bool = True,
+    ) -> None:
+        """``default``: the order without a ``sort`` (the table's first sort unless
+        given, e.g. ``"-id"`` for newest first); ``sortable=False``: no ``sort``
+        parameter, the list is always in the default order."""
         self.sorts = sorts
         self.sortable = sortable
+        self.default = default or next(iter(sorts))
         self._schemas: dict[type[ma.Schema], type[ma.Schema]] = {}
 
     # --- the table -------------------------------------------------------------
@@ -122,7 +132,7 @@ class Listing:
         for name, keys in self.sorts.items():
             if isinstance(keys, Ranked) and args.get(keys.requires) is not None:
                 return name
-        return next(iter(self.sorts))
+        return self.default
 
     def keys(self, sort: str, args: dict[str, Any]) -> list[Key]:
         entry = self.sorts[sort.lstrip("-")]
@@ -172,7 +182,7 @@ class Listing:
                 validate=ma.validate.OneOf(self.choices),
                 metadata={
                     "description": "Sort key; prefix with - for descending "
-                    f"(default {next(iter(self.sorts))})"
+                    f"(default {self.default})"
                 },
             )
 
@@ -231,7 +241,7 @@ class Page:
         self.size: int = paging["page_size"]
         self.page: int | None = paging.get("page")
         self.count: str | None = paging.get("count")
-        self.keys = listing.keys(filters.get("sort", "id"), filters)
+        self.keys = listing.keys(filters.get("sort") or listing.default, filters)
         self.fingerprint = cursors.fingerprint(filters)
         self.before = False  # a "prev" cursor: the rows before a position
         self.position: list[Any] | None = None

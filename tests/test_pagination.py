@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Select, insert, literal_column, select, text
 
 from core.counting import count_rows
+from core.pagination import Listing
 from db import db
 from helpers import PG_URL, assert_error, count_queries, snapshot
 from models import Item, Store, Tag, User, item_tags
@@ -343,3 +344,12 @@ def test_count_exact_counts_whatever_it_costs(app):
     with app.app_context():
         assert count_rows(series(500_000), None, exact=True) == (500_000, 500_000)
         assert count_rows(series(500_000), 7, exact=False) == (7, 7)
+
+
+def test_a_list_may_be_newest_first_without_a_sort_parameter():
+    """As the stock movements of an item are (GET /items/{id}/stock)."""
+    newest_first = Listing({"id": (Item.id,)}, default="-id", sortable=False)
+    assert newest_first.sort_of({}) == "-id"
+    [(column, descending)] = newest_first.keys(newest_first.sort_of({}), {})
+    assert column is Item.id and descending
+    assert "sort" not in newest_first.query_schema()().fields
