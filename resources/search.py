@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, Select, and_, func, literal_column, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Double,
+    Select,
+    and_,
+    cast,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.orm import joinedload, selectinload
 
 from core.pagination import Listing, Ranked
@@ -37,7 +48,8 @@ def _relevance(args: dict[str, Any]) -> tuple[Any, ...]:
     no ranking: by id."""
     if not _postgresql():
         return (Item.id,)
-    rank = func.ts_rank(Item.search_vector, _query(args["search"]), type_=Float)
+    # In double precision: a real sent to the client and back would not compare equal.
+    rank = cast(func.ts_rank(Item.search_vector, _query(args["search"])), Double)
     return (rank.desc(), Item.id)
 
 

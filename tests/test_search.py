@@ -258,6 +258,7 @@ class TestFullText:
         while url:
             response = client.get(url)
             walked += names(response)
+            assert len(walked) <= len(everything), "the cursor must move on"
             url = links(response).get("next", {}) and (
                 "/items?" + urlencode(links(response)["next"], doseq=True)
             )
