@@ -144,5 +144,7 @@ def test_postgresql_upgrade_with_rows(make_app):
         check_upgrade_with_rows(app)
         with app.app_context():
             # The search document was computed for the rows already there.
-            assert db.session.scalar(text("SELECT count(search_vector) FROM items")) == 3
-            db.engine.dispose()
+            documents = db.session.scalar(text("SELECT count(search_vector) FROM items"))
+            db.session.remove()  # its connection back to the pool, then closed
+            db.engine.dispose()  # before DROP DATABASE
+        assert documents == 3
