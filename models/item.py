@@ -37,6 +37,8 @@ class Item(Timestamps, Model):
     description: Mapped[str | None] = mapped_column(String(2000))
     price: Mapped[Decimal] = mapped_column(Numeric(12, 2), index=True)
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
+    # Changed only through the stock ledger (core/stock.py), never assigned by a view.
+    stock: Mapped[int] = mapped_column(default=0, server_default="0")
 
     store: Mapped[Store] = relationship(lazy="raise")
     tags: Mapped[list[Tag]] = relationship(
@@ -45,8 +47,12 @@ class Item(Timestamps, Model):
 
     __table_args__ = (
         CheckConstraint("price >= 0", name="price_not_negative"),
+        CheckConstraint("stock >= 0", name="stock_not_negative"),
         Index("uq_items_store_id_name_lower", store_id, func.lower(name), unique=True),
         Index("ix_items_name_lower", func.lower(name)),
+        # sort=stock, across stores and within one; in_stock uses them too.
+        Index("ix_items_stock_id", stock, "id"),
+        Index("ix_items_store_id_stock_id", store_id, stock, "id"),
         {"sqlite_autoincrement": True},
     )
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from flask import url_for
 from flask.views import MethodView
+from flask_jwt_extended import current_user
 from flask_smorest import abort
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 
+from core import stock
 from core.http import public_cache
 from core.permissions import authorize_store, login_required, store_owner_required
 from core.smorest import Blueprint
@@ -34,6 +36,7 @@ SORT_KEYS = {
     "name": (func.lower(Item.name), Item.id),
     "price": (Item.price, Item.id),
     "created_at": (Item.created_at, Item.id),
+    "stock": (Item.stock, Item.id),
 }
 LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new item"}}
 
@@ -47,6 +50,8 @@ def item_search(args: dict) -> Select:
         query = query.where(Item.price >= args["min_price"])
     if args.get("max_price") is not None:
         query = query.where(Item.price <= args["max_price"])
+    if args.get("in_stock") is not None:
+        query = query.where(Item.stock > 0 if args["in_stock"] else Item.stock == 0)
     if args.get("q"):
         query = query.where(
             or_(icontains(Item.name, args["q"]), icontains(Item.description, args["q"]))
@@ -108,8 +113,11 @@ class Items(MethodView):
         """Create an item in one of your stores"""
         store = db.session.get(Store, data["store_id"])  # the schema checked it exists
         authorize_store(store)
+        initial_stock = data.pop("stock", None)
         item = Item(**data, store=store, tags=[])
         db.session.add(item)
+        if initial_stock is not None:
+            stock.initial_count(item, initial_stock, user_id=current_user.id)
         commit(conflict=_duplicate(item))
         return item, 201, {"Location": url_for("items.ItemById", item_id=item.id)}
 
