@@ -18,7 +18,7 @@ from core.legacy import LegacyPaths
 from core.security import init_passwords
 from core.smorest import IdConverter, swagger_assets
 from db import close_session, db, engine_options
-from resources import health, items, sessions, stock, stores, tags, users
+from resources import batch, exports, health, items, sessions, stock, stores, tags, users
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent / "migrations")
 
@@ -87,7 +87,7 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints() -> None:
-    for module in (sessions, users, stores, items, stock, tags, health):
+    for module in (sessions, users, stores, batch, items, stock, tags, exports, health):
         api.register_blueprint(module.blp)
 
 

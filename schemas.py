@@ -262,6 +262,40 @@ class StoreItemQuerySchema(ItemQuerySchema):
         exclude = ("store_id",)
 
 
+# --- batch -----------------------------------------------------------------------
+
+MAX_BATCH = 100
+
+
+class BatchCreateSchema(ItemReplaceSchema):
+    """An item to create in the batch's store (the store comes from the path)."""
+
+    stock = Quantity(0, metadata={"example": 12, "description": "Initial stock (a count)"})
+
+
+class BatchUpdateSchema(ItemUpdateSchema):
+    """Like PATCH: only the fields sent change."""
+
+    id = Id(required=True, metadata={"example": 1})
+
+
+class BatchSchema(ma.Schema):
+    create = fields.List(fields.Nested(BatchCreateSchema), validate=validate.Length(max=MAX_BATCH))
+    update = fields.List(fields.Nested(BatchUpdateSchema), validate=validate.Length(max=MAX_BATCH))
+    delete = fields.List(Id(), validate=validate.Length(max=MAX_BATCH), metadata={"example": [3]})
+
+    @ma.validates_schema(skip_on_field_errors=False)
+    def _at_most_100(self, data: dict, **_kwargs) -> None:
+        if sum(len(data.get(name) or ()) for name in ("create", "update", "delete")) > MAX_BATCH:
+            raise ValidationError(f"At most {MAX_BATCH} operations in all.", "_schema")
+
+
+class BatchResultSchema(ma.Schema):
+    created = fields.List(fields.Nested(ItemSchema))
+    updated = fields.List(fields.Nested(ItemSchema))
+    deleted = fields.List(fields.Integer(), metadata={"example": [3]})
+
+
 # --- stock -----------------------------------------------------------------------
 
 

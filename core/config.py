@@ -140,6 +140,8 @@ class Config:
         # longer than gunicorn lets a request run (GUNICORN_TIMEOUT).
         self.IDEMPOTENCY_TTL = self.env_int("IDEMPOTENCY_TTL", 24 * 3600)
         self.IDEMPOTENCY_LOCK_SECONDS = self.env_int("IDEMPOTENCY_LOCK_SECONDS", 60)
+        # Rows per statement of a CSV export: memory per worker, and statements per export.
+        self.EXPORT_CHUNK_SIZE = self.env_int("EXPORT_CHUNK_SIZE", 5000)
         self.LEGACY_SUNSET = self.env_str("LEGACY_SUNSET", "Sat, 01 May 2027 00:00:00 GMT")
 
         self.configure()

@@ -1,0 +1,124 @@
+"""CSV exports of the catalog (§9): every item of a search, streamed.
+
+The rows are read in keyset chunks of EXPORT_CHUNK_SIZE, each chunk one statement
+for its items and one for their tags, and written out as they come: a worker's
+memory stays flat whatever the catalog's size, and no statement runs long enough to
+meet the statement timeout. (On PostgreSQL the chunks share one snapshot, db.py, so
+an export is consistent.) What bounds an export is the worker timeout
+(GUNICORN_TIMEOUT): at the measured speed (README) that is over a million items.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+
+from flask import Response, current_app, stream_with_context
+from flask.views import MethodView
+from sqlalchemy import Select, select, tuple_
+
+from core.catalog_csv import Writer
+from core.smorest import Blueprint
+from db import db
+from models import Item, Store, Tag, item_tags
+from resources.common import get_or_404
+from resources.items import SORT_KEYS, item_search
+from schemas import ItemQuerySchema, StoreItemQuerySchema
+
+blp = Blueprint("exports", __name__, description="The catalog as CSV, for spreadsheets")
+
+COLUMNS = (
+    Item.id,
+    Item.name,
+    Item.description,
+    Item.price,
+    Item.stock,
+    Item.store_id,
+    Item.created_at,
+    Item.updated_at,
+)
+CSV_RESPONSE = {
+    "description": "CSV (RFC 4180, UTF-8): a header row, then one row per item",
+    "content": {"text/csv": {"schema": {"type": "string"}}},
+    "headers": {
+        "Content-Disposition": {
+            "description": 'attachment; filename="items.csv"',
+            "schema": {"type": "string"},
+        }
+    },
+}
+
+
+def _chunks(query: Select, sort: str, size: int) -> Iterator[list]:
+    """The rows of ``query`` in ``sort`` order, ``size`` at a time, each chunk read by
+    its own statement from where the last one ended (keyset: no OFFSET)."""
+    keys = SORT_KEYS[sort.lstrip("-")]
+    descending = sort.startswith("-")
+    order = [key.desc() if descending else key for key in keys]
+    base = query.with_only_columns(*COLUMNS, *keys).order_by(None).order_by(*order)
+    position = None
+    while True:
+        page = base
+        if position is not None:
+            left, right = tuple_(*keys), tuple_(*position)
+            page = page.where(left < right if descending else left > right)
+        rows = db.session.execute(page.limit(size)).all()
+        if not rows:
+            return
+        yield rows
+        if len(rows) < size:
+            return
+        position = rows[-1][len(COLUMNS) :]
+
+
+def _tags(item_ids: list[int]) -> dict[int, list[str]]:
+    found = db.session.execute(
+        select(item_tags.c.item_id, Tag.name)
+        .join(Tag, Tag.id == item_tags.c.tag_id)
+        .where(item_tags.c.item_id.in_(item_ids))
+        .order_by(item_tags.c.item_id, Tag.id)
+    )
+    tags: dict[int, list[str]] = defaultdict(list)
+    for item_id, name in found:
+        tags[item_id].append(name)
+    return tags
+
+
+def export(args: dict, filename: str) -> Response:
+    query = item_search(args)
+    size = current_app.config["EXPORT_CHUNK_SIZE"]
+
+    def generate() -> Iterator[bytes]:
+        writer = Writer()
+        yield writer.header().encode()
+        for rows in _chunks(query, args.get("sort", "id"), size):
+            tags = _tags([row[0] for row in rows])
+            lines = ((*row[:6], tags.get(row[0], ()), *row[6:8]) for row in rows)
+            yield writer.rows(lines).encode()
+
+    response = Response(stream_with_context(generate()), mimetype="text/csv")
+    response.headers["Content-Type"] = "text/csv; charset=utf-8"
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    # A download of the current catalog: no cache keeps a copy of it.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blp.route("/items.csv")
+class ItemsCsv(MethodView):
+    @blp.arguments(ItemQuerySchema, location="query")
+    @blp.response(200, CSV_RESPONSE)
+    def get(self, args):
+        """Every item of a search as CSV (same filters and sort as `GET /items`)"""
+        return export(args, "items.csv")
+
+
+@blp.route("/stores/<id:store_id>/items.csv")
+class StoreItemsCsv(MethodView):
+    @blp.arguments(StoreItemQuerySchema, location="query")
+    @blp.response(200, CSV_RESPONSE)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, args, store_id):
+        """A store's items as CSV (same filters and sort as `GET /stores/{id}/items`)"""
+        get_or_404(Store, store_id)
+        return export({**args, "store_id": store_id}, f"store-{store_id}-items.csv")
