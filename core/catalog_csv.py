@@ -9,6 +9,7 @@ import io
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 COLUMNS = (
     "id",
@@ -56,7 +57,7 @@ class Writer:
     def header(self) -> str:
         return self.rows([COLUMNS], plain=True)
 
-    def rows(self, rows: Iterable[Sequence], *, plain: bool = False) -> str:
+    def rows(self, rows: Iterable[Sequence[Any]], *, plain: bool = False) -> str:
         self.buffer.seek(0)
         self.buffer.truncate()
         if plain:
@@ -66,7 +67,7 @@ class Writer:
         return self.buffer.getvalue()
 
     @staticmethod
-    def _cells(row: Sequence) -> tuple:
+    def _cells(row: Sequence[Any]) -> tuple[Any, ...]:
         """``row``: id, name, description, price, stock, store_id, tag names,
         created_at, updated_at."""
         item_id, name, description, price, stock, store_id, tags, created, updated = row

@@ -22,14 +22,15 @@ import hashlib
 import json
 import re
 from decimal import Decimal
+from typing import Any
 
 from apispec import BasePlugin
 from flask import Flask, Response, current_app, g, request
 from flask_jwt_extended import decode_token
 from flask_jwt_extended.exceptions import JWTExtendedException
-from flask_smorest import abort
 from jwt import PyJWTError
 
+from core.errors import abort
 from core.idempotency_stores import Answer, DatabaseStore, RedisStore, Store
 
 HEADER = "Idempotency-Key"
@@ -49,7 +50,8 @@ def remembered(status: int) -> bool:
 
 
 def get_store() -> Store:
-    return current_app.extensions["idempotency"]
+    store: Store = current_app.extensions["idempotency"]
+    return store
 
 
 def _scope() -> str:
@@ -146,7 +148,9 @@ PARAMETER = {
 class IdempotencyDoc(BasePlugin):
     """Documents the header, and the answers it adds, on every POST it applies to."""
 
-    def operation_helper(self, path=None, operations=None, **_kwargs) -> None:
+    def operation_helper(
+        self, path: str | None = None, operations: dict[str, Any] | None = None, **_kwargs: Any
+    ) -> None:
         post = (operations or {}).get("post")
         if post is None or path in EXEMPT_PATHS:
             return

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Protocol
 
 import redis
-from flask import current_app, g
+from flask import g
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -47,7 +47,7 @@ class Store(Protocol):
         """Drop keys past their expiry; how many."""
 
 
-def _answer(fingerprint: str, status, body, headers) -> Answer:
+def _answer(fingerprint: str, status: int | None, body: str | None, headers: str | None) -> Answer:
     return Answer(fingerprint, status, body or "", json.loads(headers) if headers else {})
 
 
@@ -72,10 +72,15 @@ class DatabaseStore:
                     conn.execute(insert(IdempotencyKey), row)
                 return None
             except IntegrityError:
-                columns = (IdempotencyKey.fingerprint, IdempotencyKey.status)
-                columns += (IdempotencyKey.body, IdempotencyKey.headers)
                 with db.engine.connect() as conn:
-                    found = conn.execute(select(*columns).where(IdempotencyKey.key == key)).first()
+                    found = conn.execute(
+                        select(
+                            IdempotencyKey.fingerprint,
+                            IdempotencyKey.status,
+                            IdempotencyKey.body,
+                            IdempotencyKey.headers,
+                        ).where(IdempotencyKey.key == key)
+                    ).first()
                 if found is not None:
                     return _answer(*found)
                 # Let go of in between (a refused first request): claim it again.
@@ -136,7 +141,7 @@ class RedisStore:
         for _attempt in range(3):
             if self.redis.set(self.prefix + key, value, nx=True, ex=max(1, lock_seconds)):
                 return None
-            found = self.redis.get(self.prefix + key)
+            found: bytes | None = self.redis.get(self.prefix + key)  # type: ignore[assignment]
             if found is not None:
                 data = json.loads(found)
                 return Answer(
@@ -165,7 +170,3 @@ class RedisStore:
 
     def purge(self) -> int:
         return 0  # Redis drops each key when its TTL runs out.
-
-
-def get_store() -> Store:
-    return current_app.extensions["idempotency"]

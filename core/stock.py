@@ -10,6 +10,8 @@ Nothing here commits: the caller's request (or command) does, once.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -44,11 +46,18 @@ class StockChangedError(StockError):
 
 
 def _current(item: Item) -> int:
-    return db.session.scalar(select(Item.stock).where(Item.id == item.id))
+    return db.session.execute(select(Item.stock).where(Item.id == item.id)).scalar_one()
 
 
 def _record(
-    item: Item, *, delta: int, after: int, reason: str, reference, user_id, now
+    item: Item,
+    *,
+    delta: int,
+    after: int,
+    reason: str,
+    reference: str | None,
+    user_id: int | None,
+    now: datetime,
 ) -> StockMovement:
     # The row already holds these values (the UPDATE wrote them): the object is told
     # without writing them again, so its ETag and updated_at are the new ones.

@@ -8,11 +8,11 @@ from datetime import datetime
 from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db import db
+from db import Model
 from models.types import UTCDateTime
 
 
-class IdempotencyKey(db.Model):
+class IdempotencyKey(Model):
     __tablename__ = "idempotency_keys"
 
     # sha256 of the caller's scope and the key they sent: fixed width, and the

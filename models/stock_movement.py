@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from db import db
+from db import Model
 from models.item import Item
 from models.types import UTCDateTime, utcnow
 
@@ -16,7 +16,7 @@ DELTA_REASONS = ("received", "sale", "return", "damaged", "correction")
 REASONS = (*DELTA_REASONS, "count")
 
 
-class StockMovement(db.Model):
+class StockMovement(Model):
     __tablename__ = "stock_movements"
 
     id: Mapped[int] = mapped_column(primary_key=True)

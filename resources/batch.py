@@ -9,11 +9,11 @@ from functools import wraps
 from flask import request
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from flask_smorest import abort
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import joinedload, selectinload
 
 from core import stock
+from core.errors import abort
 from core.http import public_cache
 from core.permissions import require_fresh, store_owner_required
 from core.smorest import Blueprint
@@ -80,15 +80,17 @@ class Plan:
 
     def _check_ids(self) -> None:
         seen: set[int] = set()
-        for where, entries in (("delete", self.deletes), ("update", self.updates)):
-            for position, entry in enumerate(entries):
-                item_id, field = (entry, None) if where == "delete" else (entry["id"], "id")
-                if item_id not in self.items:
-                    message = f"Store {self.store.id} has no item {item_id}."
-                    self._error(where, position, field, message)
-                elif item_id in seen:
-                    self._error(where, position, field, f"Item {item_id} is named twice.")
-                seen.add(item_id)
+        named: list[tuple[str, int, int, str | None]] = [
+            *(("delete", position, item_id, None) for position, item_id in enumerate(self.deletes)),
+            *(("update", position, u["id"], "id") for position, u in enumerate(self.updates)),
+        ]
+        for where, position, item_id, field in named:
+            if item_id not in self.items:
+                message = f"Store {self.store.id} has no item {item_id}."
+                self._error(where, position, field, message)
+            elif item_id in seen:
+                self._error(where, position, field, f"Item {item_id} is named twice.")
+            seen.add(item_id)
 
     def duplicate_name(self) -> str | None:
         """A name the batch would give two items of the store, if any."""

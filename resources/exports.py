@@ -11,7 +11,8 @@ an export is consistent.) What bounds an export is the worker timeout
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from flask import Response, current_app, stream_with_context
 from flask.views import MethodView
@@ -49,7 +50,7 @@ CSV_RESPONSE = {
 }
 
 
-def _chunks(query: Select, sort: str, size: int) -> Iterator[list]:
+def _chunks(query: Select[Any], sort: str, size: int) -> Iterator[Sequence[Any]]:
     """The rows of ``query`` in ``sort`` order, ``size`` at a time, each chunk read by
     its own statement from where the last one ended (keyset: no OFFSET)."""
     keys = SORT_KEYS[sort.lstrip("-")]
@@ -62,7 +63,7 @@ def _chunks(query: Select, sort: str, size: int) -> Iterator[list]:
         if position is not None:
             left, right = tuple_(*keys), tuple_(*position)
             page = page.where(left < right if descending else left > right)
-        rows = db.session.execute(page.limit(size)).all()
+        rows: Sequence[Any] = db.session.execute(page.limit(size)).all()
         if not rows:
             return
         yield rows

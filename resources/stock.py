@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask import url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from flask_smorest import abort
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from core import stock
+from core.errors import abort
 from core.http import public_cache
 from core.permissions import store_owner_required
 from core.smorest import Blueprint
