@@ -1,5 +1,6 @@
-"""Command-line tasks: ``flask create-admin``, ``flask blocklist purge`` and
-``flask idempotency purge``."""
+"""Command-line tasks: ``flask create-admin``, ``flask blocklist purge``,
+``flask idempotency purge``; ``flask import-items`` and ``flask seed`` live in
+core/catalog_cli.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from blocklist import get_blocklist
+from core.catalog_cli import import_items_command, seed_command
 from core.idempotency import get_store as get_idempotency_store
 from core.security import hash_password
 from db import db
@@ -67,3 +69,5 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(create_admin)
     app.cli.add_command(blocklist_cli)
     app.cli.add_command(idempotency_cli)
+    app.cli.add_command(import_items_command)
+    app.cli.add_command(seed_command)

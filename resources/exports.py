@@ -38,9 +38,9 @@ COLUMNS = (
     Item.created_at,
     Item.updated_at,
 )
-CSV_RESPONSE = {
+CSV_DOC = {
+    "content_type": "text/csv",
     "description": "CSV (RFC 4180, UTF-8): a header row, then one row per item",
-    "content": {"text/csv": {"schema": {"type": "string"}}},
     "headers": {
         "Content-Disposition": {
             "description": 'attachment; filename="items.csv"',
@@ -108,7 +108,7 @@ def export(args: dict, filename: str) -> Response:
 @blp.route("/items.csv")
 class ItemsCsv(MethodView):
     @blp.arguments(ItemQuerySchema, location="query")
-    @blp.response(200, CSV_RESPONSE)
+    @blp.response(200, {"type": "string"}, **CSV_DOC)
     def get(self, args):
         """Every item of a search as CSV (same filters and sort as `GET /items`)"""
         return export(args, "items.csv")
@@ -117,7 +117,7 @@ class ItemsCsv(MethodView):
 @blp.route("/stores/<id:store_id>/items.csv")
 class StoreItemsCsv(MethodView):
     @blp.arguments(StoreItemQuerySchema, location="query")
-    @blp.response(200, CSV_RESPONSE)
+    @blp.response(200, {"type": "string"}, **CSV_DOC)
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, args, store_id):
         """A store's items as CSV (same filters and sort as `GET /stores/{id}/items`)"""
