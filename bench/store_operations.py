@@ -118,8 +118,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--import-rows", type=int, default=100_000)
     args = parser.parse_args()
-    server = normalize_database_url(args.database_url)
-    with postgres_database(server, prefix="bench_h11_") as url:
+    postgres = normalize_database_url(args.database_url)
+    with postgres_database(postgres, prefix="bench_h11_") as url:
         env = server_env(
             APP_ENV="production",
             DATABASE_URL=url,
