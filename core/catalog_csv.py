@@ -8,7 +8,6 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 COLUMNS = (
@@ -40,11 +39,9 @@ def restore(cell: str) -> str:
 
 
 def _timestamp(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
-
-
-def _price(value: Decimal) -> str:
-    return f"{value:.2f}"
+    if value.utcoffset():  # a session in another time zone; UTC values are written as is
+        value = value.astimezone(UTC)
+    return value.isoformat()
 
 
 class Writer:
@@ -68,17 +65,17 @@ class Writer:
 
     @staticmethod
     def _cells(row: Sequence[Any]) -> tuple[Any, ...]:
-        """``row``: id, name, description, price, stock, store_id, tag names,
-        created_at, updated_at."""
-        item_id, name, description, price, stock, store_id, tags, created, updated = row
+        """``row``: id, name, description, price (a NUMERIC(12,2), so its text has two
+        decimals), stock, store_id, tag names joined by |, created_at, updated_at."""
+        item_id, name, description, price, stock, store_id, tags, created, updated = row[:9]
         return (
             item_id,
             neutralize(name),
             neutralize(description),
-            _price(price),
+            price,
             stock,
             store_id,
-            neutralize(TAG_SEPARATOR.join(tags)),
+            neutralize(tags),
             _timestamp(created),
             _timestamp(updated),
         )

@@ -64,7 +64,9 @@ def _scope() -> str:
         except (PyJWTError, JWTExtendedException):
             claims = {}
         if claims.get("type") == "access":
-            return f"user:{claims['sub']}"
+            # The user's token key too: a user id alone could name another user on a
+            # recreated database that shares the same Redis.
+            return f"user:{claims['sub']}:{claims.get('user_key')}"
     return f"ip:{request.remote_addr}"
 
 
