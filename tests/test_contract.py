@@ -48,4 +48,11 @@ def test_every_operation_keeps_its_contract(case, token_headers):
         # with another body is refused, §8), which a stateless fuzzer cannot know:
         # each example gets a key of its own.
         case.headers["Idempotency-Key"] = uuid.uuid4().hex
-    case.call_and_validate(headers=token_headers, checks=ALL_CHECKS)
+    checks = ALL_CHECKS
+    if case.path.endswith(".csv"):
+        # The CSV exports take the JSON lists' query parameters, fuzzed there with
+        # every check. A query string has no types: "tag=0" is the text "0", a valid
+        # tag name, whatever type the fuzzer meant it as (an integer for an array of
+        # strings), so its "schema-violating" variants cannot be told apart here.
+        checks = [check for check in ALL_CHECKS if check.__name__ != "negative_data_rejection"]
+    case.call_and_validate(headers=token_headers, checks=checks)
