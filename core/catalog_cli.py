@@ -1,5 +1,6 @@
 """Catalog commands: ``flask import-items`` (a CSV file into a store) and ``flask
-seed`` (fake data). Both run from an install of requirements.txt alone."""
+seed`` (fake data). Both run from an install of requirements.txt alone; what only
+they need (tqdm, Faker, the importer) is imported when they run, not by every worker."""
 
 from __future__ import annotations
 
@@ -11,10 +12,7 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
-from tqdm import tqdm
 
-from core.importer import UnreadableFileError, import_items
-from core.seed import seed
 from db import db
 from models import Store, User
 
@@ -25,6 +23,8 @@ PLAIN_EVERY = 10_000  # rows between two progress lines when not on a terminal
 def progress(total: int, unit: str) -> Iterator[Callable[[int], None]]:
     """A progress bar on a terminal; plain lines on stderr otherwise (logs, CI)."""
     if sys.stderr.isatty():
+        from tqdm import tqdm
+
         with tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr) as bar:
             yield lambda n: bar.update(n)
         return
@@ -47,6 +47,8 @@ def progress(total: int, unit: str) -> Iterator[Callable[[int], None]]:
 @click.option("--skip-invalid", is_flag=True, help="Import the valid rows, report the others.")
 def import_items_command(store_id: int, file: Path, dry_run: bool, skip_invalid: bool) -> None:
     """Create or update a store's items from a CSV file (the export's columns)."""
+    from core.importer import UnreadableFileError, import_items
+
     store = db.session.get(Store, store_id)
     if store is None:
         raise click.ClickException(f"Store {store_id} not found.")
@@ -94,6 +96,8 @@ def import_items_command(store_id: int, file: Path, dry_run: bool, skip_invalid:
 @click.option("--seed", "seed_value", type=int, help="Same number, same data.")
 def seed_command(stores: int, items: int, owner: str | None, seed_value: int | None) -> None:
     """Fill the database with realistic fake stores, items, tags and stock (demos)."""
+    from core.seed import seed
+
     query = select(User).order_by(User.id)
     query = query.where(User.username == owner) if owner else query.where(User.role == "admin")
     user = db.session.scalars(query.limit(1)).first()
