@@ -108,8 +108,20 @@ def test_fifty_sales_of_thirty_units_sell_exactly_thirty(pair, database_url):
     assert reasons == {"count": 1, "sale": 30}
 
 
-def test_twenty_retries_at_once_move_stock_once(pair, database_url):
+def recorded_answers(database_url: str) -> int:
+    """Answers the database store holds (none when the keys are in Redis)."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            query = text("SELECT count(*) FROM idempotency_keys WHERE status IS NOT NULL")
+            return conn.execute(query).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_twenty_retries_at_once_move_stock_once(pair, database_url, request):
     token, item = stocked_item(pair[0], 100)
+    answers_before = recorded_answers(database_url)
     path = f"/items/{item['id']}/stock"
     headers = {"Idempotency-Key": f"sale-{uuid.uuid4()}"}
     sends = [
@@ -130,6 +142,8 @@ def test_twenty_retries_at_once_move_stock_once(pair, database_url):
             assert answer.headers["Retry-After"] == "1"
     stock, total, reasons = ledger(database_url, item["id"])
     assert (stock, total, reasons) == (97, 97, {"count": 1, "sale": 1})
+    if request.node.callspec.params["pair"] == "database":  # one answer recorded
+        assert recorded_answers(database_url) == answers_before + 1
     # Afterwards every retry is a replay of that one answer.
     again = pair[1].request(
         "POST", path, {"delta": -3, "reason": "sale"}, token=token, headers=headers
