@@ -9,7 +9,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import blocklist
-from core import cli, http
+from core import cli, http, idempotency
 from core import logging as request_logging
 from core.config import Config, config_from_env
 from core.errors import register_error_handlers
@@ -18,7 +18,7 @@ from core.legacy import LegacyPaths
 from core.security import init_passwords
 from core.smorest import IdConverter, swagger_assets
 from db import close_session, db, engine_options
-from resources import health, items, sessions, stores, tags, users
+from resources import batch, exports, health, items, sessions, stock, stores, tags, users
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent / "migrations")
 
@@ -69,18 +69,25 @@ def register_extensions(app: Flask) -> None:
     blocklist.init_app(app)
     http.init_app(app)  # before the limiter: its after_request must run after the limiter's
     limiter.init_app(app)
+    idempotency.init_app(app)  # after the limiter: a request it refuses claims no key
     if app.config["CORS_ORIGINS"]:
         cors.init_app(app, origins=app.config["CORS_ORIGINS"], **http.CORS_OPTIONS)
     app.url_map.converters["id"] = IdConverter
     app.register_blueprint(swagger_assets)
-    api.init_app(app, spec_kwargs={"info": {"description": API_DESCRIPTION}})
+    api.init_app(
+        app,
+        spec_kwargs={
+            "info": {"description": API_DESCRIPTION},
+            "extra_plugins": [idempotency.IdempotencyDoc()],
+        },
+    )
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
 
 
 def register_blueprints() -> None:
-    for module in (sessions, users, stores, items, tags, health):
+    for module in (sessions, users, stores, batch, items, stock, tags, exports, health):
         api.register_blueprint(module.blp)
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import ValidationError, fields, validate, validates
 
-from core.fields import NOT_VISIBLE, Id, Line, Money, Name, OptionalText, Text, trimmed
+from core.fields import NOT_VISIBLE, Id, Integer, Line, Money, Name, OptionalText, Text, trimmed
+from core.stock import MAX_QUANTITY
 from db import db
-from models import ROLES, Store
+from models import DELTA_REASONS, REASONS, ROLES, Store
 
 
 def Username(**kwargs) -> Text:  # noqa: N802 - reads as a field type
@@ -187,6 +188,7 @@ class ItemSchema(ma.Schema):
     name = fields.String(metadata={"example": "Milk"})
     description = fields.String(allow_none=True, metadata={"example": "1 litre, whole"})
     price = Money()
+    stock = fields.Integer(metadata={"example": 12, "description": "Changed through /stock"})
     store_id = fields.Integer(metadata={"example": 1})
     store = fields.Nested(RefSchema)
     tags = fields.List(fields.Nested(RefSchema))
@@ -213,8 +215,14 @@ class ItemReplaceSchema(ItemUpdateSchema):
     price = Money(required=True)
 
 
+def Quantity(minimum: int = -MAX_QUANTITY, *also, **kwargs) -> Integer:  # noqa: N802
+    """A whole number of units: a JSON integer (not 1.0, not "1") of at most 10^9."""
+    return Integer(strict=True, validate=[validate.Range(minimum, MAX_QUANTITY), *also], **kwargs)
+
+
 class ItemCreateSchema(ItemReplaceSchema):
     store_id = Id(required=True, metadata={"example": 1})
+    stock = Quantity(0, metadata={"example": 12, "description": "Initial stock (a count)"})
 
     @validates("store_id")
     def _store_exists(self, value: int, **_kwargs) -> None:
@@ -240,6 +248,11 @@ class ItemQuerySchema(ma.Schema):
     min_price = Money(example=None, metadata={"description": "Inclusive lower bound"})
     max_price = Money(example=None, metadata={"description": "Inclusive upper bound"})
     store_id = Id(strict=False)
+    in_stock = fields.Boolean(
+        truthy={"true"},
+        falsy={"false"},
+        metadata={"description": "true: stock above 0; false: stock 0"},
+    )
     # sort, page, page_size, cursor, count: from the list's Listing (core/pagination.py).
 
 
@@ -248,6 +261,97 @@ class StoreItemQuerySchema(ItemQuerySchema):
 
     class Meta:
         exclude = ("store_id",)
+
+
+# --- batch -----------------------------------------------------------------------
+
+MAX_BATCH = 100
+
+
+class BatchCreateSchema(ItemReplaceSchema):
+    """An item to create in the batch's store (the store comes from the path)."""
+
+    stock = Quantity(0, metadata={"example": 12, "description": "Initial stock (a count)"})
+
+
+class BatchUpdateSchema(ItemUpdateSchema):
+    """Like PATCH: only the fields sent change."""
+
+    id = Id(required=True, metadata={"example": 1})
+
+
+class BatchSchema(ma.Schema):
+    create = fields.List(fields.Nested(BatchCreateSchema), validate=validate.Length(max=MAX_BATCH))
+    update = fields.List(fields.Nested(BatchUpdateSchema), validate=validate.Length(max=MAX_BATCH))
+    delete = fields.List(Id(), validate=validate.Length(max=MAX_BATCH), metadata={"example": [3]})
+
+    @ma.validates_schema(skip_on_field_errors=False)
+    def _at_most_100(self, data: dict, **_kwargs) -> None:
+        if sum(len(data.get(name) or ()) for name in ("create", "update", "delete")) > MAX_BATCH:
+            raise ValidationError(f"At most {MAX_BATCH} operations in all.", "_schema")
+
+
+class BatchResultSchema(ma.Schema):
+    created = fields.List(fields.Nested(ItemSchema))
+    updated = fields.List(fields.Nested(ItemSchema))
+    deleted = fields.List(fields.Integer(), metadata={"example": [3]})
+
+
+# --- stock -----------------------------------------------------------------------
+
+
+class StockMovementSchema(ma.Schema):
+    id = fields.Integer(metadata={"example": 1})
+    item_id = fields.Integer(metadata={"example": 1})
+    delta = fields.Integer(metadata={"example": -2})
+    stock_after = fields.Integer(metadata={"example": 10})
+    reason = fields.String(metadata={"enum": list(REASONS), "example": "sale"})
+    reference = fields.String(allow_none=True, metadata={"example": "order 1042"})
+    user_id = fields.Integer(allow_none=True, metadata={"example": 1})
+    created_at = Timestamp()
+
+
+class StockMovementInputSchema(ma.Schema):
+    """Either ``delta`` with a reason, or a count: ``set`` and ``expected``."""
+
+    delta = Quantity(
+        -MAX_QUANTITY,
+        validate.NoneOf([0], error="Must not be 0."),
+        metadata={"example": -2, "description": "Units in (+) or out (-); not 0"},
+    )
+    set = Quantity(
+        0, metadata={"example": 10, "description": "A count: the stock found on the shelf"}
+    )
+    expected = Quantity(
+        metadata={"example": 12, "description": "With set: the stock the count started from"}
+    )
+    reason = fields.String(
+        required=True,
+        validate=validate.OneOf(REASONS),
+        metadata={"example": "sale", "description": "count for a set; else the delta's cause"},
+    )
+    reference = OptionalText(100, metadata={"example": "order 1042"})
+
+    @ma.validates_schema
+    def _delta_or_count(self, data: dict, **_kwargs) -> None:
+        if "delta" in data and "set" in data:
+            raise ValidationError("Send either delta or set, not both.", "set")
+        if "set" in data:
+            if "expected" not in data:
+                raise ValidationError(
+                    "Required with set (the stock the count started from).", "expected"
+                )
+            if data["reason"] != "count":
+                raise ValidationError("A count (set) has reason count.", "reason")
+        elif "delta" not in data:
+            raise ValidationError("Send delta, or set with expected.", "delta")
+        else:
+            if "expected" in data:
+                raise ValidationError("Only with set.", "expected")
+            if data["reason"] not in DELTA_REASONS:
+                raise ValidationError(
+                    f"A delta's reason is one of: {', '.join(DELTA_REASONS)}.", "reason"
+                )
 
 
 class HealthSchema(ma.Schema):

@@ -1,4 +1,6 @@
-"""Command-line tasks: ``flask create-admin`` and ``flask blocklist purge``."""
+"""Command-line tasks: ``flask create-admin``, ``flask blocklist purge``,
+``flask idempotency purge``; ``flask import-items`` and ``flask seed`` live in
+core/catalog_cli.py."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from blocklist import get_blocklist
+from core.catalog_cli import import_items_command, seed_command
+from core.idempotency import get_store as get_idempotency_store
 from core.security import hash_password
 from db import db
 from models import User
@@ -52,6 +56,18 @@ def purge() -> None:
     click.echo(f"Purged {get_blocklist().purge()} expired entries.")
 
 
+idempotency_cli = AppGroup("idempotency", help="Answers kept for Idempotency-Key retries.")
+
+
+@idempotency_cli.command("purge")
+def purge_idempotency() -> None:
+    """Drop answers and abandoned claims past their expiry."""
+    click.echo(f"Purged {get_idempotency_store().purge()} expired keys.")
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(create_admin)
     app.cli.add_command(blocklist_cli)
+    app.cli.add_command(idempotency_cli)
+    app.cli.add_command(import_items_command)
+    app.cli.add_command(seed_command)

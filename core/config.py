@@ -137,6 +137,13 @@ class Config:
         # one (rate-limit counters, revocations) starts with it.
         self.REDIS_KEY_PREFIX = self.env_str("REDIS_KEY_PREFIX", "stores")
         self.RATELIMIT_KEY_PREFIX = self.REDIS_KEY_PREFIX
+        # Idempotency-Key (§8): how long an answer is kept for retries, and after how
+        # long a claim whose request never finished (a killed worker) is abandoned:
+        # longer than gunicorn lets a request run (GUNICORN_TIMEOUT).
+        self.IDEMPOTENCY_TTL = self.env_int("IDEMPOTENCY_TTL", 24 * 3600)
+        self.IDEMPOTENCY_LOCK_SECONDS = self.env_int("IDEMPOTENCY_LOCK_SECONDS", 60)
+        # Rows per statement of a CSV export: memory per worker, and statements per export.
+        self.EXPORT_CHUNK_SIZE = self.env_int("EXPORT_CHUNK_SIZE", 5000)
         self.LEGACY_SUNSET = self.env_str("LEGACY_SUNSET", "Sat, 01 May 2027 00:00:00 GMT")
 
         self.configure()

@@ -59,7 +59,8 @@ def envelope(
     }
     if errors:
         body["errors"] = errors
-    if code in DEFAULT_AUTH_ERRORS:
+    if error or code in DEFAULT_AUTH_ERRORS:
+        # Always on 401/403; on a 409 or 422 when the view names the rule (§7, §8).
         body["error"] = error or DEFAULT_AUTH_ERRORS[code]
     if code >= 500:
         body["request_id"] = request_id

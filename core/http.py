@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 
 from core.errors import RETRY_AFTER_SECONDS, abort
 
@@ -15,9 +15,17 @@ BODY_METHODS = {"POST", "PUT", "PATCH"}
 # For the origins in CORS_ORIGINS: the request headers a browser client may send,
 # and the response headers its scripts may read.
 CORS_OPTIONS: dict[str, Any] = {
-    "allow_headers": ["Authorization", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID"],
+    "allow_headers": [
+        "Authorization",
+        "Content-Type",
+        "Idempotency-Key",
+        "If-Match",
+        "If-None-Match",
+        "X-Request-ID",
+    ],
     "expose_headers": [
         "ETag",
+        "Idempotent-Replayed",
         "Link",
         "Location",
         "Retry-After",
@@ -73,6 +81,8 @@ def security_headers(response: Response) -> Response:
         response.headers["Retry-After"] = RETRY_AFTER_SECONDS
     elif response.status_code != 429:
         response.headers.pop("Retry-After", None)
+    if g.get("retry_after"):  # a hint of our own, e.g. idempotency_key_in_use (409)
+        response.headers["Retry-After"] = g.retry_after
     hsts = current_app.config.get("HSTS_SECONDS", 0)
     if hsts > 0:
         response.headers.setdefault(

@@ -113,7 +113,7 @@ class Listing:
         self.sorts = sorts
         self.sortable = sortable
         self.default = default or next(iter(sorts))
-        self._schemas: dict[type[ma.Schema], type[ma.Schema]] = {}
+        self._schemas: dict[tuple[type[ma.Schema], bool], type[ma.Schema]] = {}
 
     # --- the table -------------------------------------------------------------
 
@@ -144,11 +144,18 @@ class Listing:
 
     # --- the query schema -------------------------------------------------------
 
-    def query_schema(self, filters: type[ma.Schema] = ma.Schema) -> type[ma.Schema]:
-        """``filters`` plus the paging parameters (and ``sort``)."""
-        if filters not in self._schemas:
-            self._schemas[filters] = type(filters.__name__, (filters,), self._fields())
-        return self._schemas[filters]
+    def query_schema(
+        self, filters: type[ma.Schema] = ma.Schema, *, paging: bool = True
+    ) -> type[ma.Schema]:
+        """``filters`` plus the paging parameters and ``sort``; without ``paging``
+        (a CSV export of the whole list), ``sort`` only."""
+        if (filters, paging) not in self._schemas:
+            fields = self._fields()
+            if not paging:
+                fields = {k: v for k, v in fields.items() if k in ("sort", "_check_paging")}
+            name = filters.__name__ if paging else f"{filters.__name__}Sorted"
+            self._schemas[filters, paging] = type(name, (filters,), fields)
+        return self._schemas[filters, paging]
 
     def _fields(self) -> dict[str, Any]:
         listing = self

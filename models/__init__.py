@@ -1,15 +1,21 @@
 """The tables, one module each."""
 
+from models.idempotency_key import IdempotencyKey
 from models.item import Item, item_tags
 from models.revoked_token import RevokedToken
+from models.stock_movement import DELTA_REASONS, REASONS, StockMovement
 from models.store import Store
 from models.tag import Tag
 from models.user import ROLES, User, new_token_key
 
 __all__ = [
+    "DELTA_REASONS",
+    "REASONS",
     "ROLES",
+    "IdempotencyKey",
     "Item",
     "RevokedToken",
+    "StockMovement",
     "Store",
     "Tag",
     "User",

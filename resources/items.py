@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from flask import url_for
 from flask.views import MethodView
+from flask_jwt_extended import current_user
 from flask_smorest import abort
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
+from core import stock
 from core.http import public_cache
 from core.pagination import LIST_HEADERS
 from core.permissions import authorize_store, login_required, store_owner_required
@@ -75,8 +77,11 @@ class Items(MethodView):
         """Create an item in one of your stores"""
         store = db.session.get(Store, data["store_id"])  # the schema checked it exists
         authorize_store(store)
+        initial_stock = data.pop("stock", None)
         item = Item(**data, store=store, tags=[])
         db.session.add(item)
+        if initial_stock is not None:
+            stock.initial_count(item, initial_stock, user_id=current_user.id)
         commit(conflict=_duplicate(item))
         return item, 201, {"Location": url_for("items.ItemById", item_id=item.id)}
 

@@ -61,6 +61,7 @@ ITEMS = Listing(
         "name": (func.lower(Item.name), Item.id),
         "price": (Item.price, Item.id),
         "created_at": (Item.created_at, Item.id),
+        "stock": (Item.stock, Item.id),
         "relevance": Ranked(_relevance, requires="search"),
     }
 )
@@ -85,6 +86,8 @@ def item_search(args: dict[str, Any]) -> Select[Any]:
         query = query.where(Item.price >= args["min_price"])
     if args.get("max_price") is not None:
         query = query.where(Item.price <= args["max_price"])
+    if args.get("in_stock") is not None:
+        query = query.where(Item.stock > 0 if args["in_stock"] else Item.stock == 0)
     if args.get("q"):
         query = query.where(
             or_(icontains(Item.name, args["q"]), icontains(Item.description, args["q"]))

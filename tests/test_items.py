@@ -30,6 +30,7 @@ class TestCreate:
             "name",
             "description",
             "price",
+            "stock",
             "store_id",
             "store",
             "tags",
@@ -38,6 +39,7 @@ class TestCreate:
         }
         assert item["store"] == {"id": store["id"], "name": store["name"]}
         assert item["tags"] == []
+        assert item["stock"] == 0
         assert item["description"] == "Whole, 1 l\nFresh"
         assert response.headers["Location"] == f"/items/{item['id']}"
 

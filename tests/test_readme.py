@@ -34,6 +34,13 @@ def test_the_readme_session_works_verbatim(tmp_path):
     assert re.findall(r'"name":"([^"]+)","description"', text_search) == ["Oat milk", "Milk"]
     assert re.search(r"^x-total-count: 7", out, re.M | re.I)
     assert 'rel="prev"' in out and 'rel="next"' in out
+    assert '"error":"insufficient_stock"' in out and "has 12 in stock" in out
+    # The sale sent twice with one key: two 201s with the same movement, one replayed.
+    sales = re.findall(r'"stock_after":(\d+)', out)
+    assert sales == ["12", "7", "7"]
+    assert len(re.findall(r"^HTTP/1.1 201", out, re.M)) == 2
+    assert len(re.findall(r"^Idempotent-Replayed: true", out, re.M | re.I)) == 1
+    assert re.search(r"^7$", out, re.M)
     assert '{"message":"Successfully logged out."}' in out
     last = json.loads(out.rstrip().splitlines()[-1])
     assert last == {

@@ -1,0 +1,158 @@
+"""The stock ledger: the only way an item's stock changes.
+
+Every change writes one movement (who, why, how much, the stock after it), so an
+item's stock always equals the sum of its movements. A change is one conditional
+UPDATE of the item's row (``stock = stock + delta`` only where the result stays in
+range, or ``stock = set`` only where it still equals ``expected``): the database
+decides, so concurrent movements neither lose an update nor take stock below zero.
+Nothing here commits: the caller's request (or command) does, once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm.attributes import set_committed_value
+
+from db import db
+from models import Item, StockMovement
+from models.types import utcnow
+
+MAX_STOCK = 2**31 - 1  # the column is a 32-bit integer
+MAX_QUANTITY = 1_000_000_000  # the largest delta, set or expected a request may send
+
+
+class StockError(Exception):
+    """A movement the ledger refuses; ``code`` is the contract's ``error``."""
+
+    code = "stock_error"
+
+    def __init__(self, message: str, stock: int) -> None:
+        super().__init__(message)
+        self.stock = stock
+
+
+class InsufficientStockError(StockError):
+    code = "insufficient_stock"
+
+
+class StockOverflowError(StockError):
+    code = "stock_overflow"
+
+
+class StockChangedError(StockError):
+    code = "stock_changed"
+
+
+def _current(item: Item) -> int:
+    return db.session.execute(select(Item.stock).where(Item.id == item.id)).scalar_one()
+
+
+def _record(
+    item: Item,
+    *,
+    delta: int,
+    after: int,
+    reason: str,
+    reference: str | None,
+    user_id: int | None,
+    now: datetime,
+) -> StockMovement:
+    # The row already holds these values (the UPDATE wrote them): the object is told
+    # without writing them again, so its ETag and updated_at are the new ones.
+    set_committed_value(item, "stock", after)
+    set_committed_value(item, "updated_at", now)
+    movement = StockMovement(
+        item_id=item.id,
+        delta=delta,
+        stock_after=after,
+        reason=reason,
+        reference=reference,
+        user_id=user_id,
+        created_at=now,
+    )
+    db.session.add(movement)
+    return movement
+
+
+def move(
+    item: Item, delta: int, reason: str, *, reference: str | None = None, user_id: int | None
+) -> StockMovement:
+    """Add ``delta`` (non-zero) to a saved item's stock."""
+    # The bounds are compared with the column alone (no ``stock + delta`` in the
+    # WHERE), so PostgreSQL never computes a sum that overflows its integer.
+    in_range = Item.stock >= -delta if delta < 0 else Item.stock <= MAX_STOCK - delta
+    now = utcnow()
+    statement = (
+        update(Item)
+        .where(Item.id == item.id, in_range)
+        .values(stock=Item.stock + delta, updated_at=now)
+        .returning(Item.stock)
+        .execution_options(synchronize_session=False)
+    )
+    after = db.session.execute(statement).scalar_one_or_none()
+    if after is None:
+        stock = _current(item)
+        if delta < 0:
+            raise InsufficientStockError(
+                f"Item {item.id} has {stock} in stock; {-delta} cannot be taken out.", stock
+            )
+        raise StockOverflowError(
+            f"Item {item.id} has {stock} in stock; {delta} more would exceed {MAX_STOCK}.", stock
+        )
+    return _record(
+        item,
+        delta=delta,
+        after=after,
+        reason=reason,
+        reference=reference,
+        user_id=user_id,
+        now=now,
+    )
+
+
+def count(
+    item: Item,
+    new_stock: int,
+    *,
+    expected: int | None = None,
+    reference: str | None = None,
+    user_id: int | None,
+) -> StockMovement:
+    """A physical count of a saved item: stock becomes ``new_stock``. With
+    ``expected``, only if the stock still is what the counter saw (compare-and-set);
+    without, the caller must hold the item's row lock (the import does)."""
+    before = item.stock if expected is None else expected
+    now = utcnow()
+    statement = (
+        update(Item)
+        .where(Item.id == item.id, Item.stock == before)
+        .values(stock=new_stock, updated_at=now)
+        .returning(Item.stock)
+        .execution_options(synchronize_session=False)
+    )
+    if db.session.execute(statement).scalar_one_or_none() is None:
+        stock = _current(item)
+        raise StockChangedError(
+            f"Item {item.id} has {stock} in stock, not the {before} expected; "
+            "nothing was changed. Count again against the current stock.",
+            stock,
+        )
+    return _record(
+        item,
+        delta=new_stock - before,
+        after=new_stock,
+        reason="count",
+        reference=reference,
+        user_id=user_id,
+        now=now,
+    )
+
+
+def initial_count(item: Item, stock: int, *, user_id: int | None) -> None:
+    """The stock of an item being created, as its first movement: a count."""
+    item.stock = stock
+    db.session.add(
+        StockMovement(item=item, delta=stock, stock_after=stock, reason="count", user_id=user_id)
+    )
