@@ -23,7 +23,7 @@ from passlib.context import CryptContext
 
 from blocklist import get_blocklist
 from core.errors import error_response
-from core.extensions import jwt
+from core.extensions import jwt, limiter
 from db import db
 from models import User
 from models.types import utcnow
@@ -68,6 +68,22 @@ def check_password(user: User | None, password: str) -> bool:
     if ok and new_hash:
         user.password_hash = new_hash
     return ok
+
+
+def _auth_rate_limit() -> str:
+    return current_app.config["AUTH_RATE_LIMIT"]
+
+
+def password_attempts(**options):
+    """Every place a password is checked against an account (``/login``, and the
+    ``current_password`` of an account change) draws on one budget per client,
+    AUTH_RATE_LIMIT: guessing through one does not dodge the other's limit."""
+    return limiter.shared_limit(_auth_rate_limit, scope="password", **options)
+
+
+def auth_rate_limit():
+    """AUTH_RATE_LIMIT for one endpoint (``/register``) on its own."""
+    return limiter.limit(_auth_rate_limit)
 
 
 # --- tokens and sessions -------------------------------------------------------

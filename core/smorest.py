@@ -156,8 +156,13 @@ class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
             super().check_etag(etag_data, etag_schema)
 
     def _check_not_modified(self, etag: str) -> None:
-        """304, carrying the ETag it confirms (RFC 9110 15.4.5)."""
-        if request.method in self.METHODS_CHECKING_NOT_MODIFIED and etag in request.if_none_match:
+        """304, carrying the ETag it confirms (RFC 9110 15.4.5). If-None-Match compares
+        weakly (RFC 9110 13.1.2: ``W/"x"`` matches ``"x"``); If-Match, checked by
+        flask-smorest's ``check_etag``, stays strong."""
+        if (
+            request.method in self.METHODS_CHECKING_NOT_MODIFIED
+            and request.if_none_match.contains_weak(etag)
+        ):
             not_modified = NotModified()
             not_modified.data = {"headers": {"ETag": quote_etag(etag)}}
             raise not_modified

@@ -6,7 +6,7 @@ from flask import url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user
 from flask_smorest import abort
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 
@@ -17,7 +17,15 @@ from core.smorest import Blueprint
 from db import db
 from models import Item, Store, Tag, item_tags
 from models.types import utcnow
-from resources.common import commit, get_or_404, icontains, is_unique_violation, paginate
+from resources.common import (
+    commit,
+    get_or_404,
+    icontains,
+    iequals,
+    is_unique_violation,
+    lower,
+    paginate,
+)
 from schemas import (
     ItemCreateSchema,
     ItemQuerySchema,
@@ -33,7 +41,7 @@ blp.after_request(public_cache)
 ITEM_LOADS = (joinedload(Item.store), selectinload(Item.tags))
 SORT_KEYS = {
     "id": (Item.id,),
-    "name": (func.lower(Item.name), Item.id),
+    "name": (lower(Item.name), Item.id),
     "price": (Item.price, Item.id),
     "created_at": (Item.created_at, Item.id),
     "stock": (Item.stock, Item.id),
@@ -56,15 +64,17 @@ def item_search(args: dict) -> Select:
         query = query.where(
             or_(icontains(Item.name, args["q"]), icontains(Item.description, args["q"]))
         )
-    names = {name.lower() for name in args.get("tag") or ()}
+    names = set(args.get("tag") or ())
     if names:
-        # Items carrying every named tag: links to those names, counted per item.
+        # Items carrying every named tag: among an item's links to those names, one
+        # for each name. (Names are compared by the database, so "Dairy" and "dairy"
+        # asked together are one name to it, whatever Python's str.lower thinks.)
         carrying_all = (
             select(item_tags.c.item_id)
             .join(Tag, Tag.id == item_tags.c.tag_id)
-            .where(func.lower(Tag.name).in_([func.lower(name) for name in names]))
+            .where(lower(Tag.name).in_([lower(name) for name in names]))
             .group_by(item_tags.c.item_id)
-            .having(func.count(func.distinct(func.lower(Tag.name))) == len(names))
+            .having(*(func.max(case((iequals(Tag.name, name), 1), else_=0)) == 1 for name in names))
         )
         query = query.where(Item.id.in_(carrying_all))
     sort = args.get("sort", "id")
