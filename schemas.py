@@ -125,6 +125,24 @@ class UserUpdateSchema(ma.Schema):
             raise ValidationError("Only sent with a new email or password.", "current_password")
 
 
+# Rules between fields, checked by the schemas' own validators, which apispec cannot
+# derive: added to the OpenAPI components by name (app.py), so that clients and
+# fuzzers know them too.
+CROSS_FIELD_RULES = {
+    "UserUpdate": {
+        "anyOf": [
+            {"required": ["current_password", "email"]},
+            {"required": ["current_password", "password"]},
+            {
+                "not": {
+                    "anyOf": [{"required": [name]} for name in (*CREDENTIALS, "current_password")]
+                }
+            },
+        ]
+    }
+}
+
+
 class UserQuerySchema(ma.Schema):
     q = Line(254, metadata={"description": "Case-insensitive substring of username or email"})
 

@@ -52,15 +52,19 @@ def _reject_constant(name: str) -> None:
 class JSONParser(FlaskParser):
     """Parses bodies as strict JSON, with numbers that are decimals as exact Decimals.
 
-    ``19.99`` arrives as ``Decimal("19.99")``, never as a float. Input that the
+    ``19.99`` arrives as ``Decimal("19.99")``, never as a float. A missing body is a
+    422 (``{}`` is a body: an empty PATCH is a no-op). Input that the
     standard library cannot take (digits beyond Python's limit, nesting deeper than
     its recursion limit, NaN) is malformed JSON: 400, not a crash.
     """
 
     def _raw_load_json(self, req: Request) -> Any:
+        raw = req.get_data(cache=True)
+        if not raw:
+            # Every body argument is documented as required: none at all is not "{}".
+            raise ma.ValidationError("A JSON body is required.")
         if not is_json_request(req):
             return core.missing
-        raw = req.get_data(cache=True)
         text = raw.decode("utf-8")  # UnicodeDecodeError -> 400 in webargs
         try:
             return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)

@@ -327,7 +327,7 @@ class TestSecurityLog:
 
 
 # Each with a body that is invalid in its own way: without a valid token, the answer is
-# 401 and says nothing about the body (API.md §2: permission before validation).
+# 401 and says nothing about the body (permission before validation).
 INVALID_WRITES = [
     ("post", "/stores", {"name": "", "bogus": 1}),
     ("post", "/items", {"price": "1.001", "store_id": "x"}),

@@ -1,4 +1,4 @@
-"""Forged tokens are refused for their forgery alone (API.md §3).
+"""Forged tokens are refused for their forgery alone.
 
 Each forgery starts from a real token's claims (``sub``, ``sid``, ``jti``,
 ``user_key``, ``type``, ``fresh``, ``iat``, ``nbf``, ``exp``), so that nothing but the

@@ -1,4 +1,4 @@
-"""A deprecated path never copies what it was sent into a header (API.md §6).
+"""A deprecated path never copies what it was sent into a header.
 
 The ids of /item/<id> and the other old paths used to be pasted into the ``Link``
 header as they came: under Werkzeug's server (``flask run``) a percent-encoded

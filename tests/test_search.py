@@ -212,7 +212,7 @@ def test_search_ignores_case_beyond_ascii_as_the_database_does(client, as_alice,
 
 class TestUnicodeCase:
     """Tag names and ``q`` fold case the same way on both sides, on SQLite as on
-    PostgreSQL (API.md §4): one ``lower``, the database's, for column and query."""
+    PostgreSQL: one ``lower``, the database's, for column and query."""
 
     @pytest.fixture
     def shelf(self, as_alice, api):

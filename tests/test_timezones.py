@@ -1,4 +1,4 @@
-"""Timestamps are UTC whatever the database session's time zone (API.md §6).
+"""Timestamps are UTC whatever the database session's time zone.
 
 Managed PostgreSQL servers often run with a ``TimeZone`` other than UTC; timestamptz
 values then come back in that zone. The app connects here through a new pool whose
