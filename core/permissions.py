@@ -175,7 +175,7 @@ def fields_reserved(blp: Blueprint, **rules: tuple[Who, str]) -> Decorator:
     return decorator
 
 
-def fresh_for_fields(blp: Blueprint, *fields: str) -> Callable:
+def fresh_for_fields(*fields: str) -> Decorator:
     """A body sending any of ``fields`` needs a fresh token (401 before any 422).
     Put it below the decorator that authenticates."""
 

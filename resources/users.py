@@ -93,7 +93,7 @@ class UserById(MethodView):
         email=(SELF, "change their email"),
         password=(SELF, "change their password"),
     )
-    @fresh_for_fields(blp, *CREDENTIALS)
+    @fresh_for_fields(*CREDENTIALS)
     # A wrong current_password counts against the /login budget; a request without
     # one (a role change) neither counts nor is held back.
     @password_attempts(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +24,9 @@ from models import Item, Store, User
 
 # Deterministic in CI (a failure is reproducible); the fixtures are made once per
 # test and each example leaves them valid for the next.
-CI = {"derandomize": True, "database": None} if os.environ.get("CI") == "true" else {}
+CI: dict[str, Any] = (
+    {"derandomize": True, "database": None} if os.environ.get("CI") == "true" else {}
+)
 PROPERTY = settings(
     max_examples=60,
     deadline=None,

@@ -5,9 +5,11 @@ import json
 import logging
 
 import pytest
+from sqlalchemy import select
 
 from core.logging import JsonFormatter
-from helpers import assert_error, count_queries, snapshot
+from helpers import assert_error, count_queries, query, snapshot
+from models import Store
 
 
 class TestConditionalRequests:
