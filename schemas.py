@@ -139,7 +139,22 @@ CROSS_FIELD_RULES = {
                 }
             },
         ]
-    }
+    },
+    # StockMovementInputSchema._delta_or_count: a delta with its reason, or a count.
+    "StockMovementInput": {
+        "anyOf": [
+            {
+                "required": ["delta", "reason"],
+                "properties": {"reason": {"enum": list(DELTA_REASONS)}},
+                "not": {"anyOf": [{"required": ["set"]}, {"required": ["expected"]}]},
+            },
+            {
+                "required": ["set", "expected", "reason"],
+                "properties": {"reason": {"enum": ["count"]}},
+                "not": {"required": ["delta"]},
+            },
+        ]
+    },
 }
 
 

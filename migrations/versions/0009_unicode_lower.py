@@ -7,14 +7,14 @@ them (it stops on two names that only Unicode folding makes equal: rename one
 first). PostgreSQL's indexes are unchanged.
 
 Revision ID: 0009
-Revises: 0001
+Revises: 0003
 Create Date: 2026-11-29
 """
 
 from alembic import op
 
 revision = "0009"
-down_revision = "0001"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
