@@ -19,6 +19,7 @@ from core.security import init_passwords
 from core.smorest import IdConverter, swagger_assets
 from db import close_session, db, engine_options
 from resources import batch, exports, health, items, sessions, stock, stores, tags, users
+from schemas import CROSS_FIELD_RULES
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent / "migrations")
 
@@ -89,6 +90,8 @@ def register_extensions(app: Flask) -> None:
 def register_blueprints() -> None:
     for module in (sessions, users, stores, batch, items, stock, tags, exports, health):
         api.register_blueprint(module.blp)
+    for name, rules in CROSS_FIELD_RULES.items():
+        api.spec.components.schemas[name].update(rules)
 
 
 def register_middleware(app: Flask) -> None:

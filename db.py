@@ -112,10 +112,25 @@ def _reads_see_one_snapshot(_session: Any, _transaction: Any, connection: Any) -
         connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
 
+# Where Python's str.lower (Unicode's full mapping) differs from the simple,
+# one-character mapping that PostgreSQL's lower applies: "İ" becomes "i̇" (two
+# characters) and a final "Σ" becomes "ς". Mapped first, the rest agrees.
+_SIMPLE_LOWER = str.maketrans({"\u0130": "i", "\u03a3": "\u03c3"})
+
+
+def unicode_lower(value: Any) -> Any:
+    """``lower`` for SQLite, whose own folds ASCII letters only ("ÄPFEL" stayed
+    "ÄPFEL"): every letter, character by character, as PostgreSQL's ``lower`` does."""
+    return value.translate(_SIMPLE_LOWER).lower() if isinstance(value, str) else value
+
+
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """SQLite ignores foreign keys (and so their cascades) unless told otherwise."""
+    """SQLite ignores foreign keys (and so their cascades) unless told otherwise,
+    and lowercases only ASCII unless given a ``lower`` that knows Unicode (the
+    case-insensitive indexes and comparisons all use it; see resources/common.py)."""
     if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.create_function("lower", 1, unicode_lower, deterministic=True)
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=5000")

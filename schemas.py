@@ -7,7 +7,7 @@ body from setting ``role``, ``owner_id`` or ``id``.
 from __future__ import annotations
 
 import marshmallow as ma
-from marshmallow import ValidationError, fields, validate, validates
+from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
 from core.fields import NOT_VISIBLE, Id, Integer, Line, Money, Name, OptionalText, Text, trimmed
 from core.stock import MAX_QUANTITY
@@ -93,12 +93,69 @@ class MessageSchema(ma.Schema):
     message = fields.String(metadata={"example": "Successfully logged out."})
 
 
+CREDENTIALS = ("email", "password")  # what only the user, with their password, changes
+
+
 class UserUpdateSchema(ma.Schema):
-    """``role`` is for admins; ``email`` and ``password`` for the user themself."""
+    """``role`` is for admins; ``email`` and ``password`` for the user themself, who
+    confirms the change with ``current_password`` (OWASP ASVS 2.1.6)."""
 
     email = Email()
     password = Password(metadata={"example": "a new long passphrase"})
     role = fields.String(validate=validate.OneOf(ROLES), metadata={"example": "admin"})
+    current_password = Text(
+        trim=False,
+        load_only=True,
+        validate=validate.Length(1, 128),
+        metadata={
+            "description": "The password in use now: required with email or password, "
+            "and only with them",
+            "example": "the password you use now",
+        },
+    )
+
+    @validates_schema
+    def _current_password(self, data: dict, **_kwargs) -> None:
+        changes = any(field in data for field in CREDENTIALS)
+        if changes and "current_password" not in data:
+            raise ValidationError(
+                "Required to change the email or the password.", "current_password"
+            )
+        if "current_password" in data and not changes:
+            raise ValidationError("Only sent with a new email or password.", "current_password")
+
+
+# Rules between fields, checked by the schemas' own validators, which apispec cannot
+# derive: added to the OpenAPI components by name (app.py), so that clients and
+# fuzzers know them too.
+CROSS_FIELD_RULES = {
+    "UserUpdate": {
+        "anyOf": [
+            {"required": ["current_password", "email"]},
+            {"required": ["current_password", "password"]},
+            {
+                "not": {
+                    "anyOf": [{"required": [name]} for name in (*CREDENTIALS, "current_password")]
+                }
+            },
+        ]
+    },
+    # StockMovementInputSchema._delta_or_count: a delta with its reason, or a count.
+    "StockMovementInput": {
+        "anyOf": [
+            {
+                "required": ["delta", "reason"],
+                "properties": {"reason": {"enum": list(DELTA_REASONS)}},
+                "not": {"anyOf": [{"required": ["set"]}, {"required": ["expected"]}]},
+            },
+            {
+                "required": ["set", "expected", "reason"],
+                "properties": {"reason": {"enum": ["count"]}},
+                "not": {"required": ["delta"]},
+            },
+        ]
+    },
+}
 
 
 class UserQuerySchema(ma.Schema):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, request
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
@@ -24,6 +24,16 @@ def _default_limit() -> str:
     return limit
 
 
+def _limited_as() -> str:
+    # Flask-Limiter exempts a request that matched no route (it has no endpoint):
+    # 404s and 405s, any number of them. They share one budget per client instead.
+    return request.endpoint or "unmatched"
+
+
 # The client address is request.remote_addr, which ProxyFix sets from
 # X-Forwarded-For only when TRUSTED_PROXIES says how many proxies to trust.
-limiter = Limiter(key_func=get_remote_address, default_limits=[_default_limit])
+limiter = Limiter(
+    key_func=get_remote_address,
+    default_limits=[_default_limit],
+    request_identifier=_limited_as,
+)

@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, insert, literal, select, update
 from core.catalog_csv import COLUMNS, TAG_SEPARATOR, restore
 from core.fields import Integer, Money, Name, OptionalText
 from core.stock import MAX_QUANTITY
-from db import db
+from db import db, unicode_lower
 from models import Item, StockMovement, Store, Tag, item_tags
 from models.types import utcnow
 
@@ -112,7 +112,7 @@ def read_rows(text: IO[str], summary: Summary) -> Iterator[tuple[int, dict[str, 
             for column, messages in sorted(messages_by_column.items()):
                 summary.error(start, column, " ".join(_flatten(messages)))
             continue
-        key = data["name"].lower()
+        key = unicode_lower(data["name"])  # as the database lowercases it
         if key in seen:
             summary.error(start, "name", f"{data['name']!r} is on line {seen[key]} already.")
             continue
@@ -249,8 +249,8 @@ class Importer:
 
 def _lowered(texts: list[str]) -> dict[str, str]:
     """Each text as the database lowercases it (one statement): names are compared
-    by the database's lower() everywhere (the unique indexes use it), which on SQLite
-    folds ASCII only, so Python's lower() would not match it."""
+    by the database's lower() everywhere (the unique indexes use it), which Python's
+    str.lower() does not always match ("İ")."""
     unique = list(dict.fromkeys(texts))
     if not unique:
         return {}

@@ -4,6 +4,10 @@ This is the one place that maps them: a WSGI middleware rewrites ``/item/7`` to
 ``/items/7`` before Flask routes the request, so the canonical view answers, and
 adds ``Deprecation`` (RFC 9745), ``Sunset`` (RFC 8594) and a ``successor-version``
 link to the response. The old paths are not in the OpenAPI document.
+
+Only a well-formed id (what ``<id:...>`` routes accept) is rewritten, so nothing a
+client sends other than digits ever reaches the ``Link`` header: a path such as
+``/item/1%0D%0ASet-Cookie:...`` is left alone and gets the ordinary 404.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
+
+from core.smorest import IdConverter
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -31,7 +37,8 @@ DEPRECATED_SINCE = "@1795219200"  # 2026-11-21, as an RFC 9745 date
 
 
 def _compile(template: str) -> re.Pattern[str]:
-    return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "/?$")
+    # Matched with fullmatch: "$" would also match before a trailing newline.
+    return re.compile(re.sub(r"\{(\w+)\}", rf"(?P<\1>{IdConverter.regex})", template) + "/?")
 
 
 class LegacyPaths:
@@ -42,7 +49,7 @@ class LegacyPaths:
 
     def canonical(self, path: str) -> str | None:
         for pattern, template in self.routes:
-            match = pattern.match(path)
+            match = pattern.fullmatch(path)
             if match:
                 return template.format(**match.groupdict())
         return None

@@ -133,7 +133,7 @@ def store_owner_required(
     return decorator
 
 
-def _body_fields() -> set[str]:
+def body_fields() -> set[str]:
     """The top-level keys of a JSON object body, before validation (which comes
     later and reports anything malformed)."""
     try:
@@ -163,7 +163,7 @@ def fields_reserved(blp: Blueprint, **rules: tuple[Who, str]) -> Decorator:
     def decorator(func: View) -> View:
         @wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            for field in sorted(_body_fields() & rules.keys()):
+            for field in sorted(body_fields() & rules.keys()):
                 who, action = rules[field]
                 if not who.allows(kwargs):
                     forbid(f"Only {who.name} may {action}.")
@@ -171,5 +171,21 @@ def fields_reserved(blp: Blueprint, **rules: tuple[Who, str]) -> Decorator:
 
         documented: View = blp.alt_response(403, response="FORBIDDEN")(wrapper)
         return documented
+
+    return decorator
+
+
+def fresh_for_fields(*fields: str) -> Decorator:
+    """A body sending any of ``fields`` needs a fresh token (401 before any 422).
+    Put it below the decorator that authenticates."""
+
+    def decorator(func: View) -> View:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if body_fields() & set(fields):
+                require_fresh()
+            return func(*args, **kwargs)
+
+        return wrapper
 
     return decorator

@@ -19,11 +19,12 @@ from flask import Flask, current_app, g
 from flask.typing import ResponseReturnValue
 from flask_jwt_extended import create_access_token, create_refresh_token
 from flask_jwt_extended.exceptions import RevokedTokenError
+from flask_limiter import RouteLimit
 from passlib.context import CryptContext
 
 from blocklist import get_blocklist
 from core.errors import error_response
-from core.extensions import jwt
+from core.extensions import jwt, limiter
 from db import db
 from models import User
 from models.types import utcnow
@@ -68,6 +69,23 @@ def check_password(user: User | None, password: str) -> bool:
     if ok and new_hash:
         user.password_hash = new_hash
     return ok
+
+
+def _auth_rate_limit() -> str:
+    limit: str = current_app.config["AUTH_RATE_LIMIT"]
+    return limit
+
+
+def password_attempts(**options: Any) -> RouteLimit:
+    """Every place a password is checked against an account (``/login``, and the
+    ``current_password`` of an account change) draws on one budget per client,
+    AUTH_RATE_LIMIT: guessing through one does not dodge the other's limit."""
+    return limiter.shared_limit(_auth_rate_limit, scope="password", **options)
+
+
+def auth_rate_limit() -> RouteLimit:
+    """AUTH_RATE_LIMIT for one endpoint (``/register``) on its own."""
+    return limiter.limit(_auth_rate_limit)
 
 
 # --- tokens and sessions -------------------------------------------------------

@@ -53,15 +53,19 @@ def _reject_constant(name: str) -> None:
 class JSONParser(FlaskParser):
     """Parses bodies as strict JSON, with numbers that are decimals as exact Decimals.
 
-    ``19.99`` arrives as ``Decimal("19.99")``, never as a float. Input that the
+    ``19.99`` arrives as ``Decimal("19.99")``, never as a float. A missing body is a
+    422 (``{}`` is a body: an empty PATCH is a no-op). Input that the
     standard library cannot take (digits beyond Python's limit, nesting deeper than
     its recursion limit, NaN) is malformed JSON: 400, not a crash.
     """
 
     def _raw_load_json(self, req: Request) -> Any:
+        raw = req.get_data(cache=True)
+        if not raw:
+            # Every body argument is documented as required: none at all is not "{}".
+            raise ma.ValidationError("A JSON body is required.")
         if not is_json_request(req):
             return core.missing
-        raw = req.get_data(cache=True)
         text = raw.decode("utf-8")  # UnicodeDecodeError -> 400 in webargs
         try:
             return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
@@ -157,8 +161,13 @@ class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
             super().check_etag(etag_data, etag_schema)
 
     def _check_not_modified(self, etag: str) -> None:
-        """304, carrying the ETag it confirms (RFC 9110 15.4.5)."""
-        if request.method in self.METHODS_CHECKING_NOT_MODIFIED and etag in request.if_none_match:
+        """304, carrying the ETag it confirms (RFC 9110 15.4.5). If-None-Match compares
+        weakly (RFC 9110 13.1.2: ``W/"x"`` matches ``"x"``); If-Match, checked by
+        flask-smorest's ``check_etag``, stays strong."""
+        if (
+            request.method in self.METHODS_CHECKING_NOT_MODIFIED
+            and request.if_none_match.contains_weak(etag)
+        ):
             not_modified = NotModified()
             not_modified.data = {"headers": {"ETag": quote_etag(etag)}}
             raise not_modified

@@ -17,8 +17,10 @@ def utcnow() -> datetime:
 class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC timestamp on every backend.
 
-    PostgreSQL keeps the zone (timestamptz); SQLite has no zone, so values are
-    stored as UTC and given their zone back when read.
+    PostgreSQL stores an instant (timestamptz) and answers in the session's
+    ``TimeZone``, which a managed server may set to anything: values read are turned
+    back to UTC, so that JSON and ETags never depend on the connection. SQLite has no
+    zone: values are stored as UTC and given their zone back when read.
     """
 
     impl = DateTime(timezone=True)
@@ -34,9 +36,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     @override
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Timestamps:

@@ -17,7 +17,7 @@ from core.errors import abort
 from core.http import public_cache
 from core.permissions import require_fresh, store_owner_required
 from core.smorest import Blueprint
-from db import db
+from db import db, unicode_lower
 from models import Item, Store
 from resources.common import commit, get_or_404
 from schemas import BatchResultSchema, BatchSchema
@@ -95,8 +95,9 @@ class Plan:
     def duplicate_name(self) -> str | None:
         """A name the batch would give two items of the store, if any."""
         deleted = set(self.deletes)
-        renamed = {u["id"]: u["name"].lower() for u in self.updates if "name" in u}
-        wanted = [*renamed.values(), *(c["name"].lower() for c in self.creates)]
+        # Lowercased as the database does (db.unicode_lower), to compare with lower(name).
+        renamed = {u["id"]: unicode_lower(u["name"]) for u in self.updates if "name" in u}
+        wanted = [*renamed.values(), *(unicode_lower(c["name"]) for c in self.creates)]
         if len(set(wanted)) < len(wanted):
             return next(name for name in wanted if wanted.count(name) > 1)
         if not wanted:

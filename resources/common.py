@@ -13,11 +13,24 @@ from db import db
 T = TypeVar("T")
 
 
+def lower(value) -> ColumnElement[str]:
+    """The one lowercasing of every case-insensitive comparison, applied to both
+    sides: the column and the text compared with it. It is the database's ``lower``
+    (Python's on SQLite, registered in db.py), never ``str.lower`` on one side only,
+    which disagrees with PostgreSQL's ("İ" is "i̇" to Python, "i" to PostgreSQL). The
+    case-insensitive unique indexes use the same function."""
+    return func.lower(value)
+
+
+def iequals(column, text: str) -> ColumnElement[bool]:
+    """Case-insensitive equality."""
+    return lower(column) == lower(text)
+
+
 def icontains(column, text: str) -> ColumnElement[bool]:
-    """Case-insensitive substring match. Both sides are lowercased by the database,
-    so that they follow the same rules; ``%`` and ``_`` in ``text`` match themselves."""
+    """Case-insensitive substring match; ``%`` and ``_`` in ``text`` match themselves."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return func.lower(column).like(func.lower(f"%{escaped}%"), escape="\\")
+    return lower(column).like(lower(f"%{escaped}%"), escape="\\")
 
 
 def get_or_404(model: type[T], ident: int, *options, for_update: bool = False) -> T:

@@ -28,7 +28,7 @@ from core.pagination import Listing, Ranked
 from db import db
 from models import Item, Tag, item_tags
 from models.item import SEARCH_CONFIG
-from resources.common import icontains
+from resources.common import icontains, iequals, lower
 
 # Exactly what ItemSchema nests: the store (one row) and the tags (a collection).
 ITEM_LOADS = (joinedload(Item.store), selectinload(Item.tags))
@@ -58,7 +58,7 @@ def _relevance(args: dict[str, Any]) -> tuple[Any, ...]:
 ITEMS = Listing(
     {
         "id": (Item.id,),
-        "name": (func.lower(Item.name), Item.id),
+        "name": (lower(Item.name), Item.id),
         "price": (Item.price, Item.id),
         "created_at": (Item.created_at, Item.id),
         "stock": (Item.stock, Item.id),
@@ -100,7 +100,7 @@ def item_search(args: dict[str, Any]) -> Select[Any]:
         query = query.where(
             select(item_tags.c.item_id)
             .join(Tag, Tag.id == item_tags.c.tag_id)
-            .where(item_tags.c.item_id == Item.id, func.lower(Tag.name) == func.lower(name))
+            .where(item_tags.c.item_id == Item.id, iequals(Tag.name, name))
             .exists()
         )
     return query

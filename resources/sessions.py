@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app, g, url_for
+from flask import g, url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user, get_jwt
 from flask_smorest import abort
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from core.extensions import limiter
 from core.http import no_store
 from core.permissions import login_required
 from core.security import (
+    auth_rate_limit,
     check_password,
     hash_password,
     issue_tokens,
+    password_attempts,
     revoke_session,
     rotate_refresh_token,
     start_session,
@@ -24,7 +25,7 @@ from core.security import (
 from core.smorest import Blueprint
 from db import db
 from models import User
-from resources.common import commit
+from resources.common import commit, iequals
 from schemas import LoginSchema, MessageSchema, RegisterSchema, TokenSchema, UserSchema
 
 log = logging.getLogger("stores.auth")
@@ -32,13 +33,9 @@ blp = Blueprint("auth", __name__, description="Sign up, sign in, refresh and sig
 blp.after_request(no_store)
 
 
-def auth_rate_limit() -> str:
-    return current_app.config["AUTH_RATE_LIMIT"]
-
-
 @blp.route("/register")
 class Register(MethodView):
-    decorators = [limiter.limit(auth_rate_limit)]
+    decorators = [auth_rate_limit()]
 
     @blp.arguments(RegisterSchema)
     @blp.response(201, UserSchema, headers={"Location": {"schema": {"type": "string"}}})
@@ -58,7 +55,7 @@ class Register(MethodView):
 
 @blp.route("/login")
 class Login(MethodView):
-    decorators = [limiter.limit(auth_rate_limit)]
+    decorators = [password_attempts()]
 
     @blp.arguments(LoginSchema)
     @blp.response(200, TokenSchema)
@@ -66,9 +63,7 @@ class Login(MethodView):
     @blp.alt_response(429, response="TOO_MANY_REQUESTS")
     def post(self, data):
         """Sign in: a fresh access token and a refresh token"""
-        user = db.session.scalar(
-            select(User).where(func.lower(User.username) == data["username"].lower())
-        )
+        user = db.session.scalar(select(User).where(iequals(User.username, data["username"])))
         if not check_password(user, data["password"]):
             log.warning(
                 "login failed", extra={"event": "login_failed", "username": data["username"]}

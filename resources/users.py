@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask.views import MethodView
 from flask_jwt_extended import current_user
 from flask_smorest import abort
@@ -14,20 +16,22 @@ from core.permissions import (
     ADMIN,
     SELF,
     admin_required,
+    body_fields,
     fields_reserved,
+    fresh_for_fields,
     login_required,
-    require_fresh,
     self_or_admin,
 )
-from core.security import hash_password
+from core.security import check_password, hash_password, password_attempts
 from core.smorest import Blueprint
 from db import db
 from models import User, new_token_key
 from resources.common import commit, get_or_404, icontains
-from schemas import UserQuerySchema, UserSchema, UserUpdateSchema
+from schemas import CREDENTIALS, UserQuerySchema, UserSchema, UserUpdateSchema
 
 blp = Blueprint("users", __name__, url_prefix="/users", description="User accounts")
 blp.after_request(no_store)
+log = logging.getLogger("stores.auth")
 
 USERS = Listing({"id": (User.id,)}, sortable=False)
 
@@ -91,19 +95,31 @@ class UserById(MethodView):
         email=(SELF, "change their email"),
         password=(SELF, "change their password"),
     )
+    @fresh_for_fields(*CREDENTIALS)
+    # A wrong current_password counts against the /login budget; a request without
+    # one (a role change) neither counts nor is held back.
+    @password_attempts(
+        exempt_when=lambda: "current_password" not in body_fields(),
+        deduct_when=lambda response: response.status_code == 403,
+    )
     @blp.arguments(UserUpdateSchema)
     @blp.response(200, UserSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(429, response="TOO_MANY_REQUESTS")
     def patch(self, data, user_id):
         """Change a user: the role (admin), the email or password (the user themself)
 
-        Changing the email or the password needs a fresh token.
+        Changing the email or the password needs a fresh token and `current_password`.
         """
         user = get_or_404(User, user_id)
-        if "email" in data or "password" in data:
-            require_fresh()
-        admins = _lock(user)
+        admins = _lock(user)  # the password is checked against the hash now locked
+        if "current_password" in data and not check_password(user, data["current_password"]):
+            log.warning(
+                "wrong current password",
+                extra={"event": "current_password_wrong", "user_id": user.id},
+            )
+            abort(403, message="The current password is wrong.", error="invalid_credentials")
         blp.check_etag(user, UserSchema)
         if "role" in data:
             if data["role"] != "admin":

@@ -248,9 +248,18 @@ class TestRefresh:
 
     def test_other_sessions_survive(self, client, alice, login):
         stolen, other = login(alice), login(alice)
-        client.post("/refresh", headers=bearer(stolen["refresh_token"]))
-        client.post("/refresh", headers=bearer(stolen["refresh_token"]))
-        assert client.get("/users/me", headers=bearer(other["access_token"])).status_code == 200
+        first = client.post("/refresh", headers=bearer(stolen["refresh_token"]))
+        assert first.status_code == 200
+        replayed = client.post("/refresh", headers=bearer(stolen["refresh_token"]))
+        assert_error(replayed, 401, error="token_revoked")
+        assert "access_token" not in replayed.json
+        # The stolen session is over, tokens refreshed from it included...
+        for token in (stolen["access_token"], first.json["access_token"]):
+            assert_error(client.get("/users/me", headers=bearer(token)), 401, error="token_revoked")
+        # ...and the other one goes on.
+        me = client.get("/users/me", headers=bearer(other["access_token"]))
+        assert me.status_code == 200 and me.json["id"] == alice.id
+        assert client.post("/refresh", headers=bearer(other["refresh_token"])).status_code == 200
 
 
 class TestLogout:
@@ -315,3 +324,47 @@ class TestSecurityLog:
         assert revoked.levelname == "WARNING"
         assert revoked.reason == "rotated refresh token presented again"
         assert revoked.user_id == str(alice.id)
+
+
+# Each with a body that is invalid in its own way: without a valid token, the answer is
+# 401 and says nothing about the body (permission before validation).
+INVALID_WRITES = [
+    ("post", "/stores", {"name": "", "bogus": 1}),
+    ("post", "/items", {"price": "1.001", "store_id": "x"}),
+    ("put", "/stores/1", {}),
+    ("patch", "/stores/1", {"owner_id": "me"}),
+    ("patch", "/items/1", {"price": -1}),
+    ("post", "/stores/1/tags", {"name": "a|b"}),
+    ("patch", "/tags/1", {"name": None}),
+    ("patch", "/users/1", {"email": "not an address", "current_password": ""}),
+    ("post", "/items/1/tags/1", {"bogus": True}),
+    ("delete", "/stores/1", None),
+]
+
+
+@pytest.mark.parametrize("token", ["none", "garbage", "expired", "refresh"])
+def test_401_comes_before_422(app, client, alice, login, api, token):
+    headers = bearer(login(alice)["access_token"])
+    store = api.store(headers)
+    api.link(headers, api.item(headers, store), api.tag(headers, store))
+    if token == "none":
+        headers, error = {}, "authorization_required"
+    elif token == "garbage":
+        headers, error = bearer("a.b.c"), "invalid_token"
+    elif token == "refresh":
+        headers, error = bearer(login(alice)["refresh_token"]), "invalid_token"
+    else:
+        with app.app_context():
+            expired = create_access_token(
+                str(alice.id), expires_delta=timedelta(seconds=-1), additional_claims={"sid": "s"}
+            )
+        headers, error = bearer(expired), "token_expired"
+    before = snapshot(app)
+    for method, path, body in INVALID_WRITES:
+        response = getattr(client, method)(path, json=body, headers=headers)
+        answer = assert_error(response, 401, error=error)
+        assert "errors" not in answer, (method, path)
+    # Malformed JSON, too, is a 401 for a caller without a valid token.
+    malformed = client.post("/stores", data="{", content_type="application/json", headers=headers)
+    assert_error(malformed, 401, error=error)
+    assert snapshot(app) == before

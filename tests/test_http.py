@@ -5,9 +5,11 @@ import json
 import logging
 
 import pytest
+from sqlalchemy import select
 
 from core.logging import JsonFormatter
-from helpers import assert_error, count_queries, snapshot
+from helpers import assert_error, count_queries, query, snapshot
+from models import Store
 
 
 class TestConditionalRequests:
@@ -75,11 +77,51 @@ class TestConditionalRequests:
             client.delete(f"/tags/{tag['id']}", headers=as_alice | {"If-Match": tag_etag}), 412
         )
 
-    def test_if_match_star(self, client, as_alice, store):
+    def test_if_match_star(self, app, client, as_alice, store):
         response = client.patch(
             f"/stores/{store['id']}", json={"name": "New"}, headers=as_alice | {"If-Match": "*"}
         )
         assert response.status_code == 200
+        assert response.json == store | {"name": "New", "updated_at": response.json["updated_at"]}
+        assert response.json["updated_at"] > store["updated_at"]
+        assert client.get(f"/stores/{store['id']}").json == response.json
+        assert query(app, select(Store.name)) == [("New",)]
+        # "*" matches any current representation, but not a missing one.
+        missing = client.patch(
+            "/stores/999", json={"name": "X"}, headers=as_alice | {"If-Match": "*"}
+        )
+        assert_error(missing, 404)
+
+    @pytest.mark.parametrize(
+        "header",
+        ["W/{etag}", '"other", W/{etag}', "{etag}", '"other", {etag}', "*"],
+    )
+    def test_if_none_match_compares_weakly(self, client, store, header):
+        """RFC 9110 13.1.2: a weak ETag in If-None-Match matches the strong one."""
+        etag = client.get(f"/stores/{store['id']}").headers["ETag"]
+        headers = {"If-None-Match": header.format(etag=etag)}
+        for response in (
+            client.get(f"/stores/{store['id']}", headers=headers),
+            client.head(f"/stores/{store['id']}", headers=headers),
+        ):
+            assert response.status_code == 304
+            assert response.get_data() == b""
+            assert response.headers["ETag"] == etag
+        other = client.get(f"/stores/{store['id']}", headers={"If-None-Match": 'W/"other"'})
+        assert other.status_code == 200
+        assert other.json == store
+
+    @pytest.mark.parametrize("method", ["put", "patch", "delete"])
+    def test_if_match_compares_strongly(self, app, client, as_alice, store, method):
+        """RFC 9110 13.1.1: a weak ETag never matches in If-Match."""
+        etag = client.get(f"/stores/{store['id']}").headers["ETag"]
+        before = snapshot(app)
+        headers = as_alice | {"If-Match": f"W/{etag}"}
+        body = None if method == "delete" else {"name": "New"}
+        response = getattr(client, method)(f"/stores/{store['id']}", json=body, headers=headers)
+        assert_error(response, 412)
+        assert snapshot(app) == before
+        assert client.get(f"/stores/{store['id']}").json == store
 
 
 class TestRequestIdAndLogs:

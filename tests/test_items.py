@@ -96,6 +96,19 @@ class TestCreate:
         assert "price" in body["errors"]["json"]
         assert query(app, select(Item.id)) == []
 
+    @pytest.mark.parametrize(
+        "number", ["1.0000000000000001", "19.990000000000001", "0.30000000000000004", "1e-3"]
+    )
+    def test_a_json_number_is_read_exactly(self, app, client, as_alice, store, number):
+        """17 significant digits: a float would round them to 2 decimals and accept."""
+        text = f'{{"name": "Milk", "price": {number}, "store_id": {store["id"]}}}'
+        response = client.post(
+            "/items", data=text, content_type="application/json", headers=as_alice
+        )
+        body = assert_error(response, 422)
+        assert body["errors"] == {"json": {"price": ["Must have at most 2 decimal places."]}}
+        assert query(app, select(Item.id)) == []
+
     def test_message_for_too_many_decimals(self, client, as_alice, store):
         body = assert_error(post_item(client, as_alice, store, price="1.999"), 422)
         assert body["errors"]["json"]["price"] == ["Must have at most 2 decimal places."]

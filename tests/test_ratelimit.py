@@ -65,3 +65,28 @@ def test_a_global_default_applies_to_every_endpoint_but_probes(client):
     assert_error(client.get("/stores"), 429)
     for _ in range(5):
         assert client.get("/health").status_code == 200
+
+
+@pytest.mark.config(RATE_LIMIT_DEFAULT="3 per minute")
+def test_unmatched_paths_are_limited_too(client):
+    """404s and 405s share one budget per client, whatever the path."""
+    for path in ("/nope", "/item/abc", "/stores/0"):
+        response = client.get(path)
+        assert_error(response, 404)
+        assert response.headers["X-RateLimit-Limit"] == "3"
+    refused = client.get("/another/path")
+    body = assert_error(refused, 429)
+    assert "3 per 1 minute" in body["message"]
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert_error(client.delete("/stores"), 429)  # a 405 is in the same budget
+    assert client.get("/stores").status_code == 200  # a real endpoint has its own
+    assert client.get("/health").status_code == 200
+
+
+@pytest.mark.config(RATE_LIMIT_DEFAULT="2 per minute", TRUSTED_PROXIES=1)
+def test_unmatched_paths_are_limited_per_client(client):
+    one, two = {"X-Forwarded-For": "203.0.113.1"}, {"X-Forwarded-For": "203.0.113.2"}
+    for _ in range(2):
+        assert_error(client.get("/nope", headers=one), 404)
+    assert_error(client.get("/nope", headers=one), 429)
+    assert_error(client.get("/nope", headers=two), 404)

@@ -4,9 +4,11 @@ import json
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.dialects import postgresql
 
 from core.pagination import Ranked
+from db import db, unicode_lower
 from helpers import assert_error
 from models import Item
 from resources.search import ITEMS
@@ -279,3 +281,73 @@ def test_every_sort_is_served_by_an_index():
         wanted = sql(keys)
         assert wanted in indexes or wanted == ["id"], name  # the primary key serves id
         assert ["store_id", *wanted] in indexes, name
+
+
+class TestUnicodeCase:
+    """Tag names and ``q`` fold case the same way on both sides, on SQLite as on
+    PostgreSQL: one ``lower``, the database's, for column and query."""
+
+    @pytest.fixture
+    def shelf(self, as_alice, api):
+        store = api.store(as_alice, "Bazaar")
+        juice = api.item(as_alice, store, "Äpfelsaft", "2.00", description="Aus Äpfeln")
+        kebab = api.item(as_alice, store, "İzmir köfte", "7.50", description="Grüße aus İZMİR")
+        api.link(as_alice, juice, api.tag(as_alice, store, "äpfel"))
+        api.link(as_alice, kebab, api.tag(as_alice, store, "İzmir"))
+        return store
+
+    @pytest.mark.parametrize(
+        "query, expected",
+        [
+            ("tag=ÄPFEL", ["Äpfelsaft"]),
+            ("tag=Äpfel", ["Äpfelsaft"]),
+            ("tag=äpfel&tag=ÄPFEL", ["Äpfelsaft"]),
+            ("tag=İzmir", ["İzmir köfte"]),
+            ("tag=İZMİR", ["İzmir köfte"]),
+            ("tag=İzmir&tag=İZMİR", ["İzmir köfte"]),
+            ("tag=äpfel&tag=İzmir", []),
+            ("q=ÄPFEL", ["Äpfelsaft"]),
+            ("q=äpfeln", ["Äpfelsaft"]),
+            ("q=GRÜSSE", []),  # lowercasing is not case folding: ß stays ß
+            ("q=GRÜẞE", ["İzmir köfte"]),  # capital sharp s lowercases to ß
+            ("q=grüße", ["İzmir köfte"]),
+            ("q=İZMİR", ["İzmir köfte"]),
+            ("q=İzmir KÖFTE", ["İzmir köfte"]),
+        ],
+    )
+    def test_search(self, client, shelf, query, expected):
+        assert names(client.get(f"/items?{query}")) == expected
+        assert names(client.get(f"/stores/{shelf['id']}/items?{query}")) == expected
+
+    def test_unique_names_fold_alike(self, app, client, as_alice, api, shelf):
+        duplicate = client.post(
+            f"/stores/{shelf['id']}/tags", json={"name": "ÄPFEL"}, headers=as_alice
+        )
+        assert_error(duplicate, 409)
+        api.store(as_alice, "Café")
+        assert_error(client.post("/stores", json={"name": "CAFÉ"}, headers=as_alice), 409)
+        tags = client.get(f"/stores/{shelf['id']}/tags").json
+        assert sorted(tag["name"] for tag in tags) == ["äpfel", "İzmir"]
+        assert [s["name"] for s in client.get("/stores?q=CAFÉ").json] == ["Café"]
+
+
+CASES = ["ÄPFEL", "İZMİR", "İzmir", "ΟΔΟΣ", "ΣΑΣ Σ", "GRÜẞE", "ǄUNGLA", "ǅ", "ÅNGSTRÖM", "ΐ"]
+
+
+@pytest.mark.postgres
+def test_sqlites_lower_is_postgresqls(app):
+    """The ``lower`` SQLite connections get agrees with PostgreSQL's, character by
+    character, on the letters where Python's str.lower does not."""
+    with app.app_context():
+        for text in CASES:
+            assert unicode_lower(text) == db.session.scalar(select(func.lower(text))), text
+
+
+def test_sqlite_connections_lower_every_letter(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'lower.db'}")
+    with engine.connect() as conn:
+        for text in CASES:
+            assert conn.scalar(select(func.lower(text))) == unicode_lower(text)
+        assert conn.scalar(select(func.lower("İZMİR"))) == "izmir"
+        assert conn.scalar(select(func.lower(None))) is None
+    engine.dispose()

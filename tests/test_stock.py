@@ -1,5 +1,7 @@
 """Stock (§7): movements in and out, counts, the ledger, and the refusals."""
 
+import re
+
 import pytest
 from sqlalchemy import func, select
 
@@ -82,6 +84,18 @@ class TestMovements:
         page = client.get(f"/items/{item['id']}/stock?page_size=2")
         assert [m["delta"] for m in page.json] == [3, -1]
         assert 'rel="next"' in page.headers["Link"]
+
+    def test_following_next_links_walks_the_whole_ledger_once(self, client, as_alice, item):
+        for n in range(1, 26):
+            move(client, as_alice, item, delta=n, reason="received")
+        url, seen = f"/items/{item['id']}/stock?page_size=10", []
+        while url:
+            page = client.get(url)
+            assert page.status_code == 200
+            seen += [m["delta"] for m in page.json]
+            link = re.search(r'<([^>]+)>; rel="next"', page.headers.get("Link", ""))
+            url = link.group(1) if link else None
+        assert seen == list(range(25, 0, -1))
 
     def test_a_movement_belongs_to_its_item(self, client, api, as_alice, store, item):
         other = api.item(as_alice, store, name="Bread")

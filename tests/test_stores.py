@@ -1,5 +1,7 @@
 """Stores: create, read, replace, change, delete, and who may do which."""
 
+from decimal import Decimal
+
 import pytest
 from sqlalchemy import func, select
 
@@ -342,26 +344,38 @@ class TestOwnership:
         item = api.item(as_alice, store)
         tag = api.tag(as_alice, store)
         headers = auth(admin)
-        assert (
-            client.patch(
-                f"/stores/{store['id']}", json={"name": "Audited"}, headers=headers
-            ).status_code
-            == 200
-        )
-        assert (
-            client.post(f"/items/{item['id']}/tags/{tag['id']}", headers=headers).status_code == 201
-        )
-        assert (
-            client.patch(f"/items/{item['id']}", json={"price": 2}, headers=headers).status_code
-            == 200
-        )
-        assert (
-            client.patch(f"/tags/{tag['id']}", json={"name": "milk"}, headers=headers).status_code
-            == 200
-        )
-        assert client.delete(f"/items/{item['id']}", headers=headers).status_code == 204
-        assert client.delete(f"/stores/{store['id']}", headers=headers).status_code == 204
-        assert snapshot(app)["stores"] == []
+
+        renamed = client.patch(f"/stores/{store['id']}", json={"name": "Audited"}, headers=headers)
+        assert renamed.status_code == 200
+        assert renamed.json == store | {"name": "Audited", "updated_at": renamed.json["updated_at"]}
+        assert renamed.json["owner_id"] == alice.id  # an admin's change keeps the owner
+
+        linked = client.post(f"/items/{item['id']}/tags/{tag['id']}", headers=headers)
+        assert linked.status_code == 201
+        assert linked.json["tags"] == [{"id": tag["id"], "name": "dairy"}]
+        assert linked.json["store"] == {"id": store["id"], "name": "Audited"}
+
+        priced = client.patch(f"/items/{item['id']}", json={"price": 2}, headers=headers)
+        assert priced.status_code == 200
+        assert priced.json["price"] == 2.0
+        assert client.get(f"/items/{item['id']}").json == priced.json
+
+        tag_renamed = client.patch(f"/tags/{tag['id']}", json={"name": "milk"}, headers=headers)
+        assert tag_renamed.status_code == 200
+        assert tag_renamed.json == {"id": tag["id"], "name": "milk", "store_id": store["id"]}
+        assert query(app, select(Store.name, Store.owner_id)) == [("Audited", alice.id)]
+        assert query(app, select(Item.price)) == [(Decimal("2.00"),)]
+        assert query(app, select(Tag.name)) == [("milk",)]
+
+        deleted = client.delete(f"/items/{item['id']}", headers=headers)
+        assert deleted.status_code == 204 and deleted.get_data() == b""
+        assert_error(client.get(f"/items/{item['id']}"), 404)
+        deleted = client.delete(f"/stores/{store['id']}", headers=headers)
+        assert deleted.status_code == 204 and deleted.get_data() == b""
+        assert_error(client.get(f"/stores/{store['id']}"), 404)
+        after = snapshot(app)
+        assert after["stores"] == after["items"] == after["tags"] == after["item_tags"] == []
+        assert [row[1] for row in after["users"]] == ["alice", "root"]  # nobody else went
 
 
 def test_a_stranger_cannot_probe_user_ids_through_owner_id(client, alice, bob, as_alice, auth, api):

@@ -6,6 +6,8 @@ from sqlalchemy import select
 from helpers import PASSWORD, assert_error, bearer, query, snapshot
 from models import Store, User
 
+CONFIRM = {"current_password": PASSWORD}
+
 
 class TestList:
     def test_admin_lists_users_with_a_filter(self, client, admin, alice, bob, auth):
@@ -84,17 +86,27 @@ class TestPatch:
         response = client.patch(f"/users/{alice.id}", json={"role": "owner"}, headers=auth(admin))
         assert "role" in assert_error(response, 422)["errors"]["json"]
 
-    def test_self_changes_email_and_password(self, client, alice, as_alice, login):
-        body = {"email": "new@example.com", "password": "a brand new password"}
+    def test_self_changes_email_and_password(self, app, client, alice, as_alice, login):
+        body = {"email": "new@example.com", "password": "a brand new password"} | CONFIRM
         response = client.patch(f"/users/{alice.id}", json=body, headers=as_alice)
         assert response.status_code == 200
-        assert response.json["email"] == "new@example.com"
+        assert response.json == {
+            "id": alice.id,
+            "username": "alice",
+            "email": "new@example.com",
+            "role": "user",
+            "created_at": response.json["created_at"],
+        }
         assert_error(client.post("/login", json={"username": "alice", "password": PASSWORD}), 401)
-        assert login("alice", "a brand new password")["access_token"]
+        headers = bearer(login("alice", "a brand new password")["access_token"])
+        assert client.get(f"/users/{alice.id}", headers=headers).json == response.json
+        assert query(app, select(User.email, User.role).where(User.id == alice.id)) == [
+            ("new@example.com", "user")
+        ]
 
     def test_a_new_password_ends_every_session(self, client, alice, login):
         this, other = login(alice), login(alice)
-        body = {"password": "a brand new password"}
+        body = {"password": "a brand new password"} | CONFIRM
         response = client.patch(
             f"/users/{alice.id}", json=body, headers=bearer(this["access_token"])
         )
@@ -108,18 +120,25 @@ class TestPatch:
         assert client.get("/users/me", headers=bearer(fresh["access_token"])).status_code == 200
 
     def test_an_email_change_keeps_the_sessions(self, client, alice, as_alice):
-        client.patch(f"/users/{alice.id}", json={"email": "new@example.com"}, headers=as_alice)
-        assert client.get("/users/me", headers=as_alice).status_code == 200
+        body = {"email": "new@example.com"} | CONFIRM
+        assert client.patch(f"/users/{alice.id}", json=body, headers=as_alice).status_code == 200
+        me = client.get("/users/me", headers=as_alice)
+        assert me.status_code == 200
+        assert me.json["email"] == "new@example.com"
 
     def test_email_or_password_change_needs_a_fresh_token(self, app, client, alice, login):
         refreshed = client.post("/refresh", headers=bearer(login(alice)["refresh_token"])).json
         before = snapshot(app)
-        response = client.patch(
-            f"/users/{alice.id}",
-            json={"password": "another password"},
-            headers=bearer(refreshed["access_token"]),
-        )
-        assert_error(response, 401, error="fresh_token_required")
+        for body in (
+            {"password": "another password"} | CONFIRM,
+            {"email": "x@example.com"} | CONFIRM,
+            {"password": "another password"},  # 401 before 422 (no current_password)
+            {"email": "not an address", "password": "short"},
+        ):
+            response = client.patch(
+                f"/users/{alice.id}", json=body, headers=bearer(refreshed["access_token"])
+            )
+            assert_error(response, 401, error="fresh_token_required")
         assert snapshot(app) == before
 
     def test_admin_cannot_change_someone_elses_credentials(self, app, client, admin, alice, auth):
@@ -141,7 +160,7 @@ class TestPatch:
     def test_duplicate_email(self, app, client, alice, bob, as_alice):
         before = snapshot(app)
         response = client.patch(
-            f"/users/{alice.id}", json={"email": "BOB@example.com"}, headers=as_alice
+            f"/users/{alice.id}", json={"email": "BOB@example.com"} | CONFIRM, headers=as_alice
         )
         assert_error(response, 409)
         assert snapshot(app) == before
@@ -254,14 +273,17 @@ class TestConditional:
         before = snapshot(app)
         stale = as_alice | {"If-Match": '"stale"'}
         assert_error(
-            client.patch(f"/users/{alice.id}", json={"email": "x@example.com"}, headers=stale), 412
+            client.patch(
+                f"/users/{alice.id}", json={"email": "x@example.com"} | CONFIRM, headers=stale
+            ),
+            412,
         )
         assert_error(client.delete(f"/users/{alice.id}", headers=stale), 412)
         assert snapshot(app) == before
         current = as_alice | {"If-Match": me.headers["ETag"]}
         assert (
             client.patch(
-                f"/users/{alice.id}", json={"email": "x@example.com"}, headers=current
+                f"/users/{alice.id}", json={"email": "x@example.com"} | CONFIRM, headers=current
             ).status_code
             == 200
         )
@@ -270,3 +292,75 @@ class TestConditional:
         headers = auth(bob)
         assert_error(client.get(f"/users/{alice.id}", headers=headers), 403, error="forbidden")
         assert_error(client.get("/users/4242", headers=headers), 403, error="forbidden")
+
+
+class TestCurrentPassword:
+    """Changing your own email or password needs the password in use (ASVS 2.1.6)."""
+
+    CHANGES = ({"email": "new@example.com"}, {"password": "a brand new password"})
+
+    @pytest.mark.parametrize("change", CHANGES)
+    def test_missing_is_a_422_and_changes_nothing(self, app, client, alice, as_alice, change):
+        before = snapshot(app)
+        response = client.patch(f"/users/{alice.id}", json=change, headers=as_alice)
+        body = assert_error(response, 422)
+        assert body["errors"] == {
+            "json": {"current_password": ["Required to change the email or the password."]}
+        }
+        assert snapshot(app) == before
+
+    @pytest.mark.parametrize("change", CHANGES)
+    def test_wrong_is_a_403_and_changes_nothing(self, app, client, alice, login, change):
+        tokens = login(alice)
+        headers = bearer(tokens["access_token"])
+        before = snapshot(app)
+        body = change | {"current_password": "not my password"}
+        response = client.patch(f"/users/{alice.id}", json=body, headers=headers)
+        assert assert_error(response, 403, error="invalid_credentials")["message"] == (
+            "The current password is wrong."
+        )
+        assert snapshot(app) == before
+        # The session goes on, and the password is still the old one.
+        assert client.get("/users/me", headers=headers).json["email"] == "alice@example.com"
+        assert login(alice)["access_token"]
+
+    @pytest.mark.parametrize("body", [{"current_password": PASSWORD}, {"role": "admin"} | CONFIRM])
+    def test_it_is_only_sent_with_a_new_email_or_password(self, app, client, admin, body):
+        before = snapshot(app)
+        headers = bearer(
+            client.post("/login", json={"username": "root", "password": PASSWORD}).json[
+                "access_token"
+            ]
+        )
+        response = client.patch(f"/users/{admin.id}", json=body, headers=headers)
+        assert assert_error(response, 422)["errors"] == {
+            "json": {"current_password": ["Only sent with a new email or password."]}
+        }
+        assert snapshot(app) == before
+
+    @pytest.mark.config(AUTH_RATE_LIMIT="3 per minute")
+    def test_wrong_attempts_count_against_the_login_limit(self, app, client, alice, admin, auth):
+        headers, admin_headers = auth(alice), auth(admin)  # two logins: 1 left
+        wrong = {"email": "new@example.com", "current_password": "a guess"}
+        assert_error(client.patch(f"/users/{alice.id}", json=wrong, headers=headers), 403)
+        before = snapshot(app)
+        # The budget is spent: even the right password is not checked now...
+        right = {"email": "new@example.com"} | CONFIRM
+        refused = client.patch(f"/users/{alice.id}", json=right, headers=headers)
+        assert "3 per 1 minute" in assert_error(refused, 429)["message"]
+        assert 0 < int(refused.headers["Retry-After"]) <= 60
+        # ...nor at /login, which shares it.
+        login = {"username": "alice", "password": PASSWORD}
+        assert_error(client.post("/login", json=login), 429)
+        assert snapshot(app) == before
+        # A change that checks no password is not held back.
+        promoted = client.patch(f"/users/{alice.id}", json={"role": "admin"}, headers=admin_headers)
+        assert promoted.status_code == 200 and promoted.json["role"] == "admin"
+
+    @pytest.mark.config(AUTH_RATE_LIMIT="3 per minute")
+    def test_a_right_one_does_not_count(self, client, alice, as_alice):
+        for n in range(3):
+            body = {"email": f"new{n}@example.com"} | CONFIRM
+            response = client.patch(f"/users/{alice.id}", json=body, headers=as_alice)
+            assert response.status_code == 200
+            assert response.json["email"] == f"new{n}@example.com"

@@ -3,7 +3,7 @@ store), tag links by tag, trigram indexes for `q` and a weighted full-text docum
 for `search` (PostgreSQL).
 
 Revision ID: 0002_catalog_scale
-Revises: 0003 (store operations, merged first)
+Revises: 0009 (merged first; after 0003, store operations)
 Create Date: 2026-11-29
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import TSVECTOR
 
 revision = "0002_catalog_scale"
-down_revision = "0003"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
