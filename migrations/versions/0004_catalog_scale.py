@@ -2,8 +2,8 @@
 store), tag links by tag, trigram indexes for `q` and a weighted full-text document
 for `search` (PostgreSQL).
 
-Revision ID: 0002_catalog_scale
-Revises: 0009 (merged first; after 0003, store operations)
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-29
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import TSVECTOR
 
-revision = "0002_catalog_scale"
-down_revision = "0009"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

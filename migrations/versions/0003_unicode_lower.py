@@ -6,15 +6,15 @@ SQLite's own folded ASCII only. Index entries made before (``lower(name)`` of
 them (it stops on two names that only Unicode folding makes equal: rename one
 first). PostgreSQL's indexes are unchanged.
 
-Revision ID: 0009
-Revises: 0003
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-29
 """
 
 from alembic import op
 
-revision = "0009"
-down_revision = "0003"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
