@@ -80,16 +80,29 @@ def test_a_stores_items_with_the_lists_filters(client, catalog):
     assert rows(client.get("/items.csv?q=nothing-like-it")) == [HEADER]
 
 
-@pytest.mark.parametrize("sort", ["name", "-name", "price", "-stock", "created_at", "-id"])
-def test_the_order_is_the_json_lists(client, catalog, sort):
-    listed = [i["id"] for i in client.get(f"/items?sort={sort}&page_size=100").json]
-    exported = [int(line[0]) for line in rows(client.get(f"/items.csv?sort={sort}"))[1:]]
+@pytest.mark.parametrize(
+    "query",
+    [
+        "sort=name",
+        "sort=-name",
+        "sort=price",
+        "sort=-stock",
+        "sort=created_at",
+        "sort=-id",
+        "search=milk",
+        "search=milk&sort=-price",
+    ],
+)
+def test_the_order_is_the_json_lists(client, catalog, query):
+    listed = [i["id"] for i in client.get(f"/items?{query}&page_size=100").json]
+    exported = [int(line[0]) for line in rows(client.get(f"/items.csv?{query}"))[1:]]
     assert exported == listed
 
 
 def test_bad_queries_and_unknown_stores(client, catalog):
     assert_error(client.get("/items.csv?sort=colour"), 422)
     assert_error(client.get("/items.csv?in_stock=maybe"), 422)
+    assert_error(client.get("/items.csv?sort=relevance"), 422)  # only with search
     assert_error(client.get("/stores/999/items.csv"), 404)
 
 
