@@ -5,7 +5,7 @@
   memory (RSS) grows while it streams them.
 - CSV import: 100,000 rows through `flask import-items`, timed.
 
-Runs in a database of its own (bench_h11_<random>), dropped at the end.
+Runs in a database of its own (bench_store_ops_<random>), dropped at the end.
 
     .venv/bin/python bench/store_operations.py --database-url postgresql://postgres@127.0.0.1/postgres
 """
@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--import-rows", type=int, default=100_000)
     args = parser.parse_args()
     postgres = normalize_database_url(args.database_url)
-    with postgres_database(postgres, prefix="bench_h11_") as url:
+    with postgres_database(postgres, prefix="bench_store_ops_") as url:
         env = server_env(
             APP_ENV="production",
             DATABASE_URL=url,
