@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import redis
 from sqlalchemy import event
 
 from core.config import TestingConfig, normalize_database_url
@@ -39,6 +40,16 @@ def create_user(app, username: str, *, role: str = "user", password: str = PASSW
         db.session.commit()
         db.session.expunge(user)
     return user
+
+
+def drop_redis_keys(prefix: str) -> None:
+    """Remove what a test left in the shared Redis under its own (random) key prefix,
+    wherever the prefix stands: the rate limiter puts its own words before it."""
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"*{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 def bearer(token: str) -> dict[str, str]:

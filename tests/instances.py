@@ -24,9 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 
 import pytest
-import redis
 
-from helpers import PASSWORD, PG_URL, REDIS_URL
+from helpers import PASSWORD, PG_URL, REDIS_URL, drop_redis_keys
 from servers import REQUEST_TIMEOUT, Response, Server, gunicorns, migrate, postgres_database
 from servers import server_env as base_env
 
@@ -83,11 +82,7 @@ def instances(database_url: str, count: int, **values: str) -> Iterator[list[Ser
         with gunicorns(env | values, count=count, workers=WORKERS) as servers:
             yield servers
     finally:
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(f"*{prefix}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        drop_redis_keys(prefix)
 
 
 @pytest.fixture

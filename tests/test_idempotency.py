@@ -3,12 +3,11 @@
 import uuid
 
 import pytest
-import redis
 from sqlalchemy import func, select
 
 from core.idempotency import claim
 from core.idempotency_stores import DatabaseStore, RedisStore
-from helpers import REDIS_URL, assert_error, query, snapshot
+from helpers import REDIS_URL, assert_error, drop_redis_keys, query, snapshot
 from models import IdempotencyKey, Item, StockMovement
 
 
@@ -22,11 +21,7 @@ def app(request, app):
     prefix = f"stores_test_{uuid.uuid4().hex[:12]}"
     app.extensions["idempotency"] = RedisStore(REDIS_URL, prefix)
     yield app
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    drop_redis_keys(prefix)
 
 
 @pytest.fixture

@@ -10,10 +10,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import redis
 from sqlalchemy import create_engine, text
 
-from helpers import PASSWORD, PG_URL, REDIS_URL
+from helpers import PASSWORD, PG_URL, REDIS_URL, drop_redis_keys
 from servers import REQUEST_TIMEOUT, Response, Server, gunicorns, migrate, postgres_database
 from servers import server_env as base_env
 
@@ -44,11 +43,7 @@ def pair(request, database_url) -> Iterator[list[Server]]:
         with gunicorns(env, count=2, workers=2) as servers:
             yield servers
     finally:
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        drop_redis_keys(prefix)
 
 
 def all_at_once(sends) -> list[Response]:
