@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -67,6 +68,23 @@ def migrate(env: dict[str, str]) -> None:
 def libpq(url: str) -> str:
     """``url`` as psycopg takes it (no SQLAlchemy driver name)."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def wait_for_sessions(url: str, where: str, count: int, timeout: float = 60) -> None:
+    """Until ``count`` sessions of the database at ``url`` match ``where`` in
+    pg_stat_activity. On a connection of its own in autocommit: inside a transaction
+    the view is a snapshot, and would never change."""
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            (found,) = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                f"WHERE datname = current_database() AND {where}"
+            ).fetchall()[0]
+            if found >= count:
+                return
+            time.sleep(0.05)
+    raise TimeoutError(f"fewer than {count} sessions with {where}")
 
 
 @contextmanager

@@ -34,6 +34,7 @@ from servers import (
     serve,
     server_env,
     sign_up,
+    wait_for_sessions,
 )
 
 # Nothing listens on port 1: the configuration checks come before any connection.
@@ -280,8 +281,7 @@ def test_the_entrypoint_migrates_serves_and_finishes_requests_on_sigterm(tmp_pat
             with psycopg.connect(libpq(url)) as locker:
                 locker.execute("SELECT 1 FROM stores WHERE id = %s FOR UPDATE", [store["id"]])
                 patch.start()
-                with psycopg.connect(libpq(url), autocommit=True) as observer:
-                    wait_for_sessions(observer, "wait_event_type = 'Lock'", 1)
+                wait_for_sessions(url, "wait_event_type = 'Lock'", 1)
                 process.send_signal(signal.SIGTERM)
                 time.sleep(1)
                 # Still draining: the PATCH holds a worker until the lock goes.
@@ -296,19 +296,6 @@ def test_the_entrypoint_migrates_serves_and_finishes_requests_on_sigterm(tmp_pat
     assert "Running upgrade  -> 0001" in out
     assert out.index("Running upgrade") < out.index("Starting gunicorn")
     assert "Handling signal: term" in out
-
-
-def wait_for_sessions(conn: psycopg.Connection, where: str, count: int) -> None:
-    """Until ``count`` sessions of this database match ``where`` in pg_stat_activity."""
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        (found,) = conn.execute(
-            f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND {where}"
-        ).fetchall()[0]
-        if found >= count:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"fewer than {count} sessions with {where}")
 
 
 @pytest.mark.postgres
@@ -329,7 +316,7 @@ def test_replicas_starting_together_migrate_once():
                 )
                 for _ in range(3)
             ]
-            wait_for_sessions(conn, "wait_event = 'advisory'", 3)
+            wait_for_sessions(url, "wait_event = 'advisory'", 3)
             conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_ID])
             logs = [upgrade.communicate(timeout=120)[1] for upgrade in upgrades]
             assert [upgrade.returncode for upgrade in upgrades] == [0, 0, 0], logs

@@ -19,7 +19,16 @@ from alembic.script import ScriptDirectory
 import images
 from db import MIGRATION_LOCK_ID
 from helpers import PG_URL, REDIS_URL
-from servers import ROOT, SECRET, call, free_port, libpq, postgres_database, sign_up
+from servers import (
+    ROOT,
+    SECRET,
+    call,
+    free_port,
+    libpq,
+    postgres_database,
+    sign_up,
+    wait_for_sessions,
+)
 
 pytestmark = [pytest.mark.image, pytest.mark.postgres]
 
@@ -66,21 +75,6 @@ def wait_until_ready(container: images.Container, timeout: float = 90) -> None:
             break
         time.sleep(0.2)
     raise AssertionError(f"{container.name} is not ready:\n{container.logs()[-4000:]}")
-
-
-def wait_for_sessions(url: str, where: str, count: int) -> None:
-    """Until ``count`` sessions of the database at ``url`` match ``where``."""
-    with psycopg.connect(libpq(url), autocommit=True) as conn:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            [found] = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                f"WHERE datname = current_database() AND {where}"
-            ).fetchall()[0]
-            if found >= count:
-                return
-            time.sleep(0.05)
-    raise TimeoutError(f"fewer than {count} sessions with {where}")
 
 
 def revisions(url: str) -> list[tuple[str]]:
