@@ -219,7 +219,7 @@ def seed(env: dict, database: str) -> None:
         seed = lambda: [raw.execute(s) for s in SEED.split(";\n") if s.strip()]  # noqa: E731
         timed("seed 1,000,000 items, 1,800,000 links (SQL, schema 0001)", seed)
     timed(
-        "flask db upgrade to 0004 (catalog scale: indexes, search document)",
+        "flask db upgrade to head (catalog scale: indexes, search document)",
         lambda: flask(env, "db", "upgrade"),
     )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

@@ -60,15 +60,18 @@ def _count_within_budget(query: Select[Any]) -> int | None:
     return counted
 
 
-def count_rows(query: Select[Any], known: int | None, *, exact: bool) -> tuple[int | None, int]:
+def count_rows(
+    query: Select[Any], known: int | None, *, exact: bool, estimate: int | None = None
+) -> tuple[int | None, int]:
     """``(total, estimate)``: the exact total when it is known or cheap to learn, else
-    None and the estimate."""
+    None and the estimate (``estimate``: the planner's, if already asked)."""
     if exact:
         total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
         return total, total or 0
     if known is not None:
         return known, known
-    estimate = estimate_rows(query)
+    if estimate is None:
+        estimate = estimate_rows(query)
     if estimate is not None and estimate > ESTIMATE_CEILING:
         return None, estimate
     if estimate is None or estimate <= COUNT_CAP:

@@ -40,12 +40,12 @@ from urllib.parse import urlencode
 import marshmallow as ma
 from flask import request
 from itsdangerous import BadSignature
-from sqlalchemy import Select
+from sqlalchemy import Select, func
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import desc_op
 
 from core import cursors
-from core.counting import COUNT_CAP, count_rows
+from core.counting import COUNT_CAP, count_rows, estimate_rows
 from core.cursors import Key
 from db import db, reads_one_snapshot
 
@@ -106,12 +106,16 @@ class Listing:
         *,
         default: str | None = None,
         sortable: bool = True,
+        read_whole: Sequence[str] = (),
     ) -> None:
         """``default``: the order without a ``sort`` (the table's first sort unless
         given, e.g. ``"-id"`` for newest first); ``sortable=False``: no ``sort``
-        parameter, the list is always in the default order."""
+        parameter, the list is always in the default order; ``read_whole``: filters
+        whose few matches the database reads all of to order them (a text index's
+        bitmap), so that a page counts them in its own statement (Page.run)."""
         self.sorts = sorts
         self.sortable = sortable
+        self.read_whole = read_whole
         self.default = default or next(iter(sorts))
         self._schemas: dict[tuple[type[ma.Schema], bool], type[ma.Schema]] = {}
 
@@ -252,6 +256,7 @@ class Page:
         self.fingerprint = cursors.fingerprint(filters)
         self.before = False  # a "prev" cursor: the rows before a position
         self.position: list[Any] | None = None
+        self.estimate: int | None = None  # the planner's, once asked
         if "cursor" in paging:
             self._read_cursor(paging["cursor"])
 
@@ -277,9 +282,24 @@ class Page:
         payload = [self.fingerprint, int(before), [cursors.encode(v) for v in values]]
         return str(cursors.serializer().dumps(payload))
 
+    def _counts_with_page(self) -> bool:
+        """A page from the top (a page number's OFFSET included) of a filter whose
+        matches are all read anyway counts them in its own statement, a window over
+        the same scan, when the planner expects at most COUNT_CAP of them: a second
+        statement would repeat the scan (contract §5, rule 3, in one statement)."""
+        if self.position is not None or self.count == "exact":
+            return False
+        if not any(self.filters.get(name) for name in self.listing.read_whole):
+            return False
+        self.estimate = estimate_rows(self.query)
+        return self.estimate is not None and self.estimate <= COUNT_CAP
+
     def run(self) -> tuple[list[Any], dict[str, str]]:
         keys = self.keys if not self.before else [(e, not d) for e, d in self.keys]
         query = self.query.add_columns(*(expr for expr, _ in keys))
+        counted = self._counts_with_page()
+        if counted:
+            query = query.add_columns(func.count().over())
         if self.position is not None:
             query = query.where(cursors.after(keys, self.position))
         query = query.order_by(*(expr.desc() if d else expr.asc() for expr, d in keys))
@@ -298,7 +318,11 @@ class Page:
         known = len(rows) if self.position is None and not self.page and not more else None
         if self.page and rows and not more:
             known = (self.page - 1) * self.size + len(rows)
-        total, estimate = count_rows(self.query, known, exact=self.count == "exact")
+        if counted and rows:
+            known = rows[0][-1]
+        total, estimate = count_rows(
+            self.query, known, exact=self.count == "exact", estimate=self.estimate
+        )
         headers: dict[str, str] = {}
         if total is not None:
             headers["X-Total-Count"] = str(total)

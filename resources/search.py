@@ -1,8 +1,8 @@
 """The filters and sorts of every list of items (`GET /items`, `GET /stores/{id}/items`).
 
 Each filter is written so that an index serves it (models/item.py): `tag` as one
-EXISTS per tag on item_tags(tag_id, item_id), `q` on trigram indexes of lower(name)
-and lower(description), `search` on the full-text document's GIN index; and each
+EXISTS per tag on item_tags(tag_id, item_id), `q` on the trigram index of the name and
+description, `search` on the full-text document's GIN index; and each
 sort has an index on its keys with the id tie-break.
 """
 
@@ -27,7 +27,7 @@ from sqlalchemy.orm import joinedload, selectinload
 from core.pagination import Listing, Ranked
 from db import db
 from models import Item, Tag, item_tags
-from models.item import SEARCH_CONFIG
+from models.item import ITEM_TEXT, SEARCH_CONFIG
 from resources.common import icontains, iequals, lower
 
 # Exactly what ItemSchema nests: the store (one row) and the tags (a collection).
@@ -63,7 +63,8 @@ ITEMS = Listing(
         "created_at": (Item.created_at, Item.id),
         "stock": (Item.stock, Item.id),
         "relevance": Ranked(_relevance, requires="search"),
-    }
+    },
+    read_whole=("q", "search"),  # their bitmaps read every match; the page counts them
 )
 
 
@@ -89,9 +90,7 @@ def item_search(args: dict[str, Any]) -> Select[Any]:
     if args.get("in_stock") is not None:
         query = query.where(Item.stock > 0 if args["in_stock"] else Item.stock == 0)
     if args.get("q"):
-        query = query.where(
-            or_(icontains(Item.name, args["q"]), icontains(Item.description, args["q"]))
-        )
+        query = query.where(icontains(ITEM_TEXT, args["q"]))
     if args.get("search"):
         query = query.where(_matches(args["search"]))
     for name in dict.fromkeys(args.get("tag") or ()):

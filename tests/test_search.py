@@ -4,14 +4,14 @@ import json
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.dialects import postgresql
 
 from core.pagination import Ranked
-from db import db, unicode_lower
+from db import Explain, db, unicode_lower
 from helpers import assert_error
 from models import Item
-from resources.search import ITEMS
+from resources.search import ITEMS, item_search
 
 
 @pytest.fixture
@@ -71,6 +71,13 @@ class TestFilters:
         assert names(client.get("/items?q=organic")) == ["Organic Milk", "Tofu"]
         assert names(client.get("/items?q=100%25")) == ["Apples"]
         assert names(client.get("/items?q=_")) == ["Apples"]
+
+    def test_q_never_matches_across_name_and_description(self, client, catalog):
+        # "Milk" + "Whole milk": one text with a separator that `q` cannot contain.
+        assert names(client.get("/items?q=milkwhole")) == []
+        assert names(client.get("/items?q=milk whole")) == []
+        assert client.get("/items?q=k%1Fw").status_code == 422  # the separator is refused
+        assert names(client.get("/items?q=whole milk")) == ["Milk"]
 
     def test_price_bounds_are_inclusive(self, client, catalog):
         assert names(client.get("/items?min_price=2&max_price=2.75")) == [
@@ -351,3 +358,13 @@ def test_sqlite_connections_lower_every_letter(tmp_path):
         assert conn.scalar(select(func.lower("İZMİR"))) == "izmir"
         assert conn.scalar(select(func.lower(None))) is None
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_q_is_served_by_the_trigram_index_of_name_and_description(app):
+    """The filter's expression is the index's, so the planner can use it (models/item.py)."""
+    query = item_search({"q": "widget 42"}).order_by(Item.id).limit(101)
+    with app.app_context():
+        db.session.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = db.session.execute(Explain(query)).scalar_one()
+    assert "ix_items_text_trgm" in json.dumps(plan)
