@@ -3,6 +3,10 @@ Flask with one SQL statement, and none of the service's features (no schema, ETa
 rate limit, logging, security headers). Served by gunicorn like the service:
 
     DATABASE_URL=postgresql://... gunicorn -w 2 "bench.minimal:app"
+
+As most hand-written endpoints do, it reads inside the transaction that SQLAlchemy
+opens (BEGIN, SELECT, ROLLBACK: three round trips). MINIMAL_AUTOCOMMIT=1 reads in
+autocommit instead (one round trip), as the service's GET /items/{id} does.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ app = Flask(__name__)
 engine = create_engine(
     os.environ["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1),
     pool_size=5,
+    **({"isolation_level": "AUTOCOMMIT"} if os.environ.get("MINIMAL_AUTOCOMMIT") else {}),
 )
 ITEM = text(
     """
