@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql.expression import ClauseElement, Executable
+from sqlalchemy.sql.visitors import InternalTraversal
 
 log = logging.getLogger("stores.db")
 
@@ -53,10 +54,17 @@ class Explain(Executable, ClauseElement):
     """``EXPLAIN (FORMAT JSON) <select>`` (PostgreSQL): the plan, with the planner's row
     estimate (core/counting.py)."""
 
+    # Cached by its statement, as a SELECT is: compiled once per shape of query, not
+    # per request. Its one column comes back as the statement's one column does.
     inherit_cache = False
+    _traverse_internals = [("statement", InternalTraversal.dp_clauseelement)]
 
     def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
+
+    @property
+    def _all_selected_columns(self) -> Any:
+        return self.statement._all_selected_columns
 
 
 @compiles(Explain, "postgresql")
