@@ -40,7 +40,7 @@ from urllib.parse import urlencode
 import marshmallow as ma
 from flask import request
 from itsdangerous import BadSignature
-from sqlalchemy import Select, func
+from sqlalchemy import Row, Select, func
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import desc_op
 
@@ -91,6 +91,16 @@ class Ranked:
     requires: str
 
 
+@dataclass(frozen=True)
+class Rows:
+    """A list read as plain rows rather than ORM objects: ``shape`` gives the filtered
+    Select the columns (and joins) of a row, ``load`` turns a page of rows into what
+    the response dumps (it may read more in the list's transaction, e.g. tags)."""
+
+    shape: Callable[[Select[Any]], Select[Any]]
+    load: Callable[[Sequence[Row[Any]]], list[Any]]
+
+
 def _split(column: Any) -> Key:
     if isinstance(column, UnaryExpression) and column.modifier is desc_op:
         return column.element, True
@@ -107,15 +117,18 @@ class Listing:
         default: str | None = None,
         sortable: bool = True,
         read_whole: Sequence[str] = (),
+        rows: Rows | None = None,
     ) -> None:
         """``default``: the order without a ``sort`` (the table's first sort unless
         given, e.g. ``"-id"`` for newest first); ``sortable=False``: no ``sort``
         parameter, the list is always in the default order; ``read_whole``: filters
         whose few matches the database reads all of to order them (a text index's
-        bitmap), so that a page counts them in its own statement (Page.run)."""
+        bitmap), so that a page counts them in its own statement (Page.run); ``rows``:
+        read the list as plain rows (without it, the Select's first entity)."""
         self.sorts = sorts
         self.sortable = sortable
         self.read_whole = read_whole
+        self.rows = rows
         self.default = default or next(iter(sorts))
         self._schemas: dict[tuple[type[ma.Schema], bool], type[ma.Schema]] = {}
 
@@ -294,32 +307,42 @@ class Page:
         self.estimate = estimate_rows(self.query)
         return self.estimate is not None and self.estimate <= COUNT_CAP
 
+    def _fetch(self, query: Select[Any]) -> list[Row[Any]]:
+        if self.listing.rows is None:
+            return list(db.session.execute(query))
+        # Plain rows, on the session's connection (its transaction, its snapshot).
+        return list(db.session.connection().execute(query))
+
     def run(self) -> tuple[list[Any], dict[str, str]]:
         keys = self.keys if not self.before else [(e, not d) for e, d in self.keys]
-        query = self.query.add_columns(*(expr for expr, _ in keys))
+        rows_of = self.listing.rows
+        query = rows_of.shape(self.query) if rows_of else self.query
+        labels = [f"_key{i}" for i in range(len(keys))]
+        query = query.add_columns(
+            *(expr.label(k) for (expr, _), k in zip(keys, labels, strict=True))
+        )
         counted = self._counts_with_page()
         if counted:
-            query = query.add_columns(func.count().over())
+            query = query.add_columns(func.count().over().label("_total"))
         if self.position is not None:
             query = query.where(cursors.after(keys, self.position))
         query = query.order_by(*(expr.desc() if d else expr.asc() for expr, d in keys))
         if self.page is not None:
             query = query.offset((self.page - 1) * self.size)
-        rows = list(db.session.execute(query.limit(self.size + 1)))
+        rows = self._fetch(query.limit(self.size + 1))
         more = len(rows) > self.size
         rows = rows[: self.size]
         if self.before:
             rows.reverse()
-        items = [row[0] for row in rows]
-        width = len(keys)
-        first = list(rows[0][1 : 1 + width]) if rows else None
-        last = list(rows[-1][1 : 1 + width]) if rows else None
+        items = rows_of.load(rows) if rows_of else [row[0] for row in rows]
+        first = [rows[0]._mapping[k] for k in labels] if rows else None
+        last = [rows[-1]._mapping[k] for k in labels] if rows else None
         # A page that starts at the top and is not full holds the whole list.
         known = len(rows) if self.position is None and not self.page and not more else None
         if self.page and rows and not more:
             known = (self.page - 1) * self.size + len(rows)
         if counted and rows:
-            known = rows[0][-1]
+            known = rows[0]._mapping["_total"]
         total, estimate = count_rows(
             self.query, known, exact=self.count == "exact", estimate=self.estimate
         )
@@ -384,4 +407,4 @@ def _link(rel: str, params: dict[str, Any]) -> str:
     return f'<{request.script_root}{request.path}?{query}>; rel="{rel}"'
 
 
-__all__ = ["COUNT_CAP", "LIST_HEADERS", "Listing", "Ranked"]
+__all__ = ["COUNT_CAP", "LIST_HEADERS", "Listing", "Ranked", "Rows"]

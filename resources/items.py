@@ -20,7 +20,15 @@ from db import db
 from models import Item, Store, Tag, item_tags
 from models.types import utcnow
 from resources.common import commit, get_or_404, is_unique_violation
-from resources.search import ITEM_LOADS, ITEMS, item_search
+from resources.search import (
+    ITEM_COLUMNS,
+    ITEM_FROM,
+    ITEM_LOADS,
+    ITEMS,
+    TAG_COLUMNS,
+    as_item,
+    item_search,
+)
 from schemas import (
     ItemCreateSchema,
     ItemQuerySchema,
@@ -32,23 +40,16 @@ from schemas import (
 blp = Blueprint("items", __name__, url_prefix="/items", description="Items and their tags")
 blp.after_request(public_cache)
 
-# One item, its store and its tags: one row per tag (or one without), ItemSchema's
-# fields by name. Core, not the ORM: the hottest read builds no objects.
-_items, _stores, _tags = Item.__table__.c, Store.__table__.c, Tag.__table__.c
+# One item, its store and its tags in one statement: one row per tag (or one without).
 ONE_ITEM = (
-    select(
-        *(_items[f] for f in ("id", "name", "description", "price", "stock", "store_id")),
-        _stores.name.label("store_name"),
-        _items.created_at,
-        _items.updated_at,
-        _tags.id.label("tag_id"),
-        _tags.name.label("tag_name"),
+    select(*ITEM_COLUMNS, *TAG_COLUMNS)
+    .select_from(
+        ITEM_FROM.outerjoin(item_tags, item_tags.c.item_id == Item.__table__.c.id).outerjoin(
+            Tag.__table__, Tag.__table__.c.id == item_tags.c.tag_id
+        )
     )
-    .join(Store.__table__, _stores.id == _items.store_id)
-    .outerjoin(item_tags, item_tags.c.item_id == _items.id)
-    .outerjoin(Tag.__table__, _tags.id == item_tags.c.tag_id)
-    .where(_items.id == bindparam("item_id"))
-    .order_by(_tags.id)
+    .where(Item.__table__.c.id == bindparam("item_id"))
+    .order_by(TAG_COLUMNS[0])
 )
 LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new item"}}
 
@@ -60,11 +61,8 @@ def read_item(item_id: int) -> dict[str, Any] | None:
         rows = conn.execute(ONE_ITEM, {"item_id": item_id}).all()
     if not rows:
         return None
-    item = rows[0]._asdict()
-    item["store"] = {"id": item["store_id"], "name": item.pop("store_name")}
-    item["tags"] = [{"id": r.tag_id, "name": r.tag_name} for r in rows if r.tag_id is not None]
-    del item["tag_id"], item["tag_name"]
-    return item
+    tags = [{"id": r.tag_id, "name": r.tag_name} for r in rows if r.tag_id is not None]
+    return as_item(rows[0]._mapping, tags)
 
 
 def get_item(item_id: int, *, for_update: bool = False) -> Item:

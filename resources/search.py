@@ -8,11 +8,13 @@ sort has an index on its keys with the id tie-break.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Double,
+    Row,
     Select,
     and_,
     cast,
@@ -24,14 +26,53 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import joinedload, selectinload
 
-from core.pagination import Listing, Ranked
+from core.pagination import Listing, Ranked, Rows
 from db import db
-from models import Item, Tag, item_tags
+from models import Item, Store, Tag, item_tags
 from models.item import ITEM_TEXT, SEARCH_CONFIG
 from resources.common import icontains, iequals, lower
 
 # Exactly what ItemSchema nests: the store (one row) and the tags (a collection).
 ITEM_LOADS = (joinedload(Item.store), selectinload(Item.tags))
+
+# Lists (and the single read, resources/items.py) read items as plain rows, not ORM
+# objects: a row has what ItemSchema dumps, but the tags, which come apart.
+_items, _stores, _tags = Item.__table__.c, Store.__table__.c, Tag.__table__.c
+ITEM_COLUMNS = (
+    *(_items[f] for f in ("id", "name", "description", "price", "stock", "store_id")),
+    _stores.name.label("store_name"),
+    _items.created_at,
+    _items.updated_at,
+)
+ITEM_FROM = Item.__table__.join(Store.__table__, _stores.id == _items.store_id)
+TAG_COLUMNS = (_tags.id.label("tag_id"), _tags.name.label("tag_name"))
+
+
+def as_item(fields: Mapping[Any, Any], tags: list[dict[str, Any]]) -> dict[str, Any]:
+    """A row of ITEM_COLUMNS (its mapping) as ItemSchema dumps it."""
+    item = {c.key: fields[c.key] for c in ITEM_COLUMNS}
+    item["store"] = {"id": item["store_id"], "name": item.pop("store_name")}
+    item["tags"] = tags
+    return item
+
+
+def _item_rows(query: Select[Any]) -> Select[Any]:
+    return query.with_only_columns(*ITEM_COLUMNS).select_from(ITEM_FROM)
+
+
+def _items_with_tags(rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
+    """The page's items, and their tags read by one more statement."""
+    tags: dict[int, list[dict[str, Any]]] = {row.id: [] for row in rows}
+    if tags:
+        links = (
+            select(item_tags.c.item_id, *TAG_COLUMNS)
+            .join(Tag.__table__, _tags.id == item_tags.c.tag_id)
+            .where(item_tags.c.item_id.in_(tags))
+            .order_by(_tags.id)
+        )
+        for link in db.session.connection().execute(links):
+            tags[link.item_id].append({"id": link.tag_id, "name": link.tag_name})
+    return [as_item(row._mapping, tags[row.id]) for row in rows]
 
 
 def _postgresql() -> bool:
@@ -65,6 +106,7 @@ ITEMS = Listing(
         "relevance": Ranked(_relevance, requires="search"),
     },
     read_whole=("q", "search"),  # their bitmaps read every match; the page counts them
+    rows=Rows(_item_rows, _items_with_tags),
 )
 
 
@@ -80,7 +122,7 @@ def _matches(text: str) -> ColumnElement[bool]:
 
 def item_search(args: dict[str, Any]) -> Select[Any]:
     """The filters of a list of items as one unordered SELECT (ITEMS orders it)."""
-    query = select(Item).options(*ITEM_LOADS)
+    query = select(Item)
     if args.get("store_id") is not None:
         query = query.where(Item.store_id == args["store_id"])
     if args.get("min_price") is not None:
