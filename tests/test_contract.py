@@ -73,7 +73,7 @@ def negative_data_rejection_after_preconditions(ctx: Any, response: Any, case: A
     return negative_data_rejection(ctx, response, case)
 
 
-REPLACED = {
+REPLACED: dict[Any, Any] = {
     positive_data_acceptance: positive_data_acceptance_but_missing_rows,
     negative_data_rejection: negative_data_rejection_after_preconditions,
 }
