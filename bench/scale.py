@@ -3,10 +3,12 @@ per item, on a new PostgreSQL database (dropped at the end unless --keep).
 
 Seeds with SQL (generate_series) at the first migration, upgrades it with the real
 migrations, serves the app under gunicorn (2 sync workers) and prints, per request:
-p50/p95 of N requests sent one at a time, the SQL statements it runs and the plan of
-its page; the cursor walk's first and 5,000th page; GET /items/{id} throughput with
-wrk beside a hand-written Flask + one-SQL endpoint (bench/minimal.py) in the same run;
-and the delete of a 300,000-item store while another store's items are read.
+p50/p95 of N requests sent one at a time (in rounds of one request per row, so that
+every row meets the same moments of a noisy machine), the SQL statements it runs and
+the plan of its page; the cursor walk's first and 5,000th page; GET /items/{id}
+throughput with wrk beside a hand-written Flask + one-SQL endpoint (bench/minimal.py)
+in the same run; and the delete of a 300,000-item store while another store's items
+are read.
 
     .venv/bin/python bench/scale.py --database-url postgresql://postgres@127.0.0.1/bench_scale
 """
@@ -154,7 +156,7 @@ def walk(base: str, path: str, pages: int) -> tuple[str, set[int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", required=True, help="a database to create (bench_*)")
-    parser.add_argument("--requests", type=int, default=30, help="requests per row")
+    parser.add_argument("--requests", type=int, default=60, help="requests per row")
     parser.add_argument("--wrk-seconds", type=int, default=15)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", action="store_true", help="measure a kept database again")
@@ -189,11 +191,7 @@ def run(args, env: dict, database: str) -> None:
     app = create_app(ProductionConfig(env))
     with gunicorn(env, workers=2) as base:
         print(f"\n{'request':48} {'p50 ms':>7} {'p95 ms':>7} {'SQL':>4}  plan of the page")
-        for path in ROWS:
-            try:
-                report(base, path, app, args.requests)
-            except OSError as exc:  # reported, and the run goes on
-                print(f"{path[:48]:48} failed: {exc!r}", flush=True)
+        report(base, ROWS, app, args.requests)
         cursor_walk(base, app, args.requests)
         throughput(base, env, args.wrk_seconds)
         delete_big_store(base)
@@ -227,12 +225,23 @@ def seed(env: dict, database: str) -> None:
     engine.dispose()
 
 
-def report(base: str, path: str, app, n: int, label: str | None = None) -> None:
-    for _ in range(3):
-        fetch(base + path)  # warm both workers
-    p50, p95 = percentiles([fetch(base + path)[0] for _ in range(n)])
-    count, plan = statements_and_plan(app, path)
-    print(f"{(label or path)[:48]:48} {p50:>7.1f} {p95:>7.1f} {count:>4}  {plan}", flush=True)
+def rounds(base: str, paths: list[str], n: int) -> dict[str, list[float]]:
+    """``n`` rounds of one request per path, so that every path meets the same moments
+    of a noisy machine (after 3 rounds that warm both workers)."""
+    timings: dict[str, list[float]] = {path: [] for path in paths}
+    for round_ in range(n + 3):
+        for path in paths:
+            took = fetch(base + path)[0]
+            if round_ >= 3:
+                timings[path].append(took)
+    return timings
+
+
+def report(base: str, paths: list[str], app, n: int) -> None:
+    for path, timings in rounds(base, paths, n).items():
+        p50, p95 = percentiles(timings)
+        count, plan = statements_and_plan(app, path)
+        print(f"{path[:48]:48} {p50:>7.1f} {p95:>7.1f} {count:>4}  {plan}", flush=True)
 
 
 def deep_cursor(app, path: str, sort: str, row: int) -> str:
@@ -261,8 +270,8 @@ def cursor_walk(base: str, app, n: int) -> None:
         took = (time.perf_counter() - began) / 99 * 1000
         assert len(seen) == 9_900, "a walk visits every row once"
         deep = f"{start}&cursor={deep_cursor(app, start, sort, 499_900)}"
-        first = percentiles([fetch(base + start)[0] for _ in range(n)])
-        far = percentiles([fetch(base + deep)[0] for _ in range(n)])
+        timings = rounds(base, [start, deep], n)
+        first, far = percentiles(timings[start]), percentiles(timings[deep])
         print(
             f"cursor sort={sort}: a walk of 100 pages, {took:.1f} ms a page, 9,900 distinct ids; "
             f"page 1 p50 {first[0]:.1f} ms, page 5,000 (rows 499,901-500,000) p50 "
