@@ -31,6 +31,7 @@ A list's statements share one snapshot on PostgreSQL (see db.py).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import wraps
@@ -307,11 +308,15 @@ class Page:
         self.estimate = estimate_rows(self.query)
         return self.estimate is not None and self.estimate <= COUNT_CAP
 
-    def _fetch(self, query: Select[Any]) -> list[Row[Any]]:
+    def _fetch(self, query: Select[Any]) -> tuple[list[Row[Any]], float]:
+        """The page's rows, and how long its statement took (ms; rows are built after)."""
+        started = time.perf_counter()
         if self.listing.rows is None:
-            return list(db.session.execute(query))
-        # Plain rows, on the session's connection (its transaction, its snapshot).
-        return list(db.session.connection().execute(query))
+            result = db.session.execute(query)
+        else:  # plain rows, on the session's connection (its transaction, its snapshot)
+            result = db.session.connection().execute(query)
+        took = (time.perf_counter() - started) * 1000
+        return list(result), took
 
     def run(self) -> tuple[list[Any], dict[str, str]]:
         keys = self.keys if not self.before else [(e, not d) for e, d in self.keys]
@@ -329,7 +334,8 @@ class Page:
         query = query.order_by(*(expr.desc() if d else expr.asc() for expr, d in keys))
         if self.page is not None:
             query = query.offset((self.page - 1) * self.size)
-        rows = self._fetch(query.limit(self.size + 1))
+        rows, took = self._fetch(query.limit(self.size + 1))
+        page = (took, len(rows))
         more = len(rows) > self.size
         rows = rows[: self.size]
         if self.before:
@@ -344,7 +350,7 @@ class Page:
         if counted and rows:
             known = rows[0]._mapping["_total"]
         total, estimate = count_rows(
-            self.query, known, exact=self.count == "exact", estimate=self.estimate
+            self.query, known, exact=self.count == "exact", estimate=self.estimate, page=page
         )
         headers: dict[str, str] = {}
         if total is not None:
