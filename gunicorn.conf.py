@@ -2,6 +2,8 @@
 
 import os
 
+from gunicorn.glogging import Logger
+
 from core.config import config_from_env, env_int, env_str, load_env_file
 
 # gunicorn started from the project directory reads its .env before anything else,
@@ -42,9 +44,18 @@ secure_scheme_headers: dict[str, str] = {}
 # shared $HOME would also collide between instances on one host.
 control_socket_disable = True
 
+
+class AppLogger(Logger):
+    """gunicorn's logger without an access log: the app writes one line per request
+    itself (core/logging.py), so gunicorn neither writes nor even formats one."""
+
+    def access(self, *_args: object, **_kwargs: object) -> None:
+        return None
+
+
 # gunicorn's own messages in the app's format (LOG_FORMAT: JSON, or text on a
-# development terminal). No access log: the app writes one line per request itself
-# (core/logging.py).
+# development terminal).
+logger_class = AppLogger
 accesslog = None
 loglevel = env_str(os.environ, "LOG_LEVEL", "INFO").lower()
 logconfig_dict = {
@@ -57,12 +68,10 @@ logconfig_dict = {
             "formatter": "app",
             "stream": "ext://sys.stderr",
         },
-        "none": {"class": "logging.NullHandler"},
     },
     "root": {"level": loglevel.upper(), "handlers": []},
     "loggers": {
         "gunicorn.error": {"handlers": ["app"], "propagate": False},
-        "gunicorn.access": {"handlers": ["none"], "propagate": False},
     },
 }
 
