@@ -335,7 +335,8 @@ class Page:
         if self.page is not None:
             query = query.offset((self.page - 1) * self.size)
         rows, took = self._fetch(query.limit(self.size + 1))
-        page = (took, len(rows))
+        skipped = (self.page - 1) * self.size if self.page else 0
+        page = (took, skipped + len(rows))  # the pace at which the statement found rows
         more = len(rows) > self.size
         rows = rows[: self.size]
         if self.before:
