@@ -3,8 +3,8 @@
 In this order: ``count=exact`` counts whatever it costs; a total the page already
 shows needs no query; otherwise PostgreSQL's planner estimates the rows (EXPLAIN),
 and a count capped at 10,001 rows runs when the estimate is at most 10,000, or
-under a 10 ms statement timeout when it is at most 100,000 (unless the page itself
-shows that the count cannot finish in time). SQLite has no estimate: the capped
+under a 10 ms statement timeout when it is at most 100,000 (unless the page's own
+statement took longer than that already). SQLite has no estimate: the capped
 count always runs there.
 """
 
@@ -19,10 +19,6 @@ from db import Explain, db
 COUNT_CAP = 10_000  # exact counts up to this many rows
 ESTIMATE_CEILING = 100_000  # above this estimate no count runs
 COUNT_BUDGET_MS = 10  # the capped count's statement timeout between the two
-# The budgeted count is not even tried when the page's statement, at the pace it found
-# its rows, would need this many budgets to find COUNT_CAP + 1 (a count reads less per
-# row than a page does, hence the margin).
-HOPELESS_BUDGETS = 10
 QUERY_CANCELED = "57014"
 
 
@@ -65,24 +61,17 @@ def _count_within_budget(query: Select[Any]) -> int | None:
     return counted
 
 
-def hopeless(page_ms: float, page_rows: int) -> bool:
-    """Whether a page that found ``page_rows`` matches in ``page_ms`` shows that a count
-    of COUNT_CAP + 1 of them cannot finish within its budget."""
-    needed = page_ms * (COUNT_CAP + 1) / max(page_rows, 1)
-    return needed > COUNT_BUDGET_MS * HOPELESS_BUDGETS
-
-
 def count_rows(
     query: Select[Any],
     known: int | None,
     *,
     exact: bool,
     estimate: int | None = None,
-    page: tuple[float, int] | None = None,
+    page_ms: float | None = None,
 ) -> tuple[int | None, int]:
     """``(total, estimate)``: the exact total when it is known or cheap to learn, else
-    None and the estimate (``estimate``: the planner's, if already asked; ``page``:
-    how long the page's statement took, in ms, and how many rows it found)."""
+    None and the estimate (``estimate``: the planner's, if already asked; ``page_ms``:
+    how long the page's own statement took)."""
     if exact:
         total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
         return total, total or 0
@@ -94,8 +83,8 @@ def count_rows(
         return None, estimate
     if estimate is None or estimate <= COUNT_CAP:
         counted = db.session.scalar(_capped(query))
-    elif page is not None and hopeless(*page):
-        counted = None
+    elif page_ms is not None and page_ms > COUNT_BUDGET_MS:
+        counted = None  # the page alone took longer than the count may: a slow filter
     else:
         counted = _count_within_budget(query)
     if counted is not None and counted <= COUNT_CAP:

@@ -309,12 +309,14 @@ class Page:
         return self.estimate is not None and self.estimate <= COUNT_CAP
 
     def _fetch(self, query: Select[Any]) -> tuple[list[Row[Any]], float]:
-        """The page's rows, and how long its statement took (ms; rows are built after)."""
+        """The page's rows, and how long its statement alone took (ms: the transaction
+        is begun before, the rows are built after)."""
+        connection = db.session.connection()
         started = time.perf_counter()
         if self.listing.rows is None:
             result = db.session.execute(query)
         else:  # plain rows, on the session's connection (its transaction, its snapshot)
-            result = db.session.connection().execute(query)
+            result = connection.execute(query)
         took = (time.perf_counter() - started) * 1000
         return list(result), took
 
@@ -335,8 +337,6 @@ class Page:
         if self.page is not None:
             query = query.offset((self.page - 1) * self.size)
         rows, took = self._fetch(query.limit(self.size + 1))
-        skipped = (self.page - 1) * self.size if self.page else 0
-        page = (took, skipped + len(rows))  # the pace at which the statement found rows
         more = len(rows) > self.size
         rows = rows[: self.size]
         if self.before:
@@ -348,11 +348,17 @@ class Page:
         known = len(rows) if self.position is None and not self.page and not more else None
         if self.page and rows and not more:
             known = (self.page - 1) * self.size + len(rows)
-        if counted and rows:
-            known = rows[0]._mapping["_total"]
-        total, estimate = count_rows(
-            self.query, known, exact=self.count == "exact", estimate=self.estimate, page=page
-        )
+        in_page = rows[0]._mapping["_total"] if counted and rows else None
+        if in_page is not None and in_page > COUNT_CAP:  # as a capped count past the cap
+            total, estimate = None, max(self.estimate or 0, in_page)
+        else:
+            total, estimate = count_rows(
+                self.query,
+                in_page if in_page is not None else known,
+                exact=self.count == "exact",
+                estimate=self.estimate,
+                page_ms=took,
+            )
         headers: dict[str, str] = {}
         if total is not None:
             headers["X-Total-Count"] = str(total)

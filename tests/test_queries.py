@@ -4,6 +4,7 @@ from decimal import Decimal
 
 import pytest
 
+from core import pagination
 from db import db
 from helpers import PG_URL, count_queries
 from models import Item, Store, Tag
@@ -96,6 +97,19 @@ def test_a_text_search_counts_its_matches_in_the_page_statement(app, client, big
     }
     cursor = client.get(f"/items?{query}&page_size=20").headers["Link"].split(">")[0].strip("<")
     assert "cursor=" in cursor and client.get(cursor).headers["X-Total-Count"] == "150"
+
+
+def test_a_page_that_counts_past_the_cap_says_so_as_an_estimate(
+    app, client, big_catalog, monkeypatch
+):
+    """A planner that guessed low (5 rows) lets the page count its 150 matches; past the
+    cap (100 here) the number is sent as the estimate, as a capped count's would be."""
+    monkeypatch.setattr(pagination, "estimate_rows", lambda _query: 5)
+    monkeypatch.setattr(pagination, "COUNT_CAP", 100)
+    response = client.get("/items?q=item&page_size=20")
+    assert response.status_code == 200 and len(response.json) == 20
+    assert "X-Total-Count" not in response.headers
+    assert response.headers["X-Total-Count-Estimate"] == "150"
 
 
 def test_a_single_item_costs_one_statement(app, client, big_catalog):
