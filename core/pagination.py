@@ -348,13 +348,14 @@ class Page:
         known = len(rows) if self.position is None and not self.page and not more else None
         if self.page and rows and not more:
             known = (self.page - 1) * self.size + len(rows)
-        in_page = rows[0]._mapping["_total"] if counted and rows else None
-        if in_page is not None and in_page > COUNT_CAP:  # as a capped count past the cap
-            total, estimate = None, max(self.estimate or 0, in_page)
+        if counted and rows:
+            known = rows[0]._mapping["_total"]
+        if counted and known is not None and known > COUNT_CAP:  # as a capped count's
+            total, estimate = None, max(self.estimate or 0, known)
         else:
             total, estimate = count_rows(
                 self.query,
-                in_page if in_page is not None else known,
+                known,
                 exact=self.count == "exact",
                 estimate=self.estimate,
                 page_ms=took,

@@ -2,8 +2,8 @@
 
 Each filter is written so that an index serves it (models/item.py): `tag` as one
 EXISTS per tag on item_tags(tag_id, item_id), `q` on the trigram index of the name and
-description, `search` on the full-text document's GIN index; and each
-sort has an index on its keys with the id tie-break.
+description together, `search` on the full-text document's GIN index; and each sort
+has an index on its keys with the id tie-break.
 """
 
 from __future__ import annotations
