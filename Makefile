@@ -40,7 +40,7 @@ lint: $(VENV)/.dev
 test: lint
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
-# The image built and run with podman, alone (tests/test_image.py). As root, with
+# The image built and run with podman, alone (tests/system/test_image.py). As root, with
 # TEST_DATABASE_URL and REDIS_URL set as for `make test`.
 test-image: $(VENV)/.dev
 	$(BIN)/pytest -m image $(PYTEST_ARGS)

@@ -9,14 +9,15 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import blocklist
-from core import cli, http, idempotency
-from core import logging as request_logging
-from core.config import Config, config_from_env
-from core.errors import register_error_handlers
-from core.extensions import api, cors, jwt, limiter, migrate
-from core.legacy import LegacyPaths
-from core.security import init_passwords
-from core.smorest import IdConverter, swagger_assets
+from core import commands
+from core.auth.security import init_passwords
+from core.web import http, idempotency
+from core.web import request_log as request_logging
+from core.web.config import Config, config_from_env
+from core.web.errors import register_error_handlers
+from core.web.extensions import api, cors, jwt, limiter, migrate
+from core.web.legacy import LegacyPaths
+from core.web.smorest import IdConverter, swagger_assets
 from db import close_session, db, engine_options
 from resources import batch, exports, health, items, sessions, stock, stores, tags, users
 from schemas import CROSS_FIELD_RULES
@@ -49,7 +50,7 @@ def create_app(config: Config | None = None) -> Flask:
     register_blueprints()
     register_error_handlers(app)
     register_middleware(app)
-    cli.init_app(app)
+    commands.init_app(app)
     if getattr(config, "dev_secret", False):
         app.logger.warning("JWT_SECRET_KEY is not set: using a development-only secret.")
     if app.config["APP_ENV"] == "production" and not app.config["REDIS_URL"]:

@@ -52,7 +52,7 @@ else:
 
 class Explain(Executable, ClauseElement):
     """``EXPLAIN (FORMAT JSON) <select>`` (PostgreSQL): the plan, with the planner's row
-    estimate (core/counting.py)."""
+    estimate (core/lists/counting.py)."""
 
     # Cached by its statement, as a SELECT is: compiled once per shape of query, not
     # per request. Its one column comes back as the statement's one column does.

@@ -4,7 +4,7 @@ import os
 
 from gunicorn.glogging import Logger
 
-from core.config import config_from_env, env_int, env_str, load_env_file
+from core.web.config import config_from_env, env_int, env_str, load_env_file
 
 # gunicorn started from the project directory reads its .env before anything else,
 # so PORT, WEB_CONCURRENCY and LOG_FORMAT may come from it too; the workers inherit
@@ -47,7 +47,7 @@ control_socket_disable = True
 
 class AppLogger(Logger):
     """gunicorn's logger without an access log: the app writes one line per request
-    itself (core/logging.py), so gunicorn neither writes nor even formats one."""
+    itself (core/web/request_log.py), so gunicorn neither writes nor even formats one."""
 
     def access(self, *_args: object, **_kwargs: object) -> None:
         return None
@@ -61,7 +61,7 @@ loglevel = env_str(os.environ, "LOG_LEVEL", "INFO").lower()
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"app": {"()": "core.logging.formatter_from_env"}},
+    "formatters": {"app": {"()": "core.web.request_log.formatter_from_env"}},
     "handlers": {
         "app": {
             "class": "logging.StreamHandler",
@@ -78,5 +78,5 @@ logconfig_dict = {
 
 def on_starting(_server: object) -> None:
     """Refuse to start on an unsafe configuration, once, in the master, with one line
-    naming the variable (core/config.py decides; gunicorn prints "Error: ..." and exits 1)."""
+    naming the variable (core/web/config.py decides; gunicorn prints "Error: ..." and exits 1)."""
     config_from_env().validate()

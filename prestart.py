@@ -15,8 +15,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from core.config import Config, ConfigError, config_from_env, load_env_file
-from core.logging import configure_logging
+from core.web.config import Config, ConfigError, config_from_env, load_env_file
+from core.web.request_log import configure_logging
 from db import engine_options
 
 log = logging.getLogger("stores.prestart")

@@ -9,42 +9,22 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
-from core.fields import NOT_VISIBLE, Id, Integer, Line, Money, Name, OptionalText, Text, trimmed
-from core.stock import MAX_QUANTITY
+from core.catalog.stock import MAX_QUANTITY
+from core.web.fields import (
+    Email,
+    Id,
+    Integer,
+    Line,
+    Money,
+    Name,
+    OptionalText,
+    Password,
+    Phone,
+    Text,
+    Username,
+)
 from db import db
 from models import DELTA_REASONS, REASONS, ROLES, Store
-
-
-def Username(**kwargs) -> Text:  # noqa: N802 - reads as a field type
-    return Text(
-        pattern=trimmed("[A-Za-z0-9_.-]{3,80}"),
-        error="Must be 3 to 80 characters of A-Z a-z 0-9 _ . -",
-        metadata={"example": "alice"},
-        **kwargs,
-    )
-
-
-# Something@domain.tld, of visible characters only (the text rules of core/fields.py);
-# deliverability is for a confirmation mail to prove, not for a regular expression.
-EMAIL = rf"[^@{NOT_VISIBLE}]+@[^@{NOT_VISIBLE}]+\.[^@.{NOT_VISIBLE}]+"
-
-
-def Email(*, optional: bool = False, **kwargs) -> Text:  # noqa: N802 - reads as a field type
-    """An email address; ``optional``: blank or null clears it."""
-    if optional:
-        kwargs |= {"allow_none": True, "blank_is_none": True}
-    return Text(
-        pattern=trimmed(EMAIL, optional=optional),
-        error="Must be an email address (name@example.com) of at most 254 characters.",
-        max_length=254,
-        metadata={"example": "alice@example.com"},
-        **kwargs,
-    )
-
-
-def Password(**kwargs) -> Text:  # noqa: N802 - reads as a field type
-    # Not trimmed, any characters: every character of a password counts.
-    return Text(trim=False, validate=validate.Length(8, 128), load_only=True, **kwargs)
 
 
 def Timestamp() -> fields.DateTime:  # noqa: N802 - reads as a field type
@@ -176,17 +156,6 @@ class StoreSchema(ma.Schema):
     updated_at = Timestamp()
 
 
-def Phone(**kwargs) -> Text:  # noqa: N802 - reads as a field type
-    return Text(
-        pattern=trimmed(r"[+(]?[0-9][0-9 ()./-]{0,29}[0-9)]", optional=True),
-        error="Must be a phone number of 2 to 32 characters: digits, spaces, + ( ) . / -",
-        allow_none=True,
-        blank_is_none=True,
-        metadata={"example": "+1 555 0100"},
-        **kwargs,
-    )
-
-
 class StoreUpdateSchema(ma.Schema):
     """PATCH: any subset. ``owner_id`` (a transfer) is for admins only."""
 
@@ -310,7 +279,7 @@ class ItemQuerySchema(ma.Schema):
         falsy={"false"},
         metadata={"description": "true: stock above 0; false: stock 0"},
     )
-    # sort, page, page_size, cursor, count: from the list's Listing (core/pagination.py).
+    # sort, page, page_size, cursor, count: from the list's Listing (core/lists/listing.py).
 
 
 class StoreItemQuerySchema(ItemQuerySchema):

@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from sqlalchemy import event, insert  # noqa: E402
 
 from app import create_app  # noqa: E402
-from core.config import DevelopmentConfig  # noqa: E402
+from core.web.config import DevelopmentConfig  # noqa: E402
 from db import db  # noqa: E402
 from models import Item, Store, Tag, User, item_tags  # noqa: E402
 from servers import gunicorn, migrate, server_env  # noqa: E402

@@ -34,8 +34,8 @@ from sqlalchemy import create_engine, event, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from app import create_app  # noqa: E402
-from core import cursors  # noqa: E402
-from core.config import ProductionConfig  # noqa: E402
+from core.lists import cursors  # noqa: E402
+from core.web.config import ProductionConfig  # noqa: E402
 from db import db  # noqa: E402
 from servers import BIN, free_port, gunicorn, serve, server_env  # noqa: E402
 

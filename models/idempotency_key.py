@@ -1,5 +1,5 @@
 """Remembered answers to POSTs sent with an Idempotency-Key: the database store
-behind core/idempotency.py."""
+behind core/web/idempotency.py."""
 
 from __future__ import annotations
 

@@ -92,11 +92,11 @@ class Item(Timestamps, Model):
     description: Mapped[str | None] = mapped_column(String(2000))
     price: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
-    # Changed only through the stock ledger (core/stock.py), never assigned by a view.
+    # Changed only through the stock ledger (core/catalog/stock.py), never assigned by a view.
     stock: Mapped[int] = mapped_column(default=0, server_default="0")
     # Indexed with the id below, as every sort key is.
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    # Never loaded: only queries read it (resources/search.py).
+    # Never loaded: only queries read it (core/catalog/queries.py).
     search_vector: Mapped[Any] = mapped_column(
         TSVECTOR().with_variant(String(), "sqlite"),
         Computed(SearchDocument(), persisted=True),
@@ -113,7 +113,7 @@ class Item(Timestamps, Model):
         CheckConstraint("price >= 0", name="price_not_negative"),
         CheckConstraint("stock >= 0", name="stock_not_negative"),
         Index("uq_items_store_id_name_lower", store_id, func.lower(name), unique=True),
-        # Every sort of a list of items (resources/search.py ITEMS) with its id
+        # Every sort of a list of items (core/catalog/queries.py ITEMS) with its id
         # tie-break, over all items and within one store; in_stock uses the stock ones.
         Index("ix_items_name_lower_id", func.lower(name), id),
         Index("ix_items_price_id", price, id),

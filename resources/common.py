@@ -7,7 +7,7 @@ from typing import TypeVar
 from sqlalchemy import ColumnElement, func
 from sqlalchemy.exc import IntegrityError
 
-from core.errors import abort
+from core.web.errors import abort
 from db import db
 
 T = TypeVar("T")

@@ -17,13 +17,13 @@ from flask import Response, current_app, stream_with_context
 from flask.views import MethodView
 from sqlalchemy import Select, func, select
 
-from core import cursors
-from core.catalog_csv import TAG_SEPARATOR, Writer
-from core.smorest import Blueprint
+from core.catalog.csv_format import TAG_SEPARATOR, Writer
+from core.catalog.queries import ITEMS, item_search
+from core.lists import cursors
+from core.web.smorest import Blueprint
 from db import db
 from models import Item, Store, Tag, item_tags
 from resources.common import get_or_404
-from resources.search import ITEMS, item_search
 from schemas import ItemQuerySchema, StoreItemQuerySchema
 
 blp = Blueprint("exports", __name__, description="The catalog as CSV, for spreadsheets")
@@ -69,7 +69,7 @@ CSV_DOC = {
 def _chunks(query: Select[Any], args: dict[str, Any], size: int) -> Iterator[Sequence[Any]]:
     """The rows of ``query`` in the order of ``args``' sort, ``size`` at a time, each
     chunk read by its own statement from where the last one ended (keyset: no OFFSET),
-    with the keys and predicate of the JSON lists (resources/search.py ITEMS)."""
+    with the keys and predicate of the JSON lists (core/catalog/queries.py ITEMS)."""
     keys = ITEMS.keys(ITEMS.sort_of(args), args)
     order = [expr.desc() if descending else expr for expr, descending in keys]
     base = query.with_only_columns(*COLUMNS, *(expr for expr, _ in keys)).order_by(*order)

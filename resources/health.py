@@ -7,9 +7,9 @@ from flask.views import MethodView
 from sqlalchemy import text
 
 from blocklist import RedisBlocklist, get_blocklist
-from core.errors import error_response
-from core.extensions import limiter
-from core.smorest import Blueprint
+from core.web.errors import error_response
+from core.web.extensions import limiter
+from core.web.smorest import Blueprint
 from db import db
 from schemas import HealthSchema
 

@@ -11,16 +11,9 @@ from flask_smorest import abort
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from core import stock
-from core.http import public_cache
-from core.pagination import LIST_HEADERS
-from core.permissions import authorize_store, login_required, store_owner_required
-from core.smorest import Blueprint
-from db import db
-from models import Item, Store, Tag, item_tags
-from models.types import utcnow
-from resources.common import commit, get_or_404, is_unique_violation
-from resources.search import (
+from core.auth.permissions import authorize_store, login_required, store_owner_required
+from core.catalog import stock
+from core.catalog.queries import (
     ITEM_COLUMNS,
     ITEM_FROM,
     ITEM_LOADS,
@@ -29,6 +22,13 @@ from resources.search import (
     as_item,
     item_search,
 )
+from core.lists.listing import LIST_HEADERS
+from core.web.http import public_cache
+from core.web.smorest import Blueprint
+from db import db
+from models import Item, Store, Tag, item_tags
+from models.types import utcnow
+from resources.common import commit, get_or_404, is_unique_violation
 from schemas import (
     ItemCreateSchema,
     ItemQuerySchema,

@@ -10,9 +10,8 @@ from flask_jwt_extended import current_user, get_jwt
 from flask_smorest import abort
 from sqlalchemy import select
 
-from core.http import no_store
-from core.permissions import login_required
-from core.security import (
+from core.auth.permissions import login_required
+from core.auth.security import (
     auth_rate_limit,
     check_password,
     hash_password,
@@ -22,14 +21,15 @@ from core.security import (
     rotate_refresh_token,
     start_session,
 )
-from core.smorest import Blueprint
+from core.web.http import no_store
+from core.web.smorest import Blueprint
 from db import db
 from models import User
 from resources.common import commit, iequals
 from schemas import LoginSchema, MessageSchema, RegisterSchema, TokenSchema, UserSchema
 
 log = logging.getLogger("stores.auth")
-blp = Blueprint("auth", __name__, description="Sign up, sign in, refresh and sign out")
+blp = Blueprint("sessions", __name__, description="Sign up, sign in, refresh and sign out")
 blp.after_request(no_store)
 
 

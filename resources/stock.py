@@ -8,12 +8,12 @@ from flask_jwt_extended import current_user
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
-from core import stock
-from core.errors import abort
-from core.http import public_cache
-from core.pagination import LIST_HEADERS, Listing
-from core.permissions import store_owner_required
-from core.smorest import Blueprint
+from core.auth.permissions import store_owner_required
+from core.catalog import stock
+from core.lists.listing import LIST_HEADERS, Listing
+from core.web.errors import abort
+from core.web.http import public_cache
+from core.web.smorest import Blueprint
 from db import db
 from models import Item, StockMovement, Store
 from resources.common import get_or_404

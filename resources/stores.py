@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 from flask import current_app, url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user
 from flask_smorest import abort
-from sqlalchemy import CursorResult, delete, select
+from sqlalchemy import select
 
-from core.http import public_cache
-from core.pagination import LIST_HEADERS, Listing
-from core.permissions import ADMIN, fields_reserved, login_required, store_owner_required
-from core.smorest import Blueprint
+from core.auth.permissions import ADMIN, fields_reserved, login_required, store_owner_required
+from core.catalog.queries import ITEMS, item_search
+from core.catalog.stores import delete_store
+from core.lists.listing import LIST_HEADERS, Listing
+from core.web.http import public_cache
+from core.web.smorest import Blueprint
 from db import db
-from models import Item, Store, Tag, User
+from models import Store, Tag, User
 from resources.common import commit, get_or_404, icontains
-from resources.search import ITEMS, item_search
 from schemas import (
     STORE_EDITABLE,
     ItemSchema,
@@ -128,27 +127,6 @@ class StoreById(MethodView):
     def delete(self, store):
         """Delete a store with its items and tags (fresh token)"""
         delete_store(store.id, current_app.config["STORE_DELETE_BATCH"])
-
-
-def delete_store(store_id: int, batch: int) -> None:
-    """A store and everything in it, whatever its size. Its items go in batches, each
-    one short statement committed on its own (their links and any other rows of an
-    item follow by ON DELETE CASCADE): no statement nears the statement timeout and
-    no lock is held for long, so other stores' reads and writes go on meanwhile. Then
-    the store, whose cascade takes its tags. Cut short (a timeout, a crash), the store
-    is still there with fewer items, and the same DELETE finishes the work."""
-    db.session.commit()  # the checks are done: from here each batch holds its own locks
-    first_items = select(Item.id).where(Item.store_id == store_id).order_by(Item.id).limit(batch)
-    while True:
-        deleted = db.session.execute(
-            delete(Item).where(Item.id.in_(first_items.scalar_subquery())),
-            execution_options={"synchronize_session": False},
-        )
-        db.session.commit()
-        if cast(CursorResult[Any], deleted).rowcount < batch:
-            break
-    db.session.execute(delete(Store).where(Store.id == store_id))
-    db.session.commit()
 
 
 @blp.route("/<id:store_id>/items")

@@ -6,9 +6,9 @@ from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy.exc import IntegrityError
 
-from core.http import public_cache
-from core.permissions import store_owner_required
-from core.smorest import Blueprint
+from core.auth.permissions import store_owner_required
+from core.web.http import public_cache
+from core.web.smorest import Blueprint
 from db import db
 from models import Store, Tag
 from resources.common import commit, get_or_404

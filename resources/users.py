@@ -10,9 +10,7 @@ from flask_smorest import abort
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
-from core.http import no_store
-from core.pagination import LIST_HEADERS, Listing
-from core.permissions import (
+from core.auth.permissions import (
     ADMIN,
     SELF,
     admin_required,
@@ -22,8 +20,10 @@ from core.permissions import (
     login_required,
     self_or_admin,
 )
-from core.security import check_password, hash_password, password_attempts
-from core.smorest import Blueprint
+from core.auth.security import check_password, hash_password, password_attempts
+from core.lists.listing import LIST_HEADERS, Listing
+from core.web.http import no_store
+from core.web.smorest import Blueprint
 from db import db
 from models import User, new_token_key
 from resources.common import commit, get_or_404, icontains

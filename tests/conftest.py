@@ -14,18 +14,18 @@ from sqlalchemy import text
 
 import images
 from app import create_app
-from core.config import TestingConfig
-from core.extensions import limiter
+from core.web.config import TestingConfig
+from core.web.extensions import limiter
 from db import db
 from helpers import PASSWORD, PG_URL, REDIS_URL, CatalogFactory, bearer, create_user, make_config
 from models import User
 
-# A developer's .env must not change what the tests see (core.config.load_env_file,
+# A developer's .env must not change what the tests see (core.web.config.load_env_file,
 # and the flask command's own loading); the servers the tests start inherit this.
-# tests/test_env.py turns it off where it tests the file.
+# tests/system/test_env.py turns it off where it tests the file.
 os.environ["FLASK_SKIP_DOTENV"] = "1"
 
-# The fixtures that start real gunicorn instances (tests/test_instances_*.py).
+# The fixtures that start real gunicorn instances (tests/system/test_instances_*.py).
 pytest_plugins = ["instances"]
 
 

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 import redis
 from sqlalchemy import event
 
-from core.config import TestingConfig, normalize_database_url
-from core.security import hash_password
+from core.auth.security import hash_password
+from core.web.config import TestingConfig, normalize_database_url
 from db import db
 from models import User
 

@@ -1,0 +1,211 @@
+"""Authentication: passwords, JWTs, sessions, and Flask-JWT-Extended's callbacks
+(who may do what is core/auth/permissions.py).
+
+Tokens carry the user id as a *string* ``sub`` (PyJWT 2.10+ rejects integers) and a
+session id ``sid`` shared by every token of one login. The user and their role are
+read from the database on every request, so a demotion or a deleted account takes
+effect at the next request.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+
+from flask import Flask, current_app, g
+from flask.typing import ResponseReturnValue
+from flask_jwt_extended import create_access_token, create_refresh_token
+from flask_jwt_extended.exceptions import RevokedTokenError
+from flask_limiter import RouteLimit
+from passlib.context import CryptContext
+
+from blocklist import get_blocklist
+from core.web.errors import error_response
+from core.web.extensions import jwt, limiter
+from db import db
+from models import User
+from models.types import utcnow
+
+log = logging.getLogger("stores.auth")
+
+
+# --- passwords ---------------------------------------------------------------
+
+
+def init_passwords(app: Flask) -> None:
+    """Argon2id for new hashes; pbkdf2_sha256 (older data) verifies and is upgraded."""
+    app.extensions["passwords"] = CryptContext(
+        schemes=["argon2", "pbkdf2_sha256"],
+        deprecated=["pbkdf2_sha256"],
+        argon2__type="ID",
+        argon2__memory_cost=app.config["ARGON2_MEMORY_KIB"],
+        argon2__rounds=app.config["ARGON2_TIME_COST"],
+        argon2__parallelism=app.config["ARGON2_PARALLELISM"],
+    )
+
+
+def _passwords() -> CryptContext:
+    context: CryptContext = current_app.extensions["passwords"]
+    return context
+
+
+def hash_password(password: str) -> str:
+    return _passwords().hash(password)
+
+
+def check_password(user: User | None, password: str) -> bool:
+    """Verify, upgrading an outdated hash in place (the caller commits).
+
+    An unknown user costs a dummy verification, so that timing does not tell
+    which usernames exist.
+    """
+    if user is None:
+        _passwords().dummy_verify()
+        return False
+    ok, new_hash = _passwords().verify_and_update(password, user.password_hash)
+    if ok and new_hash:
+        user.password_hash = new_hash
+    return ok
+
+
+def _auth_rate_limit() -> str:
+    limit: str = current_app.config["AUTH_RATE_LIMIT"]
+    return limit
+
+
+def password_attempts(**options: Any) -> RouteLimit:
+    """Every place a password is checked against an account (``/login``, and the
+    ``current_password`` of an account change) draws on one budget per client,
+    AUTH_RATE_LIMIT: guessing through one does not dodge the other's limit."""
+    return limiter.shared_limit(_auth_rate_limit, scope="password", **options)
+
+
+def auth_rate_limit() -> RouteLimit:
+    """AUTH_RATE_LIMIT for one endpoint (``/register``) on its own."""
+    return limiter.limit(_auth_rate_limit)
+
+
+# --- tokens and sessions -------------------------------------------------------
+
+
+def start_session(user: User) -> dict[str, Any]:
+    """A login: a new session, a fresh access token and a refresh token."""
+    session_id = uuid.uuid4().hex
+    log.info("login", extra={"event": "login", "session_id": session_id, "user_id": user.id})
+    return issue_tokens(user, fresh=True, session_id=session_id)
+
+
+def issue_tokens(user: User, *, fresh: bool, session_id: str) -> dict[str, Any]:
+    claims = {"sid": session_id, "user_key": user.token_key}
+    identity = str(user.id)
+    expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
+    return {
+        "access_token": create_access_token(identity, fresh=fresh, additional_claims=claims),
+        "refresh_token": create_refresh_token(identity, additional_claims=claims),
+        "token_type": "Bearer",
+        "expires_in": int(expires.total_seconds()),
+    }
+
+
+def token_expiry(claims: dict[str, Any]) -> datetime:
+    return datetime.fromtimestamp(claims["exp"], UTC)
+
+
+def revoke_session(claims: dict[str, Any], *, reason: str) -> None:
+    """Revoke every token of the session, including those refreshed from it.
+
+    No token of the session can outlive now + the refresh lifetime, so the entry
+    can go after that.
+    """
+    expires = utcnow() + current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
+    if get_blocklist().add(f"sid:{claims['sid']}", expires):
+        level = logging.INFO if reason == "logout" else logging.WARNING
+        extra = {
+            "event": "session_revoked",
+            "reason": reason,
+            "session_id": claims["sid"],
+            "user_id": claims.get("sub"),
+        }
+        log.log(level, "session revoked: %s", reason, extra=extra)
+
+
+def rotate_refresh_token(claims: dict[str, Any]) -> bool:
+    """Revoke the refresh token being used; False if it had been used already."""
+    return get_blocklist().add(f"jti:{claims['jti']}", token_expiry(claims))
+
+
+# --- Flask-JWT-Extended callbacks ------------------------------------------------
+
+
+def _unauthorized(error: str, message: str) -> ResponseReturnValue:
+    return error_response(HTTPStatus.UNAUTHORIZED, message, error=error)
+
+
+@jwt.user_lookup_loader
+def _load_user(header: dict[str, Any], claims: dict[str, Any]) -> User | None:
+    try:
+        user_id = int(claims["sub"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    user = db.session.get(User, user_id)
+    if user is not None and claims.get("user_key") != user.token_key:
+        raise RevokedTokenError(header, claims)  # issued before a password change
+    if user is not None:
+        g.user_id = user.id
+    return user
+
+
+@jwt.token_in_blocklist_loader
+def _is_revoked(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
+    blocklist = get_blocklist()
+    revoked = blocklist.contains(f"jti:{claims.get('jti')}", f"sid:{claims.get('sid')}")
+    if revoked and claims.get("type") == "refresh":
+        # A refresh token is revoked once it has been rotated: seeing it again
+        # means somebody else holds a copy. End the whole session.
+        revoke_session(claims, reason="rotated refresh token presented again")
+    return revoked
+
+
+@jwt.token_verification_loader
+def _has_session(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
+    return all(isinstance(claims.get(name), str) for name in ("sid", "jti", "user_key"))
+
+
+@jwt.unauthorized_loader
+def _missing_token(reason: str) -> ResponseReturnValue:
+    return _unauthorized("authorization_required", f"Authorization required: {reason}.")
+
+
+@jwt.invalid_token_loader
+def _invalid_token(reason: str) -> ResponseReturnValue:
+    return _unauthorized("invalid_token", f"Invalid token: {reason}.")
+
+
+@jwt.token_verification_failed_loader
+def _unverified_token(_header: dict[str, Any], _claims: dict[str, Any]) -> ResponseReturnValue:
+    return _unauthorized("invalid_token", "Invalid token: it was not issued by this service.")
+
+
+@jwt.expired_token_loader
+def _expired_token(_header: dict[str, Any], claims: dict[str, Any]) -> ResponseReturnValue:
+    return _unauthorized("token_expired", f"The {claims.get('type', '')} token has expired.")
+
+
+@jwt.revoked_token_loader
+def _revoked_token(_header: dict[str, Any], _claims: dict[str, Any]) -> ResponseReturnValue:
+    return _unauthorized("token_revoked", "The token has been revoked; sign in again.")
+
+
+@jwt.needs_fresh_token_loader
+def _stale_token(_header: dict[str, Any], _claims: dict[str, Any]) -> ResponseReturnValue:
+    return _unauthorized(
+        "fresh_token_required", "This action needs a fresh token: sign in again with /login."
+    )
+
+
+@jwt.user_lookup_error_loader
+def _user_gone(_header: dict[str, Any], _claims: dict[str, Any]) -> ResponseReturnValue:
+    return _unauthorized("user_not_found", "The user of this token no longer exists.")

@@ -1,0 +1,81 @@
+"""The catalog as CSV (§9): the export's columns and cell rules, shared by the
+export (resources/exports.py) and the import (core/catalog/csv_import.py), so that an export
+re-imports unchanged."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+COLUMNS = (
+    "id",
+    "name",
+    "description",
+    "price",
+    "stock",
+    "store_id",
+    "tags",
+    "created_at",
+    "updated_at",
+)
+TAG_SEPARATOR = "|"  # tag names may not contain it (§4)
+# A spreadsheet reads a cell that starts with one of these as a formula (OWASP "CSV
+# injection"): such text is written with a leading ' , which the import strips.
+FORMULA_STARTS = ("=", "+", "-", "@", "'", "\t", "\r")
+
+
+def neutralize(text: str | None) -> str:
+    if not text:
+        return ""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def restore(cell: str) -> str:
+    """A cell as the export wrote it, back to its text."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
+def _timestamp(value: datetime) -> str:
+    if value.utcoffset():  # a session in another time zone; UTC values are written as is
+        value = value.astimezone(UTC)
+    return value.isoformat()
+
+
+class Writer:
+    """Rows to CSV text, a chunk at a time (RFC 4180: CRLF, quotes where needed)."""
+
+    def __init__(self) -> None:
+        self.buffer = io.StringIO()
+        self.writer = csv.writer(self.buffer, lineterminator="\r\n")
+
+    def header(self) -> str:
+        return self.rows([COLUMNS], plain=True)
+
+    def rows(self, rows: Iterable[Sequence[Any]], *, plain: bool = False) -> str:
+        self.buffer.seek(0)
+        self.buffer.truncate()
+        if plain:
+            self.writer.writerows(rows)
+        else:
+            self.writer.writerows(self._cells(row) for row in rows)
+        return self.buffer.getvalue()
+
+    @staticmethod
+    def _cells(row: Sequence[Any]) -> tuple[Any, ...]:
+        """``row``: id, name, description, price (a NUMERIC(12,2), so its text has two
+        decimals), stock, store_id, tag names joined by |, created_at, updated_at."""
+        item_id, name, description, price, stock, store_id, tags, created, updated = row[:9]
+        return (
+            item_id,
+            neutralize(name),
+            neutralize(description),
+            price,
+            stock,
+            store_id,
+            neutralize(tags),
+            _timestamp(created),
+            _timestamp(updated),
+        )

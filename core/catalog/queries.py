@@ -1,0 +1,147 @@
+"""The filters and sorts of every list of items (`GET /items`, `GET /stores/{id}/items`).
+
+Each filter is written so that an index serves it (models/item.py): `tag` as one
+EXISTS per tag on item_tags(tag_id, item_id), `q` on the trigram index of the name and
+description together, `search` on the full-text document's GIN index; and each sort
+has an index on its keys with the id tie-break.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Double,
+    Row,
+    Select,
+    and_,
+    cast,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.orm import joinedload, selectinload
+
+from core.lists.listing import Listing, Ranked, Rows
+from db import db
+from models import Item, Store, Tag, item_tags
+from models.item import ITEM_TEXT, SEARCH_CONFIG
+from resources.common import icontains, iequals, lower
+
+# Exactly what ItemSchema nests: the store (one row) and the tags (a collection).
+ITEM_LOADS = (joinedload(Item.store), selectinload(Item.tags))
+
+# Lists (and the single read, resources/items.py) read items as plain rows, not ORM
+# objects: a row has what ItemSchema dumps, but the tags, which come apart.
+_items, _stores, _tags = Item.__table__.c, Store.__table__.c, Tag.__table__.c
+ITEM_COLUMNS = (
+    *(_items[f] for f in ("id", "name", "description", "price", "stock", "store_id")),
+    _stores.name.label("store_name"),
+    _items.created_at,
+    _items.updated_at,
+)
+ITEM_FROM = Item.__table__.join(Store.__table__, _stores.id == _items.store_id)
+TAG_COLUMNS = (_tags.id.label("tag_id"), _tags.name.label("tag_name"))
+
+
+def as_item(fields: Mapping[Any, Any], tags: list[dict[str, Any]]) -> dict[str, Any]:
+    """A row of ITEM_COLUMNS (its mapping) as ItemSchema dumps it."""
+    item = {c.key: fields[c.key] for c in ITEM_COLUMNS}
+    item["store"] = {"id": item["store_id"], "name": item.pop("store_name")}
+    item["tags"] = tags
+    return item
+
+
+def _item_rows(query: Select[Any]) -> Select[Any]:
+    return query.with_only_columns(*ITEM_COLUMNS).select_from(ITEM_FROM)
+
+
+def _items_with_tags(rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
+    """The page's items, and their tags read by one more statement."""
+    tags: dict[int, list[dict[str, Any]]] = {row.id: [] for row in rows}
+    if tags:
+        links = (
+            select(item_tags.c.item_id, *TAG_COLUMNS)
+            .join(Tag.__table__, _tags.id == item_tags.c.tag_id)
+            .where(item_tags.c.item_id.in_(tags))
+            .order_by(_tags.id)
+        )
+        for link in db.session.connection().execute(links):
+            tags[link.item_id].append({"id": link.tag_id, "name": link.tag_name})
+    return [as_item(row._mapping, tags[row.id]) for row in rows]
+
+
+def _postgresql() -> bool:
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
+def _query(text: str) -> ColumnElement[Any]:
+    """Web-search syntax: words, "a phrase", or, -word."""
+    return func.websearch_to_tsquery(literal_column(f"'{SEARCH_CONFIG}'::regconfig"), text)
+
+
+def _relevance(args: dict[str, Any]) -> tuple[Any, ...]:
+    """Best match first (name weighs more than description), then by id. SQLite has
+    no ranking: by id."""
+    if not _postgresql():
+        return (Item.id,)
+    # In double precision: a real sent to the client and back would not compare equal.
+    rank = cast(func.ts_rank(Item.search_vector, _query(args["search"])), Double)
+    return (rank.desc(), Item.id)
+
+
+# The sorts of every list of items. Adding one: a line here, and an index on its keys
+# and on (store_id, keys) in models/item.py (tests/api/test_search.py checks both exist).
+ITEMS = Listing(
+    {
+        "id": (Item.id,),
+        "name": (lower(Item.name), Item.id),
+        "price": (Item.price, Item.id),
+        "created_at": (Item.created_at, Item.id),
+        "stock": (Item.stock, Item.id),
+        "relevance": Ranked(_relevance, requires="search"),
+    },
+    read_whole=("q", "search"),  # their bitmaps read every match; the page counts them
+    rows=Rows(_item_rows, _items_with_tags),
+)
+
+
+def _matches(text: str) -> ColumnElement[bool]:
+    if _postgresql():
+        return Item.search_vector.op("@@")(_query(text))
+    # SQLite: every word (quotes aside) is a substring of the name or description.
+    words = text.replace('"', " ").split()
+    return and_(
+        true(), *(or_(icontains(Item.name, w), icontains(Item.description, w)) for w in words)
+    )
+
+
+def item_search(args: dict[str, Any]) -> Select[Any]:
+    """The filters of a list of items as one unordered SELECT (ITEMS orders it)."""
+    query = select(Item)
+    if args.get("store_id") is not None:
+        query = query.where(Item.store_id == args["store_id"])
+    if args.get("min_price") is not None:
+        query = query.where(Item.price >= args["min_price"])
+    if args.get("max_price") is not None:
+        query = query.where(Item.price <= args["max_price"])
+    if args.get("in_stock") is not None:
+        query = query.where(Item.stock > 0 if args["in_stock"] else Item.stock == 0)
+    if args.get("q"):
+        query = query.where(icontains(ITEM_TEXT, args["q"]))
+    if args.get("search"):
+        query = query.where(_matches(args["search"]))
+    for name in dict.fromkeys(args.get("tag") or ()):
+        # One EXISTS per tag: the database can stop at the first page of matches,
+        # probing each candidate's links, instead of grouping every link of every tag.
+        query = query.where(
+            select(item_tags.c.item_id)
+            .join(Tag, Tag.id == item_tags.c.tag_id)
+            .where(item_tags.c.item_id == Item.id, iequals(Tag.name, name))
+            .exists()
+        )
+    return query

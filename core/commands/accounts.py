@@ -1,0 +1,68 @@
+"""Command-line tasks on accounts and kept state: ``flask create-admin``,
+``flask blocklist purge``, ``flask idempotency purge``."""
+
+from __future__ import annotations
+
+import click
+import marshmallow as ma
+from flask.cli import AppGroup, with_appcontext
+from marshmallow import ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from blocklist import get_blocklist
+from core.auth.security import hash_password
+from core.web.fields import Email, Password, Username
+from core.web.idempotency import get_store as get_idempotency_store
+from db import db
+from models import User
+
+# The rules of POST /register, from the same field definitions.
+ACCOUNT = ma.Schema.from_dict(
+    {"username": Username(required=True), "email": Email(required=True), "password": Password()}
+)()
+
+
+@click.command("create-admin")
+@with_appcontext
+@click.option("--username", required=True)
+@click.option("--email", required=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+def create_admin(username: str, email: str, password: str) -> None:
+    """Create an admin user (the first admin has to come from here)."""
+    try:
+        data = ACCOUNT.load({"username": username, "email": email, "password": password})
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid input: {exc.messages}") from None
+    user = User(
+        username=data["username"],
+        email=data["email"],
+        password_hash=hash_password(data["password"]),
+        role="admin",
+    )
+    db.session.add(user)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise click.ClickException(
+            f"a user with username {username!r} or email {email!r} already exists"
+        ) from None
+    click.echo(f"Created admin {user.username!r} (id {user.id}).")
+
+
+blocklist_cli = AppGroup("blocklist", help="Token revocation list.")
+
+
+@blocklist_cli.command("purge")
+def purge() -> None:
+    """Drop revocations whose tokens have expired anyway."""
+    click.echo(f"Purged {get_blocklist().purge()} expired entries.")
+
+
+idempotency_cli = AppGroup("idempotency", help="Answers kept for Idempotency-Key retries.")
+
+
+@idempotency_cli.command("purge")
+def purge_idempotency() -> None:
+    """Drop answers and abandoned claims past their expiry."""
+    click.echo(f"Purged {get_idempotency_store().purge()} expired keys.")

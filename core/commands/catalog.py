@@ -1,0 +1,115 @@
+"""Catalog commands: ``flask import-items`` (a CSV file into a store) and ``flask
+seed`` (fake data). Both run from an install of requirements.txt alone; what only
+they need (tqdm, Faker, the importer) is imported when they run, not by every worker."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from flask.cli import with_appcontext
+from sqlalchemy import select
+
+from db import db
+from models import Store, User
+
+PLAIN_EVERY = 10_000  # rows between two progress lines when not on a terminal
+
+
+@contextmanager
+def progress(total: int, unit: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal; plain lines on stderr otherwise (logs, CI)."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        with tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr) as bar:
+            yield lambda n: bar.update(n)
+        return
+    done = {"count": 0, "said": 0}
+
+    def advance(n: int) -> None:
+        done["count"] += n
+        if done["count"] - done["said"] >= PLAIN_EVERY:
+            done["said"] = done["count"]
+            click.echo(f"{done['count']:,} {unit}", err=True)
+
+    yield advance
+
+
+@click.command("import-items")
+@with_appcontext
+@click.argument("store_id", type=int)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check and count, write nothing.")
+@click.option("--skip-invalid", is_flag=True, help="Import the valid rows, report the others.")
+def import_items_command(store_id: int, file: Path, dry_run: bool, skip_invalid: bool) -> None:
+    """Create or update a store's items from a CSV file (the export's columns)."""
+    from core.catalog.csv_import import UnreadableFileError, import_items
+
+    store = db.session.get(Store, store_id)
+    if store is None:
+        raise click.ClickException(f"Store {store_id} not found.")
+    with file.open("rb") as raw, progress(file.stat().st_size, "B") as advance:
+        position = {"at": 0}
+
+        def read(_rows: int) -> None:
+            # Bytes of the file read so far: a bar that ends at its size.
+            now = raw.tell()
+            advance(now - position["at"])
+            position["at"] = now
+
+        try:
+            summary = import_items(
+                store, raw, dry_run=dry_run, skip_invalid=skip_invalid, progress=read
+            )
+        except UnreadableFileError as exc:
+            raise click.ClickException(str(exc)) from None
+    for error in summary.errors:
+        click.echo(error, err=True)
+    if summary.invalid > len(summary.errors):
+        click.echo(f"... and {summary.invalid - len(summary.errors)} more.", err=True)
+    written = not dry_run and not (summary.invalid and not skip_invalid)
+    click.echo(
+        f"{summary.created} created, {summary.updated} updated, {summary.unchanged} unchanged, "
+        f"{summary.invalid} invalid"
+        + ("" if written else " - nothing written" + (" (dry run)" if dry_run else ""))
+        + "."
+    )
+    if summary.invalid and not skip_invalid:
+        sys.exit(1)
+
+
+@click.command("seed")
+@with_appcontext
+@click.option("--stores", type=click.IntRange(1, 10_000), default=3, show_default=True)
+@click.option(
+    "--items",
+    type=click.IntRange(0, 1_000_000),
+    default=50,
+    show_default=True,
+    help="Items per store.",
+)
+@click.option("--owner", help="Username of the stores' owner (default: the first admin).")
+@click.option("--seed", "seed_value", type=int, help="Same number, same data.")
+def seed_command(stores: int, items: int, owner: str | None, seed_value: int | None) -> None:
+    """Fill the database with realistic fake stores, items, tags and stock (demos)."""
+    from core.catalog.seed import seed
+
+    query = select(User).order_by(User.id)
+    query = query.where(User.username == owner) if owner else query.where(User.role == "admin")
+    user = db.session.scalars(query.limit(1)).first()
+    if user is None:
+        raise click.ClickException(
+            f"No user {owner!r}."
+            if owner
+            else "No admin yet: run `flask create-admin` first, or pass --owner USERNAME."
+        )
+    with progress(stores * items, "items") as advance:
+        totals = seed(user, stores, items, seed_value=seed_value, progress=advance)
+    click.echo(
+        f"Seeded {totals['stores']} stores, {totals['items']} items and {totals['tags']} tags "
+        f"(owner {user.username!r})."
+    )

@@ -1,0 +1,241 @@
+"""Configuration: one class per environment, chosen by ``APP_ENV``.
+
+Values are read from the environment when a config object is made (not at import),
+so a test can build any environment it needs. `.env.example` lists every variable;
+a copy of it named `.env` in the directory the service starts from is read too
+(`load_env_file`), but a variable set in the real environment always wins.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from dotenv import load_dotenv
+
+DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-do-not-deploy-0123456789"  # noqa: S105
+
+
+LOG_FORMATS = ("json", "text")
+
+
+class ConfigError(RuntimeError):
+    """The configuration is unsafe or incomplete; the message names the variable."""
+
+
+def load_env_file(path: str | Path = ".env") -> bool:
+    """Copy the variables of ``path`` (``.env`` in the working directory) into
+    ``os.environ``, leaving alone every variable the environment already has. No file,
+    no change: a PaaS or a container has none, its settings are real variables.
+
+    FLASK_SKIP_DOTENV=1 turns it off, as it does for the ``flask`` command's own
+    loading (the test suite sets it, so a developer's .env cannot change the tests).
+    """
+    if os.environ.get("FLASK_SKIP_DOTENV", "").lower() in ("1", "true", "yes"):
+        return False
+    return load_dotenv(path, override=False, encoding="utf-8")
+
+
+def normalize_database_url(url: str) -> str:
+    """Use psycopg 3 for every PostgreSQL URL, including a PaaS's ``postgres://``.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3 already; naming the
+    driver keeps that choice explicit and independent of SQLAlchemy's default.
+    """
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def env_str(environ: Mapping[str, str], name: str, default: str = "") -> str:
+    """``name`` from ``environ``, trimmed; blank means ``default``."""
+    return environ.get(name, "").strip() or default
+
+
+def env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = env_str(environ, name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}.") from None
+
+
+class Config:
+    """Defaults shared by every environment, read from ``environ``."""
+
+    APP_ENV = "base"
+    DEBUG = False
+    TESTING = False
+
+    JWT_TOKEN_LOCATION = ["headers"]
+    JWT_ALGORITHM = "HS256"
+    RATELIMIT_HEADERS_ENABLED = True
+    RATELIMIT_STRATEGY = "fixed-window"
+    # A limiter whose storage is down lets requests through (and logs it);
+    # revocation, which is about security rather than load, fails closed instead.
+    RATELIMIT_SWALLOW_ERRORS = True
+
+    API_TITLE = "Stores REST API"
+    API_VERSION = "1.0.0"
+    OPENAPI_VERSION = "3.0.3"
+    OPENAPI_URL_PREFIX = "/"
+    OPENAPI_JSON_PATH = "openapi.json"
+    OPENAPI_SWAGGER_UI_PATH = "/swagger-ui"
+    OPENAPI_SWAGGER_UI_URL = "/swagger-ui/assets/"
+    OPENAPI_SWAGGER_UI_CONFIG = {"persistAuthorization": True, "displayRequestDuration": True}
+
+    def __init__(self, environ: Mapping[str, str] | None = None, **overrides: Any) -> None:
+        self.environ = os.environ if environ is None else environ
+        self.SQLALCHEMY_DATABASE_URI = normalize_database_url(self.env_str("DATABASE_URL"))
+        self.DB_POOL_SIZE = self.env_int("DB_POOL_SIZE", 5)
+        self.DB_MAX_OVERFLOW = self.env_int("DB_MAX_OVERFLOW", 5)
+        self.DB_POOL_TIMEOUT = self.env_int("DB_POOL_TIMEOUT", 5)
+        self.DB_CONNECT_TIMEOUT = self.env_int("DB_CONNECT_TIMEOUT", 3)
+        self.DB_STATEMENT_TIMEOUT_MS = self.env_int("DB_STATEMENT_TIMEOUT_MS", 5000)
+        # Items deleted per statement when a store goes (each batch its own transaction).
+        self.STORE_DELETE_BATCH = self.env_int("STORE_DELETE_BATCH", 5000)
+        # How long the entrypoint waits for the database to answer (prestart.py).
+        self.DB_WAIT_ATTEMPTS = self.env_int("DB_WAIT_ATTEMPTS", 30)
+        self.DB_WAIT_DELAY = self.env_int("DB_WAIT_DELAY", 1)
+        self.REDIS_URL = self.env_str("REDIS_URL") or None
+
+        self.JWT_SECRET_KEY = self.env_str("JWT_SECRET_KEY")
+        self.JWT_ACCESS_TOKEN_EXPIRES = timedelta(
+            seconds=self.env_int("JWT_ACCESS_TOKEN_EXPIRES", 15 * 60)
+        )
+        self.JWT_REFRESH_TOKEN_EXPIRES = timedelta(
+            seconds=self.env_int("JWT_REFRESH_TOKEN_EXPIRES", 30 * 24 * 3600)
+        )
+        # Argon2id at OWASP's first recommended setting: 19 MiB, 2 passes, 1 lane.
+        self.ARGON2_MEMORY_KIB = self.env_int("ARGON2_MEMORY_KIB", 19 * 1024)
+        self.ARGON2_TIME_COST = self.env_int("ARGON2_TIME_COST", 2)
+        self.ARGON2_PARALLELISM = self.env_int("ARGON2_PARALLELISM", 1)
+
+        self.MAX_CONTENT_LENGTH = self.env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
+        self.TRUSTED_PROXIES = self.env_int("TRUSTED_PROXIES", 0)
+        self.CORS_ORIGINS = [
+            o.strip() for o in self.env_str("CORS_ORIGINS").split(",") if o.strip()
+        ]
+        self.HSTS_SECONDS = self.env_int("HSTS_SECONDS", 0)
+        self.LOG_LEVEL = self.env_str("LOG_LEVEL", "INFO").upper()
+        # json or text; empty = chosen by environment (core.web.request_log.choose_format).
+        self.LOG_FORMAT = self.env_str("LOG_FORMAT").lower()
+        if self.LOG_FORMAT not in ("", *LOG_FORMATS):
+            raise ConfigError(f"LOG_FORMAT must be json or text; got {self.LOG_FORMAT!r}.")
+
+        self.AUTH_RATE_LIMIT = self.env_str("AUTH_RATE_LIMIT", "5 per minute;20 per hour")
+        self.RATE_LIMIT_DEFAULT = self.env_str("RATE_LIMIT_DEFAULT", "300 per minute")
+        self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
+        # Lets several deployments (or test runs) share one Redis: every key of this
+        # one (rate-limit counters, revocations) starts with it.
+        self.REDIS_KEY_PREFIX = self.env_str("REDIS_KEY_PREFIX", "stores")
+        self.RATELIMIT_KEY_PREFIX = self.REDIS_KEY_PREFIX
+        # Idempotency-Key (§8): how long an answer is kept for retries, and after how
+        # long a claim whose request never finished (a killed worker) is abandoned:
+        # longer than gunicorn lets a request run (GUNICORN_TIMEOUT).
+        self.IDEMPOTENCY_TTL = self.env_int("IDEMPOTENCY_TTL", 24 * 3600)
+        self.IDEMPOTENCY_LOCK_SECONDS = self.env_int("IDEMPOTENCY_LOCK_SECONDS", 60)
+        # Rows per statement of a CSV export: memory per worker, and statements per export.
+        self.EXPORT_CHUNK_SIZE = self.env_int("EXPORT_CHUNK_SIZE", 5000)
+        self.LEGACY_SUNSET = self.env_str("LEGACY_SUNSET", "Sat, 01 May 2027 00:00:00 GMT")
+
+        self.configure()
+        for key, value in overrides.items():
+            setattr(self, key, value)
+
+    def env_str(self, name: str, default: str = "") -> str:
+        return env_str(self.environ, name, default)
+
+    def env_int(self, name: str, default: int) -> int:
+        return env_int(self.environ, name, default)
+
+    def configure(self) -> None:
+        """Environment-specific defaults; runs before explicit overrides."""
+
+    def validate(self) -> None:
+        """Refuse to start with a configuration that cannot work."""
+        if not self.SQLALCHEMY_DATABASE_URI:
+            raise ConfigError("DATABASE_URL is not set.")
+        if not self.JWT_SECRET_KEY:
+            raise ConfigError("JWT_SECRET_KEY is not set.")
+
+
+class DevelopmentConfig(Config):
+    """Local development: a SQLite file under instance/ unless DATABASE_URL is set."""
+
+    APP_ENV = "development"
+
+    def configure(self) -> None:
+        if not self.SQLALCHEMY_DATABASE_URI:
+            # Relative: Flask-SQLAlchemy puts it in the app's instance/ folder.
+            self.SQLALCHEMY_DATABASE_URI = "sqlite:///stores.db"
+        self.dev_secret = not self.JWT_SECRET_KEY
+        if self.dev_secret:
+            self.JWT_SECRET_KEY = DEV_JWT_SECRET
+
+
+class TestingConfig(Config):
+    """Tests: the database the fixtures choose, cheap password hashing, roomy limits."""
+
+    __test__ = False  # not a pytest test class, despite its name
+    APP_ENV = "testing"
+    TESTING = True
+
+    def configure(self) -> None:
+        self.SQLALCHEMY_DATABASE_URI = normalize_database_url(
+            self.env_str("TEST_DATABASE_URL", "sqlite://")
+        )
+        self.JWT_SECRET_KEY = secrets.token_hex(32)
+        self.ARGON2_MEMORY_KIB = 8
+        self.ARGON2_TIME_COST = 1
+        self.AUTH_RATE_LIMIT = "1000 per minute"
+        self.RATE_LIMIT_DEFAULT = "10000 per minute"
+
+
+class ProductionConfig(Config):
+    """Production: every secret from the environment, nothing insecure by default."""
+
+    APP_ENV = "production"
+
+    def validate(self) -> None:
+        super().validate()
+        # `flask --debug run` would serve Werkzeug's debugger, which runs any code
+        # it is sent; the app's own DEBUG is always False, but the CLI reads this.
+        if self.env_str("FLASK_DEBUG").lower() not in ("", "0", "false", "no"):
+            raise ConfigError("FLASK_DEBUG is set; unset it: production never runs in debug mode.")
+        if self.SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
+            raise ConfigError(
+                "DATABASE_URL points at SQLite; production needs PostgreSQL "
+                "(postgresql://user:password@host:5432/dbname)."
+            )
+        if len(self.JWT_SECRET_KEY.encode()) < 32 or self.JWT_SECRET_KEY == DEV_JWT_SECRET:
+            raise ConfigError(
+                "JWT_SECRET_KEY must be a random value of at least 32 bytes "
+                '(python -c "import secrets; print(secrets.token_hex(32))").'
+            )
+
+
+CONFIGS: dict[str, type[Config]] = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_from_env(environ: Mapping[str, str] | None = None) -> Config:
+    """The config object for ``APP_ENV`` (development when unset). Without an explicit
+    ``environ``, the process environment, completed first by ``.env`` if there is one."""
+    if environ is None:
+        load_env_file()
+        environ = os.environ
+    name = environ.get("APP_ENV", "").strip().lower() or "development"
+    if name not in CONFIGS:
+        raise ConfigError(f"APP_ENV must be one of {', '.join(CONFIGS)}; got {name!r}.")
+    return CONFIGS[name](environ)

@@ -1,0 +1,39 @@
+"""Extension instances, created once; ``create_app`` wires them to an app."""
+
+from __future__ import annotations
+
+from flask import current_app, request
+from flask_cors import CORS
+from flask_jwt_extended import JWTManager
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_migrate import Migrate
+
+from core.web.smorest import Api, IdConverter, id_param_schema
+
+api = Api()
+api.register_converter(IdConverter, id_param_schema)
+jwt = JWTManager()
+migrate = Migrate()
+cors = CORS()
+
+
+def _default_limit() -> str:
+    # Read per request: one Limiter instance serves every app made by create_app.
+    limit: str = current_app.config["RATE_LIMIT_DEFAULT"]
+    return limit
+
+
+def _limited_as() -> str:
+    # Flask-Limiter exempts a request that matched no route (it has no endpoint):
+    # 404s and 405s, any number of them. They share one budget per client instead.
+    return request.endpoint or "unmatched"
+
+
+# The client address is request.remote_addr, which ProxyFix sets from
+# X-Forwarded-For only when TRUSTED_PROXIES says how many proxies to trust.
+limiter = Limiter(
+    key_func=get_remote_address,
+    default_limits=[_default_limit],
+    request_identifier=_limited_as,
+)

@@ -1,0 +1,111 @@
+"""HTTP behaviour every response shares: JSON request bodies (415, chunked bodies),
+security and cache headers, and the CORS options."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+
+from core.web.errors import RETRY_AFTER_SECONDS, abort
+
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+# For the origins in CORS_ORIGINS: the request headers a browser client may send,
+# and the response headers its scripts may read.
+CORS_OPTIONS: dict[str, Any] = {
+    "allow_headers": [
+        "Authorization",
+        "Content-Type",
+        "Idempotency-Key",
+        "If-Match",
+        "If-None-Match",
+        "X-Request-ID",
+    ],
+    "expose_headers": [
+        "ETag",
+        "Idempotent-Replayed",
+        "Link",
+        "Location",
+        "Retry-After",
+        "X-Pagination",
+        "X-Request-ID",
+        "X-Total-Count",
+        "X-Total-Count-Estimate",
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+    ],
+    "max_age": 600,
+}
+
+
+def require_json_body() -> None:
+    """A body in anything but JSON is refused with 415 before any view runs."""
+    if request.method not in BODY_METHODS:
+        return
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if not (request.content_length or chunked):
+        return
+    mimetype = request.mimetype
+    if not (mimetype == "application/json" or mimetype.endswith("+json")):
+        abort(415)
+    if chunked:
+        _buffer_chunked_body()
+
+
+def _buffer_chunked_body() -> None:
+    """Read a chunked body (which has no Content-Length) up front, refusing it whole
+    when it is too large. Werkzeug would stop reading it at MAX_CONTENT_LENGTH
+    without an error, and the view would then parse a truncated body."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    body = request.environ["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        abort(413)
+    request.environ.update(
+        {
+            "wsgi.input": io.BytesIO(body),
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input_terminated": False,
+        }
+    )
+    request.environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
+def security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    # Flask-Limiter writes its reset time as Retry-After on every response, over
+    # ours too. It belongs on its own 429s; a 503 gets the service's retry hint.
+    if response.status_code == 503:
+        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    elif response.status_code != 429:
+        response.headers.pop("Retry-After", None)
+    if g.get("retry_after"):  # a hint of our own, e.g. idempotency_key_in_use (409)
+        response.headers["Retry-After"] = g.retry_after
+    hsts = current_app.config.get("HSTS_SECONDS", 0)
+    if hsts > 0:
+        response.headers.setdefault(
+            "Strict-Transport-Security", f"max-age={hsts}; includeSubDomains"
+        )
+    return response
+
+
+def no_store(response: Response) -> Response:
+    """Tokens and account data never sit in a cache."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def public_cache(response: Response) -> Response:
+    """Catalog reads may be cached anywhere, but revalidated with their ETag first."""
+    if request.method in ("GET", "HEAD") and response.status_code in (200, 304):
+        response.headers.setdefault("Cache-Control", "public, no-cache")
+    else:
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(require_json_body)
+    app.after_request(security_headers)

@@ -1,0 +1,245 @@
+"""flask-smorest, adapted to the contract.
+
+- ``Api``: errors in the contract's envelope, Bearer auth and the envelope in the
+  OpenAPI document, ``If-Match`` documented as optional.
+- ``Blueprint``: JSON bodies parsed strictly (exact decimals, no NaN), ``If-Match``
+  optional, ETags hashed from the body as sent (lists page in core/lists/listing.py).
+- ``IdConverter``: ``<id:name>`` path segments, documented as 32-bit ids.
+- ``swagger_assets``: Swagger UI's files, served by the service itself (no CDN).
+
+Public hooks are used where flask-smorest has them (``handle_http_exception``,
+``check_etag``, ``ERROR_SCHEMA``, ``ARGUMENTS_PARSER``). What they do not reach is
+done by overriding private methods: the documented error responses and If-Match
+header are registered only in ``_register_*``, the 428 and the unchecked-ETag
+warning live in the ETag mixin's ``_check_*``/``_verify_*``, the ETag's computation
+in ``_generate_etag`` and ``_set_etag_in_response``, and webargs parses bodies in
+``_raw_load_json``, the hook its ``load_json`` is built on.
+tests/api/test_smorest_internals.py fails, naming the method, if an upgrade renames one
+of them or changes its parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+from http import HTTPStatus
+from typing import Any, cast
+
+import flask_smorest
+import marshmallow as ma
+from flask import Blueprint as FlaskBlueprint
+from flask import Request, Response, current_app, request, send_from_directory
+from flask.typing import ResponseReturnValue
+from flask_smorest import etag as fs_etag
+from flask_smorest.exceptions import NotModified
+from flask_smorest.utils import prepare_response
+from swagger_ui_bundle import swagger_ui_path
+from typing_extensions import override
+from webargs import core
+from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import quote_etag
+from werkzeug.routing import BaseConverter, ValidationError
+
+from core.web import errors
+from core.web.fields import MAX_ID
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class JSONParser(FlaskParser):
+    """Parses bodies as strict JSON, with numbers that are decimals as exact Decimals.
+
+    ``19.99`` arrives as ``Decimal("19.99")``, never as a float. A missing body is a
+    422 (``{}`` is a body: an empty PATCH is a no-op). Input that the
+    standard library cannot take (digits beyond Python's limit, nesting deeper than
+    its recursion limit, NaN) is malformed JSON: 400, not a crash.
+    """
+
+    def _raw_load_json(self, req: Request) -> Any:
+        raw = req.get_data(cache=True)
+        if not raw:
+            # Every body argument is documented as required: none at all is not "{}".
+            raise ma.ValidationError("A JSON body is required.")
+        if not is_json_request(req):
+            return core.missing
+        text = raw.decode("utf-8")  # UnicodeDecodeError -> 400 in webargs
+        try:
+            return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        except json.JSONDecodeError:
+            raise
+        except (ValueError, RecursionError) as exc:
+            raise json.JSONDecodeError(str(exc) or "invalid JSON", text, 0) from None
+
+
+class ErrorSchema(ma.Schema):
+    """The error envelope (documentation only)."""
+
+    code = ma.fields.Integer(metadata={"description": "HTTP status code", "example": 404})
+    status = ma.fields.String(metadata={"description": "Reason phrase", "example": "Not Found"})
+    message = ma.fields.String(
+        metadata={"description": "What went wrong", "example": "Item 7 not found."}
+    )
+    errors = ma.fields.Dict(
+        metadata={
+            "description": "On 400/422: messages by location and field",
+            "example": {"json": {"price": ["Must have at most 2 decimal places."]}},
+        }
+    )
+    error = ma.fields.String(
+        metadata={
+            "description": "On 401/403: authorization_required, invalid_token, token_expired, "
+            "token_revoked, fresh_token_required, user_not_found or forbidden; on 409: "
+            "insufficient_stock, stock_changed, stock_overflow or idempotency_key_in_use; "
+            "on 422: idempotency_key_reused",
+            "example": "token_revoked",
+        }
+    )
+    request_id = ma.fields.String(
+        metadata={
+            "description": "On 5xx: the request's X-Request-ID",
+            "example": "3f2b9c0a5d8e4e1f9a7b6c5d4e3f2a1b",
+        }
+    )
+
+
+# flask-smorest ships no types: to mypy its classes are Any.
+class Api(flask_smorest.Api):  # type: ignore[misc]
+    ERROR_SCHEMA = ErrorSchema
+
+    def handle_http_exception(self, error: HTTPException) -> ResponseReturnValue:
+        return errors.handle_http_exception(error)
+
+    def _register_responses(self) -> None:
+        """flask-smorest's error responses, each with an example of its envelope."""
+        examples: dict[int, dict[str, Any]] = {
+            422: {"errors": {"json": {"price": ["Must have at most 2 decimal places."]}}},
+            500: {"request_id": "3f2b9c0a5d8e4e1f9a7b6c5d4e3f2a1b"},
+            503: {"request_id": "3f2b9c0a5d8e4e1f9a7b6c5d4e3f2a1b"},
+        }
+        for status in HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+                response["example"] = errors.envelope(status) | examples.get(status, {})
+            prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {
+            "description": "Any other error, in the same envelope",
+            "schema": self.ERROR_SCHEMA,
+        }
+        prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
+        self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, response, lazy=True)
+
+    def _register_etag_headers(self) -> None:
+        # The contract makes If-Match optional: flask-smorest documents it as required.
+        self.spec.components.parameter(
+            "IF_NONE_MATCH", "header", fs_etag.IF_NONE_MATCH_HEADER, lazy=True
+        )
+        self.spec.components.parameter(
+            "IF_MATCH", "header", {**fs_etag.IF_MATCH_HEADER, "required": False}, lazy=True
+        )
+        self.spec.components.header("ETAG", fs_etag.ETAG_HEADER, lazy=True)
+
+
+class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
+    ARGUMENTS_PARSER = JSONParser()
+
+    def _check_precondition(self) -> None:
+        """If-Match is optional: without it, a write goes ahead (no 428)."""
+
+    def _verify_check_etag(self) -> None:
+        if request.if_match:
+            super()._verify_check_etag()
+
+    def check_etag(self, etag_data: Any, etag_schema: Any = None) -> None:
+        """412 when an If-Match header was sent and no longer matches."""
+        if request.if_match:
+            super().check_etag(etag_data, etag_schema)
+
+    def _check_not_modified(self, etag: str) -> None:
+        """304, carrying the ETag it confirms (RFC 9110 15.4.5). If-None-Match compares
+        weakly (RFC 9110 13.1.2: ``W/"x"`` matches ``"x"``); If-Match, checked by
+        flask-smorest's ``check_etag``, stays strong."""
+        if (
+            request.method in self.METHODS_CHECKING_NOT_MODIFIED
+            and request.if_none_match.contains_weak(etag)
+        ):
+            not_modified = NotModified()
+            not_modified.data = {"headers": {"ETag": quote_etag(etag)}}
+            raise not_modified
+
+    def _prepare_etag_doc(
+        self,
+        doc: dict[str, Any],
+        doc_info: dict[str, Any],
+        *,
+        api: Api,
+        spec: Any,
+        method: str,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        doc = super()._prepare_etag_doc(doc, doc_info, api=api, spec=spec, method=method, **kwargs)
+        doc.get("responses", {}).pop(428, None)
+        return doc
+
+    # A list's ETag covers its body and the headers that say where it stands.
+    ETAG_INCLUDE_HEADERS = ["Link", "X-Pagination", "X-Total-Count"]
+
+    @staticmethod
+    @override
+    def _generate_etag(etag_data: Any, extra_data: Any = None) -> str:
+        """The ETag of the JSON body the data is answered with. check_etag (If-Match on
+        a change) dumps the resource again and must arrive at its GET's ETag."""
+        response = cast(Response, current_app.json.response(etag_data))  # typed as sansio's
+        return _body_etag(response.get_data(), extra_data)
+
+    @override
+    def _set_etag_in_response(self, response: Response) -> None:
+        """Hashes the body already serialized, instead of serializing the data a
+        second time as flask-smorest does."""
+        if request.method not in self.METHODS_ALLOWING_SET_ETAG:
+            return
+        extra = tuple((k, v) for k, v in response.headers if k in self.ETAG_INCLUDE_HEADERS)
+        etag = _body_etag(response.get_data(), extra)
+        self._check_not_modified(etag)
+        response.set_etag(etag)
+
+
+def _body_etag(body: bytes, extra_data: Any) -> str:
+    digest = hashlib.sha1(body, usedforsecurity=False)
+    if extra_data:
+        digest.update(json.dumps(extra_data).encode())
+    return digest.hexdigest()
+
+
+class IdConverter(BaseConverter):
+    """``<id:name>``: a positive 32-bit id; anything else is no match (404)."""
+
+    regex = r"[1-9][0-9]{0,9}"
+    part_isolating = True
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > MAX_ID:
+            raise ValidationError()
+        return number
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
+def id_param_schema(_converter: BaseConverter) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+
+
+swagger_assets = FlaskBlueprint("swagger_assets", __name__)
+
+
+@swagger_assets.route("/swagger-ui/assets/<path:filename>")
+def swagger_asset(filename: str) -> Response:
+    """Swagger UI's JavaScript and CSS, from the swagger-ui-bundle package (no CDN)."""
+    return send_from_directory(swagger_ui_path, filename, max_age=86400)

@@ -1,0 +1,112 @@
+"""The factory and its configuration: environments, URLs, refusals."""
+
+import logging
+
+import pytest
+
+from app import create_app
+from core.web.config import (
+    DEV_JWT_SECRET,
+    ConfigError,
+    DevelopmentConfig,
+    ProductionConfig,
+    TestingConfig,
+    config_from_env,
+    normalize_database_url,
+)
+
+GOOD_SECRET = "s" * 32
+PG = "postgresql://app:pw@db.example:5432/stores"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgres://u:p@h/d", "postgresql+psycopg://u:p@h/d"),
+        ("postgresql://u:p@h/d", "postgresql+psycopg://u:p@h/d"),
+        ("postgresql+psycopg://u@h/d", "postgresql+psycopg://u@h/d"),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+    ],
+)
+def test_database_urls_use_psycopg_3(url, expected):
+    assert normalize_database_url(url) == expected
+
+
+def test_app_env_chooses_the_class():
+    assert isinstance(config_from_env({}), DevelopmentConfig)
+    assert isinstance(config_from_env({"APP_ENV": "Testing"}), TestingConfig)
+    assert isinstance(config_from_env({"APP_ENV": "production"}), ProductionConfig)
+    with pytest.raises(ConfigError, match="APP_ENV"):
+        config_from_env({"APP_ENV": "staging"})
+
+
+def test_development_defaults_to_sqlite_and_warns_about_its_secret(caplog):
+    config = DevelopmentConfig({})
+    assert config.SQLALCHEMY_DATABASE_URI == "sqlite:///stores.db"
+    assert config.JWT_SECRET_KEY == DEV_JWT_SECRET
+    with caplog.at_level(logging.WARNING):
+        app = create_app(DevelopmentConfig({"DATABASE_URL": "sqlite://"}))
+    assert app.debug is False
+    assert any("JWT_SECRET_KEY is not set" in r.getMessage() for r in caplog.records)
+
+
+def test_environment_values_are_read(monkeypatch):
+    config = ProductionConfig(
+        {
+            "DATABASE_URL": "postgres://u@h/d",
+            "JWT_SECRET_KEY": GOOD_SECRET,
+            "JWT_ACCESS_TOKEN_EXPIRES": "60",
+            "CORS_ORIGINS": "https://a.example, https://b.example",
+            "REDIS_URL": "redis://r:6379/0",
+            "AUTH_RATE_LIMIT": "3 per minute",
+            "TRUSTED_PROXIES": "2",
+        }
+    )
+    assert config.SQLALCHEMY_DATABASE_URI == "postgresql+psycopg://u@h/d"
+    assert config.JWT_ACCESS_TOKEN_EXPIRES.total_seconds() == 60
+    assert config.CORS_ORIGINS == ["https://a.example", "https://b.example"]
+    assert config.RATELIMIT_STORAGE_URI == "redis://r:6379/0"
+    assert config.AUTH_RATE_LIMIT == "3 per minute"
+    assert config.TRUSTED_PROXIES == 2
+
+
+def test_defaults_of_the_contract():
+    config = ProductionConfig({})
+    assert config.JWT_ACCESS_TOKEN_EXPIRES.total_seconds() == 15 * 60
+    assert config.JWT_REFRESH_TOKEN_EXPIRES.total_seconds() == 30 * 24 * 3600
+    assert config.AUTH_RATE_LIMIT == "5 per minute;20 per hour"
+    assert config.MAX_CONTENT_LENGTH == 1024 * 1024
+    assert config.RATELIMIT_STORAGE_URI == "memory://"
+    assert (config.ARGON2_MEMORY_KIB, config.ARGON2_TIME_COST) == (19 * 1024, 2)  # OWASP
+
+
+def test_a_non_integer_value_names_its_variable():
+    with pytest.raises(ConfigError, match="DB_POOL_SIZE"):
+        ProductionConfig({"DB_POOL_SIZE": "many"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"JWT_SECRET_KEY": GOOD_SECRET}, "DATABASE_URL"),
+        ({"DATABASE_URL": PG}, "JWT_SECRET_KEY"),
+        ({"DATABASE_URL": PG, "JWT_SECRET_KEY": "short"}, "JWT_SECRET_KEY"),
+        ({"DATABASE_URL": PG, "JWT_SECRET_KEY": DEV_JWT_SECRET}, "JWT_SECRET_KEY"),
+        ({"DATABASE_URL": "sqlite:///prod.db", "JWT_SECRET_KEY": GOOD_SECRET}, "DATABASE_URL"),
+        ({"DATABASE_URL": PG, "JWT_SECRET_KEY": GOOD_SECRET, "FLASK_DEBUG": "1"}, "FLASK_DEBUG"),
+    ],
+)
+def test_production_refuses_unsafe_configuration(environ, variable):
+    with pytest.raises(ConfigError, match=variable):
+        create_app(ProductionConfig(environ))
+
+
+def test_production_starts_with_a_safe_configuration():
+    app = create_app(
+        ProductionConfig({"DATABASE_URL": PG, "JWT_SECRET_KEY": GOOD_SECRET, "FLASK_DEBUG": "0"})
+    )
+    assert app.debug is False and app.testing is False
+    options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+    assert options["pool_pre_ping"] is True
+    assert options["connect_args"]["options"] == "-c statement_timeout=5000"
+    assert options["connect_args"]["connect_timeout"] == 3

@@ -1,0 +1,147 @@
+"""The error envelope from every layer: routing, bodies that are not JSON or too
+large, validation, an unexpected exception, and a database or Redis that is down."""
+
+import io
+import json
+import logging
+
+import pytest
+from sqlalchemy import select
+
+from core.auth.security import start_session
+from helpers import assert_error, query
+from models import Store
+
+
+class TestErrorEnvelope:
+    def test_unknown_path(self, client):
+        body = assert_error(client.get("/nowhere"), 404)
+        assert set(body) == {"code", "status", "message"}
+        assert body["status"] == "Not Found"
+
+    def test_wrong_method_carries_allow(self, client):
+        response = client.delete("/stores")
+        assert_error(response, 405)
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST", "OPTIONS"}
+
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            b'{"name": ',
+            b"{'name': 'x'}",
+            b'{"name": NaN}',
+            b'{"price": Infinity}',
+            b"[" * 100_000,
+            b'{"n": ' + b"9" * 5000 + b"}",
+            b'{"name": "\xff"}',
+        ],
+    )
+    def test_malformed_json(self, app, client, as_alice, payload):
+        response = client.post(
+            "/stores", data=payload, headers=as_alice | {"Content-Type": "application/json"}
+        )
+        body = assert_error(response, 400)
+        assert body["message"] == "Malformed JSON body."
+        assert "json" in body["errors"]
+        assert query(app, select(Store.id)) == []
+
+    @pytest.mark.parametrize("payload", ["[]", '"name"', "42", "null"])
+    def test_json_that_is_not_an_object(self, app, client, as_alice, payload):
+        response = client.post(
+            "/stores", data=payload, headers=as_alice | {"Content-Type": "application/json"}
+        )
+        assert "json" in assert_error(response, 422)["errors"]
+
+    @pytest.mark.parametrize(
+        ("data", "content_type"),
+        [
+            ("name=x", "application/x-www-form-urlencoded"),
+            ('{"name": "x"}', "text/plain"),
+            ('{"name": "x"}', None),
+        ],
+    )
+    def test_a_body_that_is_not_json(self, app, client, as_alice, data, content_type):
+        headers = as_alice | ({"Content-Type": content_type} if content_type else {})
+        response = client.post("/stores", data=data, headers=headers)
+        assert_error(response, 415)
+        assert query(app, select(Store.id)) == []
+
+    def test_json_with_a_charset_or_a_suffix_is_json(self, client, as_alice):
+        for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
+            response = client.post(
+                "/stores",
+                data=json.dumps({"name": content_type}),
+                headers=as_alice | {"Content-Type": content_type},
+            )
+            assert response.status_code == 201
+
+    @pytest.mark.config(MAX_CONTENT_LENGTH=200)
+    def test_a_body_too_large(self, app, client, as_alice):
+        response = client.post(
+            "/stores", json={"name": "x", "address": "a" * 300}, headers=as_alice
+        )
+        assert_error(response, 413)
+        assert query(app, select(Store.id)) == []
+
+    @pytest.mark.config(MAX_CONTENT_LENGTH=200)
+    def test_a_chunked_body_too_large_is_refused_not_truncated(self, app, client, as_alice):
+        padded = b'{"name": "Chunked", "address": "' + b"a" * 250 + b'"}'
+        headers = as_alice | {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+        response = client.post("/stores", input_stream=io.BytesIO(padded), headers=headers)
+        assert_error(response, 413)
+        assert query(app, select(Store.id)) == []
+        small = b'{"name": "Chunked"}'
+        response = client.post("/stores", input_stream=io.BytesIO(small), headers=headers)
+        assert response.status_code == 201 and response.json["name"] == "Chunked"
+
+    def test_validation_lists_every_field(self, client, as_alice):
+        body = assert_error(
+            client.post("/stores", json={"name": "", "contact_email": "x"}, headers=as_alice), 422
+        )
+        assert set(body["errors"]["json"]) == {"name", "contact_email"}
+
+    def test_an_unexpected_exception_is_a_generic_500(self, make_app, caplog):
+        app = make_app()
+
+        @app.get("/boom")
+        def boom():
+            raise RuntimeError("secret database password in a traceback")
+
+        with caplog.at_level(logging.ERROR):
+            response = app.test_client().get("/boom", headers={"X-Request-ID": "trace-me-42"})
+        body = assert_error(response, 500)
+        assert body == {
+            "code": 500,
+            "status": "Internal Server Error",
+            "message": "Internal server error.",
+            "request_id": "trace-me-42",
+        }
+        assert "secret" not in response.get_data(as_text=True)
+        assert response.headers["X-Request-ID"] == "trace-me-42"
+        logged = [r for r in caplog.records if r.exc_info]
+        assert logged and "secret database password" in str(logged[0].exc_info[1])
+
+    def test_database_down_is_a_503_with_retry_after(self, make_app):
+        # Nothing listens on port 1: the connection is refused at once.
+        client = make_app(
+            SQLALCHEMY_DATABASE_URI="postgresql+psycopg://u@127.0.0.1:1/db"
+        ).test_client()
+        response = client.get("/stores")
+        body = assert_error(response, 503)
+        assert response.headers["Retry-After"] == "5"
+        assert "request_id" in body
+        assert "127.0.0.1" not in response.get_data(as_text=True)
+        assert client.get("/health").status_code == 200
+        ready = client.get("/ready")
+        assert_error(ready, 503)
+        assert "database" in ready.json["message"]
+
+    def test_redis_down_fails_closed_for_tokens(self, make_app, alice):
+        app = make_app(REDIS_URL="redis://127.0.0.1:1/0")
+        client = app.test_client()
+        with app.test_request_context():
+            token = start_session(alice)["access_token"]
+        response = client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+        assert_error(response, 503)
+        assert response.headers["Retry-After"] == "5"
+        assert "redis" in client.get("/ready").json["message"]

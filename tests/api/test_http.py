@@ -1,0 +1,352 @@
+"""HTTP behaviour: conditional requests, request ids and logs, headers, CORS,
+deprecated paths, probes and docs (the error envelope: test_error_envelope.py)."""
+
+import json
+import logging
+
+import pytest
+from sqlalchemy import select
+
+from core.web.request_log import JsonFormatter
+from helpers import assert_error, count_queries, query, snapshot
+from models import Store
+
+
+class TestConditionalRequests:
+    @pytest.fixture
+    def store(self, as_alice, api):
+        return api.store(as_alice)
+
+    def test_etag_and_if_none_match(self, client, store):
+        response = client.get(f"/stores/{store['id']}")
+        etag = response.headers["ETag"]
+        cached = client.get(f"/stores/{store['id']}", headers={"If-None-Match": etag})
+        assert cached.status_code == 304
+        assert cached.get_data() == b""
+        assert cached.headers["ETag"] == etag
+        assert (
+            client.get(f"/stores/{store['id']}", headers={"If-None-Match": '"other"'}).status_code
+            == 200
+        )
+
+    def test_head(self, client, store):
+        response = client.head(f"/stores/{store['id']}")
+        assert response.status_code == 200
+        assert response.get_data() == b""
+        assert response.headers["ETag"] == client.get(f"/stores/{store['id']}").headers["ETag"]
+
+    @pytest.mark.parametrize(
+        ("method", "body"), [("put", {"name": "New"}), ("patch", {"name": "New"}), ("delete", None)]
+    )
+    def test_stale_if_match_changes_nothing(self, app, client, as_alice, store, method, body):
+        before = snapshot(app)
+        headers = as_alice | {"If-Match": '"stale"'}
+        response = getattr(client, method)(f"/stores/{store['id']}", json=body, headers=headers)
+        assert_error(response, 412)
+        assert snapshot(app) == before
+
+    def test_current_if_match_goes_ahead_and_the_etag_changes(self, client, as_alice, store):
+        etag = client.get(f"/stores/{store['id']}").headers["ETag"]
+        response = client.patch(
+            f"/stores/{store['id']}", json={"name": "New"}, headers=as_alice | {"If-Match": etag}
+        )
+        assert response.status_code == 200
+        assert response.headers["ETag"] != etag
+        assert response.headers["ETag"] == client.get(f"/stores/{store['id']}").headers["ETag"]
+        # The old value is now stale.
+        again = client.patch(
+            f"/stores/{store['id']}", json={"name": "Newer"}, headers=as_alice | {"If-Match": etag}
+        )
+        assert_error(again, 412)
+
+    def test_item_and_tag_etags(self, app, client, as_alice, store, api):
+        item = api.item(as_alice, store)
+        tag = api.tag(as_alice, store)
+        item_etag = client.get(f"/items/{item['id']}").headers["ETag"]
+        api.link(as_alice, item, tag)  # the representation changed: so did the ETag
+        response = client.patch(
+            f"/items/{item['id']}", json={"price": 9}, headers=as_alice | {"If-Match": item_etag}
+        )
+        assert_error(response, 412)
+        tag_etag = client.get(f"/tags/{tag['id']}").headers["ETag"]
+        ok = client.patch(
+            f"/tags/{tag['id']}", json={"name": "milk"}, headers=as_alice | {"If-Match": tag_etag}
+        )
+        assert ok.status_code == 200
+        assert_error(
+            client.delete(f"/tags/{tag['id']}", headers=as_alice | {"If-Match": tag_etag}), 412
+        )
+
+    def test_if_match_star(self, app, client, as_alice, store):
+        response = client.patch(
+            f"/stores/{store['id']}", json={"name": "New"}, headers=as_alice | {"If-Match": "*"}
+        )
+        assert response.status_code == 200
+        assert response.json == store | {"name": "New", "updated_at": response.json["updated_at"]}
+        assert response.json["updated_at"] > store["updated_at"]
+        assert client.get(f"/stores/{store['id']}").json == response.json
+        assert query(app, select(Store.name)) == [("New",)]
+        # "*" matches any current representation, but not a missing one.
+        missing = client.patch(
+            "/stores/999", json={"name": "X"}, headers=as_alice | {"If-Match": "*"}
+        )
+        assert_error(missing, 404)
+
+    @pytest.mark.parametrize(
+        "header",
+        ["W/{etag}", '"other", W/{etag}', "{etag}", '"other", {etag}', "*"],
+    )
+    def test_if_none_match_compares_weakly(self, client, store, header):
+        """RFC 9110 13.1.2: a weak ETag in If-None-Match matches the strong one."""
+        etag = client.get(f"/stores/{store['id']}").headers["ETag"]
+        headers = {"If-None-Match": header.format(etag=etag)}
+        for response in (
+            client.get(f"/stores/{store['id']}", headers=headers),
+            client.head(f"/stores/{store['id']}", headers=headers),
+        ):
+            assert response.status_code == 304
+            assert response.get_data() == b""
+            assert response.headers["ETag"] == etag
+        other = client.get(f"/stores/{store['id']}", headers={"If-None-Match": 'W/"other"'})
+        assert other.status_code == 200
+        assert other.json == store
+
+    @pytest.mark.parametrize("method", ["put", "patch", "delete"])
+    def test_if_match_compares_strongly(self, app, client, as_alice, store, method):
+        """RFC 9110 13.1.1: a weak ETag never matches in If-Match."""
+        etag = client.get(f"/stores/{store['id']}").headers["ETag"]
+        before = snapshot(app)
+        headers = as_alice | {"If-Match": f"W/{etag}"}
+        body = None if method == "delete" else {"name": "New"}
+        response = getattr(client, method)(f"/stores/{store['id']}", json=body, headers=headers)
+        assert_error(response, 412)
+        assert snapshot(app) == before
+        assert client.get(f"/stores/{store['id']}").json == store
+
+
+class TestRequestIdAndLogs:
+    def test_a_sane_request_id_is_echoed(self, client):
+        assert (
+            client.get("/health", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"]
+            == "abc-123"
+        )
+
+    @pytest.mark.parametrize("bad", ["has space", "x" * 129, "tab\tchar", "ünïcode"])
+    def test_an_insane_one_is_replaced(self, client, bad):
+        returned = client.get("/health", headers={"X-Request-ID": bad}).headers["X-Request-ID"]
+        assert returned != bad and len(returned) == 32
+
+    def test_every_response_has_one_even_errors(self, client):
+        for response in (client.get("/health"), client.get("/nowhere"), client.delete("/stores")):
+            assert len(response.headers["X-Request-ID"]) == 32
+
+    def test_one_structured_line_per_request(self, client, alice, as_alice, caplog):
+        with caplog.at_level(logging.INFO, logger="stores.access"):
+            client.get("/users/me", headers=as_alice | {"X-Request-ID": "req-1"})
+        [record] = [r for r in caplog.records if r.name == "stores.access"]
+        line = json.loads(JsonFormatter().format(record))
+        assert line["request_id"] == "req-1"
+        assert line["method"] == "GET" and line["path"] == "/users/me" and line["status"] == 200
+        assert line["user_id"] == alice.id
+        assert line["client_ip"] == "127.0.0.1"
+        assert line["level"] == "INFO" and isinstance(line["duration_ms"], float)
+        assert line["time"].endswith("+00:00")
+
+    @pytest.mark.config(TRUSTED_PROXIES=1)
+    def test_client_ip_from_a_trusted_proxy(self, client, caplog):
+        with caplog.at_level(logging.INFO, logger="stores.access"):
+            client.get("/health", headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.7"})
+        assert caplog.records[-1].client_ip == "198.51.100.7"
+
+    def test_forwarded_for_is_ignored_without_trusted_proxies(self, client, caplog):
+        with caplog.at_level(logging.INFO, logger="stores.access"):
+            client.get("/health", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert caplog.records[-1].client_ip == "127.0.0.1"
+
+
+class TestHeaders:
+    def test_nosniff_everywhere_and_cache_rules(self, client, alice, as_alice, api):
+        store = api.store(as_alice)
+        assert client.get("/nowhere").headers["X-Content-Type-Options"] == "nosniff"
+        assert client.get(f"/stores/{store['id']}").headers["Cache-Control"] == "public, no-cache"
+        assert client.get("/users/me", headers=as_alice).headers["Cache-Control"] == "no-store"
+        assert (
+            client.post("/login", json={"username": "alice", "password": "x" * 8}).headers[
+                "Cache-Control"
+            ]
+            == "no-store"
+        )
+        assert (
+            client.patch(f"/stores/{store['id']}", json={}, headers=as_alice).headers[
+                "Cache-Control"
+            ]
+            == "no-store"
+        )
+        assert "Strict-Transport-Security" not in client.get("/health").headers
+        assert "Retry-After" not in client.get("/stores").headers
+
+    @pytest.mark.config(HSTS_SECONDS=31536000)
+    def test_hsts_when_configured(self, client):
+        assert (
+            client.get("/health").headers["Strict-Transport-Security"]
+            == "max-age=31536000; includeSubDomains"
+        )
+
+    def test_no_cors_by_default(self, client):
+        response = client.get("/stores", headers={"Origin": "https://shop.example"})
+        assert "Access-Control-Allow-Origin" not in response.headers
+
+    @pytest.mark.config(CORS_ORIGINS=["https://shop.example"])
+    def test_cors_for_configured_origins(self, client):
+        preflight = client.options(
+            "/items",
+            headers={
+                "Origin": "https://shop.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "Authorization, Content-Type",
+            },
+        )
+        assert preflight.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+        assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+        response = client.get("/stores", headers={"Origin": "https://shop.example"})
+        assert "X-Total-Count" in response.headers["Access-Control-Expose-Headers"]
+        other = client.get("/stores", headers={"Origin": "https://evil.example"})
+        assert "Access-Control-Allow-Origin" not in other.headers
+
+
+class TestLegacyPaths:
+    def test_post_item_is_post_items_plus_deprecation(self, app, client, as_alice, api):
+        store = api.store(as_alice)
+        body = {"name": "Milk", "price": "1.99", "store_id": store["id"]}
+        legacy = client.post("/item", json=body, headers=as_alice)
+        assert legacy.status_code == 201
+        assert legacy.headers["Deprecation"] == "@1795219200"
+        assert legacy.headers["Sunset"] == "Sat, 01 May 2027 00:00:00 GMT"
+        assert legacy.headers["Link"] == '</items>; rel="successor-version"'
+        assert legacy.headers["Location"] == f"/items/{legacy.json['id']}"
+        modern = client.post("/items", json=body | {"name": "Bread"}, headers=as_alice)
+        assert "Deprecation" not in modern.headers
+        assert {
+            k: v
+            for k, v in legacy.json.items()
+            if k not in ("id", "name", "created_at", "updated_at")
+        } == {
+            k: v
+            for k, v in modern.json.items()
+            if k not in ("id", "name", "created_at", "updated_at")
+        }
+
+    @pytest.mark.parametrize(
+        ("old", "new"),
+        [
+            ("/store", "/stores"),
+            ("/store/{s}", "/stores/{s}"),
+            ("/store/{s}/tag", "/stores/{s}/tags"),
+            ("/item", "/items"),
+            ("/item/{i}", "/items/{i}"),
+            ("/tag/{t}", "/tags/{t}"),
+            ("/user/{u}", "/users/{u}"),
+        ],
+    )
+    def test_reads_answer_like_the_canonical_path(self, client, alice, as_alice, api, old, new):
+        store = api.store(as_alice)
+        item, tag = api.item(as_alice, store), api.tag(as_alice, store)
+        ids = {"s": store["id"], "i": item["id"], "t": tag["id"], "u": alice.id}
+        old, new = old.format(**ids), new.format(**ids)
+        legacy, canonical = client.get(old, headers=as_alice), client.get(new, headers=as_alice)
+        assert legacy.status_code == canonical.status_code == 200
+        assert legacy.json == canonical.json
+        assert f'<{new}>; rel="successor-version"' in legacy.headers.getlist("Link")
+
+    @pytest.mark.parametrize("old", ["/item/{i}/tag/{t}", "/items/{i}/tag/{t}"])
+    def test_tag_links(self, client, as_alice, api, old):
+        store = api.store(as_alice)
+        item, tag = api.item(as_alice, store), api.tag(as_alice, store)
+        path = old.format(i=item["id"], t=tag["id"])
+        assert client.post(path, headers=as_alice).status_code == 201
+        response = client.delete(path, headers=as_alice)
+        assert response.status_code == 204
+        assert response.headers["Deprecation"]
+
+    def test_not_in_the_openapi_document(self, client):
+        paths = client.get("/openapi.json").json["paths"]
+        assert not [
+            p
+            for p in paths
+            if p.startswith(("/store/", "/item/", "/tag/", "/user/")) or p in ("/store", "/item")
+        ]
+
+
+class TestProbesAndDocs:
+    def test_health_does_not_touch_the_database(self, app, client):
+        with count_queries(app) as statements:
+            response = client.get("/health")
+        assert response.json == {"status": "ok"}
+        assert statements == []
+
+    def test_ready(self, app, client):
+        response = client.get("/ready")
+        assert response.status_code == 200
+        expected = {"database": "ok"} | ({"redis": "ok"} if app.config["REDIS_URL"] else {})
+        assert response.json == {"status": "ok", "checks": expected}
+
+    def test_openapi_document(self, client):
+        spec = client.get("/openapi.json").json
+        assert spec["openapi"].startswith("3.")
+        assert spec["components"]["securitySchemes"]["bearerAuth"] == {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+        }
+        for path, operations in spec["paths"].items():
+            for method, operation in operations.items():
+                if method == "parameters":
+                    continue
+                assert operation.get("summary"), (method, path)
+        assert spec["paths"]["/stores"]["post"]["security"] == [{"bearerAuth": []}]
+        assert "security" not in spec["paths"]["/stores"]["get"]
+        if_match = spec["components"]["parameters"]["IF_MATCH"]
+        assert if_match["required"] is False
+
+    def test_swagger_ui_is_served_without_a_cdn(self, client):
+        page = client.get("/swagger-ui").get_data(as_text=True)
+        assert "/swagger-ui/assets/swagger-ui-bundle.js" in page
+        assert "://" not in page.replace('url: "/openapi.json"', "")
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-standalone-preset.js"):
+            with client.get(f"/swagger-ui/assets/{asset}") as response:
+                assert response.status_code == 200 and len(response.get_data()) > 10_000
+        assert_error(client.get("/swagger-ui/assets/../../app.py"), 404)
+
+
+def test_lists_have_an_etag_that_follows_the_page(client, as_alice, api):
+    store = api.store(as_alice)
+    first = client.get("/stores")
+    etag = first.headers["ETag"]
+    assert client.get("/stores", headers={"If-None-Match": etag}).status_code == 304
+    api.store(as_alice, "Second")
+    assert client.get("/stores", headers={"If-None-Match": etag}).status_code == 200
+    assert client.get("/stores").headers["ETag"] != etag
+    api.item(as_alice, store)
+    items_etag = client.get("/items").headers["ETag"]
+    client.patch(f"/stores/{store['id']}", json={"name": "Renamed"}, headers=as_alice)
+    assert client.get("/items").headers["ETag"] != items_etag  # the nested store name changed
+
+
+def test_every_field_of_every_schema_has_an_example(client):
+    """Swagger UI fills its forms and sample responses from these."""
+    spec = client.get("/openapi.json").json
+    missing = [
+        f"{name}.{field}"
+        for name, schema in spec["components"]["schemas"].items()
+        if name != "PaginationMetadata"  # flask-smorest's; X-Pagination is documented as text
+        for field, prop in schema.get("properties", {}).items()
+        if "example" not in prop
+        and "$ref" not in prop
+        and prop.get("type") != "array"
+        and "allOf" not in prop
+    ]
+    assert missing == []
+    for name, response in spec["components"]["responses"].items():
+        if name != "DEFAULT_ERROR" and "content" in response:
+            example = response["content"]["application/json"]["example"]
+            assert example["message"] and example["status"] == response["description"]

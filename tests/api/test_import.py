@@ -1,0 +1,194 @@
+"""`flask import-items` (§9): upserts by name, errors by line and column, all or
+nothing, streamed; an export imports back into the same catalog."""
+
+import csv
+import io
+
+import pytest
+from sqlalchemy import func, select
+
+from core.catalog.csv_import import import_items
+from db import db
+from helpers import query, snapshot
+from models import Item, StockMovement, Store, Tag
+
+HEADER = "name,price,description,stock,tags\r\n"
+
+
+@pytest.fixture
+def store(api, as_alice):
+    return api.store(as_alice)
+
+
+@pytest.fixture
+def run(app, tmp_path):
+    def invoke(store_id, content, *options):
+        path = tmp_path / "items.csv"
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        return app.test_cli_runner().invoke(
+            args=["import-items", str(store_id), str(path), *options]
+        )
+
+    return invoke
+
+
+def catalog(client, store):
+    """A store's items as the export shows them, without what differs between stores."""
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                client.get(f"/stores/{store['id']}/items.csv").get_data(as_text=True), newline=""
+            )
+        )
+    )
+    for row in rows:
+        for column in ("id", "store_id", "created_at", "updated_at"):
+            del row[column]
+    return rows
+
+
+def test_an_export_imports_back_into_the_same_catalog(app, client, api, as_alice, store, run):
+    tricky = 'Line one, "quoted"\nline two,\r\nthree; Grüße 東京 🙂'
+    milk = api.item(as_alice, store, name="Milk", price="1.50", description=tricky, stock=12)
+    api.item(as_alice, store, name="=SUM(A1)", price="0", description="+1 -1 @x", stock=0)
+    api.item(as_alice, store, name="Plain", price="9999999999.99")
+    for name in ("dairy", "-fresh", "Ünïcode, with comma"):
+        api.link(as_alice, milk, api.tag(as_alice, store, name))
+    exported = client.get(f"/stores/{store['id']}/items.csv").get_data()
+    empty = api.store(as_alice, "Empty")
+    result = run(empty["id"], exported)
+    assert result.exit_code == 0, result.output
+    assert "3 created, 0 updated, 0 unchanged, 0 invalid." in result.output
+    assert catalog(client, empty) == catalog(client, store)
+    # Each stock given is one count, by nobody (the command line).
+    counts = query(
+        app,
+        select(StockMovement.delta, StockMovement.reason, StockMovement.user_id)
+        .join(Item)
+        .where(Item.store_id == empty["id"])
+        .order_by(StockMovement.id),
+    )
+    assert counts == [(12, "count", None), (0, "count", None), (0, "count", None)]
+    # Importing it again changes nothing.
+    before = snapshot(app)
+    again = run(empty["id"], exported)
+    assert "0 created, 0 updated, 3 unchanged, 0 invalid." in again.output
+    assert snapshot(app) == before
+
+
+def test_rows_update_items_of_the_same_name(app, client, api, as_alice, store, run):
+    milk = api.item(as_alice, store, name="Milk", price="1.00", description="old", stock=5)
+    api.link(as_alice, milk, api.tag(as_alice, store, "old-tag"))
+    api.item(as_alice, store, name="Bread", price="2.00")
+    content = HEADER + "MILK,1.20,,8,new-tag|Other\r\nBread,2.00,,,\r\nTea,3,Green,,tea\r\n"
+    result = run(store["id"], content)
+    assert result.exit_code == 0, result.output
+    assert "1 created, 1 updated, 1 unchanged, 0 invalid." in result.output
+    updated = client.get(f"/items/{milk['id']}").json
+    assert (updated["name"], updated["price"], updated["description"]) == ("MILK", 1.2, None)
+    assert [t["name"] for t in updated["tags"]] == ["new-tag", "Other"]
+    assert updated["stock"] == 8
+    assert [
+        (m["delta"], m["stock_after"]) for m in client.get(f"/items/{milk['id']}/stock").json
+    ] == [(3, 8), (5, 5)]
+    # The old tag stays in the store, unlinked; new tags were created in it.
+    assert sorted(n for (n,) in query(app, select(Tag.name))) == [
+        "Other",
+        "new-tag",
+        "old-tag",
+        "tea",
+    ]
+    tea = query(app, select(Item.stock, Item.description).where(Item.name == "Tea"))
+    assert tea == [(0, "Green")]
+
+
+def test_a_bom_and_windows_line_endings(client, store, run):
+    content = "\ufeff" + HEADER + 'Milk,1.50,"two\r\nlines",3,dairy\r\n'
+    result = run(store["id"], content.encode("utf-8"))
+    assert result.exit_code == 0, result.output
+    [row] = catalog(client, store)
+    assert row["description"] == "two\r\nlines" and row["stock"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "empty"),
+        ("price,description\r\n1,x\r\n", "missing column(s) name"),
+        ("name,price,colour\r\nMilk,1,red\r\n", "unknown column(s) colour"),
+        (b"name,price\r\nMilk,\xff\r\n", "not UTF-8"),
+    ],
+)
+def test_unreadable_files_change_nothing(app, store, run, content, message):
+    before = snapshot(app)
+    result = run(store["id"], content)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert snapshot(app) == before
+
+
+def test_invalid_rows_are_reported_by_line_and_column(app, store, run):
+    content = (
+        HEADER
+        + "Good,1,,,\r\n"
+        + 'Bad price,1.001,"a\r\nmultiline",,\r\n'
+        + ",2,,,\r\n"
+        + "Negative,1,,-3,\r\n"
+        + "Pipes,1,,,a||b\r\n"
+        + "good,5,,,\r\n"
+    )
+    before = snapshot(app)
+    result = run(store["id"], content)
+    assert result.exit_code == 1
+    assert "line 3, column price:" in result.output
+    assert "line 5, column name:" in result.output
+    assert "line 6, column stock:" in result.output
+    assert "line 7, column tags:" in result.output
+    assert "line 8, column name: 'good' is on line 2 already." in result.output
+    assert "1 created, 0 updated, 0 unchanged, 5 invalid - nothing written." in result.output
+    assert snapshot(app) == before
+
+    skipped = run(store["id"], content, "--skip-invalid")
+    assert skipped.exit_code == 0
+    assert query(app, select(Item.name)) == [("Good",)]
+
+
+def test_a_dry_run_writes_nothing(app, store, run):
+    before = snapshot(app)
+    result = run(store["id"], HEADER + "Milk,1,,4,dairy\r\n", "--dry-run")
+    assert result.exit_code == 0
+    assert (
+        "1 created, 0 updated, 0 unchanged, 0 invalid - nothing written (dry run)." in result.output
+    )
+    assert snapshot(app) == before
+
+
+def test_an_unknown_store(run):
+    result = run(999, HEADER)
+    assert result.exit_code == 1 and "Store 999 not found." in result.output
+
+
+class Recording(io.RawIOBase):
+    """A file that notes how much each read asks for."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = io.BytesIO(data)
+        self.largest = 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        self.largest = max(self.largest, len(buffer))
+        return self.data.readinto(buffer)
+
+
+def test_a_large_file_is_streamed_not_read_whole(app, store):
+    rows = "".join(f"Item {n},{n % 100}.99,{'x' * 200},{n % 7},\r\n" for n in range(12_000))
+    raw = Recording((HEADER + rows).encode())
+    assert len(raw.data.getvalue()) > 2_500_000
+    with app.app_context():
+        summary = import_items(db.session.get(Store, store["id"]), io.BufferedReader(raw))
+        assert (summary.created, summary.invalid) == (12_000, 0)
+        assert db.session.scalar(select(func.count()).select_from(Item)) == 12_000
+    assert raw.largest <= 64 * 1024

@@ -1,0 +1,370 @@
+"""Search, filters, sorting and pagination of items (and the pagination headers)."""
+
+import json
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.dialects import postgresql
+
+from core.catalog.queries import ITEMS, item_search
+from core.lists.listing import Ranked
+from db import Explain, db, unicode_lower
+from helpers import assert_error
+from models import Item
+
+
+@pytest.fixture
+def catalog(as_alice, api):
+    """Two stores; items with tags, prices and descriptions to search by."""
+    corner, market = api.store(as_alice, "Corner"), api.store(as_alice, "Market")
+    tags = {
+        (store["name"], name): api.tag(as_alice, store, name)
+        for store in (corner, market)
+        for name in ("dairy", "organic", "vegan")
+    }
+    rows = [
+        (corner, "Milk", "2.00", "Whole milk", ["dairy"]),
+        (corner, "Organic Milk", "3.50", None, ["dairy", "organic"]),
+        (corner, "Tofu", "2.75", "Firm, organic soy", ["organic", "vegan"]),
+        (market, "butter", "4.10", "Salted", ["dairy", "organic"]),
+        (market, "Apples", "1.99", "100% crunchy_ apples", []),
+        (market, "Oat drink", "2.00", "Like milk", ["vegan"]),
+    ]
+    items = {}
+    for store, name, price, description, names in rows:
+        item = api.item(as_alice, store, name, price, description=description)
+        for tag_name in names:
+            api.link(as_alice, item, tags[(store["name"], tag_name)])
+        items[name] = item
+    return {"corner": corner, "market": market, "items": items}
+
+
+def names(response) -> list[str]:
+    assert response.status_code == 200, response.json
+    return [item["name"] for item in response.json]
+
+
+class TestFilters:
+    def test_default_order_is_by_id(self, client, catalog):
+        assert names(client.get("/items")) == [
+            "Milk",
+            "Organic Milk",
+            "Tofu",
+            "butter",
+            "Apples",
+            "Oat drink",
+        ]
+
+    def test_every_named_tag_must_be_present(self, client, catalog):
+        assert names(client.get("/items?tag=dairy")) == ["Milk", "Organic Milk", "butter"]
+        assert names(client.get("/items?tag=dairy&tag=organic")) == ["Organic Milk", "butter"]
+        assert names(client.get("/items?tag=DAIRY&tag=Organic&tag=dairy")) == [
+            "Organic Milk",
+            "butter",
+        ]
+        assert names(client.get("/items?tag=dairy&tag=vegan")) == []
+        assert names(client.get("/items?tag=unknown")) == []
+
+    def test_q_matches_name_or_description_ignoring_case(self, client, catalog):
+        assert names(client.get("/items?q=MILK")) == ["Milk", "Organic Milk", "Oat drink"]
+        assert names(client.get("/items?q=organic")) == ["Organic Milk", "Tofu"]
+        assert names(client.get("/items?q=100%25")) == ["Apples"]
+        assert names(client.get("/items?q=_")) == ["Apples"]
+
+    def test_q_never_matches_across_name_and_description(self, client, catalog):
+        # "Milk" + "Whole milk": one text with a separator that `q` cannot contain.
+        assert names(client.get("/items?q=milkwhole")) == []
+        assert names(client.get("/items?q=milk whole")) == []
+        assert client.get("/items?q=k%1Fw").status_code == 422  # the separator is refused
+        assert names(client.get("/items?q=whole milk")) == ["Milk"]
+
+    def test_price_bounds_are_inclusive(self, client, catalog):
+        assert names(client.get("/items?min_price=2&max_price=2.75")) == [
+            "Milk",
+            "Tofu",
+            "Oat drink",
+        ]
+        assert names(client.get("/items?min_price=4.10")) == ["butter"]
+        assert names(client.get("/items?max_price=1.99")) == ["Apples"]
+        assert names(client.get("/items?min_price=5&max_price=1")) == []  # an empty range
+
+    def test_store_filter_and_combinations(self, client, catalog):
+        market = catalog["market"]["id"]
+        assert names(client.get(f"/items?store_id={market}")) == ["butter", "Apples", "Oat drink"]
+        assert names(client.get(f"/items?store_id={market}&tag=organic&max_price=5")) == ["butter"]
+
+    def test_the_store_items_endpoint_takes_the_same_filters(self, client, catalog):
+        corner = catalog["corner"]["id"]
+        assert names(client.get(f"/stores/{corner}/items")) == ["Milk", "Organic Milk", "Tofu"]
+        assert names(client.get(f"/stores/{corner}/items?tag=organic&sort=-price")) == [
+            "Organic Milk",
+            "Tofu",
+        ]
+        assert names(client.get(f"/stores/{corner}/items?q=soy")) == ["Tofu"]
+
+    @pytest.mark.parametrize(
+        ("sort", "expected"),
+        [
+            ("name", ["Apples", "butter", "Milk", "Oat drink", "Organic Milk", "Tofu"]),
+            ("-name", ["Tofu", "Organic Milk", "Oat drink", "Milk", "butter", "Apples"]),
+            ("price", ["Apples", "Milk", "Oat drink", "Tofu", "Organic Milk", "butter"]),
+            ("-price", ["butter", "Organic Milk", "Tofu", "Oat drink", "Milk", "Apples"]),
+            ("created_at", ["Milk", "Organic Milk", "Tofu", "butter", "Apples", "Oat drink"]),
+            ("-created_at", ["Oat drink", "Apples", "butter", "Tofu", "Organic Milk", "Milk"]),
+            ("-id", ["Oat drink", "Apples", "butter", "Tofu", "Organic Milk", "Milk"]),
+        ],
+    )
+    def test_sort(self, client, catalog, sort, expected):
+        assert names(client.get(f"/items?sort={sort}")) == expected
+
+    @pytest.mark.parametrize(
+        ("query_string", "field"),
+        [
+            ("sort=colour", "sort"),
+            ("sort=--price", "sort"),
+            ("min_price=-1", "min_price"),
+            ("min_price=abc", "min_price"),
+            ("max_price=1.001", "max_price"),
+            ("store_id=0", "store_id"),
+            ("store_id=abc", "store_id"),
+            ("store_id=%D9%A1", "store_id"),
+            ("min_price=1_0", "min_price"),
+            ("tag=", "tag"),
+            ("q=", "q"),
+            ("q=" + "x" * 81, "q"),
+            ("q=%00", "q"),
+            ("page=0", "page"),
+            ("page=x", "page"),
+            ("page_size=0", "page_size"),
+            ("page_size=101", "page_size"),
+        ],
+    )
+    def test_invalid_queries(self, client, query_string, field):
+        body = assert_error(client.get(f"/items?{query_string}"), 422)
+        assert field in body["errors"]["query"]
+
+
+def links(response) -> dict[str, dict]:
+    """``Link`` header as {rel: query parameters}."""
+    result = {}
+    for part in response.headers["Link"].split(", "):
+        url, rel = part.split("; ")
+        parsed = urlsplit(url.strip("<>"))
+        assert parsed.path == "/items"
+        result[rel.split('"')[1]] = parse_qs(parsed.query)
+    return result
+
+
+class TestPagination:
+    def test_headers_of_a_middle_page(self, client, catalog):
+        response = client.get("/items?page=2&page_size=2&sort=name")
+        assert names(response) == ["Milk", "Oat drink"]
+        assert response.headers["X-Total-Count"] == "6"
+        assert json.loads(response.headers["X-Pagination"]) == {
+            "total": 6,
+            "total_pages": 3,
+            "first_page": 1,
+            "last_page": 3,
+            "page": 2,
+            "previous_page": 1,
+            "next_page": 3,
+        }
+        rels = links(response)
+        assert set(rels) == {"first", "prev", "next", "last"}
+        assert rels["next"] == {"page_size": ["2"], "sort": ["name"], "page": ["3"]}
+        assert rels["prev"]["page"] == ["1"] and rels["last"]["page"] == ["3"]
+
+    def test_first_and_last_pages(self, client, catalog):
+        first = client.get("/items?page=1&page_size=4&tag=dairy&tag=organic")
+        assert set(links(first)) == {"first", "last"}
+        assert links(first)["first"]["tag"] == ["dairy", "organic"]
+        first = client.get("/items?page=1&page_size=4")
+        assert set(links(first)) == {"first", "next", "last"}
+        last = client.get("/items?page=2&page_size=4")
+        assert names(last) == ["Apples", "Oat drink"]
+        assert set(links(last)) == {"first", "prev", "last"}
+
+    def test_beyond_the_last_page(self, client, catalog):
+        response = client.get("/items?page=99")
+        assert response.json == []
+        assert response.headers["X-Total-Count"] == "6"
+        assert set(links(response)) == {"first", "last"}
+
+    def test_page_numbers_stop_at_10000_rows(self, client, catalog):
+        assert client.get("/items?page=1000&page_size=10").status_code == 200
+        assert client.get("/items?page=100&page_size=100").status_code == 200
+        for query in ("page=1001&page_size=10", "page=101&page_size=100", f"page={10**30}"):
+            body = assert_error(client.get(f"/items?{query}"), 422)
+            [message] = body["errors"]["query"]["page"]
+            assert 'without page and follow its Link rel="next"' in message
+
+    def test_nothing_at_all(self, client):
+        response = client.get("/items")
+        assert response.json == []
+        assert response.headers["X-Total-Count"] == "0"
+        assert "Link" not in response.headers
+        assert "X-Pagination" not in response.headers  # only with page numbers
+
+    def test_default_page_size_is_10(self, client, as_alice, api):
+        store = api.store(as_alice)
+        for n in range(12):
+            api.item(as_alice, store, f"item {n:02}")
+        response = client.get("/items")
+        assert len(response.json) == 10
+        assert response.headers["X-Total-Count"] == "12"
+        paged = client.get("/items?page=1")
+        assert len(paged.json) == 10
+        assert json.loads(paged.headers["X-Pagination"])["total_pages"] == 2
+
+
+def test_search_ignores_case_beyond_ascii_as_the_database_does(client, as_alice, api):
+    """Both sides are lowercased by the database, so the exact name always matches."""
+    store = api.store(as_alice, "ΟΔΟΣ ÄPFEL")
+    for name in ("Straße", "ΣΊΣΥΦΟΣ"):
+        api.item(as_alice, store, name)
+    assert [s["name"] for s in client.get("/stores?q=ΟΔΟΣ ÄPFEL").json] == ["ΟΔΟΣ ÄPFEL"]
+    assert names(client.get("/items?q=ΣΊΣΥΦΟΣ")) == ["ΣΊΣΥΦΟΣ"]
+    assert names(client.get("/items?q=Straße")) == ["Straße"]
+
+
+class TestFullText:
+    """`search`: ranked full text on PostgreSQL, every word a substring on SQLite."""
+
+    def test_search_ranks_name_above_description(self, client, catalog):
+        # On PostgreSQL: "milk" twice in Milk, in the name of Organic Milk, only in the
+        # description of Oat drink. On SQLite: by id, which here is the same order.
+        assert names(client.get("/items?search=milk")) == ["Milk", "Organic Milk", "Oat drink"]
+        assert names(client.get("/items?search=MILK&sort=-price")) == [
+            "Organic Milk",
+            "Oat drink",
+            "Milk",
+        ]
+        assert names(client.get("/items?search=organic milk")) == ["Organic Milk"]
+        assert names(client.get("/items?search=crunchy apples")) == ["Apples"]
+        assert names(client.get("/items?search=cheese")) == []
+
+    @pytest.mark.postgres
+    def test_web_search_syntax(self, client, catalog):
+        assert names(client.get("/items?search=organic -milk")) == ["Tofu"]
+        assert names(client.get('/items?search="soy firm"')) == []
+        assert names(client.get('/items?search="firm, organic"')) == ["Tofu"]
+        assert names(client.get("/items?search=tofu or butter")) == ["Tofu", "butter"]
+        assert names(client.get("/items?search=apple")) == ["Apples"]  # one stem
+        assert names(client.get("/items?search=the")) == []  # only a stop word
+
+    def test_relevance_needs_search(self, client, catalog):
+        body = assert_error(client.get("/items?sort=relevance"), 422)
+        assert body["errors"]["query"]["sort"] == ["sort=relevance needs search."]
+        assert_error(client.get("/items?sort=-relevance&search=milk"), 422)
+        by_relevance = client.get("/items?search=milk&sort=relevance")
+        assert by_relevance.json == client.get("/items?search=milk").json
+
+    def test_a_cursor_walks_the_relevance_order(self, client, catalog):
+        everything = names(client.get("/items?search=milk&page_size=9"))
+        assert len(everything) == 3
+        walked, url = [], "/items?search=milk&page_size=1"
+        while url:
+            response = client.get(url)
+            walked += names(response)
+            assert len(walked) <= len(everything), "the cursor must move on"
+            url = links(response).get("next", {}) and (
+                "/items?" + urlencode(links(response)["next"], doseq=True)
+            )
+        assert walked == everything
+
+
+def test_every_sort_is_served_by_an_index():
+    """Adding a sort to ITEMS without its indexes fails here."""
+    dialect = postgresql.dialect()
+
+    def sql(expressions) -> list[str]:
+        return [str(e.compile(dialect=dialect)).replace("items.", "") for e in expressions]
+
+    indexes = [sql(index.expressions) for index in Item.__table__.indexes]
+    for name, keys in ITEMS.sorts.items():
+        if isinstance(keys, Ranked):
+            continue
+        wanted = sql(keys)
+        assert wanted in indexes or wanted == ["id"], name  # the primary key serves id
+        assert ["store_id", *wanted] in indexes, name
+
+
+class TestUnicodeCase:
+    """Tag names and ``q`` fold case the same way on both sides, on SQLite as on
+    PostgreSQL: one ``lower``, the database's, for column and query."""
+
+    @pytest.fixture
+    def shelf(self, as_alice, api):
+        store = api.store(as_alice, "Bazaar")
+        juice = api.item(as_alice, store, "Äpfelsaft", "2.00", description="Aus Äpfeln")
+        kebab = api.item(as_alice, store, "İzmir köfte", "7.50", description="Grüße aus İZMİR")
+        api.link(as_alice, juice, api.tag(as_alice, store, "äpfel"))
+        api.link(as_alice, kebab, api.tag(as_alice, store, "İzmir"))
+        return store
+
+    @pytest.mark.parametrize(
+        "query, expected",
+        [
+            ("tag=ÄPFEL", ["Äpfelsaft"]),
+            ("tag=Äpfel", ["Äpfelsaft"]),
+            ("tag=äpfel&tag=ÄPFEL", ["Äpfelsaft"]),
+            ("tag=İzmir", ["İzmir köfte"]),
+            ("tag=İZMİR", ["İzmir köfte"]),
+            ("tag=İzmir&tag=İZMİR", ["İzmir köfte"]),
+            ("tag=äpfel&tag=İzmir", []),
+            ("q=ÄPFEL", ["Äpfelsaft"]),
+            ("q=äpfeln", ["Äpfelsaft"]),
+            ("q=GRÜSSE", []),  # lowercasing is not case folding: ß stays ß
+            ("q=GRÜẞE", ["İzmir köfte"]),  # capital sharp s lowercases to ß
+            ("q=grüße", ["İzmir köfte"]),
+            ("q=İZMİR", ["İzmir köfte"]),
+            ("q=İzmir KÖFTE", ["İzmir köfte"]),
+        ],
+    )
+    def test_search(self, client, shelf, query, expected):
+        assert names(client.get(f"/items?{query}")) == expected
+        assert names(client.get(f"/stores/{shelf['id']}/items?{query}")) == expected
+
+    def test_unique_names_fold_alike(self, app, client, as_alice, api, shelf):
+        duplicate = client.post(
+            f"/stores/{shelf['id']}/tags", json={"name": "ÄPFEL"}, headers=as_alice
+        )
+        assert_error(duplicate, 409)
+        api.store(as_alice, "Café")
+        assert_error(client.post("/stores", json={"name": "CAFÉ"}, headers=as_alice), 409)
+        tags = client.get(f"/stores/{shelf['id']}/tags").json
+        assert sorted(tag["name"] for tag in tags) == ["äpfel", "İzmir"]
+        assert [s["name"] for s in client.get("/stores?q=CAFÉ").json] == ["Café"]
+
+
+CASES = ["ÄPFEL", "İZMİR", "İzmir", "ΟΔΟΣ", "ΣΑΣ Σ", "GRÜẞE", "ǄUNGLA", "ǅ", "ÅNGSTRÖM", "ΐ"]
+
+
+@pytest.mark.postgres
+def test_sqlites_lower_is_postgresqls(app):
+    """The ``lower`` SQLite connections get agrees with PostgreSQL's, character by
+    character, on the letters where Python's str.lower does not."""
+    with app.app_context():
+        for text in CASES:
+            assert unicode_lower(text) == db.session.scalar(select(func.lower(text))), text
+
+
+def test_sqlite_connections_lower_every_letter(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'lower.db'}")
+    with engine.connect() as conn:
+        for text in CASES:
+            assert conn.scalar(select(func.lower(text))) == unicode_lower(text)
+        assert conn.scalar(select(func.lower("İZMİR"))) == "izmir"
+        assert conn.scalar(select(func.lower(None))) is None
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_q_is_served_by_the_trigram_index_of_name_and_description(app):
+    """The filter's expression is the index's, so the planner can use it (models/item.py)."""
+    query = item_search({"q": "widget 42"}).order_by(Item.id).limit(101)
+    with app.app_context():
+        db.session.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = db.session.execute(Explain(query)).scalar_one()
+    assert "ix_items_text_trgm" in json.dumps(plan)

@@ -1,0 +1,229 @@
+"""Contract fuzzing: schemathesis over every operation of /openapi.json, with every
+check, in every phase (examples, coverage, fuzzing, then stateful sequences of calls),
+once signed in as a user and once as an admin.
+
+The fuzzer may call /logout, change its password or delete its own account; none of
+that may end the run's session, or every later call would be a 401 that tests
+nothing. So it never holds a token: each call gets a new one, minted for its user
+(made again if the fuzzer deleted it). The budget is per operation (and per stateful
+run), so the run grows with the API but stays bounded; in CI it is deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import CHECKS, load_all_checks
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
+from sqlalchemy import select, text
+
+from core.auth.security import hash_password, start_session
+from core.web.extensions import limiter
+from db import db
+from helpers import PASSWORD, bearer, create_user
+from models import User
+
+load_all_checks()
+
+
+# What a 422 says when the body names rows that do not exist: a schema can say what
+# an id looks like, not which ids exist (POST /items's store_id, a batch's ids).
+MISSING_ROW = re.compile(r"[A-Z]\w* \d+ does not exist\.|Store \d+ has no item \d+\.")
+
+
+def _messages(errors: Any) -> list[Any]:
+    if isinstance(errors, dict):
+        return [m for value in errors.values() for m in _messages(value)]
+    return list(errors) if isinstance(errors, list) else [errors]
+
+
+# What a 422 says when query parameters that are each valid do not go together: an
+# OpenAPI parameter list cannot say that (core/lists/listing.py, check_paging).
+PARAMETERS_APART = re.compile(
+    r"sort=\w+ needs \w+\.|Send either page or cursor, not both\.|Page numbers reach .*"
+)
+
+
+def _only(errors: Any, pattern: re.Pattern[str]) -> bool:
+    messages = _messages(errors)
+    return bool(messages) and all(isinstance(m, str) and pattern.fullmatch(m) for m in messages)
+
+
+def positive_data_acceptance_but_missing_rows(ctx: Any, response: Any, case: Any) -> Any:
+    """``positive_data_acceptance``, except for a 422 that only says that rows the body
+    refers to do not exist, or that query parameters do not go together."""
+    if response.status_code == 422:
+        errors = response.json().get("errors") or {}
+        if _only(errors.get("json"), MISSING_ROW) or _only(errors.get("query"), PARAMETERS_APART):
+            return None
+    return positive_data_acceptance(ctx, response, case)
+
+
+def negative_data_rejection_after_preconditions(ctx: Any, response: Any, case: Any) -> Any:
+    """``negative_data_rejection``, except for a 412: a stale If-Match is answered
+    before the body is read (RFC 9110 §13.2.1: preconditions come before the content)."""
+    if response.status_code == 412 and "If-Match" in (case.headers or {}):
+        return None
+    return negative_data_rejection(ctx, response, case)
+
+
+REPLACED: dict[Any, Any] = {
+    positive_data_acceptance: positive_data_acceptance_but_missing_rows,
+    negative_data_rejection: negative_data_rejection_after_preconditions,
+}
+ALL_CHECKS = [REPLACED.get(check, check) for check in CHECKS.get_all()]
+
+# Per operation: Hypothesis examples in the fuzzing phase (the examples and coverage
+# phases are bounded by the schema itself); per role: stateful scenarios and steps.
+EXAMPLES_PER_OPERATION = 25
+STATEFUL_SCENARIOS = 15
+STATEFUL_STEPS = 10
+CI: dict[str, Any] = (
+    {"derandomize": True, "database": None} if os.environ.get("CI") == "true" else {}
+)
+FUZZ = settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    **CI,
+)
+
+
+class TokenSource:
+    """A fresh access token for ``username`` on every call (see the module docstring)."""
+
+    def __init__(self, app, username: str, role: str) -> None:
+        self.app, self.username, self.role = app, username, role
+
+    def headers(self) -> dict[str, str]:
+        with self.app.app_context():
+            user = db.session.scalar(select(User).where(User.username == self.username))
+            if user is None:
+                user = User(
+                    username=self.username,
+                    email=f"{self.username}@example.com",
+                    password_hash=hash_password(PASSWORD),
+                )
+                db.session.add(user)
+            user.role = self.role  # an admin may have demoted itself
+            db.session.commit()
+            return bearer(start_session(user)["access_token"])
+
+    def seed(self) -> None:
+        """An empty database but for an admin, the caller, and a store with an item
+        and a tag for it to find: where every run, and every stateful scenario, starts."""
+        with self.app.app_context():
+            tables = db.metadata.sorted_tables
+            if db.engine.dialect.name == "sqlite":
+                for table in reversed(tables):
+                    db.session.execute(table.delete())
+                db.session.execute(text("DELETE FROM sqlite_sequence"))  # ids from 1 again
+            else:
+                names = ", ".join(table.name for table in tables)
+                db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            db.session.commit()
+            limiter.reset()
+        create_user(self.app, "root", role="admin")
+        client = self.app.test_client()
+        headers = self.headers()
+        store = client.post("/stores", json={"name": "Fuzz Store"}, headers=headers).json
+        body = {"name": "Milk", "price": "1.50", "store_id": store["id"]}
+        item = client.post("/items", json=body, headers=headers).json
+        tag = client.post(f"/stores/{store['id']}/tags", json={"name": "dairy"}, headers=headers)
+        client.post(f"/items/{item['id']}/tags/{tag.json['id']}", headers=headers)
+
+
+@pytest.fixture(params=["user", "admin"])
+def tokens(request, app) -> TokenSource:
+    source = TokenSource(app, f"fuzz_{request.param}", request.param)
+    source.seed()
+    return source
+
+
+@pytest.fixture
+def api_schema(app, tokens):
+    """The schema, with the run's token source as its auth: schemathesis applies it
+    to every call, and its checks of missing or wrong credentials replace it."""
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+    # A well-formed If-Match that is not the current ETag is refused as the contract
+    # says (412); that is not a schema-valid request being rejected.
+    acceptance = schema.config.checks.positive_data_acceptance
+    acceptance.expected_statuses = [*acceptance.expected_statuses, "412"]
+
+    @schema.auth(refresh_interval=None)  # no caching: a new token for every call
+    class Minted:
+        def get(self, case, context):
+            return tokens.headers()["Authorization"]
+
+        def set(self, case, data, context):
+            case.headers = {**(case.headers or {}), "Authorization": data}
+
+    return schema
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@FUZZ
+def test_every_operation_keeps_its_contract(case, tokens):
+    prepare(case)
+    case.call_and_validate(checks=checks_for(case))
+
+
+def test_sequences_of_calls_keep_the_contract(api_schema, tokens):
+    """The stateful phase: chains of calls that feed each other's ids and bodies."""
+
+    class Fuzzer(api_schema.as_state_machine()):
+        def setup(self):
+            # Each scenario from the same state, so that a replay (when Hypothesis
+            # shrinks a failure) sees the answers the first run saw.
+            tokens.seed()
+
+        def before_call(self, case):
+            prepare(case)
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            case.validate_response(
+                response, checks=checks_for(case), transport_kwargs=kwargs or None
+            )
+
+    Fuzzer.run(
+        settings=settings(FUZZ, max_examples=STATEFUL_SCENARIOS, stateful_step_count=STATEFUL_STEPS)
+    )
+
+
+def keep_paging_in_range(query: dict | None) -> None:
+    """A list's ``cursor`` is a token the service signs, so a generated one is never
+    valid, and page numbers reach only the first 10,000 rows: OpenAPI cannot say
+    either rule. test_pagination.py tests both; here they are kept in range."""
+    if query:
+        query.pop("cursor", None)
+        page, size = query.get("page"), query.get("page_size", 10)
+        if isinstance(page, int) and isinstance(size, int) and size > 0:
+            query["page"] = min(page, 10_000 // size)
+
+
+def prepare(case) -> None:
+    keep_paging_in_range(case.query)
+    if case.headers and "Idempotency-Key" in case.headers:
+        # A key's answer depends on the requests sent with it before (the same key
+        # with another body is refused, §8), which the fuzzer cannot know: each
+        # request gets a key of its own.
+        case.headers["Idempotency-Key"] = uuid.uuid4().hex
+
+
+def checks_for(case) -> list[Any]:
+    if case.path.endswith(".csv"):
+        # The CSV exports take the JSON lists' query parameters, fuzzed there with
+        # every check. A query string has no types: "tag=0" is the text "0", a valid
+        # tag name, whatever type the fuzzer meant it as (an integer for an array of
+        # strings), so its "schema-violating" variants cannot be told apart here.
+        return [check for check in ALL_CHECKS if check.__name__ != "negative_data_rejection"]
+    return ALL_CHECKS
