@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export FLASK_APP := app
 
-.PHONY: run serve test test-image lint format migrate bench bench-scale clean
+.PHONY: run worker beat serve test test-image lint format migrate bench bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,19 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 migrate: $(VENV)/.runtime
 	$(BIN)/flask db upgrade
 
+# The dev server with a Celery worker (and its beat) beside it: without REDIS_URL the
+# broker is a folder under instance/, so events, webhooks and jobs work with no server.
 run: migrate
+	$(BIN)/celery -A app worker --beat --loglevel=INFO --concurrency=2 & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
 	$(BIN)/flask run --host $(HOST) --port $(PORT)
+
+# The worker and the scheduler of periodic work, each as its own process (production).
+worker: migrate
+	$(BIN)/celery -A app worker --loglevel=INFO
+
+beat: $(VENV)/.runtime
+	$(BIN)/celery -A app beat --loglevel=INFO
 
 serve: migrate
 	PORT=$(PORT) GUNICORN_HOST=$(HOST) $(BIN)/gunicorn -c gunicorn.conf.py "app:create_app()"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
@@ -11,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import blocklist
 from core import commands
 from core.auth.security import init_passwords
+from core.jobs.worker import celery_init_app
 from core.web import http, idempotency
 from core.web import request_log as request_logging
 from core.web.config import Config, config_from_env
@@ -51,6 +53,7 @@ def create_app(config: Config | None = None) -> Flask:
     register_error_handlers(app)
     register_middleware(app)
     commands.init_app(app)
+    celery_init_app(app)
     if getattr(config, "dev_secret", False):
         app.logger.warning("JWT_SECRET_KEY is not set: using a development-only secret.")
     if app.config["APP_ENV"] == "production" and not app.config["REDIS_URL"]:
@@ -103,3 +106,11 @@ def register_middleware(app: Flask) -> None:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
         )
+
+
+def __getattr__(name: str) -> Any:
+    """``celery -A app worker`` (and ``beat``) finds the Celery app here: made with a
+    Flask app from the environment on first use, never on a plain import."""
+    if name == "celery":
+        return create_app().extensions["celery"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

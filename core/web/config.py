@@ -145,6 +145,14 @@ class Config:
         # Rows per statement of a CSV export: memory per worker, and statements per export.
         self.EXPORT_CHUNK_SIZE = self.env_int("EXPORT_CHUNK_SIZE", 5000)
         self.LEGACY_SUNSET = self.env_str("LEGACY_SUNSET", "Sat, 01 May 2027 00:00:00 GMT")
+        # Celery (core/jobs/worker.py): Redis when there is one, else a broker in local
+        # files (one machine: `make run`). A task unacknowledged this long (its worker
+        # died with it) goes back to the queue; longer than any task runs.
+        self.CELERY_BROKER_URL = (
+            self.env_str("CELERY_BROKER_URL") or self.REDIS_URL or "filesystem://"
+        )
+        self.CELERY_VISIBILITY_TIMEOUT = self.env_int("CELERY_VISIBILITY_TIMEOUT", 300)
+        self.CELERY_TASK_ALWAYS_EAGER = False
 
         self.configure()
         for key, value in overrides.items():
@@ -197,6 +205,8 @@ class TestingConfig(Config):
         self.ARGON2_TIME_COST = 1
         self.AUTH_RATE_LIMIT = "1000 per minute"
         self.RATE_LIMIT_DEFAULT = "10000 per minute"
+        # In-process tests run tasks in the request; tests of the worker start a real one.
+        self.CELERY_TASK_ALWAYS_EAGER = True
 
 
 class ProductionConfig(Config):

@@ -1,0 +1,1 @@
+"""Work outside the request: the Celery app (worker.py) and its tasks."""
