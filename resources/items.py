@@ -7,7 +7,6 @@ from typing import Any
 from flask import url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from flask_smorest import abort
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
@@ -23,6 +22,7 @@ from core.catalog.queries import (
     item_search,
 )
 from core.lists.listing import LIST_HEADERS
+from core.web.errors import abort
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
 from db import db

@@ -7,7 +7,6 @@ import logging
 from flask import g, url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user, get_jwt
-from flask_smorest import abort
 from sqlalchemy import select
 
 from core.auth.permissions import login_required
@@ -21,6 +20,7 @@ from core.auth.security import (
     rotate_refresh_token,
     start_session,
 )
+from core.web.errors import abort
 from core.web.http import no_store
 from core.web.smorest import Blueprint
 from db import db

@@ -5,13 +5,13 @@ from __future__ import annotations
 from flask import current_app, url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from flask_smorest import abort
 from sqlalchemy import select
 
 from core.auth.permissions import ADMIN, fields_reserved, login_required, store_owner_required
 from core.catalog.queries import ITEMS, item_search
 from core.catalog.stores import delete_store
 from core.lists.listing import LIST_HEADERS, Listing
+from core.web.errors import abort
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
 from db import db

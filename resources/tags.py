@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import abort
 from sqlalchemy.exc import IntegrityError
 
 from core.auth.permissions import store_owner_required
+from core.web.errors import abort
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
 from db import db

@@ -6,7 +6,6 @@ import logging
 
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from flask_smorest import abort
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -22,6 +21,7 @@ from core.auth.permissions import (
 )
 from core.auth.security import check_password, hash_password, password_attempts
 from core.lists.listing import LIST_HEADERS, Listing
+from core.web.errors import abort
 from core.web.http import no_store
 from core.web.smorest import Blueprint
 from db import db
