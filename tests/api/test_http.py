@@ -350,3 +350,24 @@ def test_every_field_of_every_schema_has_an_example(client):
         if name != "DEFAULT_ERROR" and "content" in response:
             example = response["content"]["application/json"]["example"]
             assert example["message"] and example["status"] == response["description"]
+
+
+def test_hooks_run_in_the_boot_order(app):
+    """app.BOOT_ORDER decides the hooks' order: the request id first, the security
+    headers after the limiter's, an idempotency key claimed after the limiter."""
+
+    def names(hooks):
+        return [getattr(hook, "func", hook).__qualname__ for hook in hooks]
+
+    before = names(app.before_request_funcs[None])
+    assert before == [
+        "_start_request",
+        "require_json_body",
+        "Limiter._check_request_limit",
+        "claim",
+    ]
+    # after_request and teardown hooks run last-registered first.
+    after = names(reversed(app.after_request_funcs[None]))
+    assert after == ["record", "Limiter.__inject_headers", "security_headers", "_finish_request"]
+    teardowns = names(reversed(app.teardown_appcontext_funcs))
+    assert teardowns == ["close_session", "SQLAlchemy._teardown_session"]
