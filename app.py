@@ -19,10 +19,9 @@ from core.web.config import Config, config_from_env
 from core.web.errors import register_error_handlers
 from core.web.extensions import api, cors, jwt, limiter, migrate
 from core.web.legacy import LegacyPaths
-from core.web.smorest import IdConverter, swagger_assets
+from core.web.smorest import CrossFieldRules, IdConverter, swagger_assets
 from db import close_session, db, engine_options
 from resources import batch, exports, health, items, sessions, stock, stores, tags, users
-from schemas import CROSS_FIELD_RULES
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent / "migrations")
 
@@ -87,7 +86,7 @@ def init_openapi(app: Flask) -> None:
         app,
         spec_kwargs={
             "info": {"description": API_DESCRIPTION},
-            "extra_plugins": [idempotency.IdempotencyDoc()],
+            "extra_plugins": [idempotency.IdempotencyDoc(), CrossFieldRules()],
         },
     )
     api.spec.components.security_scheme(
@@ -122,8 +121,6 @@ BOOT_ORDER: tuple[Step, ...] = (
 def register_blueprints() -> None:
     for module in (sessions, users, stores, batch, items, stock, tags, exports, health):
         api.register_blueprint(module.blp)
-    for name, rules in CROSS_FIELD_RULES.items():
-        api.spec.components.schemas[name].update(rules)
 
 
 def register_middleware(app: Flask) -> None:

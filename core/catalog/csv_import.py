@@ -25,8 +25,7 @@ from sqlalchemy import delete, func, insert, literal, select, update
 
 from core.catalog import stock
 from core.catalog.csv_format import COLUMNS, TAG_SEPARATOR, restore
-from core.catalog.stock import MAX_QUANTITY
-from core.web.fields import Integer, Money, Name, OptionalText
+from core.web.fields import Description, Money, Name, Quantity
 from db import db, unicode_lower
 from models import Item, Store, Tag, item_tags
 from models.types import utcnow
@@ -42,10 +41,12 @@ class UnreadableFileError(Exception):
 
 
 class RowSchema(ma.Schema):
+    """A row as the API takes an item (the same field rules); a cell is text."""
+
     name = Name(required=True)
     price = Money(required=True)
-    description = OptionalText(2000, multiline=True)
-    stock = Integer(allow_none=True, validate=ma.validate.Range(0, MAX_QUANTITY))
+    description = Description()
+    stock = Quantity(0, strict=False, allow_none=True)
     tags = ma.fields.List(Name(validate=ma.validate.ContainsNoneOf(TAG_SEPARATOR)))
 
 

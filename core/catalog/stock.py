@@ -26,7 +26,6 @@ from models import Item, StockMovement
 from models.types import utcnow
 
 MAX_STOCK = 2**31 - 1  # the column is a 32-bit integer
-MAX_QUANTITY = 1_000_000_000  # the largest delta, set or expected a request may send
 
 
 class StockError(Exception):
