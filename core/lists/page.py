@@ -116,9 +116,7 @@ class Page:
             headers["Link"] = ", ".join(_link(rel, params) for rel, params in links)
         return items, headers
 
-    def _statement(
-        self, keys: list[Key], labels: list[str], counted: bool
-    ) -> Select[Any]:
+    def _statement(self, keys: list[Key], labels: list[str], counted: bool) -> Select[Any]:
         """The page's SELECT: its rows, their sort keys (labelled), the total if
         ``counted``, after the cursor's position or at the page's offset."""
         rows_of = self.listing.rows
