@@ -111,7 +111,7 @@ class UserUpdateSchema(ma.Schema):
     }
 
     @validates_schema
-    def _current_password(self, data: dict, **_kwargs) -> None:
+    def _current_password(self, data: dict[str, Any], **_kwargs: Any) -> None:
         changes = any(field in data for field in CREDENTIALS)
         if changes and "current_password" not in data:
             raise ValidationError(
@@ -225,7 +225,7 @@ class ItemCreateSchema(ItemReplaceSchema):
     stock = Quantity(0, metadata={"example": 12, "description": "Initial stock (a count)"})
 
     @validates("store_id")
-    def _store_exists(self, value: int, **_kwargs) -> None:
+    def _store_exists(self, value: int, **_kwargs: Any) -> None:
         if db.session.get(Store, value) is None:
             raise ValidationError(f"Store {value} does not exist.")
 
@@ -286,7 +286,7 @@ class BatchSchema(ma.Schema):
     delete = fields.List(Id(), validate=validate.Length(max=MAX_BATCH), metadata={"example": [3]})
 
     @ma.validates_schema(skip_on_field_errors=False)
-    def _at_most_100(self, data: dict, **_kwargs) -> None:
+    def _at_most_100(self, data: dict[str, Any], **_kwargs: Any) -> None:
         if sum(len(data.get(name) or ()) for name in ("create", "update", "delete")) > MAX_BATCH:
             raise ValidationError(f"At most {MAX_BATCH} operations in all.", "_schema")
 
@@ -350,7 +350,7 @@ class StockMovementInputSchema(ma.Schema):
     }
 
     @ma.validates_schema
-    def _delta_or_count(self, data: dict, **_kwargs) -> None:
+    def _delta_or_count(self, data: dict[str, Any], **_kwargs: Any) -> None:
         if "delta" in data and "set" in data:
             raise ValidationError("Send either delta or set, not both.", "set")
         if "set" in data:

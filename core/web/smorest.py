@@ -24,9 +24,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import flask_smorest
 import marshmallow as ma
@@ -149,8 +150,32 @@ class Api(flask_smorest.Api):  # type: ignore[misc]
         self.spec.components.header("ETAG", fs_etag.ETAG_HEADER, lazy=True)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
 class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
     ARGUMENTS_PARSER = JSONParser()
+
+    if TYPE_CHECKING:
+        # flask-smorest ships no types: the decorators the resources use, typed as
+        # they behave (each gives back the view or MethodView it is given).
+        def route(
+            self, rule: str, *, parameters: Any = None, **options: Any
+        ) -> Callable[[F], F]: ...
+
+        def arguments(self, schema: Any, **kwargs: Any) -> Callable[[F], F]: ...
+
+        def response(
+            self, status_code: int, schema: Any = None, **kwargs: Any
+        ) -> Callable[[F], F]: ...
+
+        def alt_response(self, status_code: int, **kwargs: Any) -> Callable[[F], F]: ...
+
+        def doc(self, **kwargs: Any) -> Callable[[F], F]: ...
+
+        def etag(self, obj: F) -> F: ...
+
+        def after_request(self, f: F) -> F: ...
 
     def _check_precondition(self) -> None:
         """If-Match is optional: without it, a write goes ahead (no 428)."""
