@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from flask import Flask
 from sqlalchemy import Engine, event, text
 
 import images
@@ -21,7 +24,16 @@ from app import create_app
 from core.web.config import TestingConfig
 from core.web.extensions import limiter
 from db import db
-from helpers import PASSWORD, PG_URL, REDIS_URL, CatalogFactory, bearer, create_user, make_config
+from helpers import (
+    PASSWORD,
+    PG_URL,
+    REDIS_URL,
+    CatalogFactory,
+    Client,
+    bearer,
+    create_user,
+    make_config,
+)
 from models import User
 
 # A developer's .env must not change what the tests see (core.web.config.load_env_file,
@@ -42,7 +54,7 @@ def _sqlite_without_fsync(dbapi_connection: Any, _record: Any) -> None:
 pytest_plugins = ["instances"]
 
 
-def pytest_configure(config):
+def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "config(**values): app config overrides for the test")
     config.addinivalue_line("markers", "postgres: needs TEST_DATABASE_URL (PostgreSQL)")
     config.addinivalue_line("markers", "redis: needs REDIS_URL")
@@ -51,7 +63,7 @@ def pytest_configure(config):
     )
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(items: Any) -> None:
     missing = {"postgres": not PG_URL, "redis": not REDIS_URL}
     for item in items:
         for marker, absent in missing.items():
@@ -66,7 +78,7 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session):
+def pytest_sessionfinish(session: Any) -> None:
     """In CI nothing may be skipped: a skip fails the run."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter else []
@@ -76,7 +88,7 @@ def pytest_sessionfinish(session):
 
 
 @pytest.fixture(scope="session")
-def _pg_schema():
+def _pg_schema() -> Iterator[Any]:
     """Create the tables once per session on PostgreSQL."""
     if not PG_URL:
         yield
@@ -92,7 +104,7 @@ def _pg_schema():
 
 
 @pytest.fixture(scope="session")
-def _sqlite_template(tmp_path_factory):
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """An SQLite file holding the empty schema, built once: a test copies the file
     (a millisecond) instead of creating every table and index (most of a second)."""
     if PG_URL:
@@ -106,7 +118,7 @@ def _sqlite_template(tmp_path_factory):
 
 
 @pytest.fixture
-def app(request, tmp_path, _pg_schema, _sqlite_template):
+def app(request: Any, tmp_path: Path, _pg_schema: Any, _sqlite_template: Any) -> Iterator[Any]:
     """A new app on an empty database. No app context stays pushed: each request
     gets its own, as under a real server (a shared one would share ``g``)."""
     marker = request.node.get_closest_marker("config")
@@ -125,11 +137,11 @@ def app(request, tmp_path, _pg_schema, _sqlite_template):
 
 
 @pytest.fixture
-def make_app(tmp_path):
+def make_app(tmp_path: Path) -> Iterator[Any]:
     """Another app on the test database, with ``overrides``; its pool is closed after."""
     apps = []
 
-    def make(**overrides):
+    def make(**overrides: Any) -> Any:
         apps.append(create_app(make_config(tmp_path, **overrides)))
         return apps[-1]
 
@@ -140,12 +152,12 @@ def make_app(tmp_path):
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
+def client(app: Flask) -> Client:
+    return cast(Client, app.test_client())
 
 
 @pytest.fixture
-def make_user(app):
+def make_user(app: Flask) -> Any:
     counter = iter(range(1, 10_000))
 
     def make(username: str | None = None, *, role: str = "user", password: str = PASSWORD) -> User:
@@ -155,20 +167,20 @@ def make_user(app):
 
 
 @pytest.fixture
-def login(client):
+def login(client: Client) -> Any:
     """Sign in through /login; returns the token response body."""
 
-    def do(user: User | str, password: str = PASSWORD) -> dict:
+    def do(user: User | str, password: str = PASSWORD) -> dict[str, Any]:
         username = user if isinstance(user, str) else user.username
         response = client.post("/login", json={"username": username, "password": password})
         assert response.status_code == 200, response.json
-        return response.json
+        return dict(response.json)
 
     return do
 
 
 @pytest.fixture
-def auth(login):
+def auth(login: Callable[..., dict[str, Any]]) -> Any:
     """Headers with a fresh access token for ``user``."""
 
     def headers(user: User) -> dict[str, str]:
@@ -178,25 +190,25 @@ def auth(login):
 
 
 @pytest.fixture
-def alice(make_user):
+def alice(make_user: Callable[..., User]) -> Any:
     return make_user("alice")
 
 
 @pytest.fixture
-def bob(make_user):
+def bob(make_user: Callable[..., User]) -> Any:
     return make_user("bob")
 
 
 @pytest.fixture
-def admin(make_user):
+def admin(make_user: Callable[..., User]) -> Any:
     return make_user("root", role="admin")
 
 
 @pytest.fixture
-def as_alice(auth, alice):
+def as_alice(auth: Callable[[User], dict[str, str]], alice: User) -> Any:
     return auth(alice)
 
 
 @pytest.fixture
-def api(client) -> CatalogFactory:
+def api(client: Client) -> CatalogFactory:
     return CatalogFactory(client)

@@ -18,7 +18,7 @@ def lint_recipe() -> str:
     return recipe[1]
 
 
-def test_the_pre_commit_config_is_valid():
+def test_the_pre_commit_config_is_valid() -> None:
     result = subprocess.run(
         [BIN / "pre-commit", "validate-config", ".pre-commit-config.yaml"],
         cwd=ROOT,
@@ -29,7 +29,7 @@ def test_the_pre_commit_config_is_valid():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_hooks_run_the_pinned_tools_of_make_lint():
+def test_the_hooks_run_the_pinned_tools_of_make_lint() -> None:
     config = YAML(typ="safe").load((ROOT / ".pre-commit-config.yaml").read_text())
     entries = {hook["id"]: hook["entry"] for repo in config["repos"] for hook in repo["hooks"]}
     assert entries == {
