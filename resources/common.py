@@ -1,36 +1,15 @@
-"""Helpers the resources share: lookups that 404, commits that 409, text matches."""
+"""Helpers the resources share: lookups that 404, commits that 409."""
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, func
 from sqlalchemy.exc import IntegrityError
 
 from core.web.errors import abort
 from db import db
 
 T = TypeVar("T")
-
-
-def lower(value: Any) -> ColumnElement[str]:
-    """The one lowercasing of every case-insensitive comparison, applied to both
-    sides: the column and the text compared with it. It is the database's ``lower``
-    (Python's on SQLite, registered in db.py), never ``str.lower`` on one side only,
-    which disagrees with PostgreSQL's ("İ" is "i̇" to Python, "i" to PostgreSQL). The
-    case-insensitive unique indexes use the same function."""
-    return func.lower(value)
-
-
-def iequals(column: Any, text: str) -> ColumnElement[bool]:
-    """Case-insensitive equality."""
-    return lower(column) == lower(text)
-
-
-def icontains(column: Any, text: str) -> ColumnElement[bool]:
-    """Case-insensitive substring match; ``%`` and ``_`` in ``text`` match themselves."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return lower(column).like(lower(f"%{escaped}%"), escape="\\")
 
 
 def get_or_404(model: type[T], ident: int, *options: Any, for_update: bool = False) -> T:

@@ -24,9 +24,9 @@ from core.auth.security import (
 from core.web.errors import abort
 from core.web.http import no_store
 from core.web.smorest import Blueprint
-from db import db
+from db import db, iequals
 from models import User
-from resources.common import commit, iequals
+from resources.common import commit
 from schemas import LoginSchema, MessageSchema, RegisterSchema, TokenSchema, UserSchema
 
 log = logging.getLogger("stores.auth")

@@ -16,9 +16,9 @@ from core.lists.listing import LIST_HEADERS, Listing
 from core.web.errors import abort
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
-from db import db
+from db import db, icontains
 from models import Store, Tag, User
-from resources.common import commit, get_or_404, icontains
+from resources.common import commit, get_or_404
 from schemas import (
     STORE_EDITABLE,
     ItemSchema,

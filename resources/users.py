@@ -25,9 +25,9 @@ from core.lists.listing import LIST_HEADERS, Listing
 from core.web.errors import abort
 from core.web.http import no_store
 from core.web.smorest import Blueprint
-from db import db
+from db import db, icontains
 from models import User, new_token_key
-from resources.common import commit, get_or_404, icontains
+from resources.common import commit, get_or_404
 from schemas import CREDENTIALS, UserQuerySchema, UserSchema, UserUpdateSchema
 
 blp = Blueprint("users", __name__, url_prefix="/users", description="User accounts")
