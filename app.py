@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,9 @@ from core.web.config import Config, config_from_env
 from core.web.errors import register_error_handlers
 from core.web.extensions import api, cors, jwt, limiter, migrate
 from core.web.legacy import LegacyPaths
-from core.web.smorest import IdConverter, swagger_assets
+from core.web.smorest import CrossFieldRules, IdConverter, swagger_assets
 from db import close_session, db, engine_options
 from resources import batch, exports, health, items, sessions, stock, stores, tags, users
-from schemas import CROSS_FIELD_RULES
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent / "migrations")
 
@@ -47,8 +48,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.config.from_object(config)
     app.json = JSONKeysInOrder(app)
 
-    request_logging.init_app(app)  # first: every later hook can rely on the request id
-    register_extensions(app)
+    for step in BOOT_ORDER:
+        step.init(app)
     register_blueprints()
     register_error_handlers(app)
     register_middleware(app)
@@ -63,27 +64,32 @@ def create_app(config: Config | None = None) -> Flask:
     return app
 
 
-def register_extensions(app: Flask) -> None:
+def init_database(app: Flask) -> None:
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
     db.init_app(app)
-    # Teardowns run in reverse order: this one before Flask-SQLAlchemy's own.
     app.teardown_appcontext(close_session)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, compare_type=True, render_as_batch=True)
+
+
+def init_tokens(app: Flask) -> None:
     jwt.init_app(app)
     init_passwords(app)
     blocklist.init_app(app)
-    http.init_app(app)  # before the limiter: its after_request must run after the limiter's
-    limiter.init_app(app)
-    idempotency.init_app(app)  # after the limiter: a request it refuses claims no key
+
+
+def init_cors(app: Flask) -> None:
     if app.config["CORS_ORIGINS"]:
         cors.init_app(app, origins=app.config["CORS_ORIGINS"], **http.CORS_OPTIONS)
+
+
+def init_openapi(app: Flask) -> None:
     app.url_map.converters["id"] = IdConverter
     app.register_blueprint(swagger_assets)
     api.init_app(
         app,
         spec_kwargs={
             "info": {"description": API_DESCRIPTION},
-            "extra_plugins": [idempotency.IdempotencyDoc()],
+            "extra_plugins": [idempotency.IdempotencyDoc(), CrossFieldRules()],
         },
     )
     api.spec.components.security_scheme(
@@ -91,11 +97,33 @@ def register_extensions(app: Flask) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Step:
+    """One step of wiring the app; ``after`` says why it stands where it does."""
+
+    init: Callable[[Flask], None]
+    after: str
+
+
+# Flask runs before_request hooks in the order they were registered, after_request
+# and teardown hooks in the reverse order: where a step stands is part of what it
+# does. create_app runs the steps in this order (tests/api/test_http.py checks the
+# hooks it leaves).
+BOOT_ORDER: tuple[Step, ...] = (
+    Step(request_logging.init_app, "first: every later hook can rely on the request id"),
+    Step(init_database, "its session teardown runs before Flask-SQLAlchemy's own"),
+    Step(init_tokens, "before any view can check a token"),
+    Step(http.init_app, "before the limiter: its after_request runs after the limiter's"),
+    Step(limiter.init_app, "after http, before idempotency"),
+    Step(idempotency.init_app, "after the limiter: a request it refuses claims no key"),
+    Step(init_cors, "last of the hooks: its after_request runs before all of theirs"),
+    Step(init_openapi, "before the blueprints it documents"),
+)
+
+
 def register_blueprints() -> None:
     for module in (sessions, users, stores, batch, items, stock, tags, exports, health):
         api.register_blueprint(module.blp)
-    for name, rules in CROSS_FIELD_RULES.items():
-        api.spec.components.schemas[name].update(rules)
 
 
 def register_middleware(app: Flask) -> None:

@@ -94,4 +94,5 @@ def init_app(app: Flask) -> None:
 
 
 def get_blocklist() -> Blocklist:
-    return current_app.extensions["blocklist"]
+    blocklist: Blocklist = current_app.extensions["blocklist"]
+    return blocklist

@@ -1,6 +1,7 @@
 """The SQLAlchemy instance and how it talks to the database: the declarative base,
 pool settings (engine_options), one snapshot per read on PostgreSQL, SQLite's
-per-connection settings, and a session teardown that survives a lost connection."""
+per-connection settings, case-insensitive comparisons (lower, iequals, icontains),
+and a session teardown that survives a lost connection."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app, has_request_context, request
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Engine, Index, MetaData, Select, event
+from sqlalchemy import ColumnElement, Engine, Index, MetaData, Select, event, func
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
@@ -132,11 +133,31 @@ def unicode_lower(value: Any) -> Any:
     return value.translate(_SIMPLE_LOWER).lower() if isinstance(value, str) else value
 
 
+def lower(value: Any) -> ColumnElement[str]:
+    """The one lowercasing of every case-insensitive comparison, applied to both
+    sides: the column and the text compared with it. It is the database's ``lower``
+    (Python's on SQLite, registered below), never ``str.lower`` on one side only,
+    which disagrees with PostgreSQL's ("İ" is "i̇" to Python, "i" to PostgreSQL). The
+    case-insensitive unique indexes use the same function."""
+    return func.lower(value)
+
+
+def iequals(column: Any, text: str) -> ColumnElement[bool]:
+    """Case-insensitive equality."""
+    return lower(column) == lower(text)
+
+
+def icontains(column: Any, text: str) -> ColumnElement[bool]:
+    """Case-insensitive substring match; ``%`` and ``_`` in ``text`` match themselves."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return lower(column).like(lower(f"%{escaped}%"), escape="\\")
+
+
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """SQLite ignores foreign keys (and so their cascades) unless told otherwise,
     and lowercases only ASCII unless given a ``lower`` that knows Unicode (the
-    case-insensitive indexes and comparisons all use it; see resources/common.py)."""
+    case-insensitive indexes and comparisons all use it; see lower() above)."""
     if isinstance(dbapi_connection, sqlite3.Connection):
         dbapi_connection.create_function("lower", 1, unicode_lower, deterministic=True)
         cursor = dbapi_connection.cursor()

@@ -45,7 +45,7 @@ secure_scheme_headers: dict[str, str] = {}
 control_socket_disable = True
 
 
-class AppLogger(Logger):
+class AppLogger(Logger):  # type: ignore[misc]  # gunicorn ships no types
     """gunicorn's logger without an access log: the app writes one line per request
     itself (core/web/request_log.py), so gunicorn neither writes nor even formats one."""
 

@@ -6,20 +6,23 @@ body from setting ``role``, ``owner_id`` or ``id``.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import marshmallow as ma
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
-from core.catalog.stock import MAX_QUANTITY
 from core.web.fields import (
+    MAX_QUANTITY,
+    Description,
     Email,
     Id,
-    Integer,
     Line,
     Money,
     Name,
     OptionalText,
     Password,
     Phone,
+    Quantity,
     Text,
     Username,
 )
@@ -94,22 +97,8 @@ class UserUpdateSchema(ma.Schema):
         },
     )
 
-    @validates_schema
-    def _current_password(self, data: dict, **_kwargs) -> None:
-        changes = any(field in data for field in CREDENTIALS)
-        if changes and "current_password" not in data:
-            raise ValidationError(
-                "Required to change the email or the password.", "current_password"
-            )
-        if "current_password" in data and not changes:
-            raise ValidationError("Only sent with a new email or password.", "current_password")
-
-
-# Rules between fields, checked by the schemas' own validators, which apispec cannot
-# derive: added to the OpenAPI components by name (app.py), so that clients and
-# fuzzers know them too.
-CROSS_FIELD_RULES = {
-    "UserUpdate": {
+    # The rule _current_password checks, for OpenAPI (core/web/smorest.CrossFieldRules).
+    cross_field_rules: ClassVar[dict[str, Any]] = {
         "anyOf": [
             {"required": ["current_password", "email"]},
             {"required": ["current_password", "password"]},
@@ -119,23 +108,17 @@ CROSS_FIELD_RULES = {
                 }
             },
         ]
-    },
-    # StockMovementInputSchema._delta_or_count: a delta with its reason, or a count.
-    "StockMovementInput": {
-        "anyOf": [
-            {
-                "required": ["delta", "reason"],
-                "properties": {"reason": {"enum": list(DELTA_REASONS)}},
-                "not": {"anyOf": [{"required": ["set"]}, {"required": ["expected"]}]},
-            },
-            {
-                "required": ["set", "expected", "reason"],
-                "properties": {"reason": {"enum": ["count"]}},
-                "not": {"required": ["delta"]},
-            },
-        ]
-    },
-}
+    }
+
+    @validates_schema
+    def _current_password(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        changes = any(field in data for field in CREDENTIALS)
+        if changes and "current_password" not in data:
+            raise ValidationError(
+                "Required to change the email or the password.", "current_password"
+            )
+        if "current_password" in data and not changes:
+            raise ValidationError("Only sent with a new email or password.", "current_password")
 
 
 class UserQuerySchema(ma.Schema):
@@ -222,10 +205,6 @@ class ItemSchema(ma.Schema):
     updated_at = Timestamp()
 
 
-def Description(**kwargs) -> Text:  # noqa: N802 - reads as a field type
-    return OptionalText(2000, multiline=True, metadata={"example": "1 litre, whole"}, **kwargs)
-
-
 class ItemUpdateSchema(ma.Schema):
     """PATCH: any subset. An item cannot move to another store."""
 
@@ -241,17 +220,12 @@ class ItemReplaceSchema(ItemUpdateSchema):
     price = Money(required=True)
 
 
-def Quantity(minimum: int = -MAX_QUANTITY, *also, **kwargs) -> Integer:  # noqa: N802
-    """A whole number of units: a JSON integer (not 1.0, not "1") of at most 10^9."""
-    return Integer(strict=True, validate=[validate.Range(minimum, MAX_QUANTITY), *also], **kwargs)
-
-
 class ItemCreateSchema(ItemReplaceSchema):
     store_id = Id(required=True, metadata={"example": 1})
     stock = Quantity(0, metadata={"example": 12, "description": "Initial stock (a count)"})
 
     @validates("store_id")
-    def _store_exists(self, value: int, **_kwargs) -> None:
+    def _store_exists(self, value: int, **_kwargs: Any) -> None:
         if db.session.get(Store, value) is None:
             raise ValidationError(f"Store {value} does not exist.")
 
@@ -312,7 +286,7 @@ class BatchSchema(ma.Schema):
     delete = fields.List(Id(), validate=validate.Length(max=MAX_BATCH), metadata={"example": [3]})
 
     @ma.validates_schema(skip_on_field_errors=False)
-    def _at_most_100(self, data: dict, **_kwargs) -> None:
+    def _at_most_100(self, data: dict[str, Any], **_kwargs: Any) -> None:
         if sum(len(data.get(name) or ()) for name in ("create", "update", "delete")) > MAX_BATCH:
             raise ValidationError(f"At most {MAX_BATCH} operations in all.", "_schema")
 
@@ -358,8 +332,25 @@ class StockMovementInputSchema(ma.Schema):
     )
     reference = OptionalText(100, metadata={"example": "order 1042"})
 
+    # The rule _delta_or_count checks, for OpenAPI (core/web/smorest.CrossFieldRules):
+    # a delta with its reason, or a count.
+    cross_field_rules: ClassVar[dict[str, Any]] = {
+        "anyOf": [
+            {
+                "required": ["delta", "reason"],
+                "properties": {"reason": {"enum": list(DELTA_REASONS)}},
+                "not": {"anyOf": [{"required": ["set"]}, {"required": ["expected"]}]},
+            },
+            {
+                "required": ["set", "expected", "reason"],
+                "properties": {"reason": {"enum": ["count"]}},
+                "not": {"required": ["delta"]},
+            },
+        ]
+    }
+
     @ma.validates_schema
-    def _delta_or_count(self, data: dict, **_kwargs) -> None:
+    def _delta_or_count(self, data: dict[str, Any], **_kwargs: Any) -> None:
         if "delta" in data and "set" in data:
             raise ValidationError("Send either delta or set, not both.", "set")
         if "set" in data:

@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from flask import Flask  # noqa: E402
 from sqlalchemy import event, insert  # noqa: E402
 
 from app import create_app  # noqa: E402
@@ -40,7 +41,7 @@ PATHS = [
 ]
 
 
-def seed(app) -> None:
+def seed(app: Flask) -> None:
     """Bulk inserts: 20 stores, 100 tags, 10,000 items, 20,000 links."""
     with app.app_context():
         db.session.execute(
@@ -91,8 +92,8 @@ def seed(app) -> None:
         db.session.commit()
 
 
-def count_statements(app, path: str) -> int:
-    statements = []
+def count_statements(app: Flask, path: str) -> int:
+    statements: list[str] = []
     with app.app_context():
         engine = db.engine
     listener = lambda *args: statements.append(args[2])  # noqa: E731

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask, abort, jsonify
+from flask import Flask, Response, abort, jsonify
 from sqlalchemy import create_engine, text
 
 app = Flask(__name__)
@@ -36,12 +36,12 @@ ITEM = text(
 
 
 @app.get("/health")
-def health():
+def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @app.get("/items/<int:item_id>")
-def item(item_id: int):
+def item(item_id: int) -> Response:
     with engine.connect() as conn:
         row = conn.execute(ITEM, {"id": item_id}).mappings().first()
     if row is None:

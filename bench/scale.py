@@ -24,12 +24,14 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from flask import Flask  # noqa: E402
 from sqlalchemy import create_engine, event, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
@@ -80,13 +82,13 @@ ROWS = [
 ]
 
 
-def flask(env: dict, *args: str) -> None:
+def flask(env: dict[str, str], *args: str) -> None:
     subprocess.run(  # noqa: S603 - our own command line
         [BIN / "flask", "--app", "app", *args], cwd=ROOT, env=env, check=True, timeout=1800
     )
 
 
-def timed(label: str, action) -> float:
+def timed(label: str, action: Callable[[], object]) -> float:
     start = time.perf_counter()
     action()
     seconds = time.perf_counter() - start
@@ -94,7 +96,9 @@ def timed(label: str, action) -> float:
     return seconds
 
 
-def fetch(url: str, method: str = "GET", headers: dict | None = None) -> tuple[float, object]:
+def fetch(
+    url: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[float, object]:
     request = urllib.request.Request(url, method=method, headers=headers or {})  # noqa: S310
     start = time.perf_counter()
     with urllib.request.urlopen(request) as response:  # noqa: S310 - our loopback server
@@ -107,13 +111,13 @@ def percentiles(timings: list[float]) -> tuple[float, float]:
     return statistics.median(timings), timings[max(int(len(timings) * 0.95) - 1, 0)]
 
 
-def statements_and_plan(app, path: str) -> tuple[int, str]:
+def statements_and_plan(app: Flask, path: str) -> tuple[int, str]:
     """The statements ``path`` runs (in process), and the plan of its page query."""
     sent: list[tuple[str, Any]] = []
     with app.app_context():
         engine = db.engine
 
-    def record(_conn, _cursor, statement, parameters, *_args):
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
         sent.append((statement, parameters))
 
     event.listen(engine, "before_cursor_execute", record)
@@ -133,7 +137,7 @@ def statements_and_plan(app, path: str) -> tuple[int, str]:
     return len(sent), plan
 
 
-def scans(node: dict) -> list[str]:
+def scans(node: dict[str, Any]) -> list[str]:
     found = []
     if "Scan" in node["Node Type"] and node.get("Relation Name") in ("items", "stores"):
         found.append(f"{node['Node Type']} {node.get('Index Name', node['Relation Name'])}")
@@ -185,7 +189,7 @@ def main() -> None:
         admin.dispose()
 
 
-def run(args, env: dict, database: str) -> None:
+def run(args: argparse.Namespace, env: dict[str, str], database: str) -> None:
     if not args.reuse:
         seed(env, database)
     app = create_app(ProductionConfig(env))
@@ -199,7 +203,7 @@ def run(args, env: dict, database: str) -> None:
         db.engine.dispose()
 
 
-def seed(env: dict, database: str) -> None:
+def seed(env: dict[str, str], database: str) -> None:
     flask(env, "db", "upgrade", "0001")
     flask(
         env,
@@ -237,14 +241,14 @@ def rounds(base: str, paths: list[str], n: int) -> dict[str, list[float]]:
     return timings
 
 
-def report(base: str, paths: list[str], app, n: int) -> None:
+def report(base: str, paths: list[str], app: Flask, n: int) -> None:
     for path, timings in rounds(base, paths, n).items():
         p50, p95 = percentiles(timings)
         count, plan = statements_and_plan(app, path)
         print(f"{path[:48]:48} {p50:>7.1f} {p95:>7.1f} {count:>4}  {plan}", flush=True)
 
 
-def deep_cursor(app, path: str, sort: str, row: int) -> str:
+def deep_cursor(app: Flask, path: str, sort: str, row: int) -> str:
     """The cursor a walk of ``path`` holds after ``row`` rows: the keys of that row,
     signed as the service signs them (walking there takes 5,000 requests)."""
     keys = {"id": "id", "-price": "price DESC, id DESC"}[sort]
@@ -262,7 +266,7 @@ def deep_cursor(app, path: str, sort: str, row: int) -> str:
         return str(cursors.serializer().dumps(payload))
 
 
-def cursor_walk(base: str, app, n: int) -> None:
+def cursor_walk(base: str, app: Flask, n: int) -> None:
     for sort in ("id", "-price"):
         start = f"/items?page_size=100&sort={sort}"
         began = time.perf_counter()
@@ -293,14 +297,14 @@ def wrk(url: str, seconds: int) -> float:
     )
 
 
-def minimal(env: dict, seconds: int) -> float:
+def minimal(env: dict[str, str], seconds: int) -> float:
     port = free_port()
     command = [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "bench.minimal:app"]
     with serve(command, env, port):
         return wrk(f"http://127.0.0.1:{port}", seconds)
 
 
-def throughput(base: str, env: dict, seconds: int) -> None:
+def throughput(base: str, env: dict[str, str], seconds: int) -> None:
     """The service, the minimal endpoint as written (in a transaction) and in
     autocommit, the service again: the ratios use the mean of the service's two runs."""
     ours = wrk(base, seconds)
@@ -329,7 +333,7 @@ def delete_big_store(base: str) -> None:
     reads: list[float] = []
     done = threading.Event()
 
-    def read_other_store():
+    def read_other_store() -> None:
         while not done.is_set():
             reads.append(fetch(base + "/stores/2/items?page_size=100")[0])
 

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -56,7 +57,7 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def export(url: str, worker: int) -> dict:
+def export(url: str, worker: int) -> dict[str, Any]:
     """Stream /items.csv, sampling the worker's RSS every 50 ms."""
     samples: list[int] = []
     done = threading.Event()
@@ -92,7 +93,7 @@ def export(url: str, worker: int) -> dict:
     }
 
 
-def import_rows(env: dict, rows: int) -> float:
+def import_rows(env: dict[str, str], rows: int) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False, newline="") as f:
         f.write("name,price,description,stock,tags\r\n")
         for n in range(rows):

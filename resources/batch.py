@@ -4,7 +4,9 @@ all applied in one transaction or none at all."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import wraps
+from typing import Any
 
 from flask import request
 from flask.views import MethodView
@@ -32,12 +34,12 @@ def _store(store_id: int) -> tuple[Store, Store]:
     return store, store
 
 
-def _fresh_for_deletes(func):
+def _fresh_for_deletes(func: Callable[..., Any]) -> Callable[..., Any]:
     """A batch that deletes needs a fresh token, like DELETE; known from the body,
     looked at before it is validated (so a stale token is told so first)."""
 
     @wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             body = json.loads(request.get_data(cache=True))
         except (ValueError, RecursionError):
@@ -64,7 +66,7 @@ class ItemsBatch(MethodView):
     @blp.response(200, BatchResultSchema)
     @blp.alt_response(409, response="CONFLICT", description="A name taken twice; nothing applied")
     @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
-    def post(self, store, data):
+    def post(self, store: Store, data: dict[str, Any]) -> dict[str, Any]:
         """Create, change and delete up to 100 of a store's items at once (all or nothing)"""
         plan = Plan(store, data)
         if plan.errors:

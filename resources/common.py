@@ -1,10 +1,9 @@
-"""Helpers the resources share: lookups that 404, commits that 409, text matches."""
+"""Helpers the resources share: lookups that 404, commits that 409."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, func
 from sqlalchemy.exc import IntegrityError
 
 from core.web.errors import abort
@@ -13,27 +12,7 @@ from db import db
 T = TypeVar("T")
 
 
-def lower(value) -> ColumnElement[str]:
-    """The one lowercasing of every case-insensitive comparison, applied to both
-    sides: the column and the text compared with it. It is the database's ``lower``
-    (Python's on SQLite, registered in db.py), never ``str.lower`` on one side only,
-    which disagrees with PostgreSQL's ("İ" is "i̇" to Python, "i" to PostgreSQL). The
-    case-insensitive unique indexes use the same function."""
-    return func.lower(value)
-
-
-def iequals(column, text: str) -> ColumnElement[bool]:
-    """Case-insensitive equality."""
-    return lower(column) == lower(text)
-
-
-def icontains(column, text: str) -> ColumnElement[bool]:
-    """Case-insensitive substring match; ``%`` and ``_`` in ``text`` match themselves."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return lower(column).like(lower(f"%{escaped}%"), escape="\\")
-
-
-def get_or_404(model: type[T], ident: int, *options, for_update: bool = False) -> T:
+def get_or_404(model: type[T], ident: int, *options: Any, for_update: bool = False) -> T:
     """The row, or 404. ``for_update`` locks it until the request commits, so that a
     check made on it (ownership, If-Match) still holds when the change is written."""
     lock = {"of": model} if for_update else None

@@ -89,7 +89,7 @@ def _chunks(query: Select[Any], args: dict[str, Any], size: int) -> Iterator[Seq
         position = rows[-1][len(COLUMNS) :]
 
 
-def export(args: dict, filename: str) -> Response:
+def export(args: dict[str, Any], filename: str) -> Response:
     query = item_search(args)
     size = current_app.config["EXPORT_CHUNK_SIZE"]
 
@@ -111,7 +111,7 @@ def export(args: dict, filename: str) -> Response:
 class ItemsCsv(MethodView):
     @blp.arguments(ITEMS.query_schema(ItemQuerySchema, paging=False), location="query")
     @blp.response(200, {"type": "string"}, **CSV_DOC)
-    def get(self, args):
+    def get(self, args: dict[str, Any]) -> Response:
         """Every item of a search as CSV (same filters and sort as `GET /items`)"""
         return export(args, "items.csv")
 
@@ -121,7 +121,7 @@ class StoreItemsCsv(MethodView):
     @blp.arguments(ITEMS.query_schema(StoreItemQuerySchema, paging=False), location="query")
     @blp.response(200, {"type": "string"}, **CSV_DOC)
     @blp.alt_response(404, response="NOT_FOUND")
-    def get(self, args, store_id):
+    def get(self, args: dict[str, Any], store_id: int) -> Response:
         """A store's items as CSV (same filters and sort as `GET /stores/{id}/items`)"""
         get_or_404(Store, store_id)
         return export({**args, "store_id": store_id}, f"store-{store_id}-items.csv")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import current_app
+from flask.typing import ResponseReturnValue
 from flask.views import MethodView
 from sqlalchemy import text
 
@@ -21,7 +22,7 @@ class Health(MethodView):
     decorators = [limiter.exempt]
 
     @blp.response(200, HealthSchema)
-    def get(self):
+    def get(self) -> dict[str, str]:
         """Liveness: the process answers (the database is not touched)"""
         return {"status": "ok"}
 
@@ -32,7 +33,7 @@ class Ready(MethodView):
 
     @blp.response(200, HealthSchema)
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
-    def get(self):
+    def get(self) -> ResponseReturnValue:
         """Readiness: the database (and Redis, if configured) answer"""
         checks = {}
         try:

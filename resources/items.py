@@ -7,8 +7,7 @@ from typing import Any
 from flask import url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from flask_smorest import abort
-from sqlalchemy import bindparam, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from core.auth.permissions import authorize_store, login_required, store_owner_required
@@ -23,6 +22,7 @@ from core.catalog.queries import (
     item_search,
 )
 from core.lists.listing import LIST_HEADERS
+from core.web.errors import abort
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
 from db import db
@@ -92,7 +92,7 @@ class Items(MethodView):
     @blp.etag
     @blp.response(200, ItemSchema(many=True), headers=LIST_HEADERS)
     @ITEMS.paginate(blp, ItemQuerySchema)
-    def get(self, args):
+    def get(self, args: dict[str, Any]) -> Select[Any]:
         """List and search items"""
         return item_search(args)
 
@@ -101,9 +101,9 @@ class Items(MethodView):
     @blp.response(201, ItemSchema, headers=LOCATION)
     @blp.alt_response(403, response="FORBIDDEN")  # the store is named in the body
     @blp.alt_response(409, response="CONFLICT")
-    def post(self, data):
+    def post(self, data: dict[str, Any]) -> tuple[Item, int, dict[str, str]]:
         """Create an item in one of your stores"""
-        store = db.session.get(Store, data["store_id"])  # the schema checked it exists
+        store = db.session.get_one(Store, data["store_id"])  # the schema checked it exists
         authorize_store(store)
         initial_stock = data.pop("stock", None)
         item = Item(**data, store=store, tags=[])
@@ -119,14 +119,14 @@ class Items(MethodView):
 class ItemById(MethodView):
     @blp.response(200, ItemSchema)
     @blp.alt_response(404, response="NOT_FOUND")
-    def get(self, item_id):
+    def get(self, item_id: int) -> dict[str, Any]:
         """One item"""
         item = read_item(item_id)
         if item is None:
             abort(404, message=f"Item {item_id} not found.")
         return item
 
-    def _change(self, item: Item, data: dict) -> Item:
+    def _change(self, item: Item, data: dict[str, Any]) -> Item:
         for key, value in data.items():
             setattr(item, key, value)
         commit(conflict=_duplicate(item))
@@ -136,7 +136,7 @@ class ItemById(MethodView):
     @blp.arguments(ItemReplaceSchema)
     @blp.response(200, ItemSchema)
     @blp.alt_response(409, response="CONFLICT")
-    def put(self, item, data):
+    def put(self, item: Item, data: dict[str, Any]) -> Item:
         """Replace an item's name, price and description (never creates)"""
         return self._change(item, {"description": None} | data)
 
@@ -144,13 +144,13 @@ class ItemById(MethodView):
     @blp.arguments(ItemUpdateSchema)
     @blp.response(200, ItemSchema)
     @blp.alt_response(409, response="CONFLICT")
-    def patch(self, item, data):
+    def patch(self, item: Item, data: dict[str, Any]) -> Item:
         """Change some of an item's fields"""
         return self._change(item, data)
 
     @store_owner_required(blp, _item, etag_schema=ItemSchema, fresh=True)
     @blp.response(204)
-    def delete(self, item):
+    def delete(self, item: Item) -> None:
         """Delete an item (fresh token)"""
         db.session.delete(item)
         db.session.commit()
@@ -162,7 +162,7 @@ class ItemTag(MethodView):
     @blp.response(201, ItemSchema)
     @blp.alt_response(200, schema=ItemSchema, description="Already linked", success=True)
     @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
-    def post(self, item, tag):
+    def post(self, item: Item, tag: Tag) -> tuple[Item, int]:
         """Put a tag of the item's store on the item"""
         if tag.store_id != item.store_id:
             message = f"Tag {tag.id} belongs to another store than item {item.id}."
@@ -185,7 +185,7 @@ class ItemTag(MethodView):
 
     @store_owner_required(blp, _item_and_tag)
     @blp.response(204)
-    def delete(self, item, tag):
+    def delete(self, item: Item, tag: Tag) -> None:
         """Take a tag off an item"""
         if tag not in item.tags:
             abort(404, message=f"Item {item.id} does not carry tag {tag.id}.")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import g, url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user, get_jwt
-from flask_smorest import abort
 from sqlalchemy import select
 
 from core.auth.permissions import login_required
@@ -21,11 +21,12 @@ from core.auth.security import (
     rotate_refresh_token,
     start_session,
 )
+from core.web.errors import abort
 from core.web.http import no_store
 from core.web.smorest import Blueprint
-from db import db
+from db import db, iequals
 from models import User
-from resources.common import commit, iequals
+from resources.common import commit
 from schemas import LoginSchema, MessageSchema, RegisterSchema, TokenSchema, UserSchema
 
 log = logging.getLogger("stores.auth")
@@ -41,7 +42,7 @@ class Register(MethodView):
     @blp.response(201, UserSchema, headers={"Location": {"schema": {"type": "string"}}})
     @blp.alt_response(409, response="CONFLICT")
     @blp.alt_response(429, response="TOO_MANY_REQUESTS")
-    def post(self, data):
+    def post(self, data: dict[str, Any]) -> tuple[User, int, dict[str, str]]:
         """Create an account (role `user`)"""
         user = User(
             username=data["username"],
@@ -61,7 +62,7 @@ class Login(MethodView):
     @blp.response(200, TokenSchema)
     @blp.alt_response(401, response="UNAUTHORIZED")
     @blp.alt_response(429, response="TOO_MANY_REQUESTS")
-    def post(self, data):
+    def post(self, data: dict[str, Any]) -> dict[str, Any]:
         """Sign in: a fresh access token and a refresh token"""
         user = db.session.scalar(select(User).where(iequals(User.username, data["username"])))
         if not check_password(user, data["password"]):
@@ -69,6 +70,7 @@ class Login(MethodView):
                 "login failed", extra={"event": "login_failed", "username": data["username"]}
             )
             abort(401, message="Invalid credentials.", error="invalid_credentials")
+        assert user is not None  # check_password refuses a user that does not exist
         db.session.commit()  # keeps a hash upgraded by check_password
         g.user_id = user.id
         return start_session(user)
@@ -78,7 +80,7 @@ class Login(MethodView):
 class Refresh(MethodView):
     @login_required(blp, refresh=True)
     @blp.response(200, TokenSchema)
-    def post(self):
+    def post(self) -> dict[str, Any]:
         """Trade a refresh token for new tokens; the one used is revoked"""
         claims = get_jwt()
         if not rotate_refresh_token(claims):
@@ -92,7 +94,7 @@ class Refresh(MethodView):
 class Logout(MethodView):
     @login_required(blp)
     @blp.response(200, MessageSchema)
-    def post(self):
+    def post(self) -> dict[str, str]:
         """Sign out: every token of this login session is revoked"""
         revoke_session(get_jwt(), reason="logout")
         return {"message": "Successfully logged out."}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import joinedload
 
 from core.auth.permissions import store_owner_required
@@ -47,7 +49,7 @@ class ItemStock(MethodView):
     @blp.response(200, StockMovementSchema(many=True), headers=LIST_HEADERS)
     @blp.alt_response(404, response="NOT_FOUND")
     @MOVEMENTS.paginate(blp)
-    def get(self, _args, item_id):
+    def get(self, _args: dict[str, Any], item_id: int) -> Select[StockMovement]:
         """An item's stock movements, newest first"""
         get_or_404(Item, item_id)
         return select(StockMovement).where(StockMovement.item_id == item_id)
@@ -56,7 +58,7 @@ class ItemStock(MethodView):
     @blp.arguments(StockMovementInputSchema)
     @blp.response(201, StockMovementSchema, headers=LOCATION)
     @blp.alt_response(409, response="CONFLICT", description=CONFLICTS)
-    def post(self, item, data):
+    def post(self, item: Item, data: dict[str, Any]) -> tuple[StockMovement, int, dict[str, str]]:
         """Move stock in or out (`delta`), or record a count (`set` + `expected`)"""
         try:
             if "set" in data:
@@ -88,7 +90,7 @@ class ItemStock(MethodView):
 class Movement(MethodView):
     @blp.response(200, StockMovementSchema)
     @blp.alt_response(404, response="NOT_FOUND")
-    def get(self, item_id, movement_id):
+    def get(self, item_id: int, movement_id: int) -> StockMovement:
         """One stock movement"""
         movement = db.session.get(StockMovement, movement_id)
         if movement is None or movement.item_id != item_id:

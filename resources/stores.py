@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from flask_smorest import abort
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from core.auth.permissions import ADMIN, fields_reserved, login_required, store_owner_required
 from core.catalog.queries import ITEMS, item_search
 from core.catalog.stores import delete_store
 from core.lists.listing import LIST_HEADERS, Listing
+from core.web.errors import abort
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
-from db import db
+from db import db, icontains
 from models import Store, Tag, User
-from resources.common import commit, get_or_404, icontains
+from resources.common import commit, get_or_404
 from schemas import (
     STORE_EDITABLE,
     ItemSchema,
@@ -39,7 +41,7 @@ STORE_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL
 TAG_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new tag"}}
 
 
-def _duplicate(data: dict) -> str:
+def _duplicate(data: dict[str, Any]) -> str:
     return f"A store named {data.get('name')!r} already exists."
 
 
@@ -55,7 +57,7 @@ def _store_unlocked(store_id: int) -> tuple[Store, Store]:
     return store, store
 
 
-def _change(store: Store, data: dict) -> Store:
+def _change(store: Store, data: dict[str, Any]) -> Store:
     # Checked only now, for an admin (fields_reserved): nobody else learns which ids exist.
     if "owner_id" in data and db.session.get(User, data["owner_id"]) is None:
         message = f"User {data['owner_id']} does not exist."
@@ -74,7 +76,7 @@ class Stores(MethodView):
     @blp.etag
     @blp.response(200, StoreSchema(many=True), headers=LIST_HEADERS)
     @STORES.paginate(blp, StoreQuerySchema)
-    def get(self, args):
+    def get(self, args: dict[str, Any]) -> Select[Store]:
         """List stores"""
         query = select(Store)
         if "q" in args:
@@ -87,7 +89,7 @@ class Stores(MethodView):
     @blp.arguments(StoreCreateSchema)
     @blp.response(201, StoreSchema, headers=STORE_LOCATION)
     @blp.alt_response(409, response="CONFLICT")
-    def post(self, data):
+    def post(self, data: dict[str, Any]) -> tuple[Store, int, dict[str, str]]:
         """Create a store; the caller becomes its owner"""
         store = Store(owner_id=current_user.id, **data)
         db.session.add(store)
@@ -100,7 +102,7 @@ class Stores(MethodView):
 class StoreById(MethodView):
     @blp.response(200, StoreSchema)
     @blp.alt_response(404, response="NOT_FOUND")
-    def get(self, store_id):
+    def get(self, store_id: int) -> Store:
         """One store"""
         return get_or_404(Store, store_id)
 
@@ -109,7 +111,7 @@ class StoreById(MethodView):
     @blp.arguments(StoreReplaceSchema)
     @blp.response(200, StoreSchema)
     @blp.alt_response(409, response="CONFLICT")
-    def put(self, store, data):
+    def put(self, store: Store, data: dict[str, Any]) -> Store:
         """Replace a store's editable fields; optional ones left out are cleared"""
         return _change(store, dict.fromkeys(STORE_EDITABLE) | data)
 
@@ -118,13 +120,13 @@ class StoreById(MethodView):
     @blp.arguments(StoreUpdateSchema)
     @blp.response(200, StoreSchema)
     @blp.alt_response(409, response="CONFLICT")
-    def patch(self, store, data):
+    def patch(self, store: Store, data: dict[str, Any]) -> Store:
         """Change some of a store's fields (`owner_id`: admins only)"""
         return _change(store, data)
 
     @store_owner_required(blp, _store, etag_schema=StoreSchema, fresh=True)
     @blp.response(204)
-    def delete(self, store):
+    def delete(self, store: Store) -> None:
         """Delete a store with its items and tags (fresh token)"""
         delete_store(store.id, current_app.config["STORE_DELETE_BATCH"])
 
@@ -135,7 +137,7 @@ class StoreItems(MethodView):
     @blp.response(200, ItemSchema(many=True), headers=LIST_HEADERS)
     @blp.alt_response(404, response="NOT_FOUND")
     @ITEMS.paginate(blp, StoreItemQuerySchema)
-    def get(self, args, store_id):
+    def get(self, args: dict[str, Any], store_id: int) -> Select[Any]:
         """List a store's items (same filters as `GET /items`)"""
         get_or_404(Store, store_id)
         return item_search({**args, "store_id": store_id})
@@ -147,7 +149,7 @@ class StoreTags(MethodView):
     @blp.response(200, TagSchema(many=True), headers=LIST_HEADERS)
     @blp.alt_response(404, response="NOT_FOUND")
     @TAGS.paginate(blp)
-    def get(self, _args, store_id):
+    def get(self, _args: dict[str, Any], store_id: int) -> Select[Tag]:
         """List a store's tags"""
         get_or_404(Store, store_id)
         return select(Tag).where(Tag.store_id == store_id)
@@ -156,7 +158,7 @@ class StoreTags(MethodView):
     @blp.arguments(TagInputSchema)
     @blp.response(201, TagSchema, headers=TAG_LOCATION)
     @blp.alt_response(409, response="CONFLICT")
-    def post(self, store, data):
+    def post(self, store: Store, data: dict[str, Any]) -> tuple[Tag, int, dict[str, str]]:
         """Create a tag in a store"""
         tag = Tag(store_id=store.id, name=data["name"])
         db.session.add(tag)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask.views import MethodView
-from flask_smorest import abort
 from sqlalchemy.exc import IntegrityError
 
 from core.auth.permissions import store_owner_required
+from core.web.errors import abort
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
 from db import db
@@ -30,7 +32,7 @@ def _tag(tag_id: int) -> tuple[Store, Tag]:
 class TagById(MethodView):
     @blp.response(200, TagSchema)
     @blp.alt_response(404, response="NOT_FOUND")
-    def get(self, tag_id):
+    def get(self, tag_id: int) -> Tag:
         """One tag"""
         return get_or_404(Tag, tag_id)
 
@@ -38,7 +40,7 @@ class TagById(MethodView):
     @blp.arguments(TagInputSchema)
     @blp.response(200, TagSchema)
     @blp.alt_response(409, response="CONFLICT")
-    def patch(self, tag, data):
+    def patch(self, tag: Tag, data: dict[str, Any]) -> Tag:
         """Rename a tag"""
         tag.name = data["name"]
         commit(conflict=f"Store {tag.store_id} already has a tag named {tag.name!r}.")
@@ -47,7 +49,7 @@ class TagById(MethodView):
     @store_owner_required(blp, _tag, etag_schema=TagSchema)
     @blp.response(204)
     @blp.alt_response(409, response="CONFLICT")
-    def delete(self, tag):
+    def delete(self, tag: Tag) -> None:
         """Delete a tag that no item carries any more"""
         db.session.delete(tag)
         try:

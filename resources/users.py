@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from flask_smorest import abort
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from core.auth.permissions import (
@@ -22,11 +22,12 @@ from core.auth.permissions import (
 )
 from core.auth.security import check_password, hash_password, password_attempts
 from core.lists.listing import LIST_HEADERS, Listing
+from core.web.errors import abort
 from core.web.http import no_store
 from core.web.smorest import Blueprint
-from db import db
+from db import db, icontains
 from models import User, new_token_key
-from resources.common import commit, get_or_404, icontains
+from resources.common import commit, get_or_404
 from schemas import CREDENTIALS, UserQuerySchema, UserSchema, UserUpdateSchema
 
 blp = Blueprint("users", __name__, url_prefix="/users", description="User accounts")
@@ -58,9 +59,10 @@ def _keep_an_admin(user: User, admins: list[int]) -> None:
 class Me(MethodView):
     @login_required(blp)
     @blp.response(200, UserSchema)
-    def get(self):
+    def get(self) -> User:
         """The signed-in user"""
-        return current_user
+        user: User = current_user
+        return user
 
 
 @blp.route("")
@@ -68,7 +70,7 @@ class Users(MethodView):
     @admin_required(blp)
     @blp.response(200, UserSchema(many=True), headers=LIST_HEADERS)
     @USERS.paginate(blp, UserQuerySchema)
-    def get(self, args):
+    def get(self, args: dict[str, Any]) -> Select[User]:
         """List users (admin only)"""
         query = select(User)
         if "q" in args:
@@ -84,7 +86,7 @@ class UserById(MethodView):
     @self_or_admin(blp)
     @blp.response(200, UserSchema)
     @blp.alt_response(404, response="NOT_FOUND")
-    def get(self, user_id):
+    def get(self, user_id: int) -> User:
         """One user (the user themself or an admin)"""
         return get_or_404(User, user_id)
 
@@ -107,7 +109,7 @@ class UserById(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
     @blp.alt_response(429, response="TOO_MANY_REQUESTS")
-    def patch(self, data, user_id):
+    def patch(self, data: dict[str, Any], user_id: int) -> User:
         """Change a user: the role (admin), the email or password (the user themself)
 
         Changing the email or the password needs a fresh token and `current_password`.
@@ -137,7 +139,7 @@ class UserById(MethodView):
     @blp.response(204)
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
-    def delete(self, user_id):
+    def delete(self, user_id: int) -> None:
         """Delete a user (the user themself or an admin; fresh token)
 
         A user who still owns stores cannot be deleted: transfer or delete them first.

@@ -8,9 +8,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import event
+from werkzeug.test import TestResponse
 
 from core.auth.security import hash_password
 from core.web.config import TestingConfig, normalize_database_url
@@ -21,13 +26,39 @@ PG_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", ""))
 REDIS_URL = os.environ.get("REDIS_URL", "")
 PASSWORD = "correct horse battery"
 
+if TYPE_CHECKING:
+    # Werkzeug types a response's ``json`` as ``Any | None``; these tests read bodies
+    # they have just asserted are JSON. Only the types differ: the fixture ``client``
+    # is Flask's own test client.
 
-def make_config(tmp_path, **overrides) -> TestingConfig:
+    class Response(TestResponse):
+        json: Any
+
+    class Client(FlaskClient):
+        def open(self, *args: Any, **kwargs: Any) -> Response: ...
+        def get(self, *args: Any, **kwargs: Any) -> Response: ...
+        def post(self, *args: Any, **kwargs: Any) -> Response: ...
+        def put(self, *args: Any, **kwargs: Any) -> Response: ...
+        def patch(self, *args: Any, **kwargs: Any) -> Response: ...
+        def delete(self, *args: Any, **kwargs: Any) -> Response: ...
+        def head(self, *args: Any, **kwargs: Any) -> Response: ...
+        def options(self, *args: Any, **kwargs: Any) -> Response: ...
+else:
+    Client = FlaskClient
+    Response = TestResponse
+
+
+def client_of(app: Flask) -> Client:
+    """``app``'s test client, typed as the tests read its responses."""
+    return cast(Client, app.test_client())
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> TestingConfig:
     overrides.setdefault("SQLALCHEMY_DATABASE_URI", PG_URL or f"sqlite:///{tmp_path / 'test.db'}")
     return TestingConfig(**overrides)
 
 
-def create_user(app, username: str, *, role: str = "user", password: str = PASSWORD) -> User:
+def create_user(app: Flask, username: str, *, role: str = "user", password: str = PASSWORD) -> User:
     """A user row, detached, with ``username@example.com``."""
     with app.app_context():
         user = User(
@@ -57,11 +88,11 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @contextmanager
-def count_queries(app) -> Iterator[list[str]]:
+def count_queries(app: Flask) -> Iterator[list[str]]:
     """The SQL statements run while the block runs."""
     statements: list[str] = []
 
-    def record(_conn, _cursor, statement, *_args):
+    def record(_conn: Any, _cursor: Any, statement: Any, *_args: Any) -> None:
         statements.append(statement)
 
     with app.app_context():
@@ -73,7 +104,7 @@ def count_queries(app) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
-def snapshot(app) -> dict[str, list[tuple]]:
+def snapshot(app: Flask) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, to show that a refused request changed nothing."""
     with app.app_context():
         return {
@@ -85,13 +116,13 @@ def snapshot(app) -> dict[str, list[tuple]]:
         }
 
 
-def query(app, statement):
+def query(app: Flask, statement: Any) -> Any:
     """Run ``statement`` in a fresh app context; rows as tuples."""
     with app.app_context():
         return [tuple(row) for row in db.session.execute(statement)]
 
 
-def assert_error(response, status: int, *, error: str | None = None) -> dict:
+def assert_error(response: Any, status: int, *, error: str | None = None) -> dict[str, Any]:
     """The contract's envelope, with the right status everywhere it shows."""
     assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
     assert response.mimetype == "application/json"
@@ -101,35 +132,37 @@ def assert_error(response, status: int, *, error: str | None = None) -> dict:
     assert isinstance(body["message"], str) and body["message"]
     if error is not None:
         assert body["error"] == error
-    return body
+    return dict(body)
 
 
 class CatalogFactory:
     """Creates catalog rows through the API (so every rule applies) and returns their
     JSON."""
 
-    def __init__(self, client) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
 
-    def store(self, headers, name="Corner Shop", **fields):
+    def store(self, headers: Any, name: Any = "Corner Shop", **fields: Any) -> Any:
         response = self.client.post("/stores", json={"name": name, **fields}, headers=headers)
         assert response.status_code == 201, response.json
         return response.json
 
-    def item(self, headers, store, name="Milk", price="1.50", **fields):
+    def item(
+        self, headers: Any, store: Any, name: Any = "Milk", price: Any = "1.50", **fields: Any
+    ) -> Any:
         body = {"name": name, "price": price, "store_id": store["id"], **fields}
         response = self.client.post("/items", json=body, headers=headers)
         assert response.status_code == 201, response.json
         return response.json
 
-    def tag(self, headers, store, name="dairy"):
+    def tag(self, headers: Any, store: Any, name: Any = "dairy") -> Any:
         response = self.client.post(
             f"/stores/{store['id']}/tags", json={"name": name}, headers=headers
         )
         assert response.status_code == 201, response.json
         return response.json
 
-    def link(self, headers, item, tag):
+    def link(self, headers: Any, item: Any, tag: Any) -> Any:
         response = self.client.post(f"/items/{item['id']}/tags/{tag['id']}", headers=headers)
         assert response.status_code in (200, 201), response.json
         return response.json

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from servers import BIN, ROOT
 
@@ -52,7 +53,9 @@ def missing_tools() -> list[str]:
     return missing if os.geteuid() == 0 else [*missing, "root"]
 
 
-def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+def podman(
+    *args: str, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["podman", *args], capture_output=True, text=True, timeout=timeout, check=check
     )
@@ -176,7 +179,7 @@ class Container:
         )
         assert result.returncode == 0, result.stderr
 
-    def exec(self, *command: str) -> subprocess.CompletedProcess:
+    def exec(self, *command: str) -> subprocess.CompletedProcess[str]:
         return podman("exec", self.name, *command, check=False)
 
     def logs(self) -> str:
@@ -184,8 +187,11 @@ class Container:
         result = podman("logs", self.name, check=False)
         return result.stdout + result.stderr
 
-    def state(self) -> dict:
-        return json.loads(podman("inspect", self.name, "--format", "{{json .State}}").stdout)
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads(
+            podman("inspect", self.name, "--format", "{{json .State}}").stdout
+        )
+        return state
 
     def wait(self, timeout: float = 60) -> int:
         """Until it exits; its exit code."""

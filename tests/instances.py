@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ ROOMY_LIMITS = {"AUTH_RATE_LIMIT": "10000 per minute", "RATE_LIMIT_DEFAULT": "10
 
 @contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
-    def expire(_signum, _frame):
+    def expire(_signum: Any, _frame: Any) -> None:
         raise TimeoutError(f"the test ran over its {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
@@ -86,20 +87,20 @@ def instances(database_url: str, count: int, **values: str) -> Iterator[list[Ser
 
 
 @pytest.fixture
-def start(database_url) -> Iterator[Callable[..., list[Server]]]:
+def start(database_url: Any) -> Iterator[Callable[..., list[Server]]]:
     """``start(count, **env)``: instances for this test only, stopped after it."""
     with ExitStack() as stack, time_limit(TIME_LIMIT):
         yield lambda count, **values: stack.enter_context(instances(database_url, count, **values))
 
 
 @pytest.fixture(scope="module")
-def _three(database_url) -> Iterator[list[Server]]:
+def _three(database_url: Any) -> Iterator[list[Server]]:
     with instances(database_url, 3, **ROOMY_LIMITS) as servers:
         yield servers
 
 
 @pytest.fixture
-def three(_three) -> Iterator[list[Server]]:
+def three(_three: Any) -> Iterator[list[Server]]:
     """Three instances on one dataset, started once for the test module."""
     with time_limit(TIME_LIMIT):
         yield _three
@@ -122,7 +123,7 @@ def login(server: Server, username: str, password: str = PASSWORD) -> Response:
     return server.request("POST", "/login", {"username": username, "password": password})
 
 
-def new_session(server: Server) -> tuple[str, dict]:
+def new_session(server: Server) -> tuple[str, dict[str, Any]]:
     """A new user signed in through ``server``: their name and the tokens."""
     username = unique("user")
     assert register(server, username).status_code == 201
@@ -135,10 +136,10 @@ def on_every_worker(
     servers: list[Server],
     method: str,
     path: str,
-    body: dict | None = None,
+    body: dict[str, Any] | None = None,
     *,
     times: int = PER_WORKER,
-    **options,
+    **options: Any,
 ) -> list[tuple[str, Response]]:
     """The same request ``times`` times through each worker of each server, one worker
     at a time; each answer with where it came from."""
@@ -153,7 +154,7 @@ def on_every_worker(
     return answers
 
 
-def tally(answers: list[tuple[str, Response]]) -> Counter:
+def tally(answers: list[tuple[str, Response]]) -> Counter[tuple[int, Any]]:
     """How many answers had each (status, error code)."""
     return Counter((r.status_code, (r.json or {}).get("error")) for _, r in answers)
 
@@ -162,7 +163,7 @@ def race(*sends: Callable[[], Response]) -> list[Response]:
     """Run ``sends`` at the same moment, each on its own thread; their answers."""
     barrier = threading.Barrier(len(sends))
 
-    def go(send):
+    def go(send: Any) -> Any:
         barrier.wait(timeout=REQUEST_TIMEOUT)
         return send()
 

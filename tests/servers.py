@@ -33,7 +33,8 @@ REQUEST_TIMEOUT = 10  # seconds; a request that takes longer is a failure, not a
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def server_env(**values: str) -> dict[str, str]:
@@ -195,7 +196,7 @@ def child_pids(pid: int) -> list[int]:
 
 
 def wait_until_up(
-    url: str, process: subprocess.Popen, *, workers: int | None = None, timeout: float = 30
+    url: str, process: subprocess.Popen[bytes], *, workers: int | None = None, timeout: float = 30
 ) -> None:
     """Until ``url``/health answers 200 (and, if given, that many workers are forked)."""
     deadline = time.monotonic() + timeout
@@ -212,7 +213,7 @@ def wait_until_up(
     raise TimeoutError(f"{url} did not come up in {timeout} s")
 
 
-def stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM, unless it has stopped already; SIGKILL after 30 s."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -232,7 +233,7 @@ def serve(
     log: Path | None = None,
     cwd: Path = ROOT,
     group: bool = False,
-) -> Iterator[subprocess.Popen]:
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``command`` in ``cwd`` (the repository) until its /health answers on ``port``,
     and stop it with SIGTERM at the end unless the test already did. Its stderr goes to
     ``log`` (a temporary file if not given) and is shown if it never comes up.

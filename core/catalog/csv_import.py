@@ -17,16 +17,17 @@ import csv
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import IO, Any
 
 import marshmallow as ma
 from sqlalchemy import delete, func, insert, literal, select, update
 
+from core.catalog import stock
 from core.catalog.csv_format import COLUMNS, TAG_SEPARATOR, restore
-from core.catalog.stock import MAX_QUANTITY
-from core.web.fields import Integer, Money, Name, OptionalText
+from core.web.fields import Description, Money, Name, Quantity
 from db import db, unicode_lower
-from models import Item, StockMovement, Store, Tag, item_tags
+from models import Item, Store, Tag, item_tags
 from models.types import utcnow
 
 CHUNK = 1000  # rows per round of statements
@@ -40,10 +41,12 @@ class UnreadableFileError(Exception):
 
 
 class RowSchema(ma.Schema):
+    """A row as the API takes an item (the same field rules); a cell is text."""
+
     name = Name(required=True)
     price = Money(required=True)
-    description = OptionalText(2000, multiline=True)
-    stock = Integer(allow_none=True, validate=ma.validate.Range(0, MAX_QUANTITY))
+    description = Description()
+    stock = Quantity(0, strict=False, allow_none=True)
     tags = ma.fields.List(Name(validate=ma.validate.ContainsNoneOf(TAG_SEPARATOR)))
 
 
@@ -153,7 +156,23 @@ class Importer:
         lowered = _lowered([row["name"] for row in rows] + tag_names)
         self._ensure_tags(lowered, tag_names)
         by_name = {lowered[row["name"]]: row for row in rows}
-        existing = {
+        wanted = {
+            key: sorted({self.tags[lowered[name]] for name in row.get("tags") or ()})
+            for key, row in by_name.items()
+        }
+        now = utcnow()
+        existing = self._lock_existing(by_name)
+        relinked = self._update(existing, by_name, wanted, now)
+        new_rows = [(key, row) for key, row in by_name.items() if key not in existing]
+        new_links = [(item_id, wanted[key]) for item_id, key in relinked.items()]
+        new_links += self._create(new_rows, wanted, now)
+        link_rows = [{"item_id": item_id, "tag_id": t} for item_id, tags in new_links for t in tags]
+        if link_rows:
+            db.session.execute(insert(item_tags), link_rows)
+
+    def _lock_existing(self, by_name: dict[str, dict[str, Any]]) -> dict[str, Item]:
+        """The store's items named in the chunk (by lowered name), locked until commit."""
+        return {
             key: item
             for item, key in db.session.execute(
                 select(Item, func.lower(Item.name))
@@ -161,6 +180,16 @@ class Importer:
                 .with_for_update()
             )
         }
+
+    def _update(
+        self,
+        existing: dict[str, Item],
+        by_name: dict[str, dict[str, Any]],
+        wanted: dict[str, list[int]],
+        now: datetime,
+    ) -> dict[int, str]:
+        """Update the existing items whose row differs; returns the ids (with their
+        keys) whose tags must be linked again, their old links already removed."""
         links: dict[int, set[int]] = {}
         if existing:
             ids = [item.id for item in existing.values()]
@@ -168,37 +197,25 @@ class Importer:
                 select(item_tags.c.item_id, item_tags.c.tag_id).where(item_tags.c.item_id.in_(ids))
             ):
                 links.setdefault(item_id, set()).add(tag_id)
-        wanted = {
-            key: sorted({self.tags[lowered[name]] for name in row.get("tags") or ()})
-            for key, row in by_name.items()
-        }
-        now = utcnow()
-        changes, relink, movements = [], [], []
-        new_rows = []
-        for key, row in by_name.items():
+        changes: list[dict[str, Any]] = []
+        counts: list[stock.Count] = []
+        relink: dict[int, str] = {}
+        for key, row in by_name.items():  # in the file's order, as the movements are
             item = existing.get(key)
             if item is None:
-                new_rows.append((key, row))
                 continue
             fields = {"name": row["name"], "price": row["price"]}
             if "description" in row:
                 fields["description"] = row["description"]
-            changed = {k: v for k, v in fields.items() if getattr(item, k) != v}
-            stock = row.get("stock")
-            if stock is not None and stock != item.stock:
-                changed["stock"] = stock
-                movements.append(_count(item.id, stock - item.stock, stock, now))
+            changed = any(getattr(item, k) != v for k, v in fields.items())
+            new_stock = row.get("stock")
+            if new_stock is not None and new_stock != item.stock:
+                counts.append(stock.Count(item.id, item.stock, new_stock))
+                changed = True
             if set(wanted[key]) != links.get(item.id, set()):
-                relink.append(item.id)
+                relink[item.id] = key
             if changed or item.id in relink:
-                changes.append(
-                    {
-                        "id": item.id,
-                        **fields,
-                        "stock": stock if stock is not None else item.stock,
-                        "updated_at": now,
-                    }
-                )
+                changes.append({"id": item.id, **fields, "updated_at": now})
                 self.summary.updated += 1
             else:
                 self.summary.unchanged += 1
@@ -208,43 +225,49 @@ class Importer:
                 update(Item),  # ORM bulk UPDATE by primary key: one executemany
                 changes,
             )
-        keys = {item.id: key for key, item in existing.items()}
+        stock.set_counts(counts, reference="import", user_id=None, now=now)
         if relink:
             db.session.execute(delete(item_tags).where(item_tags.c.item_id.in_(relink)))
-        new_links = [
-            {"item_id": item_id, "tag_id": tag_id}
-            for item_id in relink
-            for tag_id in wanted[keys[item_id]]
-        ]
-        if new_rows:
-            created = (
-                db.session.execute(
-                    insert(Item).returning(Item.id, sort_by_parameter_order=True),
-                    [
-                        {
-                            "name": row["name"],
-                            "price": row["price"],
-                            "description": row.get("description"),
-                            "stock": row.get("stock") or 0,
-                            "store_id": self.store.id,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                        for _, row in new_rows
-                    ],
-                )
-                .scalars()
-                .all()
+        return relink
+
+    def _create(
+        self,
+        new_rows: list[tuple[str, dict[str, Any]]],
+        wanted: dict[str, list[int]],
+        now: datetime,
+    ) -> list[tuple[int, list[int]]]:
+        """Insert the new items (and their first stock movements); returns each new
+        item's id with the tag ids to link."""
+        if not new_rows:
+            return []
+        created = (
+            db.session.execute(
+                insert(Item).returning(Item.id, sort_by_parameter_order=True),
+                [
+                    {
+                        "name": row["name"],
+                        "price": row["price"],
+                        "description": row.get("description"),
+                        "stock": row.get("stock") or 0,
+                        "store_id": self.store.id,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for _, row in new_rows
+                ],
             )
-            for item_id, (key, row) in zip(created, new_rows, strict=True):
-                new_links += [{"item_id": item_id, "tag_id": tag_id} for tag_id in wanted[key]]
-                if row.get("stock") is not None:
-                    movements.append(_count(item_id, row["stock"], row["stock"], now))
-            self.summary.created += len(created)
-        if new_links:
-            db.session.execute(insert(item_tags), new_links)
-        if movements:
-            db.session.execute(insert(StockMovement), movements)
+            .scalars()
+            .all()
+        )
+        self.summary.created += len(created)
+        pairs = list(zip(created, new_rows, strict=True))
+        stock.initial_counts(
+            {item_id: row["stock"] for item_id, (_, row) in pairs if row.get("stock") is not None},
+            reference="import",
+            user_id=None,
+            now=now,
+        )
+        return [(item_id, wanted[key]) for item_id, (key, _) in pairs]
 
 
 def _lowered(texts: list[str]) -> dict[str, str]:
@@ -256,18 +279,6 @@ def _lowered(texts: list[str]) -> dict[str, str]:
         return {}
     values = db.session.execute(select(*(func.lower(literal(text)) for text in unique))).one()
     return dict(zip(unique, values, strict=True))
-
-
-def _count(item_id: int, delta: int, after: int, now: Any) -> dict[str, Any]:
-    return {
-        "item_id": item_id,
-        "delta": delta,
-        "stock_after": after,
-        "reason": "count",
-        "reference": "import",
-        "user_id": None,
-        "created_at": now,
-    }
 
 
 def import_items(

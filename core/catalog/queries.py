@@ -27,10 +27,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import joinedload, selectinload
 
 from core.lists.listing import Listing, Ranked, Rows
-from db import db
+from db import db, icontains, iequals, lower
 from models import Item, Store, Tag, item_tags
 from models.item import ITEM_TEXT, SEARCH_CONFIG
-from resources.common import icontains, iequals, lower
 
 # Exactly what ItemSchema nests: the store (one row) and the tags (a collection).
 ITEM_LOADS = (joinedload(Item.store), selectinload(Item.tags))

@@ -14,8 +14,9 @@ from typing import Any
 from faker import Faker
 from sqlalchemy import func, insert, select
 
+from core.catalog import stock
 from db import db
-from models import Item, StockMovement, Store, Tag, User, item_tags
+from models import Item, Store, Tag, User, item_tags
 from models.types import utcnow
 
 CHUNK = 1000
@@ -127,18 +128,9 @@ def _items(fake: Faker, store_id: int, names: list[str], tag_ids: list[int]) -> 
     if links:
         db.session.execute(insert(item_tags), links)
     # Each item's stock is its first movement, a count, as the ledger requires.
-    movements = [
-        {
-            "item_id": item_id,
-            "delta": row["stock"],
-            "stock_after": row["stock"],
-            "reason": "count",
-            "reference": "seed",
-            "user_id": None,
-            "created_at": now,
-        }
-        for item_id, row in zip(ids, rows, strict=True)
-        if row["stock"]
-    ]
-    if movements:
-        db.session.execute(insert(StockMovement), movements)
+    stock.initial_counts(
+        {item_id: row["stock"] for item_id, row in zip(ids, rows, strict=True) if row["stock"]},
+        reference="seed",
+        user_id=None,
+        now=now,
+    )

@@ -6,13 +6,19 @@ UPDATE of the item's row (``stock = stock + delta`` only where the result stays 
 range, or ``stock = set`` only where it still equals ``expected``): the database
 decides, so concurrent movements neither lose an update nor take stock below zero.
 Nothing here commits: the caller's request (or command) does, once.
+
+The bulk forms serve the importer and ``flask seed``: ``set_counts`` counts many
+locked items in two statements, ``initial_counts`` records the first movement of
+many items just inserted with their stock (as ``initial_count`` does for one).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from db import db
@@ -20,7 +26,6 @@ from models import Item, StockMovement
 from models.types import utcnow
 
 MAX_STOCK = 2**31 - 1  # the column is a 32-bit integer
-MAX_QUANTITY = 1_000_000_000  # the largest delta, set or expected a request may send
 
 
 class StockError(Exception):
@@ -155,4 +160,82 @@ def initial_count(item: Item, stock: int, *, user_id: int | None) -> None:
     item.stock = stock
     db.session.add(
         StockMovement(item=item, delta=stock, stock_after=stock, reason="count", user_id=user_id)
+    )
+
+
+@dataclass(frozen=True)
+class Count:
+    """A physical count of a saved item whose row the caller has locked: its stock
+    goes from ``before`` (what the row holds) to ``after``."""
+
+    item_id: int
+    before: int
+    after: int
+
+
+def set_counts(
+    counts: Sequence[Count],
+    *,
+    reference: str | None,
+    user_id: int | None,
+    now: datetime | None = None,
+) -> None:
+    """Many counts at once (the importer): one UPDATE of the items' stock by primary
+    key, one INSERT of their movements. The caller holds the rows' locks
+    (``SELECT ... FOR UPDATE``), so ``before`` is still the stock."""
+    if not counts:
+        return
+    now = now or utcnow()
+    db.session.execute(
+        update(Item),  # ORM bulk UPDATE by primary key: one executemany
+        [{"id": c.item_id, "stock": c.after, "updated_at": now} for c in counts],
+    )
+    _insert_counts(
+        {c.item_id: (c.after - c.before, c.after) for c in counts},
+        reference=reference,
+        user_id=user_id,
+        now=now,
+    )
+
+
+def initial_counts(
+    stocks: Mapping[int, int],
+    *,
+    reference: str | None,
+    user_id: int | None,
+    now: datetime | None = None,
+) -> None:
+    """The first movement of many items (id: stock) just inserted with that stock,
+    in the same transaction (the importer, ``flask seed``): one INSERT."""
+    _insert_counts(
+        {item_id: (stock, stock) for item_id, stock in stocks.items()},
+        reference=reference,
+        user_id=user_id,
+        now=now or utcnow(),
+    )
+
+
+def _insert_counts(
+    changes: Mapping[int, tuple[int, int]],
+    *,
+    reference: str | None,
+    user_id: int | None,
+    now: datetime,
+) -> None:
+    if not changes:
+        return
+    db.session.execute(
+        insert(StockMovement),
+        [
+            {
+                "item_id": item_id,
+                "delta": delta,
+                "stock_after": after,
+                "reason": "count",
+                "reference": reference,
+                "user_id": user_id,
+                "created_at": now,
+            }
+            for item_id, (delta, after) in changes.items()
+        ],
     )

@@ -17,6 +17,7 @@ from core.lists.counting import COUNT_CAP, count_rows, estimate_rows
 from db import db
 
 if TYPE_CHECKING:
+    from core.lists.cursors import Key
     from core.lists.listing import Listing
 
 PAGE_NUMBER_ROWS = 10_000  # page numbers reach this far; cursors go on from there
@@ -90,44 +91,18 @@ class Page:
 
     def run(self) -> tuple[list[Any], dict[str, str]]:
         keys = self.keys if not self.before else [(e, not d) for e, d in self.keys]
-        rows_of = self.listing.rows
-        query = rows_of.shape(self.query) if rows_of else self.query
         labels = [f"_key{i}" for i in range(len(keys))]
-        query = query.add_columns(
-            *(expr.label(k) for (expr, _), k in zip(keys, labels, strict=True))
-        )
         counted = self._counts_with_page()
-        if counted:
-            query = query.add_columns(func.count().over().label("_total"))
-        if self.position is not None:
-            query = query.where(cursors.after(keys, self.position))
-        query = query.order_by(*(expr.desc() if d else expr.asc() for expr, d in keys))
-        if self.page is not None:
-            query = query.offset((self.page - 1) * self.size)
-        rows, took = self._fetch(query.limit(self.size + 1))
+        rows, took = self._fetch(self._statement(keys, labels, counted).limit(self.size + 1))
         more = len(rows) > self.size
         rows = rows[: self.size]
         if self.before:
             rows.reverse()
+        rows_of = self.listing.rows
         items = rows_of.load(rows) if rows_of else [row[0] for row in rows]
         first = [rows[0]._mapping[k] for k in labels] if rows else None
         last = [rows[-1]._mapping[k] for k in labels] if rows else None
-        # A page that starts at the top and is not full holds the whole list.
-        known = len(rows) if self.position is None and not self.page and not more else None
-        if self.page and rows and not more:
-            known = (self.page - 1) * self.size + len(rows)
-        if counted and rows:
-            known = rows[0]._mapping["_total"]
-        if counted and known is not None and known > COUNT_CAP:  # as a capped count's
-            total, estimate = None, max(self.estimate or 0, known)
-        else:
-            total, estimate = count_rows(
-                self.query,
-                known,
-                exact=self.count == "exact",
-                estimate=self.estimate,
-                page_ms=took,
-            )
+        total, estimate = self._total(rows, more=more, counted=counted, took=took)
         headers: dict[str, str] = {}
         if total is not None:
             headers["X-Total-Count"] = str(total)
@@ -136,16 +111,60 @@ class Page:
         if self.page is not None:
             links = self._page_links(total, more, last, headers)
         else:
-            has_next = more if not self.before else self.position is not None
-            has_prev = self.position is not None if not self.before else more
-            links = []
-            if has_next and last is not None:
-                links.append(("next", {"cursor": self._cursor(last, before=False)}))
-            if has_prev and first is not None:
-                links.append(("prev", {"cursor": self._cursor(first, before=True)}))
+            links = self._cursor_links(more, first, last)
         if links:
             headers["Link"] = ", ".join(_link(rel, params) for rel, params in links)
         return items, headers
+
+    def _statement(self, keys: list[Key], labels: list[str], counted: bool) -> Select[Any]:
+        """The page's SELECT: its rows, their sort keys (labelled), the total if
+        ``counted``, after the cursor's position or at the page's offset."""
+        rows_of = self.listing.rows
+        query = rows_of.shape(self.query) if rows_of else self.query
+        query = query.add_columns(
+            *(expr.label(k) for (expr, _), k in zip(keys, labels, strict=True))
+        )
+        if counted:
+            query = query.add_columns(func.count().over().label("_total"))
+        if self.position is not None:
+            query = query.where(cursors.after(keys, self.position))
+        query = query.order_by(*(expr.desc() if d else expr.asc() for expr, d in keys))
+        if self.page is not None:
+            query = query.offset((self.page - 1) * self.size)
+        return query
+
+    def _total(
+        self, rows: list[Row[Any]], *, more: bool, counted: bool, took: float
+    ) -> tuple[int | None, int | None]:
+        """The exact total, or else an estimate, from what the page itself shows
+        when it can (counting only when it cannot)."""
+        # A page that starts at the top and is not full holds the whole list.
+        known = len(rows) if self.position is None and not self.page and not more else None
+        if self.page and rows and not more:
+            known = (self.page - 1) * self.size + len(rows)
+        if counted and rows:
+            known = rows[0]._mapping["_total"]
+        if counted and known is not None and known > COUNT_CAP:  # as a capped count's
+            return None, max(self.estimate or 0, known)
+        return count_rows(
+            self.query,
+            known,
+            exact=self.count == "exact",
+            estimate=self.estimate,
+            page_ms=took,
+        )
+
+    def _cursor_links(
+        self, more: bool, first: list[Any] | None, last: list[Any] | None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        has_next = more if not self.before else self.position is not None
+        has_prev = self.position is not None if not self.before else more
+        links: list[tuple[str, dict[str, Any]]] = []
+        if has_next and last is not None:
+            links.append(("next", {"cursor": self._cursor(last, before=False)}))
+        if has_prev and first is not None:
+            links.append(("prev", {"cursor": self._cursor(first, before=True)}))
+        return links
 
     def _page_links(
         self, total: int | None, more: bool, last: list[Any] | None, headers: dict[str, str]

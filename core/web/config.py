@@ -93,6 +93,16 @@ class Config:
 
     def __init__(self, environ: Mapping[str, str] | None = None, **overrides: Any) -> None:
         self.environ = os.environ if environ is None else environ
+        self._read_database()
+        self._read_auth()
+        self._read_http()
+        self._read_limits()
+        self.configure()
+        for key, value in overrides.items():
+            setattr(self, key, value)
+
+    def _read_database(self) -> None:
+        """The database and Redis: where they are, pools, timeouts, batch sizes."""
         self.SQLALCHEMY_DATABASE_URI = normalize_database_url(self.env_str("DATABASE_URL"))
         self.DB_POOL_SIZE = self.env_int("DB_POOL_SIZE", 5)
         self.DB_MAX_OVERFLOW = self.env_int("DB_MAX_OVERFLOW", 5)
@@ -106,6 +116,8 @@ class Config:
         self.DB_WAIT_DELAY = self.env_int("DB_WAIT_DELAY", 1)
         self.REDIS_URL = self.env_str("REDIS_URL") or None
 
+    def _read_auth(self) -> None:
+        """Tokens and password hashing."""
         self.JWT_SECRET_KEY = self.env_str("JWT_SECRET_KEY")
         self.JWT_ACCESS_TOKEN_EXPIRES = timedelta(
             seconds=self.env_int("JWT_ACCESS_TOKEN_EXPIRES", 15 * 60)
@@ -118,6 +130,8 @@ class Config:
         self.ARGON2_TIME_COST = self.env_int("ARGON2_TIME_COST", 2)
         self.ARGON2_PARALLELISM = self.env_int("ARGON2_PARALLELISM", 1)
 
+    def _read_http(self) -> None:
+        """Requests and responses: body size, proxies, CORS, HSTS, logs."""
         self.MAX_CONTENT_LENGTH = self.env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
         self.TRUSTED_PROXIES = self.env_int("TRUSTED_PROXIES", 0)
         self.CORS_ORIGINS = [
@@ -130,6 +144,8 @@ class Config:
         if self.LOG_FORMAT not in ("", *LOG_FORMATS):
             raise ConfigError(f"LOG_FORMAT must be json or text; got {self.LOG_FORMAT!r}.")
 
+    def _read_limits(self) -> None:
+        """Rate limits, Redis keys, idempotency, exports, the legacy paths' sunset."""
         self.AUTH_RATE_LIMIT = self.env_str("AUTH_RATE_LIMIT", "5 per minute;20 per hour")
         self.RATE_LIMIT_DEFAULT = self.env_str("RATE_LIMIT_DEFAULT", "300 per minute")
         self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
@@ -153,10 +169,6 @@ class Config:
         )
         self.CELERY_VISIBILITY_TIMEOUT = self.env_int("CELERY_VISIBILITY_TIMEOUT", 300)
         self.CELERY_TASK_ALWAYS_EAGER = False
-
-        self.configure()
-        for key, value in overrides.items():
-            setattr(self, key, value)
 
     def env_str(self, name: str, default: str = "") -> str:
         return env_str(self.environ, name, default)

@@ -1,4 +1,6 @@
-"""Marshmallow fields for the contract's value rules: trimmed text, ids, money."""
+"""Marshmallow fields for the contract's value rules: trimmed text, ids, money,
+quantities, accounts. Each rule is defined here once: the API schemas (schemas.py),
+the CSV importer's rows and the CLI's account checks all use these."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing_extensions import override
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
 MAX_PRICE = Decimal(10) ** 10
+MAX_QUANTITY = 1_000_000_000  # the largest stock, delta, set or expected a client may send
 
 # Text rules are regular expressions, so that one pattern both validates the input
 # and documents it in OpenAPI (clients and fuzzers see exactly what is accepted).
@@ -134,6 +137,11 @@ def OptionalText(max_length: int, *, multiline: bool = False, **kwargs: Any) -> 
     )
 
 
+def Description(**kwargs: Any) -> Text:  # noqa: N802 - reads as a field type
+    """An item's description: up to 2000 characters, several lines allowed."""
+    return OptionalText(2000, multiline=True, metadata={"example": "1 litre, whole"}, **kwargs)
+
+
 class Integer(ma.fields.Integer):
     """An integer; from text (a query string), only ASCII digits (not "1_0", not
     fullwidth or Arabic-Indic digits)."""
@@ -144,6 +152,14 @@ class Integer(ma.fields.Integer):
         if isinstance(value, str) and not _ASCII_INTEGER.fullmatch(value):
             raise self.make_error("invalid")
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+def Quantity(  # noqa: N802 - reads as a field type
+    minimum: int = -MAX_QUANTITY, *also: Any, strict: bool = True, **kwargs: Any
+) -> Integer:
+    """A whole number of units, at most 10^9: in JSON an integer (not 1.0, not "1");
+    with ``strict=False`` (a CSV cell), ASCII digits."""
+    return Integer(strict=strict, validate=[validate.Range(minimum, MAX_QUANTITY), *also], **kwargs)
 
 
 def Id(*, strict: bool = True, **kwargs: Any) -> Integer:  # noqa: N802 - reads as a field type

@@ -4,6 +4,7 @@
   OpenAPI document, ``If-Match`` documented as optional.
 - ``Blueprint``: JSON bodies parsed strictly (exact decimals, no NaN), ``If-Match``
   optional, ETags hashed from the body as sent (lists page in core/lists/listing.py).
+- ``CrossFieldRules``: a schema's rules between fields, published in its component.
 - ``IdConverter``: ``<id:name>`` path segments, documented as 32-bit ids.
 - ``swagger_assets``: Swagger UI's files, served by the service itself (no CDN).
 
@@ -20,14 +21,18 @@ of them or changes its parameters.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import flask_smorest
 import marshmallow as ma
+from apispec import BasePlugin
+from apispec.ext.marshmallow.common import resolve_schema_cls
 from flask import Blueprint as FlaskBlueprint
 from flask import Request, Response, current_app, request, send_from_directory
 from flask.typing import ResponseReturnValue
@@ -145,8 +150,32 @@ class Api(flask_smorest.Api):  # type: ignore[misc]
         self.spec.components.header("ETAG", fs_etag.ETAG_HEADER, lazy=True)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
 class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
     ARGUMENTS_PARSER = JSONParser()
+
+    if TYPE_CHECKING:
+        # flask-smorest ships no types: the decorators the resources use, typed as
+        # they behave (each gives back the view or MethodView it is given).
+        def route(
+            self, rule: str, *, parameters: Any = None, **options: Any
+        ) -> Callable[[F], F]: ...
+
+        def arguments(self, schema: Any, **kwargs: Any) -> Callable[[F], F]: ...
+
+        def response(
+            self, status_code: int, schema: Any = None, **kwargs: Any
+        ) -> Callable[[F], F]: ...
+
+        def alt_response(self, status_code: int, **kwargs: Any) -> Callable[[F], F]: ...
+
+        def doc(self, **kwargs: Any) -> Callable[[F], F]: ...
+
+        def etag(self, obj: F) -> F: ...
+
+        def after_request(self, f: F) -> F: ...
 
     def _check_precondition(self) -> None:
         """If-Match is optional: without it, a write goes ahead (no 428)."""
@@ -214,6 +243,20 @@ def _body_etag(body: bytes, extra_data: Any) -> str:
     if extra_data:
         digest.update(json.dumps(extra_data).encode())
     return digest.hexdigest()
+
+
+class CrossFieldRules(BasePlugin):
+    """An apispec plugin: a schema's ``cross_field_rules`` (a JSON Schema fragment
+    stating the rules between fields that its own validators check, which apispec
+    cannot derive) join its OpenAPI component, so clients and fuzzers know them too."""
+
+    @override
+    def schema_helper(
+        self, name: str, definition: dict[str, Any], **kwargs: Any
+    ) -> dict[str, Any] | None:
+        schema = kwargs.get("schema")
+        rules = getattr(resolve_schema_cls(schema), "cross_field_rules", None) if schema else None
+        return copy.deepcopy(rules) if rules else None
 
 
 class IdConverter(BaseConverter):

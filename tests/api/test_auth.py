@@ -2,27 +2,30 @@
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import jwt
 import pytest
+from flask import Flask
 from flask_jwt_extended import create_access_token, decode_token
 from passlib.hash import pbkdf2_sha256
 from sqlalchemy import select
 
 from core.auth.security import start_session
 from db import db
-from helpers import PASSWORD, assert_error, bearer, query, snapshot
+from helpers import PASSWORD, CatalogFactory, Client, assert_error, bearer, query, snapshot
 from models import User
 
 
-def register(client, **overrides):
+def register(client: Client, **overrides: Any) -> Any:
     body = {"username": "alice", "email": "alice@example.com", "password": PASSWORD}
     return client.post("/register", json=body | overrides)
 
 
 class TestRegister:
-    def test_creates_a_user_with_an_argon2id_hash(self, app, client):
+    def test_creates_a_user_with_an_argon2id_hash(self, app: Flask, client: Client) -> None:
         response = register(client, username="  alice ", email=" alice@example.com ")
         assert response.status_code == 201
         body = response.json
@@ -43,7 +46,9 @@ class TestRegister:
             {"username": "other", "email": "Alice@Example.COM"},
         ],
     )
-    def test_username_and_email_are_unique_ignoring_case(self, app, client, duplicate):
+    def test_username_and_email_are_unique_ignoring_case(
+        self, app: Flask, client: Client, duplicate: Any
+    ) -> None:
         assert register(client).status_code == 201
         before = snapshot(app)
         body = assert_error(register(client, **duplicate), 409)
@@ -69,18 +74,22 @@ class TestRegister:
             ({"id": 7}, "id"),
         ],
     )
-    def test_invalid_or_unknown_fields_are_refused(self, app, client, overrides, field):
+    def test_invalid_or_unknown_fields_are_refused(
+        self, app: Flask, client: Client, overrides: Any, field: Any
+    ) -> None:
         body = assert_error(register(client, **overrides), 422)
         assert field in body["errors"]["json"]
         assert snapshot(app)["users"] == []
 
-    def test_missing_fields_are_named(self, app, client):
+    def test_missing_fields_are_named(self, app: Flask, client: Client) -> None:
         body = assert_error(client.post("/register", json={}), 422)
         assert set(body["errors"]["json"]) == {"username", "email", "password"}
 
 
 class TestLogin:
-    def test_returns_a_fresh_access_token_and_a_refresh_token(self, app, client, alice):
+    def test_returns_a_fresh_access_token_and_a_refresh_token(
+        self, app: Flask, client: Client, alice: User
+    ) -> None:
         response = client.post("/login", json={"username": "Alice", "password": PASSWORD})
         assert response.status_code == 200
         body = response.json
@@ -105,22 +114,33 @@ class TestLogin:
             {"username": "nobody", "password": PASSWORD},
         ],
     )
-    def test_wrong_username_or_password_look_the_same(self, client, alice, credentials):
+    def test_wrong_username_or_password_look_the_same(
+        self, client: Client, alice: User, credentials: Any
+    ) -> None:
         body = assert_error(client.post("/login", json=credentials), 401)
         assert body["message"] == "Invalid credentials."
         assert body["error"] == "invalid_credentials"
 
-    def test_unknown_user_still_costs_a_password_verification(self, app, client, monkeypatch):
+    def test_unknown_user_still_costs_a_password_verification(
+        self, app: Flask, client: Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         context = app.extensions["passwords"]
         calls = []
         real = context.dummy_verify
-        monkeypatch.setattr(context, "dummy_verify", lambda: calls.append(1) or real())
+
+        def counted() -> Any:
+            calls.append(1)
+            return real()
+
+        monkeypatch.setattr(context, "dummy_verify", counted)
         assert_error(client.post("/login", json={"username": "ghost", "password": "x" * 8}), 401)
         assert calls == [1]
 
-    def test_a_pbkdf2_hash_from_older_data_is_upgraded(self, app, client, alice):
+    def test_a_pbkdf2_hash_from_older_data_is_upgraded(
+        self, app: Flask, client: Client, alice: User
+    ) -> None:
         with app.app_context():
-            db.session.get(User, alice.id).password_hash = pbkdf2_sha256.hash(PASSWORD)
+            db.session.get_one(User, alice.id).password_hash = pbkdf2_sha256.hash(PASSWORD)
             db.session.commit()
         assert (
             client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code
@@ -133,10 +153,12 @@ class TestLogin:
             == 200
         )
 
-    def test_wrong_password_does_not_upgrade_the_hash(self, app, client, alice):
+    def test_wrong_password_does_not_upgrade_the_hash(
+        self, app: Flask, client: Client, alice: User
+    ) -> None:
         old = pbkdf2_sha256.hash(PASSWORD)
         with app.app_context():
-            db.session.get(User, alice.id).password_hash = old
+            db.session.get_one(User, alice.id).password_hash = old
             db.session.commit()
         assert_error(
             client.post("/login", json={"username": "alice", "password": "nope nope"}), 401
@@ -145,25 +167,25 @@ class TestLogin:
 
 
 class TestTokens:
-    def test_no_token(self, client):
+    def test_no_token(self, client: Client) -> None:
         assert_error(client.get("/users/me"), 401, error="authorization_required")
 
-    def test_not_a_bearer_header(self, client):
+    def test_not_a_bearer_header(self, client: Client) -> None:
         response = client.get("/users/me", headers={"Authorization": "Token abc"})
         assert_error(response, 401, error="authorization_required")
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
     @pytest.mark.parametrize("token", ["garbage", "a.b.c", "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0."])
-    def test_malformed_token(self, client, token):
+    def test_malformed_token(self, client: Client, token: Any) -> None:
         assert_error(client.get("/users/me", headers=bearer(token)), 401, error="invalid_token")
 
-    def test_token_signed_with_another_key(self, client, alice):
+    def test_token_signed_with_another_key(self, client: Client, alice: User) -> None:
         now = int(time.time())
         claims = {"sub": str(alice.id), "sid": "s", "jti": "j", "type": "access", "fresh": True}
         token = jwt.encode(claims | {"iat": now, "exp": now + 60}, "x" * 32, algorithm="HS256")
         assert_error(client.get("/users/me", headers=bearer(token)), 401, error="invalid_token")
 
-    def test_expired_token(self, app, client, alice):
+    def test_expired_token(self, app: Flask, client: Client, alice: User) -> None:
         with app.app_context():
             token = create_access_token(
                 str(alice.id), expires_delta=timedelta(seconds=-1), additional_claims={"sid": "s"}
@@ -173,17 +195,23 @@ class TestTokens:
         )
         assert "expired" in body["message"]
 
-    def test_token_without_a_session_is_refused(self, app, client, alice):
+    def test_token_without_a_session_is_refused(
+        self, app: Flask, client: Client, alice: User
+    ) -> None:
         with app.app_context():
             token = create_access_token(str(alice.id))
         assert_error(client.get("/users/me", headers=bearer(token)), 401, error="invalid_token")
 
-    def test_refresh_token_is_not_an_access_token(self, client, alice, login):
+    def test_refresh_token_is_not_an_access_token(
+        self, client: Client, alice: User, login: Callable[..., dict[str, Any]]
+    ) -> None:
         tokens = login(alice)
         response = client.get("/users/me", headers=bearer(tokens["refresh_token"]))
         assert_error(response, 401, error="invalid_token")
 
-    def test_access_token_cannot_refresh(self, client, alice, login):
+    def test_access_token_cannot_refresh(
+        self, client: Client, alice: User, login: Callable[..., dict[str, Any]]
+    ) -> None:
         tokens = login(alice)
         assert_error(
             client.post("/refresh", headers=bearer(tokens["access_token"])),
@@ -191,7 +219,9 @@ class TestTokens:
             error="invalid_token",
         )
 
-    def test_token_of_a_deleted_user(self, app, client, alice, login):
+    def test_token_of_a_deleted_user(
+        self, app: Flask, client: Client, alice: User, login: Callable[..., dict[str, Any]]
+    ) -> None:
         tokens = login(alice)
         with app.app_context():
             db.session.delete(db.session.get(User, alice.id))
@@ -199,7 +229,7 @@ class TestTokens:
         response = client.get("/users/me", headers=bearer(tokens["access_token"]))
         assert_error(response, 401, error="user_not_found")
 
-    def test_me(self, client, alice, as_alice):
+    def test_me(self, client: Client, alice: User, as_alice: dict[str, str]) -> None:
         response = client.get("/users/me", headers=as_alice)
         assert response.status_code == 200
         assert response.json["id"] == alice.id
@@ -208,7 +238,9 @@ class TestTokens:
 
 
 class TestRefresh:
-    def test_rotates_both_tokens(self, app, client, alice, login):
+    def test_rotates_both_tokens(
+        self, app: Flask, client: Client, alice: User, login: Callable[..., dict[str, Any]]
+    ) -> None:
         tokens = login(alice)
         response = client.post("/refresh", headers=bearer(tokens["refresh_token"]))
         assert response.status_code == 200
@@ -223,13 +255,17 @@ class TestRefresh:
         assert new_claims["sid"] == old_claims["sid"]
         assert client.get("/users/me", headers=bearer(new["access_token"])).status_code == 200
 
-    def test_a_used_refresh_token_is_revoked(self, client, alice, login):
+    def test_a_used_refresh_token_is_revoked(
+        self, client: Client, alice: User, login: Callable[..., dict[str, Any]]
+    ) -> None:
         tokens = login(alice)
         assert client.post("/refresh", headers=bearer(tokens["refresh_token"])).status_code == 200
         again = client.post("/refresh", headers=bearer(tokens["refresh_token"]))
         assert_error(again, 401, error="token_revoked")
 
-    def test_reusing_a_rotated_refresh_token_ends_the_session(self, client, alice, login):
+    def test_reusing_a_rotated_refresh_token_ends_the_session(
+        self, client: Client, alice: User, login: Callable[..., dict[str, Any]]
+    ) -> None:
         first = login(alice)
         second = client.post("/refresh", headers=bearer(first["refresh_token"])).json
         # The old refresh token shows up again: somebody copied it.
@@ -246,7 +282,9 @@ class TestRefresh:
             method = client.post if path == "/refresh" else client.get
             assert_error(method(path, headers=bearer(token)), 401, error="token_revoked")
 
-    def test_other_sessions_survive(self, client, alice, login):
+    def test_other_sessions_survive(
+        self, client: Client, alice: User, login: Callable[..., dict[str, Any]]
+    ) -> None:
         stolen, other = login(alice), login(alice)
         first = client.post("/refresh", headers=bearer(stolen["refresh_token"]))
         assert first.status_code == 200
@@ -263,7 +301,9 @@ class TestRefresh:
 
 
 class TestLogout:
-    def test_revokes_every_token_of_the_session(self, client, alice, login):
+    def test_revokes_every_token_of_the_session(
+        self, client: Client, alice: User, login: Callable[..., dict[str, Any]]
+    ) -> None:
         first = login(alice)
         refreshed = client.post("/refresh", headers=bearer(first["refresh_token"])).json
         response = client.post("/logout", headers=bearer(first["access_token"]))
@@ -279,31 +319,35 @@ class TestLogout:
             assert_error(response, 401, error="token_revoked")
 
     def test_a_revoked_token_is_reported_revoked_even_where_fresh_is_needed(
-        self, client, alice, login
-    ):
+        self, client: Client, alice: User, login: Callable[..., dict[str, Any]]
+    ) -> None:
         tokens = login(alice)
         refreshed = client.post("/refresh", headers=bearer(tokens["refresh_token"])).json
         client.post("/logout", headers=bearer(tokens["access_token"]))
         response = client.delete(f"/users/{alice.id}", headers=bearer(refreshed["access_token"]))
         assert_error(response, 401, error="token_revoked")
 
-    def test_signing_in_again_starts_a_new_session(self, client, alice, login):
+    def test_signing_in_again_starts_a_new_session(
+        self, client: Client, alice: User, login: Callable[..., dict[str, Any]]
+    ) -> None:
         old = login(alice)
         client.post("/logout", headers=bearer(old["access_token"]))
         new = login(alice)
         assert client.get("/users/me", headers=bearer(new["access_token"])).status_code == 200
 
-    def test_tokens_are_strings_of_the_user_id(self, app, alice):
+    def test_tokens_are_strings_of_the_user_id(self, app: Flask, alice: User) -> None:
         with app.test_request_context():
             tokens = start_session(alice)
             assert decode_token(tokens["access_token"])["sub"] == str(alice.id)
 
 
 class TestSecurityLog:
-    def records(self, caplog, event):
+    def records(self, caplog: pytest.LogCaptureFixture, event: Any) -> Any:
         return [r for r in caplog.records if getattr(r, "event", None) == event]
 
-    def test_logins_and_failures_are_logged_without_secrets(self, client, alice, caplog):
+    def test_logins_and_failures_are_logged_without_secrets(
+        self, client: Client, alice: User, caplog: pytest.LogCaptureFixture
+    ) -> None:
         with caplog.at_level(logging.INFO, logger="stores.auth"):
             client.post("/login", json={"username": "alice", "password": PASSWORD})
             client.post("/login", json={"username": "alice", "password": "not the password"})
@@ -315,7 +359,13 @@ class TestSecurityLog:
             r for r in caplog.records if "not the password" in r.getMessage() + str(vars(r))
         ]
 
-    def test_a_replayed_refresh_token_is_a_warning(self, client, alice, login, caplog):
+    def test_a_replayed_refresh_token_is_a_warning(
+        self,
+        client: Client,
+        alice: User,
+        login: Callable[..., dict[str, Any]],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
         tokens = login(alice)
         client.post("/refresh", headers=bearer(tokens["refresh_token"]))
         with caplog.at_level(logging.INFO, logger="stores.auth"):
@@ -343,7 +393,14 @@ INVALID_WRITES = [
 
 
 @pytest.mark.parametrize("token", ["none", "garbage", "expired", "refresh"])
-def test_401_comes_before_422(app, client, alice, login, api, token):
+def test_401_comes_before_422(
+    app: Flask,
+    client: Client,
+    alice: User,
+    login: Callable[..., dict[str, Any]],
+    api: CatalogFactory,
+    token: Any,
+) -> None:
     headers = bearer(login(alice)["access_token"])
     store = api.store(headers)
     api.link(headers, api.item(headers, store), api.tag(headers, store))

@@ -1,32 +1,53 @@
 """Batch (§9): up to 100 creates, updates and deletes in one store, all or nothing."""
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
+from flask import Flask
 from sqlalchemy import select
 
-from helpers import PG_URL, assert_error, bearer, count_queries, query, snapshot
-from models import Item, StockMovement
+from helpers import (
+    PG_URL,
+    CatalogFactory,
+    Client,
+    assert_error,
+    bearer,
+    count_queries,
+    query,
+    snapshot,
+)
+from models import Item, StockMovement, User
 
 
 @pytest.fixture
-def store(api, as_alice):
+def store(api: CatalogFactory, as_alice: dict[str, str]) -> Any:
     return api.store(as_alice)
 
 
 @pytest.fixture
-def items(api, as_alice, store):
+def items(api: CatalogFactory, as_alice: dict[str, str], store: Any) -> Any:
     return [api.item(as_alice, store, name=name) for name in ("Milk", "Bread", "Eggs")]
 
 
-def batch(client, headers, store, **body):
+def batch(client: Client, headers: Any, store: Any, **body: Any) -> Any:
     return client.post(f"/stores/{store['id']}/items/batch", json=body, headers=headers)
 
 
-def names(app):
+def names(app: Flask) -> Any:
     return sorted(n for (n,) in query(app, select(Item.name)))
 
 
 class TestApplies:
-    def test_deletes_updates_and_creates(self, app, client, alice, as_alice, store, items):
+    def test_deletes_updates_and_creates(
+        self,
+        app: Flask,
+        client: Client,
+        alice: User,
+        as_alice: dict[str, str],
+        store: Any,
+        items: Any,
+    ) -> None:
         milk, bread, eggs = items
         response = batch(
             client,
@@ -58,13 +79,17 @@ class TestApplies:
         ) == [(7, "count", alice.id)]
         assert client.get(f"/items/{new_milk}").json["stock"] == 7
 
-    def test_lists_are_optional(self, client, as_alice, store, items):
+    def test_lists_are_optional(
+        self, client: Client, as_alice: dict[str, str], store: Any, items: Any
+    ) -> None:
         response = batch(client, as_alice, store)
         assert response.status_code == 200
         assert response.json == {"created": [], "updated": [], "deleted": []}
 
-    def test_a_hundred_operations_cost_what_ten_do(self, app, client, as_alice, store):
-        def run(n, prefix):
+    def test_a_hundred_operations_cost_what_ten_do(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any
+    ) -> None:
+        def run(n: Any, prefix: Any) -> Any:
             with count_queries(app) as statements:
                 response = batch(
                     client,
@@ -81,7 +106,9 @@ class TestApplies:
         small, large = run(10, "a"), run(100, "b")
         assert len(small) == len(large)
 
-    def test_updates_and_deletes_of_many_cost_a_fixed_number(self, app, client, as_alice, store):
+    def test_updates_and_deletes_of_many_cost_a_fixed_number(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any
+    ) -> None:
         created = batch(
             client, as_alice, store, create=[{"name": f"n{i}", "price": 1} for i in range(100)]
         ).json["created"]
@@ -100,8 +127,16 @@ class TestApplies:
 
 class TestRefuses:
     def test_errors_are_keyed_by_list_and_position(
-        self, app, client, api, as_alice, bob, auth, store, items
-    ):
+        self,
+        app: Flask,
+        client: Client,
+        api: CatalogFactory,
+        as_alice: dict[str, str],
+        bob: User,
+        auth: Callable[[User], dict[str, str]],
+        store: Any,
+        items: Any,
+    ) -> None:
         elsewhere = api.item(auth(bob), api.store(auth(bob), "Other"), name="Theirs")
         before = snapshot(app)
         response = batch(
@@ -128,7 +163,9 @@ class TestRefuses:
         assert "999" in errors["delete"]["0"][0]
         assert snapshot(app) == before
 
-    def test_an_item_named_twice_is_refused(self, app, client, as_alice, store, items):
+    def test_an_item_named_twice_is_refused(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any, items: Any
+    ) -> None:
         before = snapshot(app)
         response = batch(
             client,
@@ -157,7 +194,15 @@ class TestRefuses:
             {"remove": []},
         ],
     )
-    def test_bad_bodies_change_nothing(self, app, client, as_alice, store, items, body):
+    def test_bad_bodies_change_nothing(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        items: Any,
+        body: Any,
+    ) -> None:
         before = snapshot(app)
         assert_error(batch(client, as_alice, store, **body), 422)
         assert snapshot(app) == before
@@ -171,8 +216,15 @@ class TestRefuses:
         ],
     )
     def test_a_duplicate_name_is_a_409_naming_it(
-        self, app, client, as_alice, store, items, create, update
-    ):
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        items: Any,
+        create: Any,
+        update: Any,
+    ) -> None:
         if update:
             update = [{"id": items[1]["id"], "name": "Milk"}]
         before = snapshot(app)
@@ -180,7 +232,9 @@ class TestRefuses:
         assert "milk" in body["message"].lower() or "tea" in body["message"]
         assert snapshot(app) == before
 
-    def test_a_name_freed_in_the_batch_may_be_taken(self, app, client, as_alice, store, items):
+    def test_a_name_freed_in_the_batch_may_be_taken(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any, items: Any
+    ) -> None:
         response = batch(
             client,
             as_alice,
@@ -193,14 +247,31 @@ class TestRefuses:
 
 
 class TestWho:
-    def test_the_owner_or_an_admin(self, app, client, auth, bob, admin, store, items):
+    def test_the_owner_or_an_admin(
+        self,
+        app: Flask,
+        client: Client,
+        auth: Callable[[User], dict[str, str]],
+        bob: User,
+        admin: User,
+        store: Any,
+        items: Any,
+    ) -> None:
         before = snapshot(app)
         assert_error(batch(client, auth(bob), store, delete=[items[0]["id"]]), 403)
         assert_error(batch(client, {}, store), 401)
         assert snapshot(app) == before
         assert batch(client, auth(admin), store, delete=[items[0]["id"]]).status_code == 200
 
-    def test_deletes_need_a_fresh_token(self, app, client, login, alice, store, items):
+    def test_deletes_need_a_fresh_token(
+        self,
+        app: Flask,
+        client: Client,
+        login: Callable[..., dict[str, Any]],
+        alice: User,
+        store: Any,
+        items: Any,
+    ) -> None:
         tokens = login(alice)
         stale = bearer(
             client.post("/refresh", headers=bearer(tokens["refresh_token"])).json["access_token"]
@@ -211,11 +282,13 @@ class TestWho:
         assert snapshot(app) == before
         assert batch(client, stale, store, create=[{"name": "Tea", "price": 1}]).status_code == 200
 
-    def test_an_unknown_store_is_404(self, client, as_alice):
+    def test_an_unknown_store_is_404(self, client: Client, as_alice: dict[str, str]) -> None:
         assert_error(batch(client, as_alice, {"id": 999}), 404)
 
 
-def test_a_retried_batch_is_applied_once(app, client, as_alice, store):
+def test_a_retried_batch_is_applied_once(
+    app: Flask, client: Client, as_alice: dict[str, str], store: Any
+) -> None:
     headers = as_alice | {"Idempotency-Key": "batch-1"}
     first = batch(client, headers, store, create=[{"name": "Tea", "price": 1}])
     again = batch(client, headers, store, create=[{"name": "Tea", "price": 1}])

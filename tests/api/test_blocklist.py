@@ -2,9 +2,12 @@
 
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any, cast
 
 import pytest
+from flask import Flask
 from sqlalchemy import insert, select
 
 from blocklist import DatabaseBlocklist, RedisBlocklist
@@ -15,7 +18,7 @@ from models.types import utcnow
 
 
 @pytest.fixture(params=["database", pytest.param("redis", marks=pytest.mark.redis)])
-def store(request, app):
+def store(request: Any, app: Flask) -> Iterator[Any]:
     with app.app_context():
         yield DatabaseBlocklist() if request.param == "database" else RedisBlocklist(REDIS_URL)
 
@@ -24,7 +27,7 @@ def key() -> str:
     return f"jti:{uuid.uuid4().hex}"
 
 
-def test_add_is_once_only(store):
+def test_add_is_once_only(store: Any) -> None:
     k = key()
     assert store.contains(k) is False
     assert store.add(k, utcnow() + timedelta(minutes=5)) is True
@@ -34,12 +37,12 @@ def test_add_is_once_only(store):
     assert store.contains(key(), key()) is False
 
 
-def test_concurrent_adds_admit_exactly_one(app, store):
+def test_concurrent_adds_admit_exactly_one(app: Flask, store: Any) -> None:
     """Two requests rotating the same refresh token at once: one wins."""
     k, results = key(), []
     barrier = threading.Barrier(8)
 
-    def add():
+    def add() -> None:
         with app.app_context():
             barrier.wait()
             results.append(store.add(k, utcnow() + timedelta(minutes=5)))
@@ -52,7 +55,7 @@ def test_concurrent_adds_admit_exactly_one(app, store):
     assert sorted(results) == [False] * 7 + [True]
 
 
-def test_database_entries_expire_and_are_purged(app):
+def test_database_entries_expire_and_are_purged(app: Flask) -> None:
     with app.app_context():
         store = DatabaseBlocklist()
         old, live = key(), key()
@@ -67,7 +70,7 @@ def test_database_entries_expire_and_are_purged(app):
 
 
 @pytest.mark.config(REDIS_URL=None)  # the database store, with or without Redis
-def test_the_purge_command_drops_exactly_the_expired_entries(app):
+def test_the_purge_command_drops_exactly_the_expired_entries(app: Flask) -> None:
     now = utcnow()
     expiries = {
         "jti:expired-long-ago": now - timedelta(days=1),
@@ -88,14 +91,14 @@ def test_the_purge_command_drops_exactly_the_expired_entries(app):
 
 
 @pytest.mark.redis
-def test_redis_entries_expire_with_the_token(app):
+def test_redis_entries_expire_with_the_token(app: Flask) -> None:
     """Redis needs no purge: every entry is written with a TTL that ends when the
     tokens it covers would have expired (at least 1 s, for one expired already)."""
     store = RedisBlocklist(REDIS_URL)
     live, expired = key(), key()
     store.add(live, utcnow() + timedelta(seconds=90))
     store.add(expired, utcnow() - timedelta(seconds=30))
-    assert 85 <= store.redis.ttl(store.prefix + live) <= 92
+    assert 85 <= cast(int, store.redis.ttl(store.prefix + live)) <= 92
     # A second to live, or gone already; never kept without a TTL (-1).
-    left_ms = store.redis.pttl(store.prefix + expired)
+    left_ms = cast(int, store.redis.pttl(store.prefix + expired))
     assert left_ms == -2 or 0 < left_ms <= 1000

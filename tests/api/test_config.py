@@ -1,6 +1,7 @@
 """The factory and its configuration: environments, URLs, refusals."""
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -28,11 +29,11 @@ PG = "postgresql://app:pw@db.example:5432/stores"
         ("sqlite:///x.db", "sqlite:///x.db"),
     ],
 )
-def test_database_urls_use_psycopg_3(url, expected):
+def test_database_urls_use_psycopg_3(url: Any, expected: Any) -> None:
     assert normalize_database_url(url) == expected
 
 
-def test_app_env_chooses_the_class():
+def test_app_env_chooses_the_class() -> None:
     assert isinstance(config_from_env({}), DevelopmentConfig)
     assert isinstance(config_from_env({"APP_ENV": "Testing"}), TestingConfig)
     assert isinstance(config_from_env({"APP_ENV": "production"}), ProductionConfig)
@@ -40,7 +41,9 @@ def test_app_env_chooses_the_class():
         config_from_env({"APP_ENV": "staging"})
 
 
-def test_development_defaults_to_sqlite_and_warns_about_its_secret(caplog):
+def test_development_defaults_to_sqlite_and_warns_about_its_secret(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     config = DevelopmentConfig({})
     assert config.SQLALCHEMY_DATABASE_URI == "sqlite:///stores.db"
     assert config.JWT_SECRET_KEY == DEV_JWT_SECRET
@@ -50,7 +53,7 @@ def test_development_defaults_to_sqlite_and_warns_about_its_secret(caplog):
     assert any("JWT_SECRET_KEY is not set" in r.getMessage() for r in caplog.records)
 
 
-def test_environment_values_are_read(monkeypatch):
+def test_environment_values_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     config = ProductionConfig(
         {
             "DATABASE_URL": "postgres://u@h/d",
@@ -70,7 +73,7 @@ def test_environment_values_are_read(monkeypatch):
     assert config.TRUSTED_PROXIES == 2
 
 
-def test_defaults_of_the_contract():
+def test_defaults_of_the_contract() -> None:
     config = ProductionConfig({})
     assert config.JWT_ACCESS_TOKEN_EXPIRES.total_seconds() == 15 * 60
     assert config.JWT_REFRESH_TOKEN_EXPIRES.total_seconds() == 30 * 24 * 3600
@@ -80,7 +83,7 @@ def test_defaults_of_the_contract():
     assert (config.ARGON2_MEMORY_KIB, config.ARGON2_TIME_COST) == (19 * 1024, 2)  # OWASP
 
 
-def test_a_non_integer_value_names_its_variable():
+def test_a_non_integer_value_names_its_variable() -> None:
     with pytest.raises(ConfigError, match="DB_POOL_SIZE"):
         ProductionConfig({"DB_POOL_SIZE": "many"})
 
@@ -96,12 +99,12 @@ def test_a_non_integer_value_names_its_variable():
         ({"DATABASE_URL": PG, "JWT_SECRET_KEY": GOOD_SECRET, "FLASK_DEBUG": "1"}, "FLASK_DEBUG"),
     ],
 )
-def test_production_refuses_unsafe_configuration(environ, variable):
+def test_production_refuses_unsafe_configuration(environ: Any, variable: Any) -> None:
     with pytest.raises(ConfigError, match=variable):
         create_app(ProductionConfig(environ))
 
 
-def test_production_starts_with_a_safe_configuration():
+def test_production_starts_with_a_safe_configuration() -> None:
     app = create_app(
         ProductionConfig({"DATABASE_URL": PG, "JWT_SECRET_KEY": GOOD_SECRET, "FLASK_DEBUG": "0"})
     )

@@ -4,22 +4,25 @@ large, validation, an unexpected exception, and a database or Redis that is down
 import io
 import json
 import logging
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import pytest
+from flask import Flask
 from sqlalchemy import select
 
 from core.auth.security import start_session
-from helpers import assert_error, query
-from models import Store
+from helpers import Client, assert_error, client_of, query
+from models import Store, User
 
 
 class TestErrorEnvelope:
-    def test_unknown_path(self, client):
+    def test_unknown_path(self, client: Client) -> None:
         body = assert_error(client.get("/nowhere"), 404)
         assert set(body) == {"code", "status", "message"}
         assert body["status"] == "Not Found"
 
-    def test_wrong_method_carries_allow(self, client):
+    def test_wrong_method_carries_allow(self, client: Client) -> None:
         response = client.delete("/stores")
         assert_error(response, 405)
         assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST", "OPTIONS"}
@@ -36,7 +39,9 @@ class TestErrorEnvelope:
             b'{"name": "\xff"}',
         ],
     )
-    def test_malformed_json(self, app, client, as_alice, payload):
+    def test_malformed_json(
+        self, app: Flask, client: Client, as_alice: dict[str, str], payload: Any
+    ) -> None:
         response = client.post(
             "/stores", data=payload, headers=as_alice | {"Content-Type": "application/json"}
         )
@@ -46,7 +51,9 @@ class TestErrorEnvelope:
         assert query(app, select(Store.id)) == []
 
     @pytest.mark.parametrize("payload", ["[]", '"name"', "42", "null"])
-    def test_json_that_is_not_an_object(self, app, client, as_alice, payload):
+    def test_json_that_is_not_an_object(
+        self, app: Flask, client: Client, as_alice: dict[str, str], payload: Any
+    ) -> None:
         response = client.post(
             "/stores", data=payload, headers=as_alice | {"Content-Type": "application/json"}
         )
@@ -60,13 +67,22 @@ class TestErrorEnvelope:
             ('{"name": "x"}', None),
         ],
     )
-    def test_a_body_that_is_not_json(self, app, client, as_alice, data, content_type):
+    def test_a_body_that_is_not_json(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        data: Any,
+        content_type: Any,
+    ) -> None:
         headers = as_alice | ({"Content-Type": content_type} if content_type else {})
         response = client.post("/stores", data=data, headers=headers)
         assert_error(response, 415)
         assert query(app, select(Store.id)) == []
 
-    def test_json_with_a_charset_or_a_suffix_is_json(self, client, as_alice):
+    def test_json_with_a_charset_or_a_suffix_is_json(
+        self, client: Client, as_alice: dict[str, str]
+    ) -> None:
         for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
             response = client.post(
                 "/stores",
@@ -76,7 +92,7 @@ class TestErrorEnvelope:
             assert response.status_code == 201
 
     @pytest.mark.config(MAX_CONTENT_LENGTH=200)
-    def test_a_body_too_large(self, app, client, as_alice):
+    def test_a_body_too_large(self, app: Flask, client: Client, as_alice: dict[str, str]) -> None:
         response = client.post(
             "/stores", json={"name": "x", "address": "a" * 300}, headers=as_alice
         )
@@ -84,7 +100,9 @@ class TestErrorEnvelope:
         assert query(app, select(Store.id)) == []
 
     @pytest.mark.config(MAX_CONTENT_LENGTH=200)
-    def test_a_chunked_body_too_large_is_refused_not_truncated(self, app, client, as_alice):
+    def test_a_chunked_body_too_large_is_refused_not_truncated(
+        self, app: Flask, client: Client, as_alice: dict[str, str]
+    ) -> None:
         padded = b'{"name": "Chunked", "address": "' + b"a" * 250 + b'"}'
         headers = as_alice | {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
         response = client.post("/stores", input_stream=io.BytesIO(padded), headers=headers)
@@ -94,21 +112,23 @@ class TestErrorEnvelope:
         response = client.post("/stores", input_stream=io.BytesIO(small), headers=headers)
         assert response.status_code == 201 and response.json["name"] == "Chunked"
 
-    def test_validation_lists_every_field(self, client, as_alice):
+    def test_validation_lists_every_field(self, client: Client, as_alice: dict[str, str]) -> None:
         body = assert_error(
             client.post("/stores", json={"name": "", "contact_email": "x"}, headers=as_alice), 422
         )
         assert set(body["errors"]["json"]) == {"name", "contact_email"}
 
-    def test_an_unexpected_exception_is_a_generic_500(self, make_app, caplog):
+    def test_an_unexpected_exception_is_a_generic_500(
+        self, make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+    ) -> None:
         app = make_app()
 
         @app.get("/boom")
-        def boom():
+        def boom() -> NoReturn:
             raise RuntimeError("secret database password in a traceback")
 
         with caplog.at_level(logging.ERROR):
-            response = app.test_client().get("/boom", headers={"X-Request-ID": "trace-me-42"})
+            response = client_of(app).get("/boom", headers={"X-Request-ID": "trace-me-42"})
         body = assert_error(response, 500)
         assert body == {
             "code": 500,
@@ -119,13 +139,14 @@ class TestErrorEnvelope:
         assert "secret" not in response.get_data(as_text=True)
         assert response.headers["X-Request-ID"] == "trace-me-42"
         logged = [r for r in caplog.records if r.exc_info]
-        assert logged and "secret database password" in str(logged[0].exc_info[1])
+        exc_info = logged[0].exc_info if logged else None
+        assert exc_info and "secret database password" in str(exc_info[1])
 
-    def test_database_down_is_a_503_with_retry_after(self, make_app):
+    def test_database_down_is_a_503_with_retry_after(self, make_app: Callable[..., Flask]) -> None:
         # Nothing listens on port 1: the connection is refused at once.
-        client = make_app(
-            SQLALCHEMY_DATABASE_URI="postgresql+psycopg://u@127.0.0.1:1/db"
-        ).test_client()
+        client = client_of(
+            make_app(SQLALCHEMY_DATABASE_URI="postgresql+psycopg://u@127.0.0.1:1/db")
+        )
         response = client.get("/stores")
         body = assert_error(response, 503)
         assert response.headers["Retry-After"] == "5"
@@ -136,9 +157,11 @@ class TestErrorEnvelope:
         assert_error(ready, 503)
         assert "database" in ready.json["message"]
 
-    def test_redis_down_fails_closed_for_tokens(self, make_app, alice):
+    def test_redis_down_fails_closed_for_tokens(
+        self, make_app: Callable[..., Flask], alice: User
+    ) -> None:
         app = make_app(REDIS_URL="redis://127.0.0.1:1/0")
-        client = app.test_client()
+        client = client_of(app)
         with app.test_request_context():
             token = start_session(alice)["access_token"]
         response = client.get("/users/me", headers={"Authorization": f"Bearer {token}"})

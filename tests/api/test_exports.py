@@ -2,10 +2,12 @@
 
 import csv
 import io
+from typing import Any
 
 import pytest
+from flask import Flask
 
-from helpers import assert_error, count_queries
+from helpers import CatalogFactory, Client, assert_error, count_queries
 
 HEADER = [
     "id",
@@ -22,7 +24,7 @@ TRICKY = 'Line one, with "quotes"\nline two; Grüße, 東京'
 
 
 @pytest.fixture
-def catalog(api, as_alice):
+def catalog(api: CatalogFactory, as_alice: dict[str, str]) -> Any:
     store = api.store(as_alice)
     milk = api.item(as_alice, store, name="Milk", price="1.50", description=TRICKY, stock=3)
     formula = api.item(
@@ -36,11 +38,11 @@ def catalog(api, as_alice):
     return {"store": store, "other": other, "milk": milk, "formula": formula, "bread": bread}
 
 
-def rows(response):
+def rows(response: Any) -> Any:
     return list(csv.reader(io.StringIO(response.get_data(as_text=True), newline="")))
 
 
-def test_every_item_with_its_columns(client, catalog):
+def test_every_item_with_its_columns(client: Client, catalog: Any) -> None:
     response = client.get("/items.csv")
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
@@ -69,7 +71,7 @@ def test_every_item_with_its_columns(client, catalog):
     assert response.get_data(as_text=True).count("\r\n") == 4
 
 
-def test_a_stores_items_with_the_lists_filters(client, catalog):
+def test_a_stores_items_with_the_lists_filters(client: Client, catalog: Any) -> None:
     store = catalog["store"]
     response = client.get(f"/stores/{store['id']}/items.csv?sort=-price")
     disposition = f'attachment; filename="store-{store["id"]}-items.csv"'
@@ -93,13 +95,13 @@ def test_a_stores_items_with_the_lists_filters(client, catalog):
         "search=milk&sort=-price",
     ],
 )
-def test_the_order_is_the_json_lists(client, catalog, query):
+def test_the_order_is_the_json_lists(client: Client, catalog: Any, query: Any) -> None:
     listed = [i["id"] for i in client.get(f"/items?{query}&page_size=100").json]
     exported = [int(line[0]) for line in rows(client.get(f"/items.csv?{query}"))[1:]]
     assert exported == listed
 
 
-def test_bad_queries_and_unknown_stores(client, catalog):
+def test_bad_queries_and_unknown_stores(client: Client, catalog: Any) -> None:
     assert_error(client.get("/items.csv?sort=colour"), 422)
     assert_error(client.get("/items.csv?in_stock=maybe"), 422)
     assert_error(client.get("/items.csv?sort=relevance"), 422)  # only with search
@@ -107,7 +109,9 @@ def test_bad_queries_and_unknown_stores(client, catalog):
 
 
 @pytest.mark.config(EXPORT_CHUNK_SIZE=2)
-def test_each_chunk_is_one_bounded_statement(app, client, api, as_alice):
+def test_each_chunk_is_one_bounded_statement(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
     store = api.store(as_alice)
     for n in range(5):
         api.item(as_alice, store, name=f"Item {n}")

@@ -12,22 +12,26 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jwt
 import pytest
+from flask import Flask
 
-from helpers import assert_error, bearer, snapshot
+from helpers import Client, assert_error, bearer, snapshot
+from models import User
 
 SESSION_CLAIMS = {"sub", "sid", "jti", "user_key", "type", "fresh", "iat", "nbf", "exp"}
 
 
-def b64(data: dict) -> str:
+def b64(data: dict[str, Any]) -> str:
     raw = json.dumps(data, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 @pytest.fixture
-def real(app, alice, login):
+def real(app: Flask, alice: User, login: Callable[..., dict[str, Any]]) -> Any:
     """A real fresh access token's claims, and the service's signing key."""
     token = login(alice)["access_token"]
     claims = jwt.decode(token, options={"verify_signature": False})
@@ -36,11 +40,11 @@ def real(app, alice, login):
     return claims, app.config["JWT_SECRET_KEY"]
 
 
-def sign(claims: dict, key: str, algorithm: str = "HS256") -> str:
+def sign(claims: dict[str, Any], key: str, algorithm: str = "HS256") -> str:
     return jwt.encode(claims, key, algorithm=algorithm)
 
 
-def forge(kind: str, claims: dict, key: str) -> str:
+def forge(kind: str, claims: dict[str, Any], key: str) -> str:
     now = int(time.time())
     if kind == "wrong key":
         return sign(claims, "x" * 64)
@@ -80,7 +84,7 @@ FORGERIES = {
 }
 
 
-def test_the_control_is_accepted(client, alice, real):
+def test_the_control_is_accepted(client: Client, alice: User, real: Any) -> None:
     """The same claims, signed as the service signs them, pass: so each forgery
     below fails for its forgery and nothing else."""
     claims, key = real
@@ -90,7 +94,9 @@ def test_the_control_is_accepted(client, alice, real):
 
 
 @pytest.mark.parametrize("kind", FORGERIES)
-def test_a_forged_token_is_refused(app, client, alice, bob, real, kind):
+def test_a_forged_token_is_refused(
+    app: Flask, client: Client, alice: User, bob: User, real: Any, kind: Any
+) -> None:
     claims, key = real
     headers = bearer(forge(kind, claims, key))
     before = snapshot(app)
@@ -108,7 +114,9 @@ def test_a_forged_token_is_refused(app, client, alice, bob, real, kind):
 
 
 @pytest.mark.parametrize("kind", ["wrong key", "HS512", "alg none", "expired"])
-def test_a_forged_refresh_token_gets_no_tokens(app, client, alice, login, kind):
+def test_a_forged_refresh_token_gets_no_tokens(
+    app: Flask, client: Client, alice: User, login: Callable[..., dict[str, Any]], kind: Any
+) -> None:
     token = login(alice)["refresh_token"]
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["type"] == "refresh" and set(claims) >= SESSION_CLAIMS - {"fresh"}

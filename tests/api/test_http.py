@@ -3,21 +3,23 @@ deprecated paths, probes and docs (the error envelope: test_error_envelope.py)."
 
 import json
 import logging
+from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy import select
 
 from core.web.request_log import JsonFormatter
-from helpers import assert_error, count_queries, query, snapshot
-from models import Store
+from helpers import CatalogFactory, Client, assert_error, count_queries, query, snapshot
+from models import Store, User
 
 
 class TestConditionalRequests:
     @pytest.fixture
-    def store(self, as_alice, api):
+    def store(self, as_alice: dict[str, str], api: CatalogFactory) -> Any:
         return api.store(as_alice)
 
-    def test_etag_and_if_none_match(self, client, store):
+    def test_etag_and_if_none_match(self, client: Client, store: Any) -> None:
         response = client.get(f"/stores/{store['id']}")
         etag = response.headers["ETag"]
         cached = client.get(f"/stores/{store['id']}", headers={"If-None-Match": etag})
@@ -29,7 +31,7 @@ class TestConditionalRequests:
             == 200
         )
 
-    def test_head(self, client, store):
+    def test_head(self, client: Client, store: Any) -> None:
         response = client.head(f"/stores/{store['id']}")
         assert response.status_code == 200
         assert response.get_data() == b""
@@ -38,14 +40,24 @@ class TestConditionalRequests:
     @pytest.mark.parametrize(
         ("method", "body"), [("put", {"name": "New"}), ("patch", {"name": "New"}), ("delete", None)]
     )
-    def test_stale_if_match_changes_nothing(self, app, client, as_alice, store, method, body):
+    def test_stale_if_match_changes_nothing(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        method: Any,
+        body: Any,
+    ) -> None:
         before = snapshot(app)
         headers = as_alice | {"If-Match": '"stale"'}
         response = getattr(client, method)(f"/stores/{store['id']}", json=body, headers=headers)
         assert_error(response, 412)
         assert snapshot(app) == before
 
-    def test_current_if_match_goes_ahead_and_the_etag_changes(self, client, as_alice, store):
+    def test_current_if_match_goes_ahead_and_the_etag_changes(
+        self, client: Client, as_alice: dict[str, str], store: Any
+    ) -> None:
         etag = client.get(f"/stores/{store['id']}").headers["ETag"]
         response = client.patch(
             f"/stores/{store['id']}", json={"name": "New"}, headers=as_alice | {"If-Match": etag}
@@ -59,7 +71,14 @@ class TestConditionalRequests:
         )
         assert_error(again, 412)
 
-    def test_item_and_tag_etags(self, app, client, as_alice, store, api):
+    def test_item_and_tag_etags(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        api: CatalogFactory,
+    ) -> None:
         item = api.item(as_alice, store)
         tag = api.tag(as_alice, store)
         item_etag = client.get(f"/items/{item['id']}").headers["ETag"]
@@ -77,7 +96,9 @@ class TestConditionalRequests:
             client.delete(f"/tags/{tag['id']}", headers=as_alice | {"If-Match": tag_etag}), 412
         )
 
-    def test_if_match_star(self, app, client, as_alice, store):
+    def test_if_match_star(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any
+    ) -> None:
         response = client.patch(
             f"/stores/{store['id']}", json={"name": "New"}, headers=as_alice | {"If-Match": "*"}
         )
@@ -96,7 +117,7 @@ class TestConditionalRequests:
         "header",
         ["W/{etag}", '"other", W/{etag}', "{etag}", '"other", {etag}', "*"],
     )
-    def test_if_none_match_compares_weakly(self, client, store, header):
+    def test_if_none_match_compares_weakly(self, client: Client, store: Any, header: Any) -> None:
         """RFC 9110 13.1.2: a weak ETag in If-None-Match matches the strong one."""
         etag = client.get(f"/stores/{store['id']}").headers["ETag"]
         headers = {"If-None-Match": header.format(etag=etag)}
@@ -112,7 +133,9 @@ class TestConditionalRequests:
         assert other.json == store
 
     @pytest.mark.parametrize("method", ["put", "patch", "delete"])
-    def test_if_match_compares_strongly(self, app, client, as_alice, store, method):
+    def test_if_match_compares_strongly(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any, method: Any
+    ) -> None:
         """RFC 9110 13.1.1: a weak ETag never matches in If-Match."""
         etag = client.get(f"/stores/{store['id']}").headers["ETag"]
         before = snapshot(app)
@@ -125,22 +148,28 @@ class TestConditionalRequests:
 
 
 class TestRequestIdAndLogs:
-    def test_a_sane_request_id_is_echoed(self, client):
+    def test_a_sane_request_id_is_echoed(self, client: Client) -> None:
         assert (
             client.get("/health", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"]
             == "abc-123"
         )
 
     @pytest.mark.parametrize("bad", ["has space", "x" * 129, "tab\tchar", "ünïcode"])
-    def test_an_insane_one_is_replaced(self, client, bad):
+    def test_an_insane_one_is_replaced(self, client: Client, bad: Any) -> None:
         returned = client.get("/health", headers={"X-Request-ID": bad}).headers["X-Request-ID"]
         assert returned != bad and len(returned) == 32
 
-    def test_every_response_has_one_even_errors(self, client):
+    def test_every_response_has_one_even_errors(self, client: Client) -> None:
         for response in (client.get("/health"), client.get("/nowhere"), client.delete("/stores")):
             assert len(response.headers["X-Request-ID"]) == 32
 
-    def test_one_structured_line_per_request(self, client, alice, as_alice, caplog):
+    def test_one_structured_line_per_request(
+        self,
+        client: Client,
+        alice: User,
+        as_alice: dict[str, str],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
         with caplog.at_level(logging.INFO, logger="stores.access"):
             client.get("/users/me", headers=as_alice | {"X-Request-ID": "req-1"})
         [record] = [r for r in caplog.records if r.name == "stores.access"]
@@ -153,19 +182,25 @@ class TestRequestIdAndLogs:
         assert line["time"].endswith("+00:00")
 
     @pytest.mark.config(TRUSTED_PROXIES=1)
-    def test_client_ip_from_a_trusted_proxy(self, client, caplog):
+    def test_client_ip_from_a_trusted_proxy(
+        self, client: Client, caplog: pytest.LogCaptureFixture
+    ) -> None:
         with caplog.at_level(logging.INFO, logger="stores.access"):
             client.get("/health", headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.7"})
-        assert caplog.records[-1].client_ip == "198.51.100.7"
+        assert caplog.records[-1].__dict__["client_ip"] == "198.51.100.7"
 
-    def test_forwarded_for_is_ignored_without_trusted_proxies(self, client, caplog):
+    def test_forwarded_for_is_ignored_without_trusted_proxies(
+        self, client: Client, caplog: pytest.LogCaptureFixture
+    ) -> None:
         with caplog.at_level(logging.INFO, logger="stores.access"):
             client.get("/health", headers={"X-Forwarded-For": "203.0.113.9"})
-        assert caplog.records[-1].client_ip == "127.0.0.1"
+        assert caplog.records[-1].__dict__["client_ip"] == "127.0.0.1"
 
 
 class TestHeaders:
-    def test_nosniff_everywhere_and_cache_rules(self, client, alice, as_alice, api):
+    def test_nosniff_everywhere_and_cache_rules(
+        self, client: Client, alice: User, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
         store = api.store(as_alice)
         assert client.get("/nowhere").headers["X-Content-Type-Options"] == "nosniff"
         assert client.get(f"/stores/{store['id']}").headers["Cache-Control"] == "public, no-cache"
@@ -186,18 +221,18 @@ class TestHeaders:
         assert "Retry-After" not in client.get("/stores").headers
 
     @pytest.mark.config(HSTS_SECONDS=31536000)
-    def test_hsts_when_configured(self, client):
+    def test_hsts_when_configured(self, client: Client) -> None:
         assert (
             client.get("/health").headers["Strict-Transport-Security"]
             == "max-age=31536000; includeSubDomains"
         )
 
-    def test_no_cors_by_default(self, client):
+    def test_no_cors_by_default(self, client: Client) -> None:
         response = client.get("/stores", headers={"Origin": "https://shop.example"})
         assert "Access-Control-Allow-Origin" not in response.headers
 
     @pytest.mark.config(CORS_ORIGINS=["https://shop.example"])
-    def test_cors_for_configured_origins(self, client):
+    def test_cors_for_configured_origins(self, client: Client) -> None:
         preflight = client.options(
             "/items",
             headers={
@@ -215,7 +250,9 @@ class TestHeaders:
 
 
 class TestLegacyPaths:
-    def test_post_item_is_post_items_plus_deprecation(self, app, client, as_alice, api):
+    def test_post_item_is_post_items_plus_deprecation(
+        self, app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
         store = api.store(as_alice)
         body = {"name": "Milk", "price": "1.99", "store_id": store["id"]}
         legacy = client.post("/item", json=body, headers=as_alice)
@@ -248,7 +285,15 @@ class TestLegacyPaths:
             ("/user/{u}", "/users/{u}"),
         ],
     )
-    def test_reads_answer_like_the_canonical_path(self, client, alice, as_alice, api, old, new):
+    def test_reads_answer_like_the_canonical_path(
+        self,
+        client: Client,
+        alice: User,
+        as_alice: dict[str, str],
+        api: CatalogFactory,
+        old: Any,
+        new: Any,
+    ) -> None:
         store = api.store(as_alice)
         item, tag = api.item(as_alice, store), api.tag(as_alice, store)
         ids = {"s": store["id"], "i": item["id"], "t": tag["id"], "u": alice.id}
@@ -259,7 +304,9 @@ class TestLegacyPaths:
         assert f'<{new}>; rel="successor-version"' in legacy.headers.getlist("Link")
 
     @pytest.mark.parametrize("old", ["/item/{i}/tag/{t}", "/items/{i}/tag/{t}"])
-    def test_tag_links(self, client, as_alice, api, old):
+    def test_tag_links(
+        self, client: Client, as_alice: dict[str, str], api: CatalogFactory, old: Any
+    ) -> None:
         store = api.store(as_alice)
         item, tag = api.item(as_alice, store), api.tag(as_alice, store)
         path = old.format(i=item["id"], t=tag["id"])
@@ -268,7 +315,7 @@ class TestLegacyPaths:
         assert response.status_code == 204
         assert response.headers["Deprecation"]
 
-    def test_not_in_the_openapi_document(self, client):
+    def test_not_in_the_openapi_document(self, client: Client) -> None:
         paths = client.get("/openapi.json").json["paths"]
         assert not [
             p
@@ -278,19 +325,19 @@ class TestLegacyPaths:
 
 
 class TestProbesAndDocs:
-    def test_health_does_not_touch_the_database(self, app, client):
+    def test_health_does_not_touch_the_database(self, app: Flask, client: Client) -> None:
         with count_queries(app) as statements:
             response = client.get("/health")
         assert response.json == {"status": "ok"}
         assert statements == []
 
-    def test_ready(self, app, client):
+    def test_ready(self, app: Flask, client: Client) -> None:
         response = client.get("/ready")
         assert response.status_code == 200
         expected = {"database": "ok"} | ({"redis": "ok"} if app.config["REDIS_URL"] else {})
         assert response.json == {"status": "ok", "checks": expected}
 
-    def test_openapi_document(self, client):
+    def test_openapi_document(self, client: Client) -> None:
         spec = client.get("/openapi.json").json
         assert spec["openapi"].startswith("3.")
         assert spec["components"]["securitySchemes"]["bearerAuth"] == {
@@ -308,7 +355,7 @@ class TestProbesAndDocs:
         if_match = spec["components"]["parameters"]["IF_MATCH"]
         assert if_match["required"] is False
 
-    def test_swagger_ui_is_served_without_a_cdn(self, client):
+    def test_swagger_ui_is_served_without_a_cdn(self, client: Client) -> None:
         page = client.get("/swagger-ui").get_data(as_text=True)
         assert "/swagger-ui/assets/swagger-ui-bundle.js" in page
         assert "://" not in page.replace('url: "/openapi.json"', "")
@@ -318,7 +365,9 @@ class TestProbesAndDocs:
         assert_error(client.get("/swagger-ui/assets/../../app.py"), 404)
 
 
-def test_lists_have_an_etag_that_follows_the_page(client, as_alice, api):
+def test_lists_have_an_etag_that_follows_the_page(
+    client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
     store = api.store(as_alice)
     first = client.get("/stores")
     etag = first.headers["ETag"]
@@ -332,7 +381,7 @@ def test_lists_have_an_etag_that_follows_the_page(client, as_alice, api):
     assert client.get("/items").headers["ETag"] != items_etag  # the nested store name changed
 
 
-def test_every_field_of_every_schema_has_an_example(client):
+def test_every_field_of_every_schema_has_an_example(client: Client) -> None:
     """Swagger UI fills its forms and sample responses from these."""
     spec = client.get("/openapi.json").json
     missing = [
@@ -350,3 +399,24 @@ def test_every_field_of_every_schema_has_an_example(client):
         if name != "DEFAULT_ERROR" and "content" in response:
             example = response["content"]["application/json"]["example"]
             assert example["message"] and example["status"] == response["description"]
+
+
+def test_hooks_run_in_the_boot_order(app: Flask) -> None:
+    """app.BOOT_ORDER decides the hooks' order: the request id first, the security
+    headers after the limiter's, an idempotency key claimed after the limiter."""
+
+    def names(hooks: Any) -> Any:
+        return [getattr(hook, "func", hook).__qualname__ for hook in hooks]
+
+    before = names(app.before_request_funcs[None])
+    assert before == [
+        "_start_request",
+        "require_json_body",
+        "Limiter._check_request_limit",
+        "claim",
+    ]
+    # after_request and teardown hooks run last-registered first.
+    after = names(reversed(app.after_request_funcs[None]))
+    assert after == ["record", "Limiter.__inject_headers", "security_headers", "_finish_request"]
+    teardowns = names(reversed(app.teardown_appcontext_funcs))
+    assert teardowns == ["close_session", "SQLAlchemy._teardown_session"]

@@ -3,26 +3,29 @@ nothing, streamed; an export imports back into the same catalog."""
 
 import csv
 import io
+from pathlib import Path
+from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy import func, select
 
 from core.catalog.csv_import import import_items
 from db import db
-from helpers import query, snapshot
+from helpers import CatalogFactory, Client, query, snapshot
 from models import Item, StockMovement, Store, Tag
 
 HEADER = "name,price,description,stock,tags\r\n"
 
 
 @pytest.fixture
-def store(api, as_alice):
+def store(api: CatalogFactory, as_alice: dict[str, str]) -> Any:
     return api.store(as_alice)
 
 
 @pytest.fixture
-def run(app, tmp_path):
-    def invoke(store_id, content, *options):
+def run(app: Flask, tmp_path: Path) -> Any:
+    def invoke(store_id: Any, content: Any, *options: Any) -> Any:
         path = tmp_path / "items.csv"
         path.write_bytes(content.encode() if isinstance(content, str) else content)
         return app.test_cli_runner().invoke(
@@ -32,7 +35,7 @@ def run(app, tmp_path):
     return invoke
 
 
-def catalog(client, store):
+def catalog(client: Client, store: Any) -> Any:
     """A store's items as the export shows them, without what differs between stores."""
     rows = list(
         csv.DictReader(
@@ -47,7 +50,14 @@ def catalog(client, store):
     return rows
 
 
-def test_an_export_imports_back_into_the_same_catalog(app, client, api, as_alice, store, run):
+def test_an_export_imports_back_into_the_same_catalog(
+    app: Flask,
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    store: Any,
+    run: Any,
+) -> None:
     tricky = 'Line one, "quoted"\nline two,\r\nthree; Grüße 東京 🙂'
     milk = api.item(as_alice, store, name="Milk", price="1.50", description=tricky, stock=12)
     api.item(as_alice, store, name="=SUM(A1)", price="0", description="+1 -1 @x", stock=0)
@@ -76,7 +86,14 @@ def test_an_export_imports_back_into_the_same_catalog(app, client, api, as_alice
     assert snapshot(app) == before
 
 
-def test_rows_update_items_of_the_same_name(app, client, api, as_alice, store, run):
+def test_rows_update_items_of_the_same_name(
+    app: Flask,
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    store: Any,
+    run: Any,
+) -> None:
     milk = api.item(as_alice, store, name="Milk", price="1.00", description="old", stock=5)
     api.link(as_alice, milk, api.tag(as_alice, store, "old-tag"))
     api.item(as_alice, store, name="Bread", price="2.00")
@@ -102,7 +119,7 @@ def test_rows_update_items_of_the_same_name(app, client, api, as_alice, store, r
     assert tea == [(0, "Green")]
 
 
-def test_a_bom_and_windows_line_endings(client, store, run):
+def test_a_bom_and_windows_line_endings(client: Client, store: Any, run: Any) -> None:
     content = "\ufeff" + HEADER + 'Milk,1.50,"two\r\nlines",3,dairy\r\n'
     result = run(store["id"], content.encode("utf-8"))
     assert result.exit_code == 0, result.output
@@ -119,7 +136,9 @@ def test_a_bom_and_windows_line_endings(client, store, run):
         (b"name,price\r\nMilk,\xff\r\n", "not UTF-8"),
     ],
 )
-def test_unreadable_files_change_nothing(app, store, run, content, message):
+def test_unreadable_files_change_nothing(
+    app: Flask, store: Any, run: Any, content: Any, message: Any
+) -> None:
     before = snapshot(app)
     result = run(store["id"], content)
     assert result.exit_code == 1
@@ -127,7 +146,7 @@ def test_unreadable_files_change_nothing(app, store, run, content, message):
     assert snapshot(app) == before
 
 
-def test_invalid_rows_are_reported_by_line_and_column(app, store, run):
+def test_invalid_rows_are_reported_by_line_and_column(app: Flask, store: Any, run: Any) -> None:
     content = (
         HEADER
         + "Good,1,,,\r\n"
@@ -153,7 +172,7 @@ def test_invalid_rows_are_reported_by_line_and_column(app, store, run):
     assert query(app, select(Item.name)) == [("Good",)]
 
 
-def test_a_dry_run_writes_nothing(app, store, run):
+def test_a_dry_run_writes_nothing(app: Flask, store: Any, run: Any) -> None:
     before = snapshot(app)
     result = run(store["id"], HEADER + "Milk,1,,4,dairy\r\n", "--dry-run")
     assert result.exit_code == 0
@@ -163,7 +182,7 @@ def test_a_dry_run_writes_nothing(app, store, run):
     assert snapshot(app) == before
 
 
-def test_an_unknown_store(run):
+def test_an_unknown_store(run: Any) -> None:
     result = run(999, HEADER)
     assert result.exit_code == 1 and "Store 999 not found." in result.output
 
@@ -175,20 +194,20 @@ class Recording(io.RawIOBase):
         self.data = io.BytesIO(data)
         self.largest = 0
 
-    def readable(self):
+    def readable(self) -> Any:
         return True
 
-    def readinto(self, buffer):
+    def readinto(self, buffer: Any) -> Any:
         self.largest = max(self.largest, len(buffer))
         return self.data.readinto(buffer)
 
 
-def test_a_large_file_is_streamed_not_read_whole(app, store):
+def test_a_large_file_is_streamed_not_read_whole(app: Flask, store: Any) -> None:
     rows = "".join(f"Item {n},{n % 100}.99,{'x' * 200},{n % 7},\r\n" for n in range(12_000))
     raw = Recording((HEADER + rows).encode())
     assert len(raw.data.getvalue()) > 2_500_000
     with app.app_context():
-        summary = import_items(db.session.get(Store, store["id"]), io.BufferedReader(raw))
+        summary = import_items(db.session.get_one(Store, store["id"]), io.BufferedReader(raw))
         assert (summary.created, summary.invalid) == (12_000, 0)
         assert db.session.scalar(select(func.count()).select_from(Item)) == 12_000
     assert raw.largest <= 64 * 1024

@@ -1,27 +1,32 @@
 """Items: exact money, validation, uniqueness per store, replace/patch/delete, tagging."""
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy import func, select
 
-from helpers import assert_error, bearer, query, snapshot
-from models import Item, item_tags
+from helpers import CatalogFactory, Client, assert_error, bearer, query, snapshot
+from models import Item, User, item_tags
 
 
 @pytest.fixture
-def store(as_alice, api):
+def store(as_alice: dict[str, str], api: CatalogFactory) -> Any:
     return api.store(as_alice)
 
 
-def post_item(client, headers, store, **fields):
+def post_item(client: Client, headers: Any, store: Any, **fields: Any) -> Any:
     body = {"name": "Milk", "price": "1.50", "store_id": store["id"]} | fields
     return client.post("/items", json=body, headers=headers)
 
 
 class TestCreate:
-    def test_creates_an_item(self, app, client, as_alice, store):
+    def test_creates_an_item(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any
+    ) -> None:
         response = post_item(client, as_alice, store, description="  Whole, 1 l\nFresh  ")
         assert response.status_code == 201
         item = response.json
@@ -57,7 +62,16 @@ class TestCreate:
             (12345678.9, Decimal("12345678.90"), 12345678.9),
         ],
     )
-    def test_money_round_trips_exactly(self, app, client, as_alice, store, sent, stored, returned):
+    def test_money_round_trips_exactly(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        sent: Any,
+        stored: Any,
+        returned: Any,
+    ) -> None:
         response = post_item(client, as_alice, store, price=sent)
         assert response.status_code == 201, response.json
         assert response.json["price"] == returned
@@ -66,7 +80,9 @@ class TestCreate:
         assert Decimal(exact) == stored
         assert query(app, select(Item.price)) == [(stored,)]
 
-    def test_prices_add_up_without_drift(self, app, client, as_alice, store):
+    def test_prices_add_up_without_drift(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any
+    ) -> None:
         post_item(client, as_alice, store, name="a", price=0.1)
         post_item(client, as_alice, store, name="b", price=0.2)
         [(total,)] = query(app, select(func.sum(Item.price)))
@@ -91,7 +107,9 @@ class TestCreate:
             {},
         ],
     )
-    def test_invalid_prices(self, app, client, as_alice, store, price):
+    def test_invalid_prices(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any, price: Any
+    ) -> None:
         body = assert_error(post_item(client, as_alice, store, price=price), 422)
         assert "price" in body["errors"]["json"]
         assert query(app, select(Item.id)) == []
@@ -99,7 +117,9 @@ class TestCreate:
     @pytest.mark.parametrize(
         "number", ["1.0000000000000001", "19.990000000000001", "0.30000000000000004", "1e-3"]
     )
-    def test_a_json_number_is_read_exactly(self, app, client, as_alice, store, number):
+    def test_a_json_number_is_read_exactly(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any, number: Any
+    ) -> None:
         """17 significant digits: a float would round them to 2 decimals and accept."""
         text = f'{{"name": "Milk", "price": {number}, "store_id": {store["id"]}}}'
         response = client.post(
@@ -109,11 +129,15 @@ class TestCreate:
         assert body["errors"] == {"json": {"price": ["Must have at most 2 decimal places."]}}
         assert query(app, select(Item.id)) == []
 
-    def test_message_for_too_many_decimals(self, client, as_alice, store):
+    def test_message_for_too_many_decimals(
+        self, client: Client, as_alice: dict[str, str], store: Any
+    ) -> None:
         body = assert_error(post_item(client, as_alice, store, price="1.999"), 422)
         assert body["errors"]["json"]["price"] == ["Must have at most 2 decimal places."]
 
-    def test_unknown_store_is_a_validation_error(self, app, client, as_alice):
+    def test_unknown_store_is_a_validation_error(
+        self, app: Flask, client: Client, as_alice: dict[str, str]
+    ) -> None:
         response = client.post(
             "/items", json={"name": "x", "price": 1, "store_id": 77}, headers=as_alice
         )
@@ -135,16 +159,31 @@ class TestCreate:
             ({"id": 3}, "id"),
         ],
     )
-    def test_invalid_fields(self, app, client, as_alice, store, fields, field):
+    def test_invalid_fields(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        fields: Any,
+        field: Any,
+    ) -> None:
         body = assert_error(post_item(client, as_alice, store, **fields), 422)
         assert field in body["errors"]["json"]
         assert query(app, select(Item.id)) == []
 
-    def test_missing_fields(self, client, as_alice):
+    def test_missing_fields(self, client: Client, as_alice: dict[str, str]) -> None:
         body = assert_error(client.post("/items", json={}, headers=as_alice), 422)
         assert set(body["errors"]["json"]) == {"name", "price", "store_id"}
 
-    def test_names_are_unique_within_a_store_ignoring_case(self, app, client, as_alice, store, api):
+    def test_names_are_unique_within_a_store_ignoring_case(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        api: CatalogFactory,
+    ) -> None:
         post_item(client, as_alice, store, name="Milk")
         before = snapshot(app)
         body = assert_error(post_item(client, as_alice, store, name="MILK"), 409)
@@ -156,10 +195,12 @@ class TestCreate:
 
 class TestChange:
     @pytest.fixture
-    def item(self, as_alice, store, api):
+    def item(self, as_alice: dict[str, str], store: Any, api: CatalogFactory) -> Any:
         return api.item(as_alice, store, description="old")
 
-    def test_put_replaces_and_clears_the_description(self, app, client, as_alice, item):
+    def test_put_replaces_and_clears_the_description(
+        self, app: Flask, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         response = client.put(
             f"/items/{item['id']}", json={"name": "Oat milk", "price": "2.10"}, headers=as_alice
         )
@@ -171,18 +212,24 @@ class TestChange:
             ("Oat milk", Decimal("2.10"), None)
         ]
 
-    def test_put_needs_name_and_price(self, client, as_alice, item):
+    def test_put_needs_name_and_price(
+        self, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         body = assert_error(
             client.put(f"/items/{item['id']}", json={"name": "x"}, headers=as_alice), 422
         )
         assert set(body["errors"]["json"]) == {"price"}
 
-    def test_put_never_creates(self, app, client, as_alice, store):
+    def test_put_never_creates(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any
+    ) -> None:
         assert_error(client.put("/items/42", json={"name": "x", "price": 1}, headers=as_alice), 404)
         assert query(app, select(Item.id)) == []
 
     @pytest.mark.parametrize("blank", ["", "  ", None])
-    def test_a_blank_or_null_description_clears_it(self, app, client, as_alice, item, blank):
+    def test_a_blank_or_null_description_clears_it(
+        self, app: Flask, client: Client, as_alice: dict[str, str], item: Any, blank: Any
+    ) -> None:
         response = client.patch(
             f"/items/{item['id']}", json={"description": blank}, headers=as_alice
         )
@@ -190,12 +237,16 @@ class TestChange:
         assert response.json["description"] is None
         assert query(app, select(Item.description)) == [(None,)]
 
-    def test_minus_zero_is_zero_so_etags_stay_stable(self, client, as_alice, item):
+    def test_minus_zero_is_zero_so_etags_stay_stable(
+        self, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         response = client.patch(f"/items/{item['id']}", json={"price": "-0"}, headers=as_alice)
         assert response.json["price"] == 0 and '"price":-' not in response.get_data(as_text=True)
         assert response.headers["ETag"] == client.get(f"/items/{item['id']}").headers["ETag"]
 
-    def test_patch_changes_a_subset(self, client, as_alice, item):
+    def test_patch_changes_a_subset(
+        self, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         response = client.patch(f"/items/{item['id']}", json={"price": 3}, headers=as_alice)
         assert response.status_code == 200
         assert response.json["price"] == 3
@@ -203,7 +254,15 @@ class TestChange:
         assert response.json["description"] == "old"
 
     @pytest.mark.parametrize("method", ["put", "patch"])
-    def test_an_item_cannot_change_store(self, app, client, as_alice, item, api, method):
+    def test_an_item_cannot_change_store(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        item: Any,
+        api: CatalogFactory,
+        method: Any,
+    ) -> None:
         other = api.store(as_alice, "Other")
         before = snapshot(app)
         body = {"name": "x", "price": 1, "store_id": other["id"]}
@@ -211,7 +270,15 @@ class TestChange:
         assert "store_id" in assert_error(response, 422)["errors"]["json"]
         assert snapshot(app) == before
 
-    def test_rename_to_a_taken_name(self, app, client, as_alice, store, item, api):
+    def test_rename_to_a_taken_name(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        item: Any,
+        api: CatalogFactory,
+    ) -> None:
         api.item(as_alice, store, "Bread")
         before = snapshot(app)
         assert_error(
@@ -219,7 +286,14 @@ class TestChange:
         )
         assert snapshot(app) == before
 
-    def test_delete_needs_a_fresh_token(self, app, client, alice, login, api):
+    def test_delete_needs_a_fresh_token(
+        self,
+        app: Flask,
+        client: Client,
+        alice: User,
+        login: Callable[..., dict[str, Any]],
+        api: CatalogFactory,
+    ) -> None:
         tokens = login(alice)
         headers = bearer(tokens["access_token"])
         item = api.item(headers, api.store(headers))
@@ -238,10 +312,18 @@ class TestChange:
 
 class TestTagging:
     @pytest.fixture
-    def item(self, as_alice, store, api):
+    def item(self, as_alice: dict[str, str], store: Any, api: CatalogFactory) -> Any:
         return api.item(as_alice, store)
 
-    def test_first_link_is_201_then_200(self, app, client, as_alice, store, item, api):
+    def test_first_link_is_201_then_200(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        item: Any,
+        api: CatalogFactory,
+    ) -> None:
         organic = api.tag(as_alice, store, "organic")
         dairy = api.tag(as_alice, store, "dairy")
         first = client.post(f"/items/{item['id']}/tags/{dairy['id']}", headers=as_alice)
@@ -254,19 +336,41 @@ class TestTagging:
         assert again.json == client.get(f"/items/{item['id']}").json
         assert query(app, select(func.count()).select_from(item_tags)) == [(2,)]
 
-    def test_a_tag_of_another_store(self, app, client, as_alice, item, api):
+    def test_a_tag_of_another_store(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        item: Any,
+        api: CatalogFactory,
+    ) -> None:
         foreign = api.tag(as_alice, api.store(as_alice, "Other"), "dairy")
         before = snapshot(app)
         response = client.post(f"/items/{item['id']}/tags/{foreign['id']}", headers=as_alice)
         assert "tag_id" in assert_error(response, 422)["errors"]["path"]
         assert snapshot(app) == before
 
-    def test_unknown_item_or_tag(self, client, as_alice, item, store, api):
+    def test_unknown_item_or_tag(
+        self,
+        client: Client,
+        as_alice: dict[str, str],
+        item: Any,
+        store: Any,
+        api: CatalogFactory,
+    ) -> None:
         tag = api.tag(as_alice, store)
         assert_error(client.post(f"/items/999/tags/{tag['id']}", headers=as_alice), 404)
         assert_error(client.post(f"/items/{item['id']}/tags/999", headers=as_alice), 404)
 
-    def test_unlink(self, app, client, as_alice, store, item, api):
+    def test_unlink(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        item: Any,
+        api: CatalogFactory,
+    ) -> None:
         tag = api.tag(as_alice, store)
         api.link(as_alice, item, tag)
         response = client.delete(f"/items/{item['id']}/tags/{tag['id']}", headers=as_alice)

@@ -14,11 +14,13 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
 from core.web.config import ConfigError, DevelopmentConfig
 from core.web.request_log import JsonFormatter, TextFormatter, choose_format
+from helpers import Client
 from servers import BIN, ROOT, SECRET, call, free_port, production_env, server_env, stop
 from servers import wait_until_up as wait_for_health
 
@@ -44,24 +46,26 @@ class Terminal(io.StringIO):
         ("text", "production", io.StringIO(), "text"),
     ],
 )
-def test_the_format_is_the_setting_or_chosen_by_environment(setting, app_env, stream, expected):
+def test_the_format_is_the_setting_or_chosen_by_environment(
+    setting: Any, app_env: Any, stream: Any, expected: Any
+) -> None:
     assert choose_format(setting, app_env, stream) == expected
 
 
-def test_an_unknown_format_is_refused_naming_the_variable():
+def test_an_unknown_format_is_refused_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match="LOG_FORMAT must be json or text; got 'xml'"):
         DevelopmentConfig({"LOG_FORMAT": "XML"})
     assert DevelopmentConfig({"LOG_FORMAT": " Text "}).LOG_FORMAT == "text"
 
 
-def test_json_lines_carry_no_colour_codes():
+def test_json_lines_carry_no_colour_codes() -> None:
     record = logging.LogRecord("werkzeug", logging.INFO, "", 0, "\x1b[33m%s\x1b[0m", ("hi",), None)
     line = JsonFormatter().format(record)
     assert json.loads(line)["message"] == "hi"
     assert "\x1b" not in line and "\\u001b" not in line
 
 
-def test_a_text_line_per_request(client, caplog):
+def test_a_text_line_per_request(client: Client, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="stores.access"):
         client.get("/health", headers={"X-Request-ID": "txt-1"})
     [record] = [r for r in caplog.records if r.name == "stores.access"]
@@ -110,7 +114,7 @@ def lines_of(output: list[bytes]) -> list[str]:
     return [line for line in b"".join(output).decode().splitlines() if line.strip()]
 
 
-def test_the_development_server_on_a_terminal_writes_one_readable_line_per_request():
+def test_the_development_server_on_a_terminal_writes_one_readable_line_per_request() -> None:
     """`make run`: flask's development server, in development, on a terminal."""
     port = free_port()
     env = server_env(APP_ENV="development", DATABASE_URL="sqlite://", LOG_LEVEL="INFO")
@@ -127,7 +131,7 @@ def test_the_development_server_on_a_terminal_writes_one_readable_line_per_reque
     assert any("Running on http://127.0.0.1:" in line for line in lines), lines
 
 
-def test_production_writes_json_even_on_a_terminal():
+def test_production_writes_json_even_on_a_terminal() -> None:
     """gunicorn in production, on a terminal: JSON lines, gunicorn's own included."""
     port = free_port()
     env = production_env(

@@ -2,21 +2,24 @@
 says how long it is without a full count (contract §5; core/lists/listing.py)."""
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any, cast
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from flask import Flask
 from sqlalchemy import Select, insert, literal_column, select, text
 
 from core.lists.counting import count_rows
 from core.lists.listing import Listing
 from db import db
-from helpers import PG_URL, assert_error, count_queries, snapshot
+from helpers import PG_URL, Client, assert_error, client_of, count_queries, snapshot
 from models import Item, Store, Tag, User, item_tags
 
 
-def links(response) -> dict[str, str]:
+def links(response: Any) -> dict[str, str]:
     """``Link`` header as {rel: root-relative URL}."""
     if "Link" not in response.headers:
         return {}
@@ -31,9 +34,9 @@ def params(url: str) -> dict[str, list[str]]:
     return parse_qs(urlsplit(url).query)
 
 
-def walk(client, start: str, rel: str = "next") -> list[list[dict]]:
+def walk(client: Client, start: str, rel: str = "next") -> list[list[dict[str, Any]]]:
     """Every page from ``start`` on, following ``rel`` links."""
-    pages: list[list[dict]] = []
+    pages: list[list[dict[str, Any]]] = []
     url: str | None = start
     while url:
         response = client.get(url)
@@ -45,7 +48,7 @@ def walk(client, start: str, rel: str = "next") -> list[list[dict]]:
 
 
 @pytest.fixture
-def shelf(app, alice):
+def shelf(app: Flask, alice: User) -> Any:
     """One store with 25 items: prices and names that tie, created a second apart."""
     start = datetime(2026, 1, 1, tzinfo=UTC)
     with app.app_context():
@@ -71,7 +74,9 @@ SORTS = ["id", "-id", "name", "-name", "price", "-price", "created_at", "-create
 
 
 @pytest.mark.parametrize("sort", SORTS)
-def test_a_cursor_walk_visits_every_row_once_in_order(client, shelf, sort):
+def test_a_cursor_walk_visits_every_row_once_in_order(
+    client: Client, shelf: Any, sort: Any
+) -> None:
     everything = client.get(f"/items?sort={sort}&page_size=100").json
     assert len(everything) == 25
     pages = walk(client, f"/items?sort={sort}&page_size=7")
@@ -86,7 +91,7 @@ def test_a_cursor_walk_visits_every_row_once_in_order(client, shelf, sort):
     assert back == pages[2::-1]
 
 
-def test_links_keep_the_query_and_freeze_it_in_the_cursor(client, shelf):
+def test_links_keep_the_query_and_freeze_it_in_the_cursor(client: Client, shelf: Any) -> None:
     first = client.get(f"/stores/{shelf}/items?tag=odd&max_price=4&page_size=3&sort=-price")
     assert [item["price"] for item in first.json] == [3.5, 3.5, 3.5]
     assert set(links(first)) == {"next"}  # no prev on the first page
@@ -120,14 +125,14 @@ def test_links_keep_the_query_and_freeze_it_in_the_cursor(client, shelf):
     "cursor",
     ["x", "eyJhIjoxfQ", "WyIiLDAsWzFdXQ.bad-signature", "A" * 2001],
 )
-def test_an_altered_cursor_is_refused(app, client, shelf, cursor):
+def test_an_altered_cursor_is_refused(app: Flask, client: Client, shelf: Any, cursor: Any) -> None:
     before = snapshot(app)
     body = assert_error(client.get("/items", query_string={"cursor": cursor}), 422)
     assert list(body["errors"]["query"]) == ["cursor"]
     assert snapshot(app) == before
 
 
-def test_a_tampered_cursor_is_refused(client, shelf):
+def test_a_tampered_cursor_is_refused(client: Client, shelf: Any) -> None:
     cursor = params(links(client.get("/items?page_size=5"))["next"])["cursor"][0]
     payload, signature = cursor.rsplit(".", 1)
     flipped = payload[:-1] + ("A" if payload[-1] != "A" else "B")
@@ -138,25 +143,27 @@ def test_a_tampered_cursor_is_refused(client, shelf):
         ]
 
 
-def test_a_cursor_signed_by_another_deployment_is_refused(client, make_app, shelf):
-    other = make_app().test_client()
+def test_a_cursor_signed_by_another_deployment_is_refused(
+    client: Client, make_app: Callable[..., Flask], shelf: Any
+) -> None:
+    other = client_of(make_app())
     cursor = params(links(other.get("/items?page_size=5"))["next"])["cursor"][0]
     assert_error(client.get("/items", query_string={"cursor": cursor}), 422)
 
 
-def test_page_and_cursor_together_are_refused(client, shelf):
+def test_page_and_cursor_together_are_refused(client: Client, shelf: Any) -> None:
     cursor = params(links(client.get("/items?page_size=5"))["next"])["cursor"][0]
     body = assert_error(client.get("/items", query_string={"cursor": cursor, "page": 2}), 422)
     assert body["errors"]["query"]["cursor"] == ["Send either page or cursor, not both."]
 
 
 @pytest.mark.parametrize("query", ["count=estimate", "count=", "page_size=0", "cursor="])
-def test_bad_paging_parameters(client, query):
+def test_bad_paging_parameters(client: Client, query: Any) -> None:
     body = assert_error(client.get(f"/items?{query}"), 422)
     assert query.split("=")[0] in body["errors"]["query"]
 
 
-def test_a_page_number_is_a_choice_of_the_client(client, shelf):
+def test_a_page_number_is_a_choice_of_the_client(client: Client, shelf: Any) -> None:
     response = client.get("/items?page=2&page_size=10&sort=name")
     assert json.loads(response.headers["X-Pagination"]) == {
         "total": 25,
@@ -178,7 +185,9 @@ def test_a_page_number_is_a_choice_of_the_client(client, shelf):
     assert response.json == by_cursor[1]
 
 
-def test_lists_keep_their_etag_and_304(client, shelf, as_alice):
+def test_lists_keep_their_etag_and_304(
+    client: Client, shelf: Any, as_alice: dict[str, str]
+) -> None:
     first = client.get("/items?page_size=5")
     etag = first.headers["ETag"]
     assert client.get("/items?page_size=5", headers={"If-None-Match": etag}).status_code == 304
@@ -194,7 +203,7 @@ def test_lists_keep_their_etag_and_304(client, shelf, as_alice):
     assert client.get("/items?page_size=5", headers={"If-None-Match": etag}).status_code == 200
 
 
-def test_head_of_a_list(client, shelf):
+def test_head_of_a_list(client: Client, shelf: Any) -> None:
     response = client.head("/items?page_size=5")
     assert response.status_code == 200
     assert response.get_data() == b""
@@ -205,7 +214,7 @@ def test_head_of_a_list(client, shelf):
 
 
 @pytest.fixture
-def many_stores(app, alice):
+def many_stores(app: Flask, alice: User) -> None:
     """10,050 stores: past the reach of page numbers and of the capped count."""
     with app.app_context():
         db.session.execute(
@@ -214,7 +223,9 @@ def many_stores(app, alice):
         db.session.commit()
 
 
-def test_the_count_is_capped_and_the_last_link_goes_with_it(client, many_stores):
+def test_the_count_is_capped_and_the_last_link_goes_with_it(
+    client: Client, many_stores: Any
+) -> None:
     response = client.get("/stores?page_size=100")
     assert "X-Total-Count" not in response.headers
     estimate = int(response.headers["X-Total-Count-Estimate"])
@@ -231,7 +242,7 @@ def test_the_count_is_capped_and_the_last_link_goes_with_it(client, many_stores)
     assert set(links(paged)) == {"first", "prev", "next"}  # no last page without a total
 
 
-def test_the_last_numbered_page_links_on_with_a_cursor(client, many_stores):
+def test_the_last_numbered_page_links_on_with_a_cursor(client: Client, many_stores: Any) -> None:
     response = client.get("/stores?page_size=100&page=100")
     assert [s["name"] for s in response.json][-1] == "Store 09999"
     nxt = links(response)["next"]
@@ -245,7 +256,13 @@ def test_the_last_numbered_page_links_on_with_a_cursor(client, many_stores):
 # --- every list ---------------------------------------------------------------
 
 
-def test_every_list_has_cursors(app, client, admin, auth, alice):
+def test_every_list_has_cursors(
+    app: Flask,
+    client: Client,
+    admin: User,
+    auth: Callable[[User], dict[str, str]],
+    alice: User,
+) -> None:
     with app.app_context():
         store = Store(name="Tags", owner_id=alice.id)
         db.session.add(store)
@@ -262,8 +279,8 @@ def test_every_list_has_cursors(app, client, admin, auth, alice):
         store_id = store.id
     headers = auth(admin)
     for path, total in ((f"/stores/{store_id}/tags", 5), ("/users", 7), ("/stores", 1)):
-        pages = []
-        url = f"{path}?page_size=2"
+        pages: list[list[int]] = []
+        url: str | None = f"{path}?page_size=2"
         while url:
             response = client.get(url, headers=headers)
             assert response.status_code == 200
@@ -273,7 +290,7 @@ def test_every_list_has_cursors(app, client, admin, auth, alice):
         assert ids == sorted(ids) and len(ids) == total, path
 
 
-def test_every_list_documents_its_paging(client):
+def test_every_list_documents_its_paging(client: Client) -> None:
     spec = client.get("/openapi.json").json
     lists = ["/items", "/stores", "/stores/{store_id}/items", "/stores/{store_id}/tags", "/users"]
     for path in lists:
@@ -286,13 +303,13 @@ def test_every_list_documents_its_paging(client):
     assert sorts["schema"]["enum"][:4] == ["id", "-id", "name", "-name"]
 
 
-def test_links_are_root_relative_urls_of_the_list(client, shelf):
+def test_links_are_root_relative_urls_of_the_list(client: Client, shelf: Any) -> None:
     url = links(client.get("/items?page_size=5&q=item"))["next"]
     assert url.startswith("/items?")
     assert urlencode({"q": "item"}) in url
 
 
-def test_tags_of_items_on_a_cursor_page(app, client, shelf):
+def test_tags_of_items_on_a_cursor_page(app: Flask, client: Client, shelf: Any) -> None:
     with app.app_context():
         odd = db.session.scalars(select(item_tags.c.item_id)).all()
     pages = walk(client, "/items?tag=ODD&page_size=4")
@@ -302,7 +319,7 @@ def test_tags_of_items_on_a_cursor_page(app, client, shelf):
 # --- the counting rules on PostgreSQL's planner -----------------------------------
 
 
-def series(n: int, where: str = "TRUE") -> Select:
+def series(n: int, where: str = "TRUE") -> Select[Any]:
     """n rows the planner knows the number of (generate_series with constants)."""
     return (
         select(literal_column("g"))
@@ -328,7 +345,7 @@ def series(n: int, where: str = "TRUE") -> Select:
         ),
     ],
 )
-def test_counting_rules(app, rows, result, statements):
+def test_counting_rules(app: Flask, rows: Any, result: Any, statements: Any) -> None:
     with app.app_context(), count_queries(app) as sent:
         assert count_rows(rows, None, exact=False) == result
         # The transaction goes on, with the configured statement timeout.
@@ -340,7 +357,7 @@ def test_counting_rules(app, rows, result, statements):
 
 
 @pytest.mark.postgres
-def test_a_page_slower_than_the_count_budget_skips_the_count(app):
+def test_a_page_slower_than_the_count_budget_skips_the_count(app: Flask) -> None:
     """Estimate 16,667, 5,000 rows: the budgeted count finds them all, unless the page's
     own statement took longer than the 10 ms the count may take."""
     rows = series(50_000, "g > 45000")
@@ -351,16 +368,16 @@ def test_a_page_slower_than_the_count_budget_skips_the_count(app):
 
 
 @pytest.mark.postgres
-def test_count_exact_counts_whatever_it_costs(app):
+def test_count_exact_counts_whatever_it_costs(app: Flask) -> None:
     with app.app_context():
         assert count_rows(series(500_000), None, exact=True) == (500_000, 500_000)
         assert count_rows(series(500_000), 7, exact=False) == (7, 7)
 
 
-def test_a_list_may_be_newest_first_without_a_sort_parameter():
+def test_a_list_may_be_newest_first_without_a_sort_parameter() -> None:
     """As the stock movements of an item are (GET /items/{id}/stock)."""
     newest_first = Listing({"id": (Item.id,)}, default="-id", sortable=False)
     assert newest_first.sort_of({}) == "-id"
     [(column, descending)] = newest_first.keys(newest_first.sort_of({}), {})
-    assert column is Item.id and descending
+    assert cast(object, column) is Item.id and descending
     assert "sort" not in newest_first.query_schema()().fields

@@ -1,13 +1,16 @@
 """No N+1: the number of SQL statements per list does not grow with the page."""
 
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from flask import Flask
 
 from core.lists import page as pagination
 from db import db
-from helpers import PG_URL, count_queries
-from models import Item, Store, Tag
+from helpers import PG_URL, Client, count_queries
+from models import Item, Store, Tag, User
 
 # On PostgreSQL a list first sets its snapshot (SET TRANSACTION ... REPEATABLE READ),
 # and a count is preceded by the planner's estimate (EXPLAIN).
@@ -16,7 +19,7 @@ COUNTING = 2 if PG_URL else 1
 
 
 @pytest.fixture
-def big_catalog(app, alice):
+def big_catalog(app: Flask, alice: User) -> None:
     """5 stores x 30 items, every item with 2 of its store's 3 tags."""
     with app.app_context():
         for s in range(5):
@@ -32,7 +35,7 @@ def big_catalog(app, alice):
         db.session.commit()
 
 
-def statements_of(app, client, url, headers=None) -> list[str]:
+def statements_of(app: Flask, client: Client, url: Any, headers: Any = None) -> list[str]:
     with count_queries(app) as statements:
         response = client.get(url, headers=headers)
     assert response.status_code == 200, response.json
@@ -42,7 +45,9 @@ def statements_of(app, client, url, headers=None) -> list[str]:
 @pytest.mark.parametrize(
     "path", ["/items", "/items?tag=tag1&sort=-price", "/stores/2/items?q=item"]
 )
-def test_a_page_of_items_costs_the_same_few_statements_at_any_size(app, client, big_catalog, path):
+def test_a_page_of_items_costs_the_same_few_statements_at_any_size(
+    app: Flask, client: Client, big_catalog: Any, path: Any
+) -> None:
     counts = {}
     for page_size in (10, 20):
         separator = "&" if "?" in path else "?"
@@ -59,14 +64,18 @@ def test_a_page_of_items_costs_the_same_few_statements_at_any_size(app, client, 
     assert counts == {10: expected, 20: expected}
 
 
-def test_a_first_page_that_is_not_full_needs_no_count(app, client, big_catalog):
+def test_a_first_page_that_is_not_full_needs_no_count(
+    app: Flask, client: Client, big_catalog: Any
+) -> None:
     # 100 items carry tag1: the page holds them all, so it knows the total.
     statements = statements_of(app, client, "/items?tag=tag1&page_size=100")
     assert len(statements) == SNAPSHOT + 2
     assert not any("count(" in s.lower() for s in statements)
 
 
-def test_a_cursor_page_costs_as_much_as_the_first(app, client, big_catalog):
+def test_a_cursor_page_costs_as_much_as_the_first(
+    app: Flask, client: Client, big_catalog: Any
+) -> None:
     first = client.get("/items?page_size=10&sort=name")
     cursor = first.headers["Link"].split(">")[0].strip("<")
     assert len(statements_of(app, client, cursor)) == SNAPSHOT + COUNTING + 2
@@ -77,7 +86,9 @@ def test_a_cursor_page_costs_as_much_as_the_first(app, client, big_catalog):
 
 
 @pytest.mark.parametrize("query", ["q=item", "search=item"])
-def test_a_text_search_counts_its_matches_in_the_page_statement(app, client, big_catalog, query):
+def test_a_text_search_counts_its_matches_in_the_page_statement(
+    app: Flask, client: Client, big_catalog: Any, query: Any
+) -> None:
     """Its matches are all read to be ordered: the page counts them as it goes (on
     PostgreSQL, when the planner expects at most 10,000), instead of a second scan."""
     totals = {}
@@ -100,8 +111,8 @@ def test_a_text_search_counts_its_matches_in_the_page_statement(app, client, big
 
 
 def test_a_page_that_counts_past_the_cap_says_so_as_an_estimate(
-    app, client, big_catalog, monkeypatch
-):
+    app: Flask, client: Client, big_catalog: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A planner that guessed low (5 rows) lets the page count its 150 matches; past the
     cap (100 here) the number is sent as the estimate, as a capped count's would be."""
     monkeypatch.setattr(pagination, "estimate_rows", lambda _query: 5)
@@ -112,7 +123,7 @@ def test_a_page_that_counts_past_the_cap_says_so_as_an_estimate(
     assert response.headers["X-Total-Count-Estimate"] == "150"
 
 
-def test_a_single_item_costs_one_statement(app, client, big_catalog):
+def test_a_single_item_costs_one_statement(app: Flask, client: Client, big_catalog: Any) -> None:
     """The item, its store and its tags in one SELECT: one snapshot without a
     transaction setting."""
     statements = statements_of(app, client, "/items/7")
@@ -123,7 +134,7 @@ def test_a_single_item_costs_one_statement(app, client, big_catalog):
     ]
 
 
-def test_other_lists_cost_two_statements(app, client, big_catalog):
+def test_other_lists_cost_two_statements(app: Flask, client: Client, big_catalog: Any) -> None:
     for path, extra in (("/stores?page_size=100", 0), ("/stores/1/tags?page_size=100", 1)):
         statements = statements_of(app, client, path)
         # The page (not full, so no count); a store's tags also check the store.
@@ -132,7 +143,13 @@ def test_other_lists_cost_two_statements(app, client, big_catalog):
     assert len(statements) == SNAPSHOT + COUNTING + 1
 
 
-def test_authentication_costs_at_most_two_statements(app, client, big_catalog, admin, auth):
+def test_authentication_costs_at_most_two_statements(
+    app: Flask,
+    client: Client,
+    big_catalog: Any,
+    admin: User,
+    auth: Callable[[User], dict[str, str]],
+) -> None:
     headers = auth(admin)
     statements = statements_of(app, client, "/users?page_size=100", headers)
     # The revocation check (unless it is in Redis) and the user, then the page.

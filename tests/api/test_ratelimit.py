@@ -1,20 +1,23 @@
 """Brute-force protection on /login and /register, and the global default."""
 
+from typing import Any
+
 import pytest
 
-from helpers import assert_error
+from helpers import Client, assert_error
+from models import User
 
 CONTRACT_LIMIT = "5 per minute;20 per hour"
 
 
-def attempt(client, headers=None):
+def attempt(client: Client, headers: Any = None) -> Any:
     return client.post(
         "/login", json={"username": "alice", "password": "wrong password"}, headers=headers
     )
 
 
 @pytest.mark.config(AUTH_RATE_LIMIT=CONTRACT_LIMIT)
-def test_the_sixth_login_in_a_minute_is_refused(client, alice):
+def test_the_sixth_login_in_a_minute_is_refused(client: Client, alice: User) -> None:
     for n in range(5):
         response = attempt(client)
         assert response.status_code == 401
@@ -33,7 +36,7 @@ def test_the_sixth_login_in_a_minute_is_refused(client, alice):
 
 
 @pytest.mark.config(AUTH_RATE_LIMIT=CONTRACT_LIMIT)
-def test_register_has_its_own_budget(client):
+def test_register_has_its_own_budget(client: Client) -> None:
     for n in range(5):
         body = {"username": f"user{n}", "email": f"u{n}@example.com", "password": "long enough"}
         assert client.post("/register", json=body).status_code == 201
@@ -43,7 +46,7 @@ def test_register_has_its_own_budget(client):
 
 
 @pytest.mark.config(AUTH_RATE_LIMIT="2 per minute", TRUSTED_PROXIES=1)
-def test_behind_a_trusted_proxy_each_client_has_its_own_budget(client):
+def test_behind_a_trusted_proxy_each_client_has_its_own_budget(client: Client) -> None:
     one, two = {"X-Forwarded-For": "203.0.113.1"}, {"X-Forwarded-For": "203.0.113.2"}
     assert attempt(client, one).status_code == 401
     assert attempt(client, one).status_code == 401
@@ -52,14 +55,14 @@ def test_behind_a_trusted_proxy_each_client_has_its_own_budget(client):
 
 
 @pytest.mark.config(AUTH_RATE_LIMIT="2 per minute")
-def test_without_trusted_proxies_forwarded_for_cannot_dodge_the_limit(client):
+def test_without_trusted_proxies_forwarded_for_cannot_dodge_the_limit(client: Client) -> None:
     for n in range(2):
         assert attempt(client, {"X-Forwarded-For": f"203.0.113.{n}"}).status_code == 401
     assert_error(attempt(client, {"X-Forwarded-For": "203.0.113.99"}), 429)
 
 
 @pytest.mark.config(RATE_LIMIT_DEFAULT="3 per minute")
-def test_a_global_default_applies_to_every_endpoint_but_probes(client):
+def test_a_global_default_applies_to_every_endpoint_but_probes(client: Client) -> None:
     for _ in range(3):
         assert client.get("/stores").status_code == 200
     assert_error(client.get("/stores"), 429)
@@ -68,7 +71,7 @@ def test_a_global_default_applies_to_every_endpoint_but_probes(client):
 
 
 @pytest.mark.config(RATE_LIMIT_DEFAULT="3 per minute")
-def test_unmatched_paths_are_limited_too(client):
+def test_unmatched_paths_are_limited_too(client: Client) -> None:
     """404s and 405s share one budget per client, whatever the path."""
     for path in ("/nope", "/item/abc", "/stores/0"):
         response = client.get(path)
@@ -84,7 +87,7 @@ def test_unmatched_paths_are_limited_too(client):
 
 
 @pytest.mark.config(RATE_LIMIT_DEFAULT="2 per minute", TRUSTED_PROXIES=1)
-def test_unmatched_paths_are_limited_per_client(client):
+def test_unmatched_paths_are_limited_per_client(client: Client) -> None:
     one, two = {"X-Forwarded-For": "203.0.113.1"}, {"X-Forwarded-For": "203.0.113.2"}
     for _ in range(2):
         assert_error(client.get("/nope", headers=one), 404)

@@ -1,21 +1,24 @@
 """Search, filters, sorting and pagination of items (and the pagination headers)."""
 
 import json
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from flask import Flask
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.dialects import postgresql
 
 from core.catalog.queries import ITEMS, item_search
 from core.lists.listing import Ranked
 from db import Explain, db, unicode_lower
-from helpers import assert_error
+from helpers import CatalogFactory, Client, assert_error
 from models import Item
 
 
 @pytest.fixture
-def catalog(as_alice, api):
+def catalog(as_alice: dict[str, str], api: CatalogFactory) -> Any:
     """Two stores; items with tags, prices and descriptions to search by."""
     corner, market = api.store(as_alice, "Corner"), api.store(as_alice, "Market")
     tags = {
@@ -40,13 +43,13 @@ def catalog(as_alice, api):
     return {"corner": corner, "market": market, "items": items}
 
 
-def names(response) -> list[str]:
+def names(response: Any) -> list[str]:
     assert response.status_code == 200, response.json
     return [item["name"] for item in response.json]
 
 
 class TestFilters:
-    def test_default_order_is_by_id(self, client, catalog):
+    def test_default_order_is_by_id(self, client: Client, catalog: Any) -> None:
         assert names(client.get("/items")) == [
             "Milk",
             "Organic Milk",
@@ -56,7 +59,7 @@ class TestFilters:
             "Oat drink",
         ]
 
-    def test_every_named_tag_must_be_present(self, client, catalog):
+    def test_every_named_tag_must_be_present(self, client: Client, catalog: Any) -> None:
         assert names(client.get("/items?tag=dairy")) == ["Milk", "Organic Milk", "butter"]
         assert names(client.get("/items?tag=dairy&tag=organic")) == ["Organic Milk", "butter"]
         assert names(client.get("/items?tag=DAIRY&tag=Organic&tag=dairy")) == [
@@ -66,20 +69,24 @@ class TestFilters:
         assert names(client.get("/items?tag=dairy&tag=vegan")) == []
         assert names(client.get("/items?tag=unknown")) == []
 
-    def test_q_matches_name_or_description_ignoring_case(self, client, catalog):
+    def test_q_matches_name_or_description_ignoring_case(
+        self, client: Client, catalog: Any
+    ) -> None:
         assert names(client.get("/items?q=MILK")) == ["Milk", "Organic Milk", "Oat drink"]
         assert names(client.get("/items?q=organic")) == ["Organic Milk", "Tofu"]
         assert names(client.get("/items?q=100%25")) == ["Apples"]
         assert names(client.get("/items?q=_")) == ["Apples"]
 
-    def test_q_never_matches_across_name_and_description(self, client, catalog):
+    def test_q_never_matches_across_name_and_description(
+        self, client: Client, catalog: Any
+    ) -> None:
         # "Milk" + "Whole milk": one text with a separator that `q` cannot contain.
         assert names(client.get("/items?q=milkwhole")) == []
         assert names(client.get("/items?q=milk whole")) == []
         assert client.get("/items?q=k%1Fw").status_code == 422  # the separator is refused
         assert names(client.get("/items?q=whole milk")) == ["Milk"]
 
-    def test_price_bounds_are_inclusive(self, client, catalog):
+    def test_price_bounds_are_inclusive(self, client: Client, catalog: Any) -> None:
         assert names(client.get("/items?min_price=2&max_price=2.75")) == [
             "Milk",
             "Tofu",
@@ -89,12 +96,14 @@ class TestFilters:
         assert names(client.get("/items?max_price=1.99")) == ["Apples"]
         assert names(client.get("/items?min_price=5&max_price=1")) == []  # an empty range
 
-    def test_store_filter_and_combinations(self, client, catalog):
+    def test_store_filter_and_combinations(self, client: Client, catalog: Any) -> None:
         market = catalog["market"]["id"]
         assert names(client.get(f"/items?store_id={market}")) == ["butter", "Apples", "Oat drink"]
         assert names(client.get(f"/items?store_id={market}&tag=organic&max_price=5")) == ["butter"]
 
-    def test_the_store_items_endpoint_takes_the_same_filters(self, client, catalog):
+    def test_the_store_items_endpoint_takes_the_same_filters(
+        self, client: Client, catalog: Any
+    ) -> None:
         corner = catalog["corner"]["id"]
         assert names(client.get(f"/stores/{corner}/items")) == ["Milk", "Organic Milk", "Tofu"]
         assert names(client.get(f"/stores/{corner}/items?tag=organic&sort=-price")) == [
@@ -115,7 +124,7 @@ class TestFilters:
             ("-id", ["Oat drink", "Apples", "butter", "Tofu", "Organic Milk", "Milk"]),
         ],
     )
-    def test_sort(self, client, catalog, sort, expected):
+    def test_sort(self, client: Client, catalog: Any, sort: Any, expected: Any) -> None:
         assert names(client.get(f"/items?sort={sort}")) == expected
 
     @pytest.mark.parametrize(
@@ -140,12 +149,12 @@ class TestFilters:
             ("page_size=101", "page_size"),
         ],
     )
-    def test_invalid_queries(self, client, query_string, field):
+    def test_invalid_queries(self, client: Client, query_string: Any, field: Any) -> None:
         body = assert_error(client.get(f"/items?{query_string}"), 422)
         assert field in body["errors"]["query"]
 
 
-def links(response) -> dict[str, dict]:
+def links(response: Any) -> dict[str, dict[str, Any]]:
     """``Link`` header as {rel: query parameters}."""
     result = {}
     for part in response.headers["Link"].split(", "):
@@ -157,7 +166,7 @@ def links(response) -> dict[str, dict]:
 
 
 class TestPagination:
-    def test_headers_of_a_middle_page(self, client, catalog):
+    def test_headers_of_a_middle_page(self, client: Client, catalog: Any) -> None:
         response = client.get("/items?page=2&page_size=2&sort=name")
         assert names(response) == ["Milk", "Oat drink"]
         assert response.headers["X-Total-Count"] == "6"
@@ -175,7 +184,7 @@ class TestPagination:
         assert rels["next"] == {"page_size": ["2"], "sort": ["name"], "page": ["3"]}
         assert rels["prev"]["page"] == ["1"] and rels["last"]["page"] == ["3"]
 
-    def test_first_and_last_pages(self, client, catalog):
+    def test_first_and_last_pages(self, client: Client, catalog: Any) -> None:
         first = client.get("/items?page=1&page_size=4&tag=dairy&tag=organic")
         assert set(links(first)) == {"first", "last"}
         assert links(first)["first"]["tag"] == ["dairy", "organic"]
@@ -185,13 +194,13 @@ class TestPagination:
         assert names(last) == ["Apples", "Oat drink"]
         assert set(links(last)) == {"first", "prev", "last"}
 
-    def test_beyond_the_last_page(self, client, catalog):
+    def test_beyond_the_last_page(self, client: Client, catalog: Any) -> None:
         response = client.get("/items?page=99")
         assert response.json == []
         assert response.headers["X-Total-Count"] == "6"
         assert set(links(response)) == {"first", "last"}
 
-    def test_page_numbers_stop_at_10000_rows(self, client, catalog):
+    def test_page_numbers_stop_at_10000_rows(self, client: Client, catalog: Any) -> None:
         assert client.get("/items?page=1000&page_size=10").status_code == 200
         assert client.get("/items?page=100&page_size=100").status_code == 200
         for query in ("page=1001&page_size=10", "page=101&page_size=100", f"page={10**30}"):
@@ -199,14 +208,16 @@ class TestPagination:
             [message] = body["errors"]["query"]["page"]
             assert 'without page and follow its Link rel="next"' in message
 
-    def test_nothing_at_all(self, client):
+    def test_nothing_at_all(self, client: Client) -> None:
         response = client.get("/items")
         assert response.json == []
         assert response.headers["X-Total-Count"] == "0"
         assert "Link" not in response.headers
         assert "X-Pagination" not in response.headers  # only with page numbers
 
-    def test_default_page_size_is_10(self, client, as_alice, api):
+    def test_default_page_size_is_10(
+        self, client: Client, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
         store = api.store(as_alice)
         for n in range(12):
             api.item(as_alice, store, f"item {n:02}")
@@ -218,7 +229,9 @@ class TestPagination:
         assert json.loads(paged.headers["X-Pagination"])["total_pages"] == 2
 
 
-def test_search_ignores_case_beyond_ascii_as_the_database_does(client, as_alice, api):
+def test_search_ignores_case_beyond_ascii_as_the_database_does(
+    client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
     """Both sides are lowercased by the database, so the exact name always matches."""
     store = api.store(as_alice, "ΟΔΟΣ ÄPFEL")
     for name in ("Straße", "ΣΊΣΥΦΟΣ"):
@@ -231,7 +244,7 @@ def test_search_ignores_case_beyond_ascii_as_the_database_does(client, as_alice,
 class TestFullText:
     """`search`: ranked full text on PostgreSQL, every word a substring on SQLite."""
 
-    def test_search_ranks_name_above_description(self, client, catalog):
+    def test_search_ranks_name_above_description(self, client: Client, catalog: Any) -> None:
         # On PostgreSQL: "milk" twice in Milk, in the name of Organic Milk, only in the
         # description of Oat drink. On SQLite: by id, which here is the same order.
         assert names(client.get("/items?search=milk")) == ["Milk", "Organic Milk", "Oat drink"]
@@ -245,7 +258,7 @@ class TestFullText:
         assert names(client.get("/items?search=cheese")) == []
 
     @pytest.mark.postgres
-    def test_web_search_syntax(self, client, catalog):
+    def test_web_search_syntax(self, client: Client, catalog: Any) -> None:
         assert names(client.get("/items?search=organic -milk")) == ["Tofu"]
         assert names(client.get('/items?search="soy firm"')) == []
         assert names(client.get('/items?search="firm, organic"')) == ["Tofu"]
@@ -253,17 +266,18 @@ class TestFullText:
         assert names(client.get("/items?search=apple")) == ["Apples"]  # one stem
         assert names(client.get("/items?search=the")) == []  # only a stop word
 
-    def test_relevance_needs_search(self, client, catalog):
+    def test_relevance_needs_search(self, client: Client, catalog: Any) -> None:
         body = assert_error(client.get("/items?sort=relevance"), 422)
         assert body["errors"]["query"]["sort"] == ["sort=relevance needs search."]
         assert_error(client.get("/items?sort=-relevance&search=milk"), 422)
         by_relevance = client.get("/items?search=milk&sort=relevance")
         assert by_relevance.json == client.get("/items?search=milk").json
 
-    def test_a_cursor_walks_the_relevance_order(self, client, catalog):
+    def test_a_cursor_walks_the_relevance_order(self, client: Client, catalog: Any) -> None:
         everything = names(client.get("/items?search=milk&page_size=9"))
         assert len(everything) == 3
-        walked, url = [], "/items?search=milk&page_size=1"
+        walked: list[str] = []
+        url: Any = "/items?search=milk&page_size=1"
         while url:
             response = client.get(url)
             walked += names(response)
@@ -274,14 +288,14 @@ class TestFullText:
         assert walked == everything
 
 
-def test_every_sort_is_served_by_an_index():
+def test_every_sort_is_served_by_an_index() -> None:
     """Adding a sort to ITEMS without its indexes fails here."""
-    dialect = postgresql.dialect()
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
 
-    def sql(expressions) -> list[str]:
+    def sql(expressions: Any) -> list[str]:
         return [str(e.compile(dialect=dialect)).replace("items.", "") for e in expressions]
 
-    indexes = [sql(index.expressions) for index in Item.__table__.indexes]
+    indexes = [sql(index.expressions) for index in db.metadata.tables["items"].indexes]
     for name, keys in ITEMS.sorts.items():
         if isinstance(keys, Ranked):
             continue
@@ -295,7 +309,7 @@ class TestUnicodeCase:
     PostgreSQL: one ``lower``, the database's, for column and query."""
 
     @pytest.fixture
-    def shelf(self, as_alice, api):
+    def shelf(self, as_alice: dict[str, str], api: CatalogFactory) -> Any:
         store = api.store(as_alice, "Bazaar")
         juice = api.item(as_alice, store, "Äpfelsaft", "2.00", description="Aus Äpfeln")
         kebab = api.item(as_alice, store, "İzmir köfte", "7.50", description="Grüße aus İZMİR")
@@ -322,11 +336,18 @@ class TestUnicodeCase:
             ("q=İzmir KÖFTE", ["İzmir köfte"]),
         ],
     )
-    def test_search(self, client, shelf, query, expected):
+    def test_search(self, client: Client, shelf: Any, query: Any, expected: Any) -> None:
         assert names(client.get(f"/items?{query}")) == expected
         assert names(client.get(f"/stores/{shelf['id']}/items?{query}")) == expected
 
-    def test_unique_names_fold_alike(self, app, client, as_alice, api, shelf):
+    def test_unique_names_fold_alike(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        api: CatalogFactory,
+        shelf: Any,
+    ) -> None:
         duplicate = client.post(
             f"/stores/{shelf['id']}/tags", json={"name": "ÄPFEL"}, headers=as_alice
         )
@@ -342,7 +363,7 @@ CASES = ["ÄPFEL", "İZMİR", "İzmir", "ΟΔΟΣ", "ΣΑΣ Σ", "GRÜẞE", "Ǆ
 
 
 @pytest.mark.postgres
-def test_sqlites_lower_is_postgresqls(app):
+def test_sqlites_lower_is_postgresqls(app: Flask) -> None:
     """The ``lower`` SQLite connections get agrees with PostgreSQL's, character by
     character, on the letters where Python's str.lower does not."""
     with app.app_context():
@@ -350,7 +371,7 @@ def test_sqlites_lower_is_postgresqls(app):
             assert unicode_lower(text) == db.session.scalar(select(func.lower(text))), text
 
 
-def test_sqlite_connections_lower_every_letter(tmp_path):
+def test_sqlite_connections_lower_every_letter(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'lower.db'}")
     with engine.connect() as conn:
         for text in CASES:
@@ -361,7 +382,7 @@ def test_sqlite_connections_lower_every_letter(tmp_path):
 
 
 @pytest.mark.postgres
-def test_q_is_served_by_the_trigram_index_of_name_and_description(app):
+def test_q_is_served_by_the_trigram_index_of_name_and_description(app: Flask) -> None:
     """The filter's expression is the index's, so the planner can use it (models/item.py)."""
     query = item_search({"q": "widget 42"}).order_by(Item.id).limit(101)
     with app.app_context():

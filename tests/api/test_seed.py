@@ -1,12 +1,13 @@
 """`flask seed`: fake stores, items, tags and stock that keep every rule of the API."""
 
+from flask import Flask
 from sqlalchemy import func, select
 
-from helpers import query
-from models import Item, StockMovement, Store, Tag, item_tags
+from helpers import Client, query
+from models import Item, StockMovement, Store, Tag, User, item_tags
 
 
-def test_seeds_a_consistent_catalog(app, client, admin):
+def test_seeds_a_consistent_catalog(app: Flask, client: Client, admin: User) -> None:
     result = app.test_cli_runner().invoke(
         args=["seed", "--stores", "2", "--items", "40", "--seed", "7"]
     )
@@ -36,7 +37,7 @@ def test_seeds_a_consistent_catalog(app, client, admin):
     assert client.get("/items?page_size=100").status_code == 200
 
 
-def test_needs_an_owner(app, alice):
+def test_needs_an_owner(app: Flask, alice: User) -> None:
     runner = app.test_cli_runner()
     result = runner.invoke(args=["seed"])
     assert result.exit_code == 1 and "flask create-admin" in result.output

@@ -73,7 +73,7 @@ def distribution(cls: type) -> str:
     return f"{name} {version(name)}"
 
 
-def test_the_adapted_classes_are_found():
+def test_the_adapted_classes_are_found() -> None:
     # A guard for the guard: if the walk finds nothing, the test below checks nothing.
     overrides = {f"{cls.__name__}.{name}" for cls, name in private_overrides()}
     assert {"Blueprint._check_precondition", "JSONParser._raw_load_json"} <= overrides
@@ -84,7 +84,7 @@ def test_the_adapted_classes_are_found():
     private_overrides(),
     ids=lambda value: value.__name__ if isinstance(value, type) else value,
 )
-def test_each_private_override_still_overrides_the_same_method(cls, name):
+def test_each_private_override_still_overrides_the_same_method(cls: type, name: str) -> None:
     base = next((b for b in cls.__mro__[1:] if is_library(b) and name in vars(b)), None)
     ours = f"{cls.__module__}.{cls.__qualname__}.{name}"
     library = next(b for b in cls.__mro__[1:] if is_library(b))

@@ -1,31 +1,34 @@
 """Stock (§7): movements in and out, counts, the ledger, and the refusals."""
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy import func, select
 
-from helpers import assert_error, query, snapshot
-from models import Item, StockMovement
+from helpers import CatalogFactory, Client, Response, assert_error, query, snapshot
+from models import Item, StockMovement, User
 
 MAX_STOCK = 2**31 - 1
 
 
 @pytest.fixture
-def store(api, as_alice):
+def store(api: CatalogFactory, as_alice: dict[str, str]) -> Any:
     return api.store(as_alice)
 
 
 @pytest.fixture
-def item(api, as_alice, store):
+def item(api: CatalogFactory, as_alice: dict[str, str], store: Any) -> Any:
     return api.item(as_alice, store)
 
 
-def move(client, headers, item, **body):
+def move(client: Client, headers: Any, item: Any, **body: Any) -> Any:
     return client.post(f"/items/{item['id']}/stock", json=body, headers=headers)
 
 
-def ledger(app, item_id):
+def ledger(app: Flask, item_id: Any) -> Any:
     """(stock, sum of movements, number of movements) of an item."""
     stock = query(app, select(Item.stock).where(Item.id == item_id))[0][0]
     total, number = query(
@@ -38,7 +41,9 @@ def ledger(app, item_id):
 
 
 class TestMovements:
-    def test_a_delta_is_recorded_and_moves_the_stock(self, app, client, alice, as_alice, item):
+    def test_a_delta_is_recorded_and_moves_the_stock(
+        self, app: Flask, client: Client, alice: User, as_alice: dict[str, str], item: Any
+    ) -> None:
         before = client.get(f"/items/{item['id']}")
         response = move(client, as_alice, item, delta=12, reason="received", reference=" PO 7 ")
         assert response.status_code == 201
@@ -74,7 +79,9 @@ class TestMovements:
         assert (sale.json["stock_after"], sale.json["reference"]) == (7, None)
         assert ledger(app, item["id"]) == (7, 7, 2)
 
-    def test_the_list_is_newest_first_and_paginated(self, client, as_alice, item):
+    def test_the_list_is_newest_first_and_paginated(
+        self, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         for delta in (5, -1, 3):
             assert move(client, as_alice, item, delta=delta, reason="correction").status_code == 201
         response = client.get(f"/items/{item['id']}/stock")
@@ -85,10 +92,13 @@ class TestMovements:
         assert [m["delta"] for m in page.json] == [3, -1]
         assert 'rel="next"' in page.headers["Link"]
 
-    def test_following_next_links_walks_the_whole_ledger_once(self, client, as_alice, item):
+    def test_following_next_links_walks_the_whole_ledger_once(
+        self, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         for n in range(1, 26):
             move(client, as_alice, item, delta=n, reason="received")
-        url, seen = f"/items/{item['id']}/stock?page_size=10", []
+        url: str | None = f"/items/{item['id']}/stock?page_size=10"
+        seen: list[int] = []
         while url:
             page = client.get(url)
             assert page.status_code == 200
@@ -97,14 +107,23 @@ class TestMovements:
             url = link.group(1) if link else None
         assert seen == list(range(25, 0, -1))
 
-    def test_a_movement_belongs_to_its_item(self, client, api, as_alice, store, item):
+    def test_a_movement_belongs_to_its_item(
+        self,
+        client: Client,
+        api: CatalogFactory,
+        as_alice: dict[str, str],
+        store: Any,
+        item: Any,
+    ) -> None:
         other = api.item(as_alice, store, name="Bread")
         movement = move(client, as_alice, item, delta=1, reason="received").json
         assert_error(client.get(f"/items/{other['id']}/stock/{movement['id']}"), 404)
         assert_error(client.get(f"/items/{item['id']}/stock/{movement['id'] + 1}"), 404)
         assert_error(client.get("/items/999/stock"), 404)
 
-    def test_never_below_zero(self, app, client, as_alice, item):
+    def test_never_below_zero(
+        self, app: Flask, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         move(client, as_alice, item, delta=3, reason="received")
         before = snapshot(app)
         body = assert_error(
@@ -114,7 +133,9 @@ class TestMovements:
         assert snapshot(app) == before
         assert move(client, as_alice, item, delta=-3, reason="sale").json["stock_after"] == 0
 
-    def test_never_above_the_column(self, app, client, as_alice, item):
+    def test_never_above_the_column(
+        self, app: Flask, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         count = {"set": 1_000_000_000, "expected": 0, "reason": "count"}
         assert move(client, as_alice, item, **count).status_code == 201
         assert move(client, as_alice, item, delta=10**9, reason="received").status_code == 201
@@ -132,14 +153,18 @@ class TestMovements:
 
 
 class TestCounts:
-    def test_a_count_records_the_difference(self, app, client, as_alice, item):
+    def test_a_count_records_the_difference(
+        self, app: Flask, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         move(client, as_alice, item, delta=10, reason="received")
         response = move(client, as_alice, item, set=7, expected=10, reason="count")
         assert response.status_code == 201
         assert (response.json["delta"], response.json["stock_after"]) == (-3, 7)
         assert ledger(app, item["id"]) == (7, 7, 2)
 
-    def test_counted_unchanged_is_a_movement_too(self, app, client, as_alice, item):
+    def test_counted_unchanged_is_a_movement_too(
+        self, app: Flask, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         before = client.get(f"/items/{item['id']}")
         response = move(client, as_alice, item, set=0, expected=0, reason="count")
         assert (response.status_code, response.json["delta"]) == (201, 0)
@@ -147,7 +172,9 @@ class TestCounts:
         assert after.headers["ETag"] != before.headers["ETag"]
         assert ledger(app, item["id"]) == (0, 0, 1)
 
-    def test_a_stale_expected_changes_nothing(self, app, client, as_alice, item):
+    def test_a_stale_expected_changes_nothing(
+        self, app: Flask, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         move(client, as_alice, item, delta=10, reason="received")
         before = snapshot(app)
         body = assert_error(
@@ -158,7 +185,9 @@ class TestCounts:
         assert "has 10 in stock" in body["message"]
         assert snapshot(app) == before
 
-    def test_a_stock_given_at_creation_is_one_count(self, app, client, alice, as_alice, store):
+    def test_a_stock_given_at_creation_is_one_count(
+        self, app: Flask, client: Client, alice: User, as_alice: dict[str, str], store: Any
+    ) -> None:
         body = {"name": "Tea", "price": "2.00", "store_id": store["id"], "stock": 40}
         item = client.post("/items", json=body, headers=as_alice).json
         assert item["stock"] == 40
@@ -168,7 +197,9 @@ class TestCounts:
         ]
 
     @pytest.mark.parametrize("method", ["put", "patch"])
-    def test_stock_is_read_only_on_the_item(self, app, client, as_alice, item, method):
+    def test_stock_is_read_only_on_the_item(
+        self, app: Flask, client: Client, as_alice: dict[str, str], item: Any, method: Any
+    ) -> None:
         before = snapshot(app)
         body = {"name": "Milk", "price": "1.50", "stock": 5}
         response = getattr(client, method)(f"/items/{item['id']}", json=body, headers=as_alice)
@@ -198,7 +229,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("body", "field"), BAD)
-def test_bad_input_changes_nothing(app, client, as_alice, item, body, field):
+def test_bad_input_changes_nothing(
+    app: Flask, client: Client, as_alice: dict[str, str], item: Any, body: Any, field: Any
+) -> None:
     before = snapshot(app)
     response = move(client, as_alice, item, **body)
     assert field in assert_error(response, 422)["errors"]["json"]
@@ -206,7 +239,15 @@ def test_bad_input_changes_nothing(app, client, as_alice, item, body, field):
 
 
 class TestWho:
-    def test_only_the_owner_or_an_admin(self, app, client, auth, bob, admin, item):
+    def test_only_the_owner_or_an_admin(
+        self,
+        app: Flask,
+        client: Client,
+        auth: Callable[[User], dict[str, str]],
+        bob: User,
+        admin: User,
+        item: Any,
+    ) -> None:
         before = snapshot(app)
         assert_error(move(client, auth(bob), item, delta=1, reason="received"), 403)
         assert_error(move(client, {}, item, delta=1, reason="received"), 401)
@@ -216,7 +257,7 @@ class TestWho:
         response = move(client, auth(admin), item, delta=2, reason="return")
         assert (response.status_code, response.json["user_id"]) == (201, admin.id)
 
-    def test_an_unknown_item_is_404(self, client, as_alice):
+    def test_an_unknown_item_is_404(self, client: Client, as_alice: dict[str, str]) -> None:
         response = client.post(
             "/items/999/stock", json={"delta": 1, "reason": "sale"}, headers=as_alice
         )
@@ -225,21 +266,25 @@ class TestWho:
 
 class TestCatalog:
     @pytest.fixture
-    def stocked(self, api, client, as_alice, store):
+    def stocked(
+        self, api: CatalogFactory, client: Client, as_alice: dict[str, str], store: Any
+    ) -> Any:
         items = {}
         for name, stock in (("Apple", 5), ("Bread", 0), ("Cheese", 2), ("Dates", 0)):
             items[name] = api.item(as_alice, store, name=name, stock=stock)
         return items
 
-    def test_in_stock(self, client, store, stocked):
-        names = lambda r: [i["name"] for i in r.json]  # noqa: E731
+    def test_in_stock(self, client: Client, store: Any, stocked: Any) -> None:
+        def names(response: Response) -> list[str]:
+            return [i["name"] for i in response.json]
+
         assert names(client.get("/items?in_stock=true")) == ["Apple", "Cheese"]
         assert names(client.get("/items?in_stock=false")) == ["Bread", "Dates"]
         url = f"/stores/{store['id']}/items?in_stock=true&sort=-stock"
         assert names(client.get(url)) == ["Apple", "Cheese"]
         assert_error(client.get("/items?in_stock=yes"), 422)
 
-    def test_sort_by_stock_breaks_ties_by_id(self, client, stocked):
+    def test_sort_by_stock_breaks_ties_by_id(self, client: Client, stocked: Any) -> None:
         assert [i["name"] for i in client.get("/items?sort=stock").json] == [
             "Bread",
             "Dates",
@@ -253,7 +298,9 @@ class TestCatalog:
             "Bread",
         ]
 
-    def test_deleting_an_item_deletes_its_ledger(self, app, client, as_alice, stocked):
+    def test_deleting_an_item_deletes_its_ledger(
+        self, app: Flask, client: Client, as_alice: dict[str, str], stocked: Any
+    ) -> None:
         apple = stocked["Apple"]
         assert client.delete(f"/items/{apple['id']}", headers=as_alice).status_code == 204
         assert (

@@ -1,16 +1,21 @@
 """Stores: create, read, replace, change, delete, and who may do which."""
 
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy import func, select
 
-from helpers import assert_error, bearer, count_queries, query, snapshot
-from models import Item, Store, Tag, item_tags
+from helpers import CatalogFactory, Client, assert_error, bearer, count_queries, query, snapshot
+from models import Item, Store, Tag, User, item_tags
 
 
 class TestCreate:
-    def test_caller_becomes_the_owner(self, app, client, alice, as_alice):
+    def test_caller_becomes_the_owner(
+        self, app: Flask, client: Client, alice: User, as_alice: dict[str, str]
+    ) -> None:
         body = {
             "name": "  Corner Shop ",
             "address": "1 Main St",
@@ -37,23 +42,36 @@ class TestCreate:
         assert response.headers["Location"] == f"/stores/{store['id']}"
         assert query(app, select(Store.name, Store.owner_id)) == [("Corner Shop", alice.id)]
 
-    def test_optional_fields_may_be_left_out(self, client, as_alice):
+    def test_optional_fields_may_be_left_out(
+        self, client: Client, as_alice: dict[str, str]
+    ) -> None:
         store = client.post("/stores", json={"name": "Bare"}, headers=as_alice).json
         assert store["address"] is None and store["contact_email"] is None
 
-    def test_unicode_blanks_are_trimmed_and_inner_text_kept(self, client, as_alice):
+    def test_unicode_blanks_are_trimmed_and_inner_text_kept(
+        self, client: Client, as_alice: dict[str, str]
+    ) -> None:
         body = {"name": "\u3000Caf\u00e9 \u00a0\U0001f600\u200dX\u00a0", "address": "\ufeff"}
         store = client.post("/stores", json=body, headers=as_alice).json
         assert store["name"] == "Caf\u00e9 \u00a0\U0001f600\u200dX"
         assert store["address"] is None
 
-    def test_needs_a_token(self, app, client):
+    def test_needs_a_token(self, app: Flask, client: Client) -> None:
         assert_error(
             client.post("/stores", json={"name": "x"}), 401, error="authorization_required"
         )
         assert query(app, select(Store.id)) == []
 
-    def test_names_are_unique_ignoring_case(self, app, client, alice, bob, as_alice, auth, api):
+    def test_names_are_unique_ignoring_case(
+        self,
+        app: Flask,
+        client: Client,
+        alice: User,
+        bob: User,
+        as_alice: dict[str, str],
+        auth: Callable[[User], dict[str, str]],
+        api: CatalogFactory,
+    ) -> None:
         api.store(as_alice, "Corner Shop")
         before = snapshot(app)
         body = assert_error(
@@ -93,24 +111,36 @@ class TestCreate:
             ({"name": "ok", "created_at": "2026-01-01T00:00:00Z"}, "created_at"),
         ],
     )
-    def test_invalid_input(self, app, client, as_alice, body, field):
+    def test_invalid_input(
+        self, app: Flask, client: Client, as_alice: dict[str, str], body: Any, field: Any
+    ) -> None:
         response = client.post("/stores", json=body, headers=as_alice)
         assert field in assert_error(response, 422)["errors"]["json"]
         assert query(app, select(Store.id)) == []
 
-    def test_a_phone_may_start_with_a_parenthesis(self, client, as_alice):
+    def test_a_phone_may_start_with_a_parenthesis(
+        self, client: Client, as_alice: dict[str, str]
+    ) -> None:
         body = {"name": "Shop", "contact_phone": "(555) 555-0100"}
         assert (
             client.post("/stores", json=body, headers=as_alice).json["contact_phone"]
             == "(555) 555-0100"
         )
 
-    def test_name_of_exactly_80_characters(self, client, as_alice):
+    def test_name_of_exactly_80_characters(self, client: Client, as_alice: dict[str, str]) -> None:
         assert client.post("/stores", json={"name": "x" * 80}, headers=as_alice).status_code == 201
 
 
 class TestRead:
-    def test_list_is_public_paginated_and_filterable(self, client, alice, bob, as_alice, auth, api):
+    def test_list_is_public_paginated_and_filterable(
+        self,
+        client: Client,
+        alice: User,
+        bob: User,
+        as_alice: dict[str, str],
+        auth: Callable[[User], dict[str, str]],
+        api: CatalogFactory,
+    ) -> None:
         api.store(as_alice, "Alpha Market")
         api.store(auth(bob), "Beta Shop")
         api.store(as_alice, "Gamma MARKET")
@@ -126,7 +156,9 @@ class TestRead:
         assert [s["name"] for s in client.get(f"/stores?owner_id={bob.id}").json] == ["Beta Shop"]
         assert client.get("/stores?q=%25").json == []
 
-    def test_one_store_with_its_etag(self, client, as_alice, api):
+    def test_one_store_with_its_etag(
+        self, client: Client, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
         store = api.store(as_alice)
         response = client.get(f"/stores/{store['id']}")
         assert response.status_code == 200
@@ -134,26 +166,28 @@ class TestRead:
         assert response.headers["ETag"]
 
     @pytest.mark.parametrize("path", ["/stores/99", "/stores/99/items", "/stores/99/tags"])
-    def test_unknown_store(self, client, path):
+    def test_unknown_store(self, client: Client, path: Any) -> None:
         body = assert_error(client.get(path), 404)
         assert body["message"] == "Store 99 not found."
 
     @pytest.mark.parametrize(
         "path", ["/stores/0", "/stores/-1", "/stores/abc", "/stores/99999999999"]
     )
-    def test_ids_that_cannot_exist(self, client, path):
+    def test_ids_that_cannot_exist(self, client: Client, path: Any) -> None:
         assert_error(client.get(path), 404)
 
     @pytest.mark.parametrize(
         "query_string", ["owner_id=0", "owner_id=x", "q=", "page=0", "page_size=101"]
     )
-    def test_bad_filters(self, client, query_string):
+    def test_bad_filters(self, client: Client, query_string: Any) -> None:
         body = assert_error(client.get(f"/stores?{query_string}"), 422)
         assert "query" in body["errors"]
 
 
 class TestChange:
-    def test_owner_replaces_a_store(self, app, client, as_alice, api):
+    def test_owner_replaces_a_store(
+        self, app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
         store = api.store(as_alice, address="1 Main St", contact_phone="555 0100")
         response = client.put(
             f"/stores/{store['id']}",
@@ -168,12 +202,16 @@ class TestChange:
         assert body["updated_at"] > store["updated_at"]
         assert query(app, select(Store.name, Store.address)) == [("Renamed", None)]
 
-    def test_put_needs_the_name(self, client, as_alice, api):
+    def test_put_needs_the_name(
+        self, client: Client, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
         store = api.store(as_alice)
         response = client.put(f"/stores/{store['id']}", json={"address": "x"}, headers=as_alice)
         assert "name" in assert_error(response, 422)["errors"]["json"]
 
-    def test_owner_patches_some_fields(self, client, as_alice, api):
+    def test_owner_patches_some_fields(
+        self, client: Client, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
         store = api.store(as_alice, address="1 Main St")
         response = client.patch(
             f"/stores/{store['id']}", json={"contact_phone": "555-0100"}, headers=as_alice
@@ -183,7 +221,14 @@ class TestChange:
         assert response.json["contact_phone"] == "555-0100"
 
     @pytest.mark.parametrize("blank", [None, "", "   "])
-    def test_patch_may_clear_optional_fields(self, app, client, as_alice, api, blank):
+    def test_patch_may_clear_optional_fields(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        api: CatalogFactory,
+        blank: Any,
+    ) -> None:
         store = api.store(
             as_alice, address="1 Main St", contact_email="a@b.io", contact_phone="555 0100"
         )
@@ -195,7 +240,9 @@ class TestChange:
             (None, None, None)
         ]
 
-    def test_rename_to_an_existing_name(self, app, client, as_alice, api):
+    def test_rename_to_an_existing_name(
+        self, app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
         api.store(as_alice, "One")
         two = api.store(as_alice, "Two")
         before = snapshot(app)
@@ -205,8 +252,16 @@ class TestChange:
         assert snapshot(app) == before
 
     def test_only_an_admin_transfers_a_store(
-        self, app, client, alice, bob, admin, as_alice, auth, api
-    ):
+        self,
+        app: Flask,
+        client: Client,
+        alice: User,
+        bob: User,
+        admin: User,
+        as_alice: dict[str, str],
+        auth: Callable[[User], dict[str, str]],
+        api: CatalogFactory,
+    ) -> None:
         store = api.store(as_alice)
         before = snapshot(app)
         # Permission comes before validation: a non-admin is refused even with a body
@@ -233,7 +288,14 @@ class TestChange:
             client.patch(f"/stores/{store['id']}", json={"name": "Mine"}, headers=as_alice), 403
         )
 
-    def test_transfer_to_an_unknown_user(self, client, admin, as_alice, auth, api):
+    def test_transfer_to_an_unknown_user(
+        self,
+        client: Client,
+        admin: User,
+        as_alice: dict[str, str],
+        auth: Callable[[User], dict[str, str]],
+        api: CatalogFactory,
+    ) -> None:
         store = api.store(as_alice)
         response = client.patch(
             f"/stores/{store['id']}", json={"owner_id": 999}, headers=auth(admin)
@@ -242,13 +304,15 @@ class TestChange:
             "User 999 does not exist."
         ]
 
-    def test_unknown_store(self, client, as_alice):
+    def test_unknown_store(self, client: Client, as_alice: dict[str, str]) -> None:
         assert_error(client.put("/stores/5", json={"name": "x"}, headers=as_alice), 404)
         assert_error(client.patch("/stores/5", json={"name": "x"}, headers=as_alice), 404)
 
 
 class TestDelete:
-    def test_deletes_the_store_with_its_items_tags_and_links(self, app, client, as_alice, api):
+    def test_deletes_the_store_with_its_items_tags_and_links(
+        self, app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
         keep = api.store(as_alice, "Keep")
         kept_item = api.item(as_alice, keep)
         kept_tag = api.tag(as_alice, keep)
@@ -266,7 +330,9 @@ class TestDelete:
         assert_error(client.get(f"/stores/{store['id']}"), 404)
 
     @pytest.mark.config(STORE_DELETE_BATCH=2)
-    def test_a_big_store_goes_in_batches(self, app, client, as_alice, api):
+    def test_a_big_store_goes_in_batches(
+        self, app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
         """Each batch of items is one statement of its own transaction; the links go
         with their items, the tags with the store."""
         keep = api.store(as_alice, "Keep")
@@ -286,7 +352,9 @@ class TestDelete:
         assert query(app, select(Tag.name)) == [("dairy",)]
         assert query(app, select(item_tags.c.item_id)) == [(kept["id"],)]
 
-    def test_a_stale_if_match_deletes_nothing(self, app, client, as_alice, api):
+    def test_a_stale_if_match_deletes_nothing(
+        self, app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
         store = api.store(as_alice, "Big")
         api.item(as_alice, store)
         before = snapshot(app)
@@ -296,7 +364,14 @@ class TestDelete:
         assert_error(response, 412)
         assert snapshot(app) == before
 
-    def test_needs_a_fresh_token(self, app, client, alice, login, api):
+    def test_needs_a_fresh_token(
+        self,
+        app: Flask,
+        client: Client,
+        alice: User,
+        login: Callable[..., dict[str, Any]],
+        api: CatalogFactory,
+    ) -> None:
         tokens = login(alice)
         store = api.store(bearer(tokens["access_token"]))
         stale = client.post("/refresh", headers=bearer(tokens["refresh_token"])).json[
@@ -311,8 +386,15 @@ class TestOwnership:
     """User B gets 403 for every write on user A's store; A's data stays byte for byte."""
 
     def test_every_write_by_another_user_is_forbidden(
-        self, app, client, alice, bob, as_alice, auth, api
-    ):
+        self,
+        app: Flask,
+        client: Client,
+        alice: User,
+        bob: User,
+        as_alice: dict[str, str],
+        auth: Callable[[User], dict[str, str]],
+        api: CatalogFactory,
+    ) -> None:
         store = api.store(as_alice)
         item = api.item(as_alice, store)
         tag = api.tag(as_alice, store)
@@ -339,7 +421,16 @@ class TestOwnership:
             assert_error(response, 403, error="forbidden")
         assert snapshot(app) == before
 
-    def test_an_admin_may_do_all_of_it(self, app, client, alice, admin, as_alice, auth, api):
+    def test_an_admin_may_do_all_of_it(
+        self,
+        app: Flask,
+        client: Client,
+        alice: User,
+        admin: User,
+        as_alice: dict[str, str],
+        auth: Callable[[User], dict[str, str]],
+        api: CatalogFactory,
+    ) -> None:
         store = api.store(as_alice)
         item = api.item(as_alice, store)
         tag = api.tag(as_alice, store)
@@ -378,7 +469,14 @@ class TestOwnership:
         assert [row[1] for row in after["users"]] == ["alice", "root"]  # nobody else went
 
 
-def test_a_stranger_cannot_probe_user_ids_through_owner_id(client, alice, bob, as_alice, auth, api):
+def test_a_stranger_cannot_probe_user_ids_through_owner_id(
+    client: Client,
+    alice: User,
+    bob: User,
+    as_alice: dict[str, str],
+    auth: Callable[[User], dict[str, str]],
+    api: CatalogFactory,
+) -> None:
     path, headers = f"/stores/{api.store(as_alice)['id']}", auth(bob)
     for owner in (bob.id, 4242):
         response = client.patch(path, json={"owner_id": owner}, headers=headers)

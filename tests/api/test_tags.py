@@ -1,19 +1,24 @@
 """Tags: created under a store, unique per store, renamed, deleted once unused."""
 
+from typing import Any
+
 import pytest
+from flask import Flask
 from sqlalchemy import select
 
-from helpers import assert_error, query, snapshot
+from helpers import CatalogFactory, Client, assert_error, query, snapshot
 from models import Tag
 
 
 @pytest.fixture
-def store(as_alice, api):
+def store(as_alice: dict[str, str], api: CatalogFactory) -> Any:
     return api.store(as_alice)
 
 
 class TestTags:
-    def test_create_read_and_list(self, app, client, as_alice, store):
+    def test_create_read_and_list(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any
+    ) -> None:
         response = client.post(
             f"/stores/{store['id']}/tags", json={"name": " dairy "}, headers=as_alice
         )
@@ -28,7 +33,14 @@ class TestTags:
         assert listing.json == [tag]
         assert listing.headers["X-Total-Count"] == "1"
 
-    def test_names_are_unique_within_a_store_ignoring_case(self, app, client, as_alice, store, api):
+    def test_names_are_unique_within_a_store_ignoring_case(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        api: CatalogFactory,
+    ) -> None:
         api.tag(as_alice, store, "Dairy")
         before = snapshot(app)
         response = client.post(
@@ -42,21 +54,37 @@ class TestTags:
     @pytest.mark.parametrize(
         "body", [{}, {"name": ""}, {"name": "x" * 81}, {"name": "ok", "store_id": 1}]
     )
-    def test_invalid_input(self, app, client, as_alice, store, body):
+    def test_invalid_input(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any, body: Any
+    ) -> None:
         assert_error(client.post(f"/stores/{store['id']}/tags", json=body, headers=as_alice), 422)
         assert query(app, select(Tag.id)) == []
 
-    def test_unknown_store(self, client, as_alice):
+    def test_unknown_store(self, client: Client, as_alice: dict[str, str]) -> None:
         assert_error(client.post("/stores/9/tags", json={"name": "x"}, headers=as_alice), 404)
 
-    def test_rename(self, app, client, as_alice, store, api):
+    def test_rename(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        api: CatalogFactory,
+    ) -> None:
         tag = api.tag(as_alice, store)
         response = client.patch(f"/tags/{tag['id']}", json={"name": "milk"}, headers=as_alice)
         assert response.status_code == 200
         assert response.json["name"] == "milk"
         assert query(app, select(Tag.name)) == [("milk",)]
 
-    def test_rename_to_a_taken_name(self, app, client, as_alice, store, api):
+    def test_rename_to_a_taken_name(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        api: CatalogFactory,
+    ) -> None:
         api.tag(as_alice, store, "dairy")
         tag = api.tag(as_alice, store, "milk")
         before = snapshot(app)
@@ -65,13 +93,27 @@ class TestTags:
         )
         assert snapshot(app) == before
 
-    def test_delete_an_unused_tag(self, app, client, as_alice, store, api):
+    def test_delete_an_unused_tag(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        api: CatalogFactory,
+    ) -> None:
         tag = api.tag(as_alice, store)
         assert client.delete(f"/tags/{tag['id']}", headers=as_alice).status_code == 204
         assert query(app, select(Tag.id)) == []
         assert_error(client.get(f"/tags/{tag['id']}"), 404)
 
-    def test_a_tag_still_on_an_item_is_kept(self, app, client, as_alice, store, api):
+    def test_a_tag_still_on_an_item_is_kept(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        api: CatalogFactory,
+    ) -> None:
         tag = api.tag(as_alice, store)
         api.link(as_alice, api.item(as_alice, store), tag)
         before = snapshot(app)
@@ -79,7 +121,7 @@ class TestTags:
         assert "still on items" in body["message"]
         assert snapshot(app) == before
 
-    def test_unknown_tag(self, client, as_alice):
+    def test_unknown_tag(self, client: Client, as_alice: dict[str, str]) -> None:
         assert_error(client.get("/tags/5"), 404)
         assert_error(client.patch("/tags/5", json={"name": "x"}, headers=as_alice), 404)
         assert_error(client.delete("/tags/5", headers=as_alice), 404)

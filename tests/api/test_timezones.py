@@ -9,12 +9,16 @@ only connections opened after it, so it is set where connections are made).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy import select, text
 
 from db import db
-from helpers import bearer, create_user, query
+from helpers import bearer, client_of, create_user, query
 from models import User
 
 pytestmark = pytest.mark.postgres
@@ -22,7 +26,9 @@ UTC_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00")
 
 
 @pytest.fixture(params=["Asia/Tokyo", "America/New_York"])
-def zoned_app(request, app, make_app, monkeypatch):
+def zoned_app(
+    request: Any, app: Flask, make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> Any:
     """A second app on the test database whose sessions use the zone ``param``."""
     monkeypatch.setenv("PGTZ", request.param)
     zoned = make_app()
@@ -30,8 +36,8 @@ def zoned_app(request, app, make_app, monkeypatch):
     return zoned
 
 
-def test_json_and_etags_stay_utc(zoned_app):
-    client = zoned_app.test_client()
+def test_json_and_etags_stay_utc(zoned_app: Flask) -> None:
+    client = client_of(zoned_app)
     user = create_user(zoned_app, "tz")
     login = {"username": "tz", "password": "correct horse battery"}
     headers = bearer(client.post("/login", json=login).json["access_token"])
@@ -67,11 +73,11 @@ def test_json_and_etags_stay_utc(zoned_app):
     assert UTC_STAMP.fullmatch(user_json["created_at"])
 
 
-def test_values_read_from_the_database_are_utc(zoned_app):
+def test_values_read_from_the_database_are_utc(zoned_app: Flask) -> None:
     with zoned_app.app_context():
         value = db.session.scalar(text("SELECT now()"))
         assert value.utcoffset().total_seconds() != 0  # the zone really is not UTC
         create_user(zoned_app, "tz2")
         stamp = db.session.scalars(select(User.created_at)).one()
-        assert stamp.utcoffset().total_seconds() == 0
+        assert stamp.utcoffset() == timedelta(0)
         assert stamp.tzname() == "UTC"

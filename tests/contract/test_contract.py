@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from flask import Flask
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
@@ -26,7 +27,7 @@ from sqlalchemy import select, text
 from core.auth.security import hash_password, start_session
 from core.web.extensions import limiter
 from db import db
-from helpers import PASSWORD, bearer, create_user
+from helpers import PASSWORD, bearer, client_of, create_user
 from models import User
 
 load_all_checks()
@@ -98,7 +99,7 @@ FUZZ = settings(
 class TokenSource:
     """A fresh access token for ``username`` on every call (see the module docstring)."""
 
-    def __init__(self, app, username: str, role: str) -> None:
+    def __init__(self, app: Flask, username: str, role: str) -> None:
         self.app, self.username, self.role = app, username, role
 
     def headers(self) -> dict[str, str]:
@@ -130,7 +131,7 @@ class TokenSource:
             db.session.commit()
             limiter.reset()
         create_user(self.app, "root", role="admin")
-        client = self.app.test_client()
+        client = client_of(self.app)
         headers = self.headers()
         store = client.post("/stores", json={"name": "Fuzz Store"}, headers=headers).json
         body = {"name": "Milk", "price": "1.50", "store_id": store["id"]}
@@ -140,14 +141,14 @@ class TokenSource:
 
 
 @pytest.fixture(params=["user", "admin"])
-def tokens(request, app) -> TokenSource:
+def tokens(request: Any, app: Flask) -> TokenSource:
     source = TokenSource(app, f"fuzz_{request.param}", request.param)
     source.seed()
     return source
 
 
 @pytest.fixture
-def api_schema(app, tokens):
+def api_schema(app: Flask, tokens: Any) -> Any:
     """The schema, with the run's token source as its auth: schemathesis applies it
     to every call, and its checks of missing or wrong credentials replace it."""
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
@@ -158,10 +159,10 @@ def api_schema(app, tokens):
 
     @schema.auth(refresh_interval=None)  # no caching: a new token for every call
     class Minted:
-        def get(self, case, context):
+        def get(self, case: Any, context: Any) -> Any:
             return tokens.headers()["Authorization"]
 
-        def set(self, case, data, context):
+        def set(self, case: Any, data: Any, context: Any) -> None:
             case.headers = {**(case.headers or {}), "Authorization": data}
 
     return schema
@@ -172,24 +173,26 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 @schema.parametrize()
 @FUZZ
-def test_every_operation_keeps_its_contract(case, tokens):
+def test_every_operation_keeps_its_contract(case: Any, tokens: Any) -> None:
     prepare(case)
     case.call_and_validate(checks=checks_for(case))
 
 
-def test_sequences_of_calls_keep_the_contract(api_schema, tokens):
+def test_sequences_of_calls_keep_the_contract(api_schema: Any, tokens: Any) -> None:
     """The stateful phase: chains of calls that feed each other's ids and bodies."""
 
-    class Fuzzer(api_schema.as_state_machine()):
-        def setup(self):
+    class Fuzzer(api_schema.as_state_machine()):  # type: ignore[misc]  # built at run time
+        def setup(self) -> None:
             # Each scenario from the same state, so that a replay (when Hypothesis
             # shrinks a failure) sees the answers the first run saw.
             tokens.seed()
 
-        def before_call(self, case):
+        def before_call(self, case: Any) -> None:
             prepare(case)
 
-        def validate_response(self, response, case, additional_checks=None, **kwargs):
+        def validate_response(
+            self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any
+        ) -> None:
             case.validate_response(
                 response, checks=checks_for(case), transport_kwargs=kwargs or None
             )
@@ -199,7 +202,7 @@ def test_sequences_of_calls_keep_the_contract(api_schema, tokens):
     )
 
 
-def keep_paging_in_range(query: dict | None) -> None:
+def keep_paging_in_range(query: dict[str, Any] | None) -> None:
     """A list's ``cursor`` is a token the service signs, so a generated one is never
     valid, and page numbers reach only the first 10,000 rows: OpenAPI cannot say
     either rule. test_pagination.py tests both; here they are kept in range."""
@@ -210,7 +213,7 @@ def keep_paging_in_range(query: dict | None) -> None:
             query["page"] = min(page, 10_000 // size)
 
 
-def prepare(case) -> None:
+def prepare(case: Any) -> None:
     keep_paging_in_range(case.query)
     if case.headers and "Idempotency-Key" in case.headers:
         # A key's answer depends on the requests sent with it before (the same key
@@ -219,7 +222,7 @@ def prepare(case) -> None:
         case.headers["Idempotency-Key"] = uuid.uuid4().hex
 
 
-def checks_for(case) -> list[Any]:
+def checks_for(case: Any) -> list[Any]:
     if case.path.endswith(".csv"):
         # The CSV exports take the JSON lists' query parameters, fuzzed there with
         # every check. A query string has no types: "tag=0" is the text "0", a valid

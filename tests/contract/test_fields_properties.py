@@ -13,13 +13,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
 from core.web.fields import BLANKS, MAX_PRICE
 from db import db
-from helpers import assert_error, query, snapshot
+from helpers import CatalogFactory, Client, assert_error, query, snapshot
 from models import Item, Store, User
 
 # Deterministic in CI (a failure is reproducible); the fixtures are made once per
@@ -51,7 +52,7 @@ blanks = st.text(alphabet=st.sampled_from(BLANKS), max_size=3)
 
 
 @st.composite
-def names(draw, max_length: int = 80) -> str:
+def names(draw: st.DrawFn, max_length: int = 80) -> str:
     """A valid name: visible first and last characters, anything allowed between."""
     first = draw(visible)
     if draw(st.booleans()):
@@ -61,7 +62,7 @@ def names(draw, max_length: int = 80) -> str:
 
 
 @st.composite
-def bad_names(draw) -> str:
+def bad_names(draw: st.DrawFn) -> str:
     kind = draw(st.sampled_from(["forbidden", "too long", "blank", "invisible edge"]))
     if kind == "forbidden":
         return draw(visible) + draw(st.sampled_from(FORBIDDEN)) + draw(visible)
@@ -73,15 +74,21 @@ def bad_names(draw) -> str:
 
 
 @pytest.fixture
-def store(api, as_alice):
+def store(api: CatalogFactory, as_alice: dict[str, str]) -> Any:
     return api.store(as_alice, "Property shop")
 
 
 @PROPERTY
 @given(core=names(), before=blanks, after=blanks)
 def test_an_accepted_name_is_stored_trimmed_and_exact(
-    app, client, as_alice, store, core, before, after
-):
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    store: Any,
+    core: Any,
+    before: Any,
+    after: Any,
+) -> None:
     response = client.patch(
         f"/stores/{store['id']}", json={"name": before + core + after}, headers=as_alice
     )
@@ -93,7 +100,9 @@ def test_an_accepted_name_is_stored_trimmed_and_exact(
 
 @PROPERTY
 @given(name=bad_names())
-def test_a_refused_name_is_a_422_naming_it(app, client, as_alice, store, name):
+def test_a_refused_name_is_a_422_naming_it(
+    app: Flask, client: Client, as_alice: dict[str, str], store: Any, name: Any
+) -> None:
     before = snapshot(app)
     response = client.patch(f"/stores/{store['id']}", json={"name": name}, headers=as_alice)
     body = assert_error(response, 422)
@@ -107,11 +116,11 @@ prices = st.decimals(min_value=0, max_value=MAX_PRICE - Decimal("0.01"), places=
 
 
 @pytest.fixture
-def item(api, as_alice, store):
+def item(api: CatalogFactory, as_alice: dict[str, str], store: Any) -> Any:
     return api.item(as_alice, store)
 
 
-def patch_price(client, headers, item, text: str):
+def patch_price(client: Client, headers: Any, item: Any, text: str) -> Any:
     """The body as JSON text, so that a number keeps every digit it is written with."""
     return client.patch(
         f"/items/{item['id']}",
@@ -123,7 +132,9 @@ def patch_price(client, headers, item, text: str):
 
 @PROPERTY
 @given(price=prices, as_string=st.booleans())
-def test_an_accepted_price_round_trips_exactly(app, client, as_alice, item, price, as_string):
+def test_an_accepted_price_round_trips_exactly(
+    app: Flask, client: Client, as_alice: dict[str, str], item: Any, price: Any, as_string: Any
+) -> None:
     text = json.dumps(str(price)) if as_string else str(price)
     response = patch_price(client, as_alice, item, text)
     assert response.status_code == 200, (text, response.json)
@@ -137,7 +148,7 @@ def test_an_accepted_price_round_trips_exactly(app, client, as_alice, item, pric
 
 
 @st.composite
-def bad_prices(draw) -> str:
+def bad_prices(draw: Any) -> str:
     kind = draw(st.sampled_from(["places", "negative", "too large", "text"]))
     if kind == "places":  # 3 to 20 decimal places, the last one not zero
         whole = draw(st.integers(0, 10**9))
@@ -153,7 +164,9 @@ def bad_prices(draw) -> str:
 
 @PROPERTY
 @given(text=bad_prices())
-def test_a_refused_price_is_a_422_naming_it(app, client, as_alice, item, text):
+def test_a_refused_price_is_a_422_naming_it(
+    app: Flask, client: Client, as_alice: dict[str, str], item: Any, text: Any
+) -> None:
     before = snapshot(app)
     body = assert_error(patch_price(client, as_alice, item, text), 422)
     assert list(body["errors"]["json"]) == ["price"], (text, body)
@@ -166,13 +179,13 @@ USERNAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 usernames = st.text(alphabet=USERNAME_CHARS, min_size=3, max_size=80)
 
 
-def register(client, username: str):
+def register(client: Client, username: str) -> Any:
     body = {"username": username, "email": "property@example.com", "password": "long enough"}
     return client.post("/register", json=body)
 
 
 @pytest.fixture
-def forget_users(app):
+def forget_users(app: Flask) -> Any:
     """Deletes the users an example registered, so the next starts alike."""
 
     def forget() -> None:
@@ -185,7 +198,9 @@ def forget_users(app):
 
 @PROPERTY
 @given(username=usernames, before=blanks, after=blanks)
-def test_an_accepted_username_is_stored_trimmed(app, client, forget_users, username, before, after):
+def test_an_accepted_username_is_stored_trimmed(
+    app: Flask, client: Client, forget_users: Any, username: Any, before: Any, after: Any
+) -> None:
     try:
         response = register(client, before + username + after)
         assert response.status_code == 201, (username, response.json)
@@ -212,7 +227,7 @@ bad_usernames = st.one_of(
 
 @PROPERTY
 @given(username=bad_usernames)
-def test_a_refused_username_is_a_422_naming_it(app, client, username):
+def test_a_refused_username_is_a_422_naming_it(app: Flask, client: Client, username: Any) -> None:
     before = snapshot(app)
     body = assert_error(register(client, username), 422)
     assert list(body["errors"]["json"]) == ["username"], (username, body)

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -42,7 +44,7 @@ UNREACHABLE_PG = "postgresql://app:s3cret-pw@127.0.0.1:1/stores"
 ENTRYPOINT = ["sh", "docker-entrypoint.sh"]
 
 
-def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
     )
@@ -60,19 +62,19 @@ def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     ],
     ids=lambda command: command[0],
 )
-def test_deployment_files_pass_their_linters(command):
+def test_deployment_files_pass_their_linters(command: Any) -> None:
     result = run([str(BIN / command[0]), *command[1:]], os.environ.copy())
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_load_balancer_config_is_valid_nginx():
+def test_the_load_balancer_config_is_valid_nginx() -> None:
     result = run([str(BIN / "crossplane"), "parse", "--strict", "deploy/nginx.conf"], {})
     parsed = json.loads(result.stdout)
     assert parsed["status"] == "ok", parsed["errors"]
     # nginx's own errors answer in the API's envelope.
     answers = {}
 
-    def walk(directives):
+    def walk(directives: Any) -> None:
         for directive in directives:
             if directive["directive"] == "return":
                 status, body = directive["args"]
@@ -85,7 +87,7 @@ def test_the_load_balancer_config_is_valid_nginx():
         assert body["code"] == status and body["status"] and body["message"]
 
 
-def test_the_compose_file_allows_replicas_and_declares_persistent_volumes():
+def test_the_compose_file_allows_replicas_and_declares_persistent_volumes() -> None:
     """What docker-compose.yml says, read as YAML: there is no Docker engine here to
     run the stack, so that it scales and keeps its data is not observed, only declared."""
     compose = YAML(typ="safe").load((ROOT / "docker-compose.yml").read_text())
@@ -143,7 +145,9 @@ UNSAFE = {
 
 @pytest.mark.parametrize("launcher", ["gunicorn", "entrypoint"])
 @pytest.mark.parametrize(("values", "variable"), UNSAFE.values(), ids=UNSAFE.keys())
-def test_production_refuses_to_start_and_names_the_variable(launcher, values, variable):
+def test_production_refuses_to_start_and_names_the_variable(
+    launcher: Any, values: Any, variable: Any
+) -> None:
     command = gunicorn_command(free_port()) if launcher == "gunicorn" else ENTRYPOINT
     result = run(command, production_env(**values))
     assert result.returncode != 0
@@ -154,7 +158,7 @@ def test_production_refuses_to_start_and_names_the_variable(launcher, values, va
     assert "database at" not in result.stderr
 
 
-def test_production_never_serves_the_debugger():
+def test_production_never_serves_the_debugger() -> None:
     env = production_env(DATABASE_URL=UNREACHABLE_PG, JWT_SECRET_KEY=SECRET)
     port = str(free_port())
     result = run([str(BIN / "flask"), "--app", "app", "--debug", "run", "--port", port], env)
@@ -166,7 +170,7 @@ def test_production_never_serves_the_debugger():
 # --- waiting for the database
 
 
-def test_the_entrypoint_runs_a_command_it_is_given_instead_of_the_server():
+def test_the_entrypoint_runs_a_command_it_is_given_instead_of_the_server() -> None:
     """`docker run IMAGE flask db upgrade`: the command, not a server that never ends."""
     command = ["python", "-c", "import sys; print('one-off', sys.argv[1:])", "a b"]
     result = run([*ENTRYPOINT, *command], production_env())
@@ -175,7 +179,7 @@ def test_the_entrypoint_runs_a_command_it_is_given_instead_of_the_server():
     assert result.stderr == ""  # no configuration check, migration or server logged a line
 
 
-def test_the_entrypoint_waits_for_the_database_then_names_it():
+def test_the_entrypoint_waits_for_the_database_then_names_it() -> None:
     env = production_env(
         DATABASE_URL=UNREACHABLE_PG,
         JWT_SECRET_KEY=SECRET,
@@ -192,14 +196,16 @@ def test_the_entrypoint_waits_for_the_database_then_names_it():
     assert "Running upgrade" not in result.stderr and "Starting gunicorn" not in result.stderr
 
 
-def test_prestart_names_the_database_but_never_its_password():
+def test_prestart_names_the_database_but_never_its_password() -> None:
     where = prestart.database_location("postgresql+psycopg://app:pw-123@db.example:6543/stores")
     assert where == "db.example:6543/stores"
     assert prestart.database_location("postgresql://app:pw-123@db/stores") == "db:5432/stores"
     assert prestart.database_location("sqlite://") == "sqlite :memory:"
 
 
-def test_prestart_passes_a_safe_config_with_a_database_that_answers(monkeypatch, tmp_path):
+def test_prestart_passes_a_safe_config_with_a_database_that_answers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("APP_ENV", "development")
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'up.db'}")
     assert prestart.main() == 0
@@ -208,7 +214,7 @@ def test_prestart_passes_a_safe_config_with_a_database_that_answers(monkeypatch,
     assert prestart.main() == 2  # refused before any connection
 
 
-def test_prestart_gives_up_after_the_configured_attempts():
+def test_prestart_gives_up_after_the_configured_attempts() -> None:
     config = DevelopmentConfig(
         {"DATABASE_URL": UNREACHABLE_PG, "DB_WAIT_ATTEMPTS": "2", "DB_WAIT_DELAY": "0"}
     )
@@ -218,7 +224,7 @@ def test_prestart_gives_up_after_the_configured_attempts():
 # --- gunicorn as configured: JSON logs, one proxy policy, the image's healthcheck
 
 
-def test_gunicorn_logs_json_and_the_app_finds_the_client_behind_a_proxy(tmp_path):
+def test_gunicorn_logs_json_and_the_app_finds_the_client_behind_a_proxy(tmp_path: Path) -> None:
     # /health touches no database: an empty in-memory one will do.
     env = server_env(
         APP_ENV="development", DATABASE_URL="sqlite://", TRUSTED_PROXIES="1", LOG_LEVEL="INFO"
@@ -248,7 +254,7 @@ def test_gunicorn_logs_json_and_the_app_finds_the_client_behind_a_proxy(tmp_path
 
 
 @pytest.mark.postgres
-def test_the_entrypoint_migrates_serves_and_finishes_requests_on_sigterm(tmp_path):
+def test_the_entrypoint_migrates_serves_and_finishes_requests_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "entrypoint.log"
@@ -299,7 +305,7 @@ def test_the_entrypoint_migrates_serves_and_finishes_requests_on_sigterm(tmp_pat
 
 
 @pytest.mark.postgres
-def test_replicas_starting_together_migrate_once():
+def test_replicas_starting_together_migrate_once() -> None:
     with postgres_database(PG_URL, prefix="stores_deploy_") as url:
         env = production_env(DATABASE_URL=url, JWT_SECRET_KEY=SECRET, LOG_LEVEL="INFO")
         with psycopg.connect(libpq(url), autocommit=True) as conn:
@@ -329,7 +335,7 @@ def test_replicas_starting_together_migrate_once():
 # --- the base image's stand-in (tests/images.py) follows the machine's apt sources
 
 
-def test_the_base_image_comes_from_the_mirror_apt_uses(tmp_path):
+def test_the_base_image_comes_from_the_mirror_apt_uses(tmp_path: Path) -> None:
     apt = tmp_path / "apt"
     (apt / "sources.list.d").mkdir(parents=True)
     (apt / "sources.list").write_text("# none here\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dotenv import dotenv_values
@@ -75,7 +76,7 @@ def assert_settings_from_the_file(base: str, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def reads_dotenv(monkeypatch, tmp_path):
+def reads_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     """.env reading on (the suite turns it off), in an empty working directory; every
     variable the tests below write is restored afterwards."""
     monkeypatch.delenv("FLASK_SKIP_DOTENV")
@@ -87,7 +88,9 @@ def reads_dotenv(monkeypatch, tmp_path):
     return tmp_path
 
 
-def test_the_file_fills_in_and_the_environment_wins(reads_dotenv, monkeypatch):
+def test_the_file_fills_in_and_the_environment_wins(
+    reads_dotenv: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (reads_dotenv / ".env").write_text("LOG_FORMAT=text\nHSTS_SECONDS=60\n")
     monkeypatch.setenv("HSTS_SECONDS", "7")
     assert load_env_file() is True
@@ -97,7 +100,7 @@ def test_the_file_fills_in_and_the_environment_wins(reads_dotenv, monkeypatch):
     assert (config.LOG_FORMAT, config.HSTS_SECONDS) == ("text", 7)
 
 
-def test_production_reads_a_file_when_there_is_one(reads_dotenv):
+def test_production_reads_a_file_when_there_is_one(reads_dotenv: Any) -> None:
     (reads_dotenv / ".env").write_text(
         f"APP_ENV=production\nDATABASE_URL=postgres://u@db/stores\nJWT_SECRET_KEY={SECRET}\n"
     )
@@ -107,25 +110,27 @@ def test_production_reads_a_file_when_there_is_one(reads_dotenv):
     assert config.SQLALCHEMY_DATABASE_URI == "postgresql+psycopg://u@db/stores"
 
 
-def test_no_file_changes_nothing(reads_dotenv, monkeypatch):
+def test_no_file_changes_nothing(reads_dotenv: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_ENV", "production")
     before = dict(os.environ)
     assert load_env_file() is False
     assert dict(os.environ) == before
 
 
-def test_flask_skip_dotenv_turns_it_off(reads_dotenv, monkeypatch):
+def test_flask_skip_dotenv_turns_it_off(reads_dotenv: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     (reads_dotenv / ".env").write_text("LOG_FORMAT=text\n")
     monkeypatch.setenv("FLASK_SKIP_DOTENV", "1")
     assert load_env_file() is False
     assert "LOG_FORMAT" not in os.environ
 
 
-def test_a_copy_of_the_example_changes_no_default():
+def test_a_copy_of_the_example_changes_no_default() -> None:
     """`cp .env.example .env` must give exactly the documented defaults."""
     example = dotenv_values(ROOT / ".env.example")
     defaults = {k: v for k, v in vars(DevelopmentConfig({})).items() if k != "environ"}
-    copied = {k: v for k, v in vars(DevelopmentConfig(example)).items() if k != "environ"}
+    given = {k: v for k, v in example.items() if v is not None}  # none is a bare name
+    assert given.keys() == example.keys()
+    copied = {k: v for k, v in vars(DevelopmentConfig(given)).items() if k != "environ"}
     assert copied == defaults
     # Every variable the service reads is in the example, LOG_FORMAT among them.
     assert {"LOG_FORMAT", "LOG_LEVEL", "PORT", "DATABASE_URL"} <= set(example)
@@ -135,7 +140,7 @@ def test_a_copy_of_the_example_changes_no_default():
 
 
 @pytest.mark.parametrize("launcher", ["flask run", "make run", "make serve"])
-def test_development_servers_read_the_project_env_file(launcher, tmp_path):
+def test_development_servers_read_the_project_env_file(launcher: Any, tmp_path: Path) -> None:
     project = project_copy(tmp_path, dev_dotenv(tmp_path))
     port = free_port()
     if launcher == "flask run":
@@ -146,7 +151,7 @@ def test_development_servers_read_the_project_env_file(launcher, tmp_path):
         assert_settings_from_the_file(f"http://127.0.0.1:{port}", tmp_path)
 
 
-def test_gunicorn_reads_its_settings_from_the_file_too(tmp_path):
+def test_gunicorn_reads_its_settings_from_the_file_too(tmp_path: Path) -> None:
     """`gunicorn "app:create_app()"` with no option at all: gunicorn.conf.py (found in
     the working directory) takes the port and the worker count from .env."""
     port = free_port()
@@ -158,7 +163,7 @@ def test_gunicorn_reads_its_settings_from_the_file_too(tmp_path):
 
 
 @pytest.mark.parametrize("with_file", [True, False], ids=["with .env", "without"])
-def test_production_start_reads_the_file_only_if_present(with_file, tmp_path):
+def test_production_start_reads_the_file_only_if_present(with_file: Any, tmp_path: Path) -> None:
     """The entrypoint's first step, given only APP_ENV=production: the database and the
     secret come from .env when there is one; without one it refuses, naming the
     variable. Either way it speaks JSON (production's default, on a pipe)."""
@@ -184,7 +189,7 @@ def test_production_start_reads_the_file_only_if_present(with_file, tmp_path):
         assert "configuration refused: DATABASE_URL is not set." in result.stderr
 
 
-def test_no_env_file_is_committed_or_copied_into_the_image():
+def test_no_env_file_is_committed_or_copied_into_the_image() -> None:
     ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, check=False)
     assert ignored.returncode == 0
     dockerignore = (ROOT / ".dockerignore").read_text().splitlines()

@@ -20,13 +20,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from flask import Flask
 from sqlalchemy import text
 
 from db import db
-from helpers import PG_URL
+from helpers import PG_URL, Client
 from servers import (
     SECRET,
     call,
@@ -129,7 +131,7 @@ class Load:
     acknowledged: dict[int, str] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
 
-    def request(self, method: str, path: str, body: dict | None = None) -> Outcome:
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Outcome:
         started = time.monotonic()
         try:
             reply = call(method, self.base + path, body, headers=self.auth, timeout=CLIENT_TIMEOUT)
@@ -176,7 +178,9 @@ class Load:
 
 
 @pytest.mark.postgres
-def test_a_database_outage_is_a_503_and_service_resumes_without_losing_writes(cluster, tmp_path):
+def test_a_database_outage_is_a_503_and_service_resumes_without_losing_writes(
+    cluster: Any, tmp_path: Path
+) -> None:
     env = production_env(
         DATABASE_URL=cluster.url,
         JWT_SECRET_KEY=SECRET,
@@ -234,7 +238,7 @@ def test_a_database_outage_is_a_503_and_service_resumes_without_losing_writes(cl
 
     # Every write the API acknowledged is there, with the name it was given.
     with psycopg.connect(cluster.url) as conn:
-        rows = dict(
+        rows: dict[int, str] = dict(
             conn.execute(
                 "SELECT id, name FROM items WHERE id = ANY(%s)", [list(load.acknowledged)]
             ).fetchall()
@@ -250,13 +254,15 @@ def test_a_database_outage_is_a_503_and_service_resumes_without_losing_writes(cl
 
 
 @pytest.mark.postgres
-def test_a_connection_lost_after_the_view_answered_does_not_become_a_500(app, client):
+def test_a_connection_lost_after_the_view_answered_does_not_become_a_500(
+    app: Flask, client: Client
+) -> None:
     """The view's read left a transaction open; the server drops the connection before
     the request ends. The answer stands, and the next request gets a new connection."""
     terminated = []
 
     @app.after_request
-    def drop_the_connection(response):
+    def drop_the_connection(response: Any) -> Any:
         pid = db.session.execute(text("SELECT pg_backend_pid()")).scalar()
         with psycopg.connect(libpq(PG_URL), autocommit=True) as conn:
             conn.execute("SELECT pg_terminate_backend(%s)", [pid])

@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -37,7 +39,7 @@ MAX_IMAGE_BYTES = 250 * 1000 * 1000
 
 
 @pytest.fixture(scope="module")
-def image():
+def image() -> Iterator[Any]:
     """The image of the working tree, under a tag of its own; removed afterwards
     (the base image and the build stage's cached layers stay for the next run)."""
     base = images.ensure_base_image()
@@ -82,7 +84,9 @@ def revisions(url: str) -> list[tuple[str]]:
         return conn.execute("SELECT version_num FROM alembic_version").fetchall()
 
 
-def test_the_image_is_small_and_has_no_compiler(image, capsys):
+def test_the_image_is_small_and_has_no_compiler(
+    image: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     tag, base, seconds = image
     size = images.image_size(tag)
     with capsys.disabled():
@@ -95,7 +99,7 @@ def test_the_image_is_small_and_has_no_compiler(image, capsys):
     assert found.stdout == "", found.stdout
 
 
-def test_a_container_migrates_serves_and_is_healthy(image):
+def test_a_container_migrates_serves_and_is_healthy(image: Any) -> None:
     tag = image[0]
     with (
         postgres_database(PG_URL, prefix="stores_img_") as url,
@@ -115,7 +119,7 @@ def test_a_container_migrates_serves_and_is_healthy(image):
         assert api.exec("sh", "-c", "echo x > /app/new.py").returncode != 0
 
 
-def test_replicas_started_together_migrate_once(image):
+def test_replicas_started_together_migrate_once(image: Any) -> None:
     """Two containers on one empty database, at the same moment: the advisory lock
     lets one migrate; the other finds nothing left to do; both serve."""
     tag = image[0]
@@ -135,7 +139,7 @@ def test_replicas_started_together_migrate_once(image):
             assert revisions(url) == [(HEAD,)]
 
 
-def test_podman_stop_lets_a_request_in_flight_finish(image):
+def test_podman_stop_lets_a_request_in_flight_finish(image: Any) -> None:
     tag = image[0]
     with (
         postgres_database(PG_URL, prefix="stores_img_") as url,
@@ -175,7 +179,7 @@ def test_podman_stop_lets_a_request_in_flight_finish(image):
         assert logs.index("Handling signal: term") < logs.index("PATCH /stores/")
 
 
-def test_production_without_a_secret_exits_with_one_line(image):
+def test_production_without_a_secret_exits_with_one_line(image: Any) -> None:
     tag = image[0]
     env = api_env("postgresql://app@127.0.0.1:1/stores")
     del env["JWT_SECRET_KEY"]
@@ -186,7 +190,7 @@ def test_production_without_a_secret_exits_with_one_line(image):
 
 
 @pytest.mark.redis
-def test_two_containers_act_as_one_service(image):
+def test_two_containers_act_as_one_service(image: Any) -> None:
     """Two API containers behind nothing but requests sent to each in turn, sharing
     the machine's PostgreSQL and Redis: what one does, the other sees at once."""
     tag = image[0]

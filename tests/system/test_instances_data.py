@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -52,7 +53,7 @@ class Dataset:
         server: Server,
         method: str,
         path: str,
-        body: dict | None = None,
+        body: dict[str, Any] | None = None,
         *,
         token: str | None = None,
         headers: dict[str, str] | None = None,
@@ -69,24 +70,24 @@ class Dataset:
         server: Server,
         method: str,
         path: str,
-        body: dict | None = None,
+        body: dict[str, Any] | None = None,
         *,
         token: str,
         headers: dict[str, str] | None = None,
         read: str | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """``send``, then ``check`` at ``read`` (default: its ``Location``, else ``path``)."""
         answer = self.send(server, method, path, body, token=token, headers=headers)
         etag = self.check(read or answer.headers["Location"] or path, answer.json, token=token)
         assert answer.headers["ETag"] in (None, etag), f"{method} {path}: ETag {etag} on reads"
-        return answer.json
+        return dict(answer.json)
 
     def read(self, server: Server, path: str, *, token: str | None = None) -> Response:
         with self._lock:
             self.reads += 1
         return server.request("GET", path, token=token)
 
-    def check(self, path: str, expected: dict, *, token: str | None = None) -> str | None:
+    def check(self, path: str, expected: dict[str, Any], *, token: str | None = None) -> str | None:
         """``path`` through every instance: 200, ``expected``, one ETag (returned)."""
         answers = [(server, self.read(server, path, token=token)) for server in self.servers]
         for server, answer in answers:
@@ -97,7 +98,7 @@ class Dataset:
         return etags.pop()
 
 
-def shop(dataset: Dataset, n: int) -> dict[int, dict]:
+def shop(dataset: Dataset, n: int) -> dict[int, dict[str, Any]]:
     """One user's session, each request through the next instance: sign up, open a
     store, tag and stock it, reprice. Returns the items as last acknowledged."""
     turn = dataset.rotation(n)
@@ -109,7 +110,9 @@ def shop(dataset: Dataset, n: int) -> dict[int, dict]:
     token = tokens.json["access_token"]  # from one instance, used on the others
     dataset.check(user.headers["Location"], user.json, token=token)
 
-    def write(method: str, path: str, body: dict | None = None, **options) -> dict:
+    def write(
+        method: str, path: str, body: dict[str, Any] | None = None, **options: Any
+    ) -> dict[str, Any]:
         return dataset.write(next(turn), method, path, body, token=token, **options)
 
     store = write("POST", "/stores", {"name": unique(f"Store {n}"), "address": "1 Main St"})
@@ -130,9 +133,9 @@ def shop(dataset: Dataset, n: int) -> dict[int, dict]:
     return items
 
 
-def every_page(server: Server, path: str) -> list[dict]:
+def every_page(server: Server, path: str) -> list[dict[str, Any]]:
     """A whole list, page by page, through one instance."""
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     page, total = 1, None
     while total is None or len(rows) < total:
         answer = server.request("GET", f"{path}?page_size=100&page={page}")
@@ -142,12 +145,12 @@ def every_page(server: Server, path: str) -> list[dict]:
     return rows
 
 
-def test_a_round_robin_workload_reads_the_same_everywhere(three):
+def test_a_round_robin_workload_reads_the_same_everywhere(three: Any) -> None:
     dataset = Dataset(three)
     began = time.monotonic()
     with ThreadPoolExecutor(SHOPPERS) as pool:
         sessions = [pool.submit(shop, dataset, n) for n in range(SHOPPERS)]
-        made = {}
+        made: dict[int, Any] = {}
         for session in sessions:
             made |= session.result(timeout=TIME_LIMIT)
     seconds = time.monotonic() - began
@@ -175,7 +178,7 @@ def pairs(servers: list[Server]) -> list[tuple[Server, Server]]:
     return chosen
 
 
-def outcome(answers: list[Response]) -> tuple:
+def outcome(answers: list[Response]) -> tuple[Any, ...]:
     """The race's result: its answers' (status, error code), sorted."""
     return tuple(sorted((r.status_code, (r.json or {}).get("error")) for r in answers))
 
@@ -185,8 +188,8 @@ def server_logs(servers: list[Server]) -> str:
     return "\n".join(f"--- {server}\n{server.log()}" for server in servers)
 
 
-def test_racing_registrations_of_one_username_make_one_user(three):
-    outcomes = Counter()
+def test_racing_registrations_of_one_username_make_one_user(three: Any) -> None:
+    outcomes: Counter[Any] = Counter()
     for x, y in pairs(three):
         username = unique("racer")  # with two different emails: the username decides
         first, second = race(partial(register, x, username), partial(register, y, username))
@@ -202,9 +205,9 @@ def test_racing_registrations_of_one_username_make_one_user(three):
     print(f"\nregistration races: {dict(outcomes)}")
 
 
-def test_racing_stores_of_one_name_make_one_store(three):
+def test_racing_stores_of_one_name_make_one_store(three: Any) -> None:
     _, tokens = new_session(three[0])
-    token, outcomes = tokens["access_token"], Counter()
+    token, outcomes = tokens["access_token"], Counter[Any]()
     for x, y in pairs(three):
         name = unique("Corner Shop")
         send = [partial(s.request, "POST", "/stores", {"name": name}, token=token) for s in (x, y)]
@@ -218,9 +221,9 @@ def test_racing_stores_of_one_name_make_one_store(three):
     print(f"\nstore races: {dict(outcomes)}")
 
 
-def test_racing_links_of_one_tag_link_it_once(three):
+def test_racing_links_of_one_tag_link_it_once(three: Any) -> None:
     _, tokens = new_session(three[0])
-    token, outcomes, torn = tokens["access_token"], Counter(), 0
+    token, outcomes, torn = tokens["access_token"], Counter[Any](), 0
     store = three[1].request("POST", "/stores", {"name": unique("Shop")}, token=token).json
     tags = f"/stores/{store['id']}/tags"
     tag = three[2].request("POST", tags, {"name": "dairy"}, token=token).json
@@ -240,7 +243,9 @@ def test_racing_links_of_one_tag_link_it_once(three):
 
 
 @pytest.mark.parametrize("method", ["POST", "GET"], ids=["link-found-already", "get"])
-def test_an_item_read_while_a_link_commits_is_answered_as_stored(three, database_url, method):
+def test_an_item_read_while_a_link_commits_is_answered_as_stored(
+    three: Any, database_url: Any, method: Any
+) -> None:
     """What the link race above could show: a read while another instance links a tag.
 
     The database plays the other instance, committing a link (and the item's new
@@ -286,7 +291,7 @@ def test_an_item_read_while_a_link_commits_is_answered_as_stored(three, database
     assert answer.headers["ETag"] in (None, expected.headers["ETag"])  # a POST has none
 
 
-def wait_for_a_lock_wait(engine) -> None:
+def wait_for_a_lock_wait(engine: Any) -> None:
     """Until some session of the test database waits for a lock (10 s at most)."""
     query = text(
         "SELECT count(*) FROM pg_stat_activity"
@@ -301,8 +306,8 @@ def wait_for_a_lock_wait(engine) -> None:
     raise TimeoutError("no request waited for the lock")
 
 
-def test_racing_refreshes_of_one_token_end_the_session(three):
-    outcomes = Counter()
+def test_racing_refreshes_of_one_token_end_the_session(three: Any) -> None:
+    outcomes: Counter[Any] = Counter()
     for x, y in pairs(three):
         _, tokens = new_session(x)
         refresh = tokens["refresh_token"]
@@ -334,9 +339,9 @@ def set_admins(database_url: str, usernames: list[str]) -> None:
         engine.dispose()
 
 
-def test_two_admins_stepping_down_at_once_leave_one(three, database_url):
+def test_two_admins_stepping_down_at_once_leave_one(three: Any, database_url: Any) -> None:
     """The last-admin rule holds under a race: the admins' rows are locked in order."""
-    outcomes = Counter()
+    outcomes: Counter[Any] = Counter()
     for x, y in pairs(three):
         sessions = [new_session(x), new_session(y)]
         set_admins(database_url, [username for username, _ in sessions])
@@ -361,9 +366,9 @@ def test_two_admins_stepping_down_at_once_leave_one(three, database_url):
     assert outcomes == {(200, 409): RACES}, outcomes
 
 
-def test_two_changes_with_the_same_if_match_let_one_through(three):
+def test_two_changes_with_the_same_if_match_let_one_through(three: Any) -> None:
     """If-Match is checked on the locked row: the second change sees the first."""
-    outcomes = Counter()
+    outcomes: Counter[Any] = Counter()
     for x, y in pairs(three):
         _, tokens = new_session(x)
         token = tokens["access_token"]

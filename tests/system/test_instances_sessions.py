@@ -8,6 +8,7 @@ The machinery (instances, fixtures, clients) is tests/instances.py.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 # of their own.
 
 
-def test_a_logout_through_a_is_seen_at_once_by_every_worker_of_a_and_b(three):
+def test_a_logout_through_a_is_seen_at_once_by_every_worker_of_a_and_b(three: Any) -> None:
     a, b, _ = three
     username, tokens = new_session(a)
     access, refresh = tokens["access_token"], tokens["refresh_token"]
@@ -51,7 +52,7 @@ def test_a_logout_through_a_is_seen_at_once_by_every_worker_of_a_and_b(three):
     assert tally(answers) == {(401, "token_revoked"): 2 * WORKERS * 2}
 
 
-def test_a_refresh_token_replayed_through_b_ends_the_session_used_through_a(three):
+def test_a_refresh_token_replayed_through_b_ends_the_session_used_through_a(three: Any) -> None:
     a, b, _ = three
     _, first = new_session(a)
     second = a.request("POST", "/refresh", token=first["refresh_token"])
@@ -73,7 +74,7 @@ def test_a_refresh_token_replayed_through_b_ends_the_session_used_through_a(thre
         assert tally(answers) == {(401, "token_revoked"): 2 * WORKERS * 2}, (method, path)
 
 
-def test_failed_logins_through_a_and_b_share_one_budget(start):
+def test_failed_logins_through_a_and_b_share_one_budget(start: Any) -> None:
     a, b = start(2)  # the contract's AUTH_RATE_LIMIT: 5 per minute; 20 per hour
     username = unique("alice")
     assert register(a, username).status_code == 201  # /register has a budget of its own
@@ -102,7 +103,7 @@ def test_failed_logins_through_a_and_b_share_one_budget(start):
         assert 0 < int(refused.headers["X-RateLimit-Reset"]) - time.time() <= 61, where
 
 
-def test_without_redis_revocations_are_still_shared_but_rate_limits_are_not(start):
+def test_without_redis_revocations_are_still_shared_but_rate_limits_are_not(start: Any) -> None:
     """The negative control: why several instances need REDIS_URL."""
     a, b = start(2, REDIS_URL="")  # revocations in PostgreSQL, rate limits in each process
     username = unique("alice")

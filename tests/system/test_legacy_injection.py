@@ -8,9 +8,12 @@ traceback. Each is tried on the real server, since that is where it showed.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from helpers import assert_error
+from helpers import Client, assert_error
 from servers import BIN, call, free_port, gunicorns, migrate, serve, server_env
 
 # Raw request targets, sent as they are (http.client does not re-encode them).
@@ -28,7 +31,7 @@ HOSTILE_PATHS = [
 ]
 
 
-def assert_plain_404(response) -> None:
+def assert_plain_404(response: Any) -> None:
     body = assert_error(response, 404)
     assert body["message"] == "Not found: no resource at this path."
     names = {name.lower() for name in response.headers.keys()}  # noqa: SIM118
@@ -50,13 +53,13 @@ def check_server(base: str) -> None:
 
 
 @pytest.fixture
-def sqlite_env(tmp_path):
+def sqlite_env(tmp_path: Path) -> Any:
     env = server_env(APP_ENV="development", DATABASE_URL=f"sqlite:///{tmp_path / 'legacy.db'}")
     migrate(env)
     return env
 
 
-def test_under_werkzeugs_development_server(sqlite_env, tmp_path):
+def test_under_werkzeugs_development_server(sqlite_env: Any, tmp_path: Path) -> None:
     port = free_port()
     command = [str(BIN / "flask"), "--app", "app", "run", "--port", str(port)]
     log = tmp_path / "flask.log"
@@ -65,7 +68,7 @@ def test_under_werkzeugs_development_server(sqlite_env, tmp_path):
     assert "Traceback" not in log.read_text()
 
 
-def test_under_gunicorn(sqlite_env):
+def test_under_gunicorn(sqlite_env: Any) -> None:
     with gunicorns(sqlite_env, count=1, workers=1) as (server,):
         check_server(server.url)
         assert "Traceback" not in server.log()
@@ -74,7 +77,7 @@ def test_under_gunicorn(sqlite_env):
 @pytest.mark.parametrize(
     "path", ["/item/1\r\nSet-Cookie: pwned=1", "/item/1\n", "/tag/1 ", "/user/-1", "/item/1/"]
 )
-def test_in_process(client, path):
+def test_in_process(client: Client, path: Any) -> None:
     # PATH_INFO set as a server would decode it (the test client's URL parsing would
     # drop the line breaks before the app saw them).
     response = client.get("/", environ_overrides={"PATH_INFO": path})

@@ -2,34 +2,41 @@
 
 import re
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from flask import Flask
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, inspect, text
 
 from db import db, include_object
-from helpers import PG_URL
+from helpers import PG_URL, client_of
 from servers import postgres_database
 
 
 @contextmanager
-def reflecting():
+def reflecting() -> Iterator[Any]:
     # SQLite cannot reflect expression indexes; sqlite_schema() compares them instead.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*expression-based index.*")
         yield
 
 
-def schema_difference(app) -> list:
+def schema_difference(app: Flask) -> list[Any]:
     with app.app_context(), db.engine.connect() as conn, reflecting():
         options = {"include_object": include_object(conn.dialect.name)}
-        return compare_metadata(MigrationContext.configure(conn, opts=options), db.metadata)
+        difference: list[Any] = compare_metadata(
+            MigrationContext.configure(conn, opts=options), db.metadata
+        )
+        return difference
 
 
-def sqlite_schema(engine) -> dict[str, str | bool]:
+def sqlite_schema(engine: Any) -> dict[str, str | bool]:
     """Every index's DDL, and whether each table uses AUTOINCREMENT."""
     query = text("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL")
     with engine.connect() as conn:
@@ -42,7 +49,7 @@ def sqlite_schema(engine) -> dict[str, str | bool]:
         }
 
 
-def constraint_names(engine) -> dict[str, set[str]]:
+def constraint_names(engine: Any) -> dict[str, set[str]]:
     """Names of the check, foreign key and unique constraints, per table (Alembic's
     autogenerate does not compare check constraints)."""
     with reflecting():
@@ -56,7 +63,7 @@ def constraint_names(engine) -> dict[str, set[str]]:
         }
 
 
-def check_round_trip(app, reference_url: str) -> None:
+def check_round_trip(app: Flask, reference_url: str) -> None:
     with app.app_context():
         upgrade()
         tables = set(inspect(db.engine).get_table_names())
@@ -78,13 +85,13 @@ def check_round_trip(app, reference_url: str) -> None:
         assert set(inspect(db.engine).get_table_names()) >= {"items", "users"}
 
 
-def test_sqlite(tmp_path, make_app):
+def test_sqlite(tmp_path: Path, make_app: Callable[..., Flask]) -> None:
     app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'migrated.db'}")
     check_round_trip(app, f"sqlite:///{tmp_path / 'reference.db'}")
 
 
 @pytest.mark.postgres
-def test_postgresql(make_app):
+def test_postgresql(make_app: Callable[..., Flask]) -> None:
     with (
         postgres_database(PG_URL, prefix="stores_migration_") as migrated,
         postgres_database(PG_URL, prefix="stores_reference_") as reference,
@@ -109,7 +116,7 @@ INSERT INTO item_tags (item_id, tag_id) VALUES (1, 1), (2, 1)
 """
 
 
-def check_upgrade_with_rows(app) -> None:
+def check_upgrade_with_rows(app: Flask) -> None:
     """The previous head with a catalog in it upgrades, and the catalog is searchable."""
     with app.app_context():
         upgrade(revision="0001")
@@ -118,7 +125,7 @@ def check_upgrade_with_rows(app) -> None:
         db.session.commit()
         upgrade()
         assert schema_difference(app) == []
-    client = app.test_client()
+    client = client_of(app)
 
     def names(url: str) -> list[str]:
         response = client.get(url)
@@ -133,12 +140,12 @@ def check_upgrade_with_rows(app) -> None:
     assert item["tags"] == [{"id": 1, "name": "Wood"}] and item["store"]["name"] == "Old Shop"
 
 
-def test_sqlite_upgrade_with_rows(tmp_path, make_app):
+def test_sqlite_upgrade_with_rows(tmp_path: Path, make_app: Callable[..., Flask]) -> None:
     check_upgrade_with_rows(make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'old.db'}"))
 
 
 @pytest.mark.postgres
-def test_postgresql_upgrade_with_rows(make_app):
+def test_postgresql_upgrade_with_rows(make_app: Callable[..., Flask]) -> None:
     with postgres_database(PG_URL, prefix="stores_upgrade_") as url:
         app = make_app(SQLALCHEMY_DATABASE_URI=url)
         check_upgrade_with_rows(app)

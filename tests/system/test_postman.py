@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,14 +19,14 @@ COLLECTION = ROOT / "postman" / "stores.postman_collection.json"
 ENVIRONMENT = ROOT / "postman" / "local.postman_environment.json"
 
 
-def requests_in(node: dict) -> list[dict]:
+def requests_in(node: dict[str, Any]) -> list[dict[str, Any]]:
     """Every request of a collection, folders flattened, in run order."""
     if "request" in node:
         return [node]
     return [leaf for child in node.get("item", []) for leaf in requests_in(child)]
 
 
-def test_every_request_asserts_its_status():
+def test_every_request_asserts_its_status() -> None:
     requests = requests_in(json.loads(COLLECTION.read_text()))
     assert len(requests) >= 30
     for request in requests:
@@ -42,7 +44,7 @@ def test_every_request_asserts_its_status():
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.skipif(not NEWMAN.exists(), reason="needs newman: npm ci")
-def test_the_collection_passes_on_postgresql_with_redis(tmp_path):
+def test_the_collection_passes_on_postgresql_with_redis(tmp_path: Path) -> None:
     report = tmp_path / "newman.json"
     with postgres_database(PG_URL, prefix="stores_postman_") as database_url:
         env = server_env(

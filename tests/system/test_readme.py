@@ -3,6 +3,7 @@
 import json
 import re
 import subprocess
+from pathlib import Path
 
 from servers import ROOT, gunicorn, migrate, server_env
 
@@ -15,7 +16,7 @@ def walkthrough() -> str:
     return block.group(1)
 
 
-def test_the_readme_session_works_verbatim_and_again(tmp_path):
+def test_the_readme_session_works_verbatim_and_again(tmp_path: Path) -> None:
     """Pasted twice into one database (a reader trying it again), it works both times."""
     env = server_env(APP_ENV="development", DATABASE_URL=f"sqlite:///{tmp_path / 'readme.db'}")
     migrate(env)
@@ -57,7 +58,7 @@ def check_session(out: str, run: str) -> None:
     }
 
 
-def test_the_repository_stands_alone():
+def test_the_repository_stands_alone() -> None:
     """A fresh clone is complete: the contract is docs/API.md, and no tracked file
     sends its reader to a directory outside the repository."""
     assert "[docs/API.md](docs/API.md)" in (ROOT / "README.md").read_text()

@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -29,7 +30,7 @@ def database_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module", params=["redis", "database"])
-def pair(request, database_url) -> Iterator[list[Server]]:
+def pair(request: Any, database_url: Any) -> Iterator[list[Server]]:
     """Two instances; idempotency keys (and revocations) in Redis, or in the database."""
     prefix = f"stores_races_{uuid.uuid4().hex[:12]}"
     env = base_env(
@@ -46,11 +47,11 @@ def pair(request, database_url) -> Iterator[list[Server]]:
         drop_redis_keys(prefix)
 
 
-def all_at_once(sends) -> list[Response]:
+def all_at_once(sends: Any) -> list[Response]:
     """Every send on its own thread, released together."""
     barrier = threading.Barrier(len(sends))
 
-    def go(send):
+    def go(send: Any) -> Any:
         barrier.wait(timeout=REQUEST_TIMEOUT)
         return send()
 
@@ -58,7 +59,7 @@ def all_at_once(sends) -> list[Response]:
         return list(pool.map(go, sends))
 
 
-def stocked_item(server: Server, stock: int) -> tuple[str, dict]:
+def stocked_item(server: Server, stock: int) -> tuple[str, dict[str, Any]]:
     """A new user's item with ``stock``: their token and the item."""
     username = f"user_{uuid.uuid4().hex[:8]}"
     body = {"username": username, "email": f"{username}@example.com", "password": PASSWORD}
@@ -70,7 +71,7 @@ def stocked_item(server: Server, stock: int) -> tuple[str, dict]:
     return token, server.request("POST", "/items", item, token=token).json
 
 
-def ledger(database_url: str, item_id: int) -> tuple[int, int, Counter]:
+def ledger(database_url: str, item_id: int) -> tuple[int, int, Counter[str]]:
     """The item's stock, the sum of its movements, and the movements by reason."""
     engine = create_engine(database_url)
     try:
@@ -85,7 +86,7 @@ def ledger(database_url: str, item_id: int) -> tuple[int, int, Counter]:
         engine.dispose()
 
 
-def test_fifty_sales_of_thirty_units_sell_exactly_thirty(pair, database_url):
+def test_fifty_sales_of_thirty_units_sell_exactly_thirty(pair: Any, database_url: Any) -> None:
     token, item = stocked_item(pair[0], 30)
     path = f"/items/{item['id']}/stock"
     sends = [
@@ -109,12 +110,13 @@ def recorded_answers(database_url: str) -> int:
     try:
         with engine.connect() as conn:
             query = text("SELECT count(*) FROM idempotency_keys WHERE status IS NOT NULL")
-            return conn.execute(query).scalar_one()
+            count: int = conn.execute(query).scalar_one()
+            return count
     finally:
         engine.dispose()
 
 
-def test_twenty_retries_at_once_move_stock_once(pair, database_url, request):
+def test_twenty_retries_at_once_move_stock_once(pair: Any, database_url: Any, request: Any) -> None:
     token, item = stocked_item(pair[0], 100)
     answers_before = recorded_answers(database_url)
     path = f"/items/{item['id']}/stock"

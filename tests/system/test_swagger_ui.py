@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -42,7 +44,7 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     db_file = tmp_path_factory.mktemp("swagger-ui") / "ui.db"
     env = server_env(APP_ENV="development", DATABASE_URL=f"sqlite:///{db_file}")
     migrate(env)
@@ -51,7 +53,7 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             tmp_path_factory.mktemp("chromium-profile"),
@@ -64,11 +66,11 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture
-def requests_made(browser):
+def requests_made(browser: Any) -> Iterator[Any]:
     """The URL of every request the browser makes during the test."""
     urls: list[str] = []
 
-    def record(request):
+    def record(request: Any) -> None:
         urls.append(request.url)
 
     browser.on("request", record)
@@ -77,7 +79,7 @@ def requests_made(browser):
 
 
 @pytest.fixture
-def page(browser):
+def page(browser: Any) -> Iterator[Any]:
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -102,14 +104,16 @@ def spec_operations(url: str) -> list[tuple[str, str]]:
     )
 
 
-def operation(page: Page, method: str, path: str):
+def operation(page: Page, method: str, path: str) -> Any:
     """One operation block, e.g. ``operation(page, "POST", "/stores")``."""
     return page.locator(f".opblock-{method.lower()}").filter(
         has=page.locator(f'.opblock-summary-path[data-path="{path}"]')
     )
 
 
-def try_it_out(page: Page, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+def try_it_out(
+    page: Page, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any]]:
     """Expand an operation, press "Try it out", fill the body, execute; the status
     code and JSON body that the page shows."""
     block = operation(page, method, path)
@@ -134,7 +138,9 @@ def authorize(page: Page, token: str) -> None:
     dialog.locator("button.btn-done").click()
 
 
-def test_the_page_renders_every_operation_of_the_spec(server, page, requests_made):
+def test_the_page_renders_every_operation_of_the_spec(
+    server: Any, page: Any, requests_made: Any
+) -> None:
     expected = spec_operations(server)
     page.goto(f"{server}/swagger-ui")
     blocks = page.locator(".opblock")
@@ -156,7 +162,9 @@ def test_the_page_renders_every_operation_of_the_spec(server, page, requests_mad
     }
 
 
-def test_try_it_out_signs_in_and_calls_protected_operations(server, page, requests_made):
+def test_try_it_out_signs_in_and_calls_protected_operations(
+    server: Any, page: Any, requests_made: Any
+) -> None:
     page.goto(f"{server}/swagger-ui")
     user = {"username": "swagger", "email": "swagger@example.com", "password": PASSWORD}
 
@@ -182,6 +190,6 @@ def test_try_it_out_signs_in_and_calls_protected_operations(server, page, reques
     assert_only_loopback(requests_made)
 
 
-def test_the_browser_cannot_reach_beyond_loopback(server, page):
+def test_the_browser_cannot_reach_beyond_loopback(server: Any, page: Any) -> None:
     with pytest.raises(Error, match="ERR_NAME_NOT_RESOLVED"):
         page.goto(server.replace("127.0.0.1", "localhost") + "/health")

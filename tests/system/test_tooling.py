@@ -3,6 +3,7 @@ as `make lint`."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 
@@ -18,7 +19,7 @@ def lint_recipe() -> str:
     return recipe[1]
 
 
-def test_the_pre_commit_config_is_valid():
+def test_the_pre_commit_config_is_valid() -> None:
     result = subprocess.run(
         [BIN / "pre-commit", "validate-config", ".pre-commit-config.yaml"],
         cwd=ROOT,
@@ -29,7 +30,7 @@ def test_the_pre_commit_config_is_valid():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_hooks_run_the_pinned_tools_of_make_lint():
+def test_the_hooks_run_the_pinned_tools_of_make_lint() -> None:
     config = YAML(typ="safe").load((ROOT / ".pre-commit-config.yaml").read_text())
     entries = {hook["id"]: hook["entry"] for repo in config["repos"] for hook in repo["hooks"]}
     assert entries == {
@@ -44,3 +45,20 @@ def test_the_hooks_run_the_pinned_tools_of_make_lint():
     pinned = (ROOT / "requirements-dev.txt").read_text()
     for tool in ("ruff", "mypy", "pre-commit"):
         assert re.search(rf"^{tool}==\S+$", pinned, re.M), f"{tool} is not pinned"
+
+
+def test_nothing_in_core_imports_the_resources_or_the_schemas() -> None:
+    """The machinery sits below the HTTP layer: core/ never imports resources/ or
+    schemas.py (the layout's one rule of direction)."""
+    offenders = []
+    for path in sorted((ROOT / "core").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            ) + ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [
+                f"{path.relative_to(ROOT)}: {name}"
+                for name in names
+                if name.split(".")[0] in ("resources", "schemas")
+            ]
+    assert offenders == []
