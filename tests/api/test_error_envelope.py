@@ -13,6 +13,10 @@ from helpers import assert_error, query
 from models import Store
 
 
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
 class TestErrorEnvelope:
     def test_unknown_path(self, client):
         body = assert_error(client.get("/nowhere"), 404)
@@ -108,13 +112,16 @@ class TestErrorEnvelope:
             raise RuntimeError("secret database password in a traceback")
 
         with caplog.at_level(logging.ERROR):
-            response = app.test_client().get("/boom", headers={"X-Request-ID": "trace-me-42"})
+            response = app.test_client().get(
+                "/boom", headers={"X-Request-ID": "trace-me-42", "traceparent": TRACEPARENT}
+            )
         body = assert_error(response, 500)
         assert body == {
             "code": 500,
             "status": "Internal Server Error",
             "message": "Internal server error.",
             "request_id": "trace-me-42",
+            "trace_id": TRACE_ID,  # the caller's trace, continued
         }
         assert "secret" not in response.get_data(as_text=True)
         assert response.headers["X-Request-ID"] == "trace-me-42"
