@@ -18,6 +18,7 @@ are recorded by one call each: :func:`event_written`, :func:`webhook_delivered`,
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -140,6 +141,10 @@ class MeasuredQueuePool(QueuePool):
             return super()._do_get()
         finally:
             POOL_WAIT.observe(time.perf_counter() - started)
+
+
+# A pool logs under its class's module: this one's as quiet as SQLAlchemy's own (WARN).
+logging.getLogger(f"{__name__}.{MeasuredQueuePool.__name__}").setLevel(logging.WARNING)
 
 
 def watch_pool(engine: Engine) -> None:

@@ -47,12 +47,31 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if has_request_context() and g.get("request_id"):
         fields["request_id"] = g.request_id
-    trace_id, span_id = current_ids()
-    if trace_id is not None:
-        fields["trace_id"] = trace_id
-        fields["span_id"] = span_id
     fields |= {k: v for k, v in vars(record).items() if k not in _STANDARD}
     return fields
+
+
+def _stamp_trace(factory: Any) -> Any:
+    """A LogRecord factory that writes the current trace and span ids on each record
+    as it is made (not when formatted: a handler may format it later, elsewhere)."""
+
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record: logging.LogRecord = factory(*args, **kwargs)
+        trace_id, span_id = current_ids()
+        if trace_id is not None:
+            record.trace_id = trace_id
+            record.span_id = span_id
+        return record
+
+    make.stamps_trace = True  # type: ignore[attr-defined]
+    return make
+
+
+def install_trace_stamp() -> None:
+    """Once per process, whatever number of apps is made."""
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "stamps_trace", False):
+        logging.setLogRecordFactory(_stamp_trace(factory))
 
 
 class JsonFormatter(LibraryJsonFormatter):
@@ -226,5 +245,6 @@ def init_app(app: Flask) -> None:
     access line is written after every other hook has shaped the response."""
     fmt = choose_format(app.config.get("LOG_FORMAT", ""), app.config["APP_ENV"], sys.stderr)
     configure_logging(app.config.get("LOG_LEVEL", "INFO"), fmt)
+    install_trace_stamp()
     app.before_request(_start_request)
     app.after_request(_finish_request)

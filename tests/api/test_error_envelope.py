@@ -12,7 +12,6 @@ from core.auth.security import start_session
 from helpers import assert_error, query
 from models import Store
 
-
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
