@@ -283,6 +283,21 @@ def write_docs(minutes: list[Minute], notes: list[str], docs: Path) -> None:
     page.write_text(text)
 
 
+def refusals(logs: list[str]) -> list[str]:
+    """The 4xx answers by method, path shape and status, from the servers' access lines
+    (written at WARNING, so LOG_LEVEL=WARNING keeps exactly these)."""
+    found: dict[str, int] = {}
+    for line in "\n".join(logs).splitlines():
+        if not line.startswith("{") or '"stores.access"' not in line:
+            continue
+        entry = json.loads(line)
+        if 400 <= entry.get("status", 0) < 500:
+            shape = re.sub(r"/\d+", "/{id}", entry["path"])
+            key = f"{entry['method']} {shape} {entry['status']}"
+            found[key] = found.get(key, 0) + 1
+    return [f"{key}: {count}" for key, count in sorted(found.items(), key=lambda kv: -kv[1])]
+
+
 def verdicts(minutes: list[Minute], delivered: int | None, events: int | None) -> list[str]:
     notes = []
     errors = sum(m.s5xx for m in minutes)
@@ -396,6 +411,8 @@ def main() -> None:
             with psycopg.connect(libpq(database), autocommit=True) as conn:
                 (events,) = conn.execute(args.events_sql).fetchone() or (None,)
         notes = verdicts(minutes, Receiver.count if webhooks else None, events)
+        refused = refusals([server.log() for server in servers])
+        notes.append("4xx by kind: " + ("; ".join(refused[:6]) or "none") + ".")
         for note in notes:
             print(note)
         write_docs(minutes, notes, args.docs)

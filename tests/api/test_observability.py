@@ -17,6 +17,7 @@ import pytest
 import urllib3
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
@@ -143,6 +144,36 @@ def receiver() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}/hook"
     server.shutdown()
     server.server_close()
+
+
+def test_without_a_recorder_a_trace_is_continued_for_its_ids_only(
+    make_app, receiver, monkeypatch, caplog
+):
+    """No exporter: no span is recorded, but the caller's trace id is in the log line
+    and sent on (marked not sampled: nothing was recorded here)."""
+    monkeypatch.setattr(tracing.SAMPLER, "delegate", ALWAYS_OFF)
+    monkeypatch.setattr(tracing.SAMPLER, "recording", False)
+    app = make_app()
+
+    @app.get("/call-out")
+    def call_out():
+        urllib3.request("POST", receiver, body=b"{}", timeout=5)
+        return {"called": True}
+
+    with caplog.at_level(logging.INFO, logger="stores.access"):
+        answer = app.test_client().get("/call-out", headers={"traceparent": TRACEPARENT})
+    assert answer.status_code == 200
+    [record] = [r for r in caplog.records if r.name == "stores.access"]
+    assert record.trace_id == TRACE_ID
+    assert record.span_id != PARENT_SPAN and len(record.span_id) == 16
+    [headers] = Receiver.received
+    sent = {k.lower(): v for k, v in headers.items()}["traceparent"]
+    version, trace_id, _span, flags = sent.split("-")
+    assert (version, trace_id, flags) == ("00", TRACE_ID, "00")
+    # A new trace when the caller sends none, and none outside a request.
+    app.test_client().get("/stores")
+    assert caplog.records[-1].trace_id not in (TRACE_ID, None)
+    assert tracing.current_ids() == (None, None)
 
 
 def test_a_received_traceparent_is_continued_through_sql_and_outgoing_calls(
