@@ -41,6 +41,7 @@ PARTS = {
     "metrics (prometheus_client, core/web/metrics)": ("prometheus_client", "core/web/metrics"),
     "tracing (opentelemetry)": ("opentelemetry",),
     "SQLAlchemy (compile, rows)": ("sqlalchemy",),
+    "the app's own code (views, core/, db.py)": ("resources/", "/core/", "/db.py", "models/"),
     "JSON out (marshmallow, json)": ("marshmallow", "json/"),
     "Flask, Werkzeug (routing, request, response)": ("flask/", "werkzeug"),
     "gunicorn (socket, parsing)": ("gunicorn",),
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--database-url", required=True, help="a database to create and drop")
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--off", action="store_true", help="metrics and tracing off")
+    parser.add_argument("--keep", type=Path, help="copy py-spy's raw stacks to this file")
     args = parser.parse_args()
     url = make_url(args.database_url)
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
@@ -114,6 +116,8 @@ def main() -> None:
         finally:
             server.stop()
         report(stacks)
+        if args.keep:
+            shutil.copy(stacks, args.keep)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         with admin.connect() as conn:
