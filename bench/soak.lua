@@ -4,6 +4,7 @@
 -- batches of 5 new items. Counts answers by class; done() prints one JSON line.
 
 local token = "@TOKEN@"
+local salt = @SALT@  -- one per wrk process: names and keys never collide between them
 local items = @ITEMS@
 local stores = @STORES@
 local cursors = { @CURSORS@ }
@@ -18,7 +19,7 @@ function setup(thread)
 end
 
 function init(_args)
-  math.randomseed(os.time() + id * 7919)
+  math.randomseed(os.time() + id * 7919 + salt)
   status_2xx, status_4xx, status_5xx, other, keys = 0, 0, 0, 0, {}
 end
 
@@ -26,7 +27,7 @@ local json_headers = { ["Content-Type"] = "application/json", ["Authorization"] 
 
 local function next_name()
   counter = counter + 1
-  return "soak-" .. id .. "-" .. os.time() .. "-" .. counter
+  return "soak-" .. salt .. "-" .. id .. "-" .. os.time() .. "-" .. counter
 end
 
 request = function()
@@ -48,7 +49,7 @@ request = function()
     if #keys > 0 and math.random(10) == 1 then
       key = keys[math.random(#keys)]  -- a retry: answered again, nothing done twice
     else
-      key = "soak-" .. id .. "-" .. counter .. "-" .. math.random(1000000000)
+      key = "soak-" .. salt .. "-" .. id .. "-" .. counter .. "-" .. math.random(1000000000)
       counter = counter + 1
       if #keys < 1000 then table.insert(keys, key) end
     end

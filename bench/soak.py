@@ -150,7 +150,7 @@ def cursors(base: str) -> list[str]:
     return found
 
 
-def wrk_minute(urls: list[str], script: Path, connections: int) -> list[dict[str, Any]]:
+def wrk_minute(urls: list[str], scripts: list[Path], connections: int) -> list[dict[str, Any]]:
     """One minute of load, ``connections`` split over the instances; each wrk's summary."""
     per = connections // len(urls)
     processes = [
@@ -160,7 +160,7 @@ def wrk_minute(urls: list[str], script: Path, connections: int) -> list[dict[str
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for url in urls
+        for url, script in zip(urls, scripts, strict=True)
     ]
     results = []
     for process in processes:
@@ -301,7 +301,11 @@ def refusals(logs: list[str]) -> list[str]:
 def verdicts(minutes: list[Minute], delivered: int | None, events: int | None) -> list[str]:
     notes = []
     errors = sum(m.s5xx for m in minutes)
-    notes.append(f"5xx: {errors} in {sum(m.requests for m in minutes)} requests.")
+    timeouts = sum(m.socket_errors for m in minutes)
+    notes.append(
+        f"5xx: {errors} in {sum(m.requests for m in minutes)} requests; "
+        f"{timeouts} requests failed at the socket (wrk's 10 s timeout included)."
+    )
     warm = minutes[min(1, len(minutes) - 1)]
     growth = (minutes[-1].gunicorn_rss_mb - warm.gunicorn_rss_mb) / warm.gunicorn_rss_mb
     notes.append(
@@ -310,13 +314,12 @@ def verdicts(minutes: list[Minute], delivered: int | None, events: int | None) -
     )
     notes.append(
         f"PostgreSQL connections at most {max(m.pg_connections for m in minutes)} "
-        f"(4 workers x pool, and the Celery worker); Redis at most "
+        f"(4 workers' pools; the Celery worker has no task here); Redis at most "
         f"{max(m.redis_mb for m in minutes):.2f} MB (the whole server, shared)."
     )
     later = [m.p99_ms for m in minutes if m.minute >= 5] or [m.p99_ms for m in minutes]
-    notes.append(
-        f"p99 from minute {min(5, len(minutes))}: {min(later):.0f} to {max(later):.0f} ms."
-    )
+    first = 5 if len(minutes) >= 5 else 1
+    notes.append(f"p99 from minute {first} on: {min(later):.0f} to {max(later):.0f} ms.")
     if delivered is None:
         notes.append(
             "Webhooks: this build has no POST /webhooks; the receiver was idle and the "
@@ -389,19 +392,21 @@ def main() -> None:
             token=token,
         )
         webhooks = hook.status_code == 201
-        script = folder / "soak.lua"
         template = (ROOT / "bench" / "soak.lua").read_text()
         found = cursors(base)
-        script.write_text(
-            template.replace("@TOKEN@", token)
-            .replace("@ITEMS@", str(ITEMS))
-            .replace("@STORES@", str(STORES))
-            .replace("@CURSORS@", ", ".join(json.dumps(c) for c in found))
-        )
+        scripts = [folder / f"soak-{index}.lua" for index in range(len(servers))]
+        for index, script in enumerate(scripts):
+            script.write_text(
+                template.replace("@TOKEN@", token)
+                .replace("@SALT@", str(1000 * (index + 1)))
+                .replace("@ITEMS@", str(ITEMS))
+                .replace("@STORES@", str(STORES))
+                .replace("@CURSORS@", ", ".join(json.dumps(c) for c in found))
+            )
         print(f"{len(found)} cursors; webhooks: {webhooks}; {args.minutes} minutes", flush=True)
         minutes: list[Minute] = []
         for minute in range(1, args.minutes + 1):
-            runs = wrk_minute([s.url for s in servers], script, args.connections)
+            runs = wrk_minute([s.url for s in servers], scripts, args.connections)
             minutes.append(
                 sample(minute, runs, servers, celery, database, broker, args.backlog_sql)
             )

@@ -39,6 +39,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext
 SERVICE = "stores-api"
 # Probes and scrapes come every few seconds: they are not traced.
 EXCLUDED_URLS = "/health,/ready,/metrics"
+_EXCLUDED_PATHS = frozenset(EXCLUDED_URLS.split(","))
 
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
@@ -110,6 +111,8 @@ _ids = RandomIdGenerator()
 def _continue_trace() -> None:
     """The caller's trace (``traceparent``) continued, or a new one, as a span that is
     not recorded: its ids are in the logs, the envelope and what is sent on."""
+    if request.path in _EXCLUDED_PATHS:
+        return
     parent = trace.get_current_span(propagate.extract(request.headers)).get_span_context()
     trace_id = parent.trace_id if parent.is_valid else _ids.generate_trace_id()
     span = NonRecordingSpan(SpanContext(trace_id, _ids.generate_span_id(), is_remote=False))

@@ -174,6 +174,8 @@ def test_without_a_recorder_a_trace_is_continued_for_its_ids_only(
     app.test_client().get("/stores")
     assert caplog.records[-1].trace_id not in (TRACE_ID, None)
     assert tracing.current_ids() == (None, None)
+    app.test_client().get("/health")  # probes are not traced
+    assert not hasattr(caplog.records[-1], "trace_id")
 
 
 def test_a_received_traceparent_is_continued_through_sql_and_outgoing_calls(
@@ -289,7 +291,7 @@ def test_a_long_query_string_is_cut(client, caplog):
 
 
 def test_a_configuration_warning_is_written_once_per_process_group(monkeypatch, caplog):
-    monkeypatch.delenv(request_log.WARNED, raising=False)
+    monkeypatch.setenv(request_log.WARNED, "")  # restored after the test
     monkeypatch.setattr("sys.argv", ["gunicorn"])
     logger = logging.getLogger("stores.test_warnings")
     messages = DevelopmentConfig({}).warnings()
@@ -303,7 +305,7 @@ def test_a_configuration_warning_is_written_once_per_process_group(monkeypatch, 
 
 @pytest.mark.parametrize("argv", [["flask"], ["/x/bin/flask", "--help"], ["flask", "db", "-h"]])
 def test_flask_help_writes_no_warning(monkeypatch, caplog, argv):
-    monkeypatch.delenv(request_log.WARNED, raising=False)
+    monkeypatch.setenv(request_log.WARNED, "")
     monkeypatch.setattr("sys.argv", argv)
     logger = logging.getLogger("stores.test_warnings")
     with caplog.at_level(logging.WARNING, logger=logger.name):
