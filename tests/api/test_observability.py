@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 
 from core.web import request_log, tracing
 from core.web.config import DevelopmentConfig
+from servers import BIN, free_port, serve, server_env, wait_until_up
 
 TOKEN = "metrics-token-0123456789"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -331,3 +332,25 @@ def test_a_statement_timeout_is_a_503_counted_by_reason(app):
     assert answer.status_code == 503
     assert answer.json["trace_id"] and answer.json["request_id"]
     assert sample("stores_unavailable_total", reason="statement_timeout") - before == 1
+
+
+def test_gunicorn_writes_a_configuration_warning_once_not_once_per_worker(tmp_path):
+    port = free_port()
+    env = server_env(
+        APP_ENV="development",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'warn.db'}",
+        LOG_LEVEL="INFO",
+        WEB_CONCURRENCY="3",
+        GUNICORN_HOST="127.0.0.1",
+        PORT=str(port),
+    )
+    for name in ("JWT_SECRET_KEY", request_log.WARNED):  # the development secret, unwarned
+        env.pop(name, None)
+    log = tmp_path / "gunicorn.log"
+    command = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "app:create_app()"]
+    with serve(command, env, port, log=log) as process:
+        wait_until_up(f"http://127.0.0.1:{port}", process, workers=3, timeout=60)
+    lines = log.read_text().splitlines()
+    assert sum("Booting worker" in line for line in lines) == 3
+    warnings = [line for line in lines if "development-only secret" in line]
+    assert len(warnings) == 1, lines
