@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export FLASK_APP := app
 
-.PHONY: run worker beat serve test test-image lint format migrate bench bench-scale clean
+.PHONY: run worker beat serve test test-image lint format migrate bench bench-scale bench-soak bench-observability clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,21 @@ bench: $(VENV)/.dev
 BENCH_SCALE_URL ?= postgresql://postgres@127.0.0.1:5432/bench_scale
 bench-scale: $(VENV)/.dev
 	$(BIN)/python bench/scale.py --database-url $(BENCH_SCALE_URL) $(BENCH_ARGS)
+
+# The soak (docs/performance.md): two gunicorns, a Celery worker and a webhook receiver
+# under 64 connections of mixed reads and writes for SOAK_MINUTES (30 by default); the
+# plot and table go to docs/. Needs wrk, PostgreSQL and Redis (BENCH_SOAK_URL names a
+# database to create and drop; REDIS_URL the Redis).
+BENCH_SOAK_URL ?= postgresql://postgres@127.0.0.1:5432/bench_soak
+SOAK_MINUTES ?= 30
+bench-soak: $(VENV)/.dev
+	SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/python bench/soak.py --database-url $(BENCH_SOAK_URL) $(BENCH_ARGS)
+
+# What metrics, traces and the new logs cost GET /items/{id}: wrk against the build
+# before them, this one with them on, and with them off (docs/performance.md).
+BENCH_OBS_URL ?= postgresql://postgres@127.0.0.1:5432/bench_observability
+bench-observability: $(VENV)/.dev
+	$(BIN)/python bench/observability_cost.py --database-url $(BENCH_OBS_URL) $(BENCH_ARGS)
 
 format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .

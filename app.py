@@ -15,7 +15,7 @@ import blocklist
 from core import commands
 from core.auth.security import init_passwords
 from core.jobs.worker import celery_init_app
-from core.web import http, idempotency
+from core.web import http, idempotency, metrics, tracing
 from core.web import request_log as request_logging
 from core.web.config import Config, config_from_env
 from core.web.errors import register_error_handlers
@@ -55,18 +55,17 @@ def create_app(config: Config | None = None) -> Flask:
     register_middleware(app)
     commands.init_app(app)
     celery_init_app(app)
-    if getattr(config, "dev_secret", False):
-        app.logger.warning("JWT_SECRET_KEY is not set: using a development-only secret.")
-    if app.config["APP_ENV"] == "production" and not app.config["REDIS_URL"]:
-        app.logger.warning(
-            "REDIS_URL is not set: rate limits are counted by each worker process on its own."
-        )
+    request_logging.warn_once(app.logger, config.warnings())
     return app
 
 
 def init_database(app: Flask) -> None:
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
+    if app.config["METRICS_ENABLED"] and "pool_size" in app.config["SQLALCHEMY_ENGINE_OPTIONS"]:
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"]["poolclass"] = metrics.MeasuredQueuePool
     db.init_app(app)
+    with app.app_context():
+        metrics.init_pool(app, db.engine)
     app.teardown_appcontext(close_session)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, compare_type=True, render_as_batch=True)
 
@@ -111,6 +110,8 @@ class Step:
 # hooks it leaves).
 BOOT_ORDER: tuple[Step, ...] = (
     Step(request_logging.init_app, "first: every later hook can rely on the request id"),
+    Step(metrics.init_app, "before the limiter reads its breach callback"),
+    Step(tracing.init_app, "before the engines are made: their statements are traced"),
     Step(init_database, "its session teardown runs before Flask-SQLAlchemy's own"),
     Step(init_tokens, "before any view can check a token"),
     Step(http.init_app, "before the limiter: its after_request runs after the limiter's"),

@@ -1,6 +1,8 @@
 """gunicorn settings, from the environment (see .env.example and README "Deploying")."""
 
 import os
+import shutil
+import tempfile
 
 from gunicorn.glogging import Logger
 
@@ -10,6 +12,13 @@ from core.web.config import config_from_env, env_int, env_str, load_env_file
 # so PORT, WEB_CONCURRENCY and LOG_FORMAT may come from it too; the workers inherit
 # the result. Real environment variables win.
 load_env_file()
+
+# Prometheus metrics of every worker (core/web/metrics.py): each writes its samples to
+# files in this folder, a scrape of any worker reads them all. Set before any worker
+# imports prometheus_client (it reads the variable on import); a folder of its own per
+# master unless the environment names one; emptied when the master starts (on_starting).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="stores-metrics-")
 
 # PORT is what a PaaS sets; a container listens on every interface, a laptop may not.
 bind = f"{env_str(os.environ, 'GUNICORN_HOST', '0.0.0.0')}:{env_int(os.environ, 'PORT', 8000)}"  # noqa: S104
@@ -76,7 +85,25 @@ logconfig_dict = {
 }
 
 
-def on_starting(_server: object) -> None:
+def on_starting(server: object) -> None:
     """Refuse to start on an unsafe configuration, once, in the master, with one line
-    naming the variable (core/web/config.py decides; gunicorn prints "Error: ..." and exits 1)."""
-    config_from_env().validate()
+    naming the variable (core/web/config.py decides; gunicorn prints "Error: ..." and exits 1).
+    The configuration's warnings are written here, once: the workers stay silent.
+    The metrics folder starts empty (a previous run's counters are not this one's)."""
+    from core.web.request_log import WARNED  # imported here: after load_env_file
+
+    config = config_from_env()
+    config.validate()
+    for message in config.warnings():
+        server.log.warning(message)  # type: ignore[attr-defined]
+    os.environ[WARNED] = "1"
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder, exist_ok=True)
+
+
+def child_exit(_server: object, worker: object) -> None:
+    """A worker is gone: its live gauges (pool connections in use) stop counting."""
+    from prometheus_client import multiprocess  # imported here: the variable is set
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

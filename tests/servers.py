@@ -268,14 +268,16 @@ def serve(
 class Server:
     """One gunicorn master and its workers, serving ``create_app()`` on 127.0.0.1."""
 
-    def __init__(self, env: dict[str, str], *, workers: int, port: int | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], *, workers: int, port: int | None = None, cwd: Path = ROOT
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.expected_workers = workers
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - stop() closes it
         self.process = subprocess.Popen(
             gunicorn_command(self.port),
-            cwd=ROOT,
+            cwd=cwd,
             env=env | {"PORT": str(self.port), "WEB_CONCURRENCY": str(workers)},
             stdout=subprocess.DEVNULL,
             stderr=self._log,

@@ -169,6 +169,12 @@ class Config:
         )
         self.CELERY_VISIBILITY_TIMEOUT = self.env_int("CELERY_VISIBILITY_TIMEOUT", 300)
         self.CELERY_TASK_ALWAYS_EAGER = False
+        # Observability (docs/observability.md): /metrics answers only with this bearer
+        # token (unset: /metrics is off); traces are exported when
+        # OTEL_EXPORTER_OTLP_ENDPOINT is set. Either can be switched off.
+        self.METRICS_TOKEN = self.env_str("METRICS_TOKEN")
+        self.METRICS_ENABLED = self.env_bool("METRICS_ENABLED", True)
+        self.TRACING_ENABLED = self.env_bool("TRACING_ENABLED", True)
 
     def env_str(self, name: str, default: str = "") -> str:
         return env_str(self.environ, name, default)
@@ -176,8 +182,27 @@ class Config:
     def env_int(self, name: str, default: int) -> int:
         return env_int(self.environ, name, default)
 
+    def env_bool(self, name: str, default: bool) -> bool:
+        raw = self.env_str(name).lower()
+        if not raw:
+            return default
+        if raw not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ConfigError(f"{name} must be true or false, got {raw!r}.")
+        return raw in ("1", "true", "yes", "on")
+
     def configure(self) -> None:
         """Environment-specific defaults; runs before explicit overrides."""
+
+    def warnings(self) -> list[str]:
+        """What is allowed but unwise, one line each (written once: request_log.warn_once)."""
+        found = []
+        if getattr(self, "dev_secret", False):
+            found.append("JWT_SECRET_KEY is not set: using a development-only secret.")
+        if self.APP_ENV == "production" and not self.REDIS_URL:
+            found.append(
+                "REDIS_URL is not set: rate limits are counted by each worker process on its own."
+            )
+        return found
 
     def validate(self) -> None:
         """Refuse to start with a configuration that cannot work."""

@@ -15,6 +15,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
+from core.web import metrics
+from core.web.tracing import current_trace_id
+
 log = logging.getLogger("stores.errors")
 
 RETRY_AFTER_SECONDS = "5"
@@ -50,6 +53,7 @@ def envelope(
     errors: dict[str, Any] | None = None,
     error: str | None = None,
     request_id: str | None = None,
+    trace_id: str | None = None,
 ) -> dict[str, Any]:
     """The body of every error response."""
     body: dict[str, Any] = {
@@ -64,6 +68,7 @@ def envelope(
         body["error"] = error or DEFAULT_AUTH_ERRORS[code]
     if code >= 500:
         body["request_id"] = request_id
+        body["trace_id"] = trace_id
     return body
 
 
@@ -75,7 +80,14 @@ def error_response(
     error: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> ResponseReturnValue:
-    body = envelope(code, message, errors=errors, error=error, request_id=g.get("request_id"))
+    body = envelope(
+        code,
+        message,
+        errors=errors,
+        error=error,
+        request_id=g.get("request_id"),
+        trace_id=current_trace_id() if code >= 500 else None,
+    )
     headers = dict(headers or {})
     if code == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
@@ -111,7 +123,20 @@ def handle_http_exception(exc: HTTPException) -> ResponseReturnValue:
 def handle_unavailable(exc: Exception) -> ResponseReturnValue:
     """The database or Redis cannot be reached: a retryable 503, never a traceback."""
     log.error("dependency unavailable: %s: %s", type(exc).__name__, str(exc).splitlines()[0])
+    metrics.unavailable(unavailable_reason(exc))
     return error_response(503)
+
+
+def unavailable_reason(exc: Exception) -> str:
+    """What failed, for the metric: a statement that ran past statement_timeout
+    (SQLSTATE 57014), a full pool, the database, or Redis."""
+    if isinstance(exc, PoolTimeoutError):
+        return "pool_timeout"
+    if isinstance(exc, redis.exceptions.RedisError):
+        return "redis"
+    if getattr(getattr(exc, "orig", None), "sqlstate", None) == "57014":
+        return "statement_timeout"
+    return "database"
 
 
 def handle_integrity_error(exc: IntegrityError) -> ResponseReturnValue:

@@ -7,7 +7,6 @@ writes text when stderr is a terminal, JSON when it goes to a file or a pipe.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -17,8 +16,12 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from flask import Flask, Response, g, has_request_context, request
+from pythonjsonlogger.json import JsonFormatter as LibraryJsonFormatter
+
+from core.web.tracing import current_ids
 
 # A caller's id is kept if it is short and printable; anything else is replaced,
 # so that it cannot forge log lines or headers.
@@ -27,8 +30,14 @@ SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 # Terminal colour codes: werkzeug's development server paints its messages with them.
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# The access line's message already says these; text lines do not repeat them.
-_IN_ACCESS_MESSAGE = {"method", "path", "status"}
+# The access line's message already says these; text lines do not repeat them (nor
+# the span id, which only a trace viewer needs).
+_IN_ACCESS_MESSAGE = {"method", "path", "status", "span_id"}
+# Query parameters whose values are never written: a secret sent in a URL stays out of
+# the logs. A cursor is long and says nothing to a reader: its start is enough.
+SECRET_PARAMETER = re.compile(r"token|password|passwd|secret|key|auth|signature", re.IGNORECASE)
+CURSOR_SHOWN = 12
+QUERY_LIMIT = 512  # characters of a query string written, at most
 
 access_log = logging.getLogger("stores.access")
 
@@ -42,22 +51,51 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request id, and the
-    fields passed as ``extra``. Colour codes are dropped: a log store shows them as
-    ``\\u001b[31m``."""
+def _stamp_trace(factory: Any) -> Any:
+    """A LogRecord factory that writes the current trace and span ids on each record
+    as it is made (not when formatted: a handler may format it later, elsewhere)."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": ANSI_ESCAPE.sub("", record.getMessage()),
-        }
-        entry |= _fields(record)
-        if record.exc_info:
-            entry["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record: logging.LogRecord = factory(*args, **kwargs)
+        trace_id, span_id = current_ids()
+        if trace_id is not None:
+            record.trace_id = trace_id
+            record.span_id = span_id
+        return record
+
+    make.stamps_trace = True  # type: ignore[attr-defined]
+    return make
+
+
+def install_trace_stamp() -> None:
+    """Once per process, whatever number of apps is made."""
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "stamps_trace", False):
+        logging.setLogRecordFactory(_stamp_trace(factory))
+
+
+class JsonFormatter(LibraryJsonFormatter):
+    """One JSON object per line (python-json-logger): time, level, logger, message,
+    request id, trace and span ids, and the fields passed as ``extra``. Colour codes
+    are dropped: a log store shows them as ``\\u001b[31m``."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+            reserved_attrs=[*_STANDARD],
+            json_default=str,
+        )
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data["time"] = datetime.fromtimestamp(record.created, UTC).isoformat(
+            timespec="milliseconds"
+        )
+        super().add_fields(log_data, record, message_dict)
+        log_data["message"] = ANSI_ESCAPE.sub("", str(log_data.get("message", "")))
+        log_data |= _fields(record)
 
 
 class TextFormatter(logging.Formatter):
@@ -69,7 +107,7 @@ class TextFormatter(logging.Formatter):
         fields = _fields(record)
         if record.name == access_log.name:
             fields = {k: v for k, v in fields.items() if k not in _IN_ACCESS_MESSAGE}
-        extras = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        extras = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None and v is not False)
         line = f"{when} {record.levelname:<7} {record.name}  {record.getMessage()}"
         line = f"{line}  {extras}" if extras else line
         if record.exc_info:
@@ -135,6 +173,22 @@ def _start_request() -> None:
     g.started = time.perf_counter()
 
 
+def logged_query() -> str | None:
+    """The query string as logged: a secret's value replaced, a cursor shortened,
+    the whole bounded; None without one."""
+    if not request.query_string:
+        return None
+    parts = []
+    for name, value in request.args.items(multi=True):
+        if SECRET_PARAMETER.search(name):
+            value = "[redacted]"
+        elif name == "cursor" and len(value) > CURSOR_SHOWN:
+            value = value[:CURSOR_SHOWN] + "..."
+        parts.append(f"{quote(name, safe='')}={quote(value, safe='.,:[]')}")
+    query = "&".join(parts)
+    return query if len(query) <= QUERY_LIMIT else query[:QUERY_LIMIT] + "..."
+
+
 def _finish_request(response: Response) -> Response:
     request_id = g.get("request_id") or uuid.uuid4().hex
     response.headers["X-Request-ID"] = request_id
@@ -150,15 +204,40 @@ def _finish_request(response: Response) -> Response:
             "request_id": request_id,
             "method": request.method,
             "path": request.path,
+            "query": logged_query(),
             "status": status,
             "duration_ms": round(
                 (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2
             ),
             "user_id": g.get("user_id"),
+            # API keys come with another issue; the field is there for log queries.
+            "api_key_id": g.get("api_key_id"),
+            "idempotent_replayed": response.headers.get("Idempotent-Replayed") == "true",
             "client_ip": request.remote_addr,
         },
     )
     return response
+
+
+# Set once the configuration's warnings have been written: the processes this one
+# starts (gunicorn's workers, a reloader's child) inherit it and stay silent.
+WARNED = "STORES_CONFIG_WARNED"
+
+
+def _cli_help(argv: list[str]) -> bool:
+    """``flask``, ``flask --help``, ``flask db --help``: the app is loaded only to list
+    commands; a warning about serving would be noise."""
+    program = os.path.basename(argv[0]) if argv else ""
+    return program == "flask" and (len(argv) == 1 or "--help" in argv or "-h" in argv)
+
+
+def warn_once(logger: logging.Logger, messages: list[str]) -> None:
+    """One line per configuration warning per process group (see ``WARNED``)."""
+    if not messages or os.environ.get(WARNED) or _cli_help(sys.argv):
+        return
+    for message in messages:
+        logger.warning(message)
+    os.environ[WARNED] = "1"
 
 
 def init_app(app: Flask) -> None:
@@ -166,5 +245,6 @@ def init_app(app: Flask) -> None:
     access line is written after every other hook has shaped the response."""
     fmt = choose_format(app.config.get("LOG_FORMAT", ""), app.config["APP_ENV"], sys.stderr)
     configure_logging(app.config.get("LOG_LEVEL", "INFO"), fmt)
+    install_trace_stamp()
     app.before_request(_start_request)
     app.after_request(_finish_request)

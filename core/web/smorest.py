@@ -109,6 +109,13 @@ class ErrorSchema(ma.Schema):
             "example": "3f2b9c0a5d8e4e1f9a7b6c5d4e3f2a1b",
         }
     )
+    trace_id = ma.fields.String(
+        allow_none=True,
+        metadata={
+            "description": "On 5xx: the request's OpenTelemetry trace id (null with tracing off)",
+            "example": "4bf92f3577b34da6a3ce929d0e0e4736",
+        },
+    )
 
 
 # flask-smorest ships no types: to mypy its classes are Any.
@@ -122,8 +129,14 @@ class Api(flask_smorest.Api):  # type: ignore[misc]
         """flask-smorest's error responses, each with an example of its envelope."""
         examples: dict[int, dict[str, Any]] = {
             422: {"errors": {"json": {"price": ["Must have at most 2 decimal places."]}}},
-            500: {"request_id": "3f2b9c0a5d8e4e1f9a7b6c5d4e3f2a1b"},
-            503: {"request_id": "3f2b9c0a5d8e4e1f9a7b6c5d4e3f2a1b"},
+            500: {
+                "request_id": "3f2b9c0a5d8e4e1f9a7b6c5d4e3f2a1b",
+                "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+            },
+            503: {
+                "request_id": "3f2b9c0a5d8e4e1f9a7b6c5d4e3f2a1b",
+                "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+            },
         }
         for status in HTTPStatus:
             response: dict[str, Any] = {"description": status.phrase}

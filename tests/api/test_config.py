@@ -15,6 +15,7 @@ from core.web.config import (
     config_from_env,
     normalize_database_url,
 )
+from core.web.request_log import WARNED
 
 GOOD_SECRET = "s" * 32
 PG = "postgresql://app:pw@db.example:5432/stores"
@@ -42,8 +43,10 @@ def test_app_env_chooses_the_class() -> None:
 
 
 def test_development_defaults_to_sqlite_and_warns_about_its_secret(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Once per process group: as if no app of this process had warned yet.
+    monkeypatch.setenv(WARNED, "")
     config = DevelopmentConfig({})
     assert config.SQLALCHEMY_DATABASE_URI == "sqlite:///stores.db"
     assert config.JWT_SECRET_KEY == DEV_JWT_SECRET

@@ -15,6 +15,9 @@ from core.auth.security import start_session
 from helpers import Client, assert_error, client_of, query
 from models import Store, User
 
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
 
 class TestErrorEnvelope:
     def test_unknown_path(self, client: Client) -> None:
@@ -128,13 +131,16 @@ class TestErrorEnvelope:
             raise RuntimeError("secret database password in a traceback")
 
         with caplog.at_level(logging.ERROR):
-            response = client_of(app).get("/boom", headers={"X-Request-ID": "trace-me-42"})
+            response = client_of(app).get(
+                "/boom", headers={"X-Request-ID": "trace-me-42", "traceparent": TRACEPARENT}
+            )
         body = assert_error(response, 500)
         assert body == {
             "code": 500,
             "status": "Internal Server Error",
             "message": "Internal server error.",
             "request_id": "trace-me-42",
+            "trace_id": TRACE_ID,  # the caller's trace, continued
         }
         assert "secret" not in response.get_data(as_text=True)
         assert response.headers["X-Request-ID"] == "trace-me-42"
