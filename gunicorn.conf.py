@@ -3,6 +3,7 @@
 import os
 import shutil
 import tempfile
+from typing import Protocol
 
 from gunicorn.glogging import Logger
 
@@ -102,8 +103,15 @@ def on_starting(server: object) -> None:
     os.makedirs(folder, exist_ok=True)
 
 
-def child_exit(_server: object, worker: object) -> None:
+class _Worker(Protocol):
+    """What child_exit reads of gunicorn's (untyped) worker."""
+
+    pid: int
+
+
+def child_exit(_server: object, worker: _Worker) -> None:
     """A worker is gone: its live gauges (pool connections in use) stop counting."""
     from prometheus_client import multiprocess  # imported here: the variable is set
 
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+    # prometheus_client ships py.typed but leaves this one function unannotated.
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

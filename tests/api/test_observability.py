@@ -11,9 +11,9 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import urllib3
@@ -26,7 +26,7 @@ from prometheus_client import REGISTRY
 
 from core.web import request_log, tracing
 from core.web.config import DevelopmentConfig
-from helpers import Client
+from helpers import CatalogFactory, Client, Response, client_of
 from servers import BIN, free_port, serve, server_env, wait_until_up
 
 TOKEN = "metrics-token-0123456789"
@@ -39,8 +39,21 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def scrape(client: Client, token: str = TOKEN):
+def scrape(client: Client, token: str = TOKEN) -> Response:
     return client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+
+
+class AccessRecord(logging.LogRecord):
+    """A ``stores.access`` record: the fields request_log's filter sets on it."""
+
+    method: str
+    query: str
+    trace_id: str
+    span_id: str
+
+
+def access_records(caplog: pytest.LogCaptureFixture) -> list[AccessRecord]:
+    return [cast(AccessRecord, r) for r in caplog.records if r.name == "stores.access"]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +89,7 @@ def test_without_a_token_there_are_no_metrics(client: Client) -> None:
 
 @pytest.mark.config(METRICS_TOKEN=TOKEN, RATE_LIMIT_DEFAULT="2 per minute")
 def test_requests_are_counted_by_route_and_refusals_and_metrics_are_never_limited(
-    client: Client, api: Any, as_alice: Any
+    client: Client, api: CatalogFactory, as_alice: dict[str, str]
 ) -> None:
     store = api.store(as_alice, "Metrics")
     item = api.item(as_alice, store, "Counted")
@@ -109,7 +122,9 @@ def test_requests_are_counted_by_route_and_refusals_and_metrics_are_never_limite
 
 
 @pytest.mark.config(METRICS_TOKEN=TOKEN)
-def test_an_idempotent_replay_is_counted(client: Client, api: Any, as_alice: Any) -> None:
+def test_an_idempotent_replay_is_counted(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
     store = api.store(as_alice, "Replays")
     path = "/items"
     route = "/items"
@@ -152,7 +167,10 @@ def receiver() -> Iterator[str]:
 
 
 def test_without_a_recorder_a_trace_is_continued_for_its_ids_only(
-    make_app: Any, receiver: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    make_app: Callable[..., Flask],
+    receiver: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """No exporter: no span is recorded, but the caller's trace id is in the log line
     and sent on (marked not sampled: nothing was recorded here)."""
@@ -161,14 +179,14 @@ def test_without_a_recorder_a_trace_is_continued_for_its_ids_only(
     app = make_app()
 
     @app.get("/call-out")
-    def call_out():
+    def call_out() -> dict[str, bool]:
         urllib3.request("POST", receiver, body=b"{}", timeout=5)
         return {"called": True}
 
     with caplog.at_level(logging.INFO, logger="stores.access"):
         answer = app.test_client().get("/call-out", headers={"traceparent": TRACEPARENT})
     assert answer.status_code == 200
-    [record] = [r for r in caplog.records if r.name == "stores.access"]
+    [record] = access_records(caplog)
     assert record.trace_id == TRACE_ID
     assert record.span_id != PARENT_SPAN and len(record.span_id) == 16
     [headers] = Receiver.received
@@ -177,7 +195,7 @@ def test_without_a_recorder_a_trace_is_continued_for_its_ids_only(
     assert (version, trace_id, flags) == ("00", TRACE_ID, "00")
     # A new trace when the caller sends none, and none outside a request.
     app.test_client().get("/stores")
-    assert caplog.records[-1].trace_id not in (TRACE_ID, None)
+    assert cast(AccessRecord, caplog.records[-1]).trace_id not in (TRACE_ID, None)
     assert tracing.current_ids() == (None, None)
     app.test_client().get("/health")  # probes are not traced
     assert not hasattr(caplog.records[-1], "trace_id")
@@ -185,17 +203,17 @@ def test_without_a_recorder_a_trace_is_continued_for_its_ids_only(
 
 def test_a_received_traceparent_is_continued_through_sql_and_outgoing_calls(
     client: Client,
-    api: Any,
-    as_alice: Any,
-    make_app: Any,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    make_app: Callable[..., Flask],
     spans: Any,
-    receiver: Any,
+    receiver: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     calling = make_app()  # a view that calls out, as a webhook delivery will
 
     @calling.get("/call-out")
-    def call_out():
+    def call_out() -> dict[str, bool]:
         urllib3.request("POST", receiver, body=b"{}", timeout=5)
         return {"called": True}
 
@@ -204,7 +222,7 @@ def test_a_received_traceparent_is_continued_through_sql_and_outgoing_calls(
     with caplog.at_level(logging.INFO, logger="stores.access"):
         answer = client.get(f"/stores/{store['id']}", headers={"traceparent": TRACEPARENT})
         assert answer.status_code == 200
-        answer = calling.test_client().get("/call-out", headers={"traceparent": TRACEPARENT})
+        answer = client_of(calling).get("/call-out", headers={"traceparent": TRACEPARENT})
         assert answer.status_code == 200
 
     finished = spans.get_finished_spans()
@@ -223,7 +241,7 @@ def test_a_received_traceparent_is_continued_through_sql_and_outgoing_calls(
     sent = {k.lower(): v for k, v in headers.items()}["traceparent"]
     assert sent == f"00-{TRACE_ID}-{format(outgoing.context.span_id, '016x')}-01"
 
-    lines = [r for r in caplog.records if r.name == "stores.access" and r.method == "GET"]
+    lines = [r for r in access_records(caplog) if r.method == "GET"]
     entries = [json.loads(request_log.JsonFormatter().format(r)) for r in lines]
     assert [e["trace_id"] for e in entries] == [TRACE_ID, TRACE_ID]
     assert [e["span_id"] for e in entries] == [format(s.context.span_id, "016x") for s in servers]
@@ -238,7 +256,9 @@ def test_a_request_without_traceparent_starts_a_trace_of_its_own(app: Flask, spa
 
 
 @pytest.mark.redis
-def test_a_task_queued_in_a_request_carries_the_trace(make_app: Any, spans: Any) -> None:
+def test_a_task_queued_in_a_request_carries_the_trace(
+    make_app: Callable[..., Flask], spans: Any
+) -> None:
     """The message a request puts on the broker carries its trace: the worker that
     runs it continues it (Celery's own instrumentation, on the worker's side)."""
     import redis
@@ -248,13 +268,14 @@ def test_a_task_queued_in_a_request_carries_the_trace(make_app: Any, spans: Any)
     celery = app.extensions["celery"]
     celery.conf.update(broker_url=os.environ["REDIS_URL"], task_default_queue=queue)
 
-    @celery.task(name="tests.noop")
     def noop() -> None:
         return None
 
+    task = celery.task(name="tests.noop")(noop)  # Celery is untyped: called, not a decorator
+
     @app.post("/queue-it")
-    def queue_it():
-        noop.delay()
+    def queue_it() -> dict[str, bool]:
+        task.delay()
         return {"queued": True}
 
     broker = redis.Redis.from_url(os.environ["REDIS_URL"])
@@ -263,7 +284,7 @@ def test_a_task_queued_in_a_request_carries_the_trace(make_app: Any, spans: Any)
         spans.clear()
         answer = app.test_client().post("/queue-it", headers={"traceparent": TRACEPARENT})
         assert answer.status_code == 200
-        [message] = broker.lrange(queue, 0, -1)
+        [message] = cast(list[bytes], broker.lrange(queue, 0, -1))
     finally:
         broker.delete(queue)
     headers = json.loads(message)["headers"]
@@ -282,7 +303,7 @@ def test_the_query_string_is_logged_without_secrets_and_with_a_short_cursor(
     query = f"limit=5&cursor={cursor}&access_token=abc123&api_key=k-999&password=hunter2&q=a%20b"
     with caplog.at_level(logging.INFO, logger="stores.access"):
         client.get(f"/stores?{query}")
-    [record] = [r for r in caplog.records if r.name == "stores.access"]
+    [record] = access_records(caplog)
     entry = json.loads(request_log.JsonFormatter().format(record))
     assert entry["query"] == (
         f"limit=5&cursor={cursor[:12]}...&access_token=[redacted]&api_key=[redacted]"
@@ -299,7 +320,7 @@ def test_the_query_string_is_logged_without_secrets_and_with_a_short_cursor(
 def test_a_long_query_string_is_cut(client: Client, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="stores.access"):
         client.get("/stores?q=" + "x" * 5000)
-    [record] = [r for r in caplog.records if r.name == "stores.access"]
+    [record] = access_records(caplog)
     assert len(record.query) == request_log.QUERY_LIMIT + 3
 
 
@@ -320,7 +341,7 @@ def test_a_configuration_warning_is_written_once_per_process_group(
 
 @pytest.mark.parametrize("argv", [["flask"], ["/x/bin/flask", "--help"], ["flask", "db", "-h"]])
 def test_flask_help_writes_no_warning(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, argv: Any
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, argv: list[str]
 ) -> None:
     monkeypatch.setenv(request_log.WARNED, "")
     monkeypatch.setattr("sys.argv", argv)
@@ -338,13 +359,13 @@ def test_a_statement_timeout_is_a_503_counted_by_reason(app: Flask) -> None:
     from db import db
 
     @app.get("/slow")
-    def slow():
+    def slow() -> dict[str, object]:
         db.session.execute(text("SET LOCAL statement_timeout = 50"))
         db.session.execute(text("SELECT pg_sleep(1)"))
         return {}
 
     before = sample("stores_unavailable_total", reason="statement_timeout")
-    answer = app.test_client().get("/slow")
+    answer = client_of(app).get("/slow")
     assert answer.status_code == 503
     assert answer.json["trace_id"] and answer.json["request_id"]
     assert sample("stores_unavailable_total", reason="statement_timeout") - before == 1

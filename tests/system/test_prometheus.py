@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,13 @@ pytestmark = [
 ]
 
 
-def query(base: str, expression: str) -> list[dict]:
+def query(base: str, expression: str) -> list[dict[str, Any]]:
     url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
     with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - our own server
         body = json.load(answer)
     assert body["status"] == "success", body
-    return body["data"]["result"]
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
 
 
 def value(base: str, expression: str) -> float | None:
@@ -50,7 +51,9 @@ def value(base: str, expression: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-def eventually(base: str, expression: str, check: Any, timeout: float = 30) -> float:
+def eventually(
+    base: str, expression: str, check: Callable[[float], bool], timeout: float = 30
+) -> float:
     """The expression's value once ``check`` accepts it (scrapes come every second)."""
     deadline = time.monotonic() + timeout
     found = None
@@ -133,7 +136,7 @@ def prometheus(service: Server) -> Iterator[str]:
 
 
 def test_prometheus_scrapes_every_worker_once_and_computes_rates(
-    service: Any, prometheus: Any
+    service: Server, prometheus: str
 ) -> None:
     headers = sign_up(service.url)  # two requests, on the auth limit
     store = call("POST", f"{service.url}/stores", {"name": "Scraped"}, headers=headers)
@@ -183,14 +186,18 @@ def test_prometheus_scrapes_every_worker_once_and_computes_rates(
     assert p99 is not None and 0 < p99 <= 10
     # The pool: no request in flight now, connections were opened and checkouts timed.
     assert value(prometheus, "sum(stores_db_pool_connections_in_use)") == 0
-    assert value(prometheus, 'sum(stores_db_pool_connections_total{event="connect"})') >= 2
-    assert value(prometheus, "sum(stores_db_pool_checkout_wait_seconds_count)") >= served
+    connects = value(prometheus, 'sum(stores_db_pool_connections_total{event="connect"})')
+    assert connects is not None and connects >= 2
+    checkouts = value(prometheus, "sum(stores_db_pool_checkout_wait_seconds_count)")
+    assert checkouts is not None and checkouts >= served
     # The broker's queue, read at scrape time: nothing is queued.
     assert value(prometheus, 'stores_celery_queue_depth{queue="celery"}') == 0
     # Every scrape was answered, none refused by the rate limiter, though the client
     # address is far past its limit of LIMIT a minute.
-    assert value(prometheus, 'count_over_time(up{job="stores"}[1m])') >= 3
+    scrapes = value(prometheus, 'count_over_time(up{job="stores"}[1m])')
+    assert scrapes is not None and scrapes >= 3
     assert value(prometheus, 'min_over_time(up{job="stores"}[1m])') == 1
     scraped = 'sum(stores_http_request_duration_seconds_count{route="/metrics",status="%s"})'
-    assert value(prometheus, scraped % 200) >= 3
+    answered = value(prometheus, scraped % 200)
+    assert answered is not None and answered >= 3
     assert value(prometheus, scraped % 429) is None
