@@ -21,7 +21,19 @@ from core.web.extensions import api, cors, jwt, limiter, migrate
 from core.web.legacy import LegacyPaths
 from core.web.smorest import IdConverter, swagger_assets
 from db import close_session, db, engine_options
-from resources import batch, exports, health, items, sessions, stock, stores, tags, users
+from resources import (
+    batch,
+    exports,
+    health,
+    imports,
+    items,
+    jobs,
+    sessions,
+    stock,
+    stores,
+    tags,
+    users,
+)
 from schemas import CROSS_FIELD_RULES
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent / "migrations")
@@ -92,7 +104,8 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints() -> None:
-    for module in (sessions, users, stores, batch, items, stock, tags, exports, health):
+    blueprints = (sessions, users, stores, batch, items, stock, tags, exports, imports, jobs)
+    for module in (*blueprints, health):
         api.register_blueprint(module.blp)
     for name, rules in CROSS_FIELD_RULES.items():
         api.spec.components.schemas[name].update(rules)

@@ -25,6 +25,7 @@ from core.web.fields import (
 )
 from db import db
 from models import DELTA_REASONS, REASONS, ROLES, Store
+from models.job import JOB_STATUSES, JOB_TYPES
 
 
 def Timestamp() -> fields.DateTime:  # noqa: N802 - reads as a field type
@@ -386,4 +387,45 @@ class HealthSchema(ma.Schema):
         keys=fields.String(),
         values=fields.String(),
         metadata={"example": {"database": "ok", "redis": "ok"}},
+    )
+
+
+# --- jobs (§12) ---------------------------------------------------------------------
+
+
+class JobProgressSchema(ma.Schema):
+    done = fields.Integer(metadata={"example": 5000})
+    total = fields.Integer(allow_none=True, metadata={"example": 400000})
+
+
+class JobLinksSchema(ma.Schema):
+    self = fields.String(metadata={"example": "/jobs/7"})
+    file = fields.String(metadata={"description": "An export's CSV, for 24 hours"})
+
+
+class JobSchema(ma.Schema):
+    id = fields.Integer(metadata={"example": 7})
+    type = fields.String(metadata={"enum": list(JOB_TYPES)})
+    status = fields.String(metadata={"enum": list(JOB_STATUSES)})
+    progress = fields.Nested(JobProgressSchema)
+    result = fields.Dict(allow_none=True)
+    error = fields.Dict(allow_none=True, metadata={"description": "An error envelope"})
+    created_at = Timestamp()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    links = fields.Nested(JobLinksSchema)
+
+
+class ImportQuerySchema(ma.Schema):
+    dry_run = fields.Boolean(
+        load_default=False,
+        truthy={"true", "1"},
+        falsy={"false", "0"},
+        metadata={"description": "Check and count, write nothing"},
+    )
+    skip_invalid = fields.Boolean(
+        load_default=False,
+        truthy={"true", "1"},
+        falsy={"false", "0"},
+        metadata={"description": "Import the valid rows, report the others"},
     )

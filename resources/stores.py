@@ -10,13 +10,15 @@ from sqlalchemy import select
 
 from core.auth.permissions import ADMIN, fields_reserved, login_required, store_owner_required
 from core.catalog.queries import ITEMS, item_search
-from core.catalog.stores import delete_store
+from core.catalog.stores import count_items, delete_store, mark_deleting
+from core.jobs import engine
 from core.lists.listing import LIST_HEADERS, Listing
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
 from db import db
 from models import Store, Tag, User
 from resources.common import commit, get_or_404, icontains
+from resources.jobs import ACCEPTED, start
 from schemas import (
     STORE_EDITABLE,
     ItemSchema,
@@ -76,7 +78,7 @@ class Stores(MethodView):
     @STORES.paginate(blp, StoreQuerySchema)
     def get(self, args):
         """List stores"""
-        query = select(Store)
+        query = select(Store).where(Store.deleted_at.is_(None))
         if "q" in args:
             query = query.where(icontains(Store.name, args["q"]))
         if "owner_id" in args:
@@ -124,9 +126,17 @@ class StoreById(MethodView):
 
     @store_owner_required(blp, _store, etag_schema=StoreSchema, fresh=True)
     @blp.response(204)
+    @blp.alt_response(202, **ACCEPTED)
     def delete(self, store):
-        """Delete a store with its items and tags (fresh token)"""
-        delete_store(store.id, current_app.config["STORE_DELETE_BATCH"])
+        """Delete a store with its items and tags (fresh token; a job above
+        STORE_DELETE_SYNC_MAX items)"""
+        config = current_app.config
+        items = count_items(store.id)
+        if items <= config["STORE_DELETE_SYNC_MAX"]:
+            delete_store(store.id, config["STORE_DELETE_BATCH"])
+            return None
+        mark_deleting(store)
+        return start(engine.create("store_delete", current_user.id, store_id=store.id, total=items))
 
 
 @blp.route("/<id:store_id>/items")

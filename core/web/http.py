@@ -41,9 +41,24 @@ CORS_OPTIONS: dict[str, Any] = {
 }
 
 
+def takes_csv(view: Any) -> Any:
+    """Marks a view whose body is CSV (an import, §12): it checks its own content type
+    and size, and reads its body as a stream. Put it above the view's other decorators."""
+    view.takes_csv = True
+    return view
+
+
+def _view_takes_csv() -> bool:
+    view = current_app.view_functions.get(request.endpoint or "")
+    view_class = getattr(view, "view_class", None)
+    if view_class is not None:
+        view = getattr(view_class, request.method.lower(), None)
+    return bool(getattr(view, "takes_csv", False))
+
+
 def require_json_body() -> None:
     """A body in anything but JSON is refused with 415 before any view runs."""
-    if request.method not in BODY_METHODS:
+    if request.method not in BODY_METHODS or _view_takes_csv():
         return
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
     if not (request.content_length or chunked):
