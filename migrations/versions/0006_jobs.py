@@ -85,5 +85,9 @@ def downgrade():
     op.drop_index("ix_stores_deleting", "stores")
     op.drop_index("uq_stores_name_lower", "stores")
     op.create_index("uq_stores_name_lower", "stores", [sa.text("lower(name)")], unique=True)
-    with op.batch_alter_table("stores") as batch:
-        batch.drop_column("deleted_at")
+    if op.get_bind().dialect.name == "sqlite":
+        # In place (SQLite 3.35+): batch mode would copy the table and lose its
+        # expression indexes.
+        op.execute("ALTER TABLE stores DROP COLUMN deleted_at")
+    else:
+        op.drop_column("stores", "deleted_at")
