@@ -4,23 +4,22 @@ one (a big store deletion, an import, an export job) answer 202 with the job
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from flask import Response, current_app, jsonify, stream_with_context, url_for
+from flask import Response, jsonify, request, stream_with_context, url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user
 from sqlalchemy import select
 
 from core.auth.permissions import login_required
 from core.jobs import engine, files
+from core.jobs.document import has_file, job_document
 from core.lists.listing import LIST_HEADERS, Listing, Rows
 from core.web.errors import abort
 from core.web.http import no_store
 from core.web.smorest import Blueprint
 from db import db
 from models import Job
-from models.types import utcnow
 from schemas import JobSchema
 
 blp = Blueprint("jobs", __name__, url_prefix="/jobs", description="Long work in the background")
@@ -35,37 +34,9 @@ ACCEPTED = {
 }
 
 
-def file_expires(job: Any) -> Any:
-    assert job.finished_at is not None
-    return job.finished_at + timedelta(seconds=current_app.config["JOB_FILE_TTL"])
-
-
-def _has_file(job: Any) -> bool:
-    return (
-        job.type == "export"
-        and job.status == "succeeded"
-        and job.finished_at is not None
-        and file_expires(job) > utcnow()
-    )
-
-
 def as_json(job: Any) -> dict[str, Any]:
-    """The job as JobSchema dumps it."""
-    links = {"self": url_for("jobs.JobById", job_id=job.id)}
-    if _has_file(job):
-        links["file"] = url_for("jobs.JobFile", job_id=job.id)
-    return {
-        "id": job.id,
-        "type": job.type,
-        "status": job.status,
-        "progress": {"done": job.done, "total": job.total},
-        "result": job.result,
-        "error": job.error,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "links": links,
-    }
+    """The job as JobSchema dumps it, its links under this request's root."""
+    return job_document(job, request.script_root)
 
 
 def accepted(job: Job) -> Response:
@@ -156,7 +127,7 @@ class JobFile(MethodView):
         job = db.session.get(Job, job_id)
         if job is None or job.user_id != current_user.id:
             abort(404, message=f"Job {job_id} not found.")
-        if not _has_file(job) or not files.has(job.id, "output"):
+        if not has_file(job) or not files.has(job.id, "output"):
             abort(404, message=f"Job {job_id} has no file (not an export, not done, or expired).")
 
         def generate():
