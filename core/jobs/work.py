@@ -41,6 +41,8 @@ def run(job_id: int) -> None:
         WORK[job.type](job)
     except JobCanceledError:
         db.session.rollback()
+        files.drop(job_id, "output")  # an export's part
+        db.session.commit()
         log.info("job %s: canceled, stopped", job_id)
     except Exception:
         db.session.rollback()
