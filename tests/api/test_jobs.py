@@ -12,7 +12,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from core.jobs import engine
+from core.jobs import engine, work
+from core.jobs.engine import JobCanceledError
 from db import db
 from helpers import assert_error, bearer, query, snapshot
 from models import Item, Job, JobChunk, StockMovement, Store, Tag, item_tags
@@ -430,3 +431,20 @@ def test_a_canceled_job_does_nothing(app, client, as_alice, api):
         )
     assert query(app, select(func.count()).select_from(Item)) == [(0,)]
     assert query(app, select(JobChunk.kind).distinct()) == [("input",)]
+
+
+@pytest.mark.config(**QUEUED)
+def test_a_running_import_stops_at_its_next_chunk_when_canceled(app, client, as_alice, api):
+    store = api.store(as_alice)
+    rows = "".join(f"Item {n},1.00\r\n" for n in range(2500))
+    job_id = post_import(client, store, "name,price\r\n" + rows, as_alice).json["id"]
+    with app.app_context():
+        job = engine.claim(job_id)  # a worker took it...
+    assert assert_job(client.delete(f"/jobs/{job_id}", headers=as_alice))["status"] == "canceled"
+    with app.app_context():  # ...and runs it: its first chunk (1,000 rows) sees the cancel
+        job = db.session.get_one(Job, job_id)
+        with pytest.raises(JobCanceledError):
+            work.WORK["import"](job)
+        db.session.rollback()
+    assert query(app, select(func.count()).select_from(Item)) == [(0,)]
+    assert client.get(f"/jobs/{job_id}", headers=as_alice).json["status"] == "canceled"
