@@ -15,12 +15,12 @@ from typing import Any
 from flask import Response, current_app, stream_with_context
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from marshmallow import fields
 
 from core.auth.permissions import login_required
 from core.catalog.csv_export import csv_text
 from core.catalog.queries import ITEMS
 from core.jobs import engine
+from core.web.fields import Id, JsonBoolean
 from core.web.smorest import Blueprint
 from models import Store
 from resources.common import get_or_404
@@ -80,7 +80,11 @@ class StoreItemsCsv(MethodView):
 class ExportJobSchema(ITEMS.query_schema(ItemQuerySchema, paging=False)):  # type: ignore[misc]
     """The filters and sort of `GET /items`, as a JSON body."""
 
-    in_stock = fields.Boolean(metadata={"description": "true: stock above 0; false: stock 0"})
+    # JSON types, strictly: true/false and a number (a query string's are text).
+    in_stock = JsonBoolean(
+        metadata={"description": "true: stock above 0; false: stock 0"},
+    )
+    store_id = Id()
 
 
 def _jsonable(args: dict[str, Any]) -> dict[str, Any]:

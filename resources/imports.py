@@ -3,6 +3,8 @@ with a job, and a worker runs it through the importer of ``flask import-items``.
 
 from __future__ import annotations
 
+import io
+
 from flask import current_app, request
 from flask.views import MethodView
 from flask_jwt_extended import current_user
@@ -11,6 +13,7 @@ from core.auth.permissions import store_owner_required
 from core.jobs import engine, files
 from core.web.errors import abort
 from core.web.http import takes_csv
+from core.web.idempotency import HEADER
 from core.web.smorest import Blueprint
 from models import Store
 from resources.common import get_or_404
@@ -20,7 +23,7 @@ from schemas import ImportQuerySchema
 blp = Blueprint("imports", __name__, description="CSV imports, done by a job")
 
 CSV_BODY = {
-    "content": {"text/csv": {"schema": {"type": "string"}}},
+    "content": {"text/csv": {"schema": {"type": "string", "minLength": 1}}},
     "required": True,
     "description": "The export's columns (name and price required); at most "
     "IMPORT_MAX_BYTES (50 MiB)",
@@ -34,7 +37,7 @@ def _store(store_id: int) -> tuple[Store, Store]:
 
 @blp.route("/stores/<id:store_id>/imports")
 class StoreImports(MethodView):
-    @takes_csv
+    @takes_csv("IMPORT_MAX_BYTES")
     @store_owner_required(blp, _store)
     @blp.arguments(ImportQuerySchema, location="query")
     @blp.doc(requestBody=CSV_BODY)
@@ -46,7 +49,6 @@ class StoreImports(MethodView):
         if request.mimetype != "text/csv":
             abort(415, message="Send the file as the body, with Content-Type: text/csv.")
         limit = current_app.config["IMPORT_MAX_BYTES"]
-        request.max_content_length = limit
         job = engine.create(
             "import",
             current_user.id,
@@ -54,7 +56,9 @@ class StoreImports(MethodView):
             params={"dry_run": args["dry_run"], "skip_invalid": args["skip_invalid"]},
         )
         size, seq = 0, 0
-        while piece := request.stream.read(files.CHUNK_BYTES):
+        # Read already (and kept) when an Idempotency-Key made it part of a fingerprint.
+        body = io.BytesIO(request.get_data()) if HEADER in request.headers else request.stream
+        while piece := body.read(files.CHUNK_BYTES):
             size += len(piece)
             if size > limit:
                 abort(413, message=f"The file is over {limit:,} bytes (IMPORT_MAX_BYTES).")

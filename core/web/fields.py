@@ -252,3 +252,13 @@ def Phone(**kwargs: Any) -> Text:  # noqa: N802 - reads as a field type
         metadata={"example": "+1 555 0100"},
         **kwargs,
     )
+
+
+class JsonBoolean(ma.fields.Boolean):
+    """A JSON body's ``true`` or ``false`` only (marshmallow's Boolean also takes 1,
+    "yes", "on": a query string's spellings, and 1 == True in Python)."""
+
+    def _deserialize(self, value: Any, *_args: Any, **_kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value

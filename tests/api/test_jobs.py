@@ -381,7 +381,16 @@ def test_an_export_jobs_file_is_the_streamed_export(app, client, as_alice, auth,
 
 def test_an_export_job_refuses_bad_filters(app, client, as_alice):
     before = snapshot(app)
-    for body in ({"colour": "red"}, {"sort": "weight"}, {"min_price": -1}, {"page": 2}, []):
+    bodies = (
+        {"colour": "red"},
+        {"sort": "weight"},
+        {"min_price": -1},
+        {"page": 2},
+        {"in_stock": 1},
+        {"store_id": "1"},
+        [],
+    )
+    for body in bodies:
         assert_error(client.post("/exports", json=body, headers=as_alice), 422)
     assert_error(client.post("/exports", json={}), 401)
     assert snapshot(app) == before
@@ -448,3 +457,15 @@ def test_a_running_import_stops_at_its_next_chunk_when_canceled(app, client, as_
         db.session.rollback()
     assert query(app, select(func.count()).select_from(Item)) == [(0,)]
     assert client.get(f"/jobs/{job_id}", headers=as_alice).json["status"] == "canceled"
+
+
+def test_an_import_sent_with_an_idempotency_key_is_made_once(app, client, as_alice, api):
+    store = api.store(as_alice)
+    headers = {**as_alice, "Idempotency-Key": "import-1"}
+    first = assert_job(post_import(client, store, GOOD, headers))
+    again = post_import(client, store, GOOD, headers)
+    assert again.status_code == 202 and again.json["id"] == first["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert query(app, select(func.count()).select_from(Job)) == [(1,)]
+    done = client.get(first["links"]["self"], headers=as_alice).json
+    assert done["status"] == "succeeded" and done["result"]["created"] == 2
