@@ -130,13 +130,12 @@ class StoreById(MethodView):
     def delete(self, store):
         """Delete a store with its items and tags (fresh token; a job above
         STORE_DELETE_SYNC_MAX items)"""
-        config = current_app.config
-        items = count_items(store.id)
-        if items <= config["STORE_DELETE_SYNC_MAX"]:
-            delete_store(store.id, config["STORE_DELETE_BATCH"])
+        most = current_app.config["STORE_DELETE_SYNC_MAX"]
+        if count_items(store.id, limit=most) <= most:
+            delete_store(store.id, current_app.config["STORE_DELETE_BATCH"])
             return None
-        mark_deleting(store)
-        return start(engine.create("store_delete", current_user.id, store_id=store.id, total=items))
+        mark_deleting(store)  # the job counts the items (its total) when it starts
+        return start(engine.create("store_delete", current_user.id, store_id=store.id))
 
 
 @blp.route("/<id:store_id>/items")

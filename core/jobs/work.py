@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from core.catalog.csv_export import csv_text
 from core.catalog.csv_import import UnreadableFileError, import_items
 from core.catalog.queries import item_search
-from core.catalog.stores import delete_store
+from core.catalog.stores import count_items, delete_store
 from core.jobs import engine, files
 from core.jobs.engine import JobCanceledError
 from core.web.errors import envelope
@@ -64,6 +64,9 @@ def delete_store_job(job: Job) -> None:
         return True
 
     assert job.store_id is not None
+    if job.total is None:  # the first run: what there is to delete
+        job.total = count_items(job.store_id)
+        db.session.commit()
     delete_store(job.store_id, config["STORE_DELETE_BATCH"], on_batch, pause=pause)
     engine.finish(job.id, "succeeded", result={"store_id": job.store_id, "deleted": done["items"]})
     db.session.commit()
