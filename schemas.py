@@ -400,19 +400,33 @@ class JobProgressSchema(ma.Schema):
 
 class JobLinksSchema(ma.Schema):
     self = fields.String(metadata={"example": "/jobs/7"})
-    file = fields.String(metadata={"description": "An export's CSV, for 24 hours"})
+    file = fields.String(
+        metadata={"description": "An export's CSV, for 24 hours", "example": "/jobs/7/file"}
+    )
 
 
 class JobSchema(ma.Schema):
     id = fields.Integer(metadata={"example": 7})
-    type = fields.String(metadata={"enum": list(JOB_TYPES)})
-    status = fields.String(metadata={"enum": list(JOB_STATUSES)})
+    type = fields.String(metadata={"enum": list(JOB_TYPES), "example": "export"})
+    status = fields.String(metadata={"enum": list(JOB_STATUSES), "example": "succeeded"})
     progress = fields.Nested(JobProgressSchema)
-    result = fields.Dict(allow_none=True)
-    error = fields.Dict(allow_none=True, metadata={"description": "An error envelope"})
+    result = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "store_delete: {store_id, deleted}; import: {created, updated, "
+            "unchanged, invalid, errors: [{line, column, message}]}; export: {rows, bytes}",
+            "example": {"rows": 5000, "bytes": 812345},
+        },
+    )
+    error = fields.Dict(
+        allow_none=True,
+        metadata={"description": "The error envelope of a failed job", "example": None},
+    )
     created_at = Timestamp()
-    started_at = fields.DateTime(allow_none=True)
-    finished_at = fields.DateTime(allow_none=True)
+    started_at = fields.DateTime(allow_none=True, metadata={"example": "2026-11-21T10:00:01+00:00"})
+    finished_at = fields.DateTime(
+        allow_none=True, metadata={"example": "2026-11-21T10:00:09+00:00"}
+    )
     links = fields.Nested(JobLinksSchema)
 
 

@@ -15,12 +15,13 @@ from typing import Any
 from flask import Response, current_app, stream_with_context
 from flask.views import MethodView
 from flask_jwt_extended import current_user
+from marshmallow import fields, validate
 
 from core.auth.permissions import login_required
 from core.catalog.csv_export import csv_text
 from core.catalog.queries import ITEMS
 from core.jobs import engine
-from core.web.fields import Id, JsonBoolean
+from core.web.fields import Id, JsonBoolean, Line, Money
 from core.web.smorest import Blueprint
 from models import Store
 from resources.common import get_or_404
@@ -78,13 +79,23 @@ class StoreItemsCsv(MethodView):
 
 
 class ExportJobSchema(ITEMS.query_schema(ItemQuerySchema, paging=False)):  # type: ignore[misc]
-    """The filters and sort of `GET /items`, as a JSON body."""
+    """The filters and sort of `GET /items`, as a JSON body (JSON types, strictly:
+    true/false and numbers, where a query string's are text)."""
 
-    # JSON types, strictly: true/false and a number (a query string's are text).
-    in_stock = JsonBoolean(
-        metadata={"description": "true: stock above 0; false: stock 0"},
+    q = Line(
+        80, metadata={"description": "Substring of the name or description", "example": "milk"}
     )
-    store_id = Id()
+    search = Line(200, metadata={"description": "Full-text search", "example": "fresh milk"})
+    min_price = Money(metadata={"description": "Inclusive lower bound", "example": 1})
+    max_price = Money(metadata={"description": "Inclusive upper bound", "example": 20})
+    store_id = Id(metadata={"example": 1})
+    in_stock = JsonBoolean(
+        metadata={"description": "true: stock above 0; false: stock 0", "example": True}
+    )
+    sort = fields.String(
+        validate=validate.OneOf(ITEMS.choices),
+        metadata={"description": "As in GET /items (default id)", "example": "-price"},
+    )
 
 
 def _jsonable(args: dict[str, Any]) -> dict[str, Any]:
