@@ -64,7 +64,9 @@ def _csv_limit_setting() -> str | None:
 
 def require_json_body() -> None:
     """A body in anything but JSON is refused with 415 before any view runs."""
-    if request.method not in BODY_METHODS:
+    # An unknown path or method answers 404/405 whatever its body (the router's error
+    # is raised after this hook).
+    if request.method not in BODY_METHODS or request.routing_exception is not None:
         return
     setting = _csv_limit_setting()
     if setting is not None:  # its own size limit, for whoever reads it (idempotency too)

@@ -347,6 +347,10 @@ def test_bad_import_requests_change_nothing(app, client, as_alice, auth, bob, ap
     assert_error(post_import(client, store, short, auth(bob)), 403, error="forbidden")
     assert_error(post_import(client, store, short, {}), 401)
     assert_error(post_import(client, {"id": 999}, short, as_alice), 404)
+    wrong_method = client.put(
+        f"/stores/{store['id']}/imports", data=short, headers={**as_alice, "Content-Type": CSV}
+    )
+    assert assert_error(wrong_method, 405) and wrong_method.headers["Allow"]
     assert snapshot(app) == before
 
 
