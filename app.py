@@ -23,7 +23,19 @@ from core.web.extensions import api, cors, jwt, limiter, migrate
 from core.web.legacy import LegacyPaths
 from core.web.smorest import CrossFieldRules, IdConverter, swagger_assets
 from db import close_session, db, engine_options
-from resources import batch, exports, health, items, sessions, stock, stores, tags, users
+from resources import (
+    batch,
+    exports,
+    health,
+    imports,
+    items,
+    jobs,
+    sessions,
+    stock,
+    stores,
+    tags,
+    users,
+)
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent / "migrations")
 
@@ -123,7 +135,8 @@ BOOT_ORDER: tuple[Step, ...] = (
 
 
 def register_blueprints() -> None:
-    for module in (sessions, users, stores, batch, items, stock, tags, exports, health):
+    blueprints = (sessions, users, stores, batch, items, stock, tags, exports, imports, jobs)
+    for module in (*blueprints, health):
         api.register_blueprint(module.blp)
 
 

@@ -28,6 +28,7 @@ from core.web.fields import (
 )
 from db import db
 from models import DELTA_REASONS, REASONS, ROLES, Store
+from models.job import JOB_STATUSES, JOB_TYPES
 
 
 def Timestamp() -> fields.DateTime:  # noqa: N802 - reads as a field type
@@ -377,4 +378,59 @@ class HealthSchema(ma.Schema):
         keys=fields.String(),
         values=fields.String(),
         metadata={"example": {"database": "ok", "redis": "ok"}},
+    )
+
+
+# --- jobs (§12) ---------------------------------------------------------------------
+
+
+class JobProgressSchema(ma.Schema):
+    done = fields.Integer(metadata={"example": 5000})
+    total = fields.Integer(allow_none=True, metadata={"example": 400000})
+
+
+class JobLinksSchema(ma.Schema):
+    self = fields.String(metadata={"example": "/jobs/7"})
+    file = fields.String(
+        metadata={"description": "An export's CSV, for 24 hours", "example": "/jobs/7/file"}
+    )
+
+
+class JobSchema(ma.Schema):
+    id = fields.Integer(metadata={"example": 7})
+    type = fields.String(metadata={"enum": list(JOB_TYPES), "example": "export"})
+    status = fields.String(metadata={"enum": list(JOB_STATUSES), "example": "succeeded"})
+    progress = fields.Nested(JobProgressSchema)
+    result = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "store_delete: {store_id, deleted}; import: {created, updated, "
+            "unchanged, invalid, errors: [{line, column, message}]}; export: {rows, bytes}",
+            "example": {"rows": 5000, "bytes": 812345},
+        },
+    )
+    error = fields.Dict(
+        allow_none=True,
+        metadata={"description": "The error envelope of a failed job", "example": None},
+    )
+    created_at = Timestamp()
+    started_at = fields.DateTime(allow_none=True, metadata={"example": "2026-11-21T10:00:01+00:00"})
+    finished_at = fields.DateTime(
+        allow_none=True, metadata={"example": "2026-11-21T10:00:09+00:00"}
+    )
+    links = fields.Nested(JobLinksSchema)
+
+
+class ImportQuerySchema(ma.Schema):
+    dry_run = fields.Boolean(
+        load_default=False,
+        truthy={"true", "1"},
+        falsy={"false", "0"},
+        metadata={"description": "Check and count, write nothing"},
+    )
+    skip_invalid = fields.Boolean(
+        load_default=False,
+        truthy={"true", "1"},
+        falsy={"false", "0"},
+        metadata={"description": "Import the valid rows, report the others"},
     )

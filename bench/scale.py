@@ -7,8 +7,9 @@ p50/p95 of N requests sent one at a time (in rounds of one request per row, so t
 every row meets the same moments of a noisy machine), the SQL statements it runs and
 the plan of its page; the cursor walk's first and 5,000th page; GET /items/{id}
 throughput with wrk beside a hand-written Flask + one-SQL endpoint (bench/minimal.py)
-in the same run; and the delete of a 300,000-item store while another store's items
-are read.
+in the same run; and the deletion of a 1,000,000-item store by a job (a Celery worker
+beside gunicorn, its broker CELERY_BROKER_URL or Redis db 15) while another store's
+items are read.
 
     .venv/bin/python bench/scale.py --database-url postgresql://postgres@127.0.0.1/bench_scale
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -164,6 +166,12 @@ def main() -> None:
     parser.add_argument("--wrk-seconds", type=int, default=15)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", action="store_true", help="measure a kept database again")
+    parser.add_argument(
+        "--broker",
+        default=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15"),
+        help="the deletion job's Celery broker",
+    )
+    parser.add_argument("--only-delete", action="store_true", help="skip the request rows")
     args = parser.parse_args()
     url = make_url(args.database_url)
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
@@ -179,6 +187,7 @@ def main() -> None:
         REDIS_URL="",
         RATE_LIMIT_DEFAULT="100000000 per minute",
         WEB_CONCURRENCY="2",
+        CELERY_BROKER_URL=args.broker,
     )
     try:
         run(args, env, database)
@@ -194,11 +203,12 @@ def run(args: argparse.Namespace, env: dict[str, str], database: str) -> None:
         seed(env, database)
     app = create_app(ProductionConfig(env))
     with gunicorn(env, workers=2) as base:
-        print(f"\n{'request':48} {'p50 ms':>7} {'p95 ms':>7} {'SQL':>4}  plan of the page")
-        report(base, ROWS, app, args.requests)
-        cursor_walk(base, app, args.requests)
-        throughput(base, env, args.wrk_seconds)
-        delete_big_store(base)
+        if not args.only_delete:
+            print(f"\n{'request':48} {'p50 ms':>7} {'p95 ms':>7} {'SQL':>4}  plan of the page")
+            report(base, ROWS, app, args.requests)
+            cursor_walk(base, app, args.requests)
+            throughput(base, env, args.wrk_seconds)
+        delete_million_store(base, env, database)
     with app.app_context():
         db.engine.dispose()
 
@@ -320,7 +330,22 @@ def throughput(base: str, env: dict[str, str], seconds: int) -> None:
     )
 
 
-def delete_big_store(base: str) -> None:
+# A store of its own with 1,000,000 items, each with one tag, added to the catalog
+# (all indexes in place, as in production) just before it is deleted.
+MILLION = """
+INSERT INTO stores (id, name, owner_id, created_at, updated_at)
+  VALUES (1001, 'Store 1001', 1, now(), now());
+INSERT INTO tags (id, name, store_id) VALUES (10001, 'bulk', 1001);
+INSERT INTO items (name, description, price, store_id, created_at, updated_at)
+  SELECT 'bulk ' || i, 'one of a million', 1.00, 1001, now(), now()
+  FROM generate_series(1, 1000000) i;
+INSERT INTO item_tags (item_id, tag_id) SELECT id, 10001 FROM items WHERE store_id = 1001;
+ANALYZE stores, items, item_tags
+"""
+OTHER_STORE = "/stores/2/items?page_size=100"
+
+
+def sign_in(base: str) -> str:
     body = f'{{"username": "bench", "password": "{PASSWORD}"}}'.encode()
     request = urllib.request.Request(  # noqa: S310 - our loopback server
         base + "/login",
@@ -329,26 +354,64 @@ def delete_big_store(base: str) -> None:
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request) as response:  # noqa: S310
-        token = json.loads(response.read())["access_token"]
+        return str(json.loads(response.read())["access_token"])
+
+
+def get_json(url: str, token: str) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+    with urllib.request.urlopen(request) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def delete_million_store(base: str, env: dict, database: str) -> None:
+    """DELETE /stores/1001 (1,000,000 items) answers 202; a worker deletes the rows in
+    batches. Its duration, and the p95 of another store's list before and meanwhile."""
+    engine = create_engine(database.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        raw: Any = conn.connection.dbapi_connection
+        seed = lambda: [raw.execute(s) for s in MILLION.split(";\n") if s.strip()]  # noqa: E731
+        timed("add store 1001: 1,000,000 items, 1,000,000 links (SQL, indexes in place)", seed)
+    engine.dispose()
+    token = sign_in(base)
+    before = [fetch(base + OTHER_STORE)[0] for _ in range(200)]
+    worker = subprocess.Popen(  # noqa: S603 - our own command line
+        [str(BIN / "celery"), "-A", "app", "worker", "--concurrency=1", "--loglevel=WARNING"],
+        cwd=ROOT,
+        env=env,
+    )
     reads: list[float] = []
     done = threading.Event()
 
     def read_other_store() -> None:
         while not done.is_set():
-            reads.append(fetch(base + "/stores/2/items?page_size=100")[0])
+            reads.append(fetch(base + OTHER_STORE)[0])
 
     reader = threading.Thread(target=read_other_store)
-    reader.start()
     try:
-        took, _ = fetch(base + "/stores/1", "DELETE", {"Authorization": f"Bearer {token}"})
+        reader.start()
+        start = time.perf_counter()
+        request = urllib.request.Request(  # noqa: S310
+            base + "/stores/1001", method="DELETE", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request) as response:  # noqa: S310
+            answered = (time.perf_counter() - start) * 1000
+            status, job = response.status, json.loads(response.read())
+        while job["status"] in ("queued", "running"):
+            time.sleep(0.5)
+            job = get_json(base + job["links"]["self"], token)
+        took = time.perf_counter() - start
     finally:
         done.set()
         reader.join()
+        worker.terminate()
+        worker.wait(timeout=60)
+    p50_before, p95_before = percentiles(before)
     p50, p95 = percentiles(reads)
     print(
-        f"DELETE /stores/1 (300,000 items, 540,000 links): 204 in {took / 1000:.1f} s; "
-        f"meanwhile {len(reads)} reads of /stores/2/items: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
-        f"max {max(reads):.1f} ms",
+        f"DELETE /stores/1001 (1,000,000 items, 1,000,000 links): {status} in {answered:.0f} ms; "
+        f"job {job['status']} after {took:.1f} s ({job['progress']['done']:,} items); "
+        f"{OTHER_STORE} before: p50 {p50_before:.1f} ms, p95 {p95_before:.1f} ms; meanwhile "
+        f"({len(reads)} reads): p50 {p50:.1f} ms, p95 {p95:.1f} ms, max {max(reads):.1f} ms",
         flush=True,
     )
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Index, String, func
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db import Model
-from models.types import Timestamps
+from models.types import Timestamps, UTCDateTime
 
 
 class Store(Timestamps, Model):
@@ -19,9 +21,26 @@ class Store(Timestamps, Model):
     contact_phone: Mapped[str | None] = mapped_column(String(32))
     # RESTRICT: a user who still owns stores cannot be deleted (the API answers 409).
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
+    # Set when a deletion job takes the store (§12): from then on it is gone for every
+    # read and write (core/catalog/stores.py), while a worker deletes its rows.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
-        Index("uq_stores_name_lower", func.lower(name), unique=True),
+        # Live stores only: a store being deleted gives its name up at once.
+        Index(
+            "uq_stores_name_lower",
+            func.lower(name),
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL"),
+            sqlite_where=text("deleted_at IS NULL"),
+        ),
+        # The few stores being deleted, which every read of the catalog leaves out.
+        Index(
+            "ix_stores_deleting",
+            "id",
+            postgresql_where=text("deleted_at IS NOT NULL"),
+            sqlite_where=text("deleted_at IS NOT NULL"),
+        ),
         {"sqlite_autoincrement": True},
     )
 

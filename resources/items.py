@@ -40,6 +40,8 @@ from schemas import (
 blp = Blueprint("items", __name__, url_prefix="/items", description="Items and their tags")
 blp.after_request(public_cache)
 
+_stores = Store.__table__.c
+
 # One item, its store and its tags in one statement: one row per tag (or one without).
 ONE_ITEM = (
     select(*ITEM_COLUMNS, *TAG_COLUMNS)
@@ -48,7 +50,7 @@ ONE_ITEM = (
             Tag.__table__, Tag.__table__.c.id == item_tags.c.tag_id
         )
     )
-    .where(Item.__table__.c.id == bindparam("item_id"))
+    .where(Item.__table__.c.id == bindparam("item_id"), _stores.deleted_at.is_(None))
     .order_by(TAG_COLUMNS[0])
 )
 LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new item"}}

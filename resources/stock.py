@@ -93,6 +93,7 @@ class Movement(MethodView):
     def get(self, item_id: int, movement_id: int) -> StockMovement:
         """One stock movement"""
         movement = db.session.get(StockMovement, movement_id)
-        if movement is None or movement.item_id != item_id:
+        # The item is read too: one of a store being deleted is gone (§12).
+        if movement is None or movement.item_id != item_id or not db.session.get(Item, item_id):
             abort(404, message=f"Item {item_id} has no stock movement {movement_id}.")
         return movement

@@ -11,7 +11,8 @@ from sqlalchemy import Select, select
 
 from core.auth.permissions import ADMIN, fields_reserved, login_required, store_owner_required
 from core.catalog.queries import ITEMS, item_search
-from core.catalog.stores import delete_store
+from core.catalog.stores import count_items, delete_store, mark_deleting
+from core.jobs import engine
 from core.lists.listing import LIST_HEADERS, Listing
 from core.web.errors import abort
 from core.web.http import public_cache
@@ -19,6 +20,7 @@ from core.web.smorest import Blueprint
 from db import db, icontains
 from models import Store, Tag, User
 from resources.common import commit, get_or_404
+from resources.jobs import ACCEPTED, start
 from schemas import (
     STORE_EDITABLE,
     ItemSchema,
@@ -78,7 +80,7 @@ class Stores(MethodView):
     @STORES.paginate(blp, StoreQuerySchema)
     def get(self, args: dict[str, Any]) -> Select[Store]:
         """List stores"""
-        query = select(Store)
+        query = select(Store).where(Store.deleted_at.is_(None))
         if "q" in args:
             query = query.where(icontains(Store.name, args["q"]))
         if "owner_id" in args:
@@ -126,9 +128,16 @@ class StoreById(MethodView):
 
     @store_owner_required(blp, _store, etag_schema=StoreSchema, fresh=True)
     @blp.response(204)
-    def delete(self, store: Store) -> None:
-        """Delete a store with its items and tags (fresh token)"""
-        delete_store(store.id, current_app.config["STORE_DELETE_BATCH"])
+    @blp.alt_response(202, **ACCEPTED)
+    def delete(self, store: Store) -> Any:
+        """Delete a store with its items and tags (fresh token; a job above
+        STORE_DELETE_SYNC_MAX items)"""
+        most = current_app.config["STORE_DELETE_SYNC_MAX"]
+        if count_items(store.id, limit=most) <= most:
+            delete_store(store.id, current_app.config["STORE_DELETE_BATCH"])
+            return None
+        mark_deleting(store)  # the job counts the items (its total) when it starts
+        return start(engine.create("store_delete", current_user.id, store_id=store.id))
 
 
 @blp.route("/<id:store_id>/items")

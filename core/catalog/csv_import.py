@@ -33,7 +33,7 @@ from models.types import utcnow
 CHUNK = 1000  # rows per round of statements
 IGNORED = {"id", "store_id", "created_at", "updated_at"}  # the export's, not the importer's
 REQUIRED = ("name", "price")
-MAX_REPORTED = 100  # errors listed; the count covers them all
+MAX_REPORTED = 100  # errors listed by the CLI; the count covers them all
 
 
 class UnreadableFileError(Exception):
@@ -56,13 +56,32 @@ class Summary:
     updated: int = 0
     unchanged: int = 0
     invalid: int = 0
-    errors: list[str] = field(default_factory=list)
+    # The first ``listed`` invalid rows: {"line", "column" (or None: the whole row), "message"}.
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    listed: int = MAX_REPORTED
 
     def error(self, line: int, column: str | None, message: str) -> None:
         self.invalid += 1
-        if len(self.errors) < MAX_REPORTED:
-            where = f"line {line}" + (f", column {column}" if column else "")
-            self.errors.append(f"{where}: {message}")
+        if len(self.errors) < self.listed:
+            self.errors.append({"line": line, "column": column, "message": message})
+
+    def lines(self) -> list[str]:
+        """The listed errors as the CLI prints them."""
+        return [
+            f"line {e['line']}"
+            + (f", column {e['column']}" if e["column"] else "")
+            + f": {e['message']}"
+            for e in self.errors
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "invalid": self.invalid,
+            "errors": self.errors,
+        }
 
 
 def _cells(row: dict[str, str]) -> dict[str, Any]:
@@ -288,10 +307,14 @@ def import_items(
     dry_run: bool = False,
     skip_invalid: bool = False,
     progress: Callable[[int], None] = lambda _rows: None,
+    listed: int = MAX_REPORTED,
+    commit: bool = True,
 ) -> Summary:
     """Import ``raw`` (a binary file) into ``store``; commits unless nothing may be
-    written (invalid rows without ``skip_invalid``, or ``dry_run``)."""
-    summary = Summary()
+    written (invalid rows without ``skip_invalid``, or ``dry_run``), which rolls back.
+    With ``commit=False`` the rows are left in the session's open transaction, for
+    the caller to commit with its own record of the import (a job's result)."""
+    summary = Summary(listed=listed)
     # utf-8-sig drops a BOM; newline="" lets csv read line breaks inside quoted cells.
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
     importer = Importer(store, summary)
@@ -316,6 +339,6 @@ def import_items(
         text.detach()  # the caller's file stays the caller's to close
     if dry_run or (summary.invalid and not skip_invalid):
         db.session.rollback()
-    else:
+    elif commit:
         db.session.commit()
     return summary

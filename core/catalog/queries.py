@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import joinedload, selectinload
 
+from core.catalog.stores import live_items
 from core.lists.listing import Listing, Ranked, Rows
 from db import db, icontains, iequals, lower
 from models import Item, Store, Tag, item_tags
@@ -121,7 +122,7 @@ def _matches(text: str) -> ColumnElement[bool]:
 
 def item_search(args: dict[str, Any]) -> Select[Any]:
     """The filters of a list of items as one unordered SELECT (ITEMS orders it)."""
-    query = select(Item)
+    query = select(Item).where(live_items())
     if args.get("store_id") is not None:
         query = query.where(Item.store_id == args["store_id"])
     if args.get("min_price") is not None:

@@ -1,31 +1,115 @@
-"""Store-wide work of the catalog: deleting a store of any size."""
+"""Store-wide work of the catalog: deleting a store of any size, and hiding a store
+whose deletion is under way.
+
+A store above ``STORE_DELETE_SYNC_MAX`` items is deleted by a job (§12): the request
+marks it (``deleted_at``) and from that commit on the store, its items and its tags
+are gone for every read and write, while a worker deletes the rows in batches. The
+mark is applied in two places, once each:
+
+- every ORM statement (``session.get``, ``select(Store)``, lookups by id, the batch
+  and stock writes) gets criteria from ``_hide_deleting`` below, SQLAlchemy's
+  documented global-criteria hook;
+- the lists read as plain rows (item_search, the single item read, the CSV export)
+  add ``live_items()`` themselves, as they bypass the ORM.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, select
+from sqlalchemy import ColumnElement, CursorResult, delete, event, func, select
+from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
 from db import db
-from models import Item, Store
+from models import Item, Store, Tag
+from models.types import utcnow
+
+# Stores being deleted: few at any time, read through a partial index; PostgreSQL
+# hashes them once per statement (a hashed NOT IN), so a list keeps its index order.
+# (The table, not the entity: the criteria below, which hide these very stores from
+# the ORM, must not apply to it.)
+_stores = Store.__table__.c
+DELETING_STORES = select(_stores.id).where(_stores.deleted_at.is_not(None))
 
 
-def delete_store(store_id: int, batch: int) -> None:
+def live_items(store_id: Any = Item.store_id) -> ColumnElement[bool]:
+    """Items (or rows with a store id) of stores that are not being deleted."""
+    return cast(ColumnElement[bool], store_id.not_in(DELETING_STORES.scalar_subquery()))
+
+
+SEE_DELETING = {"include_deleting": True}  # an ORM statement that sees them all
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _hide_deleting(state: ORMExecuteState) -> None:
+    if (
+        not state.is_select
+        or state.is_column_load
+        or state.is_relationship_load
+        or state.execution_options.get("include_deleting", False)
+    ):
+        return
+    state.statement = state.statement.options(
+        with_loader_criteria(Store, Store.deleted_at.is_(None), include_aliases=True),
+        with_loader_criteria(Item, live_items(Item.store_id), include_aliases=True),
+        with_loader_criteria(Tag, live_items(Tag.store_id), include_aliases=True),
+    )
+
+
+def count_items(store_id: int, limit: int | None = None) -> int:
+    """The store's items; with ``limit``, counted up to ``limit`` + 1 only (enough to
+    choose between a deletion in the request and a job, in a bounded time)."""
+    items = select(Item.id).where(Item.store_id == store_id)
+    if limit is not None:
+        items = items.limit(limit + 1)
+    count = select(func.count()).select_from(items.subquery())
+    # The store may be marked already (a deletion job counting what it will delete).
+    return int(db.session.execute(count, execution_options=SEE_DELETING).scalar_one())
+
+
+def mark_deleting(store: Store) -> None:
+    """From the commit of the caller's transaction, the store is gone for readers."""
+    store.deleted_at = utcnow()
+
+
+def delete_store(
+    store_id: int,
+    batch: int,
+    on_batch: Callable[[int], bool] | None = None,
+    *,
+    pause: float = 0,
+) -> bool:
     """A store and everything in it, whatever its size. Its items go in batches, each
     one short statement committed on its own (their links and any other rows of an
     item follow by ON DELETE CASCADE): no statement nears the statement timeout and
     no lock is held for long, so other stores' reads and writes go on meanwhile. Then
-    the store, whose cascade takes its tags. Cut short (a timeout, a crash), the store
-    is still there with fewer items, and the same DELETE finishes the work."""
+    the store, whose cascade takes its tags.
+
+    Resumable: cut short (a timeout, a crash), the store is still there with fewer
+    items, and calling this again finishes the work. ``on_batch(deleted)`` runs after
+    each batch, inside its transaction (a job's progress commits with the rows); when
+    it answers False the work stops there and this returns False. ``pause`` (seconds)
+    after each batch leaves the disk to other work."""
     db.session.commit()  # the checks are done: from here each batch holds its own locks
     first_items = select(Item.id).where(Item.store_id == store_id).order_by(Item.id).limit(batch)
     while True:
-        deleted = db.session.execute(
-            delete(Item).where(Item.id.in_(first_items.scalar_subquery())),
-            execution_options={"synchronize_session": False},
-        )
+        deleted = cast(
+            CursorResult[Any],
+            db.session.execute(
+                delete(Item).where(Item.id.in_(first_items.scalar_subquery())),
+                execution_options={"synchronize_session": False},
+            ),
+        ).rowcount
+        go_on = on_batch(deleted) if on_batch is not None else True
         db.session.commit()
-        if cast(CursorResult[Any], deleted).rowcount < batch:
+        if not go_on:
+            return False
+        if deleted < batch:
             break
+        if pause:
+            time.sleep(pause)
     db.session.execute(delete(Store).where(Store.id == store_id))
     db.session.commit()
+    return True

@@ -67,7 +67,7 @@ def import_items_command(store_id: int, file: Path, dry_run: bool, skip_invalid:
             )
         except UnreadableFileError as exc:
             raise click.ClickException(str(exc)) from None
-    for error in summary.errors:
+    for error in summary.lines():
         click.echo(error, err=True)
     if summary.invalid > len(summary.errors):
         click.echo(f"... and {summary.invalid - len(summary.errors)} more.", err=True)

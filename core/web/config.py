@@ -97,6 +97,8 @@ class Config:
         self._read_auth()
         self._read_http()
         self._read_limits()
+        self._read_jobs()
+        self._read_observability()
         self.configure()
         for key, value in overrides.items():
             setattr(self, key, value)
@@ -161,6 +163,9 @@ class Config:
         # Rows per statement of a CSV export: memory per worker, and statements per export.
         self.EXPORT_CHUNK_SIZE = self.env_int("EXPORT_CHUNK_SIZE", 5000)
         self.LEGACY_SUNSET = self.env_str("LEGACY_SUNSET", "Sat, 01 May 2027 00:00:00 GMT")
+
+    def _read_jobs(self) -> None:
+        """Background work: the Celery broker and the jobs of §12."""
         # Celery (core/jobs/worker.py): Redis when there is one, else a broker in local
         # files (one machine: `make run`). A task unacknowledged this long (its worker
         # died with it) goes back to the queue; longer than any task runs.
@@ -169,6 +174,24 @@ class Config:
         )
         self.CELERY_VISIBILITY_TIMEOUT = self.env_int("CELERY_VISIBILITY_TIMEOUT", 300)
         self.CELERY_TASK_ALWAYS_EAGER = False
+        # Jobs (§12, core/jobs). A store with more items than this is deleted by a job.
+        self.STORE_DELETE_SYNC_MAX = self.env_int("STORE_DELETE_SYNC_MAX", 10_000)
+        # A pause after each batch of a deletion job: gives the disk to live traffic.
+        self.STORE_DELETE_PAUSE_MS = self.env_int("STORE_DELETE_PAUSE_MS", 0)
+        self.IMPORT_MAX_BYTES = self.env_int("IMPORT_MAX_BYTES", 50 * 1024 * 1024)
+        # A running job renews its lease at every batch; one not renewed for this long
+        # lost its worker, and the sweep (every JOB_SWEEP_SECONDS, from beat) queues it
+        # again, as it does a job queued this long ago that no worker took.
+        self.JOB_STALE_SECONDS = self.env_int("JOB_STALE_SECONDS", 120)
+        self.JOB_SWEEP_SECONDS = self.env_int("JOB_SWEEP_SECONDS", 60)
+        # An export's file is kept this long; finished jobs are forgotten after
+        # JOB_RETENTION_SECONDS (purged hourly by beat).
+        self.JOB_FILE_TTL = self.env_int("JOB_FILE_TTL", 24 * 3600)
+        self.JOB_RETENTION_SECONDS = self.env_int("JOB_RETENTION_SECONDS", 7 * 24 * 3600)
+        self.JOB_PURGE_SECONDS = self.env_int("JOB_PURGE_SECONDS", 3600)
+
+    def _read_observability(self) -> None:
+        """Metrics and traces."""
         # Observability (docs/observability.md): /metrics answers only with this bearer
         # token (unset: /metrics is off); traces are exported when
         # OTEL_EXPORTER_OTLP_ENDPOINT is set. Either can be switched off.

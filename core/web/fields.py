@@ -268,3 +268,19 @@ def Phone(**kwargs: Any) -> Text:  # noqa: N802 - reads as a field type
         metadata={"example": "+1 555 0100"},
         **kwargs,
     )
+
+
+class JsonBoolean(ma.fields.Boolean):
+    """A JSON body's ``true`` or ``false`` only (marshmallow's Boolean also takes 1,
+    "yes", "on": a query string's spellings, and 1 == True in Python)."""
+
+    def _deserialize(
+        self,
+        value: Any,
+        attr: str | None,  # noqa: ARG002 - the base method's parameters
+        data: Mapping[str, Any] | None,  # noqa: ARG002
+        **kwargs: Any,  # noqa: ARG002
+    ) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value

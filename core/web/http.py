@@ -4,6 +4,7 @@ security and cache headers, and the CORS options."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
@@ -41,9 +42,35 @@ CORS_OPTIONS: dict[str, Any] = {
 }
 
 
+def takes_csv(limit_setting: str) -> Callable[[Any], Any]:
+    """Marks a view whose body is CSV (an import, §12), of at most the config value
+    ``limit_setting`` bytes: it checks its own content type and reads its body as a
+    stream. Put it above the view's other decorators."""
+
+    def mark(view: Any) -> Any:
+        view.takes_csv = limit_setting
+        return view
+
+    return mark
+
+
+def _csv_limit_setting() -> str | None:
+    view = current_app.view_functions.get(request.endpoint or "")
+    view_class = getattr(view, "view_class", None)
+    if view_class is not None:
+        view = getattr(view_class, request.method.lower(), None)
+    return getattr(view, "takes_csv", None)
+
+
 def require_json_body() -> None:
     """A body in anything but JSON is refused with 415 before any view runs."""
-    if request.method not in BODY_METHODS:
+    # An unknown path or method answers 404/405 whatever its body (the router's error
+    # is raised after this hook).
+    if request.method not in BODY_METHODS or request.routing_exception is not None:
+        return
+    setting = _csv_limit_setting()
+    if setting is not None:  # its own size limit, for whoever reads it (idempotency too)
+        request.max_content_length = current_app.config[setting]
         return
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
     if not (request.content_length or chunked):

@@ -1,0 +1,182 @@
+"""The life of a job (§12): made by a request, claimed by a worker under a lease,
+its progress and lease renewed at every batch, finished once. The sweep queues again
+the jobs whose worker died (or that no worker took); the purge forgets finished ones.
+
+Every step is one conditional UPDATE, so a task delivered twice (a redelivery after
+its worker died, and the sweep's) runs once at a time, and a canceled job stays
+canceled whatever its worker was doing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any, cast
+
+from flask import current_app
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy import CursorResult, and_, delete, or_, select, update
+
+from core.jobs import events
+from db import db
+from models import Job, JobChunk
+from models.types import utcnow
+
+log = logging.getLogger("stores.jobs")
+
+
+class JobCanceledError(Exception):
+    """The job was canceled while it ran: stop, write nothing more."""
+
+
+def create(kind: str, user_id: int, **fields: Any) -> Job:
+    """A queued job in the session (the caller commits, then ``enqueue``s it)."""
+    job = Job(type=kind, user_id=user_id, status="queued", done=0, attempts=0, **fields)
+    job.params = job.params or {}
+    db.session.add(job)
+    db.session.flush()
+    return job
+
+
+def enqueue(job_id: int) -> None:
+    """Hand the job to a worker, after the commit that made it. A broker that is down
+    loses nothing: the job stays queued and the sweep hands it over later."""
+    # This Flask app's own Celery app (tests make several apps in one process).
+    run_job = current_app.extensions["celery"].tasks["jobs.run"]
+    try:
+        run_job.delay(job_id)
+    except BrokerError:
+        log.warning("job %s: broker unavailable; the sweep will queue it", job_id)
+
+
+def _rowcount(result: Any) -> int:
+    return cast(CursorResult[Any], result).rowcount
+
+
+def claim(job_id: int) -> Job | None:
+    """Take the job: queued, or running under a lease that expired (its worker died).
+    None when another worker holds it or it is finished."""
+    now = utcnow()
+    stale = now - timedelta(seconds=current_app.config["JOB_STALE_SECONDS"])
+    claimed = db.session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            or_(Job.status == "queued", and_(Job.status == "running", Job.heartbeat_at < stale)),
+        )
+        .values(status="running", heartbeat_at=now, attempts=Job.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(claimed) == 0:
+        db.session.rollback()
+        return None
+    job = db.session.execute(
+        select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+    ).scalar_one()
+    if job.started_at is None:
+        job.started_at = now
+    db.session.commit()
+    return job
+
+
+def renew(job_id: int, done: int) -> None:
+    """Write progress and renew the lease, in the caller's transaction."""
+    db.session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(done=done, heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def renew_apart(job_id: int, done: int) -> None:
+    """Progress and lease written on a connection of their own (committed now), for
+    work that keeps its rows in one long transaction (an import, an export); raises
+    JobCanceledError when the job was canceled meanwhile. SQLite (one writer at a time,
+    development only) cannot write beside an import's open transaction: there the job
+    is only checked for cancellation."""
+    with db.engine.begin() as connection:
+        if connection.dialect.name != "sqlite":
+            connection.execute(
+                update(Job).where(Job.id == job_id).values(done=done, heartbeat_at=utcnow())
+            )
+        status = connection.execute(select(Job.status).where(Job.id == job_id)).scalar()
+    if status != "running":
+        raise JobCanceledError
+
+
+def finish(
+    job_id: int,
+    status: str,
+    *,
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+) -> bool:
+    """Mark the job finished in the caller's transaction, unless it was canceled (or
+    finished by another run) meanwhile: False then. Its input file goes with it, and
+    its event (job.succeeded, job.failed) is written in the same transaction."""
+    finished = db.session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "running")
+        .values(status=status, result=result, error=error, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.execute(delete(JobChunk).where(JobChunk.job_id == job_id, JobChunk.kind == "input"))
+    if _rowcount(finished) == 0:
+        return False
+    events.job_finished(db.session.get_one(Job, job_id, populate_existing=True))
+    return True
+
+
+def cancel(job: Job) -> bool:
+    """Cancel a queued or running job in the caller's transaction; a running one
+    stops at its next batch. False when it had finished already."""
+    canceled = db.session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.in_(("queued", "running")))
+        .values(status="canceled", finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.refresh(job)
+    return _rowcount(canceled) == 1
+
+
+def sweep() -> list[int]:
+    """Queue again the jobs whose worker died (lease expired) and those queued long
+    ago that no worker took (a broker that was down at their commit). Their claim
+    decides who runs them, so a job queued twice still runs once at a time."""
+    config = current_app.config
+    stale = utcnow() - timedelta(seconds=config["JOB_STALE_SECONDS"])
+    lost = select(Job.id).where(
+        or_(
+            and_(Job.status == "running", Job.heartbeat_at < stale),
+            and_(Job.status == "queued", Job.created_at < stale),
+        )
+    )
+    ids = list(db.session.execute(lost.order_by(Job.id).limit(1000)).scalars())
+    db.session.rollback()
+    for job_id in ids:
+        log.info("job %s: queued again by the sweep", job_id)
+        enqueue(job_id)
+    return ids
+
+
+def purge() -> dict[str, int]:
+    """Export files past JOB_FILE_TTL, and jobs finished more than
+    JOB_RETENTION_SECONDS ago (with whatever they still hold)."""
+    config = current_app.config
+    now = utcnow()
+    expired_files = select(Job.id).where(
+        Job.finished_at < now - timedelta(seconds=config["JOB_FILE_TTL"])
+    )
+    files = db.session.execute(
+        delete(JobChunk).where(JobChunk.job_id.in_(expired_files.scalar_subquery())),
+        execution_options={"synchronize_session": False},
+    )
+    old = now - timedelta(seconds=config["JOB_RETENTION_SECONDS"])
+    jobs = db.session.execute(
+        delete(Job).where(Job.finished_at < old),
+        execution_options={"synchronize_session": False},
+    )
+    db.session.commit()
+    return {"chunks": _rowcount(files), "jobs": _rowcount(jobs)}

@@ -1,0 +1,178 @@
+"""The work of each kind of job (§12), run by a worker (core/jobs/tasks.py).
+
+Each is idempotent: run again after its worker died mid-way, it finishes the same
+work. A store deletion resumes where the committed batches stopped; an import writes
+its rows in one transaction with the job's result, so a run either wrote everything
+and finished the job, or wrote nothing; an export writes its file again from the
+start.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from decimal import Decimal
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, select, update
+
+from core.catalog.csv_export import csv_text
+from core.catalog.csv_import import UnreadableFileError, import_items
+from core.catalog.queries import item_search
+from core.catalog.stores import count_items, delete_store
+from core.jobs import engine, files
+from core.jobs.engine import JobCanceledError
+from core.web.errors import envelope
+from db import db
+from models import Job, Store
+
+log = logging.getLogger("stores.jobs")
+LISTED_ERRORS = 1000  # invalid rows an import job lists (§12); its count covers all
+
+
+def run(job_id: int) -> None:
+    """Claim the job and do its work; a job another worker holds, or one finished
+    already (a duplicate delivery), is left alone."""
+    job = engine.claim(job_id)
+    if job is None:
+        return
+    try:
+        WORK[job.type](job)
+    except JobCanceledError:
+        db.session.rollback()
+        files.drop(job_id, "output")  # an export's part
+        db.session.commit()
+        log.info("job %s: canceled, stopped", job_id)
+    except Exception:
+        db.session.rollback()
+        log.exception("job %s (%s) failed", job_id, job.type)
+        error = envelope(500, f"Job {job_id} failed unexpectedly; it was logged.")
+        engine.finish(job_id, "failed", error=error)
+        db.session.commit()
+
+
+def delete_store_job(job: Job) -> None:
+    """The rows of a store marked deleted, in batches; progress commits with each."""
+    config = current_app.config
+    pause = config["STORE_DELETE_PAUSE_MS"] / 1000
+    done = {"items": job.done}
+
+    def on_batch(deleted: int) -> bool:
+        done["items"] += deleted
+        engine.renew(job.id, done["items"])
+        return True
+
+    assert job.store_id is not None
+    if job.total is None:  # the first run: what there is to delete
+        job.total = count_items(job.store_id)
+        db.session.commit()
+    delete_store(job.store_id, config["STORE_DELETE_BATCH"], on_batch, pause=pause)
+    engine.finish(job.id, "succeeded", result={"store_id": job.store_id, "deleted": done["items"]})
+    db.session.commit()
+
+
+def import_job(job: Job) -> None:
+    """The CSV body stored with the job, through the CLI's importer. The rows and the
+    job's end commit together: a worker killed before that commit wrote nothing."""
+    store = db.session.get(Store, job.store_id)
+    if store is None:  # deleted since the request
+        engine.finish(job.id, "failed", error=envelope(404, f"Store {job.store_id} not found."))
+        db.session.commit()
+        return
+    raw = files.ChunkReader(job.id, "input")
+
+    def progress(_rows: int) -> None:
+        engine.renew_apart(job.id, raw.position)
+
+    params = job.params
+    try:
+        summary = import_items(
+            store,
+            io.BufferedReader(raw),
+            dry_run=params.get("dry_run", False),
+            skip_invalid=params.get("skip_invalid", False),
+            progress=progress,
+            listed=LISTED_ERRORS,
+            commit=False,
+        )
+    except UnreadableFileError as exc:
+        db.session.rollback()
+        engine.finish(job.id, "failed", error=envelope(422, str(exc)))
+        db.session.commit()
+        return
+    result = summary.as_dict()
+    if summary.invalid and not params.get("skip_invalid", False):
+        message = f"{summary.invalid} invalid row(s): nothing was written (see result.errors)."
+        engine.finish(
+            job.id,
+            "failed",
+            result=result,
+            error=envelope(422, message, errors=_by_line(summary.errors)),
+        )
+    else:
+        engine.renew(job.id, raw.position)
+        engine.finish(job.id, "succeeded", result=result)
+    db.session.commit()
+
+
+def _by_line(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The listed invalid rows as an envelope's ``errors``: by location, line, column."""
+    lines: dict[str, dict[str, list[str]]] = {}
+    for error in errors:
+        cells = lines.setdefault(str(error["line"]), {})
+        cells.setdefault(error["column"] or "_row", []).append(error["message"])
+    return {"csv": lines}
+
+
+def export_job(job: Job) -> None:
+    """The CSV of §9 for the job's filters, into the job's file a chunk at a time.
+    The rows are read in one transaction (one snapshot on PostgreSQL); the file is
+    written on a connection of its own, so the reading never holds a write."""
+    config = current_app.config
+    args = _filters(job.params.get("filters", {}))
+    with db.engine.begin() as connection:
+        files.drop(job.id, "output", on=connection)  # a previous run's part
+    reading = db.session.connection()
+    if reading.dialect.name == "postgresql":  # the count and every chunk: one snapshot
+        reading.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    counting = select(func.count()).select_from(item_search(args).subquery())
+    total = int(db.session.execute(counting).scalar_one())
+    with db.engine.begin() as connection:
+        connection.execute(update(Job).where(Job.id == job.id).values(total=total))
+    buffer, seq, rows, size = io.BytesIO(), 0, 0, 0
+
+    def flush() -> None:
+        nonlocal buffer, seq
+        with db.engine.begin() as connection:
+            files.add_chunk(job.id, "output", seq, buffer.getvalue(), on=connection)
+        seq += 1
+        buffer = io.BytesIO()
+
+    for text, count in csv_text(args, config["EXPORT_CHUNK_SIZE"]):
+        data = text.encode()
+        buffer.write(data)
+        rows += count
+        size += len(data)
+        if buffer.tell() >= files.CHUNK_BYTES:
+            flush()
+            engine.renew_apart(job.id, rows)
+    flush()
+    db.session.rollback()  # the reading transaction
+    engine.renew(job.id, rows)
+    if not engine.finish(job.id, "succeeded", result={"rows": rows, "bytes": size}):
+        with db.engine.begin() as connection:
+            files.drop(job.id, "output", on=connection)
+    db.session.commit()
+
+
+def _filters(stored: dict[str, Any]) -> dict[str, Any]:
+    """The filters as the request parsed them (prices were stored as text)."""
+    args = dict(stored)
+    for name in ("min_price", "max_price"):
+        if args.get(name) is not None:
+            args[name] = Decimal(args[name])
+    return args
+
+
+WORK = {"store_delete": delete_store_job, "import": import_job, "export": export_job}

@@ -1,0 +1,139 @@
+"""Jobs (§12): long work a worker does outside the request. The requests that start
+one (a big store deletion, an import, an export job) answer 202 with the job
+(``accepted``); here a job is read, listed, canceled, and an export's file fetched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify, request, stream_with_context, url_for
+from flask.views import MethodView
+from flask_jwt_extended import current_user
+from sqlalchemy import select
+
+from core.auth.permissions import login_required
+from core.jobs import engine, files
+from core.jobs.document import has_file, job_document
+from core.lists.listing import LIST_HEADERS, Listing, Rows
+from core.web.errors import abort
+from core.web.http import no_store
+from core.web.smorest import Blueprint
+from db import db
+from models import Job
+from schemas import JobSchema
+
+blp = Blueprint("jobs", __name__, url_prefix="/jobs", description="Long work in the background")
+blp.after_request(no_store)
+
+JOB_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the job"}}
+# The 202 of every request that starts a job: @blp.alt_response(202, **ACCEPTED).
+ACCEPTED = {
+    "schema": JobSchema,
+    "headers": JOB_LOCATION,
+    "description": "A job does the work: follow Location (GET /jobs/{id})",
+}
+
+
+def as_json(job: Any) -> dict[str, Any]:
+    """The job as JobSchema dumps it, its links under this request's root."""
+    return job_document(job, request.script_root)
+
+
+def accepted(job: Job) -> Response:
+    """202 with the job and its Location: what every request that starts a job answers."""
+    response = jsonify(JobSchema().dump(as_json(job)))
+    response.status_code = 202
+    response.headers["Location"] = url_for("jobs.JobById", job_id=job.id)
+    return response
+
+
+def start(job: Job) -> Response:
+    """Commit the new job, hand it to a worker, answer 202."""
+    db.session.commit()
+    body = accepted(job)  # as committed: queued (an eager task may finish it meanwhile)
+    engine.enqueue(job.id)
+    return body
+
+
+def _visible_job(job_id: int) -> Job:
+    """The caller's job (any job for an admin); others' are 404, as unknown ids are."""
+    job = db.session.get(Job, job_id)
+    if job is None or not (current_user.is_admin or job.user_id == current_user.id):
+        abort(404, message=f"Job {job_id} not found.")
+    return job
+
+
+# Read as plain rows: as_json reads a row's columns as it reads a Job's attributes.
+JOBS = Listing(
+    {"id": (Job.id,)},
+    default="-id",
+    sortable=False,
+    rows=Rows(lambda query: query, lambda rows: [as_json(row) for row in rows]),
+)
+
+
+@blp.route("")
+class Jobs(MethodView):
+    @login_required(blp)
+    @blp.response(200, JobSchema(many=True), headers=LIST_HEADERS)
+    @JOBS.paginate(blp)
+    def get(self, _args):
+        """List your jobs, newest first (an admin: everyone's)"""
+        query = select(Job)
+        if not current_user.is_admin:
+            query = query.where(Job.user_id == current_user.id)
+        return query
+
+
+@blp.route("/<id:job_id>")
+class JobById(MethodView):
+    @login_required(blp)
+    @blp.response(200, JobSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, job_id):
+        """One job: its status, progress, result or error"""
+        return as_json(_visible_job(job_id))
+
+    @login_required(blp)
+    @blp.response(202, JobSchema, headers=JOB_LOCATION)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    def delete(self, job_id):
+        """Cancel a queued or running job (it stops at its next batch)"""
+        job = _visible_job(job_id)
+        if job.type == "store_delete":
+            abort(
+                409,
+                message=f"Job {job_id} deletes a store: it cannot be canceled.",
+                error="job_not_cancelable",
+            )
+        if not engine.cancel(job):
+            abort(
+                409,
+                message=f"Job {job_id} has finished ({job.status}): nothing to cancel.",
+                error="job_not_cancelable",
+            )
+        db.session.commit()
+        return accepted(job)
+
+
+@blp.route("/<id:job_id>/file")
+class JobFile(MethodView):
+    @login_required(blp)
+    @blp.response(200, {"type": "string"}, content_type="text/csv")
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, job_id):
+        """An export job's CSV (its creator, for 24 hours after it finished)"""
+        job = db.session.get(Job, job_id)
+        if job is None or job.user_id != current_user.id:
+            abort(404, message=f"Job {job_id} not found.")
+        if not has_file(job) or not files.has(job.id, "output"):
+            abort(404, message=f"Job {job_id} has no file (not an export, not done, or expired).")
+
+        def generate():
+            yield from files.chunks(job.id, "output")
+
+        response = Response(stream_with_context(generate()), mimetype="text/csv")
+        response.headers["Content-Type"] = "text/csv; charset=utf-8"
+        response.headers["Content-Disposition"] = f'attachment; filename="export-{job.id}.csv"'
+        return response

@@ -1,0 +1,475 @@
+"""Jobs (§12) through the API, with tasks run in the test's process: a big store's
+deletion (the store gone at once, its rows in batches), CSV imports and export jobs,
+reading, listing and canceling jobs. tests/system/test_job_worker.py runs them on a
+real worker."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from core.jobs import engine, work
+from core.jobs.engine import JobCanceledError
+from db import db
+from helpers import assert_error, bearer, query, snapshot
+from models import Item, Job, JobChunk, StockMovement, Store, Tag, item_tags
+from models.types import utcnow
+
+# A broker nobody reads: the job stays queued until the test runs it (run_job).
+QUEUED = {"CELERY_TASK_ALWAYS_EAGER": False, "CELERY_BROKER_URL": "memory://"}
+CSV = "text/csv"
+
+
+def run_job(app, job_id: int) -> None:
+    """The task, run here as a worker would run it."""
+    app.extensions["celery"].tasks["jobs.run"].apply(args=[job_id]).get()
+
+
+def big_store(api, headers, name="Big", items=5):
+    store = api.store(headers, name)
+    tag = api.tag(headers, store, "bulk")
+    for n in range(items):
+        item = api.item(headers, store, name=f"Thing {n}", stock=n + 1)
+        api.link(headers, item, tag)
+    return store
+
+
+def assert_job(response, status: int = 202) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)
+    job = response.json
+    assert set(job) == {
+        "id",
+        "type",
+        "status",
+        "progress",
+        "result",
+        "error",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "links",
+    }
+    assert job["links"]["self"] == f"/jobs/{job['id']}"
+    if status == 202:
+        assert response.headers["Location"] == f"/jobs/{job['id']}"
+    return job
+
+
+# --- deleting a big store ----------------------------------------------------------
+
+
+@pytest.mark.config(STORE_DELETE_SYNC_MAX=3, STORE_DELETE_BATCH=2, **QUEUED)
+def test_a_big_store_is_gone_at_once_and_its_rows_go_in_batches(app, client, as_alice, api):
+    keep = api.store(as_alice, "Keep")
+    kept = api.item(as_alice, keep, name="Kept")
+    store = big_store(api, as_alice)
+    item_id = query(app, select(func.min(Item.id)).where(Item.store_id == store["id"]))[0][0]
+    tag_id = query(app, select(Tag.id).where(Tag.store_id == store["id"]))[0][0]
+
+    job = assert_job(client.delete(f"/stores/{store['id']}", headers=as_alice))
+    assert job["type"] == "store_delete" and job["status"] == "queued"
+    assert job["progress"] == {"done": 0, "total": None}  # counted by the job
+    assert job["result"] is None and job["error"] is None and job["finished_at"] is None
+
+    # Queued, not run yet: for every reader and writer the store is gone already.
+    sid = store["id"]
+    for url in (f"/stores/{sid}", f"/stores/{sid}/items", f"/stores/{sid}/tags"):
+        assert_error(client.get(url), 404)
+    assert_error(client.get(f"/stores/{sid}/items.csv"), 404)
+    assert_error(client.get(f"/items/{item_id}"), 404)
+    assert_error(client.get(f"/items/{item_id}/stock"), 404)
+    assert_error(client.get(f"/tags/{tag_id}"), 404)
+    assert [s["id"] for s in client.get("/stores").json] == [keep["id"]]
+    assert [i["id"] for i in client.get("/items").json] == [kept["id"]]
+    assert [i["id"] for i in client.get("/items?q=thing").json] == []
+    assert [i["id"] for i in client.get("/items?search=thing").json] == []
+    assert [i["id"] for i in client.get("/items?tag=bulk").json] == []
+    exported = client.get("/items.csv").get_data(as_text=True).splitlines()
+    assert len(exported) == 2 and "Kept" in exported[1]
+    assert_error(client.patch(f"/stores/{sid}", json={"address": "x"}, headers=as_alice), 404)
+    assert_error(client.patch(f"/items/{item_id}", json={"price": 2}, headers=as_alice), 404)
+    stock = client.post(f"/items/{item_id}/stock", json={"delta": 1, "reason": "received"})
+    assert stock.status_code in (401, 404)
+    assert_error(
+        client.post(
+            f"/items/{item_id}/stock", json={"delta": 1, "reason": "received"}, headers=as_alice
+        ),
+        404,
+    )
+    body = {"name": "New", "price": 1, "store_id": sid}
+    assert_error(client.post("/items", json=body, headers=as_alice), 422)
+    assert_error(
+        client.post(f"/stores/{sid}/items/batch", json={"create": []}, headers=as_alice), 404
+    )
+    assert_error(client.delete(f"/stores/{sid}", headers=as_alice), 404)
+    # Its name is free again at once.
+    assert api.store(as_alice, "Big")["name"] == "Big"
+    # Nothing is deleted yet, and a store deletion cannot be canceled.
+    left = select(func.count()).select_from(Item).where(Item.store_id == sid)
+    assert query(app, left.execution_options(include_deleting=True)) == [(5,)]
+    assert_error(
+        client.delete(f"/jobs/{job['id']}", headers=as_alice), 409, error="job_not_cancelable"
+    )
+
+    run_job(app, job["id"])
+    done = assert_job(client.get(f"/jobs/{job['id']}", headers=as_alice), 200)
+    assert done["status"] == "succeeded" and done["progress"] == {"done": 5, "total": 5}
+    assert done["result"] == {"store_id": sid, "deleted": 5}
+    assert done["started_at"] <= done["finished_at"]
+    assert query(app, select(Store.id).where(Store.id == sid)) == []
+    assert query(app, select(Item.id).where(Item.store_id == sid)) == []
+    assert query(app, select(Tag.id).where(Tag.store_id == sid)) == []
+    assert query(app, select(StockMovement.id).where(StockMovement.item_id == item_id)) == []
+    assert query(app, select(func.count()).select_from(item_tags)) == [(5 * 0,)]
+    assert query(app, select(Item.name).where(Item.store_id == keep["id"])) == [("Kept",)]
+    # A second delivery of the task (a redelivery) changes nothing.
+    run_job(app, job["id"])
+    assert client.get(f"/jobs/{job['id']}", headers=as_alice).json == done
+
+
+@pytest.mark.config(STORE_DELETE_SYNC_MAX=3, STORE_DELETE_BATCH=2)
+def test_with_a_worker_at_hand_the_job_finishes(app, client, as_alice, api):
+    store = big_store(api, as_alice)
+    job = assert_job(client.delete(f"/stores/{store['id']}", headers=as_alice))
+    assert job["status"] == "queued"  # as committed; the (eager) task ran after
+    done = client.get(job["links"]["self"], headers=as_alice).json
+    assert done["status"] == "succeeded"
+    assert query(app, select(func.count()).select_from(Item)) == [(0,)]
+
+
+@pytest.mark.config(STORE_DELETE_SYNC_MAX=3)
+def test_a_small_store_still_goes_at_once(app, client, as_alice, api):
+    store = big_store(api, as_alice, items=3)
+    response = client.delete(f"/stores/{store['id']}", headers=as_alice)
+    assert response.status_code == 204 and "Location" not in response.headers
+    assert query(app, select(func.count()).select_from(Job)) == [(0,)]
+
+
+@pytest.mark.config(STORE_DELETE_SYNC_MAX=1, **QUEUED)
+def test_only_the_owner_or_an_admin_with_a_fresh_token(
+    app, client, as_alice, alice, bob, admin, auth, login, api
+):
+    store = big_store(api, as_alice, items=2)
+    stale = client.post("/refresh", headers=bearer(login(alice)["refresh_token"])).json
+    before = snapshot(app)
+    assert_error(client.delete(f"/stores/{store['id']}", headers=auth(bob)), 403, error="forbidden")
+    response = client.delete(f"/stores/{store['id']}", headers=bearer(stale["access_token"]))
+    assert_error(response, 401, error="fresh_token_required")
+    assert snapshot(app) == before
+    job = assert_job(client.delete(f"/stores/{store['id']}", headers=auth(admin)))
+    assert client.get(f"/jobs/{job['id']}", headers=auth(admin)).status_code == 200
+    # Another user's job does not exist for them.
+    assert_error(client.get(f"/jobs/{job['id']}", headers=as_alice), 404)
+    assert_error(client.delete(f"/jobs/{job['id']}", headers=as_alice), 404)
+    assert_error(client.get(f"/jobs/{job['id']}"), 401)
+
+
+# --- the lease and the sweep ---------------------------------------------------------
+
+
+@pytest.mark.config(STORE_DELETE_SYNC_MAX=1, STORE_DELETE_BATCH=1, JOB_STALE_SECONDS=60, **QUEUED)
+def test_a_job_whose_worker_died_is_taken_over_by_the_sweep(app, client, as_alice, api):
+    store = big_store(api, as_alice, items=3)
+    job_id = client.delete(f"/stores/{store['id']}", headers=as_alice).json["id"]
+    with app.app_context():
+        # A worker claimed it, deleted one batch, then died.
+        assert engine.claim(job_id) is not None
+        assert engine.claim(job_id) is None  # held: a second delivery leaves it alone
+        first = select(func.min(Item.id)).where(Item.store_id == store["id"]).scalar_subquery()
+        db.session.execute(db.delete(Item).where(Item.id == first))
+        engine.renew(job_id, 1)
+        db.session.commit()
+        assert engine.sweep() == []  # its lease still runs
+        long_ago = utcnow() - timedelta(seconds=61)
+        db.session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=long_ago))
+        db.session.commit()
+        app.config["CELERY_TASK_ALWAYS_EAGER"] = True
+        app.extensions["celery"].conf.task_always_eager = True
+        assert engine.sweep() == [job_id]  # queued again, and (eagerly) run
+    done = client.get(f"/jobs/{job_id}", headers=as_alice).json
+    assert done["status"] == "succeeded" and done["progress"]["done"] == 3
+    assert query(app, select(Job.attempts)) == [(2,)]
+    assert query(app, select(func.count()).select_from(Item)) == [(0,)]
+
+
+@pytest.mark.config(JOB_STALE_SECONDS=60, **QUEUED)
+def test_a_job_no_worker_took_is_queued_again(app, client, as_alice, api):
+    job_id = client.post("/exports", json={}, headers=as_alice).json["id"]
+    with app.app_context():
+        assert engine.sweep() == []
+        long_ago = utcnow() - timedelta(seconds=61)
+        db.session.execute(update(Job).where(Job.id == job_id).values(created_at=long_ago))
+        db.session.commit()
+        assert engine.sweep() == [job_id]
+
+
+# --- reading and listing -------------------------------------------------------------
+
+
+@pytest.mark.config(**QUEUED)
+def test_the_list_is_the_callers_jobs_newest_first(app, client, as_alice, bob, admin, auth):
+    mine = [client.post("/exports", json={}, headers=as_alice).json["id"] for _ in range(3)]
+    theirs = client.post("/exports", json={}, headers=auth(bob)).json["id"]
+    page = client.get("/jobs?page_size=2", headers=as_alice)
+    assert page.status_code == 200
+    assert [j["id"] for j in page.json] == mine[::-1][:2]
+    assert page.json[0]["links"] == {"self": f"/jobs/{mine[-1]}"}
+    assert page.json[0]["progress"] == {"done": 0, "total": None}
+    following = page.headers["Link"].split(";")[0].strip("<>")
+    assert [j["id"] for j in client.get(following, headers=as_alice).json] == [mine[0]]
+    assert [j["id"] for j in client.get("/jobs", headers=auth(admin)).json] == [
+        theirs,
+        *mine[::-1],
+    ]
+    assert_error(client.get("/jobs"), 401)
+    assert_error(client.get("/jobs?page_size=101", headers=as_alice), 422)
+    assert_error(client.get("/jobs/999", headers=as_alice), 404)
+
+
+# --- imports -------------------------------------------------------------------------
+
+GOOD = "name,price,stock,tags\r\nMilk,1.50,12,dairy\r\nBread,2.00,,bakery|fresh\r\n"
+BAD = (
+    "name,price,stock\r\n"
+    "Milk,1.50,3\r\n"
+    "Bread,-2,1\r\n"  # line 3: price
+    "Eggs,3.00,many\r\n"  # line 4: stock
+    "Jam,4.00,1\r\n"
+)
+
+
+def post_import(client, store, body, headers, params="", content_type=CSV):
+    data = body.encode() if isinstance(body, str) else body
+    return client.post(
+        f"/stores/{store['id']}/imports{params}",
+        data=data,
+        headers={**headers, "Content-Type": content_type},
+    )
+
+
+def test_an_import_job_runs_the_importer(app, client, as_alice, api):
+    store = api.store(as_alice)
+    job = assert_job(post_import(client, store, GOOD, as_alice))
+    assert job["type"] == "import" and job["progress"] == {"done": 0, "total": len(GOOD)}
+    done = client.get(job["links"]["self"], headers=as_alice).json
+    assert done["status"] == "succeeded", done
+    assert done["result"] == {
+        "created": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "invalid": 0,
+        "errors": [],
+    }
+    assert done["progress"] == {"done": len(GOOD), "total": len(GOOD)}
+    items = client.get(f"/stores/{store['id']}/items?sort=name").json
+    assert [(i["name"], i["stock"], [t["name"] for t in i["tags"]]) for i in items] == [
+        ("Bread", 0, ["bakery", "fresh"]),
+        ("Milk", 12, ["dairy"]),
+    ]
+    # The body went with the job's end.
+    assert query(app, select(func.count()).select_from(JobChunk)) == [(0,)]
+    again = client.get(
+        assert_job(post_import(client, store, GOOD, as_alice))["links"]["self"], headers=as_alice
+    ).json
+    assert again["result"]["unchanged"] == 2 and again["result"]["created"] == 0
+
+
+def test_invalid_lines_fail_the_job_by_line_and_write_nothing(app, client, as_alice, api):
+    store = api.store(as_alice)
+    before = snapshot(app)
+    job = assert_job(post_import(client, store, BAD, as_alice))
+    done = client.get(job["links"]["self"], headers=as_alice).json
+    assert done["status"] == "failed"
+    assert done["result"] == {
+        "created": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "invalid": 2,
+        "errors": [
+            {
+                "line": 3,
+                "column": "price",
+                "message": "Must be greater than or equal to 0 and less than 10000000000.",
+            },
+            {"line": 4, "column": "stock", "message": "Not a valid integer."},
+        ],
+    }
+    assert done["error"]["code"] == 422 and done["error"]["status"] == "Unprocessable Entity"
+    assert "2 invalid row(s)" in done["error"]["message"]
+    assert done["error"]["errors"] == {
+        "csv": {
+            "3": {"price": ["Must be greater than or equal to 0 and less than 10000000000."]},
+            "4": {"stock": ["Not a valid integer."]},
+        }
+    }
+    after = snapshot(app)
+    for table in ("jobs", "job_chunks"):
+        del before[table], after[table]
+    assert after == before
+
+
+def test_skip_invalid_and_dry_run(app, client, as_alice, api):
+    store = api.store(as_alice)
+    dry = assert_job(post_import(client, store, GOOD, as_alice, "?dry_run=true"))
+    dry = client.get(dry["links"]["self"], headers=as_alice).json
+    assert dry["status"] == "succeeded" and dry["result"]["created"] == 2
+    assert query(app, select(func.count()).select_from(Item)) == [(0,)]
+    skip = assert_job(post_import(client, store, BAD, as_alice, "?skip_invalid=true"))
+    skip = client.get(skip["links"]["self"], headers=as_alice).json
+    assert skip["status"] == "succeeded" and skip["error"] is None
+    assert skip["result"]["created"] == 2 and skip["result"]["invalid"] == 2
+    assert query(app, select(Item.name).order_by(Item.name)) == [("Jam",), ("Milk",)]
+
+
+def test_an_unreadable_file_fails_with_its_reason(client, as_alice, api):
+    store = api.store(as_alice)
+    job = assert_job(post_import(client, store, "name,colour\r\nMilk,white\r\n", as_alice))
+    done = client.get(job["links"]["self"], headers=as_alice).json
+    assert done["status"] == "failed" and done["result"] is None
+    assert done["error"]["code"] == 422
+    assert done["error"]["message"] == "Line 1: missing column(s) price."
+
+
+@pytest.mark.config(IMPORT_MAX_BYTES=40)
+def test_bad_import_requests_change_nothing(app, client, as_alice, auth, bob, api):
+    store = api.store(as_alice)
+    before = snapshot(app)
+    short = "name,price\r\nMilk,1\r\n"
+    assert_error(post_import(client, store, short, as_alice, content_type="application/json"), 415)
+    assert_error(post_import(client, store, short, as_alice, content_type="text/plain"), 415)
+    assert_error(post_import(client, store, "x" * 41, as_alice), 413)
+    assert_error(post_import(client, store, "", as_alice), 422)
+    assert_error(post_import(client, store, short, as_alice, "?dry_run=maybe"), 422)
+    assert_error(post_import(client, store, short, auth(bob)), 403, error="forbidden")
+    assert_error(post_import(client, store, short, {}), 401)
+    assert_error(post_import(client, {"id": 999}, short, as_alice), 404)
+    wrong_method = client.put(
+        f"/stores/{store['id']}/imports", data=short, headers={**as_alice, "Content-Type": CSV}
+    )
+    assert assert_error(wrong_method, 405) and wrong_method.headers["Allow"]
+    assert snapshot(app) == before
+
+
+# --- exports -------------------------------------------------------------------------
+
+
+def test_an_export_jobs_file_is_the_streamed_export(app, client, as_alice, auth, bob, api):
+    store = big_store(api, as_alice, items=4)
+    api.item(as_alice, store, name="=HYPERLINK()", description="+risky", price="0.10")
+    other = api.store(as_alice, "Other")
+    api.item(as_alice, other, name="Elsewhere")
+    body = {"store_id": store["id"], "sort": "-price", "min_price": "0.05"}
+    job = assert_job(client.post("/exports", json=body, headers=as_alice))
+    assert job["type"] == "export" and "file" not in job["links"]
+    done = client.get(job["links"]["self"], headers=as_alice).json
+    assert done["status"] == "succeeded", done
+    assert done["result"]["rows"] == 5 and done["progress"] == {"done": 5, "total": 5}
+    assert done["links"]["file"] == f"/jobs/{job['id']}/file"
+    download = client.get(done["links"]["file"], headers=as_alice)
+    file = download.get_data()
+    assert download.status_code == 200 and download.mimetype == "text/csv"
+    assert download.headers["Content-Type"] == "text/csv; charset=utf-8"
+    streamed = client.get(f"/stores/{store['id']}/items.csv?sort=-price&min_price=0.05")
+    assert file == streamed.get_data()
+    assert done["result"]["bytes"] == len(streamed.get_data())
+    rows = list(csv.reader(io.StringIO(file.decode())))
+    assert len(rows) == 6 and "'=HYPERLINK()" in [r[1] for r in rows]
+    # Only its creator downloads it.
+    assert_error(client.get(done["links"]["file"], headers=auth(bob)), 404)
+    assert_error(client.get(done["links"]["file"]), 401)
+
+
+def test_an_export_job_refuses_bad_filters(app, client, as_alice):
+    before = snapshot(app)
+    bodies = (
+        {"colour": "red"},
+        {"sort": "weight"},
+        {"min_price": -1},
+        {"page": 2},
+        {"in_stock": 1},
+        {"store_id": "1"},
+        [],
+    )
+    for body in bodies:
+        assert_error(client.post("/exports", json=body, headers=as_alice), 422)
+    assert_error(client.post("/exports", json={}), 401)
+    assert snapshot(app) == before
+
+
+def test_whole_catalog_export_and_the_file_expires(app, client, as_alice, api):
+    store = api.store(as_alice)
+    api.item(as_alice, store, name="Milk")
+    job = client.post("/exports", json={"in_stock": False}, headers=as_alice).json
+    done = client.get(job["links"]["self"], headers=as_alice).json
+    assert done["result"]["rows"] == 1
+    assert client.get(done["links"]["file"], headers=as_alice).get_data().startswith(b"id,name")
+    with app.app_context():
+        finished = utcnow() - timedelta(seconds=app.config["JOB_FILE_TTL"] + 1)
+        db.session.execute(update(Job).values(finished_at=finished))
+        db.session.commit()
+    expired = client.get(job["links"]["self"], headers=as_alice).json
+    assert "file" not in expired["links"]
+    assert_error(client.get(done["links"]["file"], headers=as_alice), 404)
+    with app.app_context():
+        assert engine.purge() == {"chunks": 1, "jobs": 0}
+        long_ago = utcnow() - timedelta(seconds=app.config["JOB_RETENTION_SECONDS"] + 1)
+        db.session.execute(update(Job).values(finished_at=long_ago))
+        db.session.commit()
+        assert engine.purge() == {"chunks": 0, "jobs": 1}
+    assert query(app, select(func.count()).select_from(Job)) == [(0,)]
+
+
+# --- canceling -----------------------------------------------------------------------
+
+
+@pytest.mark.config(**QUEUED)
+def test_a_canceled_job_does_nothing(app, client, as_alice, api):
+    store = api.store(as_alice)
+    job = assert_job(client.post("/exports", json={}, headers=as_alice))
+    imported = assert_job(post_import(client, store, GOOD, as_alice))
+    for queued in (job, imported):
+        canceled = assert_job(client.delete(f"/jobs/{queued['id']}", headers=as_alice))
+        assert canceled["status"] == "canceled" and canceled["finished_at"] is not None
+        run_job(app, queued["id"])
+        after = client.get(queued["links"]["self"], headers=as_alice).json
+        assert after["status"] == "canceled" and after["result"] is None
+        assert_error(
+            client.delete(f"/jobs/{queued['id']}", headers=as_alice),
+            409,
+            error="job_not_cancelable",
+        )
+    assert query(app, select(func.count()).select_from(Item)) == [(0,)]
+    assert query(app, select(JobChunk.kind).distinct()) == [("input",)]
+
+
+@pytest.mark.config(**QUEUED)
+def test_a_running_import_stops_at_its_next_chunk_when_canceled(app, client, as_alice, api):
+    store = api.store(as_alice)
+    rows = "".join(f"Item {n},1.00\r\n" for n in range(2500))
+    job_id = post_import(client, store, "name,price\r\n" + rows, as_alice).json["id"]
+    with app.app_context():
+        job = engine.claim(job_id)  # a worker took it...
+    assert assert_job(client.delete(f"/jobs/{job_id}", headers=as_alice))["status"] == "canceled"
+    with app.app_context():  # ...and runs it: its first chunk (1,000 rows) sees the cancel
+        job = db.session.get_one(Job, job_id)
+        with pytest.raises(JobCanceledError):
+            work.WORK["import"](job)
+        db.session.rollback()
+    assert query(app, select(func.count()).select_from(Item)) == [(0,)]
+    assert client.get(f"/jobs/{job_id}", headers=as_alice).json["status"] == "canceled"
+
+
+def test_an_import_sent_with_an_idempotency_key_is_made_once(app, client, as_alice, api):
+    store = api.store(as_alice)
+    headers = {**as_alice, "Idempotency-Key": "import-1"}
+    first = assert_job(post_import(client, store, GOOD, headers))
+    again = post_import(client, store, GOOD, headers)
+    assert again.status_code == 202 and again.json["id"] == first["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert query(app, select(func.count()).select_from(Job)) == [(1,)]
+    done = client.get(first["links"]["self"], headers=as_alice).json
+    assert done["status"] == "succeeded" and done["result"]["created"] == 2
