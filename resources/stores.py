@@ -17,6 +17,7 @@ from core.web.smorest import Blueprint
 from db import db
 from models import Store, Tag, User
 from resources.common import commit, get_or_404, icontains
+from resources.items import with_metadata
 from schemas import (
     STORE_EDITABLE,
     ItemSchema,
@@ -27,14 +28,17 @@ from schemas import (
     StoreSchema,
     StoreUpdateSchema,
     TagInputSchema,
+    TagQuerySchema,
     TagSchema,
 )
 
 blp = Blueprint("stores", __name__, url_prefix="/stores", description="Stores")
 blp.after_request(public_cache)
 
-STORES = Listing({"id": (Store.id,)}, sortable=False)
-TAGS = Listing({"id": (Tag.id,)}, sortable=False)
+# sort=updated_at with updated_after: incremental sync (§13), on (updated_at, id)
+# and a store's tags on (store_id, updated_at, id).
+STORES = Listing({"id": (Store.id,), "updated_at": (Store.updated_at, Store.id)})
+TAGS = Listing({"id": (Tag.id,), "updated_at": (Tag.updated_at, Tag.id)})
 STORE_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new store"}}
 TAG_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new tag"}}
 
@@ -55,7 +59,8 @@ def _store_unlocked(store_id: int) -> tuple[Store, Store]:
     return store, store
 
 
-def _change(store: Store, data: dict) -> Store:
+def _change(store: Store, data: dict, *, merge: bool = True) -> Store:
+    with_metadata(store.metadata_, data, merge=merge)
     # Checked only now, for an admin (fields_reserved): nobody else learns which ids exist.
     if "owner_id" in data and db.session.get(User, data["owner_id"]) is None:
         message = f"User {data['owner_id']} does not exist."
@@ -81,6 +86,8 @@ class Stores(MethodView):
             query = query.where(icontains(Store.name, args["q"]))
         if "owner_id" in args:
             query = query.where(Store.owner_id == args["owner_id"])
+        if "updated_after" in args:
+            query = query.where(Store.updated_at > args["updated_after"])
         return query
 
     @login_required(blp)
@@ -89,6 +96,7 @@ class Stores(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def post(self, data):
         """Create a store; the caller becomes its owner"""
+        with_metadata(None, data, merge=False)
         store = Store(owner_id=current_user.id, **data)
         db.session.add(store)
         commit(conflict=_duplicate(data))
@@ -111,7 +119,7 @@ class StoreById(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def put(self, store, data):
         """Replace a store's editable fields; optional ones left out are cleared"""
-        return _change(store, dict.fromkeys(STORE_EDITABLE) | data)
+        return _change(store, dict.fromkeys(STORE_EDITABLE) | data, merge=False)
 
     @store_owner_required(blp, _store, etag_schema=StoreSchema)
     @fields_reserved(blp, **TRANSFER)
@@ -146,11 +154,14 @@ class StoreTags(MethodView):
     @blp.etag
     @blp.response(200, TagSchema(many=True), headers=LIST_HEADERS)
     @blp.alt_response(404, response="NOT_FOUND")
-    @TAGS.paginate(blp)
-    def get(self, _args, store_id):
+    @TAGS.paginate(blp, TagQuerySchema)
+    def get(self, args, store_id):
         """List a store's tags"""
         get_or_404(Store, store_id)
-        return select(Tag).where(Tag.store_id == store_id)
+        query = select(Tag).where(Tag.store_id == store_id)
+        if "updated_after" in args:
+            query = query.where(Tag.updated_at > args["updated_after"])
+        return query
 
     @store_owner_required(blp, _store_unlocked)
     @blp.arguments(TagInputSchema)

@@ -45,6 +45,12 @@ class StockChangedError(StockError):
     code = "stock_changed"
 
 
+class ItemArchivedError(StockError):
+    """An archived item keeps its ledger, and only a count may change it (§13)."""
+
+    code = "item_archived"
+
+
 def _current(item: Item) -> int:
     return db.session.execute(select(Item.stock).where(Item.id == item.id)).scalar_one()
 
@@ -79,7 +85,14 @@ def _record(
 def move(
     item: Item, delta: int, reason: str, *, reference: str | None = None, user_id: int | None
 ) -> StockMovement:
-    """Add ``delta`` (non-zero) to a saved item's stock."""
+    """Add ``delta`` (non-zero) to a saved item's stock; the caller holds the item's
+    row lock (its status cannot change meanwhile)."""
+    if item.status == "archived":
+        raise ItemArchivedError(
+            f"Item {item.id} is archived: its stock moves only by a count (set with "
+            "expected), or after its status is changed.",
+            item.stock,
+        )
     # The bounds are compared with the column alone (no ``stock + delta`` in the
     # WHERE), so PostgreSQL never computes a sum that overflows its integer.
     in_range = Item.stock >= -delta if delta < 0 else Item.stock <= MAX_STOCK - delta
