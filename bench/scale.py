@@ -16,11 +16,14 @@ are read.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -77,7 +80,19 @@ ROWS = [
     "/stores/7/items?page_size=100&sort=-created_at",
     "/stores?page_size=100",
     "/items/424242",
+    # §13: a SKU, the most recently changed first, the archived items (as their owner).
+    "/items?sku=SKU-424242",
+    "/items?page_size=100&sort=-updated_at",
+    "/items?page_size=100&status=archived",
 ]
+# Every item gets a SKU; 1 in 1,000 is archived, 1 in 500 a draft; some were changed.
+SEED_13 = """
+UPDATE items SET sku = 'SKU-' || id,
+  status = CASE WHEN id % 1000 = 0 THEN 'archived' WHEN id % 500 = 0 THEN 'draft'
+           ELSE 'active' END,
+  updated_at = CASE WHEN id % 7 = 0 THEN updated_at + interval '90 days' ELSE updated_at END
+"""
+IMPORT_TAGS = 50  # distinct tag names in the imported file
 
 
 def flask(env: dict, *args: str) -> None:
@@ -160,6 +175,17 @@ def main() -> None:
     parser.add_argument("--wrk-seconds", type=int, default=15)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", action="store_true", help="measure a kept database again")
+    parser.add_argument(
+        "--import-rows",
+        type=int,
+        default=1_000_000,
+        help="rows of the CSV import (0: no import)",
+    )
+    parser.add_argument(
+        "--import-only",
+        action="store_true",
+        help="only the import, into a new empty database (no seed, no server)",
+    )
     args = parser.parse_args()
     url = make_url(args.database_url)
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
@@ -186,6 +212,11 @@ def main() -> None:
 
 
 def run(args, env: dict, database: str) -> None:
+    if args.import_only:
+        flask(env, "db", "upgrade")
+        admin(env)
+        import_csv(env, database, args.import_rows)
+        return
     if not args.reuse:
         seed(env, database)
     app = create_app(ProductionConfig(env))
@@ -195,12 +226,13 @@ def run(args, env: dict, database: str) -> None:
         cursor_walk(base, app, args.requests)
         throughput(base, env, args.wrk_seconds)
         delete_big_store(base)
+    if args.import_rows:
+        import_csv(env, database, args.import_rows)
     with app.app_context():
         db.engine.dispose()
 
 
-def seed(env: dict, database: str) -> None:
-    flask(env, "db", "upgrade", "0001")
+def admin(env: dict) -> None:
     flask(
         env,
         "create-admin",
@@ -211,6 +243,11 @@ def seed(env: dict, database: str) -> None:
         "--password",
         PASSWORD,
     )
+
+
+def seed(env: dict, database: str) -> None:
+    flask(env, "db", "upgrade", "0001")
+    admin(env)
     engine = create_engine(database.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
         raw: Any = conn.connection.dbapi_connection  # psycopg: no parameters, % is modulo
@@ -220,9 +257,63 @@ def seed(env: dict, database: str) -> None:
         "flask db upgrade to head (catalog scale: indexes, search document)",
         lambda: flask(env, "db", "upgrade"),
     )
+    with engine.begin() as conn:
+        timed(
+            "§13: SKUs, statuses, updated_at of 1,000,000 items",
+            lambda: conn.execute(text(SEED_13)),
+        )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         timed("VACUUM ANALYZE", lambda: conn.exec_driver_sql("VACUUM ANALYZE"))
     engine.dispose()
+
+
+def write_csv(path: Path, rows: int) -> None:
+    """``rows`` items of the export's columns: a SKU each, 2 of IMPORT_TAGS tags, stock."""
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["name", "description", "price", "stock", "tags", "sku", "status"])
+        for i in range(1, rows + 1):
+            tags = f"tag{i % IMPORT_TAGS}|tag{(i * 7 + 1) % IMPORT_TAGS}"
+            status = "archived" if i % 1000 == 0 else "active"
+            writer.writerow(
+                [
+                    f"Imported {i}",
+                    f"Item number {i}, imported",
+                    f"{i % 10_000}.{i % 100:02}",
+                    i % 50,
+                    tags,
+                    f"IMP-{i}",
+                    status,
+                ]
+            )
+
+
+def import_csv(env: dict, database: str, rows: int) -> None:
+    """``flask import-items`` of ``rows`` new items into a new store, then the same file
+    again (every row an update, unchanged): rows/s and the command's peak RSS."""
+    engine = create_engine(database.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        store = conn.execute(
+            text(
+                "INSERT INTO stores (name, owner_id, created_at, updated_at) "
+                "VALUES ('Import ' || now(), 1, now(), now()) RETURNING id"
+            )
+        ).scalar_one()
+    engine.dispose()
+    path = Path(tempfile.mkdtemp(prefix="bench-import-")) / f"{rows}.csv"
+    timed(f"write a CSV of {rows:,} rows", lambda: write_csv(path, rows))
+    size = path.stat().st_size / 2**20
+    for label in ("new items", "the same file again (unchanged)"):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        took = timed(
+            f"flask import-items, {rows:,} rows ({size:.0f} MiB), {label}",
+            lambda: flask(env, "import-items", str(store), str(path)),
+        )
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        rss = f"peak RSS {peak / 1024:.0f} MiB" if peak > before else "peak RSS as before"
+        print(f"  {rows / took:,.0f} rows/s; {rss}", flush=True)
+    path.unlink()
+    path.parent.rmdir()
 
 
 def rounds(base: str, paths: list[str], n: int) -> dict[str, list[float]]:

@@ -53,6 +53,9 @@ COLUMNS = (
     _tag_names(),
     Item.created_at,
     Item.updated_at,
+    Item.sku,
+    Item.status,
+    Item.low_stock_threshold,
 )
 CSV_DOC = {
     "content_type": "text/csv",

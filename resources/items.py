@@ -87,10 +87,13 @@ def _item_and_tag(item_id: int, tag_id: int) -> tuple[Store, Item, Tag]:
 def _duplicate(item: Item) -> Any:
     """The 409's message: the SKU or the name that is taken (§13)."""
 
+    # Read now: after the failed commit's rollback, the item holds the old values.
+    store_id, sku, name = item.store_id, item.sku, item.name
+
     def message(violated: str) -> str:
         if "sku" in violated:
-            return f"Store {item.store_id} already has an item with SKU {item.sku!r}."
-        return f"Store {item.store_id} already has an item named {item.name!r}."
+            return f"Store {store_id} already has an item with SKU {sku!r}."
+        return f"Store {store_id} already has an item named {name!r}."
 
     return message
 

@@ -83,7 +83,7 @@ class Plan:
         wanted = [sku for sku in changed.values() if sku is not None]
         wanted += [c["sku"] for c in self.creates if c.get("sku") is not None]
         if len(set(wanted)) < len(wanted):
-            return next(sku for sku in wanted if wanted.count(sku) > 1)
+            return str(next(sku for sku in wanted if wanted.count(sku) > 1))
         if not wanted:
             return None
         holders = db.session.execute(

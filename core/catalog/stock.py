@@ -11,13 +11,14 @@ Nothing here commits: the caller's request (or command) does, once.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Integer, Select, insert, literal, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from db import db
 from models import Item, StockMovement
-from models.types import utcnow
+from models.types import UTCDateTime, utcnow
 
 MAX_STOCK = 2**31 - 1  # the column is a 32-bit integer
 MAX_QUANTITY = 1_000_000_000  # the largest delta, set or expected a request may send
@@ -169,3 +170,39 @@ def initial_count(item: Item, stock: int, *, user_id: int | None) -> None:
     db.session.add(
         StockMovement(item=item, delta=stock, stock_after=stock, reason="count", user_id=user_id)
     )
+
+
+def count_many(
+    counts: Select[Any],
+    *,
+    reference: str,
+    now: datetime,
+    user_id: int | None = None,
+    created: bool = False,
+) -> None:
+    """Physical counts of many items at once (the import), set-based: ``counts``
+    selects ``item_id``, ``before`` and ``after`` of items whose row locks the caller
+    holds. One INSERT of count movements and one UPDATE of the items' stock; with
+    ``created``, items just written with stock ``after``: their movements only."""
+    source = counts.subquery()
+    db.session.execute(
+        insert(StockMovement).from_select(
+            ["item_id", "delta", "stock_after", "reason", "reference", "user_id", "created_at"],
+            select(
+                source.c.item_id,
+                source.c.after - source.c.before,
+                source.c.after,
+                literal("count"),
+                literal(reference),
+                literal(user_id, Integer),
+                literal(now, UTCDateTime()),
+            ),
+        )
+    )
+    if not created:
+        db.session.execute(
+            update(Item)
+            .where(Item.id == source.c.item_id)
+            .values(stock=source.c.after, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
