@@ -133,6 +133,9 @@ def visible_item(item_id: int) -> dict[str, Any]:
 class Items(MethodView):
     @blp.etag
     @blp.response(200, ItemSchema(many=True), headers=LIST_HEADERS)
+    @blp.alt_response(
+        403, response="FORBIDDEN", description="status= other than active, without being signed in"
+    )
     @ITEMS.paginate(blp, ItemQuerySchema)
     def get(self, args):
         """List and search items"""

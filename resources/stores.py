@@ -142,6 +142,11 @@ class StoreItems(MethodView):
     @blp.etag
     @blp.response(200, ItemSchema(many=True), headers=LIST_HEADERS)
     @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(
+        403,
+        response="FORBIDDEN",
+        description="status= other than active, by anyone but the store's owner or an admin",
+    )
     @ITEMS.paginate(blp, StoreItemQuerySchema)
     def get(self, args, store_id):
         """List a store's items (same filters as `GET /items`)"""
