@@ -466,3 +466,24 @@ def test_seeded_items_have_the_new_fields(app, admin):
     assert any(threshold is not None for *_, threshold, _ in rows)
     assert query(app, select(Store.metadata_))[0][0]
     assert query(app, select(Tag.created_at))
+
+
+@pytest.mark.postgres
+def test_the_copy_import_takes_any_number_of_names_and_tags(app, run, api, as_alice, store):
+    """No statement grows with the file: 3,000 rows with 3,000 distinct tags (one
+    statement per name once failed: "target lists can have at most 1664 entries")."""
+    lines = [f"Item {i},1.00,{i % 7},t{i}|shared" for i in range(3000)]
+    result = run(store["id"], "name,price,stock,tags\r\n" + "\r\n".join(lines) + "\r\n")
+    assert result.exit_code == 0, result.output
+    assert "3000 created, 0 updated, 0 unchanged, 0 invalid" in result.output
+    with app.app_context():
+        counts = db.session.execute(
+            text(
+                "SELECT (SELECT count(*) FROM tags), (SELECT count(*) FROM item_tags), "
+                "(SELECT count(*) FROM stock_movements), (SELECT sum(stock) FROM items)"
+            )
+        ).one()
+    assert tuple(counts) == (3001, 6000, 3000, sum(i % 7 for i in range(3000)))
+    # New tags got their ids in the order the file names them.
+    first = query(app, select(Tag.name).order_by(Tag.id).limit(3))
+    assert first == [("t0",), ("shared",), ("t1",)]
