@@ -17,7 +17,7 @@ path, core/catalog/csv_import.py, whose rules this follows exactly).
    (core/catalog/stock.py count_many), new items in one INSERT, their links in one.
 
 Everything is one transaction: any invalid row means nothing is written (unless
-``skip_invalid``); ``dry_run`` rolls back. The items being updated are locked while
+``skip_invalid``); ``dry_run`` rolls back. The items being changed are locked while
 the import runs, so counts are not lost to a concurrent movement.
 """
 
@@ -129,12 +129,16 @@ WITH found AS (
 )
 DELETE FROM import_plan p USING found f WHERE p.line = f.line
 """
+# The items the import will write, locked until it commits; then compared again, as
+# they are now. (An item found unchanged is not locked: the import reads it before any
+# later change, as if it had run first.)
 LOCK = """
 SELECT count(*) FROM (
-    SELECT 1 FROM items i JOIN import_plan p ON p.item_id = i.id FOR UPDATE OF i
+    SELECT 1 FROM items i JOIN import_plan p ON p.item_id = i.id
+    WHERE p.changed OR p.relink FOR UPDATE OF i
 ) locked
 """
-# What each matched row changes (stock is read now, under the lock).
+# What each matched row changes, and the stock it counts from.
 COMPARE = """
 UPDATE import_plan p SET
     old_stock = i.stock,
@@ -146,7 +150,7 @@ UPDATE import_plan p SET
         OR (%(has_threshold)s AND i.low_stock_threshold IS DISTINCT FROM p.low_stock_threshold)
         OR (p.stock IS NOT NULL AND p.stock <> i.stock)
     )
-FROM items i WHERE i.id = p.item_id
+FROM items i WHERE i.id = p.item_id {only}
 """
 # Each row's tags, once each, in the order the file names them.
 WANTED_TAGS = """
@@ -261,6 +265,12 @@ def _plain(cell: str | None) -> str:
     return (cell[1:] if cell[0] == "'" else cell).strip(BLANKS)
 
 
+def _stripped(cell: str | None) -> str:
+    """A number's or a code's cell as _cells reads it (str.strip, not the text fields'
+    trimming)."""
+    return restore(cell or "").strip()
+
+
 def _fast(row: dict[str, str], has: Columns) -> tuple[Any, ...] | None:
     """The row ready for COPY when every cell is of the common, clearly valid kind;
     None sends it to RowSchema."""
@@ -273,22 +283,22 @@ def _fast(row: dict[str, str], has: Columns) -> tuple[Any, ...] | None:
         description = _plain(row["description"]) or None
         if description is not None and not _DESCRIPTION.match(description):
             return None
-    count = _plain(row["stock"]) if has.stock else ""
+    count = _stripped(row["stock"]) if has.stock else ""
     if count and not (_DIGITS.fullmatch(count) and int(count) <= MAX_QUANTITY):
         return None
-    tags = _plain(row["tags"]) if has.tags else ""
+    tags = restore(row["tags"] or "") if has.tags else ""
     if tags:
-        names = [name.strip(BLANKS) for name in restore(row["tags"]).split(TAG_SEPARATOR)]
+        names = [name.strip(BLANKS) for name in tags.split(TAG_SEPARATOR)]
         if not all(_NAME.match(tag) for tag in names):
             return None
         tags = TAG_SEPARATOR.join(names)
-    sku = _plain(row["sku"]) if has.sku else ""
+    sku = _stripped(row["sku"]) if has.sku else ""
     if sku and not _SKU.fullmatch(sku):
         return None
-    status = _plain(row["status"]) if has.status else ""
+    status = _stripped(row["status"]) if has.status else ""
     if status and status not in STATUSES:
         return None
-    threshold = _plain(row["low_stock_threshold"]) if has.low_stock_threshold else ""
+    threshold = _stripped(row["low_stock_threshold"]) if has.low_stock_threshold else ""
     if threshold and not (_DIGITS.fullmatch(threshold) and int(threshold) <= MAX_STOCK):
         return None
     return (
@@ -429,10 +439,11 @@ def import_items(
             if not cursor.rowcount or not skip_invalid:
                 break
         _sql_errors(cursor, errors)
-        cursor.execute(LOCK)
-        cursor.execute(COMPARE, params)
+        cursor.execute(COMPARE.format(only=""), params)
         _run(cursor, WANTED_TAGS)
         cursor.execute(RELINK)
+        cursor.execute(LOCK)
+        cursor.execute(COMPARE.format(only="AND (p.changed OR p.relink)"), params)
         cursor.execute(COUNTS)
         summary.created, summary.updated, summary.unchanged = cursor.fetchone()
         errors.report()

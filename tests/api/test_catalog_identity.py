@@ -487,3 +487,35 @@ def test_the_copy_import_takes_any_number_of_names_and_tags(app, run, api, as_al
     # New tags got their ids in the order the file names them.
     first = query(app, select(Tag.name).order_by(Tag.id).limit(3))
     assert first == [("t0",), ("shared",), ("t1",)]
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [
+        {"name": "Milk", "price": "1.5", "tags": "a|b", "stock": "3", "sku": "X"},
+        {"name": " 'Milk ", "price": "1.50", "tags": "  ", "stock": "\ufeff5"},
+        {"name": "'=Sum", "price": "0", "tags": "a||b", "sku": "has space"},
+        {"name": "Ok", "price": "1.555", "status": "Draft", "low_stock_threshold": "-1"},
+        {"name": "Ok", "price": "+1", "description": "  two\nlines ", "sku": " S-1 "},
+        {"name": "\u200bHidden", "price": "1", "stock": "1000000001"},
+        {"name": "Ok", "price": "9999999999.99", "low_stock_threshold": "2147483648"},
+    ],
+)
+def test_the_copy_imports_fast_check_agrees_with_the_row_schema(cells):
+    """What the COPY path's fast check accepts, RowSchema accepts with the same values."""
+    import marshmallow as ma
+
+    from core.catalog.csv_copy import Columns, _checked, _fast
+    from core.catalog.csv_import import RowSchema, _cells
+
+    columns = ("description", "stock", "tags", "sku", "status", "low_stock_threshold")
+    row = {name: cells.get(name, "") for name in ("name", "price", *columns)}
+    fast = _fast(row, Columns(*(True for _ in columns)))
+    try:
+        loaded = _checked(RowSchema().load(_cells(row)))
+    except ma.ValidationError:
+        loaded = None
+    if fast is not None:
+        assert loaded is not None
+        normalized = [str(v) if isinstance(v, int) else v for v in loaded]
+        assert list(fast[2:]) == normalized[2:] and fast[0] == loaded[0]
