@@ -6,6 +6,8 @@ body from setting ``role``, ``owner_id`` or ``id``.
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import marshmallow as ma
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
@@ -44,9 +46,21 @@ def MetadataOut() -> fields.Dict:  # noqa: N802 - reads as a field type
     )
 
 
-def UpdatedAfter() -> fields.AwareDateTime:  # noqa: N802 - reads as a field type
+class UtcDateTime(fields.AwareDateTime):
+    """An RFC 3339 time with ``Z`` or an offset, as the UTC instant it names (one
+    that UTC cannot write, such as 0001-01-01T00:00:00+05:00, is a 422)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        instant = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return instant.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("Out of range.") from None
+
+
+def UpdatedAfter() -> UtcDateTime:  # noqa: N802 - reads as a field type
     """Incremental sync (§13): rows changed strictly after this instant."""
-    return fields.AwareDateTime(
+    return UtcDateTime(
         format="iso",
         metadata={
             "description": "RFC 3339 time with Z or an offset: only rows whose updated_at is "

@@ -335,6 +335,8 @@ def test_updated_after_is_strictly_after(app, client, api, as_alice, store):
     assert ids(response) == [items[2]["id"], items[1]["id"]]
     # Without a zone the instant is unknown: 422.
     assert_error(client.get("/items?updated_after=2026-01-01T00:00:00"), 422)
+    too_early = {"updated_after": "0001-01-01T00:00:00+05:00"}
+    assert_error(client.get("/items", query_string=too_early), 422)
     # Stores and tags too.
     tag = api.tag(as_alice, store)
     response = client.get("/stores", query_string={"updated_after": cut, "sort": "-updated_at"})
