@@ -132,8 +132,15 @@ class Item(Timestamps, Model):
         # One index for both rules: unique within a store, and `?sku=` across stores
         # (its first column). NULLs never collide: an item without a SKU is allowed twice.
         Index("uq_items_sku_store_id", "sku", store_id, unique=True),
-        # `status=draft|archived` (few rows among many active ones), by id.
-        Index("ix_items_status_id", "status", id),
+        # `status=draft|archived`, by id: only the few rows that are not active (a list
+        # of active items never picks it over the index of its own sort or filter).
+        Index(
+            "ix_items_status_id",
+            "status",
+            id,
+            postgresql_where=literal_column("status <> 'active'"),
+            sqlite_where=literal_column("status <> 'active'"),
+        ),
         # Every sort of a list of items (core/catalog/queries.py ITEMS) with its id
         # tie-break, over all items and within one store; in_stock uses the stock ones.
         Index("ix_items_name_lower_id", func.lower(name), id),

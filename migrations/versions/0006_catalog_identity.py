@@ -20,11 +20,11 @@ depends_on = None
 
 STATUS_CHECK = "status IN ('active', 'draft', 'archived')"
 THRESHOLD_CHECK = "low_stock_threshold >= 0"
+NOT_ACTIVE = "status <> 'active'"
 
 # name -> (table, columns)
 INDEXES = {
     "uq_items_sku_store_id": ("items", ["sku", "store_id"]),
-    "ix_items_status_id": ("items", ["status", "id"]),
     "ix_items_updated_at_id": ("items", ["updated_at", "id"]),
     "ix_items_store_id_updated_at_id": ("items", ["store_id", "updated_at", "id"]),
     "ix_stores_updated_at_id": ("stores", ["updated_at", "id"]),
@@ -110,6 +110,14 @@ def upgrade():
         op.execute("UPDATE tags SET updated_at = created_at")
     for name, (table, columns) in INDEXES.items():
         op.create_index(name, table, columns, unique=name.startswith("uq_"))
+    # Only the rows that are not active (`status=draft|archived`), as in models/item.py.
+    op.create_index(
+        "ix_items_status_id",
+        "items",
+        ["status", "id"],
+        postgresql_where=sa.text(NOT_ACTIVE),
+        sqlite_where=sa.text(NOT_ACTIVE),
+    )
     if pg:
         for statement in TRIGGERS:
             op.execute(statement)
@@ -120,6 +128,7 @@ def downgrade():
     if pg:
         for statement in DROP_TRIGGERS:
             op.execute(statement)
+    op.drop_index("ix_items_status_id", "items")
     for name, (table, _columns) in INDEXES.items():
         op.drop_index(name, table)
     for column in ("created_at", "updated_at"):
