@@ -304,23 +304,24 @@ def import_csv(env: dict, database: str, rows: int) -> None:
         ).scalar_one()
     engine.dispose()
     path = Path(tempfile.mkdtemp(prefix="bench-import-")) / f"{rows}.csv"
-    timed(f"write a CSV of {rows:,} rows", lambda: write_csv(path, rows))
-    size = path.stat().st_size / 2**20
-    for label in ("new items", "the same file again (unchanged)"):
-        command = [str(BIN / "flask"), "--app", "app", "import-items", str(store), str(path)]
-        start = time.perf_counter()
-        child = subprocess.Popen(command, cwd=ROOT, env=env)  # noqa: S603 - our own command
-        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS
-        took = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        assert child.returncode == 0, f"the import failed ({child.returncode})"
-        print(
-            f"flask import-items, {rows:,} rows ({size:.0f} MiB), {label}: {took:.1f} s, "
-            f"{rows / took:,.0f} rows/s; peak RSS {usage.ru_maxrss / 1024:.0f} MiB",
-            flush=True,
-        )
-    path.unlink()
-    path.parent.rmdir()
+    try:
+        timed(f"write a CSV of {rows:,} rows", lambda: write_csv(path, rows))
+        size = path.stat().st_size / 2**20
+        for label in ("new items", "the same file again (unchanged)"):
+            command = [str(BIN / "flask"), "--app", "app", "import-items", str(store), str(path)]
+            start = time.perf_counter()
+            child = subprocess.Popen(command, cwd=ROOT, env=env)  # noqa: S603 - our own command
+            _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS
+            took = time.perf_counter() - start
+            child.returncode = os.waitstatus_to_exitcode(status)
+            assert child.returncode == 0, f"the import failed ({child.returncode})"
+            print(
+                f"flask import-items, {rows:,} rows ({size:.0f} MiB), {label}: {took:.1f} s, "
+                f"{rows / took:,.0f} rows/s; peak RSS {usage.ru_maxrss / 1024:.0f} MiB",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(path.parent)
 
 
 # Sent with the rows that only a store's owner or an admin may ask (status=archived).
