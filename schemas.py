@@ -6,33 +6,73 @@ body from setting ``role``, ``owner_id`` or ``id``.
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any, ClassVar
 
 import marshmallow as ma
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
+from core.catalog.stock import MAX_STOCK
 from core.web.fields import (
     MAX_QUANTITY,
+    SKU_PATTERN,
     Description,
     Email,
     Id,
+    Integer,
     Line,
+    Metadata,
     Money,
     Name,
     OptionalText,
     Password,
     Phone,
     Quantity,
+    Sku,
     Text,
     Username,
 )
 from db import db
 from models import DELTA_REASONS, REASONS, ROLES, Store
+from models.item import STATUSES
 from models.job import JOB_STATUSES, JOB_TYPES
 
 
 def Timestamp() -> fields.DateTime:  # noqa: N802 - reads as a field type
     return fields.DateTime(metadata={"example": "2026-11-21T10:00:00+00:00"})
+
+
+def MetadataOut() -> fields.Dict:  # noqa: N802 - reads as a field type
+    return fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        attribute="metadata_",
+        metadata={"example": {"erp_id": "A-1042"}},
+    )
+
+
+class UtcDateTime(fields.AwareDateTime):
+    """An RFC 3339 time with ``Z`` or an offset, as the UTC instant it names (one
+    that UTC cannot write, such as 0001-01-01T00:00:00+05:00, is a 422)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        instant = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return instant.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("Out of range.") from None
+
+
+def UpdatedAfter() -> UtcDateTime:  # noqa: N802 - reads as a field type
+    """Incremental sync (§13): rows changed strictly after this instant."""
+    return UtcDateTime(
+        format="iso",
+        metadata={
+            "description": "RFC 3339 time with Z or an offset: only rows whose updated_at is "
+            "strictly later (microsecond precision)",
+            "example": "2026-11-21T10:00:00.000000Z",
+        },
+    )
 
 
 # --- users and tokens ------------------------------------------------------------
@@ -136,6 +176,7 @@ class StoreSchema(ma.Schema):
     contact_email = fields.String(allow_none=True, metadata={"example": "shop@example.com"})
     contact_phone = fields.String(allow_none=True, metadata={"example": "+1 555 0100"})
     owner_id = fields.Integer(metadata={"example": 1})
+    metadata = MetadataOut()
     created_at = Timestamp()
     updated_at = Timestamp()
 
@@ -147,6 +188,7 @@ class StoreUpdateSchema(ma.Schema):
     address = OptionalText(255, metadata={"example": "1 Main St, Springfield"})
     contact_email = Email(optional=True)
     contact_phone = Phone()
+    metadata = Metadata()
     owner_id = Id(metadata={"example": 2})
 
 
@@ -161,15 +203,19 @@ class StoreCreateSchema(ma.Schema):
     address = OptionalText(255, metadata={"example": "1 Main St, Springfield"})
     contact_email = Email(optional=True)
     contact_phone = Phone()
+    metadata = Metadata()
 
 
-# What PUT replaces (and clears when left out): everything a creator sets.
-STORE_EDITABLE = tuple(StoreCreateSchema().fields)
+# What PUT replaces (and clears when left out): everything a creator sets, by attribute.
+STORE_EDITABLE = tuple(
+    field.attribute or name for name, field in StoreCreateSchema().fields.items()
+)
 
 
 class StoreQuerySchema(ma.Schema):
     q = Line(80, metadata={"description": "Case-insensitive substring of the name"})
     owner_id = Id(strict=False, metadata={"description": "Only stores of this owner"})
+    updated_after = UpdatedAfter()
 
 
 # --- tags -----------------------------------------------------------------------
@@ -184,6 +230,12 @@ class RefSchema(ma.Schema):
 
 class TagSchema(RefSchema):
     store_id = fields.Integer(metadata={"example": 1})
+    created_at = Timestamp()
+    updated_at = Timestamp()
+
+
+class TagQuerySchema(ma.Schema):
+    updated_after = UpdatedAfter()
 
 
 class TagInputSchema(ma.Schema):
@@ -202,6 +254,10 @@ class ItemSchema(ma.Schema):
     store_id = fields.Integer(metadata={"example": 1})
     store = fields.Nested(RefSchema)
     tags = fields.List(fields.Nested(RefSchema))
+    sku = fields.String(allow_none=True, metadata={"example": "MILK-1L-WHOLE"})
+    status = fields.String(metadata={"enum": list(STATUSES), "example": "active"})
+    low_stock_threshold = fields.Integer(allow_none=True, metadata={"example": 5})
+    metadata = MetadataOut()
     created_at = Timestamp()
     updated_at = Timestamp()
 
@@ -212,10 +268,32 @@ class ItemUpdateSchema(ma.Schema):
     name = Name(metadata={"example": "Milk"})
     price = Money()
     description = Description()
+    sku = Sku(
+        metadata={
+            "example": "MILK-1L-WHOLE",
+            "description": "Unique within the store (case-sensitive)",
+        }
+    )
+    status = fields.String(
+        validate=validate.OneOf(STATUSES),
+        metadata={
+            "example": "active",
+            "description": "active (listed for everyone), draft or archived (seen by the "
+            "store's owner and admins; an archived item's stock moves only by a count)",
+        },
+    )
+    low_stock_threshold = Integer(
+        strict=True,
+        allow_none=True,
+        validate=validate.Range(0, MAX_STOCK),
+        metadata={"example": 5, "description": "Stock at or below which it runs low"},
+    )
+    metadata = Metadata()
 
 
 class ItemReplaceSchema(ItemUpdateSchema):
-    """PUT: ``name`` and ``price`` required; a missing description is cleared."""
+    """PUT: ``name`` and ``price`` required; the other fields left out take their
+    defaults (no description, SKU or threshold, status active, metadata {})."""
 
     name = Name(required=True, metadata={"example": "Milk"})
     price = Money(required=True)
@@ -254,6 +332,20 @@ class ItemQuerySchema(ma.Schema):
         falsy={"false"},
         metadata={"description": "true: stock above 0; false: stock 0"},
     )
+    sku = Text(
+        pattern=f"^{SKU_PATTERN}$",
+        error="Must be 1 to 64 visible ASCII characters (no spaces).",
+        trim=False,
+        metadata={"description": "Exact SKU (case-sensitive)"},
+    )
+    status = fields.String(
+        validate=validate.OneOf([*STATUSES, "all"]),
+        metadata={
+            "description": "active (the default, open to anyone); draft, archived or all: "
+            "only for your own stores (admins: any)"
+        },
+    )
+    updated_after = UpdatedAfter()
     # sort, page, page_size, cursor, count: from the list's Listing (core/lists/listing.py).
 
 

@@ -9,20 +9,25 @@ the plan of its page; the cursor walk's first and 5,000th page; GET /items/{id}
 throughput with wrk beside a hand-written Flask + one-SQL endpoint (bench/minimal.py)
 in the same run; and the deletion of a 1,000,000-item store by a job (a Celery worker
 beside gunicorn, its broker CELERY_BROKER_URL or Redis db 15) while another store's
-items are read.
+items are read;
+and `flask import-items` of a CSV file of 1,000,000 new items, then of the
+same file again (rows/s, peak RSS).
 
     .venv/bin/python bench/scale.py --database-url postgresql://postgres@127.0.0.1/bench_scale
+    .venv/bin/python bench/scale.py --database-url ... --import-only --import-rows 100000
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -81,7 +86,19 @@ ROWS = [
     "/stores/7/items?page_size=100&sort=-created_at",
     "/stores?page_size=100",
     "/items/424242",
+    # §13: a SKU, the most recently changed first, the archived items (as their owner).
+    "/items?sku=SKU-424242",
+    "/items?page_size=100&sort=-updated_at",
+    "/items?page_size=100&status=archived",
 ]
+# Every item gets a SKU; 1 in 1,000 is archived, 1 in 500 a draft; some were changed.
+SEED_13 = """
+UPDATE items SET sku = 'SKU-' || id,
+  status = CASE WHEN id % 1000 = 0 THEN 'archived' WHEN id % 500 = 0 THEN 'draft'
+           ELSE 'active' END,
+  updated_at = CASE WHEN id % 7 = 0 THEN updated_at + interval '90 days' ELSE updated_at END
+"""
+IMPORT_TAGS = 50  # distinct tag names in the imported file
 
 
 def flask(env: dict[str, str], *args: str) -> None:
@@ -124,7 +141,7 @@ def statements_and_plan(app: Flask, path: str) -> tuple[int, str]:
 
     event.listen(engine, "before_cursor_execute", record)
     try:
-        assert app.test_client().get(path).status_code == 200, path
+        assert app.test_client().get(path, headers=headers_for(path)).status_code == 200, path
     finally:
         event.remove(engine, "before_cursor_execute", record)
     page = next((s for s in sent if "FROM items" in s[0] and "LIMIT" in s[0]), None)
@@ -172,6 +189,17 @@ def main() -> None:
         help="the deletion job's Celery broker",
     )
     parser.add_argument("--only-delete", action="store_true", help="skip the request rows")
+    parser.add_argument(
+        "--import-rows",
+        type=int,
+        default=1_000_000,
+        help="rows of the CSV import (0: no import)",
+    )
+    parser.add_argument(
+        "--import-only",
+        action="store_true",
+        help="only the import, into a new empty database (no seed, no server)",
+    )
     args = parser.parse_args()
     url = make_url(args.database_url)
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
@@ -199,22 +227,29 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, env: dict[str, str], database: str) -> None:
+    if args.import_only:
+        flask(env, "db", "upgrade")
+        admin(env)
+        import_csv(env, database, args.import_rows)
+        return
     if not args.reuse:
         seed(env, database)
     app = create_app(ProductionConfig(env))
     with gunicorn(env, workers=2) as base:
         if not args.only_delete:
+            AS_ADMIN["Authorization"] = f"Bearer {sign_in(base)}"
             print(f"\n{'request':48} {'p50 ms':>7} {'p95 ms':>7} {'SQL':>4}  plan of the page")
             report(base, ROWS, app, args.requests)
             cursor_walk(base, app, args.requests)
             throughput(base, env, args.wrk_seconds)
         delete_million_store(base, env, database)
+    if args.import_rows:
+        import_csv(env, database, args.import_rows)
     with app.app_context():
         db.engine.dispose()
 
 
-def seed(env: dict[str, str], database: str) -> None:
-    flask(env, "db", "upgrade", "0001")
+def admin(env: dict[str, str]) -> None:
     flask(
         env,
         "create-admin",
@@ -225,6 +260,11 @@ def seed(env: dict[str, str], database: str) -> None:
         "--password",
         PASSWORD,
     )
+
+
+def seed(env: dict[str, str], database: str) -> None:
+    flask(env, "db", "upgrade", "0001")
+    admin(env)
     engine = create_engine(database.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
         raw: Any = conn.connection.dbapi_connection  # psycopg: no parameters, % is modulo
@@ -234,9 +274,76 @@ def seed(env: dict[str, str], database: str) -> None:
         "flask db upgrade to head (catalog scale: indexes, search document)",
         lambda: flask(env, "db", "upgrade"),
     )
+    with engine.begin() as conn:
+        timed(
+            "§13: SKUs, statuses, updated_at of 1,000,000 items",
+            lambda: conn.execute(text(SEED_13)),
+        )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         timed("VACUUM ANALYZE", lambda: conn.exec_driver_sql("VACUUM ANALYZE"))
     engine.dispose()
+
+
+def write_csv(path: Path, rows: int) -> None:
+    """``rows`` items of the export's columns: a SKU each, 2 of IMPORT_TAGS tags, stock."""
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["name", "description", "price", "stock", "tags", "sku", "status"])
+        for i in range(1, rows + 1):
+            tags = f"tag{i % IMPORT_TAGS}|tag{(i * 7 + 1) % IMPORT_TAGS}"
+            status = "archived" if i % 1000 == 0 else "active"
+            writer.writerow(
+                [
+                    f"Imported {i}",
+                    f"Item number {i}, imported",
+                    f"{i % 10_000}.{i % 100:02}",
+                    i % 50,
+                    tags,
+                    f"IMP-{i}",
+                    status,
+                ]
+            )
+
+
+def import_csv(env: dict, database: str, rows: int) -> None:
+    """``flask import-items`` of ``rows`` new items into a new store, then the same file
+    again (every row an update, unchanged): rows/s and the command's peak RSS."""
+    engine = create_engine(database.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        store = conn.execute(
+            text(
+                "INSERT INTO stores (name, owner_id, created_at, updated_at) "
+                "VALUES ('Import ' || now(), 1, now(), now()) RETURNING id"
+            )
+        ).scalar_one()
+    engine.dispose()
+    path = Path(tempfile.mkdtemp(prefix="bench-import-")) / f"{rows}.csv"
+    try:
+        timed(f"write a CSV of {rows:,} rows", lambda: write_csv(path, rows))
+        size = path.stat().st_size / 2**20
+        for label in ("new items", "the same file again (unchanged)"):
+            command = [str(BIN / "flask"), "--app", "app", "import-items", str(store), str(path)]
+            start = time.perf_counter()
+            child = subprocess.Popen(command, cwd=ROOT, env=env)  # noqa: S603 - our own command
+            _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS
+            took = time.perf_counter() - start
+            child.returncode = os.waitstatus_to_exitcode(status)
+            assert child.returncode == 0, f"the import failed ({child.returncode})"
+            print(
+                f"flask import-items, {rows:,} rows ({size:.0f} MiB), {label}: {took:.1f} s, "
+                f"{rows / took:,.0f} rows/s; peak RSS {usage.ru_maxrss / 1024:.0f} MiB",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(path.parent)
+
+
+# Sent with the rows that only a store's owner or an admin may ask (status=archived).
+AS_ADMIN: dict[str, str] = {}
+
+
+def headers_for(path: str) -> dict[str, str]:
+    return AS_ADMIN if "status=" in path else {}
 
 
 def rounds(base: str, paths: list[str], n: int) -> dict[str, list[float]]:
@@ -245,7 +352,7 @@ def rounds(base: str, paths: list[str], n: int) -> dict[str, list[float]]:
     timings: dict[str, list[float]] = {path: [] for path in paths}
     for round_ in range(n + 3):
         for path in paths:
-            took = fetch(base + path)[0]
+            took = fetch(base + path, headers=headers_for(path))[0]
             if round_ >= 3:
                 timings[path].append(took)
     return timings
@@ -261,8 +368,10 @@ def report(base: str, paths: list[str], app: Flask, n: int) -> None:
 def deep_cursor(app: Flask, path: str, sort: str, row: int) -> str:
     """The cursor a walk of ``path`` holds after ``row`` rows: the keys of that row,
     signed as the service signs them (walking there takes 5,000 requests)."""
-    keys = {"id": "id", "-price": "price DESC, id DESC"}[sort]
-    columns = {"id": "id", "-price": "price, id"}[sort]
+    keys = {"id": "id", "-price": "price DESC, id DESC", "-updated_at": "updated_at DESC, id DESC"}[
+        sort
+    ]
+    columns = {"id": "id", "-price": "price, id", "-updated_at": "updated_at, id"}[sort]
     with app.app_context():
         values = list(
             db.session.execute(
@@ -277,7 +386,7 @@ def deep_cursor(app: Flask, path: str, sort: str, row: int) -> str:
 
 
 def cursor_walk(base: str, app: Flask, n: int) -> None:
-    for sort in ("id", "-price"):
+    for sort in ("id", "-price", "-updated_at"):
         start = f"/items?page_size=100&sort={sort}"
         began = time.perf_counter()
         _, seen = walk(base, start, 100)

@@ -29,7 +29,11 @@ from sqlalchemy.sql.functions import FunctionElement
 from db import Model, db, postgresql_only
 from models.store import Store
 from models.tag import Tag
-from models.types import Timestamps, UTCDateTime, utcnow
+from models.types import EMPTY_OBJECT, JSONObject, Timestamps, UTCDateTime, utcnow
+
+# An item's life: `active` items are the storefront's; `draft` and `archived` ones are
+# seen only by the store's owner and admins (§13). The first is the default.
+STATUSES = ("active", "draft", "archived")
 
 # The text search configuration of the `search` document and of its queries.
 SEARCH_CONFIG = "english"
@@ -96,6 +100,14 @@ class Item(Timestamps, Model):
     stock: Mapped[int] = mapped_column(default=0, server_default="0")
     # Indexed with the id below, as every sort key is.
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The integrator's own identifier: unique within a store, case-sensitively (§13).
+    sku: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    low_stock_threshold: Mapped[int | None]
+    # `metadata` is SQLAlchemy's name for the table's MetaData: the attribute is metadata_.
+    metadata_: Mapped[dict[str, str]] = mapped_column(
+        "metadata", JSONObject, default=dict, server_default=EMPTY_OBJECT
+    )
     # Never loaded: only queries read it (core/catalog/queries.py).
     search_vector: Mapped[Any] = mapped_column(
         TSVECTOR().with_variant(String(), "sqlite"),
@@ -113,17 +125,35 @@ class Item(Timestamps, Model):
         CheckConstraint("price >= 0", name="price_not_negative"),
         CheckConstraint("stock >= 0", name="stock_not_negative"),
         Index("uq_items_store_id_name_lower", store_id, func.lower(name), unique=True),
+        CheckConstraint(
+            f"status IN ({', '.join(repr(status) for status in STATUSES)})", name="status"
+        ),
+        CheckConstraint("low_stock_threshold >= 0", name="low_stock_threshold_not_negative"),
+        # One index for both rules: unique within a store, and `?sku=` across stores
+        # (its first column). NULLs never collide: an item without a SKU is allowed twice.
+        Index("uq_items_sku_store_id", "sku", store_id, unique=True),
+        # `status=draft|archived`, by id: only the few rows that are not active (a list
+        # of active items never picks it over the index of its own sort or filter).
+        Index(
+            "ix_items_status_id",
+            "status",
+            id,
+            postgresql_where=literal_column("status <> 'active'"),
+            sqlite_where=literal_column("status <> 'active'"),
+        ),
         # Every sort of a list of items (core/catalog/queries.py ITEMS) with its id
         # tie-break, over all items and within one store; in_stock uses the stock ones.
         Index("ix_items_name_lower_id", func.lower(name), id),
         Index("ix_items_price_id", price, id),
         Index("ix_items_created_at_id", "created_at", id),
         Index("ix_items_stock_id", stock, "id"),
+        Index("ix_items_updated_at_id", "updated_at", id),
         Index("ix_items_store_id_id", store_id, id),
         Index("ix_items_store_id_name_lower_id", store_id, func.lower(name), id),
         Index("ix_items_store_id_price_id", store_id, price, id),
         Index("ix_items_store_id_created_at_id", store_id, "created_at", id),
         Index("ix_items_store_id_stock_id", store_id, stock, "id"),
+        Index("ix_items_store_id_updated_at_id", store_id, "updated_at", id),
         # `search`, on PostgreSQL (`q`'s index follows the class).
         postgresql_only(Index("ix_items_search_vector", "search_vector", postgresql_using="gin")),
         {"sqlite_autoincrement": True},
@@ -165,3 +195,41 @@ postgresql_only(
         postgresql_ops={"text_lower": "gin_trgm_ops"},
     )
 )
+
+
+# `updated_at` on PostgreSQL, for rows changed by plain SQL too (§13): an UPDATE that
+# leaves `updated_at` as it was gets the time of the change, and linking or unlinking
+# tags touches the items, unless this transaction has already set a later time (the
+# application sets `updated_at` itself on every change it makes, so that what it
+# answers is what is stored; on SQLite that is the only maintenance). The migration
+# creates the same (migrations/versions/0006_catalog_identity.py).
+TOUCH_TRIGGERS = (
+    """CREATE OR REPLACE FUNCTION touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN
+    NEW.updated_at := clock_timestamp();
+  END IF;
+  RETURN NEW;
+END $$""",
+    """CREATE OR REPLACE FUNCTION touch_linked_items() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE items SET updated_at = clock_timestamp()
+  WHERE id IN (SELECT item_id FROM links) AND updated_at < now();
+  RETURN NULL;
+END $$""",
+    *(
+        f"CREATE TRIGGER {table}_touch BEFORE UPDATE ON {table} "
+        "FOR EACH ROW EXECUTE FUNCTION touch_updated_at()"
+        for table in ("stores", "items", "tags")
+    ),
+    "CREATE TRIGGER item_tags_touch_insert AFTER INSERT ON item_tags "
+    "REFERENCING NEW TABLE AS links FOR EACH STATEMENT EXECUTE FUNCTION touch_linked_items()",
+    "CREATE TRIGGER item_tags_touch_delete AFTER DELETE ON item_tags "
+    "REFERENCING OLD TABLE AS links FOR EACH STATEMENT EXECUTE FUNCTION touch_linked_items()",
+)
+for _statement in TOUCH_TRIGGERS:
+    event.listen(
+        db.metadata,
+        "after_create",
+        DDL(_statement).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
+    )

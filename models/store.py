@@ -8,7 +8,7 @@ from sqlalchemy import ForeignKey, Index, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db import Model
-from models.types import Timestamps, UTCDateTime
+from models.types import EMPTY_OBJECT, JSONObject, Timestamps, UTCDateTime
 
 
 class Store(Timestamps, Model):
@@ -24,6 +24,10 @@ class Store(Timestamps, Model):
     # Set when a deletion job takes the store (§12): from then on it is gone for every
     # read and write (core/catalog/stores.py), while a worker deletes its rows.
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # `metadata` is SQLAlchemy's name for the table's MetaData: the attribute is metadata_.
+    metadata_: Mapped[dict[str, str]] = mapped_column(
+        "metadata", JSONObject, default=dict, server_default=EMPTY_OBJECT
+    )
 
     __table_args__ = (
         # Live stores only: a store being deleted gives its name up at once.
@@ -41,6 +45,8 @@ class Store(Timestamps, Model):
             postgresql_where=text("deleted_at IS NOT NULL"),
             sqlite_where=text("deleted_at IS NOT NULL"),
         ),
+        # sort=updated_at and updated_after (incremental sync, §13).
+        Index("ix_stores_updated_at_id", "updated_at", id),
         {"sqlite_autoincrement": True},
     )
 

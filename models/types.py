@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Dialect
+from sqlalchemy import JSON, DateTime, Dialect, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 from typing_extensions import override
@@ -44,3 +45,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Timestamps:
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+# A JSON object (`metadata`): jsonb on PostgreSQL, JSON text on SQLite; `{}` by default,
+# also for rows written by plain SQL.
+JSONObject = JSON().with_variant(JSONB(), "postgresql")
+EMPTY_OBJECT = text("'{}'")

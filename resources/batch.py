@@ -78,8 +78,18 @@ class ItemsBatch(MethodView):
                 message=f"Store {store.id} would have two items named {name!r}; "
                 "nothing was applied.",
             )
+        sku = plan.duplicate_sku()
+        if sku is not None:
+            abort(
+                409,
+                message=f"Store {store.id} would have two items with SKU {sku!r}; "
+                "nothing was applied.",
+            )
         result = plan.apply(current_user.id)
         commit(
-            conflict=f"An item name in the batch is taken in store {store.id}; nothing was applied."
+            conflict=lambda violated: (
+                f"An item {'SKU' if 'sku' in violated else 'name'} in "
+                f"the batch is taken in store {store.id}; nothing was applied."
+            )
         )
         return result

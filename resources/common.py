@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
@@ -28,14 +29,22 @@ def is_unique_violation(exc: IntegrityError) -> bool:
     return getattr(orig, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(orig)
 
 
-def commit(*, conflict: str) -> None:
+def violated(exc: IntegrityError) -> str:
+    """What a unique violation names: the constraint (PostgreSQL) or the columns or
+    index (SQLite's message), e.g. ``uq_items_sku_store_id`` or ``items.sku, ...``."""
+    diag = getattr(exc.orig, "diag", None)
+    return str(getattr(diag, "constraint_name", None) or exc.orig)
+
+
+def commit(*, conflict: str | Callable[[str], str]) -> None:
     """Commit the request's work. The database judges uniqueness, so that two racing
-    requests cannot both win: a unique violation is a 409 with ``conflict`` as message.
+    requests cannot both win: a unique violation is a 409 with ``conflict`` as message
+    (or ``conflict(what the violation names)``, where one row has two unique keys).
     """
     try:
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
         if is_unique_violation(exc):
-            abort(409, message=conflict)
+            abort(409, message=conflict if isinstance(conflict, str) else conflict(violated(exc)))
         raise

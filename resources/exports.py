@@ -62,6 +62,7 @@ def export(args: dict[str, Any], filename: str) -> Response:
 class ItemsCsv(MethodView):
     @blp.arguments(ITEMS.query_schema(ItemQuerySchema, paging=False), location="query")
     @blp.response(200, {"type": "string"}, **CSV_DOC)
+    @blp.alt_response(403, response="FORBIDDEN")
     def get(self, args: dict[str, Any]) -> Response:
         """Every item of a search as CSV (same filters and sort as `GET /items`)"""
         return export(args, "items.csv")
@@ -72,6 +73,7 @@ class StoreItemsCsv(MethodView):
     @blp.arguments(ITEMS.query_schema(StoreItemQuerySchema, paging=False), location="query")
     @blp.response(200, {"type": "string"}, **CSV_DOC)
     @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(403, response="FORBIDDEN")
     def get(self, args: dict[str, Any], store_id: int) -> Response:
         """A store's items as CSV (same filters and sort as `GET /stores/{id}/items`)"""
         get_or_404(Store, store_id)

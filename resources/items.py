@@ -10,8 +10,9 @@ from flask_jwt_extended import current_user
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from core.auth.permissions import authorize_store, login_required, store_owner_required
+from core.auth.permissions import authorize_store, login_required, may_see, store_owner_required
 from core.catalog import stock
+from core.catalog.metadata import TooManyKeysError, merged, replaced
 from core.catalog.queries import (
     ITEM_COLUMNS,
     ITEM_FROM,
@@ -85,14 +86,58 @@ def _item_and_tag(item_id: int, tag_id: int) -> tuple[Store, Item, Tag]:
     return item.store, item, get_or_404(Tag, tag_id)
 
 
-def _duplicate(item: Item) -> str:
-    return f"Store {item.store_id} already has an item named {item.name!r}."
+def _duplicate(item: Item) -> Any:
+    """The 409's message: the SKU or the name that is taken (§13)."""
+
+    # Read now: after the failed commit's rollback, the item holds the old values.
+    store_id, sku, name = item.store_id, item.sku, item.name
+
+    def message(violated: str) -> str:
+        if "sku" in violated:
+            return f"Store {store_id} already has an item with SKU {sku!r}."
+        return f"Store {store_id} already has an item named {name!r}."
+
+    return message
+
+
+def with_metadata(current: dict[str, str] | None, data: dict[str, Any], *, merge: bool) -> None:
+    """``data``'s metadata as it will be stored: merged into ``current`` (PATCH) or
+    replacing it (POST, PUT); past 50 keys after the merge, 422."""
+    if "metadata_" not in data:
+        return
+    try:
+        data["metadata_"] = (
+            merged(current, data["metadata_"]) if merge else replaced(data["metadata_"])
+        )
+    except TooManyKeysError as exc:
+        abort(422, errors={"json": {"metadata": [str(exc)]}})
+
+
+# What PUT sets when left out: every editable field but name and price.
+ITEM_DEFAULTS: dict[str, Any] = {
+    "description": None,
+    "sku": None,
+    "status": "active",
+    "low_stock_threshold": None,
+    "metadata_": {},
+}
+
+
+def visible_item(item_id: int) -> dict[str, Any]:
+    """The item as ItemSchema dumps it, if the caller may see it (§13), else 404."""
+    item = read_item(item_id)
+    if item is None or not may_see(item["status"], item["store_owner_id"]):
+        abort(404, message=f"Item {item_id} not found.")
+    return item  # type: ignore[return-value]  # abort() never returns
 
 
 @blp.route("")
 class Items(MethodView):
     @blp.etag
     @blp.response(200, ItemSchema(many=True), headers=LIST_HEADERS)
+    @blp.alt_response(
+        403, response="FORBIDDEN", description="status= other than active, without being signed in"
+    )
     @ITEMS.paginate(blp, ItemQuerySchema)
     def get(self, args: dict[str, Any]) -> Select[Any]:
         """List and search items"""
@@ -108,6 +153,7 @@ class Items(MethodView):
         store = db.session.get_one(Store, data["store_id"])  # the schema checked it exists
         authorize_store(store)
         initial_stock = data.pop("stock", None)
+        with_metadata(None, data, merge=False)
         item = Item(**data, store=store, tags=[])
         db.session.add(item)
         if initial_stock is not None:
@@ -122,13 +168,11 @@ class ItemById(MethodView):
     @blp.response(200, ItemSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, item_id: int) -> dict[str, Any]:
-        """One item"""
-        item = read_item(item_id)
-        if item is None:
-            abort(404, message=f"Item {item_id} not found.")
-        return item
+        """One item (one that is not active: only to its store's owner and admins)"""
+        return visible_item(item_id)
 
-    def _change(self, item: Item, data: dict[str, Any]) -> Item:
+    def _change(self, item: Item, data: dict[str, Any], *, merge: bool = True) -> Item:
+        with_metadata(item.metadata_, data, merge=merge)
         for key, value in data.items():
             setattr(item, key, value)
         commit(conflict=_duplicate(item))
@@ -139,8 +183,8 @@ class ItemById(MethodView):
     @blp.response(200, ItemSchema)
     @blp.alt_response(409, response="CONFLICT")
     def put(self, item: Item, data: dict[str, Any]) -> Item:
-        """Replace an item's name, price and description (never creates)"""
-        return self._change(item, {"description": None} | data)
+        """Replace an item's editable fields (never creates); those left out take their defaults"""
+        return self._change(item, ITEM_DEFAULTS | data, merge=False)
 
     @store_owner_required(blp, _item, etag_schema=ItemSchema)
     @blp.arguments(ItemUpdateSchema)

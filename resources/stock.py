@@ -10,7 +10,7 @@ from flask_jwt_extended import current_user
 from sqlalchemy import Select, select
 from sqlalchemy.orm import joinedload
 
-from core.auth.permissions import store_owner_required
+from core.auth.permissions import may_see, store_owner_required
 from core.catalog import stock
 from core.lists.listing import LIST_HEADERS, Listing
 from core.web.errors import abort
@@ -32,8 +32,19 @@ MOVEMENTS = Listing({"id": (StockMovement.id,)}, default="-id", sortable=False)
 LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the movement"}}
 CONFLICTS = (
     "`insufficient_stock` (the message says the current stock), `stock_changed` (a count "
-    "whose `expected` is not the stock), `stock_overflow`; nothing changes"
+    "whose `expected` is not the stock), `stock_overflow`, `item_archived` (a delta on an "
+    "archived item); nothing changes"
 )
+
+
+def _visible(item_id: int) -> None:
+    """404 unless the item exists and the caller may see it (§13: an item that is not
+    active shows to its store's owner and admins only, its ledger too)."""
+    found = db.session.execute(
+        select(Item.status, Store.owner_id).join(Store).where(Item.id == item_id)
+    ).first()
+    if found is None or not may_see(found.status, found.owner_id):
+        abort(404, message=f"Item {item_id} not found.")
 
 
 def _item(item_id: int) -> tuple[Store, Item]:
@@ -51,7 +62,7 @@ class ItemStock(MethodView):
     @MOVEMENTS.paginate(blp)
     def get(self, _args: dict[str, Any], item_id: int) -> Select[StockMovement]:
         """An item's stock movements, newest first"""
-        get_or_404(Item, item_id)
+        _visible(item_id)
         return select(StockMovement).where(StockMovement.item_id == item_id)
 
     @store_owner_required(blp, _item)
@@ -92,6 +103,7 @@ class Movement(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, item_id: int, movement_id: int) -> StockMovement:
         """One stock movement"""
+        _visible(item_id)
         movement = db.session.get(StockMovement, movement_id)
         # The item is read too: one of a store being deleted is gone (§12).
         if movement is None or movement.item_id != item_id or not db.session.get(Item, item_id):

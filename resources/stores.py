@@ -20,6 +20,7 @@ from core.web.smorest import Blueprint
 from db import db, icontains
 from models import Store, Tag, User
 from resources.common import commit, get_or_404
+from resources.items import with_metadata
 from resources.jobs import ACCEPTED, start
 from schemas import (
     STORE_EDITABLE,
@@ -31,14 +32,17 @@ from schemas import (
     StoreSchema,
     StoreUpdateSchema,
     TagInputSchema,
+    TagQuerySchema,
     TagSchema,
 )
 
 blp = Blueprint("stores", __name__, url_prefix="/stores", description="Stores")
 blp.after_request(public_cache)
 
-STORES = Listing({"id": (Store.id,)}, sortable=False)
-TAGS = Listing({"id": (Tag.id,)}, sortable=False)
+# sort=updated_at with updated_after: incremental sync (§13), on (updated_at, id)
+# and a store's tags on (store_id, updated_at, id).
+STORES = Listing({"id": (Store.id,), "updated_at": (Store.updated_at, Store.id)})
+TAGS = Listing({"id": (Tag.id,), "updated_at": (Tag.updated_at, Tag.id)})
 STORE_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new store"}}
 TAG_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new tag"}}
 
@@ -59,7 +63,8 @@ def _store_unlocked(store_id: int) -> tuple[Store, Store]:
     return store, store
 
 
-def _change(store: Store, data: dict[str, Any]) -> Store:
+def _change(store: Store, data: dict[str, Any], *, merge: bool = True) -> Store:
+    with_metadata(store.metadata_, data, merge=merge)
     # Checked only now, for an admin (fields_reserved): nobody else learns which ids exist.
     if "owner_id" in data and db.session.get(User, data["owner_id"]) is None:
         message = f"User {data['owner_id']} does not exist."
@@ -85,6 +90,8 @@ class Stores(MethodView):
             query = query.where(icontains(Store.name, args["q"]))
         if "owner_id" in args:
             query = query.where(Store.owner_id == args["owner_id"])
+        if "updated_after" in args:
+            query = query.where(Store.updated_at > args["updated_after"])
         return query
 
     @login_required(blp)
@@ -93,6 +100,7 @@ class Stores(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def post(self, data: dict[str, Any]) -> tuple[Store, int, dict[str, str]]:
         """Create a store; the caller becomes its owner"""
+        with_metadata(None, data, merge=False)
         store = Store(owner_id=current_user.id, **data)
         db.session.add(store)
         commit(conflict=_duplicate(data))
@@ -115,7 +123,7 @@ class StoreById(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def put(self, store: Store, data: dict[str, Any]) -> Store:
         """Replace a store's editable fields; optional ones left out are cleared"""
-        return _change(store, dict.fromkeys(STORE_EDITABLE) | data)
+        return _change(store, dict.fromkeys(STORE_EDITABLE) | data, merge=False)
 
     @store_owner_required(blp, _store, etag_schema=StoreSchema)
     @fields_reserved(blp, **TRANSFER)
@@ -145,6 +153,11 @@ class StoreItems(MethodView):
     @blp.etag
     @blp.response(200, ItemSchema(many=True), headers=LIST_HEADERS)
     @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(
+        403,
+        response="FORBIDDEN",
+        description="status= other than active, by anyone but the store's owner or an admin",
+    )
     @ITEMS.paginate(blp, StoreItemQuerySchema)
     def get(self, args: dict[str, Any], store_id: int) -> Select[Any]:
         """List a store's items (same filters as `GET /items`)"""
@@ -157,11 +170,14 @@ class StoreTags(MethodView):
     @blp.etag
     @blp.response(200, TagSchema(many=True), headers=LIST_HEADERS)
     @blp.alt_response(404, response="NOT_FOUND")
-    @TAGS.paginate(blp)
-    def get(self, _args: dict[str, Any], store_id: int) -> Select[Tag]:
+    @TAGS.paginate(blp, TagQuerySchema)
+    def get(self, args: dict[str, Any], store_id: int) -> Select[Tag]:
         """List a store's tags"""
         get_or_404(Store, store_id)
-        return select(Tag).where(Tag.store_id == store_id)
+        query = select(Tag).where(Tag.store_id == store_id)
+        if "updated_after" in args:
+            query = query.where(Tag.updated_at > args["updated_after"])
+        return query
 
     @store_owner_required(blp, _store_unlocked)
     @blp.arguments(TagInputSchema)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any, NoReturn
 
-from flask import request
+from flask import g, request
 from flask_jwt_extended import current_user, get_jwt, get_jwt_header, verify_jwt_in_request
 from flask_jwt_extended.exceptions import FreshTokenRequired
 from flask_smorest import Blueprint
@@ -45,6 +45,34 @@ def may_change_store(store: Store) -> bool:
     """The one catalog rule: a store, its items and tags are changed by its owner or
     an admin."""
     return bool(current_user.is_admin or store.owner_id == current_user.id)
+
+
+def optional_caller() -> Any:
+    """The signed-in user of a public read, or None (a bad token is still a 401)."""
+    verify_jwt_in_request(optional=True)
+    return current_user if get_jwt() else None
+
+
+def may_see(status: str, owner_id: int) -> bool:
+    """An item that is not active (§13) is seen only by its store's owner and admins;
+    an answer that shows one is the caller's own (never kept by a shared cache)."""
+    if status == "active":
+        return True
+    caller = optional_caller()
+    if caller is None or not (caller.is_admin or caller.id == owner_id):
+        return False
+    g.caller_specific = True
+    return True
+
+
+def sees_own_catalog(what: str) -> Any:
+    """A signed-in caller asking for what only owners and admins see (a list of
+    draft items): the caller, else 403. The answer is the caller's own."""
+    caller = optional_caller()
+    if caller is None:
+        forbid(f"{what} is for a store's owner or an admin: sign in.")
+    g.caller_specific = True
+    return caller
 
 
 def authorize_store(store: Store) -> None:

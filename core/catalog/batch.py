@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.catalog import stock
+from core.catalog.metadata import TooManyKeysError, merged, replaced
 from db import db, unicode_lower
 from models import Item, Store
 
@@ -32,6 +34,7 @@ class Plan:
         )
         self.items = {item.id: item for item in found or () if item.store_id == store.id}
         self._check_ids()
+        self._metadata()
 
     def _error(self, where: str, position: int, field: str | None, message: str) -> None:
         entry = self.errors.setdefault(where, {})
@@ -53,6 +56,43 @@ class Plan:
             elif item_id in seen:
                 self._error(where, position, field, f"Item {item_id} is named twice.")
             seen.add(item_id)
+
+    def _metadata(self) -> None:
+        """Metadata as it will be stored: an update's merged into the item's (§13)."""
+        entries = [
+            *(("create", position, None, c) for position, c in enumerate(self.creates)),
+            *(("update", position, u["id"], u) for position, u in enumerate(self.updates)),
+        ]
+        for where, position, item_id, entry in entries:
+            if "metadata_" not in entry:
+                continue
+            item = self.items.get(item_id) if item_id is not None else None
+            try:
+                if where == "create":
+                    entry["metadata_"] = replaced(entry["metadata_"])
+                elif item is not None:
+                    entry["metadata_"] = merged(item.metadata_, entry["metadata_"])
+            except TooManyKeysError as exc:
+                self._error(where, position, "metadata", str(exc))
+
+    def duplicate_sku(self) -> str | None:
+        """A SKU the batch would give two items of the store, if any (case-sensitive,
+        judged on the batch's final state, like names)."""
+        deleted = set(self.deletes)
+        changed = {u["id"]: u["sku"] for u in self.updates if "sku" in u}
+        wanted = [sku for sku in changed.values() if sku is not None]
+        wanted += [c["sku"] for c in self.creates if c.get("sku") is not None]
+        if len(set(wanted)) < len(wanted):
+            return str(next(sku for sku in wanted if wanted.count(sku) > 1))
+        if not wanted:
+            return None
+        holders = db.session.execute(
+            select(Item.id, Item.sku).where(Item.store_id == self.store.id, Item.sku.in_(wanted))
+        ).all()
+        for item_id, sku in holders:
+            if item_id not in deleted and item_id not in changed:
+                return str(sku)
+        return None
 
     def duplicate_name(self) -> str | None:
         """A name the batch would give two items of the store, if any."""
@@ -83,6 +123,18 @@ class Plan:
             )
             for item_id in self.deletes:
                 db.session.expunge(self.items[item_id])
+        # SKUs that change are first let go of, so that two items may swap theirs (the
+        # unique index is checked per statement; the final state was checked above).
+        moving = [
+            u["id"] for u in self.updates if "sku" in u and u["sku"] != self.items[u["id"]].sku
+        ]
+        if moving:
+            db.session.execute(
+                update(Item).where(Item.id.in_(moving)).values(sku=None),
+                execution_options={"synchronize_session": False},
+            )
+            for item_id in moving:
+                set_committed_value(self.items[item_id], "sku", None)
         updated = []
         for entry in self.updates:
             item = self.items[entry["id"]]

@@ -46,6 +46,9 @@ COLUMNS = (
     _tag_names(),
     Item.created_at,
     Item.updated_at,
+    Item.sku,
+    Item.status,
+    Item.low_stock_threshold,
 )
 
 

@@ -20,6 +20,10 @@ COLUMNS = (
     "tags",
     "created_at",
     "updated_at",
+    # §13, after the columns of §9, so that a reader of those finds them where they were.
+    "sku",
+    "status",
+    "low_stock_threshold",
 )
 TAG_SEPARATOR = "|"  # tag names may not contain it (§4)
 # A spreadsheet reads a cell that starts with one of these as a formula (OWASP "CSV
@@ -66,8 +70,10 @@ class Writer:
     @staticmethod
     def _cells(row: Sequence[Any]) -> tuple[Any, ...]:
         """``row``: id, name, description, price (a NUMERIC(12,2), so its text has two
-        decimals), stock, store_id, tag names joined by |, created_at, updated_at."""
+        decimals), stock, store_id, tag names joined by |, created_at, updated_at, sku,
+        status, low_stock_threshold."""
         item_id, name, description, price, stock, store_id, tags, created, updated = row[:9]
+        sku, status, threshold = row[9:12]
         return (
             item_id,
             neutralize(name),
@@ -78,4 +84,7 @@ class Writer:
             neutralize(tags),
             _timestamp(created),
             _timestamp(updated),
+            neutralize(sku),
+            status,
+            "" if threshold is None else threshold,
         )

@@ -21,13 +21,15 @@ from datetime import datetime
 from typing import IO, Any
 
 import marshmallow as ma
-from sqlalchemy import delete, func, insert, literal, select, update
+from sqlalchemy import delete, func, insert, literal, or_, select, update
 
 from core.catalog import stock
 from core.catalog.csv_format import COLUMNS, TAG_SEPARATOR, restore
-from core.web.fields import Description, Money, Name, Quantity
+from core.catalog.stock import MAX_STOCK
+from core.web.fields import Description, Integer, Money, Name, Quantity, Sku
 from db import db, unicode_lower
 from models import Item, Store, Tag, item_tags
+from models.item import STATUSES
 from models.types import utcnow
 
 CHUNK = 1000  # rows per round of statements
@@ -48,6 +50,23 @@ class RowSchema(ma.Schema):
     description = Description()
     stock = Quantity(0, strict=False, allow_none=True)
     tags = ma.fields.List(Name(validate=ma.validate.ContainsNoneOf(TAG_SEPARATOR)))
+    # §13: a row with a SKU updates the item with that SKU (else the one of its name).
+    sku = Sku()
+    status = ma.fields.String(allow_none=True, validate=ma.validate.OneOf(STATUSES))
+    low_stock_threshold = Integer(allow_none=True, validate=ma.validate.Range(0, MAX_STOCK))
+
+
+# The columns a row sets (the others are the export's: IGNORED).
+ROW_COLUMNS = (
+    "name",
+    "price",
+    "description",
+    "stock",
+    "tags",
+    "sku",
+    "status",
+    "low_stock_threshold",
+)
 
 
 @dataclass
@@ -87,14 +106,16 @@ class Summary:
 def _cells(row: dict[str, str]) -> dict[str, Any]:
     """A CSV row as the schema takes it: ' stripped, empty cells as the contract says."""
     data: dict[str, Any] = {}
-    for column in ("name", "price", "description", "stock", "tags"):
+    for column in ROW_COLUMNS:
         if column not in row:
             continue
         cell = restore(row[column] or "")
         if column == "tags":
             data["tags"] = [name for name in cell.split(TAG_SEPARATOR)] if cell else []
-        elif column == "stock":
-            data["stock"] = cell.strip() or None  # empty: unchanged (0 when new)
+        elif column in ("stock", "status"):
+            data[column] = cell.strip() or None  # empty: unchanged (0 / active when new)
+        elif column in ("sku", "low_stock_threshold"):
+            data[column] = cell.strip() or None  # empty: none
         elif column == "description":
             data["description"] = cell or None
         else:
@@ -102,9 +123,8 @@ def _cells(row: dict[str, str]) -> dict[str, Any]:
     return data
 
 
-def read_rows(text: IO[str], summary: Summary) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Valid rows with their line numbers; invalid ones go to ``summary``."""
-    reader = csv.DictReader(text)
+def read_header(reader: csv.DictReader[str]) -> list[str]:
+    """The file's columns (lowercased), or UnreadableFileError."""
     if reader.fieldnames is None:
         raise UnreadableFileError("The file is empty: it needs a header row (name,price,...).")
     columns = [name.strip().lower() for name in reader.fieldnames]
@@ -115,8 +135,16 @@ def read_rows(text: IO[str], summary: Summary) -> Iterator[tuple[int, dict[str, 
     unknown = sorted(set(columns) - set(COLUMNS))
     if unknown:
         raise UnreadableFileError(f"Line 1: unknown column(s) {', '.join(unknown)}.")
+    return columns
+
+
+def read_rows(text: IO[str], summary: Summary) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Valid rows with their line numbers; invalid ones go to ``summary``."""
+    reader = csv.DictReader(text)
+    columns = read_header(reader)
     schema = RowSchema()
     seen: dict[str, int] = {}
+    skus: dict[str, int] = {}
     line = reader.line_num + 1
     for row in reader:
         start, line = line, reader.line_num + 1
@@ -138,6 +166,13 @@ def read_rows(text: IO[str], summary: Summary) -> Iterator[tuple[int, dict[str, 
         if key in seen:
             summary.error(start, "name", f"{data['name']!r} is on line {seen[key]} already.")
             continue
+        if data.get("sku") is not None:
+            if data["sku"] in skus:
+                summary.error(
+                    start, "sku", f"{data['sku']!r} is on line {skus[data['sku']]} already."
+                )
+                continue
+            skus[data["sku"]] = start
         seen[key] = start
         yield start, data
 
@@ -167,6 +202,50 @@ class Importer:
             )
             self.tags.update({name: tag_id for name, tag_id in created})
 
+    def _matches(self, by_name: dict[str, dict[str, Any]]) -> dict[str, Item]:
+        """The items the rows update, locked, by the rows' lowered names: the item with
+        the row's SKU, else the one with its name (§13). An item two rows would update
+        (one by SKU, one by name) is the first one's; the second row is invalid."""
+        skus = [row["sku"] for row in by_name.values() if row.get("sku")]
+        found = db.session.execute(
+            select(Item, func.lower(Item.name))
+            .where(
+                Item.store_id == self.store.id,
+                or_(func.lower(Item.name).in_(by_name), Item.sku.in_(skus)),
+            )
+            .with_for_update()
+        ).all()
+        by_sku = {item.sku: item for item, _ in found if item.sku is not None}
+        named = {key: item for item, key in found}
+        matches: dict[str, Item] = {}
+        claimed: dict[int, dict[str, Any]] = {}
+        for key, row in list(by_name.items()):
+            item = by_sku.get(row.get("sku")) or named.get(key)
+            if item is None:
+                continue
+            if item.id in claimed:
+                self.summary.error(
+                    row["_line"],
+                    "name",
+                    f"Item {item.id} is updated by line {claimed[item.id]['_line']} already.",
+                )
+                del by_name[key]
+                continue
+            claimed[item.id] = row
+            matches[key] = item
+        for key, item in list(matches.items()):
+            # Matched by SKU, renamed to a name another item keeps (no row renames it).
+            holder = named.get(key)
+            if holder is not None and holder.id != item.id and holder.id not in claimed:
+                row = by_name.pop(key)
+                del matches[key]
+                self.summary.error(
+                    row["_line"],
+                    "name",
+                    f"{row['name']!r} is the name of item {holder.id}, which no row renames.",
+                )
+        return matches
+
     def chunk(self, rows: list[dict[str, Any]]) -> None:
         """Create or update the items of ``rows``: a fixed number of statements."""
         # In the order the file names them: new tags get their ids (the order an
@@ -180,7 +259,7 @@ class Importer:
             for key, row in by_name.items()
         }
         now = utcnow()
-        existing = self._lock_existing(by_name)
+        existing = self._matches(by_name)
         relinked = self._update(existing, by_name, wanted, now)
         new_rows = [(key, row) for key, row in by_name.items() if key not in existing]
         new_links = [(item_id, wanted[key]) for item_id, key in relinked.items()]
@@ -188,17 +267,6 @@ class Importer:
         link_rows = [{"item_id": item_id, "tag_id": t} for item_id, tags in new_links for t in tags]
         if link_rows:
             db.session.execute(insert(item_tags), link_rows)
-
-    def _lock_existing(self, by_name: dict[str, dict[str, Any]]) -> dict[str, Item]:
-        """The store's items named in the chunk (by lowered name), locked until commit."""
-        return {
-            key: item
-            for item, key in db.session.execute(
-                select(Item, func.lower(Item.name))
-                .where(Item.store_id == self.store.id, func.lower(Item.name).in_(by_name))
-                .with_for_update()
-            )
-        }
 
     def _update(
         self,
@@ -224,8 +292,11 @@ class Importer:
             if item is None:
                 continue
             fields = {"name": row["name"], "price": row["price"]}
-            if "description" in row:
-                fields["description"] = row["description"]
+            for optional in ("description", "sku", "low_stock_threshold"):
+                if optional in row:
+                    fields[optional] = row[optional]
+            if row.get("status") is not None:
+                fields["status"] = row["status"]
             changed = any(getattr(item, k) != v for k, v in fields.items())
             new_stock = row.get("stock")
             if new_stock is not None and new_stock != item.stock:
@@ -269,6 +340,9 @@ class Importer:
                         "description": row.get("description"),
                         "stock": row.get("stock") or 0,
                         "store_id": self.store.id,
+                        "sku": row.get("sku"),
+                        "status": row.get("status") or "active",
+                        "low_stock_threshold": row.get("low_stock_threshold"),
                         "created_at": now,
                         "updated_at": now,
                     }
@@ -313,14 +387,28 @@ def import_items(
     """Import ``raw`` (a binary file) into ``store``; commits unless nothing may be
     written (invalid rows without ``skip_invalid``, or ``dry_run``), which rolls back.
     With ``commit=False`` the rows are left in the session's open transaction, for
-    the caller to commit with its own record of the import (a job's result)."""
+    the caller to commit with its own record of the import (a job's result). On
+    PostgreSQL, the file goes through COPY and set-based statements (csv_copy.py)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        from core.catalog import csv_copy
+
+        return csv_copy.import_items(
+            store,
+            raw,
+            dry_run=dry_run,
+            skip_invalid=skip_invalid,
+            progress=progress,
+            listed=listed,
+            commit=commit,
+        )
     summary = Summary(listed=listed)
     # utf-8-sig drops a BOM; newline="" lets csv read line breaks inside quoted cells.
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
     importer = Importer(store, summary)
     chunk: list[dict[str, Any]] = []
     try:
-        for _line, row in read_rows(text, summary):
+        for line, row in read_rows(text, summary):
+            row["_line"] = line
             chunk.append(row)
             if len(chunk) == CHUNK:
                 importer.chunk(chunk)

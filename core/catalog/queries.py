@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import joinedload, selectinload
 
+from core.auth.permissions import forbid, sees_own_catalog
 from core.catalog.stores import live_items
 from core.lists.listing import Listing, Ranked, Rows
 from db import db, icontains, iequals, lower
@@ -41,6 +42,9 @@ _items, _stores, _tags = Item.__table__.c, Store.__table__.c, Tag.__table__.c
 ITEM_COLUMNS = (
     *(_items[f] for f in ("id", "name", "description", "price", "stock", "store_id")),
     _stores.name.label("store_name"),
+    _stores.owner_id.label("store_owner_id"),  # who may see an item that is not active
+    *(_items[f] for f in ("sku", "status", "low_stock_threshold")),
+    _items["metadata"].label("metadata_"),
     _items.created_at,
     _items.updated_at,
 )
@@ -103,6 +107,7 @@ ITEMS = Listing(
         "price": (Item.price, Item.id),
         "created_at": (Item.created_at, Item.id),
         "stock": (Item.stock, Item.id),
+        "updated_at": (Item.updated_at, Item.id),
         "relevance": Ranked(_relevance, requires="search"),
     },
     read_whole=("q", "search"),  # their bitmaps read every match; the page counts them
@@ -120,11 +125,34 @@ def _matches(text: str) -> ColumnElement[bool]:
     )
 
 
+def _visible(query: Select[Any], args: dict[str, Any]) -> Select[Any]:
+    """`status` (§13): active items for anyone (the default); draft, archived or all
+    only of the caller's own stores (an admin's: any), else 403."""
+    status = args.get("status") or "active"
+    if status == "active":
+        return query.where(Item.status == "active")
+    caller = sees_own_catalog(f"status={status}")
+    if not caller.is_admin:
+        store_id = args.get("store_id")
+        if store_id is not None:
+            owner = db.session.scalar(select(Store.owner_id).where(Store.id == store_id))
+            if owner != caller.id:
+                forbid(f"status={status} lists only the items of your own stores.")
+        else:
+            mine = select(Store.id).where(Store.owner_id == caller.id)
+            query = query.where(Item.store_id.in_(mine))
+    return query if status == "all" else query.where(Item.status == status)
+
+
 def item_search(args: dict[str, Any]) -> Select[Any]:
     """The filters of a list of items as one unordered SELECT (ITEMS orders it)."""
-    query = select(Item).where(live_items())
+    query = _visible(select(Item).where(live_items()), args)
     if args.get("store_id") is not None:
         query = query.where(Item.store_id == args["store_id"])
+    if args.get("sku") is not None:
+        query = query.where(Item.sku == args["sku"])
+    if args.get("updated_after") is not None:
+        query = query.where(Item.updated_at > args["updated_after"])
     if args.get("min_price") is not None:
         query = query.where(Item.price >= args["min_price"])
     if args.get("max_price") is not None:

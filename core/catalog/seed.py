@@ -77,6 +77,7 @@ def seed(
                 "contact_email": fake.company_email(),
                 "contact_phone": None,
                 "owner_id": owner.id,
+                "metadata_": {"crm_id": f"C-{random.randint(1000, 9999)}"},
                 "created_at": now,
                 "updated_at": now,
             },
@@ -92,7 +93,7 @@ def seed(
         )
         names = _item_names(fake, items)
         for start in range(0, len(names), CHUNK):
-            _items(fake, store_id, names[start : start + CHUNK], list(tag_ids))
+            _items(fake, store_id, names[start : start + CHUNK], list(tag_ids), start)
             progress(len(names[start : start + CHUNK]))
         totals["stores"] += 1
         totals["items"] += len(names)
@@ -101,7 +102,7 @@ def seed(
     return totals
 
 
-def _items(fake: Faker, store_id: int, names: list[str], tag_ids: list[int]) -> None:
+def _items(fake: Faker, store_id: int, names: list[str], tag_ids: list[int], first: int) -> None:
     now = utcnow()
     rows: list[dict[str, Any]] = [
         {
@@ -115,6 +116,11 @@ def _items(fake: Faker, store_id: int, names: list[str], tag_ids: list[int]) -> 
         }
         for name in names
     ]
+    for position, row in enumerate(rows, first):  # §13: SKUs, some drafts and archived
+        row["sku"] = f"SKU-{store_id}-{position:07d}"
+        row["status"] = random.choices(("active", "draft", "archived"), (90, 6, 4))[0]
+        row["low_stock_threshold"] = random.choice((None, 5, 10, 20))
+        row["metadata_"] = {"origin": "seed"} if random.random() < 0.3 else {}
     ids = (
         db.session.execute(insert(Item).returning(Item.id, sort_by_parameter_order=True), rows)
         .scalars()

@@ -17,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Integer, Select, insert, literal, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from db import db
 from models import Item, StockMovement
-from models.types import utcnow
+from models.types import UTCDateTime, utcnow
 
 MAX_STOCK = 2**31 - 1  # the column is a 32-bit integer
 
@@ -48,6 +49,12 @@ class StockOverflowError(StockError):
 
 class StockChangedError(StockError):
     code = "stock_changed"
+
+
+class ItemArchivedError(StockError):
+    """An archived item keeps its ledger, and only a count may change it (§13)."""
+
+    code = "item_archived"
 
 
 def _current(item: Item) -> int:
@@ -84,7 +91,14 @@ def _record(
 def move(
     item: Item, delta: int, reason: str, *, reference: str | None = None, user_id: int | None
 ) -> StockMovement:
-    """Add ``delta`` (non-zero) to a saved item's stock."""
+    """Add ``delta`` (non-zero) to a saved item's stock; the caller holds the item's
+    row lock (its status cannot change meanwhile)."""
+    if item.status == "archived":
+        raise ItemArchivedError(
+            f"Item {item.id} is archived: its stock moves only by a count (set with "
+            "expected), or after its status is changed.",
+            item.stock,
+        )
     # The bounds are compared with the column alone (no ``stock + delta`` in the
     # WHERE), so PostgreSQL never computes a sum that overflows its integer.
     in_range = Item.stock >= -delta if delta < 0 else Item.stock <= MAX_STOCK - delta
@@ -239,3 +253,39 @@ def _insert_counts(
             for item_id, (delta, after) in changes.items()
         ],
     )
+
+
+def count_many(
+    counts: Select[Any],
+    *,
+    reference: str,
+    now: datetime,
+    user_id: int | None = None,
+    created: bool = False,
+) -> None:
+    """Physical counts of many items at once (the import), set-based: ``counts``
+    selects ``item_id``, ``before`` and ``after`` of items whose row locks the caller
+    holds. One INSERT of count movements and one UPDATE of the items' stock; with
+    ``created``, items just written with stock ``after``: their movements only."""
+    source = counts.subquery()
+    db.session.execute(
+        insert(StockMovement).from_select(
+            ["item_id", "delta", "stock_after", "reason", "reference", "user_id", "created_at"],
+            select(
+                source.c.item_id,
+                source.c.after - source.c.before,
+                source.c.after,
+                literal("count"),
+                literal(reference),
+                literal(user_id, Integer),
+                literal(now, UTCDateTime()),
+            ),
+        )
+    )
+    if not created:
+        db.session.execute(
+            update(Item)
+            .where(Item.id == source.c.item_id)
+            .values(stock=source.c.after, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )

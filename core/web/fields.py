@@ -284,3 +284,54 @@ class JsonBoolean(ma.fields.Boolean):
         if not isinstance(value, bool):
             raise self.make_error("invalid", input=value)
         return value
+
+
+# §13: a SKU is 1 to 64 visible ASCII characters (0x21-0x7E), compared case-sensitively.
+SKU_PATTERN = r"[!-~]{1,64}"
+
+
+def Sku(**kwargs: Any) -> Text:  # noqa: N802 - reads as a field type
+    """An optional SKU; blank or null clears it."""
+    return Text(
+        pattern=trimmed(SKU_PATTERN, optional=True),
+        error="Must be 1 to 64 visible ASCII characters (no spaces).",
+        allow_none=True,
+        blank_is_none=True,
+        **{"metadata": {"example": "MILK-1L-WHOLE"}} | kwargs,
+    )
+
+
+MAX_METADATA_KEYS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 50, 40, 500
+# No control characters but tab and line breaks (PostgreSQL's jsonb cannot even hold NUL).
+_METADATA_TEXT = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]"
+
+
+def Metadata(**kwargs: Any) -> ma.fields.Dict:  # noqa: N802 - reads as a field type
+    """The integrator's own key-value pairs (§13): at most 50 keys of 1 to 40
+    characters, string values of at most 500. A null value removes its key (PATCH
+    merges; core/catalog/metadata.py)."""
+    return ma.fields.Dict(
+        keys=ma.fields.String(
+            validate=validate.Regexp(
+                f"^{_METADATA_TEXT}{{1,{MAX_METADATA_KEY}}}$",
+                error=f"A key is 1 to {MAX_METADATA_KEY} characters, without control characters.",
+            )
+        ),
+        values=ma.fields.String(
+            allow_none=True,
+            validate=validate.Regexp(
+                f"^{_METADATA_TEXT}{{0,{MAX_METADATA_VALUE}}}$",
+                error=f"A value is text of at most {MAX_METADATA_VALUE} characters, "
+                "without control characters.",
+            ),
+        ),
+        validate=validate.Length(max=MAX_METADATA_KEYS, error=f"At most {MAX_METADATA_KEYS} keys."),
+        attribute="metadata_",
+        metadata={
+            "description": f"Your own key-value pairs: at most {MAX_METADATA_KEYS} keys of 1 to "
+            f"{MAX_METADATA_KEY} characters, string values of at most {MAX_METADATA_VALUE}. "
+            "PATCH merges; a key set to null is removed",
+            "example": {"erp_id": "A-1042"},
+        },
+        **kwargs,
+    )

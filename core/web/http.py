@@ -125,8 +125,12 @@ def no_store(response: Response) -> Response:
 
 
 def public_cache(response: Response) -> Response:
-    """Catalog reads may be cached anywhere, but revalidated with their ETag first."""
+    """Catalog reads may be cached anywhere, but revalidated with their ETag first;
+    those that show what only the caller may see (draft items, §13) are the caller's."""
     if request.method in ("GET", "HEAD") and response.status_code in (200, 304):
+        if g.get("caller_specific"):
+            response.headers.setdefault("Cache-Control", "private, no-cache")
+            response.vary.add("Authorization")
         response.headers.setdefault("Cache-Control", "public, no-cache")
     else:
         response.headers.setdefault("Cache-Control", "no-store")

@@ -19,6 +19,9 @@ HEADER = [
     "tags",
     "created_at",
     "updated_at",
+    "sku",
+    "status",
+    "low_stock_threshold",
 ]
 TRICKY = 'Line one, with "quotes"\nline two; Grüße, 東京'
 
@@ -62,6 +65,9 @@ def test_every_item_with_its_columns(client: Client, catalog: Any) -> None:
         "dairy|fresh",
         milk["created_at"],
         milk["updated_at"],
+        "",
+        "active",
+        "",
     ]
     # Text a spreadsheet would run as a formula starts with ' instead.
     assert lines[1][1:4] == ["'=HYPERLINK(1)", "'-2+3", "9.99"]

@@ -39,6 +39,10 @@ class TestCreate:
             "store_id",
             "store",
             "tags",
+            "sku",
+            "status",
+            "low_stock_threshold",
+            "metadata",
             "created_at",
             "updated_at",
         }

@@ -24,7 +24,13 @@ class TestTags:
         )
         assert response.status_code == 201
         tag = response.json
-        assert tag == {"id": tag["id"], "name": "dairy", "store_id": store["id"]}
+        assert tag == {
+            "id": tag["id"],
+            "name": "dairy",
+            "store_id": store["id"],
+            "created_at": tag["created_at"],
+            "updated_at": tag["updated_at"],
+        }
         assert response.headers["Location"] == f"/tags/{tag['id']}"
         got = client.get(f"/tags/{tag['id']}")
         assert got.json == tag

@@ -1,0 +1,508 @@
+"""``flask import-items`` at database speed (PostgreSQL): the file is streamed into a
+staging table with COPY, then checked and merged by a fixed number of set-based
+statements, whatever the number of rows, names or tags (SQLite keeps the simple
+path, core/catalog/csv_import.py, whose rules this follows exactly).
+
+1. Each row is checked in Python as it is read (the same rules as RowSchema: a fast
+   test for the common case, RowSchema itself for anything else and for the
+   messages) and written to the staging table with its line number. Memory stays
+   flat: nothing but the first errors is kept.
+2. In SQL: names and SKUs given twice in the file; the item each row updates (the
+   one with its SKU, else the one with its name: §13); an item two rows would update;
+   a name that the merge would give two items. Each such row is an error of its line.
+3. Counts (created / updated / unchanged) come from comparing the rows with the items
+   and their tags, so a dry run or a refused file reports what would have happened.
+4. Then, unless nothing may be written: the store's missing tags in one INSERT, the
+   changed items in one UPDATE, stock counts through the ledger's bulk writer
+   (core/catalog/stock.py count_many), new items in one INSERT, their links in one.
+
+Everything is one transaction: any invalid row means nothing is written (unless
+``skip_invalid``); ``dry_run`` rolls back. The items being changed are locked while
+the import runs, so counts are not lost to a concurrent movement.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+import marshmallow as ma
+from sqlalchemy import column, literal, select, table
+
+from core.catalog import stock
+from core.catalog.csv_format import TAG_SEPARATOR, restore
+from core.catalog.csv_import import (
+    MAX_REPORTED,
+    RowSchema,
+    Summary,
+    UnreadableFileError,
+    _cells,
+    _flatten,
+    read_header,
+)
+from core.catalog.stock import MAX_STOCK
+from core.web.fields import BLANKS, MAX_QUANTITY, SKU_PATTERN, text_pattern
+from db import db
+from models import Store
+from models.item import STATUSES
+from models.types import utcnow
+
+PROGRESS_EVERY = 10_000  # rows between two calls of ``progress``
+
+# The common case of each rule, as the fields check it once trimmed (core/web/fields.py);
+# anything these do not accept goes to RowSchema, which accepts it or says why not.
+_NAME = re.compile(text_pattern(80))
+_DESCRIPTION = re.compile(text_pattern(2000, optional=True, multiline=True))
+_PRICE = re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,2})?")
+_DIGITS = re.compile(r"[0-9]{1,10}")
+_SKU = re.compile(SKU_PATTERN)
+
+STAGING = """
+CREATE TEMP TABLE import_rows (
+    line integer NOT NULL,
+    name text NOT NULL,
+    lname text GENERATED ALWAYS AS (lower(name)) STORED,
+    price numeric(12, 2) NOT NULL,
+    description text,
+    stock integer,
+    tags text,
+    sku text,
+    status text,
+    low_stock_threshold integer
+) ON COMMIT DROP;
+CREATE TEMP TABLE import_errors (
+    line integer NOT NULL, col text, kind text NOT NULL, value text, other bigint
+) ON COMMIT DROP
+"""
+COPY = (
+    "COPY import_rows (line, name, price, description, stock, tags, sku, status, "
+    "low_stock_threshold) FROM STDIN"
+)
+
+# Rows that say what an earlier row said: the same name, or (among the rest) the same SKU.
+DUPLICATES = """
+INSERT INTO import_errors (line, col, kind, value, other)
+SELECT line, %(col)s, 'duplicate', {value}, first FROM (
+    SELECT line, {value}, min(line) OVER (PARTITION BY {key}) AS first
+    FROM import_rows WHERE {key} IS NOT NULL
+) d WHERE line <> first;
+DELETE FROM import_rows r USING import_errors e WHERE r.line = e.line
+"""
+# The item each row updates: the store's item with its SKU, else the one with its name.
+MATCH = """
+CREATE TEMP TABLE import_plan ON COMMIT DROP AS
+SELECT r.*, coalesce(s.id, n.id) AS item_id, NULL::integer AS old_stock,
+       false AS changed, false AS relink
+FROM import_rows r
+LEFT JOIN items s ON s.store_id = %(store)s AND r.sku IS NOT NULL AND s.sku = r.sku
+LEFT JOIN items n ON n.store_id = %(store)s AND lower(n.name) = r.lname;
+CREATE INDEX ON import_plan (line);
+ANALYZE import_plan
+"""
+# An item two rows would update (one by SKU, one by name): the later row is an error.
+CLAIMED_TWICE = """
+WITH found AS (
+    INSERT INTO import_errors (line, col, kind, value, other)
+    SELECT line, 'name', 'claimed', item_id::text, first FROM (
+        SELECT line, item_id, min(line) OVER (PARTITION BY item_id) AS first
+        FROM import_plan WHERE item_id IS NOT NULL
+    ) d WHERE line <> first
+    RETURNING line
+)
+DELETE FROM import_plan p USING found f WHERE p.line = f.line
+"""
+# A name the merge would give two items: the row's, kept by an item that no row updates.
+# (Repeated while it finds any, since a row left out keeps its item's old name.)
+NAME_TAKEN = """
+WITH found AS (
+    INSERT INTO import_errors (line, col, kind, value, other)
+    SELECT p.line, 'name', 'taken', p.name, n.id
+    FROM import_plan p
+    JOIN items n ON n.store_id = %(store)s AND lower(n.name) = p.lname
+    WHERE n.id IS DISTINCT FROM p.item_id
+      AND NOT EXISTS (SELECT 1 FROM import_plan q WHERE q.item_id = n.id)
+    RETURNING line
+)
+DELETE FROM import_plan p USING found f WHERE p.line = f.line
+"""
+# The items the import will write, locked until it commits; then compared again, as
+# they are now. (An item found unchanged is not locked: the import reads it before any
+# later change, as if it had run first.)
+LOCK = """
+SELECT count(*) FROM (
+    SELECT 1 FROM items i JOIN import_plan p ON p.item_id = i.id
+    WHERE p.changed OR p.relink FOR UPDATE OF i
+) locked
+"""
+# What each matched row changes, and the stock it counts from.
+COMPARE = """
+UPDATE import_plan p SET
+    old_stock = i.stock,
+    changed = (
+        i.name IS DISTINCT FROM p.name OR i.price <> p.price
+        OR (%(has_description)s AND i.description IS DISTINCT FROM p.description)
+        OR (%(has_sku)s AND i.sku IS DISTINCT FROM p.sku)
+        OR (p.status IS NOT NULL AND i.status <> p.status)
+        OR (%(has_threshold)s AND i.low_stock_threshold IS DISTINCT FROM p.low_stock_threshold)
+        OR (p.stock IS NOT NULL AND p.stock <> i.stock)
+    )
+FROM items i WHERE i.id = p.item_id {only}
+"""
+# Each row's tags, once each, in the order the file names them.
+WANTED_TAGS = """
+CREATE TEMP TABLE import_tags ON COMMIT DROP AS
+SELECT DISTINCT ON (p.line, lower(t.name)) p.line, t.name, lower(t.name) AS lname, t.pos
+FROM import_plan p, unnest(string_to_array(p.tags, '|')) WITH ORDINALITY AS t(name, pos)
+WHERE p.tags <> ''
+ORDER BY p.line, lower(t.name), t.pos;
+ANALYZE import_tags
+"""
+# Matched items whose tags differ from the row's (by name, as the tags may not exist yet).
+RELINK = """
+UPDATE import_plan p SET relink = true FROM (
+    (SELECT p.item_id, w.lname FROM import_tags w JOIN import_plan p ON p.line = w.line
+     WHERE p.item_id IS NOT NULL
+     EXCEPT
+     SELECT l.item_id, lower(t.name) FROM item_tags l JOIN tags t ON t.id = l.tag_id
+     JOIN import_plan p ON p.item_id = l.item_id)
+    UNION
+    (SELECT l.item_id, lower(t.name) FROM item_tags l JOIN tags t ON t.id = l.tag_id
+     JOIN import_plan p ON p.item_id = l.item_id
+     EXCEPT
+     SELECT p.item_id, w.lname FROM import_tags w JOIN import_plan p ON p.line = w.line
+     WHERE p.item_id IS NOT NULL)
+) d WHERE p.item_id = d.item_id
+"""
+COUNTS = """
+SELECT count(*) FILTER (WHERE item_id IS NULL),
+       count(*) FILTER (WHERE item_id IS NOT NULL AND (changed OR relink)),
+       count(*) FILTER (WHERE item_id IS NOT NULL AND NOT (changed OR relink))
+FROM import_plan
+"""
+# The store's tags the file names and the store lacks, in the order the file names them.
+NEW_TAGS = """
+INSERT INTO tags (name, store_id, created_at, updated_at)
+SELECT name, %(store)s, %(now)s, %(now)s FROM (
+    SELECT DISTINCT ON (lname) name, lname, line, pos FROM import_tags
+    ORDER BY lname, line, pos
+) f
+WHERE NOT EXISTS (SELECT 1 FROM tags t WHERE t.store_id = %(store)s AND lower(t.name) = f.lname)
+ORDER BY line, pos
+"""
+# Names and SKUs that move are first let go of, so that two items may swap theirs
+# (a unique index is checked row by row); chr(31) is in no name.
+LET_GO = """
+UPDATE items i SET
+    name = left(i.name, 60) || chr(31) || i.id,
+    sku = CASE WHEN %(has_sku)s AND i.sku IS DISTINCT FROM p.sku THEN NULL ELSE i.sku END
+FROM import_plan p
+WHERE p.item_id = i.id AND p.changed
+  AND (lower(i.name) <> p.lname OR (%(has_sku)s AND i.sku IS DISTINCT FROM p.sku))
+"""
+UPDATE_ITEMS = """
+UPDATE items i SET
+    name = p.name,
+    price = p.price,
+    description = CASE WHEN %(has_description)s THEN p.description ELSE i.description END,
+    sku = CASE WHEN %(has_sku)s THEN p.sku ELSE i.sku END,
+    status = coalesce(p.status, i.status),
+    low_stock_threshold = CASE WHEN %(has_threshold)s THEN p.low_stock_threshold
+                               ELSE i.low_stock_threshold END,
+    updated_at = %(now)s
+FROM import_plan p
+WHERE p.item_id = i.id AND (p.changed OR p.relink)
+"""
+NEW_ITEMS = """
+WITH created AS (
+    INSERT INTO items (name, price, description, stock, store_id, sku, status,
+                       low_stock_threshold, created_at, updated_at)
+    SELECT name, price, description, coalesce(stock, 0), %(store)s, sku,
+           coalesce(status, 'active'), low_stock_threshold, %(now)s, %(now)s
+    FROM import_plan WHERE item_id IS NULL ORDER BY line
+    RETURNING id, lower(name) AS lname
+)
+UPDATE import_plan p SET item_id = c.id, old_stock = NULL
+FROM created c WHERE p.item_id IS NULL AND p.lname = c.lname
+"""
+UNLINK = """
+DELETE FROM item_tags l USING import_plan p WHERE p.relink AND l.item_id = p.item_id
+"""
+LINK = """
+INSERT INTO item_tags (item_id, tag_id)
+SELECT p.item_id, t.id FROM import_tags w
+JOIN import_plan p ON p.line = w.line
+JOIN tags t ON t.store_id = %(store)s AND lower(t.name) = w.lname
+WHERE p.relink OR p.old_stock IS NULL
+ORDER BY p.item_id, t.id
+"""
+
+MESSAGES: dict[str, Callable[[str, int], str]] = {
+    "duplicate": lambda value, other: f"{value!r} is on line {other} already.",
+    "claimed": lambda value, other: f"Item {value} is updated by line {other} already.",
+    "taken": lambda value, other: f"{value!r} is the name of item {other}, which no row renames.",
+}
+
+
+@dataclass
+class Columns:
+    """Which optional columns the file has: a column left out leaves its field as it is."""
+
+    description: bool
+    stock: bool
+    tags: bool
+    sku: bool
+    status: bool
+    low_stock_threshold: bool
+
+
+def _plain(cell: str | None) -> str:
+    if not cell:
+        return ""
+    return (cell[1:] if cell[0] == "'" else cell).strip(BLANKS)
+
+
+def _stripped(cell: str | None) -> str:
+    """A number's or a code's cell as _cells reads it (str.strip, not the text fields'
+    trimming)."""
+    return restore(cell or "").strip()
+
+
+def _fast(row: dict[str, str], has: Columns) -> tuple[Any, ...] | None:
+    """The row ready for COPY when every cell is of the common, clearly valid kind;
+    None sends it to RowSchema."""
+    name = _plain(row["name"])
+    price = restore(row["price"] or "").strip(" \t\n\r")
+    if not _NAME.match(name) or not _PRICE.fullmatch(price):
+        return None
+    description = None
+    if has.description:
+        description = _plain(row["description"]) or None
+        if description is not None and not _DESCRIPTION.match(description):
+            return None
+    count = _stripped(row["stock"]) if has.stock else ""
+    if count and not (_DIGITS.fullmatch(count) and int(count) <= MAX_QUANTITY):
+        return None
+    tags = restore(row["tags"] or "") if has.tags else ""
+    if tags:
+        names = [name.strip(BLANKS) for name in tags.split(TAG_SEPARATOR)]
+        if not all(_NAME.match(tag) for tag in names):
+            return None
+        tags = TAG_SEPARATOR.join(names)
+    sku = _stripped(row["sku"]) if has.sku else ""
+    if sku and not _SKU.fullmatch(sku):
+        return None
+    status = _stripped(row["status"]) if has.status else ""
+    if status and status not in STATUSES:
+        return None
+    threshold = _stripped(row["low_stock_threshold"]) if has.low_stock_threshold else ""
+    if threshold and not (_DIGITS.fullmatch(threshold) and int(threshold) <= MAX_STOCK):
+        return None
+    return (
+        name,
+        price,
+        description,
+        count or None,
+        tags,
+        sku or None,
+        status or None,
+        threshold or None,
+    )
+
+
+def _checked(data: dict[str, Any]) -> tuple[Any, ...]:
+    """A row RowSchema accepted, ready for COPY."""
+    return (
+        data["name"],
+        str(data["price"]),
+        data.get("description"),
+        data.get("stock"),
+        TAG_SEPARATOR.join(data.get("tags") or ()),
+        data.get("sku"),
+        data.get("status"),
+        data.get("low_stock_threshold"),
+    )
+
+
+class _Errors:
+    """The first MAX_REPORTED errors by line (from Python and from SQL), and the count."""
+
+    def __init__(self, summary: Summary) -> None:
+        self.summary = summary
+        self.found: list[tuple[int, str | None, str]] = []
+
+    def add(self, line: int, column: str | None, message: str) -> None:
+        self.summary.invalid += 1
+        if len(self.found) < self.summary.listed:
+            self.found.append((line, column, message))
+
+    def report(self) -> None:
+        """Into the summary, by line: Python's and SQL's errors come in two passes."""
+        ordered = sorted(self.found, key=lambda e: e[0])[: self.summary.listed]
+        self.summary.errors.extend(
+            {"line": line, "column": name, "message": message} for line, name, message in ordered
+        )
+
+
+def _load(cursor: Any, text: IO[str], errors: _Errors, progress: Callable[[int], None]) -> Columns:
+    reader = csv.DictReader(text)
+    columns = read_header(reader)
+    has = Columns(
+        *(
+            name in columns
+            for name in ("description", "stock", "tags", "sku", "status", "low_stock_threshold")
+        )
+    )
+    schema = RowSchema()
+    line, since = reader.line_num + 1, 0
+    with cursor.copy(COPY) as copy:
+        for row in reader:
+            start, line = line, reader.line_num + 1
+            since += 1
+            if since == PROGRESS_EVERY:
+                progress(since)
+                since = 0
+            if None in row:  # more cells than columns
+                cells = len(columns) + len(row[None])
+                errors.add(start, None, f"{cells} cells, expected at most {len(columns)}.")
+                continue
+            ready = _fast(row, has)
+            if ready is None:
+                try:
+                    ready = _checked(schema.load(_cells(row)))
+                except ma.ValidationError as exc:
+                    messages: dict[str, Any] = exc.messages  # type: ignore[assignment]
+                    for name, message in sorted(messages.items()):
+                        errors.add(start, name, " ".join(_flatten(message)))
+                    continue
+            copy.write_row((start, *ready))
+    progress(since)
+    return has
+
+
+def _run(cursor: Any, statements: str, params: dict[str, Any] | None = None) -> None:
+    """Statements separated by ``;`` and a line break, one at a time (a statement with
+    parameters goes alone)."""
+    for statement in statements.split(";\n"):
+        cursor.execute(statement, params)
+
+
+def _sql_errors(cursor: Any, errors: _Errors) -> None:
+    cursor.execute("SELECT count(*) FROM import_errors")
+    total = cursor.fetchone()[0]
+    cursor.execute(
+        "SELECT line, col, kind, value, other FROM import_errors ORDER BY line LIMIT %s",
+        (errors.summary.listed,),
+    )
+    for line, col, kind, value, other in cursor.fetchall():
+        errors.add(line, col, MESSAGES[kind](value, other))
+    errors.summary.invalid += total - min(total, errors.summary.listed)
+
+
+def import_items(
+    store: Store,
+    raw: IO[bytes],
+    *,
+    dry_run: bool = False,
+    skip_invalid: bool = False,
+    progress: Callable[[int], None] = lambda _rows: None,
+    listed: int = MAX_REPORTED,
+    commit: bool = True,
+) -> Summary:
+    """Import ``raw`` (a binary file) into ``store``; commits unless nothing may be
+    written (invalid rows without ``skip_invalid``, or ``dry_run``). With
+    ``commit=False`` the rows stay in the session's open transaction (a job's)."""
+    summary = Summary(listed=listed)
+    errors = _Errors(summary)
+    text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+    cursor = db.session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        # A bulk load, not a request: no statement timeout (DB_STATEMENT_TIMEOUT_MS
+        # bounds requests); hash joins and sorts of the whole file in memory where
+        # they fit.
+        cursor.execute("SET LOCAL statement_timeout = 0")
+        cursor.execute("SET LOCAL work_mem = '256MB'")
+        _run(cursor, STAGING)
+        has = _load(cursor, text, errors, progress)
+        cursor.execute("ANALYZE import_rows")
+        _run(cursor, DUPLICATES.format(key="lname", value="name"), {"col": "name"})
+        _run(cursor, DUPLICATES.format(key="sku", value="sku"), {"col": "sku"})
+        params = {
+            "store": store.id,
+            "now": utcnow(),
+            "has_description": has.description,
+            "has_sku": has.sku,
+            "has_threshold": has.low_stock_threshold,
+        }
+        _run(cursor, MATCH, params)
+        cursor.execute(CLAIMED_TWICE)
+        while True:
+            cursor.execute(NAME_TAKEN, params)
+            if not cursor.rowcount or not skip_invalid:
+                break
+        _sql_errors(cursor, errors)
+        cursor.execute(COMPARE.format(only=""), params)
+        _run(cursor, WANTED_TAGS)
+        cursor.execute(RELINK)
+        cursor.execute(LOCK)
+        cursor.execute(COMPARE.format(only="AND (p.changed OR p.relink)"), params)
+        cursor.execute(COUNTS)
+        summary.created, summary.updated, summary.unchanged = cursor.fetchone()
+        errors.report()
+        if dry_run or (summary.invalid and not skip_invalid):
+            db.session.rollback()
+            return summary
+        _write(cursor, params)
+    except UnicodeDecodeError as exc:
+        db.session.rollback()
+        raise UnreadableFileError(f"The file is not UTF-8 text ({exc.reason}).") from None
+    except csv.Error as exc:
+        db.session.rollback()
+        raise UnreadableFileError(f"Not a CSV file this importer can read: {exc}.") from None
+    except BaseException:
+        db.session.rollback()
+        raise
+    finally:
+        text.detach()  # the caller's file stays the caller's to close
+        cursor.close()
+    if commit:
+        db.session.commit()
+    return summary
+
+
+PLAN = table(
+    "import_plan",
+    column("item_id"),
+    column("stock"),
+    column("old_stock"),
+    column("changed"),
+)
+
+
+def _write(cursor: Any, params: dict[str, Any]) -> None:
+    cursor.execute(NEW_TAGS, params)
+    cursor.execute(LET_GO, params)
+    cursor.execute(UPDATE_ITEMS, params)
+    # Matched items whose count differs: their stock and a count movement each.
+    stock.count_many(
+        select(PLAN.c.item_id, PLAN.c.old_stock.label("before"), PLAN.c.stock.label("after")).where(
+            PLAN.c.stock.is_not(None), PLAN.c.stock != PLAN.c.old_stock
+        ),
+        reference="import",
+        now=params["now"],
+    )
+    cursor.execute(NEW_ITEMS, params)
+    # New items were written with their stock: a count movement each that gave one.
+    stock.count_many(
+        select(PLAN.c.item_id, literal(0).label("before"), PLAN.c.stock.label("after")).where(
+            PLAN.c.old_stock.is_(None), PLAN.c.stock.is_not(None)
+        ),
+        reference="import",
+        now=params["now"],
+        created=True,
+    )
+    cursor.execute(UNLINK)
+    cursor.execute(LINK, params)
