@@ -472,7 +472,7 @@ def get_json(url: str, token: str) -> Any:
         return json.loads(response.read())
 
 
-def delete_million_store(base: str, env: dict, database: str) -> None:
+def delete_million_store(base: str, env: dict[str, str], database: str) -> None:
     """DELETE /stores/1001 (1,000,000 items) answers 202; a worker deletes the rows in
     batches. Its duration, and the p95 of another store's list before and meanwhile."""
     engine = create_engine(database.replace("postgresql://", "postgresql+psycopg://", 1))

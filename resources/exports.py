@@ -110,7 +110,7 @@ class ExportJobs(MethodView):
     @login_required(blp)
     @blp.arguments(ExportJobSchema)
     @blp.response(202, **ACCEPTED)
-    def post(self, args):
+    def post(self, args: dict[str, Any]) -> Response:
         """Export a search as CSV by a job; its `links.file` downloads it for 24 hours"""
         job = engine.create("export", current_user.id, params={"filters": _jsonable(args)})
         return start(job)

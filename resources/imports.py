@@ -4,8 +4,9 @@ with a job, and a worker runs it through the importer of ``flask import-items``.
 from __future__ import annotations
 
 import io
+from typing import Any
 
-from flask import current_app, request
+from flask import Response, current_app, request
 from flask.views import MethodView
 from flask_jwt_extended import current_user
 
@@ -44,7 +45,7 @@ class StoreImports(MethodView):
     @blp.response(202, **ACCEPTED)
     @blp.alt_response(413, response="DEFAULT_ERROR", description="Body over IMPORT_MAX_BYTES")
     @blp.alt_response(415, response="DEFAULT_ERROR", description="Body not text/csv")
-    def post(self, store, args):
+    def post(self, store: Store, args: dict[str, Any]) -> Response:
         """Import a CSV body into a store's items (a job; same rules as `flask import-items`)"""
         if request.mimetype != "text/csv":
             abort(415, message="Send the file as the body, with Content-Type: text/csv.")

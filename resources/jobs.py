@@ -4,12 +4,13 @@ one (a big store deletion, an import, an export job) answer 202 with the job
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Response, jsonify, request, stream_with_context, url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from core.auth.permissions import login_required
 from core.jobs import engine, files
@@ -77,7 +78,7 @@ class Jobs(MethodView):
     @login_required(blp)
     @blp.response(200, JobSchema(many=True), headers=LIST_HEADERS)
     @JOBS.paginate(blp)
-    def get(self, _args):
+    def get(self, _args: dict[str, Any]) -> Select[Job]:
         """List your jobs, newest first (an admin: everyone's)"""
         query = select(Job)
         if not current_user.is_admin:
@@ -90,7 +91,7 @@ class JobById(MethodView):
     @login_required(blp)
     @blp.response(200, JobSchema)
     @blp.alt_response(404, response="NOT_FOUND")
-    def get(self, job_id):
+    def get(self, job_id: int) -> dict[str, Any]:
         """One job: its status, progress, result or error"""
         return as_json(_visible_job(job_id))
 
@@ -98,7 +99,7 @@ class JobById(MethodView):
     @blp.response(202, JobSchema, headers=JOB_LOCATION)
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
-    def delete(self, job_id):
+    def delete(self, job_id: int) -> Response:
         """Cancel a queued or running job (it stops at its next batch)"""
         job = _visible_job(job_id)
         if job.type == "store_delete":
@@ -122,7 +123,7 @@ class JobFile(MethodView):
     @login_required(blp)
     @blp.response(200, {"type": "string"}, content_type="text/csv")
     @blp.alt_response(404, response="NOT_FOUND")
-    def get(self, job_id):
+    def get(self, job_id: int) -> Response:
         """An export job's CSV (its creator, for 24 hours after it finished)"""
         job = db.session.get(Job, job_id)
         if job is None or job.user_id != current_user.id:
@@ -130,7 +131,7 @@ class JobFile(MethodView):
         if not has_file(job) or not files.has(job.id, "output"):
             abort(404, message=f"Job {job_id} has no file (not an export, not done, or expired).")
 
-        def generate():
+        def generate() -> Iterator[bytes]:
             yield from files.chunks(job.id, "output")
 
         response = Response(stream_with_context(generate()), mimetype="text/csv")

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy import func, select, update
 
 from core.jobs import engine, work
 from core.jobs.engine import JobCanceledError
 from db import db
-from helpers import assert_error, bearer, query, snapshot
-from models import Item, Job, JobChunk, StockMovement, Store, Tag, item_tags
+from helpers import CatalogFactory, Client, Response, assert_error, bearer, query, snapshot
+from models import Item, Job, JobChunk, StockMovement, Store, Tag, User, item_tags
 from models.types import utcnow
 
 # A broker nobody reads: the job stays queued until the test runs it (run_job).
@@ -24,12 +27,14 @@ QUEUED = {"CELERY_TASK_ALWAYS_EAGER": False, "CELERY_BROKER_URL": "memory://"}
 CSV = "text/csv"
 
 
-def run_job(app, job_id: int) -> None:
+def run_job(app: Flask, job_id: int) -> None:
     """The task, run here as a worker would run it."""
     app.extensions["celery"].tasks["jobs.run"].apply(args=[job_id]).get()
 
 
-def big_store(api, headers, name="Big", items=5):
+def big_store(
+    api: CatalogFactory, headers: dict[str, str], name: str = "Big", items: int = 5
+) -> Any:
     store = api.store(headers, name)
     tag = api.tag(headers, store, "bulk")
     for n in range(items):
@@ -38,9 +43,9 @@ def big_store(api, headers, name="Big", items=5):
     return store
 
 
-def assert_job(response, status: int = 202) -> dict:
+def assert_job(response: Response, status: int = 202) -> dict[str, Any]:
     assert response.status_code == status, response.get_data(as_text=True)
-    job = response.json
+    job: dict[str, Any] = response.json
     assert set(job) == {
         "id",
         "type",
@@ -63,7 +68,9 @@ def assert_job(response, status: int = 202) -> dict:
 
 
 @pytest.mark.config(STORE_DELETE_SYNC_MAX=3, STORE_DELETE_BATCH=2, **QUEUED)
-def test_a_big_store_is_gone_at_once_and_its_rows_go_in_batches(app, client, as_alice, api):
+def test_a_big_store_is_gone_at_once_and_its_rows_go_in_batches(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
     keep = api.store(as_alice, "Keep")
     kept = api.item(as_alice, keep, name="Kept")
     store = big_store(api, as_alice)
@@ -132,7 +139,9 @@ def test_a_big_store_is_gone_at_once_and_its_rows_go_in_batches(app, client, as_
 
 
 @pytest.mark.config(STORE_DELETE_SYNC_MAX=3, STORE_DELETE_BATCH=2)
-def test_with_a_worker_at_hand_the_job_finishes(app, client, as_alice, api):
+def test_with_a_worker_at_hand_the_job_finishes(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
     store = big_store(api, as_alice)
     job = assert_job(client.delete(f"/stores/{store['id']}", headers=as_alice))
     assert job["status"] == "queued"  # as committed; the (eager) task ran after
@@ -142,7 +151,9 @@ def test_with_a_worker_at_hand_the_job_finishes(app, client, as_alice, api):
 
 
 @pytest.mark.config(STORE_DELETE_SYNC_MAX=3)
-def test_a_small_store_still_goes_at_once(app, client, as_alice, api):
+def test_a_small_store_still_goes_at_once(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
     store = big_store(api, as_alice, items=3)
     response = client.delete(f"/stores/{store['id']}", headers=as_alice)
     assert response.status_code == 204 and "Location" not in response.headers
@@ -151,8 +162,16 @@ def test_a_small_store_still_goes_at_once(app, client, as_alice, api):
 
 @pytest.mark.config(STORE_DELETE_SYNC_MAX=1, **QUEUED)
 def test_only_the_owner_or_an_admin_with_a_fresh_token(
-    app, client, as_alice, alice, bob, admin, auth, login, api
-):
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    alice: User,
+    bob: User,
+    admin: User,
+    auth: Callable[[User], dict[str, str]],
+    login: Callable[..., dict[str, Any]],
+    api: CatalogFactory,
+) -> None:
     store = big_store(api, as_alice, items=2)
     stale = client.post("/refresh", headers=bearer(login(alice)["refresh_token"])).json
     before = snapshot(app)
@@ -172,7 +191,9 @@ def test_only_the_owner_or_an_admin_with_a_fresh_token(
 
 
 @pytest.mark.config(STORE_DELETE_SYNC_MAX=1, STORE_DELETE_BATCH=1, JOB_STALE_SECONDS=60, **QUEUED)
-def test_a_job_whose_worker_died_is_taken_over_by_the_sweep(app, client, as_alice, api):
+def test_a_job_whose_worker_died_is_taken_over_by_the_sweep(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
     store = big_store(api, as_alice, items=3)
     job_id = client.delete(f"/stores/{store['id']}", headers=as_alice).json["id"]
     with app.app_context():
@@ -197,7 +218,9 @@ def test_a_job_whose_worker_died_is_taken_over_by_the_sweep(app, client, as_alic
 
 
 @pytest.mark.config(JOB_STALE_SECONDS=60, **QUEUED)
-def test_a_job_no_worker_took_is_queued_again(app, client, as_alice, api):
+def test_a_job_no_worker_took_is_queued_again(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
     job_id = client.post("/exports", json={}, headers=as_alice).json["id"]
     with app.app_context():
         assert engine.sweep() == []
@@ -211,7 +234,14 @@ def test_a_job_no_worker_took_is_queued_again(app, client, as_alice, api):
 
 
 @pytest.mark.config(**QUEUED)
-def test_the_list_is_the_callers_jobs_newest_first(app, client, as_alice, bob, admin, auth):
+def test_the_list_is_the_callers_jobs_newest_first(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    bob: User,
+    admin: User,
+    auth: Callable[[User], dict[str, str]],
+) -> None:
     mine = [client.post("/exports", json={}, headers=as_alice).json["id"] for _ in range(3)]
     theirs = client.post("/exports", json={}, headers=auth(bob)).json["id"]
     page = client.get("/jobs?page_size=2", headers=as_alice)
@@ -242,7 +272,14 @@ BAD = (
 )
 
 
-def post_import(client, store, body, headers, params="", content_type=CSV):
+def post_import(
+    client: Client,
+    store: Any,
+    body: str | bytes,
+    headers: dict[str, str],
+    params: str = "",
+    content_type: str = CSV,
+) -> Response:
     data = body.encode() if isinstance(body, str) else body
     return client.post(
         f"/stores/{store['id']}/imports{params}",
@@ -251,7 +288,9 @@ def post_import(client, store, body, headers, params="", content_type=CSV):
     )
 
 
-def test_an_import_job_runs_the_importer(app, client, as_alice, api):
+def test_an_import_job_runs_the_importer(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
     store = api.store(as_alice)
     job = assert_job(post_import(client, store, GOOD, as_alice))
     assert job["type"] == "import" and job["progress"] == {"done": 0, "total": len(GOOD)}
@@ -278,7 +317,9 @@ def test_an_import_job_runs_the_importer(app, client, as_alice, api):
     assert again["result"]["unchanged"] == 2 and again["result"]["created"] == 0
 
 
-def test_invalid_lines_fail_the_job_by_line_and_write_nothing(app, client, as_alice, api):
+def test_invalid_lines_fail_the_job_by_line_and_write_nothing(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
     store = api.store(as_alice)
     before = snapshot(app)
     job = assert_job(post_import(client, store, BAD, as_alice))
@@ -312,7 +353,9 @@ def test_invalid_lines_fail_the_job_by_line_and_write_nothing(app, client, as_al
     assert after == before
 
 
-def test_skip_invalid_and_dry_run(app, client, as_alice, api):
+def test_skip_invalid_and_dry_run(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
     store = api.store(as_alice)
     dry = assert_job(post_import(client, store, GOOD, as_alice, "?dry_run=true"))
     dry = client.get(dry["links"]["self"], headers=as_alice).json
@@ -325,7 +368,9 @@ def test_skip_invalid_and_dry_run(app, client, as_alice, api):
     assert query(app, select(Item.name).order_by(Item.name)) == [("Jam",), ("Milk",)]
 
 
-def test_an_unreadable_file_fails_with_its_reason(client, as_alice, api):
+def test_an_unreadable_file_fails_with_its_reason(
+    client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
     store = api.store(as_alice)
     job = assert_job(post_import(client, store, "name,colour\r\nMilk,white\r\n", as_alice))
     done = client.get(job["links"]["self"], headers=as_alice).json
@@ -335,7 +380,14 @@ def test_an_unreadable_file_fails_with_its_reason(client, as_alice, api):
 
 
 @pytest.mark.config(IMPORT_MAX_BYTES=40)
-def test_bad_import_requests_change_nothing(app, client, as_alice, auth, bob, api):
+def test_bad_import_requests_change_nothing(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+    api: CatalogFactory,
+) -> None:
     store = api.store(as_alice)
     before = snapshot(app)
     short = "name,price\r\nMilk,1\r\n"
@@ -357,7 +409,14 @@ def test_bad_import_requests_change_nothing(app, client, as_alice, auth, bob, ap
 # --- exports -------------------------------------------------------------------------
 
 
-def test_an_export_jobs_file_is_the_streamed_export(app, client, as_alice, auth, bob, api):
+def test_an_export_jobs_file_is_the_streamed_export(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+    api: CatalogFactory,
+) -> None:
     store = big_store(api, as_alice, items=4)
     api.item(as_alice, store, name="=HYPERLINK()", description="+risky", price="0.10")
     other = api.store(as_alice, "Other")
@@ -383,9 +442,11 @@ def test_an_export_jobs_file_is_the_streamed_export(app, client, as_alice, auth,
     assert_error(client.get(done["links"]["file"]), 401)
 
 
-def test_an_export_job_refuses_bad_filters(app, client, as_alice):
+def test_an_export_job_refuses_bad_filters(
+    app: Flask, client: Client, as_alice: dict[str, str]
+) -> None:
     before = snapshot(app)
-    bodies = (
+    bodies: tuple[Any, ...] = (
         {"colour": "red"},
         {"sort": "weight"},
         {"min_price": -1},
@@ -400,7 +461,9 @@ def test_an_export_job_refuses_bad_filters(app, client, as_alice):
     assert snapshot(app) == before
 
 
-def test_whole_catalog_export_and_the_file_expires(app, client, as_alice, api):
+def test_whole_catalog_export_and_the_file_expires(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
     store = api.store(as_alice)
     api.item(as_alice, store, name="Milk")
     job = client.post("/exports", json={"in_stock": False}, headers=as_alice).json
@@ -427,7 +490,9 @@ def test_whole_catalog_export_and_the_file_expires(app, client, as_alice, api):
 
 
 @pytest.mark.config(**QUEUED)
-def test_a_canceled_job_does_nothing(app, client, as_alice, api):
+def test_a_canceled_job_does_nothing(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
     store = api.store(as_alice)
     job = assert_job(client.post("/exports", json={}, headers=as_alice))
     imported = assert_job(post_import(client, store, GOOD, as_alice))
@@ -447,7 +512,9 @@ def test_a_canceled_job_does_nothing(app, client, as_alice, api):
 
 
 @pytest.mark.config(**QUEUED)
-def test_a_running_import_stops_at_its_next_chunk_when_canceled(app, client, as_alice, api):
+def test_a_running_import_stops_at_its_next_chunk_when_canceled(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
     store = api.store(as_alice)
     rows = "".join(f"Item {n},1.00\r\n" for n in range(2500))
     job_id = post_import(client, store, "name,price\r\n" + rows, as_alice).json["id"]
@@ -463,7 +530,9 @@ def test_a_running_import_stops_at_its_next_chunk_when_canceled(app, client, as_
     assert client.get(f"/jobs/{job_id}", headers=as_alice).json["status"] == "canceled"
 
 
-def test_an_import_sent_with_an_idempotency_key_is_made_once(app, client, as_alice, api):
+def test_an_import_sent_with_an_idempotency_key_is_made_once(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
     store = api.store(as_alice)
     headers = {**as_alice, "Idempotency-Key": "import-1"}
     first = assert_job(post_import(client, store, GOOD, headers))

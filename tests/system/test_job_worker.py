@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from flask import Flask
 from sqlalchemy import func, insert, select
 
 from db import db
-from helpers import PG_URL, REDIS_URL, query, snapshot
-from models import Item, Job, StockMovement, Store, Tag, item_tags
+from helpers import PG_URL, REDIS_URL, CatalogFactory, Client, query, snapshot
+from models import Item, Job, StockMovement, Store, Tag, User, item_tags
 from models.types import utcnow
 from servers import BIN, ROOT, server_env
 
@@ -47,14 +48,14 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60, what: str = "")
 
 
 @pytest.fixture
-def worker(tmp_path) -> Iterator[Callable[..., subprocess.Popen]]:
+def worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Starts ``celery -A app worker`` (with ``beat``: the sweep) in its own process
     group; every one started is stopped at the end."""
     broker = redis.Redis.from_url(REDIS_URL)
     broker.delete(*BROKER_KEYS)  # nothing left over from another test
-    started: list[subprocess.Popen] = []
+    started: list[subprocess.Popen[bytes]] = []
 
-    def start(*, beat: bool = False) -> subprocess.Popen:
+    def start(*, beat: bool = False) -> subprocess.Popen[bytes]:
         env = server_env(DATABASE_URL=PG_URL, APP_ENV="development", **WORKER_ENV)
         command = [str(BIN / "celery"), "-A", "app", "worker", "--concurrency=1"]
         command += ["--loglevel=WARNING", "--without-mingle", "--without-gossip"]
@@ -80,14 +81,14 @@ def worker(tmp_path) -> Iterator[Callable[..., subprocess.Popen]]:
     broker.close()
 
 
-def job_row(app, job_id: int) -> Job:
+def job_row(app: Flask, job_id: int) -> Job:
     with app.app_context():
         job = db.session.get_one(Job, job_id)
         db.session.expunge(job)
         return job
 
 
-def fill_store(app, owner_id: int, items: int) -> int:
+def fill_store(app: Flask, owner_id: int, items: int) -> int:
     """A store with ``items`` items, each tagged and with a stock movement (SQL: fast)."""
     with app.app_context():
         store = Store(name="Warehouse", owner_id=owner_id)
@@ -131,8 +132,13 @@ def fill_store(app, owner_id: int, items: int) -> int:
 
 @pytest.mark.config(**ON_A_WORKER)
 def test_a_deletion_whose_worker_is_killed_halfway_finishes(
-    app, client, alice, as_alice, api, worker
-):
+    app: Flask,
+    client: Client,
+    alice: User,
+    as_alice: dict[str, str],
+    api: CatalogFactory,
+    worker: Callable[..., subprocess.Popen[bytes]],
+) -> None:
     kept = api.store(as_alice, "Kept")
     kept_item = api.item(as_alice, kept, name="Stays")
     store_id = fill_store(app, alice.id, 3000)
@@ -168,7 +174,13 @@ BAD = "name,price,stock\r\nMilk,1.50,3\r\nBread,-2,1\r\nEggs,3.00,many\r\nJam,4.
 
 
 @pytest.mark.config(**ON_A_WORKER)
-def test_an_import_job_with_invalid_lines_writes_nothing(app, client, as_alice, api, worker):
+def test_an_import_job_with_invalid_lines_writes_nothing(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    api: CatalogFactory,
+    worker: Callable[..., subprocess.Popen[bytes]],
+) -> None:
     store = api.store(as_alice)
     api.item(as_alice, store, name="Milk", price="9.00")
     worker()
@@ -195,7 +207,13 @@ def test_an_import_job_with_invalid_lines_writes_nothing(app, client, as_alice, 
 
 
 @pytest.mark.config(EXPORT_CHUNK_SIZE=7, **ON_A_WORKER)
-def test_an_export_jobs_file_is_the_streamed_export(app, client, alice, as_alice, worker):
+def test_an_export_jobs_file_is_the_streamed_export(
+    app: Flask,
+    client: Client,
+    alice: User,
+    as_alice: dict[str, str],
+    worker: Callable[..., subprocess.Popen[bytes]],
+) -> None:
     store_id = fill_store(app, alice.id, 50)
     worker()
     response = client.post(
