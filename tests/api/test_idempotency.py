@@ -353,7 +353,7 @@ class TestStoredFingerprint:
             assert (computed == stored[0]) == (each is app)
 
 
-def stored_fingerprints(app) -> list[str]:
+def stored_fingerprints(app):
     store = app.extensions["idempotency"]
     if isinstance(store, RedisStore):
         keys = [k for k in store.redis.scan_iter(f"{store.prefix}*") if b":usage:" not in k]
