@@ -256,10 +256,17 @@ class ItemCreateSchema(ItemReplaceSchema):
             raise ValidationError(f"Store {value} does not exist.")
 
 
+MAX_TAGS = 10  # every repeatable parameter is bounded (§4)
+
+
 class ItemQuerySchema(ma.Schema):
     tag = fields.List(
         Name(),
-        metadata={"description": "Repeatable: items that carry every one of these tags"},
+        validate=validate.Length(max=MAX_TAGS),
+        metadata={
+            "description": f"Repeatable, at most {MAX_TAGS}: items that carry every one of "
+            "these tags"
+        },
     )
     q = Line(80, metadata={"description": "Case-insensitive substring of the name or description"})
     search = Line(
