@@ -148,7 +148,7 @@ def item_search(args: dict[str, Any]) -> Select[Any]:
     return query
 
 
-def _any(column: Any, values: list[int]) -> ColumnElement[bool]:
+def _any(column: ColumnElement[int], values: list[int]) -> ColumnElement[bool]:
     """``column`` is one of ``values``: one array parameter on PostgreSQL (the
     statement, and its plan, the same for any number of values)."""
     if _postgresql():
