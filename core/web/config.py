@@ -119,6 +119,13 @@ class Config:
         self.ARGON2_PARALLELISM = self.env_int("ARGON2_PARALLELISM", 1)
 
         self.MAX_CONTENT_LENGTH = self.env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
+        # The request head (core/web/http.py; gunicorn's own limits are set higher,
+        # gunicorn.conf.py): the request target (414), one header field, their number
+        # and their total (431).
+        self.MAX_URI_BYTES = self.env_int("MAX_URI_BYTES", 8190)
+        self.MAX_HEADER_BYTES = self.env_int("MAX_HEADER_BYTES", 8190)
+        self.MAX_HEADER_FIELDS = self.env_int("MAX_HEADER_FIELDS", 100)
+        self.MAX_HEADERS_TOTAL_BYTES = self.env_int("MAX_HEADERS_TOTAL_BYTES", 64 * 1024)
         self.TRUSTED_PROXIES = self.env_int("TRUSTED_PROXIES", 0)
         self.CORS_ORIGINS = [
             o.strip() for o in self.env_str("CORS_ORIGINS").split(",") if o.strip()
