@@ -20,6 +20,7 @@ from core.web.fields import (
     OptionalText,
     Password,
     Phone,
+    TagName,
     Text,
     Username,
 )
@@ -203,7 +204,7 @@ class TagSchema(RefSchema):
 
 
 class TagInputSchema(ma.Schema):
-    name = Name(required=True, metadata={"example": "dairy"})
+    name = TagName(required=True, metadata={"example": "dairy"})
 
 
 # --- items ----------------------------------------------------------------------

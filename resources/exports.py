@@ -17,9 +17,10 @@ from flask import Response, current_app, stream_with_context
 from flask.views import MethodView
 from sqlalchemy import Select, func, select
 
-from core.catalog.csv_format import TAG_SEPARATOR, Writer
+from core.catalog.csv_format import Writer
 from core.catalog.queries import ITEMS, item_search
 from core.lists import cursors
+from core.web.fields import TAG_SEPARATOR
 from core.web.smorest import Blueprint
 from db import db
 from models import Item, Store, Tag, item_tags

@@ -22,9 +22,9 @@ from typing import IO, Any
 import marshmallow as ma
 from sqlalchemy import delete, func, insert, literal, select, update
 
-from core.catalog.csv_format import COLUMNS, TAG_SEPARATOR, restore
+from core.catalog.csv_format import COLUMNS, restore
 from core.catalog.stock import MAX_QUANTITY
-from core.web.fields import Integer, Money, Name, OptionalText
+from core.web.fields import TAG_SEPARATOR, Integer, Money, Name, OptionalText, TagName
 from db import db, unicode_lower
 from models import Item, StockMovement, Store, Tag, item_tags
 from models.types import utcnow
@@ -44,7 +44,7 @@ class RowSchema(ma.Schema):
     price = Money(required=True)
     description = OptionalText(2000, multiline=True)
     stock = Integer(allow_none=True, validate=ma.validate.Range(0, MAX_QUANTITY))
-    tags = ma.fields.List(Name(validate=ma.validate.ContainsNoneOf(TAG_SEPARATOR)))
+    tags = ma.fields.List(TagName())
 
 
 @dataclass
