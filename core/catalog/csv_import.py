@@ -247,15 +247,22 @@ class Importer:
             db.session.execute(insert(StockMovement), movements)
 
 
+# Texts lowercased per statement: a statement's size never grows with the number of
+# distinct names and tags (PostgreSQL allows at most 1,664 columns in a SELECT).
+LOWER_BATCH = 500
+
+
 def _lowered(texts: list[str]) -> dict[str, str]:
-    """Each text as the database lowercases it (one statement): names are compared
-    by the database's lower() everywhere (the unique indexes use it), which Python's
-    str.lower() does not always match ("İ")."""
+    """Each text as the database lowercases it (a statement per LOWER_BATCH texts):
+    names are compared by the database's lower() everywhere (the unique indexes use
+    it), which Python's str.lower() does not always match ("İ")."""
     unique = list(dict.fromkeys(texts))
-    if not unique:
-        return {}
-    values = db.session.execute(select(*(func.lower(literal(text)) for text in unique))).one()
-    return dict(zip(unique, values, strict=True))
+    lowered: dict[str, str] = {}
+    for start in range(0, len(unique), LOWER_BATCH):
+        batch = unique[start : start + LOWER_BATCH]
+        values = db.session.execute(select(*(func.lower(literal(text)) for text in batch))).one()
+        lowered.update(zip(batch, values, strict=True))
+    return lowered
 
 
 def _count(item_id: int, delta: int, after: int, now: Any) -> dict[str, Any]:
