@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, insert, literal, select, update
 from core.catalog.csv_format import COLUMNS, restore
 from core.catalog.stock import MAX_QUANTITY
 from core.web.fields import TAG_SEPARATOR, Integer, Money, Name, OptionalText, TagName
-from db import db, unicode_lower
+from db import BULK_TABLES, analyze, db, unicode_lower
 from models import Item, StockMovement, Store, Tag, item_tags
 from models.types import utcnow
 
@@ -313,5 +313,5 @@ def import_items(
     if dry_run or (summary.invalid and not skip_invalid):
         db.session.rollback()
     else:
-        db.session.commit()
+        analyze(*BULK_TABLES)  # commits
     return summary

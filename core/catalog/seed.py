@@ -14,7 +14,7 @@ from typing import Any
 from faker import Faker
 from sqlalchemy import func, insert, select
 
-from db import db
+from db import BULK_TABLES, analyze, db
 from models import Item, StockMovement, Store, Tag, User, item_tags
 from models.types import utcnow
 
@@ -96,7 +96,7 @@ def seed(
         totals["stores"] += 1
         totals["items"] += len(names)
         totals["tags"] += len(tag_ids)
-    db.session.commit()
+    analyze(*BULK_TABLES)
     return totals
 
 

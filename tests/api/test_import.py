@@ -5,7 +5,7 @@ import csv
 import io
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from core.catalog.csv_import import import_items
 from db import db
@@ -204,3 +204,11 @@ def test_many_distinct_names_and_tags_import(app, store, run):
     assert query(app, select(func.count()).select_from(Item)) == [(900,)]
     assert query(app, select(func.count()).select_from(Tag)) == [(1800,)]
     assert max(s.count("lower(") for s in statements) <= 500
+
+
+@pytest.mark.postgres
+def test_an_import_leaves_fresh_statistics(app, store, run):
+    """17.12: the planner's row estimate (and so an estimated count) is right at once."""
+    rows = [f"Item {n},1.00,,," for n in range(70)]
+    assert run(store["id"], HEADER + "\r\n".join(rows) + "\r\n").exit_code == 0
+    assert query(app, text("SELECT reltuples FROM pg_class WHERE relname = 'items'")) == [(70,)]
