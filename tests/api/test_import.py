@@ -212,3 +212,26 @@ def test_an_import_leaves_fresh_statistics(app, store, run):
     rows = [f"Item {n},1.00,,," for n in range(70)]
     assert run(store["id"], HEADER + "\r\n".join(rows) + "\r\n").exit_code == 0
     assert query(app, text("SELECT reltuples FROM pg_class WHERE relname = 'items'")) == [(70,)]
+
+
+def test_text_starting_with_a_quote_round_trips(app, client, api, as_alice, store, run):
+    """Import strips exactly the one ' the export added: "'quoted" stays "'quoted"."""
+    names = ["'quoted", "''twice", "=1+1", "+1", "-1", "@x", "plain"]
+    for name in names:
+        api.item(as_alice, store, name=name, description=name)
+    exported = client.get(f"/stores/{store['id']}/items.csv").get_data()
+    empty = api.store(as_alice, "Empty")
+    assert run(empty["id"], exported).exit_code == 0
+    got = query(app, select(Item.name, Item.description).where(Item.store_id == empty["id"]))
+    assert sorted(got) == sorted((name, name) for name in names)
+
+
+def test_an_empty_stock_cell_leaves_the_stock_as_it_is(app, client, api, as_alice, store, run):
+    milk = api.item(as_alice, store, name="Milk", price="1.00", stock=5)
+    before = query(app, select(StockMovement.id))
+    result = run(store["id"], HEADER + "Milk,1.20,,,\r\n")
+    assert result.exit_code == 0, result.output
+    assert "0 created, 1 updated, 0 unchanged, 0 invalid." in result.output
+    item = client.get(f"/items/{milk['id']}").json
+    assert (item["stock"], item["price"]) == (5, 1.2)
+    assert query(app, select(StockMovement.id)) == before  # no movement
