@@ -399,7 +399,7 @@ def test_401_comes_before_422(app, client, alice, login, api, token):
     assert snapshot(app) == before
 
 
-def revocation_lifetime(app, key: str) -> timedelta:
+def revocation_lifetime(app, key):
     """How much longer the blocklist keeps ``key``."""
     blocklist = app.extensions["blocklist"]
     if isinstance(blocklist, RedisBlocklist):
