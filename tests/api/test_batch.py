@@ -1,8 +1,10 @@
 """Batch (§9): up to 100 creates, updates and deletes in one store, all or nothing."""
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
 
+from db import db
 from helpers import PG_URL, assert_error, bearer, count_queries, query, snapshot
 from models import Item, StockMovement
 
@@ -193,6 +195,37 @@ class TestRefuses:
         )
         assert response.status_code == 200
         assert names(app) == ["Bread", "Eggs", "Milk", "Old milk"]
+
+
+class TestAllOrNothing:
+    def test_a_failure_after_the_deletes_leaves_them_undone(
+        self, app, client, as_alice, store, items
+    ):
+        """The last write fails (the database goes away at the create): the deletes
+        and updates written before it in the same transaction are not applied."""
+        before = snapshot(app)
+
+        def fail_at_the_create(_conn, _cursor, statement, *_args):
+            if statement.lstrip().startswith("INSERT INTO items"):
+                raise OperationalError(statement, {}, Exception("connection lost"))
+
+        with app.app_context():
+            engine = db.engine
+        event.listen(engine, "before_cursor_execute", fail_at_the_create)
+        try:
+            response = batch(
+                client,
+                as_alice,
+                store,
+                delete=[items[0]["id"]],
+                update=[{"id": items[1]["id"], "name": "Rye"}],
+                create=[{"name": "Tea", "price": 1}],
+            )
+        finally:
+            event.remove(engine, "before_cursor_execute", fail_at_the_create)
+        assert_error(response, 503)
+        assert snapshot(app) == before
+        assert names(app) == ["Bread", "Eggs", "Milk"]
 
 
 class TestFinalState:
