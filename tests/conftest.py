@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import text
 
 import images
@@ -24,6 +25,11 @@ from models import User
 # and the flask command's own loading); the servers the tests start inherit this.
 # tests/system/test_env.py turns it off where it tests the file.
 os.environ["FLASK_SKIP_DOTENV"] = "1"
+
+# Hypothesis (and schemathesis, built on it): the same examples on every run, and no
+# example database (.hypothesis/) in the work tree to replay old failures from.
+settings.register_profile("stores", derandomize=True, database=None)
+settings.load_profile("stores")
 
 # The fixtures that start real gunicorn instances (tests/system/test_instances_*.py).
 pytest_plugins = ["instances"]
