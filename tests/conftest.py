@@ -8,6 +8,14 @@ REDIS_URL set, revocations and rate limits live in Redis.
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
+
+# Hypothesis keeps caches (and, unless told otherwise, an example database) in
+# .hypothesis/: outside the work tree, and set before Hypothesis is imported.
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "stores-hypothesis")
+)
 
 import pytest
 from hypothesis import settings
