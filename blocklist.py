@@ -12,11 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol, cast
 
-import redis
 from flask import Flask, current_app
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from core.web.redis_client import redis_client
 from db import db
 from models import RevokedToken
 from models.types import utcnow
@@ -66,7 +66,7 @@ class RedisBlocklist:
     """Revocations in Redis: shared by every instance, expired by Redis itself."""
 
     def __init__(self, url: str, prefix: str = "stores") -> None:
-        self.redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.redis = redis_client(url)
         self.prefix = f"{prefix}:revoked:"
 
     def add(self, key: str, expires_at: datetime) -> bool:

@@ -50,6 +50,15 @@ preload_app = False
 forwarded_allow_ips = ""
 secure_scheme_headers: dict[str, str] = {}
 
+# The request head's limits are the app's (MAX_URI_BYTES, MAX_HEADER_BYTES,
+# MAX_HEADER_FIELDS: 414/431 in the JSON envelope, core/web/http.py). gunicorn's own
+# refusals are HTML, so its limits sit above the app's: the request line unlimited
+# (0; gunicorn allows nothing between 8190 and that), a field up to 64 KiB, up to
+# 1000 fields. A proxy in front (docs/deploying.md) bounds what reaches gunicorn.
+limit_request_line = 0
+limit_request_field_size = 64 * 1024
+limit_request_fields = 1000
+
 # Workers are managed by signals and the orchestrator; a control socket under a
 # shared $HOME would also collide between instances on one host.
 control_socket_disable = True

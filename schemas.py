@@ -29,6 +29,7 @@ from core.web.fields import (
     Phone,
     Quantity,
     Sku,
+    TagName,
     Text,
     Username,
 )
@@ -239,7 +240,7 @@ class TagQuerySchema(ma.Schema):
 
 
 class TagInputSchema(ma.Schema):
-    name = Name(required=True, metadata={"example": "dairy"})
+    name = TagName(required=True, metadata={"example": "dairy"})
 
 
 # --- items ----------------------------------------------------------------------
@@ -309,10 +310,17 @@ class ItemCreateSchema(ItemReplaceSchema):
             raise ValidationError(f"Store {value} does not exist.")
 
 
+MAX_TAGS = 10  # every repeatable parameter is bounded (§4)
+
+
 class ItemQuerySchema(ma.Schema):
     tag = fields.List(
         Name(),
-        metadata={"description": "Repeatable: items that carry every one of these tags"},
+        validate=validate.Length(max=MAX_TAGS),
+        metadata={
+            "description": f"Repeatable, at most {MAX_TAGS}: items that carry every one of "
+            "these tags"
+        },
     )
     q = Line(80, metadata={"description": "Case-insensitive substring of the name or description"})
     search = Line(

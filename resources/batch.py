@@ -3,17 +3,16 @@ all applied in one transaction or none at all."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import request
 from flask.views import MethodView
 from flask_jwt_extended import current_user
 
 from core.auth.permissions import require_fresh, store_owner_required
 from core.catalog.batch import Plan
+from core.web.body import body_object
 from core.web.errors import abort
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
@@ -40,11 +39,7 @@ def _fresh_for_deletes(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            body = json.loads(request.get_data(cache=True))
-        except (ValueError, RecursionError):
-            body = None
-        if isinstance(body, dict) and body.get("delete"):
+        if body_object().get("delete"):
             require_fresh()
         return func(*args, **kwargs)
 

@@ -24,6 +24,7 @@ from core.jobs import engine
 from core.web.fields import Id, JsonBoolean, Line, Money
 from core.web.smorest import Blueprint
 from models import Store
+from models.item import STATUSES
 from resources.common import get_or_404
 from resources.jobs import ACCEPTED, start
 from schemas import ItemQuerySchema, StoreItemQuerySchema
@@ -97,6 +98,11 @@ class ExportJobSchema(ITEMS.query_schema(ItemQuerySchema, paging=False)):  # typ
     sort = fields.String(
         validate=validate.OneOf(ITEMS.choices),
         metadata={"description": "As in GET /items (default id)", "example": "-price"},
+    )
+    sku = Line(64, metadata={"description": "Exact SKU (case-sensitive)", "example": "MILK-1L"})
+    status = fields.String(
+        validate=validate.OneOf([*STATUSES, "all"]),
+        metadata={"description": "As in GET /items (default active)", "example": "active"},
     )
 
 

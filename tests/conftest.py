@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -18,6 +19,14 @@ from typing import Any, cast
 import pytest
 from flask import Flask
 from sqlalchemy import Engine, event, text
+
+# Hypothesis keeps caches (and, unless told otherwise, an example database) in
+# .hypothesis/: outside the work tree, and set before Hypothesis is imported.
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "stores-hypothesis")
+)
+
+from hypothesis import settings
 
 import images
 from app import create_app
@@ -49,6 +58,11 @@ def _sqlite_without_fsync(dbapi_connection: Any, _record: Any) -> None:
     if isinstance(dbapi_connection, sqlite3.Connection):
         dbapi_connection.execute("PRAGMA synchronous=OFF")
 
+
+# Hypothesis (and schemathesis, built on it): the same examples on every run, and no
+# example database (.hypothesis/) in the work tree to replay old failures from.
+settings.register_profile("stores", derandomize=True, database=None)
+settings.load_profile("stores")
 
 # The fixtures that start real gunicorn instances (tests/system/test_instances_*.py).
 pytest_plugins = ["instances"]

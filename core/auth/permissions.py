@@ -8,17 +8,18 @@ they run before the body is parsed, so a caller who may not do something is told
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, NoReturn
 
-from flask import g, request
+from flask import g
 from flask_jwt_extended import current_user, get_jwt, get_jwt_header, verify_jwt_in_request
 from flask_jwt_extended.exceptions import FreshTokenRequired
 from flask_smorest import Blueprint
 
+from core.auth.security import authenticate
+from core.web.body import body_object
 from core.web.errors import abort
 from models import Store
 
@@ -87,7 +88,7 @@ def login_required(blp: Blueprint, *, fresh: bool = False, refresh: bool = False
     def decorator(func: View) -> View:
         @wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            verify_jwt_in_request(refresh=refresh)
+            authenticate(refresh=refresh)
             # Checked after revocation (unlike jwt_required's own check), so that a
             # revoked token is always reported as revoked.
             if fresh:
@@ -164,11 +165,7 @@ def store_owner_required(
 def body_fields() -> set[str]:
     """The top-level keys of a JSON object body, before validation (which comes
     later and reports anything malformed)."""
-    try:
-        body = json.loads(request.get_data(cache=True))
-    except (ValueError, RecursionError):
-        return set()
-    return set(body) if isinstance(body, dict) else set()
+    return set(body_object())
 
 
 @dataclass(frozen=True)

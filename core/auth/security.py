@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 from flask.typing import ResponseReturnValue
-from flask_jwt_extended import create_access_token, create_refresh_token
+from flask_jwt_extended import create_access_token, create_refresh_token, verify_jwt_in_request
 from flask_jwt_extended.exceptions import RevokedTokenError
 from flask_limiter import RouteLimit
 from passlib.context import CryptContext
@@ -135,6 +135,37 @@ def revoke_session(claims: dict[str, Any], *, reason: str) -> None:
 def rotate_refresh_token(claims: dict[str, Any]) -> bool:
     """Revoke the refresh token being used; False if it had been used already."""
     return get_blocklist().add(f"jti:{claims['jti']}", token_expiry(claims))
+
+
+# --- who is calling: one verification per request ----------------------------------
+
+
+def authenticate(*, optional: bool = False, refresh: bool = False) -> dict[str, Any] | None:
+    """Verify the request's token once (signature, expiry, type, revocation, user)
+    and return its claims; None when ``optional`` and no token was sent. Raises
+    Flask-JWT-Extended's errors (401 in the envelope) for a bad token.
+
+    The first call in a request does the work; later calls (the idempotency hook,
+    then the view's decorator) reuse its result instead of decoding again.
+    """
+    done: tuple[bool, dict[str, Any] | None] | None = g.get("authenticated")
+    if done is None or done[0] != refresh or (done[1] is None and not optional):
+        # Not yet, for another token type, or found none where one is required
+        # (raises NoAuthorizationError without decoding anything).
+        verified = verify_jwt_in_request(optional=optional, refresh=refresh)
+        done = (refresh, verified[1] if verified else None)
+        g.authenticated = done
+    return done[1]
+
+
+def caller_scope() -> str:
+    """Whose request this is, as the request's own verification established it: the
+    user (and their token key: a user id alone could name another user on a
+    recreated database sharing the same Redis), else the client address."""
+    claims = authenticate(optional=True)
+    if claims is not None:
+        return f"user:{claims['sub']}:{claims['user_key']}"
+    return f"ip:{request.remote_addr}"
 
 
 # --- Flask-JWT-Extended callbacks ------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import String, cast, delete, func, select, update
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -115,6 +115,22 @@ class Plan:
                 return str(name)
         return None
 
+    def _free_names(self) -> None:
+        """Give every renamed item a placeholder name first (one statement; the
+        store is locked, so nobody else sees it): the unique index, checked row by
+        row, then judges only the final names, whatever order the rows are written
+        in (two items may swap names)."""
+        renamed = [u["id"] for u in self.updates if "name" in u]
+        if renamed:
+            db.session.execute(
+                update(Item)
+                .where(Item.id.in_(renamed))
+                .values(name="\x1fbatch " + cast(Item.id, String)),
+                execution_options={"synchronize_session": False},
+            )
+            for item_id in renamed:  # so that even an unchanged name is written back
+                db.session.expire(self.items[item_id], ["name"])
+
     def apply(self, user_id: int | None) -> dict[str, Any]:
         if self.deletes:
             db.session.execute(
@@ -135,6 +151,7 @@ class Plan:
             )
             for item_id in moving:
                 set_committed_value(self.items[item_id], "sku", None)
+        self._free_names()
         updated = []
         for entry in self.updates:
             item = self.items[entry["id"]]

@@ -34,7 +34,7 @@ import marshmallow as ma
 from sqlalchemy import column, literal, select, table
 
 from core.catalog import stock
-from core.catalog.csv_format import TAG_SEPARATOR, restore
+from core.catalog.csv_format import restore
 from core.catalog.csv_import import (
     MAX_REPORTED,
     RowSchema,
@@ -45,8 +45,8 @@ from core.catalog.csv_import import (
     read_header,
 )
 from core.catalog.stock import MAX_STOCK
-from core.web.fields import BLANKS, MAX_QUANTITY, SKU_PATTERN, text_pattern
-from db import db
+from core.web.fields import BLANKS, MAX_QUANTITY, SKU_PATTERN, TAG_SEPARATOR, text_pattern
+from db import BULK_TABLES, analyze, db
 from models import Store
 from models.item import STATUSES
 from models.types import utcnow
@@ -469,7 +469,7 @@ def import_items(
         text.detach()  # the caller's file stays the caller's to close
         cursor.close()
     if commit:
-        db.session.commit()
+        analyze(*BULK_TABLES)  # commits, then fresh statistics for the list counts
     return summary
 
 

@@ -15,9 +15,10 @@ from typing import Any
 
 from sqlalchemy import Select, func, select
 
-from core.catalog.csv_format import TAG_SEPARATOR, Writer
+from core.catalog.csv_format import Writer
 from core.catalog.queries import ITEMS, item_search
 from core.lists import cursors
+from core.web.fields import TAG_SEPARATOR
 from db import db
 from models import Item, Tag, item_tags
 

@@ -25,7 +25,6 @@ COLUMNS = (
     "status",
     "low_stock_threshold",
 )
-TAG_SEPARATOR = "|"  # tag names may not contain it (§4)
 # A spreadsheet reads a cell that starts with one of these as a formula (OWASP "CSV
 # injection"): such text is written with a leading ' , which the import strips.
 FORMULA_STARTS = ("=", "+", "-", "@", "'", "\t", "\r")

@@ -24,10 +24,10 @@ import marshmallow as ma
 from sqlalchemy import delete, func, insert, literal, or_, select, update
 
 from core.catalog import stock
-from core.catalog.csv_format import COLUMNS, TAG_SEPARATOR, restore
+from core.catalog.csv_format import COLUMNS, restore
 from core.catalog.stock import MAX_STOCK
-from core.web.fields import Description, Integer, Money, Name, Quantity, Sku
-from db import db, unicode_lower
+from core.web.fields import TAG_SEPARATOR, Description, Integer, Money, Name, Quantity, Sku, TagName
+from db import BULK_TABLES, analyze, db, unicode_lower
 from models import Item, Store, Tag, item_tags
 from models.item import STATUSES
 from models.types import utcnow
@@ -49,7 +49,7 @@ class RowSchema(ma.Schema):
     price = Money(required=True)
     description = Description()
     stock = Quantity(0, strict=False, allow_none=True)
-    tags = ma.fields.List(Name(validate=ma.validate.ContainsNoneOf(TAG_SEPARATOR)))
+    tags = ma.fields.List(TagName())
     # §13: a row with a SKU updates the item with that SKU (else the one of its name).
     sku = Sku()
     status = ma.fields.String(allow_none=True, validate=ma.validate.OneOf(STATUSES))
@@ -363,15 +363,22 @@ class Importer:
         return [(item_id, wanted[key]) for item_id, (key, _) in pairs]
 
 
+# Texts lowercased per statement: a statement's size never grows with the number of
+# distinct names and tags (PostgreSQL allows at most 1,664 columns in a SELECT).
+LOWER_BATCH = 500
+
+
 def _lowered(texts: list[str]) -> dict[str, str]:
-    """Each text as the database lowercases it (one statement): names are compared
-    by the database's lower() everywhere (the unique indexes use it), which Python's
-    str.lower() does not always match ("İ")."""
+    """Each text as the database lowercases it (a statement per LOWER_BATCH texts):
+    names are compared by the database's lower() everywhere (the unique indexes use
+    it), which Python's str.lower() does not always match ("İ")."""
     unique = list(dict.fromkeys(texts))
-    if not unique:
-        return {}
-    values = db.session.execute(select(*(func.lower(literal(text)) for text in unique))).one()
-    return dict(zip(unique, values, strict=True))
+    lowered: dict[str, str] = {}
+    for start in range(0, len(unique), LOWER_BATCH):
+        batch = unique[start : start + LOWER_BATCH]
+        values = db.session.execute(select(*(func.lower(literal(text)) for text in batch))).one()
+        lowered.update(zip(batch, values, strict=True))
+    return lowered
 
 
 def import_items(
@@ -428,5 +435,5 @@ def import_items(
     if dry_run or (summary.invalid and not skip_invalid):
         db.session.rollback()
     elif commit:
-        db.session.commit()
+        analyze(*BULK_TABLES)  # commits
     return summary

@@ -15,7 +15,7 @@ from faker import Faker
 from sqlalchemy import func, insert, select
 
 from core.catalog import stock
-from db import db
+from db import BULK_TABLES, analyze, db
 from models import Item, Store, Tag, User, item_tags
 from models.types import utcnow
 
@@ -98,7 +98,7 @@ def seed(
         totals["stores"] += 1
         totals["items"] += len(names)
         totals["tags"] += len(tag_ids)
-    db.session.commit()
+    analyze(*BULK_TABLES)
     return totals
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 import marshmallow as ma
+from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -64,5 +65,6 @@ idempotency_cli = AppGroup("idempotency", help="Answers kept for Idempotency-Key
 
 @idempotency_cli.command("purge")
 def purge_idempotency() -> None:
-    """Drop answers and abandoned claims past their expiry."""
-    click.echo(f"Purged {get_idempotency_store().purge()} expired keys.")
+    """Drop answers and abandoned claims past their expiry, in bounded batches."""
+    batch = current_app.config["IDEMPOTENCY_PURGE_BATCH"]
+    click.echo(f"Purged {get_idempotency_store().purge(batch)} expired keys.")

@@ -135,6 +135,13 @@ class Config:
     def _read_http(self) -> None:
         """Requests and responses: body size, proxies, CORS, HSTS, logs."""
         self.MAX_CONTENT_LENGTH = self.env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
+        # The request head (core/web/http.py; gunicorn's own limits are set higher,
+        # gunicorn.conf.py): the request target (414), one header field, their number
+        # and their total (431).
+        self.MAX_URI_BYTES = self.env_int("MAX_URI_BYTES", 8190)
+        self.MAX_HEADER_BYTES = self.env_int("MAX_HEADER_BYTES", 8190)
+        self.MAX_HEADER_FIELDS = self.env_int("MAX_HEADER_FIELDS", 100)
+        self.MAX_HEADERS_TOTAL_BYTES = self.env_int("MAX_HEADERS_TOTAL_BYTES", 64 * 1024)
         self.TRUSTED_PROXIES = self.env_int("TRUSTED_PROXIES", 0)
         self.CORS_ORIGINS = [
             o.strip() for o in self.env_str("CORS_ORIGINS").split(",") if o.strip()
@@ -160,6 +167,17 @@ class Config:
         # longer than gunicorn lets a request run (GUNICORN_TIMEOUT).
         self.IDEMPOTENCY_TTL = self.env_int("IDEMPOTENCY_TTL", 24 * 3600)
         self.IDEMPOTENCY_LOCK_SECONDS = self.env_int("IDEMPOTENCY_LOCK_SECONDS", 60)
+        # What one caller (user, or IP when anonymous) may store a UTC day (§8), and
+        # the largest answer kept (a larger one is not remembered: a retry runs afresh).
+        self.IDEMPOTENCY_QUOTA_KEYS = self.env_int("IDEMPOTENCY_QUOTA_KEYS", 1000)
+        self.IDEMPOTENCY_QUOTA_BYTES = self.env_int("IDEMPOTENCY_QUOTA_BYTES", 50 * 1024 * 1024)
+        self.IDEMPOTENCY_MAX_ANSWER_BYTES = self.env_int(
+            "IDEMPOTENCY_MAX_ANSWER_BYTES", 1024 * 1024
+        )
+        # The fingerprint's HMAC key; empty: derived from JWT_SECRET_KEY.
+        self.IDEMPOTENCY_SECRET = self.env_str("IDEMPOTENCY_SECRET")
+        # Rows per statement when expired keys are purged (flask idempotency purge).
+        self.IDEMPOTENCY_PURGE_BATCH = self.env_int("IDEMPOTENCY_PURGE_BATCH", 1000)
         # Rows per statement of a CSV export: memory per worker, and statements per export.
         self.EXPORT_CHUNK_SIZE = self.env_int("EXPORT_CHUNK_SIZE", 5000)
         self.LEGACY_SUNSET = self.env_str("LEGACY_SUNSET", "Sat, 01 May 2027 00:00:00 GMT")

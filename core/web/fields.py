@@ -76,8 +76,10 @@ class Text(ma.fields.String):
         max_length: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if pattern is not None:
-            kwargs["validate"] = validate.Regexp(pattern, error=error)
+        if pattern is not None:  # first, then any validators of the field's own
+            given = kwargs.get("validate") or []
+            given = list(given) if isinstance(given, list | tuple) else [given]
+            kwargs["validate"] = [validate.Regexp(pattern, error=error), *given]
         if max_length is not None:  # a cap on the text as sent, blanks included
             kwargs["metadata"] = {"maxLength": max_length, **kwargs.get("metadata", {})}
         super().__init__(**kwargs)
@@ -122,6 +124,19 @@ def Line(max_length: int, **kwargs: Any) -> Text:  # noqa: N802 - reads as a fie
 def Name(**kwargs: Any) -> Text:  # noqa: N802 - reads as a field type
     """A name: the contract's 1 to 80 characters."""
     return Line(80, **kwargs)
+
+
+# The CSV export joins an item's tags with it (core/catalog/csv_format.py), so a tag
+# name never contains it: an export re-imports the same tags.
+TAG_SEPARATOR = "|"
+
+
+def TagName(**kwargs: Any) -> Text:  # noqa: N802 - reads as a field type
+    """A tag's name: a name without ``|`` (§4)."""
+    no_separator = ma.validate.ContainsNoneOf(
+        TAG_SEPARATOR, error=f"Must not contain {TAG_SEPARATOR!r} (CSV exports join tags with it)."
+    )
+    return Name(validate=no_separator, **kwargs)
 
 
 def OptionalText(max_length: int, *, multiline: bool = False, **kwargs: Any) -> Text:  # noqa: N802

@@ -1,5 +1,6 @@
-"""HTTP behaviour every response shares: JSON request bodies (415, chunked bodies),
-security and cache headers, and the CORS options."""
+"""HTTP behaviour every response shares: the request head's bounds (414, 431), JSON
+request bodies (415, chunked bodies), security and cache headers, and the CORS
+options."""
 
 from __future__ import annotations
 
@@ -137,6 +138,46 @@ def public_cache(response: Response) -> Response:
     return response
 
 
+def _request_target(environ: dict[str, Any]) -> str:
+    """The request line's target as sent (gunicorn: RAW_URI), else rebuilt."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        return str(raw)
+    query = environ.get("QUERY_STRING", "")
+    return f"{environ.get('PATH_INFO', '')}{f'?{query}' if query else ''}"
+
+
+def _header_fields(environ: dict[str, Any]) -> list[tuple[str, str]]:
+    fields = [(k[5:], str(v)) for k, v in environ.items() if k.startswith("HTTP_")]
+    fields += [(k, str(environ[k])) for k in ("CONTENT_TYPE", "CONTENT_LENGTH") if k in environ]
+    return fields
+
+
+def refuse_oversized_head() -> None:
+    """414 for a request target over MAX_URI_BYTES; 431 for a header field over
+    MAX_HEADER_BYTES, more than MAX_HEADER_FIELDS fields, or more than
+    MAX_HEADERS_TOTAL_BYTES in all — in the envelope. gunicorn's own limits are set
+    above these (gunicorn.conf.py), so that the app decides and answers in JSON.
+    (WSGI joins repeated fields of one name into one: it counts once, and its joined
+    value is bounded like any other.)"""
+    config = current_app.config
+    environ = request.environ
+    target = _request_target(environ)
+    if len(target.encode("latin-1", "replace")) > config["MAX_URI_BYTES"]:
+        abort(414, message=f"The request target is over {config['MAX_URI_BYTES']} bytes.")
+    fields = _header_fields(environ)
+    sizes = [len(name) + 2 + len(value.encode("latin-1", "replace")) for name, value in fields]
+    if len(fields) > config["MAX_HEADER_FIELDS"]:
+        abort(431, message=f"More than {config['MAX_HEADER_FIELDS']} header fields.")
+    if sizes and max(sizes) > config["MAX_HEADER_BYTES"]:
+        name = fields[sizes.index(max(sizes))][0].replace("_", "-").title()
+        abort(431, message=f"The {name} header is over {config['MAX_HEADER_BYTES']} bytes.")
+    if sum(sizes) > config["MAX_HEADERS_TOTAL_BYTES"]:
+        abort(431, message=f"The headers are over {config['MAX_HEADERS_TOTAL_BYTES']} bytes.")
+
+
 def init_app(app: Flask) -> None:
+    """Call right after request logging: a head out of bounds is refused first."""
+    app.before_request(refuse_oversized_head)
     app.before_request(require_json_body)
     app.after_request(security_headers)

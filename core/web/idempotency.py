@@ -12,26 +12,32 @@ IDEMPOTENCY_TTL seconds, or the claim is let go when a retry should run afresh
 (``remembered``). A claim whose worker died is abandoned after
 IDEMPOTENCY_LOCK_SECONDS (longer than gunicorn lets a request run), then taken over.
 
-A key is scoped to its caller, the user of a valid access token or else the client
-IP: two users' equal keys are two keys.
+A key is scoped to its caller as the request's own token verification establishes
+it (core/auth/security.py ``caller_scope``): the user, or else the client IP. Each
+caller may store IDEMPOTENCY_QUOTA_KEYS keys and IDEMPOTENCY_QUOTA_BYTES of answers
+a UTC day (then 429 ``idempotency_quota``); an answer over
+IDEMPOTENCY_MAX_ANSWER_BYTES is not kept (a retry runs afresh).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import logging
 import re
-from decimal import Decimal
 from typing import Any
 
 from apispec import BasePlugin
 from flask import Flask, Response, current_app, g, request
-from flask_jwt_extended import decode_token
-from flask_jwt_extended.exceptions import JWTExtendedException
-from jwt import PyJWTError
 
+from core.auth.security import caller_scope
+from core.web.body import MalformedBodyError, json_body
 from core.web.errors import abort
-from core.web.replay_stores import Answer, DatabaseStore, RedisStore, ReplayStore
+from core.web.replay_stores import DAY, Answer, DatabaseStore, RedisStore, ReplayStore
+from models.types import utcnow
+
+log = logging.getLogger("stores.idempotency")
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -54,34 +60,50 @@ def get_store() -> ReplayStore:
     return store
 
 
-def _scope() -> str:
-    """Whose key it is: the user of a valid access token, else the client address.
-    (An invalid token is refused by the view, and a 401 is not remembered.)"""
-    authorization = request.headers.get("Authorization", "")
-    if authorization.startswith("Bearer "):
-        try:
-            claims = decode_token(authorization[len("Bearer ") :])
-        except (PyJWTError, JWTExtendedException):
-            claims = {}
-        if claims.get("type") == "access":
-            # The user's token key too: a user id alone could name another user on a
-            # recreated database that shares the same Redis.
-            return f"user:{claims['sub']}:{claims.get('user_key')}"
-    return f"ip:{request.remote_addr}"
+def _secret() -> bytes:
+    """The fingerprint's HMAC key: IDEMPOTENCY_SECRET, else derived from the JWT
+    secret (never the JWT secret itself)."""
+    config = current_app.config
+    configured: str = config.get("IDEMPOTENCY_SECRET") or ""
+    if configured:
+        return configured.encode()
+    return hashlib.sha256(f"idempotency\n{config['JWT_SECRET_KEY']}".encode()).digest()
 
 
-def _fingerprint() -> str:
-    """The request a key was first sent with: method, path and body. A JSON body
-    counts by its meaning (key order and spacing aside)."""
-    raw = request.get_data(cache=True)
+def fingerprint() -> str:
+    """The request a key was first sent with: method, path and body, as an HMAC with
+    a server-side key, so that a stored fingerprint does not let anyone test guesses
+    of a body (a password sent to /register). A JSON body counts by its meaning (key
+    order and spacing aside)."""
     try:
-        body = json.dumps(
-            json.loads(raw, parse_float=Decimal), sort_keys=True, separators=(",", ":"), default=str
-        )
-    except (ValueError, RecursionError):
-        body = raw.decode("latin-1")
+        body = json.dumps(json_body(), sort_keys=True, separators=(",", ":"), default=str)
+    except MalformedBodyError as exc:
+        body = exc.text
     text = f"{request.method}\n{request.full_path}\n{body}"
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return hmac.new(_secret(), text.encode("utf-8", "surrogatepass"), "sha256").hexdigest()
+
+
+def _seconds_to_midnight() -> int:
+    now = utcnow()
+    return max(1, DAY - (now.hour * 3600 + now.minute * 60 + now.second))
+
+
+def _refuse_over_quota(key: str, token: str, owner: str) -> None:
+    """429 ``idempotency_quota`` when a new key (just claimed, so counted) takes the
+    caller past today's allowance; the claim is let go. Replays are not new keys."""
+    config = current_app.config
+    usage = get_store().usage(owner)
+    if usage.keys > config["IDEMPOTENCY_QUOTA_KEYS"] or (
+        usage.size >= config["IDEMPOTENCY_QUOTA_BYTES"]
+    ):
+        get_store().release(key, token)
+        g.retry_after = str(_seconds_to_midnight())
+        abort(
+            429,
+            message=f"Too many {HEADER}s today ({usage.keys} keys, {usage.size} bytes of "
+            "answers kept): send requests without the header, or retry after midnight UTC.",
+            error="idempotency_quota",
+        )
 
 
 def claim() -> Response | None:
@@ -94,14 +116,19 @@ def claim() -> Response | None:
     if not KEY.fullmatch(sent):
         message = "Must be 1 to 255 visible ASCII characters."
         abort(422, message=f"Invalid {HEADER}.", errors={"headers": {HEADER: [message]}})
-    key = hashlib.sha256(f"{_scope()}\n{sent}".encode()).hexdigest()
-    fingerprint = _fingerprint()
-    config = current_app.config
-    found = get_store().claim(key, fingerprint, config["IDEMPOTENCY_LOCK_SECONDS"])
-    if found is None:
-        g.idempotency = (key, fingerprint)
+    # The caller as the request's own token verification establishes it (a bad or
+    # revoked token: 401 here, before any replay); the view reuses that verification.
+    scope = caller_scope()
+    key = hashlib.sha256(f"{scope}\n{sent}".encode()).hexdigest()
+    owner = hashlib.sha256(scope.encode()).hexdigest()
+    sent_as = fingerprint()
+    lock_seconds = current_app.config["IDEMPOTENCY_LOCK_SECONDS"]
+    found = get_store().claim(key, owner, sent_as, lock_seconds)
+    if isinstance(found, str):
+        _refuse_over_quota(key, found, owner)
+        g.idempotency = (key, found, sent_as)
         return None
-    if found.fingerprint != fingerprint:
+    if found.fingerprint != sent_as:
         abort(
             422,
             message=f"This {HEADER} was used for another request (another body or path); "
@@ -125,13 +152,18 @@ def record(response: Response) -> Response:
     claimed = g.pop("idempotency", None)
     if claimed is None:
         return response
-    key, fingerprint = claimed
-    if remembered(response.status_code):
+    key, token, sent_as = claimed
+    body = response.get_data(as_text=True)
+    size = len(body.encode())
+    too_large = size > current_app.config["IDEMPOTENCY_MAX_ANSWER_BYTES"]
+    if too_large:
+        log.warning("answer of %d bytes not kept for retries", size, extra={"event": "idempotency"})
+    if remembered(response.status_code) and not too_large:
         kept = {name: response.headers[name] for name in KEPT_HEADERS if name in response.headers}
-        answer = Answer(fingerprint, response.status_code, response.get_data(as_text=True), kept)
-        get_store().finish(key, answer, current_app.config["IDEMPOTENCY_TTL"])
+        answer = Answer(sent_as, response.status_code, body, kept)
+        get_store().finish(key, token, answer, current_app.config["IDEMPOTENCY_TTL"])
     else:
-        get_store().release(key)
+        get_store().release(key, token)
     return response
 
 

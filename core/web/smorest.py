@@ -25,7 +25,6 @@ import copy
 import hashlib
 import json
 from collections.abc import Callable
-from decimal import Decimal
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -48,11 +47,8 @@ from werkzeug.http import quote_etag
 from werkzeug.routing import BaseConverter, ValidationError
 
 from core.web import errors
+from core.web.body import MalformedBodyError, json_body
 from core.web.fields import MAX_ID
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 class JSONParser(FlaskParser):
@@ -71,13 +67,10 @@ class JSONParser(FlaskParser):
             raise ma.ValidationError("A JSON body is required.")
         if not is_json_request(req):
             return core.missing
-        text = raw.decode("utf-8")  # UnicodeDecodeError -> 400 in webargs
         try:
-            return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
-        except json.JSONDecodeError:
-            raise
-        except (ValueError, RecursionError) as exc:
-            raise json.JSONDecodeError(str(exc) or "invalid JSON", text, 0) from None
+            return json_body()  # the request's one parse, shared with the hooks
+        except MalformedBodyError as exc:
+            raise json.JSONDecodeError(str(exc), exc.text, 0) from None
 
 
 class ErrorSchema(ma.Schema):

@@ -13,10 +13,12 @@ from flask_jwt_extended import create_access_token, decode_token
 from passlib.hash import pbkdf2_sha256
 from sqlalchemy import select
 
+from blocklist import RedisBlocklist
 from core.auth.security import start_session
 from db import db
 from helpers import PASSWORD, CatalogFactory, Client, assert_error, bearer, query, snapshot
-from models import User
+from models import RevokedToken, User
+from models.types import utcnow
 
 
 def register(client: Client, **overrides: Any) -> Any:
@@ -327,13 +329,38 @@ class TestLogout:
         response = client.delete(f"/users/{alice.id}", headers=bearer(refreshed["access_token"]))
         assert_error(response, 401, error="token_revoked")
 
-    def test_signing_in_again_starts_a_new_session(
-        self, client: Client, alice: User, login: Callable[..., dict[str, Any]]
-    ) -> None:
+    @pytest.mark.config(JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=1))
+    def test_a_logged_out_refresh_token_stays_refused_past_the_access_lifetime(
+        self, app, client, alice, login
+    ):
+        """The revocation lasts the refresh token's life (30 days), not the access
+        token's: past the access lifetime the refresh token is still refused."""
+        tokens = login(alice)
+        client.post("/logout", headers=bearer(tokens["access_token"]))
+        logged_out = time.monotonic()
+        # Until the access token has expired, and the revocation would have with it
+        # (a Redis TTL rounds up to the next second, +1).
+        while not (
+            client.get("/users/me", headers=bearer(tokens["access_token"])).json.get("error")
+            == "token_expired"
+            and time.monotonic() - logged_out > 2.2
+        ):
+            time.sleep(0.05)
+        response = client.post("/refresh", headers=bearer(tokens["refresh_token"]))
+        assert_error(response, 401, error="token_revoked")
+        # And the entry is kept for the refresh token's whole life.
+        with app.app_context():
+            claims = decode_token(tokens["refresh_token"], allow_expired=True)
+        assert revocation_lifetime(app, f"sid:{claims['sid']}") > timedelta(days=29)
+
+    def test_signing_in_again_starts_a_new_session(self, client, alice, login):
         old = login(alice)
         client.post("/logout", headers=bearer(old["access_token"]))
         new = login(alice)
-        assert client.get("/users/me", headers=bearer(new["access_token"])).status_code == 200
+        me = client.get("/users/me", headers=bearer(new["access_token"]))
+        assert me.status_code == 200 and me.json["username"] == "alice"
+        assert me.json["id"] == alice.id
+        assert_error(client.get("/users/me", headers=bearer(old["access_token"])), 401)
 
     def test_tokens_are_strings_of_the_user_id(self, app: Flask, alice: User) -> None:
         with app.test_request_context():
@@ -425,3 +452,12 @@ def test_401_comes_before_422(
     malformed = client.post("/stores", data="{", content_type="application/json", headers=headers)
     assert_error(malformed, 401, error=error)
     assert snapshot(app) == before
+
+
+def revocation_lifetime(app, key):
+    """How much longer the blocklist keeps ``key``."""
+    blocklist = app.extensions["blocklist"]
+    if isinstance(blocklist, RedisBlocklist):
+        return timedelta(seconds=blocklist.redis.ttl(blocklist.prefix + key))
+    expires = query(app, select(RevokedToken.expires_at).where(RevokedToken.key == key))
+    return expires[0][0] - utcnow()

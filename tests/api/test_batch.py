@@ -5,8 +5,10 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
 
+from db import db
 from helpers import (
     PG_URL,
     CatalogFactory,
@@ -229,7 +231,10 @@ class TestRefuses:
             update = [{"id": items[1]["id"], "name": "Milk"}]
         before = snapshot(app)
         body = assert_error(batch(client, as_alice, store, create=create, update=update), 409)
-        assert "milk" in body["message"].lower() or "tea" in body["message"]
+        name = "tea" if create and create[0]["name"] == "Tea" else "milk"
+        assert body["message"] == (
+            f"Store {store['id']} would have two items named {name!r}; nothing was applied."
+        )
         assert snapshot(app) == before
 
     def test_a_name_freed_in_the_batch_may_be_taken(
@@ -244,6 +249,71 @@ class TestRefuses:
         )
         assert response.status_code == 200
         assert names(app) == ["Bread", "Eggs", "Milk", "Old milk"]
+
+
+class TestAllOrNothing:
+    def test_a_failure_after_the_deletes_leaves_them_undone(
+        self, app, client, as_alice, store, items
+    ):
+        """The last write fails (the database goes away at the create): the deletes
+        and updates written before it in the same transaction are not applied."""
+        before = snapshot(app)
+
+        def fail_at_the_create(_conn, _cursor, statement, *_args):
+            if statement.lstrip().startswith("INSERT INTO items"):
+                raise OperationalError(statement, {}, Exception("connection lost"))
+
+        with app.app_context():
+            engine = db.engine
+        event.listen(engine, "before_cursor_execute", fail_at_the_create)
+        try:
+            response = batch(
+                client,
+                as_alice,
+                store,
+                delete=[items[0]["id"]],
+                update=[{"id": items[1]["id"], "name": "Rye"}],
+                create=[{"name": "Tea", "price": 1}],
+            )
+        finally:
+            event.remove(engine, "before_cursor_execute", fail_at_the_create)
+        assert_error(response, 503)
+        assert snapshot(app) == before
+        assert names(app) == ["Bread", "Eggs", "Milk"]
+
+
+class TestFinalState:
+    """§9: uniqueness is judged on the batch's final state, whatever the order."""
+
+    def test_two_items_swap_names(self, app, client, as_alice, store, items):
+        milk, bread, _eggs = items
+        response = batch(
+            client,
+            as_alice,
+            store,
+            update=[{"id": milk["id"], "name": "Bread"}, {"id": bread["id"], "name": "Milk"}],
+        )
+        assert response.status_code == 200, response.json
+        assert [i["name"] for i in response.json["updated"]] == ["Bread", "Milk"]
+        rows = dict(query(app, select(Item.id, Item.name)))
+        assert (rows[milk["id"]], rows[bread["id"]]) == ("Bread", "Milk")
+
+    def test_a_chain_of_renames_in_reverse_id_order(self, app, client, as_alice, store, items):
+        milk, bread, eggs = items
+        update = [
+            {"id": eggs["id"], "name": "Four"},
+            {"id": bread["id"], "name": "Eggs"},
+            {"id": milk["id"], "name": "Bread"},
+        ]
+        response = batch(client, as_alice, store, update=update)
+        assert response.status_code == 200, response.json
+        assert names(app) == ["Bread", "Eggs", "Four"]
+
+    def test_a_name_kept_as_it_is_stays(self, app, client, as_alice, store, items):
+        milk = items[0]
+        response = batch(client, as_alice, store, update=[{"id": milk["id"], "name": "Milk"}])
+        assert response.status_code == 200
+        assert names(app) == ["Bread", "Eggs", "Milk"]
 
 
 class TestWho:

@@ -83,16 +83,18 @@ class TestErrorEnvelope:
         assert_error(response, 415)
         assert query(app, select(Store.id)) == []
 
-    def test_json_with_a_charset_or_a_suffix_is_json(
-        self, client: Client, as_alice: dict[str, str]
-    ) -> None:
+    def test_json_with_a_charset_or_a_suffix_is_json(self, app, client, as_alice):
         for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
             response = client.post(
                 "/stores",
                 data=json.dumps({"name": content_type}),
                 headers=as_alice | {"Content-Type": content_type},
             )
-            assert response.status_code == 201
+            assert response.status_code == 201 and response.json["name"] == content_type
+        assert sorted(n for (n,) in query(app, select(Store.name))) == [
+            "application/json; charset=utf-8",
+            "application/merge-patch+json",
+        ]
 
     @pytest.mark.config(MAX_CONTENT_LENGTH=200)
     def test_a_body_too_large(self, app: Flask, client: Client, as_alice: dict[str, str]) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from core.catalog.csv_format import neutralize
 from helpers import CatalogFactory, Client, assert_error, count_queries
 
 HEADER = [
@@ -133,3 +134,28 @@ def test_each_chunk_is_one_bounded_statement(
     # Each chunk starts where the last ended (keyset), never by skipping rows.
     assert all("LIMIT" in s for s in item_reads)
     assert all("(lower(items.name), items.id) >" in s for s in item_reads[1:]), item_reads
+
+
+FORMULA_NAMES = ["=1+1", "+1", "-1", "@SUM(A1)", "'quoted", "''twice", "plain"]
+
+
+def test_every_formula_start_is_neutralised(client, api, as_alice):
+    """§9 (OWASP CSV injection): a value starting with =, +, -, @ or ' is written with
+    one ' before it; a tab or a carriage return too (core/catalog/csv_format.py)."""
+    store = api.store(as_alice)
+    for name in FORMULA_NAMES:
+        api.item(as_alice, store, name=name, description=f"{name} described")
+    lines = rows(client.get(f"/stores/{store['id']}/items.csv?sort=id"))[1:]
+    assert [line[1] for line in lines] == [
+        "'=1+1",
+        "'+1",
+        "'-1",
+        "'@SUM(A1)",
+        "''quoted",
+        "'''twice",
+        "plain",
+    ]
+    assert [line[2] for line in lines] == [
+        ("'" if name != "plain" else "") + f"{name} described" for name in FORMULA_NAMES
+    ]
+    assert [neutralize(text) for text in ("\tx", "\rx", "x=", "")] == ["'\tx", "'\rx", "x=", ""]

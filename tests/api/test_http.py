@@ -411,12 +411,50 @@ def test_hooks_run_in_the_boot_order(app: Flask) -> None:
     before = names(app.before_request_funcs[None])
     assert before == [
         "_start_request",
+        "_start",  # metrics: the request's clock
+        "_continue_trace",
+        "refuse_oversized_head",
         "require_json_body",
         "Limiter._check_request_limit",
         "claim",
     ]
     # after_request and teardown hooks run last-registered first.
     after = names(reversed(app.after_request_funcs[None]))
-    assert after == ["record", "Limiter.__inject_headers", "security_headers", "_finish_request"]
+    assert after == [
+        "record",
+        "Limiter.__inject_headers",
+        "security_headers",
+        "_observe",
+        "_finish_request",
+    ]
     teardowns = names(reversed(app.teardown_appcontext_funcs))
     assert teardowns == ["close_session", "SQLAlchemy._teardown_session"]
+
+
+class TestRequestHead:
+    """§2: a request head out of bounds is 414 / 431 in the envelope, and changes
+    nothing (tests/system/test_request_head.py: the same under gunicorn)."""
+
+    def test_a_long_target_is_414(self, app, client, as_alice):
+        before = snapshot(app)
+        response = client.post(f"/stores?x={'a' * 8200}", json={"name": "A"}, headers=as_alice)
+        body = assert_error(response, 414)
+        assert body["message"] == "The request target is over 8190 bytes."
+        assert snapshot(app) == before
+        assert client.get(f"/items?x={'a' * 8000}").status_code == 200
+
+    def test_a_long_header_is_431(self, client):
+        body = assert_error(client.get("/items", headers={"X-Long": "y" * 8200}), 431)
+        assert body["message"] == "The X-Long header is over 8190 bytes."
+        assert client.get("/items", headers={"X-Long": "y" * 8000}).status_code == 200
+
+    def test_too_many_headers_is_431(self, client):
+        headers = {f"X-F{n}": "1" for n in range(101)}
+        body = assert_error(client.get("/items", headers=headers), 431)
+        assert body["message"] == "More than 100 header fields."
+
+    @pytest.mark.config(MAX_HEADER_BYTES=100_000)
+    def test_the_headers_total_is_bounded_too(self, client):
+        headers = {f"X-F{n}": "z" * 7000 for n in range(10)}
+        body = assert_error(client.get("/items", headers=headers), 431)
+        assert body["message"] == "The headers are over 65536 bytes."

@@ -1,25 +1,35 @@
 """Idempotent retries (§8), on both stores: the database, and Redis when REDIS_URL is set."""
 
+import hashlib
+import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, g
 from sqlalchemy import func, select
 
-from core.web.idempotency import claim
-from core.web.replay_stores import DatabaseStore, RedisStore
+import core.web.body as body_module
+from blocklist import DatabaseBlocklist
+from core.web.idempotency import claim, fingerprint
+from core.web.replay_stores import Answer, DatabaseStore, RedisStore
+from db import db
 from helpers import (
     REDIS_URL,
     CatalogFactory,
     Client,
     assert_error,
+    bearer,
+    count_queries,
     drop_redis_keys,
     query,
     snapshot,
 )
 from models import IdempotencyKey, Item, StockMovement, User
+from models.types import utcnow
 
 
 @pytest.fixture(params=["database", pytest.param("redis", marks=pytest.mark.redis)])
@@ -135,9 +145,15 @@ class TestReuse:
         assert_error(response, 422, error="idempotency_key_reused")
         assert snapshot(app) == before
 
-    def test_another_path_is_refused(
-        self, app: Flask, client: Client, as_alice: dict[str, str], item: Any
-    ) -> None:
+    def test_the_same_endpoint_on_another_item_is_refused(self, app, client, api, as_alice, item):
+        other = api.item(as_alice, {"id": item["store_id"]}, name="Tea")
+        sale(client, keyed(as_alice), item)
+        before = snapshot(app)
+        response = sale(client, keyed(as_alice), other)
+        assert_error(response, 422, error="idempotency_key_reused")
+        assert snapshot(app) == before
+
+    def test_another_path_is_refused(self, app, client, as_alice, item):
         sale(client, keyed(as_alice), item)
         before = snapshot(app)
         response = client.post(
@@ -186,6 +202,16 @@ class TestNotRemembered:
         assert (first.status_code, second.status_code) == (200, 200)
         assert "Idempotent-Replayed" not in second.headers
         assert first.json["access_token"] != second.json["access_token"]
+        refresh = first.json["refresh_token"]
+        renewed = client.post("/refresh", headers=keyed(bearer(refresh), "r"))
+        assert renewed.status_code == 200
+        reused = client.post("/refresh", headers=keyed(bearer(refresh), "r"))
+        assert_error(reused, 401, error="token_revoked")  # rotated: run again, not replayed
+        access = bearer(second.json["access_token"])
+        assert client.post("/logout", headers=keyed(access, "o")).status_code == 200
+        again = client.post("/logout", headers=keyed(access, "o"))
+        assert_error(again, 401, error="token_revoked")
+        assert stored_fingerprints(app) == []
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "space here", "caf\u00e9"])
@@ -205,13 +231,15 @@ def test_a_key_of_255_visible_characters_is_fine(
     assert sale(client, keyed(as_alice, "~" * 255), item).status_code == 201
 
 
-def start_elsewhere(app: Flask, as_alice: dict[str, str], item: Any, key: Any = "retry-1") -> None:
-    """The same request, claimed as if another worker were still running it."""
+def start_elsewhere(app, as_alice, item, key="retry-1"):
+    """The same request, claimed as if another worker were still running it; its
+    claim (store key, claim token, fingerprint)."""
     path = f"/items/{item['id']}/stock"
     with app.test_request_context(
         path, method="POST", json={"delta": -1, "reason": "sale"}, headers=keyed(as_alice, key)
     ):
         assert claim() is None
+        return g.idempotency
 
 
 class TestInProgress:
@@ -226,31 +254,187 @@ class TestInProgress:
         assert snapshot(app) == before
 
     @database_only
-    @pytest.mark.config(IDEMPOTENCY_LOCK_SECONDS=0)
-    def test_an_abandoned_claim_is_taken_over(
-        self, app: Flask, client: Client, as_alice: dict[str, str], item: Any
-    ) -> None:
+    def test_a_claim_is_abandoned_after_a_minute_and_taken_over(self, app, client, as_alice, item):
         start_elsewhere(app, as_alice, item)
-        assert sale(client, keyed(as_alice), item).status_code == 201
+        assert_error(sale(client, keyed(as_alice), item), 409, error="idempotency_key_in_use")
+        # 61 seconds later (IDEMPOTENCY_LOCK_SECONDS is 60: longer than a request runs).
+        with app.app_context():
+            row = db.session.scalars(select(IdempotencyKey)).one()
+            row.created_at -= timedelta(seconds=61)
+            row.expires_at -= timedelta(seconds=61)
+            db.session.commit()
+        taken_over = sale(client, keyed(as_alice), item)
+        assert taken_over.status_code == 201 and "Idempotent-Replayed" not in taken_over.headers
+        assert movements(app, item) == 2
+
+    @pytest.mark.redis
+    @pytest.mark.parametrize("app", ["redis"], indirect=True)
+    def test_a_redis_claim_expires_after_a_minute(self, app, as_alice, item):
+        key, _token, _fingerprint = start_elsewhere(app, as_alice, item)
+        store = app.extensions["idempotency"]
+        assert 55 <= store.redis.ttl(store.prefix + key) <= 60
+
+    @pytest.mark.config(IDEMPOTENCY_LOCK_SECONDS=1)
+    def test_a_late_original_cannot_overwrite_the_takeovers_answer(
+        self, app, client, as_alice, item
+    ):
+        key, token, sent_as = start_elsewhere(app, as_alice, item)
+        store = app.extensions["idempotency"]
+        wait_until_claim_expires(app, store, key)
+        taken_over = sale(client, keyed(as_alice), item)
+        assert taken_over.status_code == 201
+        with app.app_context():  # the original worker wakes up and records its answer
+            store.finish(key, token, Answer(sent_as, 500, '{"late": true}', {}), 3600)
+            store.release(key, token)
+        retry = sale(client, keyed(as_alice), item)
+        assert retry.status_code == 201 and retry.headers["Idempotent-Replayed"] == "true"
+        assert retry.json == taken_over.json
+        assert movements(app, item) == 2
+
+
+def wait_until_claim_expires(app, store, key, timeout=5.0):
+    """Until the claim of ``key`` counts as abandoned (its 1-second lock ran out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with app.app_context():
+            if isinstance(store, RedisStore):
+                if not store.redis.exists(store.prefix + key):
+                    return
+            else:
+                expires = db.session.get(IdempotencyKey, key).expires_at
+                if expires < utcnow():
+                    return
+        time.sleep(0.05)
+    raise AssertionError("the claim never expired")
 
 
 @database_only
-@pytest.mark.config(IDEMPOTENCY_TTL=0)
-def test_answers_expire_and_are_purged(
-    app: Flask, client: Client, as_alice: dict[str, str], item: Any
-) -> None:
+@pytest.mark.config(IDEMPOTENCY_TTL=0, IDEMPOTENCY_PURGE_BATCH=2)
+def test_answers_expire_and_are_purged_in_batches_outside_requests(app, client, as_alice, item):
     sale(client, keyed(as_alice), item)
     again = sale(client, keyed(as_alice), item)
     assert again.status_code == 201 and "Idempotent-Replayed" not in again.headers
     assert movements(app, item) == 3
-    sale(client, keyed(as_alice, "another"), item)
-    result = app.test_cli_runner().invoke(args=["idempotency", "purge"])
+    for key in ("b", "c", "d"):
+        sale(client, keyed(as_alice, key), item)
+    # Expired keys stay until the purge: a request never deletes other keys' rows.
+    with count_queries(app) as statements:
+        sale(client, keyed(as_alice, "e"), item)
+    assert not [s for s in statements if s.lstrip().upper().startswith("DELETE")]
+    assert len(query(app, select(IdempotencyKey.key))) == 5
+    with count_queries(app) as statements:
+        result = app.test_cli_runner().invoke(args=["idempotency", "purge"])
     assert result.exit_code == 0
-    assert "Purged 1 expired keys." in result.output
+    assert "Purged 5 expired keys." in result.output
+    deletes = [s for s in statements if s.lstrip().upper().startswith("DELETE")]
+    assert len(deletes) == 3 and all("LIMIT" in s.upper() for s in deletes)  # 2 + 2 + 1
     assert query(app, select(IdempotencyKey.key)) == []
 
 
-def test_every_post_documents_the_header(client: Client) -> None:
+class TestCaller:
+    """§8: the caller is the identity the request's own verification established."""
+
+    @pytest.mark.parametrize(
+        "form", ["Bearer  {}", "Bearer\t{}", "Basic eDp5, Bearer {}", " Bearer {}, "]
+    )
+    def test_any_header_the_jwt_library_accepts_scopes_to_its_user(
+        self, app, client, login, alice, item, form
+    ):
+        token = login(alice)["access_token"]
+        first = sale(client, keyed({"Authorization": form.format(token)}), item)
+        assert first.status_code == 201
+        # Anonymous at the same address: not alice's key, so no replay of her answer.
+        anonymous = sale(client, keyed({}), item)
+        assert_error(anonymous, 401, error="authorization_required")
+        # Alice with the plain form: her key, replayed.
+        again = sale(client, keyed(bearer(token)), item)
+        assert again.headers["Idempotent-Replayed"] == "true" and again.json == first.json
+        assert movements(app, item) == 2
+
+    def test_a_revoked_token_gets_401_never_a_replay(self, app, client, login, alice, item):
+        tokens = login(alice)
+        assert sale(client, keyed(bearer(tokens["access_token"])), item).status_code == 201
+        assert client.post("/logout", headers=bearer(tokens["access_token"])).status_code == 200
+        retry = sale(client, keyed(bearer(tokens["access_token"])), item)
+        assert_error(retry, 401, error="token_revoked")
+        assert "Idempotent-Replayed" not in retry.headers
+
+    def test_the_token_is_verified_and_the_body_parsed_once(
+        self, app, client, as_alice, item, monkeypatch
+    ):
+        app.extensions["blocklist"] = DatabaseBlocklist()  # its lookups are statements
+        parses = []
+        parse = body_module._parse
+        monkeypatch.setattr(body_module, "_parse", lambda raw: parses.append(raw) or parse(raw))
+        batch = {"update": [{"id": item["id"], "price": "2.00"}], "delete": []}
+        with count_queries(app) as statements:
+            response = client.post(
+                f"/stores/{item['store_id']}/items/batch", json=batch, headers=keyed(as_alice)
+            )
+        assert response.status_code == 200, response.json
+        assert len([s for s in statements if "revoked_tokens" in s]) == 1
+        assert len(parses) == 1
+
+
+class TestStoredFingerprint:
+    def test_it_is_keyed_with_a_server_secret(self, app, make_app, client, item, as_alice):
+        body = {"username": "carol", "email": "carol@example.com", "password": "sunshine2024"}
+        assert (
+            client.post("/register", json=body, headers={"Idempotency-Key": "k"}).status_code == 201
+        )
+        stored = stored_fingerprints(app)
+        assert len(stored) == 1
+        unkeyed = hashlib.sha256(
+            f"POST\n/register?\n{json.dumps(body, sort_keys=True, separators=(',', ':'))}".encode()
+        ).hexdigest()
+        assert stored[0] != unkeyed
+        other = make_app(IDEMPOTENCY_SECRET="another server-side key")
+        for each in (app, other):
+            with each.test_request_context("/register", method="POST", json=body):
+                computed = fingerprint()
+            assert (computed == stored[0]) == (each is app)
+
+
+def stored_fingerprints(app):
+    store = app.extensions["idempotency"]
+    if isinstance(store, RedisStore):
+        keys = [k for k in store.redis.scan_iter(f"{store.prefix}*") if b":usage:" not in k]
+        return [json.loads(store.redis.get(k))["fingerprint"] for k in keys]
+    return [row[0] for row in query(app, select(IdempotencyKey.fingerprint))]
+
+
+class TestQuota:
+    @pytest.mark.config(IDEMPOTENCY_QUOTA_KEYS=2)
+    def test_past_the_daily_keys_a_keyed_post_is_429(self, app, client, as_alice, auth, bob, item):
+        for key in ("a", "b"):
+            assert sale(client, keyed(as_alice, key), item).status_code == 201
+        before = snapshot(app)
+        refused = sale(client, keyed(as_alice, "c"), item)
+        assert_error(refused, 429, error="idempotency_quota")
+        assert 0 < int(refused.headers["Retry-After"]) <= 24 * 3600
+        assert snapshot(app) == before
+        # A replay of a kept key is not a new key; other callers have their own quota.
+        assert sale(client, keyed(as_alice, "a"), item).headers["Idempotent-Replayed"] == "true"
+        assert sale(client, as_alice, item).status_code == 201  # no key: no quota
+        assert movements(app, item) == 4
+
+    @pytest.mark.config(IDEMPOTENCY_QUOTA_BYTES=100)
+    def test_past_the_daily_bytes_a_keyed_post_is_429(self, app, client, as_alice, item):
+        first = sale(client, keyed(as_alice, "a"), item)
+        assert len(first.get_data()) > 100
+        assert_error(sale(client, keyed(as_alice, "b"), item), 429, error="idempotency_quota")
+        assert movements(app, item) == 2
+
+    @pytest.mark.config(IDEMPOTENCY_MAX_ANSWER_BYTES=100)
+    def test_an_answer_over_the_cap_is_not_kept(self, app, client, as_alice, item):
+        assert sale(client, keyed(as_alice), item).status_code == 201
+        assert stored_fingerprints(app) == []
+        again = sale(client, keyed(as_alice), item)
+        assert again.status_code == 201 and "Idempotent-Replayed" not in again.headers
+        assert movements(app, item) == 3
+
+
+def test_every_post_documents_the_header(client):
     spec = client.get("/openapi.json").json
     for path, operations in spec["paths"].items():
         if "post" not in operations:

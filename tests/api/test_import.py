@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from core.catalog.csv_import import import_items
 from db import db
-from helpers import CatalogFactory, Client, query, snapshot
+from helpers import CatalogFactory, Client, count_queries, query, snapshot
 from models import Item, StockMovement, Store, Tag
 
 HEADER = "name,price,description,stock,tags\r\n"
@@ -211,3 +211,46 @@ def test_a_large_file_is_streamed_not_read_whole(app: Flask, store: Any) -> None
         assert (summary.created, summary.invalid) == (12_000, 0)
         assert db.session.scalar(select(func.count()).select_from(Item)) == 12_000
     assert raw.largest <= 64 * 1024
+
+
+def test_many_distinct_names_and_tags_import(app, store, run):
+    """17.8: a chunk with more distinct names and tags than a SELECT may have columns
+    (1,664 on PostgreSQL) imports; no statement grows with their number."""
+    rows = [f"Item {n},1.00,,,t{n}a|t{n}b" for n in range(900)]  # 900 names, 1,800 tags
+    with count_queries(app) as statements:
+        result = run(store["id"], HEADER + "\r\n".join(rows) + "\r\n")
+    assert result.exit_code == 0, result.output
+    assert query(app, select(func.count()).select_from(Item)) == [(900,)]
+    assert query(app, select(func.count()).select_from(Tag)) == [(1800,)]
+    assert max(s.count("lower(") for s in statements) <= 500
+
+
+@pytest.mark.postgres
+def test_an_import_leaves_fresh_statistics(app, store, run):
+    """17.12: the planner's row estimate (and so an estimated count) is right at once."""
+    rows = [f"Item {n},1.00,,," for n in range(70)]
+    assert run(store["id"], HEADER + "\r\n".join(rows) + "\r\n").exit_code == 0
+    assert query(app, text("SELECT reltuples FROM pg_class WHERE relname = 'items'")) == [(70,)]
+
+
+def test_text_starting_with_a_quote_round_trips(app, client, api, as_alice, store, run):
+    """Import strips exactly the one ' the export added: "'quoted" stays "'quoted"."""
+    names = ["'quoted", "''twice", "=1+1", "+1", "-1", "@x", "plain"]
+    for name in names:
+        api.item(as_alice, store, name=name, description=name)
+    exported = client.get(f"/stores/{store['id']}/items.csv").get_data()
+    empty = api.store(as_alice, "Empty")
+    assert run(empty["id"], exported).exit_code == 0
+    got = query(app, select(Item.name, Item.description).where(Item.store_id == empty["id"]))
+    assert sorted(got) == sorted((name, name) for name in names)
+
+
+def test_an_empty_stock_cell_leaves_the_stock_as_it_is(app, client, api, as_alice, store, run):
+    milk = api.item(as_alice, store, name="Milk", price="1.00", stock=5)
+    before = query(app, select(StockMovement.id))
+    result = run(store["id"], HEADER + "Milk,1.20,,,\r\n")
+    assert result.exit_code == 0, result.output
+    assert "0 created, 1 updated, 0 unchanged, 0 invalid." in result.output
+    item = client.get(f"/items/{milk['id']}").json
+    assert (item["stock"], item["price"]) == (5, 1.2)
+    assert query(app, select(StockMovement.id)) == before  # no movement

@@ -1,7 +1,8 @@
 """`flask seed`: fake stores, items, tags and stock that keep every rule of the API."""
 
+import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from helpers import Client, query
 from models import Item, StockMovement, Store, Tag, User, item_tags
@@ -34,7 +35,28 @@ def test_seeds_a_consistent_catalog(app: Flask, client: Client, admin: User) -> 
         .where(Item.store_id != Tag.store_id)
     )
     assert query(app, mixed) == [(0,)]
-    assert client.get("/items?page_size=100").status_code == 200
+    # The public list shows the active items (§13); the seed makes some of other statuses.
+    statuses = dict(query(app, select(Item.status, func.count()).group_by(Item.status)))
+    assert "active" in statuses and sum(statuses.values()) == 80
+    listing = client.get("/items?page_size=100")
+    assert listing.status_code == 200
+    assert listing.headers["X-Total-Count"] == str(statuses["active"])
+    active = select(Item.id, Item.name, Item.stock).where(Item.status == "active")
+    by_id = {row[0]: row for row in query(app, active)}
+    assert sorted(item["id"] for item in listing.json) == sorted(by_id)
+    assert all((i["id"], i["name"], i["stock"]) == by_id[i["id"]] for i in listing.json)
+
+
+@pytest.mark.postgres
+def test_a_seed_leaves_fresh_statistics(app, admin):
+    """17.12: the planner's row estimate (and so an estimated count) is right at once."""
+    result = app.test_cli_runner().invoke(args=["seed", "--stores", "1", "--items", "60"])
+    assert result.exit_code == 0, result.output
+    assert reltuples(app, "items") == 60
+
+
+def reltuples(app, table: str) -> float:
+    return query(app, text(f"SELECT reltuples FROM pg_class WHERE relname = '{table}'"))[0][0]
 
 
 def test_needs_an_owner(app: Flask, alice: User) -> None:

@@ -150,6 +150,15 @@ class TestMovements:
         last = move(client, as_alice, item, delta=MAX_STOCK - 2 * 10**9, reason="received")
         assert last.json["stock_after"] == MAX_STOCK
         assert ledger(app, item["id"]) == (MAX_STOCK, MAX_STOCK, 3)
+        # One more, at the very edge: a 409, never the database's overflow (a 500).
+        at_the_edge = snapshot(app)
+        body = assert_error(
+            move(client, as_alice, item, delta=1, reason="received"), 409, error="stock_overflow"
+        )
+        assert body["message"] == (
+            f"Item {item['id']} has {MAX_STOCK} in stock; 1 more would exceed {MAX_STOCK}."
+        )
+        assert snapshot(app) == at_the_edge
 
 
 class TestCounts:

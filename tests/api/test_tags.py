@@ -131,3 +131,18 @@ class TestTags:
         assert_error(client.get("/tags/5"), 404)
         assert_error(client.patch("/tags/5", json={"name": "x"}, headers=as_alice), 404)
         assert_error(client.delete("/tags/5", headers=as_alice), 404)
+
+
+@pytest.mark.parametrize("name", ["a|b", "|", " dairy|organic "])
+def test_a_name_with_the_csv_tag_separator_is_refused(app, client, as_alice, store, api, name):
+    """§4: the CSV export joins tags with `|`: such a name would come back as two tags."""
+    tag = api.tag(as_alice, store, "dairy")
+    before = snapshot(app)
+    created = client.post(f"/stores/{store['id']}/tags", json={"name": name}, headers=as_alice)
+    renamed = client.patch(f"/tags/{tag['id']}", json={"name": name}, headers=as_alice)
+    for response in (created, renamed):
+        body = assert_error(response, 422)
+        assert body["errors"]["json"]["name"] == [
+            "Must not contain '|' (CSV exports join tags with it)."
+        ]
+    assert snapshot(app) == before

@@ -28,6 +28,7 @@ from servers import (
     ROOT,
     SECRET,
     call,
+    child_pids,
     free_port,
     gunicorn_command,
     libpq,
@@ -289,9 +290,14 @@ def test_the_entrypoint_migrates_serves_and_finishes_requests_on_sigterm(tmp_pat
                 patch.start()
                 wait_for_sessions(url, "wait_event_type = 'Lock'", 1)
                 process.send_signal(signal.SIGTERM)
-                time.sleep(1)
+                # Until gunicorn has taken the signal (a condition, not a guess of
+                # how long that takes on a loaded machine).
+                deadline = time.monotonic() + 4  # within the PATCH's statement timeout
+                while "Handling signal: term" not in log.read_text():
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.05)
                 # Still draining: the PATCH holds a worker until the lock goes.
-                assert process.poll() is None
+                assert process.poll() is None and child_pids(process.pid)
             # Leaving the block ends the locking transaction.
             patch.join(timeout=30)
             assert process.wait(timeout=30) == 0
