@@ -94,6 +94,8 @@ class Item(Timestamps, Model):
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
     # Changed only through the stock ledger (core/catalog/stock.py), never assigned by a view.
     stock: Mapped[int] = mapped_column(default=0, server_default="0")
+    # stock.low fires when stock falls to or below it from above (core/events/stock.py).
+    low_stock_threshold: Mapped[int | None]
     # Indexed with the id below, as every sort key is.
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # Never loaded: only queries read it (core/catalog/queries.py).
