@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import blocklist
 from core import commands
 from core.auth.security import init_passwords
+from core.events import tasks as event_tasks
 from core.jobs.worker import celery_init_app
 from core.web import http, idempotency
 from core.web import request_log as request_logging
@@ -21,7 +22,19 @@ from core.web.extensions import api, cors, jwt, limiter, migrate
 from core.web.legacy import LegacyPaths
 from core.web.smorest import IdConverter, swagger_assets
 from db import close_session, db, engine_options
-from resources import batch, exports, health, items, sessions, stock, stores, tags, users
+from resources import (
+    batch,
+    events,
+    exports,
+    health,
+    items,
+    sessions,
+    stock,
+    stores,
+    tags,
+    users,
+    webhooks,
+)
 from schemas import CROSS_FIELD_RULES
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent / "migrations")
@@ -54,6 +67,7 @@ def create_app(config: Config | None = None) -> Flask:
     register_middleware(app)
     commands.init_app(app)
     celery_init_app(app)
+    event_tasks.init_app(app)
     if getattr(config, "dev_secret", False):
         app.logger.warning("JWT_SECRET_KEY is not set: using a development-only secret.")
     if app.config["APP_ENV"] == "production" and not app.config["REDIS_URL"]:
@@ -92,7 +106,19 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints() -> None:
-    for module in (sessions, users, stores, batch, items, stock, tags, exports, health):
+    for module in (
+        sessions,
+        users,
+        stores,
+        batch,
+        items,
+        stock,
+        tags,
+        exports,
+        events,
+        webhooks,
+        health,
+    ):
         api.register_blueprint(module.blp)
     for name, rules in CROSS_FIELD_RULES.items():
         api.spec.components.schemas[name].update(rules)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, func
 from sqlalchemy.exc import IntegrityError
 
+from core.events.outbox import as_json, changes, record
 from core.web.errors import abort
 from db import db
 
@@ -49,14 +51,46 @@ def is_unique_violation(exc: IntegrityError) -> bool:
     return getattr(orig, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(orig)
 
 
-def commit(*, conflict: str) -> None:
+def commit(*, conflict: str, events: Callable[[], None] | None = None) -> None:
     """Commit the request's work. The database judges uniqueness, so that two racing
     requests cannot both win: a unique violation is a 409 with ``conflict`` as message.
+    ``events`` records the change's events once it is flushed (ids and timestamps
+    set), in the same transaction.
     """
     try:
+        if events is not None:
+            db.session.flush()
+            events()
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
         if is_unique_violation(exc):
             abort(409, message=conflict)
         raise
+
+
+def created(
+    type_: str, obj: Any, *, store_id: int | None = None, owner_id: int | None = None
+) -> Callable[[], None]:
+    """The event of a creation: ``obj`` as its GET returns it (``store_id`` left out:
+    a store, whose id is known once flushed)."""
+
+    def write() -> None:
+        record(type_, store_id=store_id or obj.id, obj=obj, owner_id=owner_id)
+
+    return write
+
+
+def updated(
+    type_: str, obj: Any, before: dict[str, Any], *, store_id: int, owner_id: int | None = None
+) -> Callable[[], None]:
+    """The events of an update from ``before`` (``as_json`` of the object before it
+    changed): none if nothing changed."""
+
+    def write() -> None:
+        after = as_json(obj)
+        previous = changes(before, after)
+        if previous:
+            record(type_, store_id=store_id, obj=after, previous=previous, owner_id=owner_id)
+
+    return write

@@ -11,12 +11,13 @@ from sqlalchemy import select
 from core.auth.permissions import ADMIN, fields_reserved, login_required, store_owner_required
 from core.catalog.queries import ITEMS, item_search
 from core.catalog.stores import delete_store
+from core.events.outbox import as_json
 from core.lists.listing import LIST_HEADERS, Listing
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
 from db import db
 from models import Store, Tag, User
-from resources.common import commit, get_or_404, icontains
+from resources.common import commit, created, get_or_404, icontains, updated
 from schemas import (
     STORE_EDITABLE,
     ItemSchema,
@@ -60,9 +61,12 @@ def _change(store: Store, data: dict) -> Store:
     if "owner_id" in data and db.session.get(User, data["owner_id"]) is None:
         message = f"User {data['owner_id']} does not exist."
         abort(422, errors={"json": {"owner_id": [message]}})
+    before = as_json(store)
     for key, value in data.items():
         setattr(store, key, value)
-    commit(conflict=_duplicate(data))
+    commit(
+        conflict=_duplicate(data), events=updated("store.updated", store, before, store_id=store.id)
+    )
     return store
 
 
@@ -91,7 +95,10 @@ class Stores(MethodView):
         """Create a store; the caller becomes its owner"""
         store = Store(owner_id=current_user.id, **data)
         db.session.add(store)
-        commit(conflict=_duplicate(data))
+        commit(
+            conflict=_duplicate(data),
+            events=created("store.created", store, owner_id=store.owner_id),
+        )
         return store, 201, {"Location": url_for("stores.StoreById", store_id=store.id)}
 
 
@@ -160,5 +167,8 @@ class StoreTags(MethodView):
         """Create a tag in a store"""
         tag = Tag(store_id=store.id, name=data["name"])
         db.session.add(tag)
-        commit(conflict=f"Store {store.id} already has a tag named {data['name']!r}.")
+        commit(
+            conflict=f"Store {store.id} already has a tag named {data['name']!r}.",
+            events=created("tag.created", tag, store_id=store.id, owner_id=store.owner_id),
+        )
         return tag, 201, {"Location": url_for("tags.TagById", tag_id=tag.id)}

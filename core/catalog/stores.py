@@ -6,6 +6,7 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, select
 
+from core.events.catalog import store_deleted
 from db import db
 from models import Item, Store
 
@@ -27,5 +28,6 @@ def delete_store(store_id: int, batch: int) -> None:
         db.session.commit()
         if cast(CursorResult[Any], deleted).rowcount < batch:
             break
+    store_deleted(store_id)  # one event, committed with the store's own delete
     db.session.execute(delete(Store).where(Store.id == store_id))
     db.session.commit()

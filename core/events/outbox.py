@@ -156,7 +156,8 @@ _after_commit: list[Callable[[], None]] = []
 
 def on_commit_with_events(callback: Callable[[], None]) -> None:
     """Run ``callback`` after every commit that wrote events (the relay registers)."""
-    _after_commit.append(callback)
+    if callback not in _after_commit:
+        _after_commit.append(callback)
 
 
 @sa_event.listens_for(db.session, "after_commit")
