@@ -78,7 +78,8 @@ class ItemsBatch(MethodView):
             )
         result = plan.apply(current_user.id)
         commit(
-            conflict=f"An item name in the batch is taken in store {store.id}; nothing was applied.",
+            conflict=f"An item name in the batch is taken in store {store.id}; "
+            "nothing was applied.",
             events=plan.record_events,
         )
         return result

@@ -27,7 +27,7 @@ def types(client, headers, query: str = "") -> list[str]:
 
 def event_rows(app) -> int:
     with app.app_context():
-        return db.session.scalar(select(func.count()).select_from(Event))
+        return db.session.scalar(select(func.count()).select_from(Event)) or 0
 
 
 def test_a_store_created_is_an_event_with_the_store_as_get_returns_it(client, api, as_alice, alice):
@@ -121,7 +121,7 @@ def test_a_rolled_back_transaction_takes_its_event_with_it(app, api, client, as_
 
 
 def event_rows_in_session() -> int:
-    return db.session.scalar(select(func.count()).select_from(Event))
+    return db.session.scalar(select(func.count()).select_from(Event)) or 0
 
 
 def test_stock_movements_and_their_crossings(app, client, api, as_alice):
