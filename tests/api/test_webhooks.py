@@ -284,7 +284,7 @@ def test_a_rebinding_name_is_refused_at_delivery(client, api, as_alice, receiver
     assert receiver.hits == 0
 
 
-def test_a_worker_killed_mid_attempt_leaves_it_to_the_sweep(app, client, api, as_alice):
+def test_a_worker_killed_mid_attempt_leaves_it_to_the_sweep(app, client, as_alice, monkeypatch):
     """A claimed attempt whose worker died is queued again once its claim expires."""
     with receiving() as receiver:
         app.config.update(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
@@ -292,7 +292,7 @@ def test_a_worker_killed_mid_attempt_leaves_it_to_the_sweep(app, client, api, as
         hook = create(client, as_alice, receiver.url).json
         with app.app_context():
             # As if a worker had claimed it and died: running, claim expired.
-            api_store_without_delivery(app, client, as_alice)
+            api_store_without_delivery(client, as_alice, monkeypatch)
             stuck = db.session.scalars(
                 select(Delivery).where(Delivery.webhook_id == hook["id"])
             ).one()
@@ -303,11 +303,8 @@ def test_a_worker_killed_mid_attempt_leaves_it_to_the_sweep(app, client, api, as
         receiver.wait_for(lambda got: len(got) == 1, timeout=5)
 
 
-def api_store_without_delivery(app, client, as_alice) -> None:
+def api_store_without_delivery(client, as_alice, monkeypatch) -> None:
     """A store created while no delivery task runs (they are dropped)."""
-    original = tasks.queue_deliveries
-    tasks.queue_deliveries = lambda _ids: None
-    try:
+    with monkeypatch.context() as patched:
+        patched.setattr(tasks, "queue_deliveries", lambda _ids: None)
         assert client.post("/stores", json={"name": "Quiet"}, headers=as_alice).status_code == 201
-    finally:
-        tasks.queue_deliveries = original
