@@ -54,11 +54,12 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with receiver.lock:
+                receiver.hits += 1
             if receiver.delay:
                 time.sleep(receiver.delay)
             status = receiver.status
             with receiver.lock:
-                receiver.hits += 1
                 if 200 <= status < 300:
                     receiver.received.append(
                         Received(self.path, dict(self.headers.items()), body, time.time())

@@ -8,7 +8,6 @@ import base64
 import json
 
 import pytest
-from receiver import receiving
 from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -17,6 +16,7 @@ from core.events import addresses, tasks
 from db import db
 from models import Delivery
 from models.types import utcnow
+from receiver import receiving
 
 LOCAL = pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
 
