@@ -6,6 +6,9 @@ receiver down (contract §10, §11; issue 18's tests that must exist)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -17,7 +20,7 @@ import pytest
 
 from helpers import PG_URL
 from receiver import Receiver, receiving
-from servers import call, gunicorn, libpq, migrate, postgres_database, server_env
+from servers import BIN, ROOT, call, gunicorn, libpq, migrate, postgres_database, server_env
 from workers import redis_server, workers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -218,3 +221,33 @@ def test_a_receiver_down_gets_everything_once_it_is_back(stack):
             time.sleep(0.2)
         with receiving(port=port) as back:
             all_delivered(stack, owner, back, timeout=60, worker_logs=started)
+
+
+def test_the_image_entrypoint_runs_a_worker_and_beat_by_their_command(stack):
+    """`docker-entrypoint.sh worker` and `... beat` (the image's commands) deliver; the
+    worker from the entrypoint is started with its beat apart, as in docker-compose."""
+    base, (auth, owner) = stack["base"], sign_up(stack["base"])
+    env = stack["env"] | {"PATH": f"{BIN}:{os.environ['PATH']}", "LOG_LEVEL": "WARNING"}
+    processes = []
+    try:
+        for command in (["worker", "--concurrency=1"], ["beat"]):
+            processes.append(
+                subprocess.Popen(
+                    ["sh", "docker-entrypoint.sh", *command],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+        with receiving() as receiver:
+            subscribe(base, auth, receiver)
+            make_store(base, auth, "By the entrypoint")
+            all_delivered(stack, owner, receiver, timeout=60)
+        assert all(p.poll() is None for p in processes)  # still serving
+    finally:
+        for process in processes:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            process.wait(timeout=30)
