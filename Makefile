@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export FLASK_APP := app
 
-.PHONY: run worker beat serve test test-image lint format migrate bench bench-scale clean
+.PHONY: run worker beat serve test test-image lint format migrate bench bench-scale bench-events clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,12 @@ bench: $(VENV)/.dev
 BENCH_SCALE_URL ?= postgresql://postgres@127.0.0.1:5432/bench_scale
 bench-scale: $(VENV)/.dev
 	$(BIN)/python bench/scale.py --database-url $(BENCH_SCALE_URL) $(BENCH_ARGS)
+
+# Events and webhooks on PostgreSQL with a private redis-server as broker and two Celery
+# workers: commit-to-receiver p50/p95 at 50 movements/s, deliveries/s, write cost.
+BENCH_EVENTS_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+bench-events: $(VENV)/.dev
+	$(BIN)/python bench/events.py --database-url $(BENCH_EVENTS_URL) $(BENCH_ARGS)
 
 format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .

@@ -21,9 +21,11 @@ from typing import IO, Any
 
 import marshmallow as ma
 from sqlalchemy import delete, func, insert, literal, select, update
+from sqlalchemy.orm import joinedload, selectinload
 
 from core.catalog.csv_format import COLUMNS, TAG_SEPARATOR, restore
 from core.catalog.stock import MAX_QUANTITY
+from core.events.outbox import as_json, changes, record
 from core.web.fields import Integer, Money, Name, OptionalText
 from db import db, unicode_lower
 from models import Item, StockMovement, Store, Tag, item_tags
@@ -161,6 +163,8 @@ class Importer:
                 .with_for_update()
             )
         }
+        # As GET returned them before the import: the `previous` of their events.
+        before = _as_json([item.id for item in existing.values()])
         links: dict[int, set[int]] = {}
         if existing:
             ids = [item.id for item in existing.values()]
@@ -245,6 +249,42 @@ class Importer:
             db.session.execute(insert(item_tags), new_links)
         if movements:
             db.session.execute(insert(StockMovement), movements)
+        self._record(before, [c["id"] for c in changes], list(created) if new_rows else [])
+
+    def _record(self, before: dict[int, Any], updated: list[int], created: list[int]) -> None:
+        """One event per item created or changed, committed with the rows (§10)."""
+        after = _as_json([*updated, *created], release=True)
+        owner = self.store.owner_id
+        for item_id in updated:
+            previous = changes(before[item_id], after[item_id])
+            if previous:
+                record(
+                    "item.updated",
+                    store_id=self.store.id,
+                    obj=after[item_id],
+                    previous=previous,
+                    owner_id=owner,
+                )
+        for item_id in created:
+            record("item.created", store_id=self.store.id, obj=after[item_id], owner_id=owner)
+
+
+def _as_json(ids: list[int], *, release: bool = False) -> dict[int, Any]:
+    """Items as GET returns them, by id (read now, in the import's transaction)."""
+    if not ids:
+        return {}
+    items = db.session.scalars(
+        select(Item)
+        .where(Item.id.in_(ids))
+        .options(joinedload(Item.store), selectinload(Item.tags))
+        .execution_options(populate_existing=True)
+    )
+    found = {}
+    for item in items:
+        found[item.id] = as_json(item)
+        if release:  # the import holds no ORM object per row
+            db.session.expunge(item)
+    return found
 
 
 def _lowered(texts: list[str]) -> dict[str, str]:

@@ -249,3 +249,30 @@ def test_the_purge_drops_events_past_retention(app, api, as_alice, days, left):
         db.session.commit()
         assert relay.purge(batch=1, days=days) == 1 - left
         assert event_rows_in_session() == left
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_an_import_writes_its_events_with_its_rows(app, client, api, as_alice, dry_run):
+    import io
+
+    from core.catalog.csv_import import import_items
+    from models import Store
+
+    store = api.store(as_alice)
+    api.item(as_alice, store, name="Milk")
+    api.item(as_alice, store, name="Salt", price="3.00")
+    before = len(events(client, as_alice))
+    raw = b"name,price,stock,tags\nMilk,2.00,,dairy\nSalt,3.00,,\nTea,1.00,5,\n"
+    with app.app_context():
+        summary = import_items(db.session.get(Store, store["id"]), io.BytesIO(raw), dry_run=dry_run)
+    assert (summary.created, summary.updated, summary.unchanged) == (1, 1, 1)
+    listed = events(client, as_alice)[before:]
+    if dry_run:
+        assert listed == []
+        return
+    assert [e["type"] for e in listed] == ["item.updated", "item.created"]
+    milk, tea = listed[0]["data"], listed[1]["data"]
+    assert milk["previous"] == {"price": 1.5, "tags": []}
+    assert milk["object"]["tags"][0]["name"] == "dairy"
+    assert milk["object"] == client.get(f"/items/{milk['object']['id']}").json
+    assert tea["object"]["stock"] == 5 and tea["object"]["name"] == "Tea"
