@@ -123,13 +123,12 @@ def main() -> None:
         migrate(env)
         with gunicorn(env, workers=args.web_workers) as base, receiving() as receiver:
             auth, items = setup(base)
-            body = {"url": receiver.url, "events": ["stock.moved"]}
-            hook = call("POST", f"{base}/webhooks", body, headers=auth).json
-
             # 3 (off): no webhook, no worker: the outbox alone.
-            call("PATCH", f"{base}/webhooks/{hook['id']}", {"enabled": False}, headers=auth)
             off = throughput(base, auth, items, args.writes)
-            call("PATCH", f"{base}/webhooks/{hook['id']}", {"enabled": True}, headers=auth)
+            body = {"url": receiver.url, "events": ["stock.moved"]}
+            call("POST", f"{base}/webhooks", body, headers=auth)
+            with workers(env, count=1, concurrency=2):  # the off phase's events, numbered
+                time.sleep(5)
 
             # 2: a backlog, then two worker processes drain it.
             backlog(base, auth, items, args.events)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from celery import shared_task
 from flask import Flask, current_app
 
@@ -25,6 +26,8 @@ log = logging.getLogger("stores.events")
 
 @shared_task(name="events.relay")  # type: ignore[untyped-decorator]  # Celery ships no types
 def relay_events() -> int:
+    # From now on a commit queues another relay: what this one does not see, that does.
+    _release_relay_slot()
     total = 0
     while True:
         numbered, ids = relay.sequence()
@@ -51,9 +54,41 @@ def purge() -> int:
     return relay.purge(config["EVENT_PURGE_BATCH"], config["EVENT_RETENTION_DAYS"])
 
 
-def queue_relay() -> None:
-    """Queue the relay; a broker that is down loses nothing (the sweep does it)."""
+# One relay queued at a time (on a Redis broker): a commit queues one only if none is
+# waiting, so 50 commits a second queue a few relays, not 50 that would take turns on
+# the counter's lock. A relay removes the mark as it starts. If the message is lost the
+# mark expires, and the sweep has done the work meanwhile.
+RELAY_MARK_SECONDS = 5
+_marks: dict[str, redis.Redis] = {}
+
+
+def _mark() -> tuple[redis.Redis, str] | None:
+    """The broker's Redis and the key of the mark, or None (another broker, eager)."""
+    config = current_app.config
+    url = config["CELERY_BROKER_URL"]
+    if config["CELERY_TASK_ALWAYS_EAGER"] or not url.startswith("redis"):
+        return None
+    if url not in _marks:
+        _marks[url] = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    return _marks[url], f"{config['REDIS_KEY_PREFIX']}:events:relay-queued"
+
+
+def _release_relay_slot() -> None:
     try:
+        found = _mark()
+        if found is not None:
+            found[0].delete(found[1])
+    except redis.RedisError:
+        log.warning("relay mark not removed; it expires", exc_info=True)
+
+
+def queue_relay() -> None:
+    """Queue the relay unless one is waiting; a broker that is down loses nothing (the
+    sweep does the relay's work)."""
+    try:
+        found = _mark()
+        if found is not None and not found[0].set(found[1], 1, nx=True, ex=RELAY_MARK_SECONDS):
+            return  # a relay is waiting: it will see this commit's events
         relay_events.apply_async(retry=False)
     except Exception:
         log.warning("relay not queued; the sweep will do its work", exc_info=True)
