@@ -125,10 +125,10 @@ def main() -> None:
             auth, items = setup(base)
             # 3 (off): no webhook, no worker: the outbox alone.
             off = throughput(base, auth, items, args.writes)
+            with workers(env, count=1, concurrency=2):  # the off phase's events, numbered
+                time.sleep(8)
             body = {"url": receiver.url, "events": ["stock.moved"]}
             call("POST", f"{base}/webhooks", body, headers=auth)
-            with workers(env, count=1, concurrency=2):  # the off phase's events, numbered
-                time.sleep(5)
 
             # 2: a backlog, then two worker processes drain it.
             backlog(base, auth, items, args.events)
