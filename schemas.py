@@ -459,7 +459,10 @@ def EventTypes(**kwargs) -> fields.List:  # noqa: N802 - reads as a field type
     return fields.List(
         fields.String(validate=validate.OneOf([*SUBSCRIBABLE, "*"])),
         validate=validate.Length(1, len(SUBSCRIBABLE)),
-        metadata={"example": ["stock.low", "stock.out"], "description": 'Types, or ["*"]'},
+        metadata={
+            "example": ["stock.low", "stock.out"],
+            "description": 'Types; "*" is every type (repeats are kept once)',
+        },
         **kwargs,
     )
 
@@ -469,11 +472,6 @@ class WebhookUpdateSchema(ma.Schema):
     events = EventTypes()
     description = OptionalText(255, metadata={"example": "ERP sync"})
     enabled = fields.Boolean(metadata={"example": True})
-
-    @validates("events")
-    def _star_alone(self, value, **_kwargs):
-        if "*" in value and len(value) > 1:
-            raise ValidationError('"*" stands alone: it means every type.')
 
 
 class WebhookCreateSchema(WebhookUpdateSchema):

@@ -79,7 +79,8 @@ def _check_store(store_id: int | None) -> None:
 
 
 def _types(events: list[str]) -> list[str]:
-    return list(dict.fromkeys(events))
+    """Each type once; "*" (every type) alone."""
+    return ["*"] if "*" in events else list(dict.fromkeys(events))
 
 
 @blp.route("")
