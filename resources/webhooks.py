@@ -163,7 +163,7 @@ class WebhookTest(MethodView):
     def post(self, webhook_id):
         """Send a `webhook.test` event to this webhook now; answers its pending attempt"""
         webhook = _webhook(webhook_id)
-        event = outbox.record(
+        outbox.record(
             "webhook.test",
             store_id=None,
             owner_id=webhook.owner_id,
@@ -175,7 +175,10 @@ class WebhookTest(MethodView):
         # already did: then that relay queued it).
         tasks.queue_deliveries(relay.sequence()[1])
         attempt = db.session.scalars(
-            select(Delivery).where(Delivery.event_id == event.id).order_by(Delivery.id)
+            select(Delivery)
+            .join(Event, Event.id == Delivery.event_id)
+            .where(Delivery.webhook_id == webhook.id, Event.type == "webhook.test")
+            .order_by(Delivery.id.desc())
         ).first()
         if attempt is None:  # pragma: no cover - the relay made it, or a concurrent one did
             abort(503, message="The test event could not be queued; try again.")

@@ -20,10 +20,11 @@ from typing import Any
 
 from flask import g, has_app_context, has_request_context
 from sqlalchemy import event as sa_event
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from db import db
 from models import Event, Store
+from models.types import utcnow
 
 EVENT_TYPES = (
     "store.created",
@@ -46,6 +47,7 @@ EVENT_TYPES = (
 )
 SYSTEM = {"type": "system", "id": None}
 PENDING = "events_pending"  # db.session.info: this transaction wrote events
+BUFFER = "events_buffer"  # db.session.info: rows recorded, inserted before commit
 
 _serializers: dict[str, Callable[[Any], dict[str, Any]]] = {}
 
@@ -93,7 +95,7 @@ def record(
     actor: dict[str, Any] | None = None,
     request_id: str | None = None,
     webhook_id: int | None = None,
-) -> Event:
+) -> None:
     """Add an event of ``type`` to the current transaction.
 
     ``obj``: a model object (dumped by its table's serializer) or a dict (taken as it
@@ -111,19 +113,28 @@ def record(
     data: dict[str, Any] = {"object": as_json(obj)}
     if previous is not None:
         data["previous"] = previous
-    event = Event(
-        type=type,
-        store_id=store_id,
-        owner_id=owner_id,
-        webhook_id=webhook_id,
-        actor_type=actor["type"],
-        actor_id=actor.get("id"),
-        request_id=request_id if request_id is not None else current_request_id(),
-        data=data,
-    )
-    db.session.add(event)
+    row = {
+        "type": type,
+        "store_id": store_id,
+        "owner_id": owner_id,
+        "webhook_id": webhook_id,
+        "actor_type": actor["type"],
+        "actor_id": actor.get("id"),
+        "request_id": request_id if request_id is not None else current_request_id(),
+        "data": data,
+        "created_at": utcnow(),
+    }
+    db.session.connection()  # a transaction is begun: its commit writes the rows
+    db.session.info.setdefault(BUFFER, []).append(row)
     db.session.info[PENDING] = True
-    return event
+
+
+def write_pending() -> None:
+    """Insert the events recorded so far in this transaction: one statement for all of
+    them (a batch of 100 changes is one INSERT, not 100). Runs before every commit."""
+    rows = db.session.info.pop(BUFFER, None)
+    if rows:
+        db.session.execute(insert(Event), rows)
 
 
 def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -160,6 +171,13 @@ def on_commit_with_events(callback: Callable[[], None]) -> None:
         _after_commit.append(callback)
 
 
+@sa_event.listens_for(db.session, "before_commit")
+def _write_before_commit(session: Any) -> None:
+    rows = session.info.pop(BUFFER, None)
+    if rows:
+        session.execute(insert(Event), rows)
+
+
 @sa_event.listens_for(db.session, "after_commit")
 def _events_committed(session: Any) -> None:
     if session.info.pop(PENDING, False):
@@ -170,3 +188,4 @@ def _events_committed(session: Any) -> None:
 @sa_event.listens_for(db.session, "after_rollback")
 def _events_rolled_back(session: Any) -> None:
     session.info.pop(PENDING, None)
+    session.info.pop(BUFFER, None)

@@ -100,9 +100,10 @@ def sequence() -> tuple[int, list[int]]:
     if not events:
         db.session.commit()
         return 0, []
-    for event in events:
-        last += 1
-        event.seq = last
+    numbers = [{"id": event.id, "seq": last + n} for n, event in enumerate(events, 1)]
+    # One executemany (ORM bulk UPDATE by primary key), not an UPDATE per event.
+    db.session.execute(update(Event), numbers)
+    last += len(events)
     db.session.execute(update(EventCounter).where(EventCounter.id == 1).values(last=last))
     rows = _fan_out(events)
     ids: list[int] = []

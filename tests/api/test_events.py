@@ -8,7 +8,7 @@ import re
 import pytest
 from sqlalchemy import func, select, update
 
-from core.events.outbox import record
+from core.events.outbox import record, write_pending
 from db import db
 from models import Event, Item
 
@@ -114,7 +114,7 @@ def test_a_rolled_back_transaction_takes_its_event_with_it(app, api, client, as_
     count = event_rows(app)
     with app.test_request_context():
         record("store.updated", store_id=store["id"], obj={"id": store["id"]}, previous={})
-        db.session.flush()
+        write_pending()
         assert event_rows_in_session() == count + 1
         db.session.rollback()
     assert event_rows(app) == count
