@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import blocklist
 from core import commands
 from core.auth.security import init_passwords
+from core.events import tasks as event_tasks
 from core.jobs.worker import celery_init_app
 from core.web import http, idempotency, metrics, tracing
 from core.web import request_log as request_logging
@@ -25,6 +26,7 @@ from core.web.smorest import CrossFieldRules, IdConverter, swagger_assets
 from db import close_session, db, engine_options
 from resources import (
     batch,
+    events,
     exports,
     health,
     imports,
@@ -35,6 +37,7 @@ from resources import (
     stores,
     tags,
     users,
+    webhooks,
 )
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent / "migrations")
@@ -67,6 +70,7 @@ def create_app(config: Config | None = None) -> Flask:
     register_middleware(app)
     commands.init_app(app)
     celery_init_app(app)
+    event_tasks.init_app(app)
     request_logging.warn_once(app.logger, config.warnings())
     return app
 
@@ -136,7 +140,7 @@ BOOT_ORDER: tuple[Step, ...] = (
 
 def register_blueprints() -> None:
     blueprints = (sessions, users, stores, batch, items, stock, tags, exports, imports, jobs)
-    for module in (*blueprints, health):
+    for module in (*blueprints, events, webhooks, health):
         api.register_blueprint(module.blp)
 
 

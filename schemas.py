@@ -13,6 +13,8 @@ import marshmallow as ma
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
 from core.catalog.stock import MAX_STOCK
+from core.events.addresses import MAX_URL_LENGTH
+from core.events.outbox import EVENT_TYPES, event_json
 from core.web.fields import (
     MAX_QUANTITY,
     SKU_PATTERN,
@@ -34,7 +36,7 @@ from core.web.fields import (
     Username,
 )
 from db import db
-from models import DELTA_REASONS, REASONS, ROLES, Store
+from models import DELIVERY_STATUSES, DELTA_REASONS, REASONS, ROLES, Event, Store
 from models.item import STATUSES
 from models.job import JOB_STATUSES, JOB_TYPES
 
@@ -470,6 +472,124 @@ class StockMovementInputSchema(ma.Schema):
                 raise ValidationError(
                     f"A delta's reason is one of: {', '.join(DELTA_REASONS)}.", "reason"
                 )
+
+
+# --- events and webhooks ------------------------------------------------------------
+
+MAX_TYPE_FILTERS = 10
+# What a webhook may subscribe to (a `webhook.test` goes to the webhook it tests).
+SUBSCRIBABLE = tuple(t for t in EVENT_TYPES if t != "webhook.test")
+
+
+class ActorSchema(ma.Schema):
+    type = fields.String(metadata={"enum": ["user", "api_key", "system"], "example": "user"})
+    id = fields.Integer(allow_none=True, metadata={"example": 1})
+
+
+class EventDataSchema(ma.Schema):
+    object = fields.Dict(
+        metadata={
+            "description": "The resource as its GET returns it; {id} for a deletion",
+            "example": {"id": 7, "item_id": 3, "delta": -2, "stock_after": 10},
+        }
+    )
+    previous = fields.Dict(
+        metadata={
+            "description": "Updates only: the changed fields' old values",
+            "example": {"price": 2.5},
+        }
+    )
+
+
+class EventSchema(ma.Schema):
+    id = fields.String(metadata={"example": "evt_0000000000000042"})
+    type = fields.String(metadata={"enum": list(EVENT_TYPES), "example": "stock.moved"})
+    created_at = fields.String(metadata={"example": "2026-11-21T10:00:00+00:00"})
+    store_id = fields.Integer(allow_none=True, metadata={"example": 1})
+    actor = fields.Nested(ActorSchema)
+    request_id = fields.String(allow_none=True, metadata={"example": "9f3c2a7e"})
+    data = fields.Nested(EventDataSchema)
+
+    @ma.pre_dump
+    def _as_json(self, event, **_kwargs):
+        return event_json(event) if isinstance(event, Event) else event
+
+
+class EventQuerySchema(ma.Schema):
+    type = fields.List(
+        fields.String(validate=validate.OneOf(EVENT_TYPES)),
+        validate=validate.Length(1, MAX_TYPE_FILTERS),
+        metadata={"description": f"Event types (repeatable, at most {MAX_TYPE_FILTERS})"},
+    )
+    store_id = Id(strict=False, metadata={"description": "Only events of this store"})
+    created_after = fields.AwareDateTime(
+        metadata={"description": "Only events written after this instant (ISO 8601, with zone)"}
+    )
+
+
+class WebhookSchema(ma.Schema):
+    id = fields.Integer(metadata={"example": 1})
+    url = fields.String(metadata={"example": "https://example.com/hooks/stores"})
+    events = fields.List(fields.String(), metadata={"example": ["stock.low", "stock.out"]})
+    store_id = fields.Integer(allow_none=True, metadata={"example": None})
+    description = fields.String(allow_none=True, metadata={"example": "ERP sync"})
+    enabled = fields.Boolean(metadata={"example": True})
+    created_at = Timestamp()
+    updated_at = Timestamp()
+
+
+class WebhookCreatedSchema(WebhookSchema):
+    secret = fields.String(
+        metadata={
+            "example": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "description": "The signing secret: shown in this answer only",
+        }
+    )
+
+
+def EventTypes(**kwargs) -> fields.List:  # noqa: N802 - reads as a field type
+    return fields.List(
+        fields.String(validate=validate.OneOf([*SUBSCRIBABLE, "*"])),
+        validate=validate.Length(1, len(SUBSCRIBABLE)),
+        metadata={
+            "example": ["stock.low", "stock.out"],
+            "description": 'Types; "*" is every type (repeats are kept once)',
+        },
+        **kwargs,
+    )
+
+
+class WebhookUpdateSchema(ma.Schema):
+    url = Line(MAX_URL_LENGTH, metadata={"example": "https://example.com/hooks/stores"})
+    events = EventTypes()
+    description = OptionalText(255, metadata={"example": "ERP sync"})
+    enabled = fields.Boolean(metadata={"example": True})
+
+
+class WebhookCreateSchema(WebhookUpdateSchema):
+    url = Line(MAX_URL_LENGTH, required=True, metadata={"example": "https://example.com/hooks"})
+    events = EventTypes(required=True)
+    store_id = Id(
+        allow_none=True,
+        metadata={"description": "One of your stores, or null: every store you own", "example": 1},
+    )
+
+
+class DeliverySchema(ma.Schema):
+    id = fields.Integer(metadata={"example": 1})
+    event_id = fields.String(metadata={"example": "evt_0000000000000042"})
+    attempt = fields.Integer(metadata={"example": 1})
+    status = fields.String(metadata={"enum": list(DELIVERY_STATUSES), "example": "succeeded"})
+    response_status = fields.Integer(allow_none=True, metadata={"example": 200})
+    response_body = fields.String(
+        allow_none=True, metadata={"description": "At most 1 KiB", "example": "ok"}
+    )
+    error = fields.String(allow_none=True, metadata={"example": None})
+    duration_ms = fields.Integer(allow_none=True, metadata={"example": 42})
+    next_attempt_at = fields.DateTime(
+        allow_none=True, metadata={"example": None, "description": "When it is (re)tried"}
+    )
+    created_at = Timestamp()
 
 
 class HealthSchema(ma.Schema):

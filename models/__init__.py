@@ -1,5 +1,6 @@
 """The tables, one module each."""
 
+from models.event import Event, EventCounter
 from models.idempotency_key import IdempotencyKey
 from models.item import Item, item_tags
 from models.job import Job, JobChunk
@@ -8,11 +9,16 @@ from models.stock_movement import DELTA_REASONS, REASONS, StockMovement
 from models.store import Store
 from models.tag import Tag
 from models.user import ROLES, User, new_token_key
+from models.webhook import DELIVERY_STATUSES, Delivery, Webhook
 
 __all__ = [
+    "DELIVERY_STATUSES",
     "DELTA_REASONS",
     "REASONS",
     "ROLES",
+    "Delivery",
+    "Event",
+    "EventCounter",
     "IdempotencyKey",
     "Item",
     "Job",
@@ -22,6 +28,7 @@ __all__ = [
     "Store",
     "Tag",
     "User",
+    "Webhook",
     "item_tags",
     "new_token_key",
 ]

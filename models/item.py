@@ -103,6 +103,7 @@ class Item(Timestamps, Model):
     # The integrator's own identifier: unique within a store, case-sensitively (§13).
     sku: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    # stock.low fires when stock falls to or below it from above (core/events/catalog.py).
     low_stock_threshold: Mapped[int | None]
     # `metadata` is SQLAlchemy's name for the table's MetaData: the attribute is metadata_.
     metadata_: Mapped[dict[str, str]] = mapped_column(

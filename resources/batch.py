@@ -85,6 +85,7 @@ class ItemsBatch(MethodView):
             conflict=lambda violated: (
                 f"An item {'SKU' if 'sku' in violated else 'name'} in "
                 f"the batch is taken in store {store.id}; nothing was applied."
-            )
+            ),
+            events=plan.record_events,
         )
         return result

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
+from core.events.outbox import as_json, changes, record
 from core.web.errors import abort
 from db import db
 
@@ -36,15 +37,49 @@ def violated(exc: IntegrityError) -> str:
     return str(getattr(diag, "constraint_name", None) or exc.orig)
 
 
-def commit(*, conflict: str | Callable[[str], str]) -> None:
+def commit(
+    *, conflict: str | Callable[[str], str], events: Callable[[], None] | None = None
+) -> None:
     """Commit the request's work. The database judges uniqueness, so that two racing
     requests cannot both win: a unique violation is a 409 with ``conflict`` as message
     (or ``conflict(what the violation names)``, where one row has two unique keys).
+    ``events`` records the change's events once it is flushed (ids and timestamps
+    set), in the same transaction.
     """
     try:
+        if events is not None:
+            db.session.flush()
+            events()
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
         if is_unique_violation(exc):
             abort(409, message=conflict if isinstance(conflict, str) else conflict(violated(exc)))
         raise
+
+
+def created(
+    type_: str, obj: Any, *, store_id: int | None = None, owner_id: int | None = None
+) -> Callable[[], None]:
+    """The event of a creation: ``obj`` as its GET returns it (``store_id`` left out:
+    a store, whose id is known once flushed)."""
+
+    def write() -> None:
+        record(type_, store_id=store_id or obj.id, obj=obj, owner_id=owner_id)
+
+    return write
+
+
+def updated(
+    type_: str, obj: Any, before: dict[str, Any], *, store_id: int, owner_id: int | None = None
+) -> Callable[[], None]:
+    """The events of an update from ``before`` (``as_json`` of the object before it
+    changed): none if nothing changed."""
+
+    def write() -> None:
+        after = as_json(obj)
+        previous = changes(before, after)
+        if previous:
+            record(type_, store_id=store_id, obj=after, previous=previous, owner_id=owner_id)
+
+    return write

@@ -22,6 +22,7 @@ from core.catalog.queries import (
     as_item,
     item_search,
 )
+from core.events.outbox import as_json, record
 from core.lists.listing import LIST_HEADERS
 from core.web.errors import abort
 from core.web.http import public_cache
@@ -29,7 +30,7 @@ from core.web.smorest import Blueprint
 from db import db
 from models import Item, Store, Tag, item_tags
 from models.types import utcnow
-from resources.common import commit, get_or_404, is_unique_violation
+from resources.common import commit, created, get_or_404, is_unique_violation, updated
 from schemas import (
     ItemCreateSchema,
     ItemQuerySchema,
@@ -131,6 +132,11 @@ def visible_item(item_id: int) -> dict[str, Any]:
     return item  # type: ignore[return-value]  # abort() never returns
 
 
+def _tags_changed(item: Item, before: dict[str, Any]) -> None:
+    """A tag linked or unlinked is an ``item.updated`` (contract §10)."""
+    updated("item.updated", item, before, store_id=item.store_id, owner_id=item.store.owner_id)()
+
+
 @blp.route("")
 class Items(MethodView):
     @blp.etag
@@ -158,7 +164,10 @@ class Items(MethodView):
         db.session.add(item)
         if initial_stock is not None:
             stock.initial_count(item, initial_stock, user_id=current_user.id)
-        commit(conflict=_duplicate(item))
+        commit(
+            conflict=_duplicate(item),
+            events=created("item.created", item, store_id=store.id, owner_id=store.owner_id),
+        )
         return item, 201, {"Location": url_for("items.ItemById", item_id=item.id)}
 
 
@@ -172,10 +181,16 @@ class ItemById(MethodView):
         return visible_item(item_id)
 
     def _change(self, item: Item, data: dict[str, Any], *, merge: bool = True) -> Item:
+        before = as_json(item)
         with_metadata(item.metadata_, data, merge=merge)
         for key, value in data.items():
             setattr(item, key, value)
-        commit(conflict=_duplicate(item))
+        commit(
+            conflict=_duplicate(item),
+            events=updated(
+                "item.updated", item, before, store_id=item.store_id, owner_id=item.store.owner_id
+            ),
+        )
         return item
 
     @store_owner_required(blp, _item, etag_schema=ItemSchema)
@@ -198,6 +213,12 @@ class ItemById(MethodView):
     @blp.response(204)
     def delete(self, item: Item) -> None:
         """Delete an item (fresh token)"""
+        record(
+            "item.deleted",
+            store_id=item.store_id,
+            obj={"id": item.id},
+            owner_id=item.store.owner_id,
+        )
         db.session.delete(item)
         db.session.commit()
 
@@ -215,10 +236,13 @@ class ItemTag(MethodView):
             abort(422, message=message, errors={"path": {"tag_id": [message]}})
         if tag in item.tags:
             return item, 200
+        before = as_json(item)
         item.tags.append(tag)
         item.tags.sort(key=lambda t: t.id)
         item.updated_at = utcnow()
         try:
+            db.session.flush()
+            _tags_changed(item, before)
             db.session.commit()
         except IntegrityError as exc:
             db.session.rollback()
@@ -235,6 +259,9 @@ class ItemTag(MethodView):
         """Take a tag off an item"""
         if tag not in item.tags:
             abort(404, message=f"Item {item.id} does not carry tag {tag.id}.")
+        before = as_json(item)
         item.tags.remove(tag)
         item.updated_at = utcnow()
+        db.session.flush()
+        _tags_changed(item, before)
         db.session.commit()

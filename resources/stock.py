@@ -12,6 +12,7 @@ from sqlalchemy.orm import joinedload
 
 from core.auth.permissions import may_see, store_owner_required
 from core.catalog import stock
+from core.events.catalog import stock_moved
 from core.lists.listing import LIST_HEADERS, Listing
 from core.web.errors import abort
 from core.web.http import public_cache
@@ -91,6 +92,7 @@ class ItemStock(MethodView):
         except stock.StockError as exc:
             db.session.rollback()
             abort(409, message=str(exc), error=exc.code)
+        stock_moved(item, movement)
         db.session.commit()
         location = url_for("stock.Movement", item_id=item.id, movement_id=movement.id)
         return movement, 201, {"Location": location}

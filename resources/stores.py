@@ -12,6 +12,7 @@ from sqlalchemy import Select, select
 from core.auth.permissions import ADMIN, fields_reserved, login_required, store_owner_required
 from core.catalog.queries import ITEMS, item_search
 from core.catalog.stores import count_items, delete_store, mark_deleting
+from core.events.outbox import as_json
 from core.jobs import engine
 from core.lists.listing import LIST_HEADERS, Listing
 from core.web.errors import abort
@@ -19,7 +20,7 @@ from core.web.http import public_cache
 from core.web.smorest import Blueprint
 from db import db, icontains
 from models import Store, Tag, User
-from resources.common import commit, get_or_404
+from resources.common import commit, created, get_or_404, updated
 from resources.items import with_metadata
 from resources.jobs import ACCEPTED, start
 from schemas import (
@@ -69,9 +70,12 @@ def _change(store: Store, data: dict[str, Any], *, merge: bool = True) -> Store:
     if "owner_id" in data and db.session.get(User, data["owner_id"]) is None:
         message = f"User {data['owner_id']} does not exist."
         abort(422, errors={"json": {"owner_id": [message]}})
+    before = as_json(store)
     for key, value in data.items():
         setattr(store, key, value)
-    commit(conflict=_duplicate(data))
+    commit(
+        conflict=_duplicate(data), events=updated("store.updated", store, before, store_id=store.id)
+    )
     return store
 
 
@@ -103,7 +107,10 @@ class Stores(MethodView):
         with_metadata(None, data, merge=False)
         store = Store(owner_id=current_user.id, **data)
         db.session.add(store)
-        commit(conflict=_duplicate(data))
+        commit(
+            conflict=_duplicate(data),
+            events=created("store.created", store, owner_id=store.owner_id),
+        )
         return store, 201, {"Location": url_for("stores.StoreById", store_id=store.id)}
 
 
@@ -187,5 +194,8 @@ class StoreTags(MethodView):
         """Create a tag in a store"""
         tag = Tag(store_id=store.id, name=data["name"])
         db.session.add(tag)
-        commit(conflict=f"Store {store.id} already has a tag named {data['name']!r}.")
+        commit(
+            conflict=f"Store {store.id} already has a tag named {data['name']!r}.",
+            events=created("tag.created", tag, store_id=store.id, owner_id=store.owner_id),
+        )
         return tag, 201, {"Location": url_for("tags.TagById", tag_id=tag.id)}

@@ -8,12 +8,13 @@ from flask.views import MethodView
 from sqlalchemy.exc import IntegrityError
 
 from core.auth.permissions import store_owner_required
+from core.events.outbox import as_json, record
 from core.web.errors import abort
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
 from db import db
 from models import Store, Tag
-from resources.common import commit, get_or_404
+from resources.common import commit, get_or_404, updated
 from schemas import TagInputSchema, TagSchema
 
 blp = Blueprint("tags", __name__, url_prefix="/tags", description="Tags")
@@ -42,8 +43,12 @@ class TagById(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def patch(self, tag: Tag, data: dict[str, Any]) -> Tag:
         """Rename a tag"""
+        before = as_json(tag)
         tag.name = data["name"]
-        commit(conflict=f"Store {tag.store_id} already has a tag named {tag.name!r}.")
+        commit(
+            conflict=f"Store {tag.store_id} already has a tag named {tag.name!r}.",
+            events=updated("tag.updated", tag, before, store_id=tag.store_id),
+        )
         return tag
 
     @store_owner_required(blp, _tag, etag_schema=TagSchema)
@@ -51,6 +56,7 @@ class TagById(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def delete(self, tag: Tag) -> None:
         """Delete a tag that no item carries any more"""
+        record("tag.deleted", store_id=tag.store_id, obj={"id": tag.id})
         db.session.delete(tag)
         try:
             db.session.commit()

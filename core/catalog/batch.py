@@ -12,6 +12,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from core.catalog import stock
 from core.catalog.metadata import TooManyKeysError, merged, replaced
+from core.events.outbox import as_json, changes, record
 from db import db, unicode_lower
 from models import Item, Store
 
@@ -132,6 +133,8 @@ class Plan:
                 db.session.expire(self.items[item_id], ["name"])
 
     def apply(self, user_id: int | None) -> dict[str, Any]:
+        # As GET returned them before the batch: the updates' `previous`.
+        self.before = {entry["id"]: as_json(self.items[entry["id"]]) for entry in self.updates}
         if self.deletes:
             db.session.execute(
                 delete(Item).where(Item.id.in_(self.deletes)),
@@ -167,4 +170,25 @@ class Plan:
             if initial is not None:
                 stock.initial_count(item, initial, user_id=user_id)
             created.append(item)
+        self.created: list[Item] = created
+        self.updated: list[Item] = updated
         return {"created": created, "updated": updated, "deleted": self.deletes}
+
+    def record_events(self) -> None:
+        """One event per change, once the batch is flushed (contract §10)."""
+        owner = self.store.owner_id
+        for item_id in self.deletes:
+            record("item.deleted", store_id=self.store.id, obj={"id": item_id}, owner_id=owner)
+        for item in self.updated:
+            after = as_json(item)
+            previous = changes(self.before[item.id], after)
+            if previous:
+                record(
+                    "item.updated",
+                    store_id=self.store.id,
+                    obj=after,
+                    previous=previous,
+                    owner_id=owner,
+                )
+        for item in self.created:
+            record("item.created", store_id=self.store.id, obj=item, owner_id=owner)

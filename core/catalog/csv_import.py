@@ -22,10 +22,12 @@ from typing import IO, Any
 
 import marshmallow as ma
 from sqlalchemy import delete, func, insert, literal, or_, select, update
+from sqlalchemy.orm import joinedload, selectinload
 
 from core.catalog import stock
 from core.catalog.csv_format import COLUMNS, restore
 from core.catalog.stock import MAX_STOCK
+from core.events.outbox import as_json, changes, record
 from core.web.fields import TAG_SEPARATOR, Description, Integer, Money, Name, Quantity, Sku, TagName
 from db import BULK_TABLES, analyze, db, unicode_lower
 from models import Item, Store, Tag, item_tags
@@ -260,13 +262,17 @@ class Importer:
         }
         now = utcnow()
         existing = self._matches(by_name)
-        relinked = self._update(existing, by_name, wanted, now)
+        # As GET returned them before the import: the `previous` of their events.
+        before = _as_json([item.id for item in existing.values()])
+        relinked, updated = self._update(existing, by_name, wanted, now)
         new_rows = [(key, row) for key, row in by_name.items() if key not in existing]
         new_links = [(item_id, wanted[key]) for item_id, key in relinked.items()]
-        new_links += self._create(new_rows, wanted, now)
+        created = self._create(new_rows, wanted, now)
+        new_links += created
         link_rows = [{"item_id": item_id, "tag_id": t} for item_id, tags in new_links for t in tags]
         if link_rows:
             db.session.execute(insert(item_tags), link_rows)
+        self._record(before, updated, [item_id for item_id, _ in created])
 
     def _update(
         self,
@@ -274,9 +280,10 @@ class Importer:
         by_name: dict[str, dict[str, Any]],
         wanted: dict[str, list[int]],
         now: datetime,
-    ) -> dict[int, str]:
+    ) -> tuple[dict[int, str], list[int]]:
         """Update the existing items whose row differs; returns the ids (with their
-        keys) whose tags must be linked again, their old links already removed."""
+        keys) whose tags must be linked again, their old links already removed, and the
+        ids of every item updated."""
         links: dict[int, set[int]] = {}
         if existing:
             ids = [item.id for item in existing.values()]
@@ -284,7 +291,7 @@ class Importer:
                 select(item_tags.c.item_id, item_tags.c.tag_id).where(item_tags.c.item_id.in_(ids))
             ):
                 links.setdefault(item_id, set()).add(tag_id)
-        changes: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
         counts: list[stock.Count] = []
         relink: dict[int, str] = {}
         for key, row in by_name.items():  # in the file's order, as the movements are
@@ -305,20 +312,20 @@ class Importer:
             if set(wanted[key]) != links.get(item.id, set()):
                 relink[item.id] = key
             if changed or item.id in relink:
-                changes.append({"id": item.id, **fields, "updated_at": now})
+                updates.append({"id": item.id, **fields, "updated_at": now})
                 self.summary.updated += 1
             else:
                 self.summary.unchanged += 1
             db.session.expunge(item)
-        if changes:
+        if updates:
             db.session.execute(
                 update(Item),  # ORM bulk UPDATE by primary key: one executemany
-                changes,
+                updates,
             )
         stock.set_counts(counts, reference="import", user_id=None, now=now)
         if relink:
             db.session.execute(delete(item_tags).where(item_tags.c.item_id.in_(relink)))
-        return relink
+        return relink, [row["id"] for row in updates]
 
     def _create(
         self,
@@ -361,6 +368,41 @@ class Importer:
             now=now,
         )
         return [(item_id, wanted[key]) for item_id, (key, _) in pairs]
+
+    def _record(self, before: dict[int, Any], updated: list[int], created: list[int]) -> None:
+        """One event per item created or changed, committed with the rows (§10)."""
+        after = _as_json([*updated, *created], release=True)
+        owner = self.store.owner_id
+        for item_id in updated:
+            previous = changes(before[item_id], after[item_id])
+            if previous:
+                record(
+                    "item.updated",
+                    store_id=self.store.id,
+                    obj=after[item_id],
+                    previous=previous,
+                    owner_id=owner,
+                )
+        for item_id in created:
+            record("item.created", store_id=self.store.id, obj=after[item_id], owner_id=owner)
+
+
+def _as_json(ids: list[int], *, release: bool = False) -> dict[int, Any]:
+    """Items as GET returns them, by id (read now, in the import's transaction)."""
+    if not ids:
+        return {}
+    items = db.session.scalars(
+        select(Item)
+        .where(Item.id.in_(ids))
+        .options(joinedload(Item.store), selectinload(Item.tags))
+        .execution_options(populate_existing=True)
+    )
+    found = {}
+    for item in items:
+        found[item.id] = as_json(item)
+        if release:  # the import holds no ORM object per row
+            db.session.expunge(item)
+    return found
 
 
 # Texts lowercased per statement: a statement's size never grows with the number of

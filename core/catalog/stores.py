@@ -22,6 +22,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, delete, event, func, select
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
+from core.events.catalog import store_deleted
 from db import db
 from models import Item, Store, Tag
 from models.types import utcnow
@@ -70,8 +71,10 @@ def count_items(store_id: int, limit: int | None = None) -> int:
 
 
 def mark_deleting(store: Store) -> None:
-    """From the commit of the caller's transaction, the store is gone for readers."""
+    """From the commit of the caller's transaction, the store is gone for readers;
+    its one ``store.deleted`` event commits with it (the job deletes the rows later)."""
     store.deleted_at = utcnow()
+    store_deleted(store.id)
 
 
 def delete_store(
@@ -110,6 +113,11 @@ def delete_store(
             break
         if pause:
             time.sleep(pause)
+    marked = db.session.execute(
+        select(Store.deleted_at).where(Store.id == store_id), execution_options=SEE_DELETING
+    ).scalar_one_or_none()
+    if marked is None:  # a store deleted at once: its one event commits with its delete
+        store_deleted(store_id)
     db.session.execute(delete(Store).where(Store.id == store_id))
     db.session.commit()
     return True

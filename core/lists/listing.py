@@ -113,17 +113,21 @@ class Listing:
         sortable: bool = True,
         read_whole: Sequence[str] = (),
         rows: Rows | None = None,
+        start: Sequence[Any] | None = None,
     ) -> None:
         """``default``: the order without a ``sort`` (the table's first sort unless
         given, e.g. ``"-id"`` for newest first); ``sortable=False``: no ``sort``
         parameter, the list is always in the default order; ``read_whole``: filters
         whose few matches the database reads all of to order them (a text index's
         bitmap), so that a page counts them in its own statement (Page.run); ``rows``:
-        read the list as plain rows (without it, the Select's first entity)."""
+        read the list as plain rows (without it, the Select's first entity); ``start``:
+        the key values before the first row, for a list whose every page links a next
+        one, even the last or an empty one (a poller of GET /events resumes there)."""
         self.sorts = sorts
         self.sortable = sortable
         self.read_whole = read_whole
         self.rows = rows
+        self.start = start
         self.default = default or next(iter(sorts))
         self._schemas: dict[tuple[type[ma.Schema], bool], type[ma.Schema]] = {}
 

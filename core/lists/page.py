@@ -162,6 +162,10 @@ class Page:
         links: list[tuple[str, dict[str, Any]]] = []
         if has_next and last is not None:
             links.append(("next", {"cursor": self._cursor(last, before=False)}))
+        elif self.listing.start is not None and not self.before:
+            # The end, for now: the next page starts after the last row seen.
+            resume = last or self.position or list(self.listing.start)
+            links.append(("next", {"cursor": self._cursor(resume, before=False)}))
         if has_prev and first is not None:
             links.append(("prev", {"cursor": self._cursor(first, before=True)}))
         return links

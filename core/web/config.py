@@ -67,6 +67,27 @@ def env_int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}.") from None
 
 
+def env_flag(environ: Mapping[str, str], name: str) -> bool:
+    return env_str(environ, name).lower() in ("1", "true", "yes", "on")
+
+
+SCHEDULE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_schedule(text: str) -> list[float]:
+    """``"5s,5m,2h"`` -> seconds; a bare number is seconds."""
+    delays = []
+    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
+        unit = SCHEDULE_UNITS.get(part[-1])
+        try:
+            delays.append(float(part[:-1]) * unit if unit else float(part))
+        except ValueError:
+            raise ConfigError(
+                f"WEBHOOK_RETRY_SCHEDULE: {part!r} is not a delay such as 5s, 5m or 2h."
+            ) from None
+    return delays
+
+
 class Config:
     """Defaults shared by every environment, read from ``environ``."""
 
@@ -207,6 +228,25 @@ class Config:
         self.JOB_FILE_TTL = self.env_int("JOB_FILE_TTL", 24 * 3600)
         self.JOB_RETENTION_SECONDS = self.env_int("JOB_RETENTION_SECONDS", 7 * 24 * 3600)
         self.JOB_PURGE_SECONDS = self.env_int("JOB_PURGE_SECONDS", 3600)
+        # Events and webhooks (§10, §11; docs/events.md).
+        self.EVENT_RETENTION_DAYS = self.env_int("EVENT_RETENTION_DAYS", 30)
+        self.EVENT_PURGE_BATCH = self.env_int("EVENT_PURGE_BATCH", 5000)
+        # How often beat runs the outbox sweep (positions, deliveries due, lost tasks).
+        self.EVENTS_SWEEP_SECONDS = self.env_int("EVENTS_SWEEP_SECONDS", 2)
+        self.WEBHOOK_TIMEOUT_SECONDS = self.env_int("WEBHOOK_TIMEOUT_SECONDS", 10)
+        # Delays before each retry of a failed attempt (s, m, h suffixes), each +-jitter.
+        self.WEBHOOK_RETRY_SCHEDULE = parse_schedule(
+            self.env_str("WEBHOOK_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h")
+        )
+        self.WEBHOOK_RETRY_JITTER = 0.2
+        self.WEBHOOK_DISABLE_AFTER = self.env_int("WEBHOOK_DISABLE_AFTER", 50)
+        self.WEBHOOK_ALLOW_HTTP = env_flag(self.environ, "WEBHOOK_ALLOW_HTTP")
+        self.WEBHOOK_ALLOW_PRIVATE_NETWORKS = env_flag(
+            self.environ, "WEBHOOK_ALLOW_PRIVATE_NETWORKS"
+        )
+        # A queued attempt not started after this long (its message lost with a broker
+        # restart) is queued again by the sweep.
+        self.WEBHOOK_REQUEUE_SECONDS = self.env_int("WEBHOOK_REQUEUE_SECONDS", 60)
 
     def _read_observability(self) -> None:
         """Metrics and traces."""

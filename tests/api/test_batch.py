@@ -1,5 +1,6 @@
 """Batch (§9): up to 100 creates, updates and deletes in one store, all or nothing."""
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -124,7 +125,12 @@ class TestApplies:
                 delete=ids[50:],
             )
         assert response.status_code == 200
-        assert len(statements) <= 12, statements
+        # The relay, run eagerly in tests (a worker's work in production), is not the
+        # request's: what is left is the batch plus one INSERT of its 100 events.
+        relay = re.compile(r"event_counter|webhooks|UPDATE events|FROM events")
+        own = [s for s in statements if not relay.search(s)]
+        assert len(own) <= 13, own
+        assert sum(s.startswith("INSERT INTO events") for s in own) == 1
 
 
 class TestRefuses:

@@ -1,0 +1,54 @@
+"""The catalog's events that need more than one line: stock movements and their
+crossings, a store's deletion. Every path that moves stock records through here."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload, selectinload
+
+from core.events.outbox import record
+from db import db
+from models import Item, StockMovement
+
+
+def crossings(before: int, after: int, threshold: int | None) -> list[str]:
+    """The thresholds a movement from ``before`` to ``after`` crosses (contract §10)."""
+    found = []
+    if threshold is not None and before > threshold >= after:
+        found.append("stock.low")
+    if before > 0 and after == 0:
+        found.append("stock.out")
+    if before == 0 and after > 0:
+        found.append("stock.back_in")
+    return found
+
+
+def owner_of(item: Item) -> int | None:
+    """The item's store's owner if the store is loaded (else ``record`` looks it up)."""
+    store = item.__dict__.get("store")
+    return store.owner_id if store is not None else None
+
+
+def stock_moved(item: Item, movement: StockMovement) -> None:
+    """``stock.moved`` (the movement) and, on a crossing, ``stock.low``/``out``/
+    ``back_in`` (the item as GET returns it). Flushes; does not commit."""
+    db.session.flush()  # the movement's id
+    owner = owner_of(item)
+    record("stock.moved", store_id=item.store_id, obj=movement, owner_id=owner)
+    before = movement.stock_after - movement.delta
+    found = crossings(before, movement.stock_after, item.low_stock_threshold)
+    if not found:
+        return
+    whole = db.session.scalars(
+        select(Item)
+        .where(Item.id == item.id)
+        .options(joinedload(Item.store), selectinload(Item.tags))
+        .execution_options(populate_existing=True)
+    ).one()
+    for kind in found:
+        record(kind, store_id=item.store_id, obj=whole, owner_id=whole.store.owner_id)
+
+
+def store_deleted(store_id: int) -> None:
+    """One ``store.deleted``; its items and tags write none (contract §16)."""
+    record("store.deleted", store_id=store_id, obj={"id": store_id})

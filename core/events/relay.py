@@ -1,0 +1,164 @@
+"""The relay: gives committed events their position, then fans them out to the
+webhooks that want them (one pending delivery each).
+
+One sequencer at a time: it holds the counter row's lock while it numbers events,
+and reads them only once it holds it, so every event it sees has committed, and an
+event committed later gets a later position. GET /events lists by position, so a
+poller that resumes after its last position never misses one (contract §16).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from db import db
+from models import Delivery, Event, EventCounter, Webhook
+from models.types import utcnow
+
+BATCH = 500  # events numbered per transaction
+
+
+def _lock_counter() -> int:
+    """The counter's value, its row locked until commit (made if missing: an emptied
+    test database)."""
+    statement = (
+        update(EventCounter)
+        .where(EventCounter.id == 1)
+        .values(last=EventCounter.last)
+        .returning(EventCounter.last)
+    )
+    last = db.session.execute(statement).scalar_one_or_none()
+    if last is not None:
+        return int(last)
+    highest = db.session.scalar(select(db.func.max(Event.seq))) or 0
+    try:
+        with db.session.begin_nested():
+            db.session.execute(insert(EventCounter).values(id=1, last=highest))
+    except IntegrityError:
+        pass  # another sequencer made it
+    return int(db.session.execute(statement).scalar_one())
+
+
+def matches(webhook: Webhook, event: Event) -> bool:
+    if event.webhook_id is not None:
+        return event.webhook_id == webhook.id
+    if not webhook.enabled:
+        return False
+    if webhook.store_id is not None:
+        if webhook.store_id != event.store_id:
+            return False
+    elif webhook.owner_id != event.owner_id:
+        return False
+    return "*" in webhook.events or event.type in webhook.events
+
+
+def _fan_out(events: list[Event]) -> list[dict[str, Any]]:
+    owners = {e.owner_id for e in events if e.owner_id is not None}
+    stores = {e.store_id for e in events if e.store_id is not None}
+    targeted = {e.webhook_id for e in events if e.webhook_id is not None}
+    hooks = db.session.scalars(
+        select(Webhook).where(
+            or_(
+                Webhook.enabled & or_(Webhook.owner_id.in_(owners), Webhook.store_id.in_(stores)),
+                Webhook.id.in_(targeted),
+            )
+        )
+    ).all()
+    if not hooks:
+        return []
+    now = utcnow()
+    queued = now + timedelta(seconds=current_app.config["WEBHOOK_REQUEUE_SECONDS"])
+    return [
+        {
+            "webhook_id": hook.id,
+            "event_id": event.id,
+            "attempt": 1,
+            "status": "pending",
+            "manual": False,
+            "next_attempt_at": now,
+            "queued_until": queued,
+            "created_at": now,
+        }
+        for event in events
+        for hook in hooks
+        if matches(hook, event)
+    ]
+
+
+def sequence() -> tuple[int, list[int]]:
+    """Number the next committed events and make their deliveries; commits. Returns
+    how many were numbered and the ids of the deliveries to queue."""
+    last = _lock_counter()
+    events = list(
+        db.session.scalars(select(Event).where(Event.seq.is_(None)).order_by(Event.id).limit(BATCH))
+    )
+    if not events:
+        db.session.commit()
+        return 0, []
+    numbers = [{"id": event.id, "seq": last + n} for n, event in enumerate(events, 1)]
+    # One executemany (ORM bulk UPDATE by primary key), not an UPDATE per event.
+    db.session.execute(update(Event), numbers)
+    last += len(events)
+    db.session.execute(update(EventCounter).where(EventCounter.id == 1).values(last=last))
+    rows = _fan_out(events)
+    ids: list[int] = []
+    if rows:
+        ids = list(
+            db.session.scalars(
+                insert(Delivery).returning(Delivery.id, sort_by_parameter_order=True), rows
+            )
+        )
+    db.session.commit()
+    return len(events), ids
+
+
+def due_deliveries(limit: int = 1000) -> list[int]:
+    """Attempts due and neither queued nor running (a lost message, a dead worker, a
+    retry whose time has come): marked queued again; commits."""
+    now = utcnow()
+    ids = list(
+        db.session.scalars(
+            select(Delivery.id)
+            .where(
+                Delivery.status == "pending",
+                Delivery.next_attempt_at <= now,
+                or_(Delivery.queued_until.is_(None), Delivery.queued_until < now),
+                or_(Delivery.running_until.is_(None), Delivery.running_until < now),
+            )
+            .order_by(Delivery.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if ids:
+        queued = now + timedelta(seconds=current_app.config["WEBHOOK_REQUEUE_SECONDS"])
+        db.session.execute(
+            update(Delivery).where(Delivery.id.in_(ids)).values(queued_until=queued),
+            execution_options={"synchronize_session": False},
+        )
+    db.session.commit()
+    return ids
+
+
+def purge(batch: int, days: int, rounds: int = 20) -> int:
+    """Delete events older than ``days`` (and their delivery log), ``batch`` rows per
+    statement, at most ``rounds`` statements a run; commits each."""
+    cutoff = utcnow() - timedelta(days=days)
+    total = 0
+    for _ in range(rounds):
+        oldest = select(Event.id).where(Event.created_at < cutoff).order_by(Event.id).limit(batch)
+        result = db.session.execute(
+            delete(Event).where(Event.id.in_(oldest.scalar_subquery())),
+            execution_options={"synchronize_session": False},
+        )
+        db.session.commit()
+        count = int(getattr(result, "rowcount", 0) or 0)
+        total += count
+        if count < batch:
+            break
+    return total

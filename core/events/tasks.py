@@ -1,0 +1,114 @@
+"""The Celery tasks of events and webhooks, and how they are queued.
+
+- ``events.relay``: queued after every commit that wrote events (outbox's hook);
+  numbers them and queues their deliveries.
+- ``events.deliver``: one attempt (core/events/delivery.py).
+- ``events.sweep`` (beat, every EVENTS_SWEEP_SECONDS): the relay's work again plus
+  every attempt due and not queued: whatever a lost message or a broker down at
+  commit time left behind. It is why queueing may fail without losing anything.
+- ``events.purge`` (beat, hourly): events past EVENT_RETENTION_DAYS.
+
+Tasks carry ids only and are idempotent (a claimed or finished attempt is skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from celery import shared_task
+from flask import Flask, current_app
+
+from core.events import delivery, outbox, relay
+
+log = logging.getLogger("stores.events")
+
+
+@shared_task(name="events.relay")  # type: ignore[untyped-decorator]  # Celery ships no types
+def relay_events() -> int:
+    # From now on a commit queues another relay: what this one does not see, that does.
+    _release_relay_slot()
+    total = 0
+    while True:
+        numbered, ids = relay.sequence()
+        total += numbered
+        queue_deliveries(ids)
+        if numbered < relay.BATCH:
+            return total
+
+
+@shared_task(name="events.deliver")  # type: ignore[untyped-decorator]  # Celery ships no types
+def deliver(delivery_id: int) -> None:
+    delivery.attempt(delivery_id)
+
+
+@shared_task(name="events.sweep")  # type: ignore[untyped-decorator]  # Celery ships no types
+def sweep() -> None:
+    relay_events()
+    queue_deliveries(relay.due_deliveries())
+
+
+@shared_task(name="events.purge")  # type: ignore[untyped-decorator]  # Celery ships no types
+def purge() -> int:
+    config = current_app.config
+    return relay.purge(config["EVENT_PURGE_BATCH"], config["EVENT_RETENTION_DAYS"])
+
+
+# One relay queued at a time (on a Redis broker): a commit queues one only if none is
+# waiting, so 50 commits a second queue a few relays, not 50 that would take turns on
+# the counter's lock. A relay removes the mark as it starts. If the message is lost the
+# mark expires, and the sweep has done the work meanwhile.
+RELAY_MARK_SECONDS = 5
+_marks: dict[str, redis.Redis] = {}
+
+
+def _mark() -> tuple[redis.Redis, str] | None:
+    """The broker's Redis and the key of the mark, or None (another broker, eager)."""
+    config = current_app.config
+    url = config["CELERY_BROKER_URL"]
+    if config["CELERY_TASK_ALWAYS_EAGER"] or not url.startswith("redis"):
+        return None
+    if url not in _marks:
+        _marks[url] = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    return _marks[url], f"{config['REDIS_KEY_PREFIX']}:events:relay-queued"
+
+
+def _release_relay_slot() -> None:
+    try:
+        found = _mark()
+        if found is not None:
+            found[0].delete(found[1])
+    except redis.RedisError:
+        log.warning("relay mark not removed; it expires", exc_info=True)
+
+
+def queue_relay() -> None:
+    """Queue the relay unless one is waiting; a broker that is down loses nothing (the
+    sweep does the relay's work)."""
+    try:
+        found = _mark()
+        if found is not None and not found[0].set(found[1], 1, nx=True, ex=RELAY_MARK_SECONDS):
+            return  # a relay is waiting: it will see this commit's events
+        relay_events.apply_async(retry=False)
+    except Exception:
+        log.warning("relay not queued; the sweep will do its work", exc_info=True)
+
+
+def queue_deliveries(ids: list[int]) -> None:
+    for delivery_id in ids:
+        try:
+            deliver.apply_async((delivery_id,), retry=False)
+        except Exception:
+            log.warning("delivery %s not queued; the sweep will", delivery_id, exc_info=True)
+            return
+
+
+def init_app(app: Flask) -> None:
+    """Queue the relay after commits that wrote events; the periodic tasks in beat."""
+    outbox.on_commit_with_events(queue_relay)
+    celery = app.extensions["celery"]
+    celery.conf.beat_schedule = {
+        **(celery.conf.beat_schedule or {}),
+        "events-sweep": {"task": "events.sweep", "schedule": app.config["EVENTS_SWEEP_SECONDS"]},
+        "events-purge": {"task": "events.purge", "schedule": 3600.0},
+    }

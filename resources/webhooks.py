@@ -1,0 +1,232 @@
+"""Webhooks: where the caller's events are sent, signed, retried (contract §11)."""
+
+from __future__ import annotations
+
+from flask import current_app, url_for
+from flask.views import MethodView
+from flask_jwt_extended import current_user
+from sqlalchemy import func, select
+
+from core.auth.permissions import forbid, login_required
+from core.events import delivery as deliveries
+from core.events import outbox, relay, tasks
+from core.events.addresses import UnsafeURLError, check_url
+from core.lists.listing import LIST_HEADERS, Listing, Rows
+from core.web.errors import abort
+from core.web.smorest import Blueprint
+from db import db
+from models import Delivery, Event, Store, Webhook
+from models.event import public_id
+from schemas import (
+    DeliverySchema,
+    WebhookCreatedSchema,
+    WebhookCreateSchema,
+    WebhookSchema,
+    WebhookUpdateSchema,
+)
+
+blp = Blueprint("webhooks", __name__, url_prefix="/webhooks", description="Webhooks")
+
+WEBHOOKS = Listing({"id": (Webhook.id,)}, sortable=False)
+DELIVERY_COLUMNS = (*Delivery.__table__.c, Event.seq.label("event_seq"))
+
+
+def _delivery_json(row) -> dict:
+    entry = {c.name: getattr(row, c.name) for c in Delivery.__table__.c}
+    return entry | {"event_id": public_id(row.event_seq)}
+
+
+# The delivery log, newest first; served by the key (webhook_id, id).
+DELIVERIES = Listing(
+    {"id": (Delivery.id,)},
+    default="-id",
+    sortable=False,
+    rows=Rows(lambda query: query, lambda rows: [_delivery_json(row) for row in rows]),
+)
+LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new webhook"}}
+
+
+def _webhook(webhook_id: int, *, for_update: bool = False) -> Webhook:
+    """The caller's webhook (admin: any); another's is not found, as an unknown one."""
+    lock = {"of": Webhook} if for_update else None
+    webhook = db.session.get(Webhook, webhook_id, with_for_update=lock)
+    if webhook is None or not (current_user.is_admin or webhook.owner_id == current_user.id):
+        abort(404, message=f"Webhook {webhook_id} not found.")
+    return webhook
+
+
+def _check_url(url: str) -> None:
+    config = current_app.config
+    try:
+        check_url(
+            url,
+            allow_http=config["WEBHOOK_ALLOW_HTTP"],
+            allow_private=config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"],
+        )
+    except UnsafeURLError as exc:
+        abort(422, message=f"url: {exc}", errors={"json": {"url": [str(exc)]}})
+
+
+def _check_store(store_id: int | None) -> None:
+    if store_id is None:
+        return
+    store = db.session.get(Store, store_id)
+    if store is None:
+        message = f"Store {store_id} does not exist."
+        abort(422, message=message, errors={"json": {"store_id": [message]}})
+    if store.owner_id != current_user.id and not current_user.is_admin:
+        forbid(f"Store {store_id} is not yours: a webhook follows your own stores.")
+
+
+def _types(events: list[str]) -> list[str]:
+    """Each type once; "*" (every type) alone."""
+    return ["*"] if "*" in events else list(dict.fromkeys(events))
+
+
+@blp.route("")
+class Webhooks(MethodView):
+    @login_required(blp)
+    @blp.response(200, WebhookSchema(many=True), headers=LIST_HEADERS)
+    @WEBHOOKS.paginate(blp)
+    def get(self, _args):
+        """Your webhooks (admin: all)"""
+        query = select(Webhook)
+        if not current_user.is_admin:
+            query = query.where(Webhook.owner_id == current_user.id)
+        return query
+
+    @login_required(blp)
+    @blp.arguments(WebhookCreateSchema)
+    @blp.response(201, WebhookCreatedSchema, headers=LOCATION)
+    @blp.alt_response(403, response="FORBIDDEN")
+    def post(self, data):
+        """Send your events to a URL; the answer holds the signing secret, once"""
+        _check_store(data.get("store_id"))
+        _check_url(data["url"])
+        webhook = Webhook(
+            owner_id=current_user.id,
+            url=data["url"],
+            events=_types(data["events"]),
+            store_id=data.get("store_id"),
+            description=data.get("description"),
+            enabled=data.get("enabled", True),
+            secret=deliveries.new_secret(),
+            consecutive_failures=0,
+        )
+        db.session.add(webhook)
+        db.session.commit()
+        location = url_for("webhooks.WebhookById", webhook_id=webhook.id)
+        return webhook, 201, {"Location": location}
+
+
+@blp.route("/<id:webhook_id>")
+class WebhookById(MethodView):
+    @login_required(blp)
+    @blp.response(200, WebhookSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, webhook_id):
+        """One of your webhooks"""
+        return _webhook(webhook_id)
+
+    @login_required(blp)
+    @blp.arguments(WebhookUpdateSchema)
+    @blp.response(200, WebhookSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def patch(self, data, webhook_id):
+        """Change a webhook (enabling it again clears its failure count)"""
+        webhook = _webhook(webhook_id, for_update=True)
+        if "url" in data:
+            _check_url(data["url"])
+        if "events" in data:
+            data["events"] = _types(data["events"])
+        if data.get("enabled") and not webhook.enabled:
+            webhook.consecutive_failures = 0
+        for key, value in data.items():
+            setattr(webhook, key, value)
+        db.session.commit()
+        return webhook
+
+    @login_required(blp)
+    @blp.response(204)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def delete(self, webhook_id):
+        """Delete a webhook and its delivery log"""
+        db.session.delete(_webhook(webhook_id, for_update=True))
+        db.session.commit()
+
+
+@blp.route("/<id:webhook_id>/test")
+class WebhookTest(MethodView):
+    @login_required(blp)
+    @blp.response(202, DeliverySchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def post(self, webhook_id):
+        """Send a `webhook.test` event to this webhook now; answers its pending attempt"""
+        webhook = _webhook(webhook_id)
+        outbox.record(
+            "webhook.test",
+            store_id=None,
+            owner_id=webhook.owner_id,
+            obj=webhook,
+            webhook_id=webhook.id,
+        )
+        db.session.commit()
+        # Numbered now, its attempt made and queued (unless a relay running meanwhile
+        # already did: then that relay queued it).
+        tasks.queue_deliveries(relay.sequence()[1])
+        attempt = db.session.scalars(
+            select(Delivery)
+            .join(Event, Event.id == Delivery.event_id)
+            .where(Delivery.webhook_id == webhook.id, Event.type == "webhook.test")
+            .order_by(Delivery.id.desc())
+        ).first()
+        if attempt is None:  # pragma: no cover - the relay made it, or a concurrent one did
+            abort(503, message="The test event could not be queued; try again.")
+        return _delivery_json(_row_of(attempt.id))
+
+
+def _row_of(delivery_id: int):
+    return db.session.execute(
+        select(*DELIVERY_COLUMNS)
+        .join(Event, Event.id == Delivery.event_id)
+        .where(Delivery.id == delivery_id)
+    ).one()
+
+
+@blp.route("/<id:webhook_id>/deliveries")
+class WebhookDeliveries(MethodView):
+    @login_required(blp)
+    @blp.response(200, DeliverySchema(many=True), headers=LIST_HEADERS)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @DELIVERIES.paginate(blp)
+    def get(self, _args, webhook_id):
+        """A webhook's delivery attempts, newest first"""
+        _webhook(webhook_id)
+        return (
+            select(*DELIVERY_COLUMNS)
+            .join(Event, Event.id == Delivery.event_id)
+            .where(Delivery.webhook_id == webhook_id)
+        )
+
+
+@blp.route("/<id:webhook_id>/deliveries/<id:delivery_id>/retry")
+class DeliveryRetry(MethodView):
+    @login_required(blp)
+    @blp.response(202, DeliverySchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def post(self, webhook_id, delivery_id):
+        """Send that attempt's event again now (one attempt); answers it, pending"""
+        webhook = _webhook(webhook_id)
+        earlier = db.session.get(Delivery, delivery_id)
+        if earlier is None or earlier.webhook_id != webhook.id:
+            abort(404, message=f"Webhook {webhook_id} has no delivery {delivery_id}.")
+        event = db.session.get_one(Event, earlier.event_id)
+        last = db.session.scalar(
+            select(func.max(Delivery.attempt)).where(
+                Delivery.webhook_id == webhook.id, Delivery.event_id == event.id
+            )
+        )
+        attempt = deliveries.send_now(webhook, event, attempt=(last or 0) + 1)
+        db.session.commit()
+        tasks.queue_deliveries([attempt.id])
+        return _delivery_json(_row_of(attempt.id))

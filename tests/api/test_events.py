@@ -1,0 +1,278 @@
+"""GET /events: every committed change as one event, in the same transaction
+(contract §10, §16), listed in commit order to the stores' owners."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import func, select, update
+
+from core.events.outbox import record, write_pending
+from db import db
+from models import Event, Item
+
+NEXT = re.compile(r'<([^>]+)>; rel="next"')
+
+
+def events(client, headers, query: str = "") -> list[dict]:
+    response = client.get(f"/events?page_size=100{query}", headers=headers)
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def types(client, headers, query: str = "") -> list[str]:
+    return [e["type"] for e in events(client, headers, query)]
+
+
+def event_rows(app) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(Event)) or 0
+
+
+def test_a_store_created_is_an_event_with_the_store_as_get_returns_it(client, api, as_alice, alice):
+    store = api.store(as_alice)
+    [event] = events(client, as_alice)
+    assert event["type"] == "store.created"
+    assert re.fullmatch(r"evt_[0-9]{16}", event["id"])
+    assert event["store_id"] == store["id"]
+    assert event["actor"] == {"type": "user", "id": alice.id}
+    assert event["request_id"]
+    assert event["data"] == {"object": client.get(f"/stores/{store['id']}").json}
+    assert client.get(f"/events/{event['id']}", headers=as_alice).json == event
+
+
+def test_every_kind_of_change_writes_its_event(client, api, as_alice):
+    store = api.store(as_alice)
+    item = api.item(as_alice, store)
+    tag = api.tag(as_alice, store)
+    api.link(as_alice, item, tag)
+    assert (
+        client.patch(f"/items/{item['id']}", json={"price": 2}, headers=as_alice).status_code == 200
+    )
+    assert (
+        client.patch(f"/tags/{tag['id']}", json={"name": "milk"}, headers=as_alice).status_code
+        == 200
+    )
+    assert (
+        client.delete(f"/items/{item['id']}/tags/{tag['id']}", headers=as_alice).status_code == 204
+    )
+    assert client.delete(f"/tags/{tag['id']}", headers=as_alice).status_code == 204
+    assert client.delete(f"/items/{item['id']}", headers=as_alice).status_code == 204
+    assert types(client, as_alice) == [
+        "store.created",
+        "item.created",
+        "tag.created",
+        "item.updated",  # linked
+        "item.updated",  # price
+        "tag.updated",
+        "item.updated",  # unlinked
+        "tag.deleted",
+        "item.deleted",
+    ]
+    listed = events(client, as_alice)
+    assert listed[3]["data"]["previous"] == {"tags": []}
+    assert listed[4]["data"]["previous"] == {"price": 1.5}
+    assert listed[4]["data"]["object"]["price"] == 2.0
+    assert listed[5]["data"]["previous"] == {"name": "dairy"}
+    assert listed[-1]["data"] == {"object": {"id": item["id"]}}
+    ids = [e["id"] for e in listed]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+def test_a_change_that_changes_nothing_writes_no_event(client, api, as_alice):
+    store = api.store(as_alice)
+    item = api.item(as_alice, store)
+    before = types(client, as_alice)
+    assert (
+        client.patch(f"/items/{item['id']}", json={"price": "1.50"}, headers=as_alice).status_code
+        == 200
+    )
+    assert types(client, as_alice) == before
+
+
+def test_a_refused_change_writes_no_event(app, client, api, as_alice):
+    store = api.store(as_alice)
+    item = api.item(as_alice, store)
+    count = event_rows(app)
+    # A unique violation found at commit (409), a stock rule (409): both roll back.
+    assert (
+        client.post(
+            "/items", json={"name": "milk", "price": 1, "store_id": store["id"]}, headers=as_alice
+        ).status_code
+        == 409
+    )
+    response = client.post(
+        f"/items/{item['id']}/stock", json={"delta": -1, "reason": "sale"}, headers=as_alice
+    )
+    assert response.status_code == 409
+    assert event_rows(app) == count
+
+
+def test_a_rolled_back_transaction_takes_its_event_with_it(app, api, client, as_alice):
+    store = api.store(as_alice)
+    count = event_rows(app)
+    with app.test_request_context():
+        record("store.updated", store_id=store["id"], obj={"id": store["id"]}, previous={})
+        write_pending()
+        assert event_rows_in_session() == count + 1
+        db.session.rollback()
+    assert event_rows(app) == count
+
+
+def event_rows_in_session() -> int:
+    return db.session.scalar(select(func.count()).select_from(Event)) or 0
+
+
+def test_stock_movements_and_their_crossings(app, client, api, as_alice):
+    store = api.store(as_alice)
+    item = api.item(as_alice, store, stock=5)
+    with app.app_context():
+        db.session.execute(update(Item).where(Item.id == item["id"]).values(low_stock_threshold=2))
+        db.session.commit()
+
+    def move(delta):
+        body = {"delta": delta, "reason": "sale" if delta < 0 else "received"}
+        response = client.post(f"/items/{item['id']}/stock", json=body, headers=as_alice)
+        assert response.status_code == 201, response.json
+        return response.json
+
+    first = move(-2)  # 5 -> 3: no crossing
+    move(-1)  # 3 -> 2: low
+    move(-2)  # 2 -> 0: out (already low)
+    move(4)  # 0 -> 4: back in
+    listed = events(
+        client, as_alice, "&type=stock.moved&type=stock.low&type=stock.out&type=stock.back_in"
+    )
+    assert [e["type"] for e in listed] == [
+        "stock.moved",
+        "stock.moved",
+        "stock.low",
+        "stock.moved",
+        "stock.out",
+        "stock.moved",
+        "stock.back_in",
+    ]
+    assert listed[0]["data"]["object"] == first
+    assert listed[4]["data"]["object"] == client.get(f"/items/{item['id']}").json | {
+        "stock": 0,
+        "updated_at": listed[4]["data"]["object"]["updated_at"],
+    }
+    assert "item.updated" not in types(client, as_alice)
+
+
+def test_a_store_deleted_is_one_event(client, api, as_alice):
+    store = api.store(as_alice)
+    for n in range(3):
+        api.item(as_alice, store, name=f"thing {n}")
+    api.tag(as_alice, store)
+    before = len(events(client, as_alice))
+    assert client.delete(f"/stores/{store['id']}", headers=as_alice).status_code == 204
+    [deleted] = events(client, as_alice)[before:]
+    assert deleted["type"] == "store.deleted"
+    assert deleted["data"] == {"object": {"id": store["id"]}}
+
+
+def test_a_batch_writes_one_event_per_change(client, api, as_alice):
+    store = api.store(as_alice)
+    kept = api.item(as_alice, store, name="kept")
+    gone = api.item(as_alice, store, name="gone")
+    before = len(events(client, as_alice))
+    body = {
+        "create": [{"name": "new", "price": 1}],
+        "update": [{"id": kept["id"], "price": 9}],
+        "delete": [gone["id"]],
+    }
+    response = client.post(f"/stores/{store['id']}/items/batch", json=body, headers=as_alice)
+    assert response.status_code == 200, response.json
+    listed = events(client, as_alice)[before:]
+    assert sorted(e["type"] for e in listed) == ["item.created", "item.deleted", "item.updated"]
+    updated = next(e for e in listed if e["type"] == "item.updated")
+    assert updated["data"]["previous"] == {"price": 1.5}
+
+
+def test_events_are_the_owners_and_an_admins(client, api, as_alice, auth, bob, admin):
+    api.store(as_alice)
+    as_bob = auth(bob)
+    [event] = events(client, as_alice)
+    assert events(client, as_bob) == []
+    assert client.get(f"/events/{event['id']}", headers=as_bob).status_code == 404
+    assert [e["id"] for e in events(client, auth(admin))] == [event["id"]]
+    assert client.get("/events").status_code == 401
+    for bad in ("evt_x", "42", "evt_0000000000009999"):
+        assert client.get(f"/events/{bad}", headers=as_alice).status_code == 404
+
+
+def test_filters(client, api, as_alice):
+    one = api.store(as_alice, name="One")
+    two = api.store(as_alice, name="Two")
+    api.item(as_alice, two)
+    assert types(client, as_alice, f"&store_id={two['id']}") == ["store.created", "item.created"]
+    assert types(client, as_alice, "&type=item.created") == ["item.created"]
+    assert len(events(client, as_alice, f"&store_id={one['id']}")) == 1
+    later = events(client, as_alice)[1]["created_at"]
+    assert types(client, as_alice, "&created_after=" + later.replace("+", "%2B")) == [
+        "item.created"
+    ]
+    eleven = "".join("&type=store.created" for _ in range(11))
+    assert client.get(f"/events?{eleven[1:]}", headers=as_alice).status_code == 422
+    assert client.get("/events?type=nope", headers=as_alice).status_code == 422
+    assert client.get("/events?created_after=yesterday", headers=as_alice).status_code == 422
+
+
+def test_every_page_links_a_next_one_and_a_poller_sees_each_change_once(client, api, as_alice):
+    response = client.get("/events?page_size=2", headers=as_alice)
+    assert response.json == []
+    cursor_url = NEXT.search(response.headers["Link"]).group(1)
+    seen = []
+    for round_ in range(3):
+        api.store(as_alice, name=f"Store {round_}")
+        api.store(as_alice, name=f"Other {round_}")
+        api.store(as_alice, name=f"Third {round_}")
+        while True:
+            response = client.get(cursor_url, headers=as_alice)
+            assert response.status_code == 200
+            cursor_url = NEXT.search(response.headers["Link"]).group(1)
+            if not response.json:
+                break
+            seen += [e["id"] for e in response.json]
+    assert len(seen) == 9 and len(set(seen)) == 9 and seen == sorted(seen)
+
+
+@pytest.mark.parametrize("days, left", [(30, 1), (0, 0)])
+def test_the_purge_drops_events_past_retention(app, api, as_alice, days, left):
+    from core.events import relay
+
+    api.store(as_alice)
+    with app.app_context():
+        db.session.execute(update(Event).values(created_at=func.now()))
+        db.session.commit()
+        assert relay.purge(batch=1, days=days) == 1 - left
+        assert event_rows_in_session() == left
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_an_import_writes_its_events_with_its_rows(app, client, api, as_alice, dry_run):
+    import io
+
+    from core.catalog.csv_import import import_items
+    from models import Store
+
+    store = api.store(as_alice)
+    api.item(as_alice, store, name="Milk")
+    api.item(as_alice, store, name="Salt", price="3.00")
+    before = len(events(client, as_alice))
+    raw = b"name,price,stock,tags\nMilk,2.00,,dairy\nSalt,3.00,,\nTea,1.00,5,\n"
+    with app.app_context():
+        summary = import_items(db.session.get(Store, store["id"]), io.BytesIO(raw), dry_run=dry_run)
+    assert (summary.created, summary.updated, summary.unchanged) == (1, 1, 1)
+    listed = events(client, as_alice)[before:]
+    if dry_run:
+        assert listed == []
+        return
+    assert [e["type"] for e in listed] == ["item.updated", "item.created"]
+    milk, tea = listed[0]["data"], listed[1]["data"]
+    assert milk["previous"] == {"price": 1.5, "tags": []}
+    assert milk["object"]["tags"][0]["name"] == "dairy"
+    assert milk["object"] == client.get(f"/items/{milk['object']['id']}").json
+    assert tea["object"]["stock"] == 5 and tea["object"]["name"] == "Tea"

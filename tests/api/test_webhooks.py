@@ -1,0 +1,312 @@
+"""Webhooks (contract §11): CRUD, signed deliveries to a real receiver on 127.0.0.1
+(tasks run eagerly in-process here; tests/system/test_webhooks_worker.py runs a real
+worker), retries, auto-disable, the delivery log, and the SSRF rules."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from sqlalchemy import select, update
+from standardwebhooks.webhooks import Webhook as Verifier
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from core.events import addresses, tasks
+from db import db
+from models import Delivery
+from models.types import utcnow
+from receiver import receiving
+
+LOCAL = pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
+
+
+@pytest.fixture
+def receiver():
+    with receiving() as r:
+        yield r
+
+
+def create(client, headers, url, **fields):
+    return client.post("/webhooks", json={"url": url, "events": ["*"], **fields}, headers=headers)
+
+
+def deliveries(client, headers, webhook_id) -> list[dict]:
+    response = client.get(f"/webhooks/{webhook_id}/deliveries?page_size=100", headers=headers)
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+@LOCAL
+def test_create_read_change_delete(client, api, as_alice, auth, bob, receiver):
+    response = create(client, as_alice, receiver.url, description="ERP")
+    assert response.status_code == 201, response.json
+    hook = response.json
+    assert response.headers["Location"] == f"/webhooks/{hook['id']}"
+    secret = hook.pop("secret")
+    assert secret.startswith("whsec_") and len(base64.b64decode(secret[6:], validate=True)) == 24
+    assert hook | {"created_at": None, "updated_at": None} == {
+        "id": hook["id"],
+        "url": receiver.url,
+        "events": ["*"],
+        "store_id": None,
+        "description": "ERP",
+        "enabled": True,
+        "created_at": None,
+        "updated_at": None,
+    }
+    got = client.get(f"/webhooks/{hook['id']}", headers=as_alice).json
+    assert "secret" not in got and got["id"] == hook["id"]
+    assert [h["id"] for h in client.get("/webhooks", headers=as_alice).json] == [hook["id"]]
+    as_bob = auth(bob)
+    assert client.get("/webhooks", headers=as_bob).json == []
+    assert client.get(f"/webhooks/{hook['id']}", headers=as_bob).status_code == 404
+    assert client.delete(f"/webhooks/{hook['id']}", headers=as_bob).status_code == 404
+    changed = client.patch(
+        f"/webhooks/{hook['id']}",
+        json={"events": ["stock.out"], "enabled": False},
+        headers=as_alice,
+    )
+    assert changed.status_code == 200 and changed.json["events"] == ["stock.out"]
+    assert changed.json["enabled"] is False
+    assert client.delete(f"/webhooks/{hook['id']}", headers=as_alice).status_code == 204
+    assert client.get(f"/webhooks/{hook['id']}", headers=as_alice).status_code == 404
+
+
+@LOCAL
+def test_bad_bodies_are_refused(client, api, as_alice, auth, bob, receiver):
+    bobs = api.store(auth(bob), name="Bob's")
+    assert create(client, as_alice, receiver.url, store_id=bobs["id"]).status_code == 403
+    assert create(client, as_alice, receiver.url, store_id=999).status_code == 422
+    for events in ([], ["nope"], ["webhook.test"]):
+        body = {"url": receiver.url, "events": events}
+        assert client.post("/webhooks", json=body, headers=as_alice).status_code == 422, events
+    assert create(client, as_alice, receiver.url, secret="whsec_x").status_code == 422
+    both = create(client, as_alice, receiver.url, events=["*", "stock.out", "*"])
+    assert both.status_code == 201 and both.json["events"] == ["*"]
+    assert client.get("/webhooks").status_code == 401
+
+
+@LOCAL
+def test_a_change_is_delivered_signed_as_standard_webhooks_says(client, api, as_alice, receiver):
+    hook = create(client, as_alice, receiver.url).json
+    store = api.store(as_alice)
+    receiver.wait_for(lambda got: len(got) == 1, timeout=5)
+    [got] = receiver.received
+    [event] = client.get("/events", headers=as_alice).json
+    assert got.headers["webhook-id"] == event["id"]
+    assert got.headers["Content-Type"] == "application/json"
+    verified = Verifier(hook["secret"]).verify(got.body, got.headers)
+    assert verified == event and verified["data"]["object"]["id"] == store["id"]
+    tampered = got.body.replace(b"Corner Shop", b"Corner Shoq")
+    with pytest.raises(WebhookVerificationError):
+        Verifier(hook["secret"]).verify(tampered, got.headers)
+    with pytest.raises(WebhookVerificationError):
+        Verifier(Verifier_secret()).verify(got.body, got.headers)
+    [entry] = deliveries(client, as_alice, hook["id"])
+    assert entry["event_id"] == event["id"]
+    assert entry["status"] == "succeeded" and entry["attempt"] == 1
+    assert entry["response_status"] == 200 and entry["response_body"] == "ok"
+    assert entry["error"] is None and entry["next_attempt_at"] is None
+
+
+def Verifier_secret() -> str:  # noqa: N802
+    return "whsec_" + base64.b64encode(b"another secret of 24 byte").decode()
+
+
+@LOCAL
+def test_only_the_types_and_store_asked_for_are_sent(client, api, as_alice, auth, bob, receiver):
+    one = api.store(as_alice, name="One")
+    two = api.store(as_alice, name="Two")
+    create(client, as_alice, receiver.url, events=["item.created"], store_id=two["id"])
+    api.item(as_alice, one)
+    api.item(auth(bob), api.store(auth(bob), name="Bob's"))
+    item = api.item(as_alice, two)
+    receiver.wait_for(lambda got: len(got) >= 1, timeout=5)
+    assert [json.loads(b)["data"]["object"]["id"] for b in receiver.bodies()] == [item["id"]]
+
+
+@LOCAL
+@pytest.mark.config(
+    WEBHOOK_ALLOW_HTTP=True,
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS=True,
+    WEBHOOK_RETRY_SCHEDULE=[0.0, 0.0],
+    WEBHOOK_RETRY_JITTER=0.0,
+)
+def test_a_failed_attempt_is_retried_then_given_up(app, client, api, as_alice, receiver):
+    receiver.status = 500
+    hook = create(client, as_alice, receiver.url).json
+    api.store(as_alice)
+    [first] = deliveries(client, as_alice, hook["id"])[1:]
+    assert first["status"] == "failed" and first["response_status"] == 500
+    assert "HTTP 500" in first["error"] and first["next_attempt_at"] is not None
+    with app.app_context():
+        tasks.sweep.apply()  # the retry's time has come
+        tasks.sweep.apply()
+        tasks.sweep.apply()
+    log = deliveries(client, as_alice, hook["id"])
+    assert [(d["attempt"], d["status"]) for d in log] == [
+        (3, "failed"),
+        (2, "failed"),
+        (1, "failed"),
+    ]
+    assert log[0]["next_attempt_at"] is None  # the schedule is spent
+    receiver.status = 200
+    retried = client.post(
+        f"/webhooks/{hook['id']}/deliveries/{log[0]['id']}/retry", headers=as_alice
+    )
+    assert retried.status_code == 202, retried.json
+    assert retried.json["attempt"] == 4
+    assert deliveries(client, as_alice, hook["id"])[0]["status"] == "succeeded"
+    assert len(receiver.received) == 1
+
+
+@pytest.mark.config(
+    WEBHOOK_ALLOW_HTTP=True,
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS=True,
+    WEBHOOK_RETRY_SCHEDULE=[3600.0],
+    WEBHOOK_DISABLE_AFTER=3,
+)
+def test_too_many_failed_attempts_disable_the_webhook(client, api, as_alice, receiver):
+    receiver.status = 503
+    hook = create(client, as_alice, receiver.url).json
+    for n in range(3):
+        api.store(as_alice, name=f"Store {n}")
+    assert client.get(f"/webhooks/{hook['id']}", headers=as_alice).json["enabled"] is False
+    disabled = client.get("/events?type=webhook.disabled", headers=as_alice).json
+    assert len(disabled) == 1 and disabled[0]["store_id"] is None
+    assert disabled[0]["data"]["object"]["id"] == hook["id"]
+    assert disabled[0]["actor"] == {"type": "system", "id": None}
+    log = deliveries(client, as_alice, hook["id"])
+    assert {d["status"] for d in log} == {"failed"}  # the scheduled retries ended with it
+    receiver.status = 200
+    api.store(as_alice, name="Later")
+    assert receiver.hits == 3  # nothing more sent to a disabled webhook
+    assert client.patch(f"/webhooks/{hook['id']}", json={"enabled": True}, headers=as_alice).json[
+        "enabled"
+    ]
+    api.store(as_alice, name="Again")
+    receiver.wait_for(lambda got: len(got) == 1, timeout=5)
+
+
+@LOCAL
+def test_the_test_endpoint_sends_a_webhook_test_now(client, as_alice, receiver):
+    hook = create(client, as_alice, receiver.url, events=["stock.out"]).json
+    response = client.post(f"/webhooks/{hook['id']}/test", headers=as_alice)
+    assert response.status_code == 202, response.json
+    receiver.wait_for(lambda got: len(got) == 1, timeout=5)
+    body = Verifier(hook["secret"]).verify(receiver.received[0].body, receiver.received[0].headers)
+    assert body["type"] == "webhook.test" and body["id"] == response.json["event_id"]
+
+
+@LOCAL
+@pytest.mark.config(
+    WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True, WEBHOOK_TIMEOUT_SECONDS=1
+)
+def test_slow_answers_and_redirects_fail(client, api, as_alice, receiver):
+    hook = create(client, as_alice, receiver.url).json
+    receiver.delay = 1.5
+    api.store(as_alice, name="Slow")
+    receiver.delay = 0
+    receiver.status = 302
+    receiver.extra_headers = {"Location": "http://127.0.0.1:1/elsewhere"}
+    api.store(as_alice, name="Moved")
+    log = [
+        d
+        for d in deliveries(client, as_alice, hook["id"])
+        if d["attempt"] == 1 and d["status"] == "failed"
+    ]
+    assert {d["error"].split(" ")[0] for d in log} == {"No", "HTTP"}
+    assert any("within 1 s" in d["error"] for d in log)
+    assert any(d["response_status"] == 302 for d in log)
+
+
+# --- no server-side request forgery ------------------------------------------------
+
+
+@pytest.mark.config(WEBHOOK_ALLOW_HTTP=True)
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",  # resolves to loopback
+        "127.0.0.1",
+        "169.254.169.254",  # the cloud metadata service
+        "10.1.2.3",
+        "192.168.0.1",
+        "172.16.0.1",
+        "100.64.0.1",  # CGNAT
+        "224.0.0.1",
+        "0.0.0.0",  # noqa: S104
+        "[::1]",
+        "[fd00::1]",
+        "[fe80::1]",
+        "[::ffff:127.0.0.1]",
+    ],
+)
+def test_private_addresses_are_refused_and_nothing_is_sent(client, as_alice, receiver, host):
+    url = receiver.url.replace("127.0.0.1", host)
+    response = create(client, as_alice, url)
+    assert response.status_code == 422, response.json
+    assert "url" in response.json["errors"]["json"]
+    assert client.get("/webhooks", headers=as_alice).json == []
+    assert receiver.hits == 0
+
+
+@pytest.mark.config(WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",  # http without WEBHOOK_ALLOW_HTTP
+        "ftp://127.0.0.1/hook",
+        "https://user:pw@127.0.0.1/hook",
+        "https://127.0.0.1/" + "a" * 2048,
+        "https:///nohost",
+        "https://127.0.0.1:99999/",
+    ],
+)
+def test_urls_break_the_rules(client, as_alice, url):
+    response = create(client, as_alice, url)
+    assert response.status_code == 422, response.json
+
+
+@pytest.mark.config(WEBHOOK_ALLOW_HTTP=True)
+def test_a_rebinding_name_is_refused_at_delivery(client, api, as_alice, receiver, monkeypatch):
+    """Public when the webhook is saved, loopback when it is sent to: the address is
+    checked again at delivery, and no request reaches the receiver."""
+    answers = {"rebind.example": ["93.184.216.34"]}
+    monkeypatch.setattr(addresses, "resolve", lambda host, _port: answers[host])
+    url = receiver.url.replace("127.0.0.1", "rebind.example")
+    hook = create(client, as_alice, url)
+    assert hook.status_code == 201, hook.json
+    answers["rebind.example"] = ["127.0.0.1"]
+    api.store(as_alice)
+    [entry] = deliveries(client, as_alice, hook.json["id"])[-1:]
+    assert entry["status"] == "failed"
+    assert entry["error"].startswith("Refused") and "127.0.0.1" in entry["error"]
+    assert receiver.hits == 0
+
+
+def test_a_worker_killed_mid_attempt_leaves_it_to_the_sweep(app, client, as_alice, monkeypatch):
+    """A claimed attempt whose worker died is queued again once its claim expires."""
+    with receiving() as receiver:
+        app.config.update(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
+        receiver.status = 200
+        hook = create(client, as_alice, receiver.url).json
+        with app.app_context():
+            # As if a worker had claimed it and died: running, claim expired.
+            api_store_without_delivery(client, as_alice, monkeypatch)
+            stuck = db.session.scalars(
+                select(Delivery).where(Delivery.webhook_id == hook["id"])
+            ).one()
+            assert stuck.status == "pending"
+            db.session.execute(update(Delivery).values(running_until=utcnow(), queued_until=None))
+            db.session.commit()
+            tasks.sweep.apply()
+        receiver.wait_for(lambda got: len(got) == 1, timeout=5)
+
+
+def api_store_without_delivery(client, as_alice, monkeypatch) -> None:
+    """A store created while no delivery task runs (they are dropped)."""
+    with monkeypatch.context() as patched:
+        patched.setattr(tasks, "queue_deliveries", lambda _ids: None)
+        assert client.post("/stores", json={"name": "Quiet"}, headers=as_alice).status_code == 201

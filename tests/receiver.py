@@ -1,0 +1,95 @@
+"""A real HTTP receiver of webhooks on 127.0.0.1, in a thread of the test: it
+records every POST (headers, body, when) and answers as the test tells it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class Receiver:
+    port: int = 0
+    status: int = 200
+    delay: float = 0.0
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+    hits: int = 0  # every request, accepted or not
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def bodies(self) -> list[bytes]:
+        with self.lock:
+            return [r.body for r in self.received]
+
+    def wait_for(self, check: Callable[[list[Received]], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if check(list(self.received)):
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"receiver: condition not met in {timeout} s ({len(self.received)} got)")
+
+
+def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with receiver.lock:
+                receiver.hits += 1
+            if receiver.delay:
+                time.sleep(receiver.delay)
+            status = receiver.status
+            with receiver.lock:
+                if 200 <= status < 300:
+                    receiver.received.append(
+                        Received(self.path, dict(self.headers.items()), body, time.time())
+                    )
+            payload = b"ok" if status < 300 else b"nope"
+            self.send_response(status)
+            for name, value in receiver.extra_headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@contextmanager
+def receiving(port: int = 0, **settings: Any) -> Iterator[Receiver]:
+    """A receiver listening until the block ends. Only 2xx answers are recorded as
+    received (a receiver that answers 500 has not accepted the event)."""
+    receiver = Receiver(**settings)
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(receiver))
+    server.daemon_threads = True
+    receiver.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,253 @@
+"""Events and webhooks end to end, as deployed: gunicorn, PostgreSQL, a real Celery
+worker (with beat) on a Redis broker, and a real receiver on 127.0.0.1; then the
+faults: a worker killed mid-delivery, the broker restarted under load, the
+receiver down (contract §10, §11; issue 18's tests that must exist)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from helpers import PG_URL
+from receiver import Receiver, receiving
+from servers import BIN, ROOT, call, gunicorn, libpq, migrate, postgres_database, server_env
+from workers import redis_server, workers
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+SETTINGS = {
+    "APP_ENV": "production",
+    "WEBHOOK_ALLOW_HTTP": "1",
+    "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1",
+    "EVENTS_SWEEP_SECONDS": "1",
+    "WEBHOOK_REQUEUE_SECONDS": "3",
+    "WEBHOOK_TIMEOUT_SECONDS": "2",
+    "WEBHOOK_RETRY_SCHEDULE": "1s,1s,1s,2s,2s,2s,2s,2s,2s,2s",
+    "RATE_LIMIT_DEFAULT": "100000 per minute",
+    "AUTH_RATE_LIMIT": "1000 per minute",
+    # Revocations in the database: the broker is the only Redis, so restarting it
+    # touches nothing but the queue.
+    "REDIS_URL": "",
+}
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """A database, a private Redis as broker, gunicorn, and a factory of workers."""
+    with postgres_database(PG_URL, prefix="stores_evt_") as url, redis_server() as broker:
+        env = server_env(**SETTINGS, DATABASE_URL=url, CELERY_BROKER_URL=broker.url)
+        migrate(env)
+        with gunicorn(env, workers=2) as base:
+            yield {"url": url, "env": env, "broker": broker, "base": base}
+
+
+def events_in_db(url: str, kind: str | None, owner: int) -> list[str | None]:
+    """Every event of ``owner`` written (of ``kind``): its public id, or None until it
+    is numbered."""
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT seq FROM events WHERE owner_id = %s AND (%s::text IS NULL OR type = %s)"
+            " ORDER BY id",
+            (owner, kind, kind),
+        ).fetchall()
+    return [None if seq is None else f"evt_{seq:016d}" for (seq,) in rows]
+
+
+def sign_up(base: str) -> tuple[dict[str, str], int]:
+    """A new user's auth headers and id."""
+    name = f"user{uuid.uuid4().hex[:10]}"
+    user = {"username": name, "email": f"{name}@example.com", "password": "a long passw0rd"}
+    created = call("POST", f"{base}/register", user)
+    assert created.status_code == 201, created
+    del user["email"]
+    tokens = call("POST", f"{base}/login", user).json
+    return {"Authorization": f"Bearer {tokens['access_token']}"}, created.json["id"]
+
+
+def failed_attempts(url: str) -> int:
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def delivered(receiver: Receiver) -> Counter:
+    with receiver.lock:
+        return Counter(r.headers["webhook-id"] for r in receiver.received)
+
+
+def subscribe(base: str, auth: dict, receiver: Receiver, **fields) -> dict:
+    body = {"url": receiver.url, "events": ["*"], **fields}
+    response = call("POST", f"{base}/webhooks", body, headers=auth)
+    assert response.status_code == 201, response
+    return response.json
+
+
+def make_store(base: str, auth: dict, name: str) -> int:
+    response = call("POST", f"{base}/stores", {"name": name}, headers=auth)
+    assert response.status_code == 201, response
+    return response.json["id"]
+
+
+def all_delivered(stack, owner, receiver, timeout: float, worker_logs=(), kinds=(None,)) -> None:
+    """Until every event of ``owner`` (of ``kinds``) is numbered and at the receiver."""
+
+    def wanted() -> list[str | None]:
+        return [i for kind in kinds for i in events_in_db(stack["url"], kind, owner)]
+
+    def done(got) -> bool:
+        ids = wanted()
+        return None not in ids and {r.headers["webhook-id"] for r in got} >= set(ids)
+
+    try:
+        receiver.wait_for(done, timeout=timeout)
+    except TimeoutError:
+        missing = set(wanted()) - set(delivered(receiver))
+        logs = "\n".join(w.tail() for w in worker_logs)
+        raise AssertionError(f"not delivered: {sorted(map(str, missing))[:10]}\n{logs}") from None
+
+
+def test_fifty_concurrent_sales_of_thirty_deliver_thirty_moves_and_one_out(stack):
+    base, (auth, owner) = stack["base"], sign_up(stack["base"])
+    with receiving() as receiver, workers(stack["env"]) as started:
+        subscribe(base, auth, receiver, events=["stock.moved", "stock.out"])
+        store = make_store(base, auth, "Corner")
+        item = call(
+            "POST",
+            f"{base}/items",
+            {"name": "Milk", "price": 1, "store_id": store, "stock": 30},
+            headers=auth,
+        ).json
+
+        def sell(_n):
+            body = {"delta": -1, "reason": "sale"}
+            return call("POST", f"{base}/items/{item['id']}/stock", body, headers=auth).status_code
+
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            statuses = Counter(pool.map(sell, range(50)))
+        assert statuses == {201: 30, 409: 20}
+        moved, out = (
+            events_in_db(stack["url"], "stock.moved", owner),
+            events_in_db(stack["url"], "stock.out", owner),
+        )
+        assert len(moved) == 30 and len(out) == 1
+        all_delivered(
+            stack,
+            owner,
+            receiver,
+            timeout=30,
+            worker_logs=started,
+            kinds=("stock.moved", "stock.out"),
+        )
+        bodies = {}
+        for r in receiver.received:
+            event = json.loads(r.body)
+            bodies[event["id"]] = event
+        kinds = Counter(event["type"] for event in bodies.values())
+        assert kinds == {"stock.moved": 30, "stock.out": 1}
+        after = sorted(
+            e["data"]["object"]["stock_after"]
+            for e in bodies.values()
+            if e["type"] == "stock.moved"
+        )
+        assert after == list(range(30))
+
+
+def test_a_worker_killed_mid_delivery_is_replaced_and_nothing_is_lost(stack):
+    base, (auth, owner) = stack["base"], sign_up(stack["base"])
+    with receiving(delay=1.0) as receiver:
+        subscribe(base, auth, receiver)
+        with workers(stack["env"]) as [worker]:
+            for n in range(8):
+                make_store(base, auth, f"Store {n}")
+            receiver.wait_for(lambda _got: receiver.hits >= 1, timeout=15)  # one is in flight
+            worker.kill()
+            killed_at = len(delivered(receiver))
+            assert killed_at < 8
+            worker.start()  # the replacement
+            all_delivered(stack, owner, receiver, timeout=60, worker_logs=[worker])
+    assert len(events_in_db(stack["url"], None, owner)) == 8
+
+
+def test_the_broker_restarted_under_load_loses_nothing(stack):
+    base, (auth, owner) = stack["base"], sign_up(stack["base"])
+    broker = stack["broker"]
+    with receiving() as receiver, workers(stack["env"]) as started:
+        subscribe(base, auth, receiver)
+        made = []
+
+        def load():
+            for n in range(40):
+                made.append(make_store(base, auth, f"Load {n}"))
+                time.sleep(0.05)
+
+        writer = threading.Thread(target=load)
+        writer.start()
+        time.sleep(0.5)
+        broker.kill()  # queued messages and all: it keeps nothing on disk
+        time.sleep(1.0)
+        broker.start()
+        writer.join()
+        assert len(made) == 40  # commits never needed the broker
+        all_delivered(stack, owner, receiver, timeout=60, worker_logs=started)
+        assert len(events_in_db(stack["url"], "store.created", owner)) == 40
+
+
+def test_a_receiver_down_gets_everything_once_it_is_back(stack):
+    base, (auth, owner) = stack["base"], sign_up(stack["base"])
+    failed_before = failed_attempts(stack["url"])
+    with receiving() as receiver:
+        port = receiver.port
+        subscribe(base, auth, receiver)
+    # The receiver is gone: connections are refused, attempts fail and are retried.
+    with workers(stack["env"]) as started:
+        for n in range(5):
+            make_store(base, auth, f"Down {n}")
+        # Each event has failed at least once (connection refused) before it comes back.
+        deadline = time.monotonic() + 60
+        while failed_attempts(stack["url"]) - failed_before < 5:
+            assert time.monotonic() < deadline, started[0].tail()
+            time.sleep(0.2)
+        with receiving(port=port) as back:
+            all_delivered(stack, owner, back, timeout=60, worker_logs=started)
+
+
+def test_the_image_entrypoint_runs_a_worker_and_beat_by_their_command(stack):
+    """`docker-entrypoint.sh worker` and `... beat` (the image's commands) deliver; the
+    worker from the entrypoint is started with its beat apart, as in docker-compose."""
+    base, (auth, owner) = stack["base"], sign_up(stack["base"])
+    env = stack["env"] | {"PATH": f"{BIN}:{os.environ['PATH']}", "LOG_LEVEL": "WARNING"}
+    processes = []
+    try:
+        for command in (["worker", "--concurrency=1"], ["beat"]):
+            processes.append(
+                subprocess.Popen(
+                    ["sh", "docker-entrypoint.sh", *command],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+        with receiving() as receiver:
+            subscribe(base, auth, receiver)
+            make_store(base, auth, "By the entrypoint")
+            all_delivered(stack, owner, receiver, timeout=60)
+        assert all(p.poll() is None for p in processes)  # still serving
+    finally:
+        for process in processes:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            process.wait(timeout=30)
