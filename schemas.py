@@ -6,7 +6,8 @@ body from setting ``role``, ``owner_id`` or ``id``.
 
 from __future__ import annotations
 
-from datetime import UTC
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import marshmallow as ma
@@ -58,7 +59,9 @@ class UtcDateTime(fields.AwareDateTime):
     """An RFC 3339 time with ``Z`` or an offset, as the UTC instant it names (one
     that UTC cannot write, such as 0001-01-01T00:00:00+05:00, is a 422)."""
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> datetime:
         instant = super()._deserialize(value, attr, data, **kwargs)
         try:
             return instant.astimezone(UTC)

@@ -305,7 +305,7 @@ def write_csv(path: Path, rows: int) -> None:
             )
 
 
-def import_csv(env: dict, database: str, rows: int) -> None:
+def import_csv(env: dict[str, str], database: str, rows: int) -> None:
     """``flask import-items`` of ``rows`` new items into a new store, then the same file
     again (every row an update, unchanged): rows/s and the command's peak RSS."""
     engine = create_engine(database.replace("postgresql://", "postgresql+psycopg://", 1))

@@ -129,7 +129,7 @@ def visible_item(item_id: int) -> dict[str, Any]:
     item = read_item(item_id)
     if item is None or not may_see(item["status"], item["store_owner_id"]):
         abort(404, message=f"Item {item_id} not found.")
-    return item  # type: ignore[return-value]  # abort() never returns
+    return item
 
 
 def _tags_changed(item: Item, before: dict[str, Any]) -> None:

@@ -2,27 +2,33 @@
 updated_after and sort=updated_at, and the import's upsert by SKU."""
 
 import threading
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import Result
+from flask import Flask
 from sqlalchemy import select, text
+from werkzeug.test import TestResponse
 
 from db import db
-from helpers import assert_error, query, snapshot
-from models import Item, StockMovement, Store, Tag
+from helpers import CatalogFactory, Client, Response, assert_error, query, snapshot
+from models import Item, StockMovement, Store, Tag, User
 
 
 @pytest.fixture
-def store(api, as_alice):
+def store(api: CatalogFactory, as_alice: dict[str, str]) -> Any:
     return api.store(as_alice)
 
 
-def ids(response) -> list[int]:
+def ids(response: Response) -> list[int]:
     assert response.status_code == 200, response.json
     return [row["id"] for row in response.json]
 
 
-def next_link(response) -> str | None:
+def next_link(response: Response) -> str | None:
     link = response.headers.get("Link", "")
     for part in link.split(","):
         if 'rel="next"' in part:
@@ -33,7 +39,9 @@ def next_link(response) -> str | None:
 # --- the new fields --------------------------------------------------------------
 
 
-def test_a_new_item_has_the_defaults(api, as_alice, store):
+def test_a_new_item_has_the_defaults(
+    api: CatalogFactory, as_alice: dict[str, str], store: Any
+) -> None:
     item = api.item(as_alice, store)
     assert item["sku"] is None
     assert item["status"] == "active"
@@ -41,7 +49,9 @@ def test_a_new_item_has_the_defaults(api, as_alice, store):
     assert item["metadata"] == {}
 
 
-def test_fields_are_stored_and_shown(app, client, api, as_alice, store):
+def test_fields_are_stored_and_shown(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any
+) -> None:
     item = api.item(
         as_alice,
         store,
@@ -78,7 +88,9 @@ def test_fields_are_stored_and_shown(app, client, api, as_alice, store):
         ("metadata", ["not", "an", "object"]),
     ],
 )
-def test_bad_values_are_422_and_change_nothing(app, client, as_alice, store, field, value):
+def test_bad_values_are_422_and_change_nothing(
+    app: Flask, client: Client, as_alice: dict[str, str], store: Any, field: str, value: Any
+) -> None:
     before = snapshot(app)
     body = {"name": "Milk", "price": 1, "store_id": store["id"], field: value}
     response = client.post("/items", json=body, headers=as_alice)
@@ -89,7 +101,9 @@ def test_bad_values_are_422_and_change_nothing(app, client, as_alice, store, fie
 # --- SKU --------------------------------------------------------------------------
 
 
-def test_a_sku_is_unique_within_a_store_case_sensitively(client, api, as_alice, store):
+def test_a_sku_is_unique_within_a_store_case_sensitively(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any
+) -> None:
     api.item(as_alice, store, name="Milk", sku="AB-1")
     body = {"name": "Other", "price": 1, "store_id": store["id"], "sku": "AB-1"}
     response = client.post("/items", json=body, headers=as_alice)
@@ -100,7 +114,9 @@ def test_a_sku_is_unique_within_a_store_case_sensitively(client, api, as_alice, 
     api.item(as_alice, other, name="Milk", sku="AB-1")  # another store
 
 
-def test_changing_to_a_taken_sku_is_409(client, api, as_alice, store):
+def test_changing_to_a_taken_sku_is_409(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any
+) -> None:
     api.item(as_alice, store, name="Milk", sku="A")
     bread = api.item(as_alice, store, name="Bread", sku="B")
     response = client.patch(f"/items/{bread['id']}", json={"sku": "A"}, headers=as_alice)
@@ -112,7 +128,9 @@ def test_changing_to_a_taken_sku_is_409(client, api, as_alice, store):
     assert response.status_code == 200 and response.json["sku"] is None
 
 
-def test_sku_filter_is_exact(client, api, as_alice, store):
+def test_sku_filter_is_exact(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any
+) -> None:
     a = api.item(as_alice, store, name="A", sku="X-1")
     api.item(as_alice, store, name="B", sku="x-1")
     api.item(as_alice, store, name="C", sku="X-10")
@@ -122,11 +140,14 @@ def test_sku_filter_is_exact(client, api, as_alice, store):
 
 
 @pytest.mark.postgres
-def test_two_concurrent_creates_of_one_sku_one_wins(app, client, alice, auth, store):
+def test_two_concurrent_creates_of_one_sku_one_wins(
+    app: Flask, client: Client, alice: User, auth: Callable[[User], dict[str, str]], store: Any
+) -> None:
     headers = auth(alice)
+    answers: list[TestResponse]  # app.test_client(): werkzeug's own type
     barrier, answers = threading.Barrier(2), []
 
-    def create(name):
+    def create(name: str) -> None:
         with app.test_client() as own:
             barrier.wait()
             body = {"name": name, "price": 1, "store_id": store["id"], "sku": "RACE"}
@@ -143,7 +164,9 @@ def test_two_concurrent_creates_of_one_sku_one_wins(app, client, alice, auth, st
     assert query(app, select(Item.sku)) == [("RACE",)]
 
 
-def test_a_batch_judges_skus_on_its_final_state(app, client, api, as_alice, store):
+def test_a_batch_judges_skus_on_its_final_state(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any
+) -> None:
     a = api.item(as_alice, store, name="A", sku="S1")
     b = api.item(as_alice, store, name="B", sku="S2")
     url = f"/stores/{store['id']}/items/batch"
@@ -177,15 +200,23 @@ def test_a_batch_judges_skus_on_its_final_state(app, client, api, as_alice, stor
 
 
 @pytest.fixture
-def statuses(api, as_alice, store):
+def statuses(api: CatalogFactory, as_alice: dict[str, str], store: Any) -> dict[str, Any]:
     return {
         s: api.item(as_alice, store, name=s.title(), status=s)
         for s in ("active", "draft", "archived")
     }
 
 
-def test_lists_show_active_items_to_everyone(client, auth, bob, as_alice, store, statuses):
+def test_lists_show_active_items_to_everyone(
+    client: Client,
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+    as_alice: dict[str, str],
+    store: Any,
+    statuses: dict[str, Any],
+) -> None:
     active = [statuses["active"]["id"]]
+    headers: dict[str, str]
     for headers in ({}, auth(bob), as_alice):
         assert ids(client.get("/items", headers=headers)) == active
         assert ids(client.get(f"/stores/{store['id']}/items", headers=headers)) == active
@@ -194,7 +225,14 @@ def test_lists_show_active_items_to_everyone(client, auth, bob, as_alice, store,
     assert response.headers["Cache-Control"] == "public, no-cache"
 
 
-def test_the_owner_and_admins_list_other_statuses(client, auth, admin, as_alice, store, statuses):
+def test_the_owner_and_admins_list_other_statuses(
+    client: Client,
+    auth: Callable[[User], dict[str, str]],
+    admin: User,
+    as_alice: dict[str, str],
+    store: Any,
+    statuses: dict[str, Any],
+) -> None:
     url = f"/stores/{store['id']}/items"
     for headers in (as_alice, auth(admin)):
         assert ids(client.get(f"{url}?status=draft", headers=headers)) == [statuses["draft"]["id"]]
@@ -207,7 +245,15 @@ def test_the_owner_and_admins_list_other_statuses(client, auth, admin, as_alice,
         )
 
 
-def test_others_may_not_list_other_statuses(client, api, auth, bob, as_alice, store, statuses):
+def test_others_may_not_list_other_statuses(
+    client: Client,
+    api: CatalogFactory,
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+    as_alice: dict[str, str],
+    store: Any,
+    statuses: dict[str, Any],
+) -> None:
     url = f"/stores/{store['id']}/items"
     for status in ("draft", "archived", "all"):
         assert_error(client.get(f"{url}?status={status}"), 403, error="forbidden")
@@ -221,7 +267,14 @@ def test_others_may_not_list_other_statuses(client, api, auth, bob, as_alice, st
     assert ids(client.get("/items?status=all", headers=auth(bob))) == [draft["id"]]
 
 
-def test_a_single_item_not_active_is_404_to_others(client, auth, bob, admin, as_alice, statuses):
+def test_a_single_item_not_active_is_404_to_others(
+    client: Client,
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+    admin: User,
+    as_alice: dict[str, str],
+    statuses: dict[str, Any],
+) -> None:
     for status in ("draft", "archived"):
         url = f"/items/{statuses[status]['id']}"
         assert_error(client.get(url), 404)
@@ -236,7 +289,9 @@ def test_a_single_item_not_active_is_404_to_others(client, auth, bob, admin, as_
     assert client.get(f"/items/{statuses['active']['id']}").status_code == 200
 
 
-def test_archived_stock_moves_only_by_a_count(app, client, api, as_alice, store):
+def test_archived_stock_moves_only_by_a_count(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any
+) -> None:
     item = api.item(as_alice, store, stock=5)
     url = f"/items/{item['id']}"
     assert client.patch(url, json={"status": "archived"}, headers=as_alice).status_code == 200
@@ -254,7 +309,9 @@ def test_archived_stock_moves_only_by_a_count(app, client, api, as_alice, store)
 # --- metadata -----------------------------------------------------------------------
 
 
-def test_patch_merges_metadata_and_null_removes_a_key(app, client, api, as_alice, store):
+def test_patch_merges_metadata_and_null_removes_a_key(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any
+) -> None:
     item = api.item(as_alice, store, metadata={"a": "1", "b": "2"})
     url = f"/items/{item['id']}"
     response = client.patch(url, json={"metadata": {"b": None, "c": "3"}}, headers=as_alice)
@@ -275,7 +332,9 @@ def test_patch_merges_metadata_and_null_removes_a_key(app, client, api, as_alice
     assert response.json["metadata"] == {}
 
 
-def test_stores_have_metadata_too(client, api, as_alice):
+def test_stores_have_metadata_too(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
     store = api.store(as_alice, metadata={"crm": "42"})
     assert store["metadata"] == {"crm": "42"}
     url = f"/stores/{store['id']}"
@@ -289,7 +348,9 @@ def test_stores_have_metadata_too(client, api, as_alice):
 # --- updated_at and updated_after -------------------------------------------------
 
 
-def test_updated_at_changes_with_stock_tags_and_metadata(client, api, as_alice, store):
+def test_updated_at_changes_with_stock_tags_and_metadata(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any
+) -> None:
     item = api.item(as_alice, store)
     url = f"/items/{item['id']}"
     seen = [item["updated_at"]]
@@ -303,7 +364,9 @@ def test_updated_at_changes_with_stock_tags_and_metadata(client, api, as_alice, 
 
 
 @pytest.mark.postgres
-def test_plain_sql_changes_touch_updated_at(app, client, api, as_alice, store):
+def test_plain_sql_changes_touch_updated_at(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any
+) -> None:
     item = api.item(as_alice, store)
     tag = api.tag(as_alice, store)
     with app.app_context():
@@ -320,7 +383,9 @@ def test_plain_sql_changes_touch_updated_at(app, client, api, as_alice, store):
     assert client.get(f"/items/{item['id']}").json["updated_at"] > priced
 
 
-def test_updated_after_is_strictly_after(app, client, api, as_alice, store):
+def test_updated_after_is_strictly_after(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any
+) -> None:
     items = [api.item(as_alice, store, name=n) for n in ("A", "B", "C")]
     cut = items[1]["updated_at"]
     response = client.get("/items", query_string={"updated_after": cut, "sort": "updated_at"})
@@ -348,14 +413,16 @@ def test_updated_after_is_strictly_after(app, client, api, as_alice, store):
     assert set(tag) >= {"created_at", "updated_at"}
 
 
-def timezone_plus_two():
-    from datetime import timezone
-
+def timezone_plus_two() -> timezone:
     return timezone(timedelta(hours=2))
 
 
-def test_a_cursor_walk_by_updated_at_misses_nothing_changed_meanwhile(client, api, as_alice, store):
+def test_a_cursor_walk_by_updated_at_misses_nothing_changed_meanwhile(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any
+) -> None:
     items = [api.item(as_alice, store, name=f"I{i}") for i in range(6)]
+    url: str | None
+    seen: list[int]
     url, seen, changed = "/items?sort=updated_at&page_size=2", [], False
     while url:
         response = client.get(url)
@@ -374,7 +441,9 @@ def test_a_cursor_walk_by_updated_at_misses_nothing_changed_meanwhile(client, ap
     assert seen[-2:] == [items[0]["id"], items[4]["id"]]
 
 
-def test_tags_have_timestamps_and_a_rename_changes_updated_at(client, api, as_alice, store):
+def test_tags_have_timestamps_and_a_rename_changes_updated_at(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any
+) -> None:
     tag = api.tag(as_alice, store)
     response = client.patch(f"/tags/{tag['id']}", json={"name": "milk"}, headers=as_alice)
     assert response.json["updated_at"] > tag["updated_at"]
@@ -385,8 +454,8 @@ def test_tags_have_timestamps_and_a_rename_changes_updated_at(client, api, as_al
 
 
 @pytest.fixture
-def run(app, tmp_path):
-    def invoke(store_id, content, *options):
+def run(app: Flask, tmp_path: Path) -> Callable[..., Result]:
+    def invoke(store_id: int, content: str, *options: str) -> Result:
         path = tmp_path / "items.csv"
         path.write_text(content)
         return app.test_cli_runner().invoke(
@@ -396,7 +465,13 @@ def run(app, tmp_path):
     return invoke
 
 
-def test_an_import_row_with_a_sku_updates_that_item(app, run, api, as_alice, store):
+def test_an_import_row_with_a_sku_updates_that_item(
+    app: Flask,
+    run: Callable[..., Result],
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    store: Any,
+) -> None:
     milk = api.item(as_alice, store, name="Milk", sku="M-1", price="1.00")
     bread = api.item(as_alice, store, name="Bread", price="2.00")
     content = (
@@ -423,7 +498,13 @@ def test_an_import_row_with_a_sku_updates_that_item(app, run, api, as_alice, sto
     assert "0 created, 0 updated, 3 unchanged" in again.output
 
 
-def test_import_errors_for_skus_are_by_line_and_nothing_is_written(app, run, api, as_alice, store):
+def test_import_errors_for_skus_are_by_line_and_nothing_is_written(
+    app: Flask,
+    run: Callable[..., Result],
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    store: Any,
+) -> None:
     api.item(as_alice, store, name="Milk", sku="M-1")
     api.item(as_alice, store, name="Bread")
     before = snapshot(app)
@@ -445,8 +526,13 @@ def test_import_errors_for_skus_are_by_line_and_nothing_is_written(app, run, api
 
 
 def test_an_export_with_the_new_columns_imports_back_unchanged(
-    app, client, run, api, as_alice, store
-):
+    app: Flask,
+    client: Client,
+    run: Callable[..., Result],
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    store: Any,
+) -> None:
     api.item(as_alice, store, name="Milk", sku="=M", status="draft", low_stock_threshold=2)
     exported = client.get(f"/stores/{store['id']}/items.csv?status=all", headers=as_alice)
     assert exported.status_code == 200
@@ -457,7 +543,7 @@ def test_an_export_with_the_new_columns_imports_back_unchanged(
     assert "0 created, 0 updated, 1 unchanged, 0 invalid" in result.output, result.output
 
 
-def test_seeded_items_have_the_new_fields(app, admin):
+def test_seeded_items_have_the_new_fields(app: Flask, admin: User) -> None:
     result = app.test_cli_runner().invoke(
         args=["seed", "--stores", "1", "--items", "40", "--seed", "1"]
     )
@@ -471,7 +557,13 @@ def test_seeded_items_have_the_new_fields(app, admin):
 
 
 @pytest.mark.postgres
-def test_the_copy_import_takes_any_number_of_names_and_tags(app, run, api, as_alice, store):
+def test_the_copy_import_takes_any_number_of_names_and_tags(
+    app: Flask,
+    run: Callable[..., Result],
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    store: Any,
+) -> None:
     """No statement grows with the file: 3,000 rows with 3,000 distinct tags (one
     statement per name once failed: "target lists can have at most 1664 entries")."""
     lines = [f"Item {i},1.00,{i % 7},t{i}|shared" for i in range(3000)]
@@ -503,7 +595,7 @@ def test_the_copy_import_takes_any_number_of_names_and_tags(app, run, api, as_al
         {"name": "Ok", "price": "9999999999.99", "low_stock_threshold": "2147483648"},
     ],
 )
-def test_the_copy_imports_fast_check_agrees_with_the_row_schema(cells):
+def test_the_copy_imports_fast_check_agrees_with_the_row_schema(cells: dict[str, str]) -> None:
     """What the COPY path's fast check accepts, RowSchema accepts with the same values."""
     import marshmallow as ma
 
@@ -513,6 +605,7 @@ def test_the_copy_imports_fast_check_agrees_with_the_row_schema(cells):
     columns = ("description", "stock", "tags", "sku", "status", "low_stock_threshold")
     row = {name: cells.get(name, "") for name in ("name", "price", *columns)}
     fast = _fast(row, Columns(*(True for _ in columns)))
+    loaded: tuple[Any, ...] | None
     try:
         loaded = _checked(RowSchema().load(_cells(row)))
     except ma.ValidationError:

@@ -161,7 +161,7 @@ def test_postgresql_upgrade_with_rows(make_app: Callable[..., Flask]) -> None:
         assert documents == 3
 
 
-def check_catalog_identity_upgrade(app) -> None:
+def check_catalog_identity_upgrade(app: Flask) -> None:
     """0005 with a catalog in it upgrades to §13's schema: every item active, without
     SKU, with empty metadata; tags with timestamps; the new sorts and filters work."""
     with app.app_context():
@@ -171,7 +171,7 @@ def check_catalog_identity_upgrade(app) -> None:
         db.session.commit()
         upgrade()
         assert schema_difference(app) == []
-    client = app.test_client()
+    client = client_of(app)
     item = client.get("/items/1").json
     assert (item["sku"], item["status"], item["metadata"]) == (None, "active", {})
     assert item["low_stock_threshold"] is None
@@ -183,14 +183,14 @@ def check_catalog_identity_upgrade(app) -> None:
     assert client.get("/items?status=active&sku=none").json == []
 
 
-def test_sqlite_catalog_identity_upgrade(tmp_path, make_app):
+def test_sqlite_catalog_identity_upgrade(tmp_path: Path, make_app: Callable[..., Flask]) -> None:
     check_catalog_identity_upgrade(
         make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'old.db'}")
     )
 
 
 @pytest.mark.postgres
-def test_postgresql_catalog_identity_upgrade(make_app):
+def test_postgresql_catalog_identity_upgrade(make_app: Callable[..., Flask]) -> None:
     with postgres_database(PG_URL, prefix="stores_upgrade_") as url:
         app = make_app(SQLALCHEMY_DATABASE_URI=url)
         check_catalog_identity_upgrade(app)
