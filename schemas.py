@@ -7,8 +7,10 @@ body from setting ``role``, ``owner_id`` or ``id``.
 from __future__ import annotations
 
 import marshmallow as ma
+from flask_jwt_extended import current_user
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
+from core.auth.passwords import check_password_quality
 from core.catalog.stock import MAX_QUANTITY
 from core.web.fields import (
     Email,
@@ -46,6 +48,13 @@ class RegisterSchema(ma.Schema):
     username = Username(required=True)
     email = Email(required=True)
     password = Password(required=True, metadata={"example": "correct horse battery"})
+
+    @validates_schema(skip_on_field_errors=False)
+    def _strong_password(self, data: dict, **_kwargs) -> None:
+        if "password" in data:
+            check_password_quality(
+                data["password"], username=data.get("username"), emails=[data.get("email")]
+            )
 
 
 class LoginSchema(ma.Schema):
@@ -103,6 +112,17 @@ class UserUpdateSchema(ma.Schema):
             )
         if "current_password" in data and not changes:
             raise ValidationError("Only sent with a new email or password.", "current_password")
+
+    @validates_schema(skip_on_field_errors=False)
+    def _strong_password(self, data: dict, **_kwargs) -> None:
+        # Only the user themself may send a password (resources/users.py), so the
+        # account it is judged against is the signed-in one.
+        if "password" in data:
+            check_password_quality(
+                data["password"],
+                username=current_user.username,
+                emails=[current_user.email, data.get("email")],
+            )
 
 
 # Rules between fields, checked by the schemas' own validators, which apispec cannot

@@ -10,6 +10,7 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from blocklist import get_blocklist
+from core.auth.passwords import password_problems
 from core.auth.security import hash_password
 from core.web.fields import Email, Password, Username
 from core.web.idempotency import get_store as get_idempotency_store
@@ -33,6 +34,11 @@ def create_admin(username: str, email: str, password: str) -> None:
         data = ACCOUNT.load({"username": username, "email": email, "password": password})
     except ValidationError as exc:
         raise click.ClickException(f"invalid input: {exc.messages}") from None
+    # The operator decides here (a first admin, a script): the rules of /register
+    # are a warning, not a refusal.
+    problems = password_problems(data["password"], username=username, emails=[email])
+    if problems:
+        click.echo(f"Warning: weak password: {' '.join(problems)}", err=True)
     user = User(
         username=data["username"],
         email=data["email"],
