@@ -17,11 +17,22 @@ from core.web import http, idempotency
 from core.web import request_log as request_logging
 from core.web.config import Config, config_from_env
 from core.web.errors import register_error_handlers
-from core.web.extensions import api, cors, jwt, limiter, migrate
+from core.web.extensions import api, cors, jwt, limiter, mail, migrate
 from core.web.legacy import LegacyPaths
 from core.web.smorest import IdConverter, swagger_assets
 from db import close_session, db, engine_options
-from resources import batch, exports, health, items, sessions, stock, stores, tags, users
+from resources import (
+    batch,
+    exports,
+    health,
+    items,
+    password_reset,
+    sessions,
+    stock,
+    stores,
+    tags,
+    users,
+)
 from schemas import CROSS_FIELD_RULES
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent / "migrations")
@@ -71,6 +82,7 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, compare_type=True, render_as_batch=True)
     jwt.init_app(app)
     init_passwords(app)
+    mail.init_app(app)
     blocklist.init_app(app)
     http.init_app(app)  # before the limiter: its after_request must run after the limiter's
     limiter.init_app(app)
@@ -92,7 +104,18 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints() -> None:
-    for module in (sessions, users, stores, batch, items, stock, tags, exports, health):
+    for module in (
+        sessions,
+        password_reset,
+        users,
+        stores,
+        batch,
+        items,
+        stock,
+        tags,
+        exports,
+        health,
+    ):
         api.register_blueprint(module.blp)
     for name, rules in CROSS_FIELD_RULES.items():
         api.spec.components.schemas[name].update(rules)

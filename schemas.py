@@ -125,6 +125,22 @@ class UserUpdateSchema(ma.Schema):
             )
 
 
+class PasswordResetRequestSchema(ma.Schema):
+    email = Email(required=True)
+
+
+class PasswordResetConfirmSchema(ma.Schema):
+    # Judged by its hash: any text, within bounds (a real one is 43 characters).
+    token = Text(
+        required=True,
+        trim=False,
+        load_only=True,
+        validate=validate.Length(1, 128),
+        metadata={"description": "The token of the mailed link", "example": "q3Jx...Zk"},
+    )
+    new_password = Password(required=True, metadata={"example": "a new long passphrase"})
+
+
 # Rules between fields, checked by the schemas' own validators, which apispec cannot
 # derive: added to the OpenAPI components by name (app.py), so that clients and
 # fuzzers know them too.

@@ -2,6 +2,7 @@
 
 from models.idempotency_key import IdempotencyKey
 from models.item import Item, item_tags
+from models.password_reset import PasswordReset
 from models.revoked_token import RevokedToken
 from models.stock_movement import DELTA_REASONS, REASONS, StockMovement
 from models.store import Store
@@ -14,6 +15,7 @@ __all__ = [
     "ROLES",
     "IdempotencyKey",
     "Item",
+    "PasswordReset",
     "RevokedToken",
     "StockMovement",
     "Store",

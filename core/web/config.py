@@ -154,6 +154,27 @@ class Config:
         self.CELERY_VISIBILITY_TIMEOUT = self.env_int("CELERY_VISIBILITY_TIMEOUT", 300)
         self.CELERY_TASK_ALWAYS_EAGER = False
 
+        # Password reset (API.md §15, core/auth/reset.py): the link mailed is
+        # PUBLIC_BASE_URL/password-reset?token=..., a page of the site's front end.
+        self.PUBLIC_BASE_URL = self.env_str("PUBLIC_BASE_URL", "http://localhost:5000").rstrip("/")
+        self.PASSWORD_RESET_TTL = self.env_int("PASSWORD_RESET_TTL", 30 * 60)
+        self.PASSWORD_RESET_RATE_LIMIT_ADDRESS = self.env_str(
+            "PASSWORD_RESET_RATE_LIMIT_ADDRESS", "5 per hour"
+        )
+        self.PASSWORD_RESET_RATE_LIMIT_IP = self.env_str(
+            "PASSWORD_RESET_RATE_LIMIT_IP", "20 per hour"
+        )
+        # Outgoing mail through SMTP, Flask-Mail's setting names (Flask-Mailman reads them).
+        self.MAIL_BACKEND = "smtp"  # Flask-Mailman would keep test mail in memory otherwise
+        self.MAIL_SERVER = self.env_str("MAIL_SERVER", "localhost")
+        self.MAIL_PORT = self.env_int("MAIL_PORT", 25)
+        self.MAIL_USE_TLS = self.env_bool("MAIL_USE_TLS")
+        self.MAIL_USE_SSL = self.env_bool("MAIL_USE_SSL")
+        self.MAIL_USERNAME = self.env_str("MAIL_USERNAME") or None
+        self.MAIL_PASSWORD = self.env_str("MAIL_PASSWORD") or None
+        self.MAIL_DEFAULT_SENDER = self.env_str("MAIL_DEFAULT_SENDER", "no-reply@localhost")
+        self.MAIL_TIMEOUT = self.env_int("MAIL_TIMEOUT", 10)
+
         self.configure()
         for key, value in overrides.items():
             setattr(self, key, value)
@@ -163,6 +184,12 @@ class Config:
 
     def env_int(self, name: str, default: int) -> int:
         return env_int(self.environ, name, default)
+
+    def env_bool(self, name: str) -> bool:
+        raw = self.env_str(name).lower()
+        if raw not in ("", "0", "1", "true", "false", "yes", "no"):
+            raise ConfigError(f"{name} must be true or false; got {raw!r}.")
+        return raw in ("1", "true", "yes")
 
     def configure(self) -> None:
         """Environment-specific defaults; runs before explicit overrides."""
