@@ -22,6 +22,7 @@ from core.web.legacy import LegacyPaths
 from core.web.smorest import IdConverter, swagger_assets
 from db import close_session, db, engine_options
 from resources import (
+    audit,
     batch,
     exports,
     health,
@@ -114,6 +115,7 @@ def register_blueprints() -> None:
         stock,
         tags,
         exports,
+        audit,
         health,
     ):
         api.register_blueprint(module.blp)

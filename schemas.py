@@ -27,6 +27,7 @@ from core.web.fields import (
 )
 from db import db
 from models import DELTA_REASONS, REASONS, ROLES, Store
+from models.audit_entry import ACTOR_TYPES, TARGET_TYPES
 
 
 def Timestamp() -> fields.DateTime:  # noqa: N802 - reads as a field type
@@ -414,6 +415,50 @@ class StockMovementInputSchema(ma.Schema):
                 raise ValidationError(
                     f"A delta's reason is one of: {', '.join(DELTA_REASONS)}.", "reason"
                 )
+
+
+# --- audit -----------------------------------------------------------------------
+
+
+class AuditActorSchema(ma.Schema):
+    type = fields.String(metadata={"enum": list(ACTOR_TYPES), "example": "user"})
+    id = fields.Integer(
+        metadata={"example": 1, "description": "Absent for an anonymous actor"},
+    )
+
+
+class AuditTargetSchema(ma.Schema):
+    type = fields.String(metadata={"enum": list(TARGET_TYPES), "example": "item"})
+    id = fields.Integer(allow_none=True, metadata={"example": 7})
+
+
+class AuditEntrySchema(ma.Schema):
+    id = fields.Integer(metadata={"example": 1})
+    actor = fields.Nested(AuditActorSchema)
+    action = fields.String(metadata={"example": "item.updated"})
+    target = fields.Nested(AuditTargetSchema)
+    changes = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.Raw()),
+        metadata={
+            "description": "field: [old, new], as the resource's JSON writes them; a "
+            "password is named with no values ([])",
+            "example": {"price": [19.99, 24.5]},
+        },
+    )
+    request_id = fields.String(allow_none=True, metadata={"example": "4bf92f3577b34da6"})
+    ip = fields.String(allow_none=True, metadata={"example": "203.0.113.7"})
+    created_at = Timestamp()
+
+
+class AuditQuerySchema(ma.Schema):
+    actor_id = Id(strict=False, metadata={"description": "Entries of this user (or API key)"})
+    target_type = fields.String(validate=validate.OneOf(TARGET_TYPES))
+    target_id = Id(strict=False, metadata={"description": "With or without target_type"})
+    action = Line(64, metadata={"description": "e.g. item.updated, user.sign_in_failed"})
+    created_after = fields.AwareDateTime(
+        metadata={"description": "Strictly after this instant (ISO 8601 with an offset)"}
+    )
 
 
 class HealthSchema(ma.Schema):

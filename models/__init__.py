@@ -1,5 +1,6 @@
 """The tables, one module each."""
 
+from models.audit_entry import AuditEntry
 from models.idempotency_key import IdempotencyKey
 from models.item import Item, item_tags
 from models.password_reset import PasswordReset
@@ -13,6 +14,7 @@ __all__ = [
     "DELTA_REASONS",
     "REASONS",
     "ROLES",
+    "AuditEntry",
     "IdempotencyKey",
     "Item",
     "PasswordReset",

@@ -10,14 +10,15 @@ from flask import request
 from flask.views import MethodView
 from flask_jwt_extended import current_user
 
+from core.auth import audit
 from core.auth.permissions import require_fresh, store_owner_required
 from core.catalog.batch import Plan
 from core.web.errors import abort
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
 from models import Store
-from resources.common import commit, get_or_404
-from schemas import BatchResultSchema, BatchSchema
+from resources.common import commit, flush, get_or_404
+from schemas import BatchResultSchema, BatchSchema, ItemSchema
 
 blp = Blueprint(
     "batch", __name__, url_prefix="/stores", description="Batch changes to a store's items"
@@ -49,6 +50,20 @@ def _fresh_for_deletes(func):
     return wrapper
 
 
+def _record(store: Store, before: dict, result: dict) -> None:
+    """One audit entry per item, as the single-item endpoints write them."""
+    for item_id in result["deleted"]:
+        changes = audit.deleted(before[item_id])
+        audit.record("item.deleted", "item", item_id, changes, store_id=store.id)
+    for item in result["updated"]:
+        changes = audit.updated(before[item.id], ItemSchema().dump(item))
+        if changes:
+            audit.record("item.updated", "item", item.id, changes, store_id=store.id)
+    for item in result["created"]:
+        changes = audit.created(ItemSchema().dump(item))
+        audit.record("item.created", "item", item.id, changes, store_id=store.id)
+
+
 @blp.route("/<id:store_id>/items/batch")
 class ItemsBatch(MethodView):
     @store_owner_required(blp, _store)
@@ -76,8 +91,10 @@ class ItemsBatch(MethodView):
                 message=f"Store {store.id} would have two items named {name!r}; "
                 "nothing was applied.",
             )
+        before = {item_id: ItemSchema().dump(item) for item_id, item in plan.items.items()}
         result = plan.apply(current_user.id)
-        commit(
-            conflict=f"An item name in the batch is taken in store {store.id}; nothing was applied."
-        )
+        conflict = f"An item name in the batch is taken in store {store.id}; nothing was applied."
+        flush(conflict=conflict)
+        _record(store, before, result)
+        commit(conflict=conflict)
         return result

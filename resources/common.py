@@ -53,8 +53,18 @@ def commit(*, conflict: str) -> None:
     """Commit the request's work. The database judges uniqueness, so that two racing
     requests cannot both win: a unique violation is a 409 with ``conflict`` as message.
     """
+    _judged(db.session.commit, conflict)
+
+
+def flush(*, conflict: str) -> None:
+    """Send the request's writes so far (a new row gets its id), judged as ``commit``
+    judges them; the transaction stays open for what goes with them (an audit entry)."""
+    _judged(db.session.flush, conflict)
+
+
+def _judged(write, conflict: str) -> None:
     try:
-        db.session.commit()
+        write()
     except IntegrityError as exc:
         db.session.rollback()
         if is_unique_violation(exc):

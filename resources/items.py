@@ -11,6 +11,7 @@ from flask_smorest import abort
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
+from core.auth import audit
 from core.auth.permissions import authorize_store, login_required, store_owner_required
 from core.catalog import stock
 from core.catalog.queries import (
@@ -28,7 +29,7 @@ from core.web.smorest import Blueprint
 from db import db
 from models import Item, Store, Tag, item_tags
 from models.types import utcnow
-from resources.common import commit, get_or_404, is_unique_violation
+from resources.common import commit, flush, get_or_404, is_unique_violation
 from schemas import (
     ItemCreateSchema,
     ItemQuerySchema,
@@ -83,6 +84,12 @@ def _item_and_tag(item_id: int, tag_id: int) -> tuple[Store, Item, Tag]:
     return item.store, item, get_or_404(Tag, tag_id)
 
 
+def _record_update(item: Item, before: dict[str, Any]) -> None:
+    changes = audit.updated(before, ItemSchema().dump(item))
+    if changes:
+        audit.record("item.updated", "item", item.id, changes, store_id=item.store_id)
+
+
 def _duplicate(item: Item) -> str:
     return f"Store {item.store_id} already has an item named {item.name!r}."
 
@@ -110,6 +117,9 @@ class Items(MethodView):
         db.session.add(item)
         if initial_stock is not None:
             stock.initial_count(item, initial_stock, user_id=current_user.id)
+        flush(conflict=_duplicate(item))
+        changes = audit.created(ItemSchema().dump(item))
+        audit.record("item.created", "item", item.id, changes, store_id=store.id)
         commit(conflict=_duplicate(item))
         return item, 201, {"Location": url_for("items.ItemById", item_id=item.id)}
 
@@ -127,8 +137,10 @@ class ItemById(MethodView):
         return item
 
     def _change(self, item: Item, data: dict) -> Item:
+        before = ItemSchema().dump(item)
         for key, value in data.items():
             setattr(item, key, value)
+        _record_update(item, before)
         commit(conflict=_duplicate(item))
         return item
 
@@ -152,6 +164,8 @@ class ItemById(MethodView):
     @blp.response(204)
     def delete(self, item):
         """Delete an item (fresh token)"""
+        changes = audit.deleted(ItemSchema().dump(item))
+        audit.record("item.deleted", "item", item.id, changes, store_id=item.store_id)
         db.session.delete(item)
         db.session.commit()
 
@@ -169,9 +183,11 @@ class ItemTag(MethodView):
             abort(422, message=message, errors={"path": {"tag_id": [message]}})
         if tag in item.tags:
             return item, 200
+        before = ItemSchema().dump(item)
         item.tags.append(tag)
         item.tags.sort(key=lambda t: t.id)
         item.updated_at = utcnow()
+        _record_update(item, before)
         try:
             db.session.commit()
         except IntegrityError as exc:
@@ -189,6 +205,8 @@ class ItemTag(MethodView):
         """Take a tag off an item"""
         if tag not in item.tags:
             abort(404, message=f"Item {item.id} does not carry tag {tag.id}.")
+        before = ItemSchema().dump(item)
         item.tags.remove(tag)
         item.updated_at = utcnow()
+        _record_update(item, before)
         db.session.commit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from marshmallow import ValidationError
 
+from core.auth import audit
 from core.auth.passwords import check_password_quality
 from core.auth.reset import (
     InvalidResetTokenError,
@@ -63,6 +64,10 @@ class PasswordResetConfirm(MethodView):
             except ValidationError as exc:
                 abort(422, errors={"json": exc.normalized_messages()})
             redeem(reset, user, data["new_password"])
+            # The mailed token authenticates its holder as the user, as a token does.
+            changes = {"password": audit.SECRET_CHANGE}
+            holder = ("user", user.id)
+            audit.record("user.password_reset", "user", user.id, changes, as_actor=holder)
         except InvalidResetTokenError:
             abort(
                 422,

@@ -10,6 +10,7 @@ from flask_jwt_extended import current_user, get_jwt
 from flask_smorest import abort
 from sqlalchemy import select
 
+from core.auth import audit
 from core.auth.permissions import login_required
 from core.auth.security import (
     auth_rate_limit,
@@ -25,7 +26,7 @@ from core.web.http import no_store
 from core.web.smorest import Blueprint
 from db import db
 from models import User
-from resources.common import commit, iequals
+from resources.common import commit, flush, iequals
 from schemas import LoginSchema, MessageSchema, RegisterSchema, TokenSchema, UserSchema
 
 log = logging.getLogger("stores.auth")
@@ -49,7 +50,10 @@ class Register(MethodView):
             password_hash=hash_password(data["password"]),
         )
         db.session.add(user)
-        commit(conflict="That username or email is already registered.")
+        conflict = "That username or email is already registered."
+        flush(conflict=conflict)
+        audit.record("user.created", "user", user.id, audit.created(UserSchema().dump(user)))
+        commit(conflict=conflict)
         return user, 201, {"Location": url_for("users.UserById", user_id=user.id)}
 
 
@@ -68,9 +72,12 @@ class Login(MethodView):
             log.warning(
                 "login failed", extra={"event": "login_failed", "username": data["username"]}
             )
+            target = user.id if user is not None else None
+            audit.record_and_commit("user.sign_in_failed", "user", target)
             abort(401, message="Invalid credentials.", error="invalid_credentials")
-        db.session.commit()  # keeps a hash upgraded by check_password
         g.user_id = user.id
+        audit.record("user.signed_in", "user", user.id)
+        db.session.commit()  # with a hash upgraded by check_password
         return start_session(user)
 
 

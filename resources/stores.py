@@ -8,6 +8,7 @@ from flask_jwt_extended import current_user
 from flask_smorest import abort
 from sqlalchemy import select
 
+from core.auth import audit
 from core.auth.permissions import ADMIN, fields_reserved, login_required, store_owner_required
 from core.catalog.queries import ITEMS, item_search
 from core.catalog.stores import delete_store
@@ -16,7 +17,7 @@ from core.web.http import public_cache
 from core.web.smorest import Blueprint
 from db import db
 from models import Store, Tag, User
-from resources.common import commit, get_or_404, icontains
+from resources.common import commit, flush, get_or_404, icontains
 from schemas import (
     STORE_EDITABLE,
     ItemSchema,
@@ -60,8 +61,12 @@ def _change(store: Store, data: dict) -> Store:
     if "owner_id" in data and db.session.get(User, data["owner_id"]) is None:
         message = f"User {data['owner_id']} does not exist."
         abort(422, errors={"json": {"owner_id": [message]}})
+    before = StoreSchema().dump(store)
     for key, value in data.items():
         setattr(store, key, value)
+    changes = audit.updated(before, StoreSchema().dump(store))
+    if changes:
+        audit.record("store.updated", "store", store.id, changes, store_id=store.id)
     commit(conflict=_duplicate(data))
     return store
 
@@ -91,6 +96,9 @@ class Stores(MethodView):
         """Create a store; the caller becomes its owner"""
         store = Store(owner_id=current_user.id, **data)
         db.session.add(store)
+        flush(conflict=_duplicate(data))
+        changes = audit.created(StoreSchema().dump(store))
+        audit.record("store.created", "store", store.id, changes, store_id=store.id)
         commit(conflict=_duplicate(data))
         return store, 201, {"Location": url_for("stores.StoreById", store_id=store.id)}
 
@@ -126,7 +134,12 @@ class StoreById(MethodView):
     @blp.response(204)
     def delete(self, store):
         """Delete a store with its items and tags (fresh token)"""
-        delete_store(store.id, current_app.config["STORE_DELETE_BATCH"])
+        changes = audit.deleted(StoreSchema().dump(store))
+
+        def record() -> None:  # with the store's own deletion, in its transaction
+            audit.record("store.deleted", "store", store.id, changes, store_id=store.id)
+
+        delete_store(store.id, current_app.config["STORE_DELETE_BATCH"], also=record)
 
 
 @blp.route("/<id:store_id>/items")
@@ -160,5 +173,9 @@ class StoreTags(MethodView):
         """Create a tag in a store"""
         tag = Tag(store_id=store.id, name=data["name"])
         db.session.add(tag)
-        commit(conflict=f"Store {store.id} already has a tag named {data['name']!r}.")
+        conflict = f"Store {store.id} already has a tag named {data['name']!r}."
+        flush(conflict=conflict)
+        changes = audit.created(TagSchema().dump(tag))
+        audit.record("tag.created", "tag", tag.id, changes, store_id=store.id)
+        commit(conflict=conflict)
         return tag, 201, {"Location": url_for("tags.TagById", tag_id=tag.id)}

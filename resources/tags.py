@@ -6,6 +6,7 @@ from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy.exc import IntegrityError
 
+from core.auth import audit
 from core.auth.permissions import store_owner_required
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
@@ -40,7 +41,11 @@ class TagById(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def patch(self, tag, data):
         """Rename a tag"""
+        before = TagSchema().dump(tag)
         tag.name = data["name"]
+        changes = audit.updated(before, TagSchema().dump(tag))
+        if changes:
+            audit.record("tag.updated", "tag", tag.id, changes, store_id=tag.store_id)
         commit(conflict=f"Store {tag.store_id} already has a tag named {tag.name!r}.")
         return tag
 
@@ -49,6 +54,8 @@ class TagById(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def delete(self, tag):
         """Delete a tag that no item carries any more"""
+        changes = audit.deleted(TagSchema().dump(tag))
+        audit.record("tag.deleted", "tag", tag.id, changes, store_id=tag.store_id)
         db.session.delete(tag)
         try:
             db.session.commit()

@@ -1,5 +1,5 @@
 """Command-line tasks on accounts and kept state: ``flask create-admin``,
-``flask blocklist purge``, ``flask idempotency purge``."""
+``flask blocklist purge``, ``flask idempotency purge``, ``flask audit purge``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from blocklist import get_blocklist
+from core.auth import audit
 from core.auth.passwords import password_problems
 from core.auth.security import hash_password
 from core.web.fields import Email, Password, Username
@@ -72,3 +73,12 @@ idempotency_cli = AppGroup("idempotency", help="Answers kept for Idempotency-Key
 def purge_idempotency() -> None:
     """Drop answers and abandoned claims past their expiry."""
     click.echo(f"Purged {get_idempotency_store().purge()} expired keys.")
+
+
+audit_cli = AppGroup("audit", help="The audit log.")
+
+
+@audit_cli.command("purge")
+def purge_audit() -> None:
+    """Drop entries older than AUDIT_RETENTION_DAYS."""
+    click.echo(f"Purged {audit.purge()} audit entries.")

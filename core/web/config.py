@@ -164,6 +164,8 @@ class Config:
         self.PASSWORD_RESET_RATE_LIMIT_IP = self.env_str(
             "PASSWORD_RESET_RATE_LIMIT_IP", "20 per hour"
         )
+        # Audit log entries older than this are purged (core/auth/audit.py); 0 keeps all.
+        self.AUDIT_RETENTION_DAYS = self.env_int("AUDIT_RETENTION_DAYS", 365)
         # Outgoing mail through SMTP, Flask-Mail's setting names (Flask-Mailman reads them).
         self.MAIL_BACKEND = "smtp"  # Flask-Mailman would keep test mail in memory otherwise
         self.MAIL_SERVER = self.env_str("MAIL_SERVER", "localhost")
