@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
+from urllib.parse import parse_qs, urlsplit
 
 from aiosmtpd.controller import Controller
 
@@ -48,6 +50,21 @@ class Mailbox:
             self.changed.wait_for(lambda: len(self.received) >= count, timeout)
             assert len(self.received) >= count, f"{len(self.received)} of {count} mails came"
             return self.received[:count]
+
+
+LINK = re.compile(r"(\S+/password-reset\?token=\S+)")
+
+
+def follow(received: Received, base_url: str = "http://localhost:5000") -> str:
+    """The token of the reset link in a received mail, read as a front end at
+    ``base_url`` (PUBLIC_BASE_URL) would read it."""
+    links = LINK.findall(received.text)
+    assert len(links) == 1, received.text
+    url = urlsplit(links[0])
+    assert f"{url.scheme}://{url.netloc}" == base_url
+    assert url.path == "/password-reset"
+    (token,) = parse_qs(url.query, strict_parsing=True)["token"]
+    return token
 
 
 @contextmanager

@@ -8,7 +8,6 @@ import re
 import statistics
 import time
 from datetime import timedelta
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import select, update
@@ -17,12 +16,12 @@ from core.auth.passwords import CONTAINS_NAME, TOO_WEAK
 from core.auth.reset import send_password_reset
 from db import db
 from helpers import PASSWORD, REDIS_URL, assert_error, bearer, query, snapshot
+from mailserver import follow
 from models import PasswordReset, User
 from models.types import utcnow
 from resources.password_reset import ASKED
 
 NEW_PASSWORD = "lantern orchard violet"
-LINK = re.compile(r"(\S+/password-reset\?token=\S+)")
 
 
 def ask(client, email, ip="127.0.0.1"):
@@ -32,17 +31,6 @@ def ask(client, email, ip="127.0.0.1"):
 def confirm(client, token, new_password=NEW_PASSWORD, ip="127.0.0.1"):
     body = {"token": token, "new_password": new_password}
     return client.post("/password-reset/confirm", json=body, environ_base={"REMOTE_ADDR": ip})
-
-
-def follow(received) -> str:
-    """The token of the link in a received mail, as a front end would read it."""
-    links = LINK.findall(received.text)
-    assert len(links) == 1, received.text
-    url = urlsplit(links[0])
-    assert f"{url.scheme}://{url.netloc}" == "http://localhost:5000"  # PUBLIC_BASE_URL
-    assert url.path == "/password-reset"
-    (token,) = parse_qs(url.query, strict_parsing=True)["token"]
-    return token
 
 
 def assert_asked(response):
