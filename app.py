@@ -20,11 +20,12 @@ from core.web import http, idempotency, metrics, tracing
 from core.web import request_log as request_logging
 from core.web.config import Config, config_from_env
 from core.web.errors import register_error_handlers
-from core.web.extensions import api, cors, jwt, limiter, migrate
+from core.web.extensions import api, cors, jwt, limiter, mail, migrate
 from core.web.legacy import LegacyPaths
 from core.web.smorest import CrossFieldRules, IdConverter, swagger_assets
 from db import close_session, db, engine_options
 from resources import (
+    audit,
     batch,
     events,
     exports,
@@ -32,6 +33,7 @@ from resources import (
     imports,
     items,
     jobs,
+    password_reset,
     sessions,
     stock,
     stores,
@@ -89,6 +91,7 @@ def init_database(app: Flask) -> None:
 def init_tokens(app: Flask) -> None:
     jwt.init_app(app)
     init_passwords(app)
+    mail.init_app(app)
     blocklist.init_app(app)
 
 
@@ -139,8 +142,8 @@ BOOT_ORDER: tuple[Step, ...] = (
 
 
 def register_blueprints() -> None:
-    blueprints = (sessions, users, stores, batch, items, stock, tags, exports, imports, jobs)
-    for module in (*blueprints, events, webhooks, health):
+    blueprints = (sessions, password_reset, users, stores, batch, items, stock, tags, exports)
+    for module in (*blueprints, imports, jobs, events, webhooks, audit, health):
         api.register_blueprint(module.blp)
 
 

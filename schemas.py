@@ -11,8 +11,10 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import marshmallow as ma
+from flask_jwt_extended import current_user
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
+from core.auth.passwords import check_password_quality
 from core.catalog.stock import MAX_STOCK
 from core.events.addresses import MAX_URL_LENGTH
 from core.events.outbox import EVENT_TYPES, event_json
@@ -38,6 +40,7 @@ from core.web.fields import (
 )
 from db import db
 from models import DELIVERY_STATUSES, DELTA_REASONS, REASONS, ROLES, Event, Store
+from models.audit_entry import ACTOR_TYPES, TARGET_TYPES
 from models.item import STATUSES
 from models.job import JOB_STATUSES, JOB_TYPES
 
@@ -96,6 +99,13 @@ class RegisterSchema(ma.Schema):
     username = Username(required=True)
     email = Email(required=True)
     password = Password(required=True, metadata={"example": "correct horse battery"})
+
+    @validates_schema(skip_on_field_errors=False)
+    def _strong_password(self, data: dict, **_kwargs) -> None:
+        if "password" in data:
+            check_password_quality(
+                data["password"], username=data.get("username"), emails=[data.get("email")]
+            )
 
 
 class LoginSchema(ma.Schema):
@@ -167,9 +177,36 @@ class UserUpdateSchema(ma.Schema):
         if "current_password" in data and not changes:
             raise ValidationError("Only sent with a new email or password.", "current_password")
 
+    @validates_schema(skip_on_field_errors=False)
+    def _strong_password(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        # Only the user themself may send a password (resources/users.py), so the
+        # account it is judged against is the signed-in one.
+        if "password" in data:
+            check_password_quality(
+                data["password"],
+                username=current_user.username,
+                emails=[current_user.email, data.get("email")],
+            )
+
 
 class UserQuerySchema(ma.Schema):
     q = Line(254, metadata={"description": "Case-insensitive substring of username or email"})
+
+
+class PasswordResetRequestSchema(ma.Schema):
+    email = Email(required=True)
+
+
+class PasswordResetConfirmSchema(ma.Schema):
+    # Judged by its hash: any text, within bounds (a real one is 43 characters).
+    token = Text(
+        required=True,
+        trim=False,
+        load_only=True,
+        validate=validate.Length(1, 128),
+        metadata={"description": "The token of the mailed link", "example": "q3Jx...Zk"},
+    )
+    new_password = Password(required=True, metadata={"example": "a new long passphrase"})
 
 
 # --- stores ---------------------------------------------------------------------
@@ -593,6 +630,50 @@ class DeliverySchema(ma.Schema):
         allow_none=True, metadata={"example": None, "description": "When it is (re)tried"}
     )
     created_at = Timestamp()
+
+
+# --- audit -----------------------------------------------------------------------
+
+
+class AuditActorSchema(ma.Schema):
+    type = fields.String(metadata={"enum": list(ACTOR_TYPES), "example": "user"})
+    id = fields.Integer(
+        metadata={"example": 1, "description": "Absent for an anonymous actor"},
+    )
+
+
+class AuditTargetSchema(ma.Schema):
+    type = fields.String(metadata={"enum": list(TARGET_TYPES), "example": "item"})
+    id = fields.Integer(allow_none=True, metadata={"example": 7})
+
+
+class AuditEntrySchema(ma.Schema):
+    id = fields.Integer(metadata={"example": 1})
+    actor = fields.Nested(AuditActorSchema)
+    action = fields.String(metadata={"example": "item.updated"})
+    target = fields.Nested(AuditTargetSchema)
+    changes = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.Raw()),
+        metadata={
+            "description": "field: [old, new], as the resource's JSON writes them; a "
+            "password is named with no values ([])",
+            "example": {"price": [19.99, 24.5]},
+        },
+    )
+    request_id = fields.String(allow_none=True, metadata={"example": "4bf92f3577b34da6"})
+    ip = fields.String(allow_none=True, metadata={"example": "203.0.113.7"})
+    created_at = Timestamp()
+
+
+class AuditQuerySchema(ma.Schema):
+    actor_id = Id(strict=False, metadata={"description": "Entries of this user (or API key)"})
+    target_type = fields.String(validate=validate.OneOf(TARGET_TYPES))
+    target_id = Id(strict=False, metadata={"description": "With or without target_type"})
+    action = Line(64, metadata={"description": "e.g. item.updated, user.sign_in_failed"})
+    created_after = fields.AwareDateTime(
+        metadata={"description": "Strictly after this instant (ISO 8601 with an offset)"}
+    )
 
 
 class HealthSchema(ma.Schema):

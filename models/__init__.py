@@ -1,9 +1,11 @@
 """The tables, one module each."""
 
+from models.audit_entry import AuditEntry
 from models.event import Event, EventCounter
 from models.idempotency_key import IdempotencyKey
 from models.item import Item, item_tags
 from models.job import Job, JobChunk
+from models.password_reset import PasswordReset
 from models.revoked_token import RevokedToken
 from models.stock_movement import DELTA_REASONS, REASONS, StockMovement
 from models.store import Store
@@ -16,6 +18,7 @@ __all__ = [
     "DELTA_REASONS",
     "REASONS",
     "ROLES",
+    "AuditEntry",
     "Delivery",
     "Event",
     "EventCounter",
@@ -23,6 +26,7 @@ __all__ = [
     "Item",
     "Job",
     "JobChunk",
+    "PasswordReset",
     "RevokedToken",
     "StockMovement",
     "Store",

@@ -10,6 +10,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_jwt_extended import current_user
 
+from core.auth import audit
 from core.auth.permissions import require_fresh, store_owner_required
 from core.catalog.batch import Plan
 from core.web.body import body_object
@@ -17,8 +18,8 @@ from core.web.errors import abort
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
 from models import Store
-from resources.common import commit, get_or_404
-from schemas import BatchResultSchema, BatchSchema
+from resources.common import commit, flush, get_or_404
+from schemas import BatchResultSchema, BatchSchema, ItemSchema
 
 blp = Blueprint(
     "batch", __name__, url_prefix="/stores", description="Batch changes to a store's items"
@@ -44,6 +45,20 @@ def _fresh_for_deletes(func: Callable[..., Any]) -> Callable[..., Any]:
         return func(*args, **kwargs)
 
     return wrapper
+
+
+def _record(store: Store, before: dict, result: dict) -> None:
+    """One audit entry per item, as the single-item endpoints write them."""
+    for item_id in result["deleted"]:
+        changes = audit.deleted(before[item_id])
+        audit.record("item.deleted", "item", item_id, changes, store_id=store.id)
+    for item in result["updated"]:
+        changes = audit.updated(before[item.id], ItemSchema().dump(item))
+        if changes:
+            audit.record("item.updated", "item", item.id, changes, store_id=store.id)
+    for item in result["created"]:
+        changes = audit.created(ItemSchema().dump(item))
+        audit.record("item.created", "item", item.id, changes, store_id=store.id)
 
 
 @blp.route("/<id:store_id>/items/batch")
@@ -80,12 +95,14 @@ class ItemsBatch(MethodView):
                 message=f"Store {store.id} would have two items with SKU {sku!r}; "
                 "nothing was applied.",
             )
+        before = {item_id: ItemSchema().dump(item) for item_id, item in plan.items.items()}
         result = plan.apply(current_user.id)
-        commit(
-            conflict=lambda violated: (
-                f"An item {'SKU' if 'sku' in violated else 'name'} in "
-                f"the batch is taken in store {store.id}; nothing was applied."
-            ),
-            events=plan.record_events,
-        )
+
+        def conflict(violated: str) -> str:
+            what = "SKU" if "sku" in violated else "name"
+            return f"An item {what} in the batch is taken in store {store.id}; nothing was applied."
+
+        flush(conflict=conflict)
+        _record(store, before, result)
+        commit(conflict=conflict, events=plan.record_events)
         return result

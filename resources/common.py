@@ -46,11 +46,25 @@ def commit(
     ``events`` records the change's events once it is flushed (ids and timestamps
     set), in the same transaction.
     """
-    try:
+
+    def write() -> None:
         if events is not None:
             db.session.flush()
             events()
         db.session.commit()
+
+    _judged(write, conflict)
+
+
+def flush(*, conflict: str | Callable[[str], str]) -> None:
+    """Send the request's writes so far (a new row gets its id), judged as ``commit``
+    judges them; the transaction stays open for what goes with them (an audit entry)."""
+    _judged(db.session.flush, conflict)
+
+
+def _judged(write: Callable[[], None], conflict: str | Callable[[str], str]) -> None:
+    try:
+        write()
     except IntegrityError as exc:
         db.session.rollback()
         if is_unique_violation(exc):

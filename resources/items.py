@@ -10,6 +10,7 @@ from flask_jwt_extended import current_user
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
+from core.auth import audit
 from core.auth.permissions import authorize_store, login_required, may_see, store_owner_required
 from core.catalog import stock
 from core.catalog.metadata import TooManyKeysError, merged, replaced
@@ -30,7 +31,7 @@ from core.web.smorest import Blueprint
 from db import db
 from models import Item, Store, Tag, item_tags
 from models.types import utcnow
-from resources.common import commit, created, get_or_404, is_unique_violation, updated
+from resources.common import commit, created, flush, get_or_404, is_unique_violation, updated
 from schemas import (
     ItemCreateSchema,
     ItemQuerySchema,
@@ -137,6 +138,12 @@ def _tags_changed(item: Item, before: dict[str, Any]) -> None:
     updated("item.updated", item, before, store_id=item.store_id, owner_id=item.store.owner_id)()
 
 
+def _record_update(item: Item, before: dict[str, Any]) -> None:
+    changes = audit.updated(before, ItemSchema().dump(item))
+    if changes:
+        audit.record("item.updated", "item", item.id, changes, store_id=item.store_id)
+
+
 @blp.route("")
 class Items(MethodView):
     @blp.etag
@@ -164,6 +171,9 @@ class Items(MethodView):
         db.session.add(item)
         if initial_stock is not None:
             stock.initial_count(item, initial_stock, user_id=current_user.id)
+        flush(conflict=_duplicate(item))
+        changes = audit.created(ItemSchema().dump(item))
+        audit.record("item.created", "item", item.id, changes, store_id=store.id)
         commit(
             conflict=_duplicate(item),
             events=created("item.created", item, store_id=store.id, owner_id=store.owner_id),
@@ -182,9 +192,11 @@ class ItemById(MethodView):
 
     def _change(self, item: Item, data: dict[str, Any], *, merge: bool = True) -> Item:
         before = as_json(item)
+        shown = ItemSchema().dump(item)
         with_metadata(item.metadata_, data, merge=merge)
         for key, value in data.items():
             setattr(item, key, value)
+        _record_update(item, shown)
         commit(
             conflict=_duplicate(item),
             events=updated(
@@ -219,6 +231,8 @@ class ItemById(MethodView):
             obj={"id": item.id},
             owner_id=item.store.owner_id,
         )
+        changes = audit.deleted(ItemSchema().dump(item))
+        audit.record("item.deleted", "item", item.id, changes, store_id=item.store_id)
         db.session.delete(item)
         db.session.commit()
 
@@ -237,9 +251,11 @@ class ItemTag(MethodView):
         if tag in item.tags:
             return item, 200
         before = as_json(item)
+        shown = ItemSchema().dump(item)
         item.tags.append(tag)
         item.tags.sort(key=lambda t: t.id)
         item.updated_at = utcnow()
+        _record_update(item, shown)
         try:
             db.session.flush()
             _tags_changed(item, before)
@@ -260,8 +276,10 @@ class ItemTag(MethodView):
         if tag not in item.tags:
             abort(404, message=f"Item {item.id} does not carry tag {tag.id}.")
         before = as_json(item)
+        shown = ItemSchema().dump(item)
         item.tags.remove(tag)
         item.updated_at = utcnow()
         db.session.flush()
         _tags_changed(item, before)
+        _record_update(item, shown)
         db.session.commit()

@@ -10,6 +10,7 @@ from flask.views import MethodView
 from flask_jwt_extended import current_user, get_jwt
 from sqlalchemy import select
 
+from core.auth import audit
 from core.auth.permissions import login_required
 from core.auth.security import (
     auth_rate_limit,
@@ -26,7 +27,7 @@ from core.web.http import no_store
 from core.web.smorest import Blueprint
 from db import db, iequals
 from models import User
-from resources.common import commit
+from resources.common import commit, flush
 from schemas import LoginSchema, MessageSchema, RegisterSchema, TokenSchema, UserSchema
 
 log = logging.getLogger("stores.auth")
@@ -50,7 +51,10 @@ class Register(MethodView):
             password_hash=hash_password(data["password"]),
         )
         db.session.add(user)
-        commit(conflict="That username or email is already registered.")
+        conflict = "That username or email is already registered."
+        flush(conflict=conflict)
+        audit.record("user.created", "user", user.id, audit.created(UserSchema().dump(user)))
+        commit(conflict=conflict)
         return user, 201, {"Location": url_for("users.UserById", user_id=user.id)}
 
 
@@ -69,10 +73,13 @@ class Login(MethodView):
             log.warning(
                 "login failed", extra={"event": "login_failed", "username": data["username"]}
             )
+            target = user.id if user is not None else None
+            audit.record_and_commit("user.sign_in_failed", "user", target)
             abort(401, message="Invalid credentials.", error="invalid_credentials")
         assert user is not None  # check_password refuses a user that does not exist
-        db.session.commit()  # keeps a hash upgraded by check_password
         g.user_id = user.id
+        audit.record("user.signed_in", "user", user.id)
+        db.session.commit()  # with a hash upgraded by check_password
         return start_session(user)
 
 

@@ -10,6 +10,7 @@ from flask_jwt_extended import current_user
 from sqlalchemy import Select, select
 from sqlalchemy.orm import joinedload
 
+from core.auth import audit
 from core.auth.permissions import may_see, store_owner_required
 from core.catalog import stock
 from core.events.catalog import stock_moved
@@ -93,6 +94,11 @@ class ItemStock(MethodView):
             db.session.rollback()
             abort(409, message=str(exc), error=exc.code)
         stock_moved(item, movement)
+        db.session.flush()
+        changes = audit.created(StockMovementSchema().dump(movement))
+        audit.record(
+            "stock_movement.created", "stock_movement", movement.id, changes, store_id=item.store_id
+        )
         db.session.commit()
         location = url_for("stock.Movement", item_id=item.id, movement_id=movement.id)
         return movement, 201, {"Location": location}

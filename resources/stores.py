@@ -9,6 +9,7 @@ from flask.views import MethodView
 from flask_jwt_extended import current_user
 from sqlalchemy import Select, select
 
+from core.auth import audit
 from core.auth.permissions import ADMIN, fields_reserved, login_required, store_owner_required
 from core.catalog.queries import ITEMS, item_search
 from core.catalog.stores import count_items, delete_store, mark_deleting
@@ -20,7 +21,7 @@ from core.web.http import public_cache
 from core.web.smorest import Blueprint
 from db import db, icontains
 from models import Store, Tag, User
-from resources.common import commit, created, get_or_404, updated
+from resources.common import commit, created, flush, get_or_404, updated
 from resources.items import with_metadata
 from resources.jobs import ACCEPTED, start
 from schemas import (
@@ -71,8 +72,12 @@ def _change(store: Store, data: dict[str, Any], *, merge: bool = True) -> Store:
         message = f"User {data['owner_id']} does not exist."
         abort(422, errors={"json": {"owner_id": [message]}})
     before = as_json(store)
+    shown = StoreSchema().dump(store)
     for key, value in data.items():
         setattr(store, key, value)
+    changes = audit.updated(shown, StoreSchema().dump(store))
+    if changes:
+        audit.record("store.updated", "store", store.id, changes, store_id=store.id)
     commit(
         conflict=_duplicate(data), events=updated("store.updated", store, before, store_id=store.id)
     )
@@ -107,6 +112,9 @@ class Stores(MethodView):
         with_metadata(None, data, merge=False)
         store = Store(owner_id=current_user.id, **data)
         db.session.add(store)
+        flush(conflict=_duplicate(data))
+        changes = audit.created(StoreSchema().dump(store))
+        audit.record("store.created", "store", store.id, changes, store_id=store.id)
         commit(
             conflict=_duplicate(data),
             events=created("store.created", store, owner_id=store.owner_id),
@@ -147,11 +155,17 @@ class StoreById(MethodView):
     def delete(self, store: Store) -> Any:
         """Delete a store with its items and tags (fresh token; a job above
         STORE_DELETE_SYNC_MAX items)"""
+        changes = audit.deleted(StoreSchema().dump(store))
+
+        def record() -> None:  # with the store's deletion, in its transaction
+            audit.record("store.deleted", "store", store.id, changes, store_id=store.id)
+
         most = current_app.config["STORE_DELETE_SYNC_MAX"]
         if count_items(store.id, limit=most) <= most:
-            delete_store(store.id, current_app.config["STORE_DELETE_BATCH"])
+            delete_store(store.id, current_app.config["STORE_DELETE_BATCH"], also=record)
             return None
         mark_deleting(store)  # the job counts the items (its total) when it starts
+        record()  # the store is gone for clients from this commit on
         return start(engine.create("store_delete", current_user.id, store_id=store.id))
 
 
@@ -194,8 +208,12 @@ class StoreTags(MethodView):
         """Create a tag in a store"""
         tag = Tag(store_id=store.id, name=data["name"])
         db.session.add(tag)
+        conflict = f"Store {store.id} already has a tag named {data['name']!r}."
+        flush(conflict=conflict)
+        changes = audit.created(TagSchema().dump(tag))
+        audit.record("tag.created", "tag", tag.id, changes, store_id=store.id)
         commit(
-            conflict=f"Store {store.id} already has a tag named {data['name']!r}.",
+            conflict=conflict,
             events=created("tag.created", tag, store_id=store.id, owner_id=store.owner_id),
         )
         return tag, 201, {"Location": url_for("tags.TagById", tag_id=tag.id)}

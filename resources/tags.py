@@ -7,6 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from sqlalchemy.exc import IntegrityError
 
+from core.auth import audit
 from core.auth.permissions import store_owner_required
 from core.events.outbox import as_json, record
 from core.web.errors import abort
@@ -44,7 +45,11 @@ class TagById(MethodView):
     def patch(self, tag: Tag, data: dict[str, Any]) -> Tag:
         """Rename a tag"""
         before = as_json(tag)
+        shown = TagSchema().dump(tag)
         tag.name = data["name"]
+        changes = audit.updated(shown, TagSchema().dump(tag))
+        if changes:
+            audit.record("tag.updated", "tag", tag.id, changes, store_id=tag.store_id)
         commit(
             conflict=f"Store {tag.store_id} already has a tag named {tag.name!r}.",
             events=updated("tag.updated", tag, before, store_id=tag.store_id),
@@ -57,6 +62,8 @@ class TagById(MethodView):
     def delete(self, tag: Tag) -> None:
         """Delete a tag that no item carries any more"""
         record("tag.deleted", store_id=tag.store_id, obj={"id": tag.id})
+        changes = audit.deleted(TagSchema().dump(tag))
+        audit.record("tag.deleted", "tag", tag.id, changes, store_id=tag.store_id)
         db.session.delete(tag)
         try:
             db.session.commit()

@@ -10,6 +10,7 @@ from flask_jwt_extended import current_user
 from sqlalchemy import Select, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from core.auth import audit
 from core.auth.permissions import (
     ADMIN,
     SELF,
@@ -123,15 +124,20 @@ class UserById(MethodView):
             )
             abort(403, message="The current password is wrong.", error="invalid_credentials")
         blp.check_etag(user, UserSchema)
+        before = UserSchema().dump(user)
         if "role" in data:
             if data["role"] != "admin":
                 _keep_an_admin(user, admins)
             user.role = data["role"]
         if "email" in data:
             user.email = data["email"]
+        changes = audit.updated(before, UserSchema().dump(user))
         if "password" in data:
             user.password_hash = hash_password(data["password"])
             user.token_key = new_token_key()  # every session ends: sign in again
+            changes["password"] = audit.SECRET_CHANGE
+        if changes:
+            audit.record("user.updated", "user", user.id, changes)
         commit(conflict="That email is already registered.")
         return user
 
@@ -147,6 +153,7 @@ class UserById(MethodView):
         user = get_or_404(User, user_id)
         _keep_an_admin(user, _lock(user))
         blp.check_etag(user, UserSchema)
+        audit.record("user.deleted", "user", user.id, audit.deleted(UserSchema().dump(user)))
         db.session.delete(user)
         try:
             db.session.commit()

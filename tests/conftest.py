@@ -31,7 +31,7 @@ from hypothesis import settings
 import images
 from app import create_app
 from core.web.config import TestingConfig
-from core.web.extensions import limiter
+from core.web.extensions import limiter, mail
 from db import db
 from helpers import (
     PASSWORD,
@@ -43,6 +43,7 @@ from helpers import (
     create_user,
     make_config,
 )
+from mailserver import smtp_server
 from models import User
 
 # A developer's .env must not change what the tests see (core.web.config.load_env_file,
@@ -226,3 +227,12 @@ def as_alice(auth: Callable[[User], dict[str, str]], alice: User) -> Any:
 @pytest.fixture
 def api(client: Client) -> CatalogFactory:
     return CatalogFactory(client)
+
+
+@pytest.fixture
+def mailbox(app):
+    """A real SMTP server (aiosmtpd) that ``app`` sends its mail to."""
+    with smtp_server() as box:
+        app.config.update(MAIL_SERVER=box.host, MAIL_PORT=box.port)
+        mail.init_app(app)  # Flask-Mailman reads its settings when it is set up
+        yield box

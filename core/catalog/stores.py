@@ -83,6 +83,7 @@ def delete_store(
     on_batch: Callable[[int], bool] | None = None,
     *,
     pause: float = 0,
+    also: Callable[[], None] | None = None,
 ) -> bool:
     """A store and everything in it, whatever its size. Its items go in batches, each
     one short statement committed on its own (their links and any other rows of an
@@ -94,7 +95,8 @@ def delete_store(
     items, and calling this again finishes the work. ``on_batch(deleted)`` runs after
     each batch, inside its transaction (a job's progress commits with the rows); when
     it answers False the work stops there and this returns False. ``pause`` (seconds)
-    after each batch leaves the disk to other work."""
+    after each batch leaves the disk to other work. ``also`` adds what must be written
+    with the store's deletion (its audit entry)."""
     db.session.commit()  # the checks are done: from here each batch holds its own locks
     first_items = select(Item.id).where(Item.store_id == store_id).order_by(Item.id).limit(batch)
     while True:
@@ -119,5 +121,7 @@ def delete_store(
     if marked is None:  # a store deleted at once: its one event commits with its delete
         store_deleted(store_id)
     db.session.execute(delete(Store).where(Store.id == store_id))
+    if also is not None:
+        also()
     db.session.commit()
     return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from core.commands.accounts import blocklist_cli, create_admin, idempotency_cli
+from core.commands.accounts import audit_cli, blocklist_cli, create_admin, idempotency_cli
 from core.commands.catalog import import_items_command, seed_command
 
 
@@ -13,6 +13,7 @@ def init_app(app: Flask) -> None:
         create_admin,
         blocklist_cli,
         idempotency_cli,
+        audit_cli,
         import_items_command,
         seed_command,
     ):

@@ -1,5 +1,5 @@
 """Command-line tasks on accounts and kept state: ``flask create-admin``,
-``flask blocklist purge``, ``flask idempotency purge``."""
+``flask blocklist purge``, ``flask idempotency purge``, ``flask audit purge``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from blocklist import get_blocklist
+from core.auth import audit
+from core.auth.passwords import password_problems
 from core.auth.security import hash_password
 from core.web.fields import Email, Password, Username
 from core.web.idempotency import get_store as get_idempotency_store
@@ -34,6 +36,11 @@ def create_admin(username: str, email: str, password: str) -> None:
         data = ACCOUNT.load({"username": username, "email": email, "password": password})
     except ValidationError as exc:
         raise click.ClickException(f"invalid input: {exc.messages}") from None
+    # The operator decides here (a first admin, a script): the rules of /register
+    # are a warning, not a refusal.
+    problems = password_problems(data["password"], username=username, emails=[email])
+    if problems:
+        click.echo(f"Warning: weak password: {' '.join(problems)}", err=True)
     user = User(
         username=data["username"],
         email=data["email"],
@@ -68,3 +75,12 @@ def purge_idempotency() -> None:
     """Drop answers and abandoned claims past their expiry, in bounded batches."""
     batch = current_app.config["IDEMPOTENCY_PURGE_BATCH"]
     click.echo(f"Purged {get_idempotency_store().purge(batch)} expired keys.")
+
+
+audit_cli = AppGroup("audit", help="The audit log.")
+
+
+@audit_cli.command("purge")
+def purge_audit() -> None:
+    """Drop entries older than AUDIT_RETENTION_DAYS."""
+    click.echo(f"Purged {audit.purge()} audit entries.")

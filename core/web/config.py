@@ -120,6 +120,7 @@ class Config:
         self._read_limits()
         self._read_jobs()
         self._read_observability()
+        self._read_accounts()
         self.configure()
         for key, value in overrides.items():
             setattr(self, key, value)
@@ -256,6 +257,31 @@ class Config:
         self.METRICS_TOKEN = self.env_str("METRICS_TOKEN")
         self.METRICS_ENABLED = self.env_bool("METRICS_ENABLED", True)
         self.TRACING_ENABLED = self.env_bool("TRACING_ENABLED", True)
+
+    def _read_accounts(self) -> None:
+        """Password reset, mail and the audit log."""
+        # Password reset (API.md §15, core/auth/reset.py): the link mailed is
+        # PUBLIC_BASE_URL/password-reset?token=..., a page of the site's front end.
+        self.PUBLIC_BASE_URL = self.env_str("PUBLIC_BASE_URL", "http://localhost:5000").rstrip("/")
+        self.PASSWORD_RESET_TTL = self.env_int("PASSWORD_RESET_TTL", 30 * 60)
+        self.PASSWORD_RESET_RATE_LIMIT_ADDRESS = self.env_str(
+            "PASSWORD_RESET_RATE_LIMIT_ADDRESS", "5 per hour"
+        )
+        self.PASSWORD_RESET_RATE_LIMIT_IP = self.env_str(
+            "PASSWORD_RESET_RATE_LIMIT_IP", "20 per hour"
+        )
+        # Audit log entries older than this are purged (core/auth/audit.py); 0 keeps all.
+        self.AUDIT_RETENTION_DAYS = self.env_int("AUDIT_RETENTION_DAYS", 365)
+        # Outgoing mail through SMTP, Flask-Mail's setting names (Flask-Mailman reads them).
+        self.MAIL_BACKEND = "smtp"  # Flask-Mailman would keep test mail in memory otherwise
+        self.MAIL_SERVER = self.env_str("MAIL_SERVER", "localhost")
+        self.MAIL_PORT = self.env_int("MAIL_PORT", 25)
+        self.MAIL_USE_TLS = self.env_bool("MAIL_USE_TLS", False)
+        self.MAIL_USE_SSL = self.env_bool("MAIL_USE_SSL", False)
+        self.MAIL_USERNAME = self.env_str("MAIL_USERNAME") or None
+        self.MAIL_PASSWORD = self.env_str("MAIL_PASSWORD") or None
+        self.MAIL_DEFAULT_SENDER = self.env_str("MAIL_DEFAULT_SENDER", "no-reply@localhost")
+        self.MAIL_TIMEOUT = self.env_int("MAIL_TIMEOUT", 10)
 
     def env_str(self, name: str, default: str = "") -> str:
         return env_str(self.environ, name, default)

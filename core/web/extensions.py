@@ -7,6 +7,7 @@ from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from flask_mailman import Mail
 from flask_migrate import Migrate
 
 from core.web.smorest import Api, IdConverter, id_param_schema
@@ -16,6 +17,7 @@ api.register_converter(IdConverter, id_param_schema)
 jwt = JWTManager()
 migrate = Migrate()
 cors = CORS()
+mail = Mail()
 
 
 def _default_limit() -> str:

@@ -270,8 +270,18 @@ def Email(*, optional: bool = False, **kwargs: Any) -> Text:  # noqa: N802 - rea
 
 
 def Password(**kwargs: Any) -> Text:  # noqa: N802 - reads as a field type
+    """8 to 128 characters, any of them, no composition rules. How hard it is to guess
+    (and whether it holds the username or email) needs the account: the schemas check
+    that with core/auth/passwords.py."""
     # Not trimmed, any characters: every character of a password counts.
-    return Text(trim=False, validate=validate.Length(8, 128), load_only=True, **kwargs)
+    metadata = {
+        "description": "8 to 128 characters, hard to guess (zxcvbn score 3 or more), "
+        "without the username or the email address",
+        **kwargs.pop("metadata", {}),
+    }
+    return Text(
+        trim=False, validate=validate.Length(8, 128), load_only=True, metadata=metadata, **kwargs
+    )
 
 
 def Phone(**kwargs: Any) -> Text:  # noqa: N802 - reads as a field type

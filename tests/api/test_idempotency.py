@@ -378,7 +378,7 @@ class TestCaller:
 
 class TestStoredFingerprint:
     def test_it_is_keyed_with_a_server_secret(self, app, make_app, client, item, as_alice):
-        body = {"username": "carol", "email": "carol@example.com", "password": "sunshine2024"}
+        body = {"username": "carol", "email": "carol@example.com", "password": "sunshine2024 by the old mill"}
         assert (
             client.post("/register", json=body, headers={"Idempotency-Key": "k"}).status_code == 201
         )

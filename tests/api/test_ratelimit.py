@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from helpers import Client, assert_error
+from helpers import PASSWORD, Client, assert_error
 from models import User
 
 CONTRACT_LIMIT = "5 per minute;20 per hour"
@@ -38,9 +38,9 @@ def test_the_sixth_login_in_a_minute_is_refused(client: Client, alice: User) -> 
 @pytest.mark.config(AUTH_RATE_LIMIT=CONTRACT_LIMIT)
 def test_register_has_its_own_budget(client: Client) -> None:
     for n in range(5):
-        body = {"username": f"user{n}", "email": f"u{n}@example.com", "password": "long enough"}
+        body = {"username": f"user{n}", "email": f"u{n}@example.com", "password": PASSWORD}
         assert client.post("/register", json=body).status_code == 201
-    body = {"username": "user9", "email": "u9@example.com", "password": "long enough"}
+    body = {"username": "user9", "email": "u9@example.com", "password": PASSWORD}
     assert_error(client.post("/register", json=body), 429)
     assert attempt(client).status_code == 401  # /login counts separately
 

@@ -132,13 +132,13 @@ class TestPatch:
 
     def test_self_changes_email_and_password(self, app, client, alice, as_alice, login):
         created = client.get("/users/me", headers=as_alice).json["created_at"]
-        body = {"email": "new@example.com", "password": "a brand new password"} | CONFIRM
+        body = {"email": "alice.fresh@example.com", "password": "a brand new password"} | CONFIRM
         response = client.patch(f"/users/{alice.id}", json=body, headers=as_alice)
         assert response.status_code == 200
         assert response.json == {
             "id": alice.id,
             "username": "alice",
-            "email": "new@example.com",
+            "email": "alice.fresh@example.com",
             "role": "user",
             "created_at": created,  # unchanged by the change
         }
@@ -146,7 +146,7 @@ class TestPatch:
         headers = bearer(login("alice", "a brand new password")["access_token"])
         assert client.get(f"/users/{alice.id}", headers=headers).json == response.json
         assert query(app, select(User.email, User.role).where(User.id == alice.id)) == [
-            ("new@example.com", "user")
+            ("alice.fresh@example.com", "user")
         ]
 
     def test_a_new_password_ends_every_session(

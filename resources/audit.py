@@ -1,0 +1,39 @@
+"""The audit log: who changed what, from where (admins: all; owners: their stores)."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_jwt_extended import current_user
+from sqlalchemy import select
+
+from core.auth.permissions import login_required
+from core.lists.listing import LIST_HEADERS, Listing
+from core.web.http import no_store
+from core.web.smorest import Blueprint
+from models import AuditEntry, Store
+from schemas import AuditEntrySchema, AuditQuerySchema
+
+blp = Blueprint("audit", __name__, url_prefix="/audit", description="The audit log")
+blp.after_request(no_store)
+
+# Oldest first; sort=-id for newest. Each filter has an index ending in id.
+ENTRIES = Listing({"id": (AuditEntry.id,)})
+
+
+@blp.route("")
+class Audit(MethodView):
+    @login_required(blp)
+    @blp.response(200, AuditEntrySchema(many=True), headers=LIST_HEADERS)
+    @ENTRIES.paginate(blp, AuditQuerySchema)
+    def get(self, args):
+        """The audit log: all of it for an admin, a store owner's stores' entries"""
+        query = select(AuditEntry)
+        if not current_user.is_admin:
+            owned = select(Store.id).where(Store.owner_id == current_user.id)
+            query = query.where(AuditEntry.store_id.in_(owned))
+        for name in ("actor_id", "target_type", "target_id", "action"):
+            if name in args:
+                query = query.where(getattr(AuditEntry, name) == args[name])
+        if "created_after" in args:
+            query = query.where(AuditEntry.created_at > args["created_after"])
+        return query

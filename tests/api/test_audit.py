@@ -1,0 +1,349 @@
+"""The audit log (§15, §16): an entry per change, sign-in and failed sign-in, written
+with its change; GET /audit for admins (all) and store owners (their stores')."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, insert, select, update
+
+from core.auth import audit
+from db import db
+from helpers import PASSWORD, assert_error, bearer, query
+from models import AuditEntry
+from models.types import utcnow
+
+FIELDS = {"id", "actor", "action", "target", "changes", "request_id", "ip", "created_at"}
+
+
+def entries(client, headers, query_string="", page_size=100):
+    response = client.get(f"/audit?page_size={page_size}&{query_string}", headers=headers)
+    assert response.status_code == 200, response.json
+    for entry in response.json:
+        assert set(entry) == FIELDS
+    return response.json
+
+
+def actions(rows):
+    return [row["action"] for row in rows]
+
+
+def stored(app):
+    return query(app, select(AuditEntry.action).order_by(AuditEntry.id))
+
+
+@pytest.fixture
+def as_admin(auth, admin):
+    return auth(admin)
+
+
+class TestSignIns:
+    def test_a_sign_in(self, client, alice, as_admin):
+        response = client.post(
+            "/login",
+            json={"username": "alice", "password": PASSWORD},
+            headers={"X-Request-ID": "req-login-1"},
+            environ_base={"REMOTE_ADDR": "203.0.113.9"},
+        )
+        assert response.status_code == 200
+        (entry,) = entries(client, as_admin, f"target_id={alice.id}&action=user.signed_in")
+        assert entry["actor"] == {"type": "user", "id": alice.id}
+        assert entry["target"] == {"type": "user", "id": alice.id}
+        assert entry["changes"] == {}
+        assert entry["request_id"] == "req-login-1"
+        assert entry["ip"] == "203.0.113.9"
+        created = datetime.fromisoformat(entry["created_at"])
+        assert entry["created_at"].endswith("+00:00")
+        assert abs(created - datetime.now(UTC)) < timedelta(minutes=1)
+
+    def test_failed_sign_ins_are_recorded_although_the_request_fails(
+        self, app, client, alice, as_admin
+    ):
+        wrong = client.post("/login", json={"username": "alice", "password": "not it at all"})
+        assert_error(wrong, 401, error="invalid_credentials")
+        ghost = client.post("/login", json={"username": "ghost", "password": PASSWORD})
+        assert_error(ghost, 401, error="invalid_credentials")
+        failed = entries(client, as_admin, "action=user.sign_in_failed")
+        assert [(e["actor"], e["target"]) for e in failed] == [
+            ({"type": "anonymous"}, {"type": "user", "id": alice.id}),
+            ({"type": "anonymous"}, {"type": "user", "id": None}),
+        ]
+        assert all(e["changes"] == {} and e["ip"] == "127.0.0.1" for e in failed)
+        assert wrong.headers["X-Request-ID"] == failed[0]["request_id"]
+
+
+class TestAccounts:
+    def test_register_role_email_password_delete(self, app, client, admin, as_admin, login):
+        body = {"username": "carol", "email": "carol@example.com", "password": PASSWORD}
+        user_id = client.post("/register", json=body).json["id"]
+        role = client.patch(f"/users/{user_id}", json={"role": "admin"}, headers=as_admin)
+        assert role.status_code == 200
+        carol = bearer(login("carol")["access_token"])
+        change = {
+            "email": "carol.new@example.com",
+            "password": "lantern orchard violet",
+            "current_password": PASSWORD,
+        }
+        assert client.patch(f"/users/{user_id}", json=change, headers=carol).status_code == 200
+        as_admin_again = bearer(login(admin)["access_token"])
+        deleted = client.delete(f"/users/{user_id}", headers=as_admin_again)
+        assert deleted.status_code == 204
+
+        rows = entries(client, as_admin_again, f"target_type=user&target_id={user_id}")
+        assert actions(rows) == [
+            "user.created",
+            "user.updated",
+            "user.signed_in",
+            "user.updated",
+            "user.deleted",
+        ]
+        created, role_change, _, credentials, removed = rows
+        assert created["actor"] == {"type": "anonymous"}
+        assert created["changes"] == {
+            "username": [None, "carol"],
+            "email": [None, "carol@example.com"],
+            "role": [None, "user"],
+        }
+        assert role_change["actor"] == {"type": "user", "id": admin.id}
+        assert role_change["changes"] == {"role": ["user", "admin"]}
+        assert credentials["actor"] == {"type": "user", "id": user_id}
+        assert credentials["changes"] == {
+            "email": ["carol@example.com", "carol.new@example.com"],
+            "password": [],  # named, never a value
+        }
+        assert removed["actor"] == {"type": "user", "id": admin.id}
+        assert removed["changes"]["username"] == ["carol", None]
+
+    def test_a_refused_change_writes_nothing(self, app, client, alice, bob, as_alice, auth):
+        before = stored(app)
+        wrong = {"email": "x@example.com", "current_password": "not my password"}
+        assert_error(client.patch(f"/users/{alice.id}", json=wrong, headers=as_alice), 403)
+        taken = {"email": "bob@example.com", "current_password": PASSWORD}
+        assert_error(client.patch(f"/users/{alice.id}", json=taken, headers=as_alice), 409)
+        assert stored(app) == before
+
+
+class TestCatalog:
+    def test_every_catalog_change(self, app, client, alice, as_alice, api, as_admin):
+        store = api.store(as_alice, "Corner Shop")
+        patched = client.patch(
+            f"/stores/{store['id']}", json={"address": "1 Main St"}, headers=as_alice
+        )
+        assert patched.status_code == 200
+        item = api.item(as_alice, store, "Milk", "1.50", stock=3)
+        price = client.patch(f"/items/{item['id']}", json={"price": "2"}, headers=as_alice)
+        assert price.status_code == 200
+        tag = api.tag(as_alice, store, "dairy")
+        api.link(as_alice, item, tag)
+        renamed = client.patch(f"/tags/{tag['id']}", json={"name": "milk"}, headers=as_alice)
+        assert renamed.status_code == 200
+        movement = client.post(
+            f"/items/{item['id']}/stock", json={"delta": -2, "reason": "sale"}, headers=as_alice
+        )
+        assert movement.status_code == 201
+        unlinked = client.delete(f"/items/{item['id']}/tags/{tag['id']}", headers=as_alice)
+        assert unlinked.status_code == 204
+        assert client.delete(f"/tags/{tag['id']}", headers=as_alice).status_code == 204
+        assert client.delete(f"/items/{item['id']}", headers=as_alice).status_code == 204
+        assert client.delete(f"/stores/{store['id']}", headers=as_alice).status_code == 204
+
+        rows = entries(client, as_admin, "sort=id")
+        rows = [r for r in rows if not r["action"].startswith("user.")]
+        assert actions(rows) == [
+            "store.created",
+            "store.updated",
+            "item.created",
+            "item.updated",
+            "tag.created",
+            "item.updated",
+            "tag.updated",
+            "stock_movement.created",
+            "item.updated",
+            "tag.deleted",
+            "item.deleted",
+            "store.deleted",
+        ]
+        by = dict(zip(range(len(rows)), rows, strict=True))
+        assert all(r["actor"] == {"type": "user", "id": alice.id} for r in rows)
+        assert by[0]["target"] == {"type": "store", "id": store["id"]}
+        assert by[0]["changes"]["name"] == [None, "Corner Shop"]
+        assert by[1]["changes"] == {"address": [None, "1 Main St"]}
+        assert by[2]["changes"]["price"] == [None, 1.5]  # as the item's JSON writes it
+        assert by[2]["changes"]["stock"] == [None, 3]
+        assert by[3]["changes"] == {"price": [1.5, 2.0]}
+        assert by[5]["changes"] == {"tags": [[], [{"id": tag["id"], "name": "dairy"}]]}
+        assert by[6]["changes"] == {"name": ["dairy", "milk"]}
+        moved = by[7]
+        assert moved["target"] == {"type": "stock_movement", "id": movement.json["id"]}
+        assert moved["changes"]["delta"] == [None, -2]
+        assert moved["changes"]["stock_after"] == [None, 1]
+        assert by[8]["changes"] == {"tags": [[{"id": tag["id"], "name": "milk"}], []]}
+        assert by[10]["changes"]["name"] == ["Milk", None]
+        assert by[11]["changes"]["name"] == ["Corner Shop", None]
+
+    def test_a_batch_writes_an_entry_per_item(self, app, client, as_alice, api, as_admin):
+        store = api.store(as_alice)
+        kept, gone = api.item(as_alice, store, "Tea"), api.item(as_alice, store, "Jam")
+        body = {
+            "create": [{"name": "Bread", "price": 2}],
+            "update": [{"id": kept["id"], "price": 3}],
+            "delete": [gone["id"]],
+        }
+        response = client.post(f"/stores/{store['id']}/items/batch", json=body, headers=as_alice)
+        assert response.status_code == 200, response.json
+        created_id = response.json["created"][0]["id"]
+        rows = entries(client, as_admin, "target_type=item&sort=id")[2:]
+        assert [(r["action"], r["target"]["id"]) for r in rows] == [
+            ("item.deleted", gone["id"]),
+            ("item.updated", kept["id"]),
+            ("item.created", created_id),
+        ]
+        assert rows[1]["changes"] == {"price": [1.5, 3.0]}
+
+    def test_a_change_that_fails_writes_no_entry(self, app, client, as_alice, api, bob, auth):
+        store = api.store(as_alice, "Corner Shop")
+        before = stored(app)
+        duplicate = client.post("/stores", json={"name": "corner shop"}, headers=as_alice)
+        assert_error(duplicate, 409)
+        forbidden = client.patch(f"/stores/{store['id']}", json={"name": "X"}, headers=auth(bob))
+        assert_error(forbidden, 403)
+        after = stored(app)
+        # Only bob's sign-in was added.
+        assert after == [*before, ("user.signed_in",)]
+
+    def test_an_unchanged_update_writes_no_entry(self, app, client, as_alice, api):
+        store = api.store(as_alice, "Corner Shop")
+        before = stored(app)
+        same = client.patch(
+            f"/stores/{store['id']}", json={"name": "Corner Shop"}, headers=as_alice
+        )
+        assert same.status_code == 200
+        assert stored(app) == before
+
+
+class TestList:
+    @pytest.fixture
+    def two_stores(self, client, as_alice, auth, bob, api):
+        as_bob = auth(bob)
+        mine, theirs = api.store(as_alice, "Mine"), api.store(as_bob, "Theirs")
+        api.item(as_alice, mine, "Milk")
+        api.item(as_bob, theirs, "Jam")
+        return mine, theirs
+
+    def test_an_owner_sees_their_stores_entries_only(self, client, as_alice, two_stores):
+        mine, _ = two_stores
+        rows = entries(client, as_alice)
+        assert actions(rows) == ["store.created", "item.created"]
+        assert rows[0]["target"] == {"type": "store", "id": mine["id"]}
+
+    def test_an_admin_sees_everything(self, client, as_admin, two_stores):
+        rows = entries(client, as_admin)
+        assert actions(rows).count("store.created") == 2
+        assert "user.signed_in" in actions(rows)
+
+    def test_a_user_without_stores_sees_nothing(self, client, auth, make_user, two_stores):
+        assert entries(client, auth(make_user("carol"))) == []
+
+    def test_signing_in_is_needed(self, client):
+        assert_error(client.get("/audit"), 401)
+
+    def test_oldest_first_or_newest_first(self, client, as_admin, two_stores):
+        ids = [r["id"] for r in entries(client, as_admin)]
+        assert ids == sorted(ids)
+        assert [r["id"] for r in entries(client, as_admin, "sort=-id")] == ids[::-1]
+
+    def test_filters(self, app, client, admin, bob, as_admin, login, two_stores):
+        mine, _ = two_stores
+        by_bob = entries(client, as_admin, f"actor_id={bob.id}")
+        assert by_bob and all(r["actor"]["id"] == bob.id for r in by_bob)
+        of_store = entries(client, as_admin, f"target_type=store&target_id={mine['id']}")
+        assert actions(of_store) == ["store.created"]
+        assert actions(entries(client, as_admin, "action=item.created")) == ["item.created"] * 2
+        with app.app_context():
+            db.session.execute(update(AuditEntry).values(created_at=utcnow() - timedelta(days=2)))
+            db.session.commit()
+        login(admin)
+        since = (utcnow() - timedelta(days=1)).isoformat()
+        recent = entries(client, as_admin, f"created_after={since.replace('+', '%2B')}")
+        assert [(r["action"], r["actor"]["id"]) for r in recent] == [("user.signed_in", admin.id)]
+
+    @pytest.mark.parametrize(
+        "query_string",
+        [
+            "target_type=order",
+            "actor_id=0",
+            "target_id=x",
+            "created_after=yesterday",
+            "created_after=2026-01-01T00:00:00",  # no offset
+            "action=" + "a" * 65,
+            "sort=created_at",
+        ],
+    )
+    def test_bad_queries(self, client, as_admin, query_string):
+        assert_error(client.get(f"/audit?{query_string}", headers=as_admin), 422)
+
+    def test_cursor_paging_walks_every_entry_once(self, client, as_admin, two_stores):
+        every = [r["id"] for r in entries(client, as_admin, "action=store.created")]
+        url = "/audit?page_size=1&action=store.created"
+        seen = []
+        while url:
+            response = client.get(url, headers=as_admin)
+            assert response.status_code == 200
+            seen += [r["id"] for r in response.json]
+            link = response.headers.get("Link", "")
+            nxt = [p.split(">")[0].lstrip("<") for p in link.split(", ") if 'rel="next"' in p]
+            url = nxt[0] if nxt else None
+            assert len(seen) <= len(every)
+        assert seen == every and len(every) == 2
+
+
+class TestNeverASecret:
+    def test_record_refuses_a_secret_value(self, app):
+        with app.test_request_context():
+            for field in ("password", "new_password", "token", "key", "password_hash"):
+                with pytest.raises(ValueError, match=field):
+                    audit.record("user.updated", "user", 1, {field: ["a", "b"]})
+            audit.record("user.updated", "user", 1, {"password": []})  # by name: fine
+
+    def test_dumps_lose_secret_fields(self):
+        assert audit.updated({"password": "a", "name": "x"}, {"password": "b", "name": "y"}) == {
+            "name": ["x", "y"]
+        }
+
+
+class TestRetention:
+    def add_entries(self, app, *ages_in_days):
+        with app.app_context():
+            rows = [
+                {
+                    "actor_type": "anonymous",
+                    "action": "user.sign_in_failed",
+                    "target_type": "user",
+                    "changes": {},
+                    "created_at": utcnow() - timedelta(days=age),
+                }
+                for age in ages_in_days
+            ]
+            db.session.execute(insert(AuditEntry), rows)
+            db.session.commit()
+
+    def count(self, app):
+        return query(app, select(func.count()).select_from(AuditEntry))[0][0]
+
+    @pytest.mark.config(AUDIT_RETENTION_DAYS=30)
+    def test_entries_past_the_retention_go(self, app):
+        self.add_entries(app, 31, 40, 29, 0)
+        result = app.test_cli_runner().invoke(args=["audit", "purge"])
+        assert result.exit_code == 0 and "Purged 2 audit entries." in result.output
+        assert self.count(app) == 2
+
+    @pytest.mark.config(AUDIT_RETENTION_DAYS=0)
+    def test_zero_keeps_everything(self, app):
+        self.add_entries(app, 4000)
+        with app.app_context():
+            assert audit.purge() == 0
+        assert self.count(app) == 1
+
+    def test_the_default_is_a_year(self, app):
+        assert app.config["AUDIT_RETENTION_DAYS"] == 365
