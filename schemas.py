@@ -551,7 +551,7 @@ class EventSchema(ma.Schema):
     data = fields.Nested(EventDataSchema)
 
     @ma.pre_dump
-    def _as_json(self, event, **_kwargs):
+    def _as_json(self, event: Event | dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
         return event_json(event) if isinstance(event, Event) else event
 
 
@@ -587,7 +587,7 @@ class WebhookCreatedSchema(WebhookSchema):
     )
 
 
-def EventTypes(**kwargs) -> fields.List:  # noqa: N802 - reads as a field type
+def EventTypes(**kwargs: Any) -> fields.List[str]:  # noqa: N802 - reads as a field type
     return fields.List(
         fields.String(validate=validate.OneOf([*SUBSCRIBABLE, "*"])),
         validate=validate.Length(1, len(SUBSCRIBABLE)),

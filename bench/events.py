@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -64,12 +65,14 @@ def sell(base: str, auth: dict[str, str], item: int) -> None:
     assert response.status_code == 201, response
 
 
-def arrivals(receiver: Receiver, since: int) -> list[tuple[float, dict]]:
+def arrivals(receiver: Receiver, since: int) -> list[tuple[float, dict[str, Any]]]:
     with receiver.lock:
         return [(r.at, json.loads(r.body)) for r in receiver.received[since:]]
 
 
-def latency(base, auth, items, receiver, count: int, rate: float) -> dict[str, float]:
+def latency(
+    base: str, auth: dict[str, str], items: list[int], receiver: Receiver, count: int, rate: float
+) -> dict[str, float]:
     start = len(receiver.received)
     wall_start = time.time()
     interval = 1 / rate
@@ -99,12 +102,14 @@ def latency(base, auth, items, receiver, count: int, rate: float) -> dict[str, f
     }
 
 
-def backlog(base, auth, items, count: int) -> None:
+def backlog(base: str, auth: dict[str, str], items: list[int], count: int) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda n: sell(base, auth, items[n % len(items)]), range(count)))
 
 
-def throughput(base, auth, items, count: int, threads: int = 8) -> float:
+def throughput(
+    base: str, auth: dict[str, str], items: list[int], count: int, threads: int = 8
+) -> float:
     began = time.monotonic()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(lambda n: sell(base, auth, items[n % threads]), range(count)))

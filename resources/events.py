@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from core.auth.permissions import login_required
 from core.events import outbox
@@ -47,7 +48,7 @@ EVENTS = Listing(
 )
 
 
-def visible():
+def visible() -> Select[Event]:
     """Listed events: numbered ones, of the caller's stores (admin: all)."""
     query = select(Event).where(Event.seq.is_not(None))
     if not current_user.is_admin:
@@ -60,7 +61,7 @@ class Events(MethodView):
     @login_required(blp)
     @blp.response(200, EventSchema(many=True), headers=LIST_HEADERS)
     @EVENTS.paginate(blp, EventQuerySchema)
-    def get(self, args):
+    def get(self, args: dict[str, Any]) -> Select[Event]:
         """Events of your stores (admin: all), oldest first; follow Link rel="next" """
         query = visible()
         if args.get("type"):
@@ -77,7 +78,7 @@ class EventById(MethodView):
     @login_required(blp)
     @blp.response(200, EventSchema)
     @blp.alt_response(404, response="NOT_FOUND")
-    def get(self, event_id):
+    def get(self, event_id: str) -> Event:
         """One event"""
         match = PUBLIC_ID.fullmatch(event_id)
         event = None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from sqlalchemy import func, select
+from sqlalchemy import Row, Select, func, select
 
 from core.auth.permissions import forbid, login_required
 from core.events import delivery as deliveries
@@ -31,7 +33,7 @@ WEBHOOKS = Listing({"id": (Webhook.id,)}, sortable=False)
 DELIVERY_COLUMNS = (*Delivery.__table__.c, Event.seq.label("event_seq"))
 
 
-def _delivery_json(row) -> dict:
+def _delivery_json(row: Row[Any]) -> dict[str, Any]:
     entry = {c.name: getattr(row, c.name) for c in Delivery.__table__.c}
     return entry | {"event_id": public_id(row.event_seq)}
 
@@ -88,7 +90,7 @@ class Webhooks(MethodView):
     @login_required(blp)
     @blp.response(200, WebhookSchema(many=True), headers=LIST_HEADERS)
     @WEBHOOKS.paginate(blp)
-    def get(self, _args):
+    def get(self, _args: dict[str, Any]) -> Select[Webhook]:
         """Your webhooks (admin: all)"""
         query = select(Webhook)
         if not current_user.is_admin:
@@ -99,7 +101,7 @@ class Webhooks(MethodView):
     @blp.arguments(WebhookCreateSchema)
     @blp.response(201, WebhookCreatedSchema, headers=LOCATION)
     @blp.alt_response(403, response="FORBIDDEN")
-    def post(self, data):
+    def post(self, data: dict[str, Any]) -> tuple[Webhook, int, dict[str, str]]:
         """Send your events to a URL; the answer holds the signing secret, once"""
         _check_store(data.get("store_id"))
         _check_url(data["url"])
@@ -124,7 +126,7 @@ class WebhookById(MethodView):
     @login_required(blp)
     @blp.response(200, WebhookSchema)
     @blp.alt_response(404, response="NOT_FOUND")
-    def get(self, webhook_id):
+    def get(self, webhook_id: int) -> Webhook:
         """One of your webhooks"""
         return _webhook(webhook_id)
 
@@ -132,7 +134,7 @@ class WebhookById(MethodView):
     @blp.arguments(WebhookUpdateSchema)
     @blp.response(200, WebhookSchema)
     @blp.alt_response(404, response="NOT_FOUND")
-    def patch(self, data, webhook_id):
+    def patch(self, data: dict[str, Any], webhook_id: int) -> Webhook:
         """Change a webhook (enabling it again clears its failure count)"""
         webhook = _webhook(webhook_id, for_update=True)
         if "url" in data:
@@ -149,7 +151,7 @@ class WebhookById(MethodView):
     @login_required(blp)
     @blp.response(204)
     @blp.alt_response(404, response="NOT_FOUND")
-    def delete(self, webhook_id):
+    def delete(self, webhook_id: int) -> None:
         """Delete a webhook and its delivery log"""
         db.session.delete(_webhook(webhook_id, for_update=True))
         db.session.commit()
@@ -160,7 +162,7 @@ class WebhookTest(MethodView):
     @login_required(blp)
     @blp.response(202, DeliverySchema)
     @blp.alt_response(404, response="NOT_FOUND")
-    def post(self, webhook_id):
+    def post(self, webhook_id: int) -> dict[str, Any]:
         """Send a `webhook.test` event to this webhook now; answers its pending attempt"""
         webhook = _webhook(webhook_id)
         outbox.record(
@@ -185,7 +187,7 @@ class WebhookTest(MethodView):
         return _delivery_json(_row_of(attempt.id))
 
 
-def _row_of(delivery_id: int):
+def _row_of(delivery_id: int) -> Row[Any]:
     return db.session.execute(
         select(*DELIVERY_COLUMNS)
         .join(Event, Event.id == Delivery.event_id)
@@ -199,7 +201,7 @@ class WebhookDeliveries(MethodView):
     @blp.response(200, DeliverySchema(many=True), headers=LIST_HEADERS)
     @blp.alt_response(404, response="NOT_FOUND")
     @DELIVERIES.paginate(blp)
-    def get(self, _args, webhook_id):
+    def get(self, _args: dict[str, Any], webhook_id: int) -> Select[Any]:
         """A webhook's delivery attempts, newest first"""
         _webhook(webhook_id)
         return (
@@ -214,7 +216,7 @@ class DeliveryRetry(MethodView):
     @login_required(blp)
     @blp.response(202, DeliverySchema)
     @blp.alt_response(404, response="NOT_FOUND")
-    def post(self, webhook_id, delivery_id):
+    def post(self, webhook_id: int, delivery_id: int) -> dict[str, Any]:
         """Send that attempt's event again now (one attempt); answers it, pending"""
         webhook = _webhook(webhook_id)
         earlier = db.session.get(Delivery, delivery_id)

@@ -73,7 +73,7 @@ class Worker:
 
 
 @contextmanager
-def workers(env: dict[str, str], count: int = 1, **options) -> Iterator[list[Worker]]:
+def workers(env: dict[str, str], count: int = 1, **options: int) -> Iterator[list[Worker]]:
     started = [Worker(env, beat=(i == 0), **options).start() for i in range(count)]
     try:
         yield started

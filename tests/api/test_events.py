@@ -4,33 +4,47 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy import func, select, update
 
 from core.events.outbox import record, write_pending
 from db import db
-from models import Event, Item
+from helpers import CatalogFactory, Client, Response
+from models import Event, Item, User
 
 NEXT = re.compile(r'<([^>]+)>; rel="next"')
 
 
-def events(client, headers, query: str = "") -> list[dict]:
+def events(client: Client, headers: dict[str, str], query: str = "") -> list[dict[str, Any]]:
     response = client.get(f"/events?page_size=100{query}", headers=headers)
     assert response.status_code == 200, response.json
-    return response.json
+    listed: list[dict[str, Any]] = response.json
+    return listed
 
 
-def types(client, headers, query: str = "") -> list[str]:
+def next_url(response: Response) -> str:
+    """The URL of the page after ``response`` (its Link rel="next")."""
+    link = NEXT.search(response.headers["Link"])
+    assert link, response.headers["Link"]
+    return link.group(1)
+
+
+def types(client: Client, headers: dict[str, str], query: str = "") -> list[str]:
     return [e["type"] for e in events(client, headers, query)]
 
 
-def event_rows(app) -> int:
+def event_rows(app: Flask) -> int:
     with app.app_context():
         return db.session.scalar(select(func.count()).select_from(Event)) or 0
 
 
-def test_a_store_created_is_an_event_with_the_store_as_get_returns_it(client, api, as_alice, alice):
+def test_a_store_created_is_an_event_with_the_store_as_get_returns_it(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str], alice: User
+) -> None:
     store = api.store(as_alice)
     [event] = events(client, as_alice)
     assert event["type"] == "store.created"
@@ -42,7 +56,9 @@ def test_a_store_created_is_an_event_with_the_store_as_get_returns_it(client, ap
     assert client.get(f"/events/{event['id']}", headers=as_alice).json == event
 
 
-def test_every_kind_of_change_writes_its_event(client, api, as_alice):
+def test_every_kind_of_change_writes_its_event(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
     store = api.store(as_alice)
     item = api.item(as_alice, store)
     tag = api.tag(as_alice, store)
@@ -80,7 +96,9 @@ def test_every_kind_of_change_writes_its_event(client, api, as_alice):
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
 
-def test_a_change_that_changes_nothing_writes_no_event(client, api, as_alice):
+def test_a_change_that_changes_nothing_writes_no_event(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
     store = api.store(as_alice)
     item = api.item(as_alice, store)
     before = types(client, as_alice)
@@ -91,7 +109,9 @@ def test_a_change_that_changes_nothing_writes_no_event(client, api, as_alice):
     assert types(client, as_alice) == before
 
 
-def test_a_refused_change_writes_no_event(app, client, api, as_alice):
+def test_a_refused_change_writes_no_event(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
     store = api.store(as_alice)
     item = api.item(as_alice, store)
     count = event_rows(app)
@@ -109,7 +129,9 @@ def test_a_refused_change_writes_no_event(app, client, api, as_alice):
     assert event_rows(app) == count
 
 
-def test_a_rolled_back_transaction_takes_its_event_with_it(app, api, client, as_alice):
+def test_a_rolled_back_transaction_takes_its_event_with_it(
+    app: Flask, api: CatalogFactory, client: Client, as_alice: dict[str, str]
+) -> None:
     store = api.store(as_alice)
     count = event_rows(app)
     with app.test_request_context():
@@ -124,14 +146,16 @@ def event_rows_in_session() -> int:
     return db.session.scalar(select(func.count()).select_from(Event)) or 0
 
 
-def test_stock_movements_and_their_crossings(app, client, api, as_alice):
+def test_stock_movements_and_their_crossings(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
     store = api.store(as_alice)
     item = api.item(as_alice, store, stock=5)
     with app.app_context():
         db.session.execute(update(Item).where(Item.id == item["id"]).values(low_stock_threshold=2))
         db.session.commit()
 
-    def move(delta):
+    def move(delta: int) -> Any:
         body = {"delta": delta, "reason": "sale" if delta < 0 else "received"}
         response = client.post(f"/items/{item['id']}/stock", json=body, headers=as_alice)
         assert response.status_code == 201, response.json
@@ -161,7 +185,9 @@ def test_stock_movements_and_their_crossings(app, client, api, as_alice):
     assert "item.updated" not in types(client, as_alice)
 
 
-def test_a_store_deleted_is_one_event(client, api, as_alice):
+def test_a_store_deleted_is_one_event(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
     store = api.store(as_alice)
     for n in range(3):
         api.item(as_alice, store, name=f"thing {n}")
@@ -173,7 +199,9 @@ def test_a_store_deleted_is_one_event(client, api, as_alice):
     assert deleted["data"] == {"object": {"id": store["id"]}}
 
 
-def test_a_batch_writes_one_event_per_change(client, api, as_alice):
+def test_a_batch_writes_one_event_per_change(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
     store = api.store(as_alice)
     kept = api.item(as_alice, store, name="kept")
     gone = api.item(as_alice, store, name="gone")
@@ -191,7 +219,14 @@ def test_a_batch_writes_one_event_per_change(client, api, as_alice):
     assert updated["data"]["previous"] == {"price": 1.5}
 
 
-def test_events_are_the_owners_and_an_admins(client, api, as_alice, auth, bob, admin):
+def test_events_are_the_owners_and_an_admins(
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+    admin: User,
+) -> None:
     api.store(as_alice)
     as_bob = auth(bob)
     [event] = events(client, as_alice)
@@ -203,7 +238,7 @@ def test_events_are_the_owners_and_an_admins(client, api, as_alice, auth, bob, a
         assert client.get(f"/events/{bad}", headers=as_alice).status_code == 404
 
 
-def test_filters(client, api, as_alice):
+def test_filters(client: Client, api: CatalogFactory, as_alice: dict[str, str]) -> None:
     one = api.store(as_alice, name="One")
     two = api.store(as_alice, name="Two")
     api.item(as_alice, two)
@@ -220,10 +255,12 @@ def test_filters(client, api, as_alice):
     assert client.get("/events?created_after=yesterday", headers=as_alice).status_code == 422
 
 
-def test_every_page_links_a_next_one_and_a_poller_sees_each_change_once(client, api, as_alice):
+def test_every_page_links_a_next_one_and_a_poller_sees_each_change_once(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
     response = client.get("/events?page_size=2", headers=as_alice)
     assert response.json == []
-    cursor_url = NEXT.search(response.headers["Link"]).group(1)
+    cursor_url = next_url(response)
     seen = []
     for round_ in range(3):
         api.store(as_alice, name=f"Store {round_}")
@@ -232,7 +269,7 @@ def test_every_page_links_a_next_one_and_a_poller_sees_each_change_once(client, 
         while True:
             response = client.get(cursor_url, headers=as_alice)
             assert response.status_code == 200
-            cursor_url = NEXT.search(response.headers["Link"]).group(1)
+            cursor_url = next_url(response)
             if not response.json:
                 break
             seen += [e["id"] for e in response.json]
@@ -240,7 +277,9 @@ def test_every_page_links_a_next_one_and_a_poller_sees_each_change_once(client, 
 
 
 @pytest.mark.parametrize("days, left", [(30, 1), (0, 0)])
-def test_the_purge_drops_events_past_retention(app, api, as_alice, days, left):
+def test_the_purge_drops_events_past_retention(
+    app: Flask, api: CatalogFactory, as_alice: dict[str, str], days: int, left: int
+) -> None:
     from core.events import relay
 
     api.store(as_alice)
@@ -252,7 +291,9 @@ def test_the_purge_drops_events_past_retention(app, api, as_alice, days, left):
 
 
 @pytest.mark.parametrize("dry_run", [False, True])
-def test_an_import_writes_its_events_with_its_rows(app, client, api, as_alice, dry_run):
+def test_an_import_writes_its_events_with_its_rows(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], dry_run: bool
+) -> None:
     import io
 
     from core.catalog.csv_import import import_items
@@ -264,7 +305,9 @@ def test_an_import_writes_its_events_with_its_rows(app, client, api, as_alice, d
     before = len(events(client, as_alice))
     raw = b"name,price,stock,tags\nMilk,2.00,,dairy\nSalt,3.00,,\nTea,1.00,5,\n"
     with app.app_context():
-        summary = import_items(db.session.get(Store, store["id"]), io.BytesIO(raw), dry_run=dry_run)
+        summary = import_items(
+            db.session.get_one(Store, store["id"]), io.BytesIO(raw), dry_run=dry_run
+        )
     assert (summary.created, summary.updated, summary.unchanged) == (1, 1, 1)
     listed = events(client, as_alice)[before:]
     if dry_run:

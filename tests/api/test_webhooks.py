@@ -6,39 +6,51 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from core.events import addresses, tasks
 from db import db
-from models import Delivery
+from helpers import CatalogFactory, Client, Response
+from models import Delivery, User
 from models.types import utcnow
-from receiver import receiving
+from receiver import Receiver, receiving
 
 LOCAL = pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
 
 
 @pytest.fixture
-def receiver():
+def receiver() -> Iterator[Receiver]:
     with receiving() as r:
         yield r
 
 
-def create(client, headers, url, **fields):
+def create(client: Client, headers: dict[str, str], url: str, **fields: Any) -> Response:
     return client.post("/webhooks", json={"url": url, "events": ["*"], **fields}, headers=headers)
 
 
-def deliveries(client, headers, webhook_id) -> list[dict]:
+def deliveries(client: Client, headers: dict[str, str], webhook_id: int) -> list[dict[str, Any]]:
     response = client.get(f"/webhooks/{webhook_id}/deliveries?page_size=100", headers=headers)
     assert response.status_code == 200, response.json
-    return response.json
+    listed: list[dict[str, Any]] = response.json
+    return listed
 
 
 @LOCAL
-def test_create_read_change_delete(client, api, as_alice, auth, bob, receiver):
+def test_create_read_change_delete(
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+    receiver: Receiver,
+) -> None:
     response = create(client, as_alice, receiver.url, description="ERP")
     assert response.status_code == 201, response.json
     hook = response.json
@@ -74,7 +86,14 @@ def test_create_read_change_delete(client, api, as_alice, auth, bob, receiver):
 
 
 @LOCAL
-def test_bad_bodies_are_refused(client, api, as_alice, auth, bob, receiver):
+def test_bad_bodies_are_refused(
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+    receiver: Receiver,
+) -> None:
     bobs = api.store(auth(bob), name="Bob's")
     assert create(client, as_alice, receiver.url, store_id=bobs["id"]).status_code == 403
     assert create(client, as_alice, receiver.url, store_id=999).status_code == 422
@@ -88,7 +107,9 @@ def test_bad_bodies_are_refused(client, api, as_alice, auth, bob, receiver):
 
 
 @LOCAL
-def test_a_change_is_delivered_signed_as_standard_webhooks_says(client, api, as_alice, receiver):
+def test_a_change_is_delivered_signed_as_standard_webhooks_says(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str], receiver: Receiver
+) -> None:
     hook = create(client, as_alice, receiver.url).json
     store = api.store(as_alice)
     receiver.wait_for(lambda got: len(got) == 1, timeout=5)
@@ -115,7 +136,14 @@ def Verifier_secret() -> str:  # noqa: N802
 
 
 @LOCAL
-def test_only_the_types_and_store_asked_for_are_sent(client, api, as_alice, auth, bob, receiver):
+def test_only_the_types_and_store_asked_for_are_sent(
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+    receiver: Receiver,
+) -> None:
     one = api.store(as_alice, name="One")
     two = api.store(as_alice, name="Two")
     create(client, as_alice, receiver.url, events=["item.created"], store_id=two["id"])
@@ -133,7 +161,9 @@ def test_only_the_types_and_store_asked_for_are_sent(client, api, as_alice, auth
     WEBHOOK_RETRY_SCHEDULE=[0.0, 0.0],
     WEBHOOK_RETRY_JITTER=0.0,
 )
-def test_a_failed_attempt_is_retried_then_given_up(app, client, api, as_alice, receiver):
+def test_a_failed_attempt_is_retried_then_given_up(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], receiver: Receiver
+) -> None:
     receiver.status = 500
     hook = create(client, as_alice, receiver.url).json
     api.store(as_alice)
@@ -167,7 +197,9 @@ def test_a_failed_attempt_is_retried_then_given_up(app, client, api, as_alice, r
     WEBHOOK_RETRY_SCHEDULE=[3600.0],
     WEBHOOK_DISABLE_AFTER=3,
 )
-def test_too_many_failed_attempts_disable_the_webhook(client, api, as_alice, receiver):
+def test_too_many_failed_attempts_disable_the_webhook(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str], receiver: Receiver
+) -> None:
     receiver.status = 503
     hook = create(client, as_alice, receiver.url).json
     for n in range(3):
@@ -190,7 +222,9 @@ def test_too_many_failed_attempts_disable_the_webhook(client, api, as_alice, rec
 
 
 @LOCAL
-def test_the_test_endpoint_sends_a_webhook_test_now(client, as_alice, receiver):
+def test_the_test_endpoint_sends_a_webhook_test_now(
+    client: Client, as_alice: dict[str, str], receiver: Receiver
+) -> None:
     hook = create(client, as_alice, receiver.url, events=["stock.out"]).json
     response = client.post(f"/webhooks/{hook['id']}/test", headers=as_alice)
     assert response.status_code == 202, response.json
@@ -203,7 +237,9 @@ def test_the_test_endpoint_sends_a_webhook_test_now(client, as_alice, receiver):
 @pytest.mark.config(
     WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True, WEBHOOK_TIMEOUT_SECONDS=1
 )
-def test_slow_answers_and_redirects_fail(client, api, as_alice, receiver):
+def test_slow_answers_and_redirects_fail(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str], receiver: Receiver
+) -> None:
     hook = create(client, as_alice, receiver.url).json
     receiver.delay = 1.5
     api.store(as_alice, name="Slow")
@@ -243,7 +279,9 @@ def test_slow_answers_and_redirects_fail(client, api, as_alice, receiver):
         "[::ffff:127.0.0.1]",
     ],
 )
-def test_private_addresses_are_refused_and_nothing_is_sent(client, as_alice, receiver, host):
+def test_private_addresses_are_refused_and_nothing_is_sent(
+    client: Client, as_alice: dict[str, str], receiver: Receiver, host: str
+) -> None:
     url = receiver.url.replace("127.0.0.1", host)
     response = create(client, as_alice, url)
     assert response.status_code == 422, response.json
@@ -264,13 +302,19 @@ def test_private_addresses_are_refused_and_nothing_is_sent(client, as_alice, rec
         "https://127.0.0.1:99999/",
     ],
 )
-def test_urls_break_the_rules(client, as_alice, url):
+def test_urls_break_the_rules(client: Client, as_alice: dict[str, str], url: str) -> None:
     response = create(client, as_alice, url)
     assert response.status_code == 422, response.json
 
 
 @pytest.mark.config(WEBHOOK_ALLOW_HTTP=True)
-def test_a_rebinding_name_is_refused_at_delivery(client, api, as_alice, receiver, monkeypatch):
+def test_a_rebinding_name_is_refused_at_delivery(
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Public when the webhook is saved, loopback when it is sent to: the address is
     checked again at delivery, and no request reaches the receiver."""
     answers = {"rebind.example": ["93.184.216.34"]}
@@ -286,7 +330,9 @@ def test_a_rebinding_name_is_refused_at_delivery(client, api, as_alice, receiver
     assert receiver.hits == 0
 
 
-def test_a_worker_killed_mid_attempt_leaves_it_to_the_sweep(app, client, as_alice, monkeypatch):
+def test_a_worker_killed_mid_attempt_leaves_it_to_the_sweep(
+    app: Flask, client: Client, as_alice: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A claimed attempt whose worker died is queued again once its claim expires."""
     with receiving() as receiver:
         app.config.update(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
@@ -305,7 +351,9 @@ def test_a_worker_killed_mid_attempt_leaves_it_to_the_sweep(app, client, as_alic
         receiver.wait_for(lambda got: len(got) == 1, timeout=5)
 
 
-def api_store_without_delivery(client, as_alice, monkeypatch) -> None:
+def api_store_without_delivery(
+    client: Client, as_alice: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A store created while no delivery task runs (they are dropped)."""
     with monkeypatch.context() as patched:
         patched.setattr(tasks, "queue_deliveries", lambda _ids: None)

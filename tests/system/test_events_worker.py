@@ -13,15 +13,17 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import psycopg
 import pytest
 
 from helpers import PG_URL
-from receiver import Receiver, receiving
+from receiver import Received, Receiver, receiving
 from servers import BIN, ROOT, call, gunicorn, libpq, migrate, postgres_database, server_env
-from workers import redis_server, workers
+from workers import Worker, redis_server, workers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -42,7 +44,7 @@ SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack() -> Iterator[dict[str, Any]]:
     """A database, a private Redis as broker, gunicorn, and a factory of workers."""
     with postgres_database(PG_URL, prefix="stores_evt_") as url, redis_server() as broker:
         env = server_env(**SETTINGS, DATABASE_URL=url, CELERY_BROKER_URL=broker.url)
@@ -82,31 +84,40 @@ def failed_attempts(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def delivered(receiver: Receiver) -> Counter:
+def delivered(receiver: Receiver) -> Counter[str]:
     with receiver.lock:
         return Counter(r.headers["webhook-id"] for r in receiver.received)
 
 
-def subscribe(base: str, auth: dict, receiver: Receiver, **fields) -> dict:
+def subscribe(base: str, auth: dict[str, str], receiver: Receiver, **fields: Any) -> dict[str, Any]:
     body = {"url": receiver.url, "events": ["*"], **fields}
     response = call("POST", f"{base}/webhooks", body, headers=auth)
     assert response.status_code == 201, response
-    return response.json
+    webhook: dict[str, Any] = response.json
+    return webhook
 
 
-def make_store(base: str, auth: dict, name: str) -> int:
+def make_store(base: str, auth: dict[str, str], name: str) -> int:
     response = call("POST", f"{base}/stores", {"name": name}, headers=auth)
     assert response.status_code == 201, response
-    return response.json["id"]
+    store_id: int = response.json["id"]
+    return store_id
 
 
-def all_delivered(stack, owner, receiver, timeout: float, worker_logs=(), kinds=(None,)) -> None:
+def all_delivered(
+    stack: dict[str, Any],
+    owner: int,
+    receiver: Receiver,
+    timeout: float,
+    worker_logs: Iterable[Worker] = (),
+    kinds: Sequence[str | None] = (None,),
+) -> None:
     """Until every event of ``owner`` (of ``kinds``) is numbered and at the receiver."""
 
     def wanted() -> list[str | None]:
         return [i for kind in kinds for i in events_in_db(stack["url"], kind, owner)]
 
-    def done(got) -> bool:
+    def done(got: list[Received]) -> bool:
         ids = wanted()
         return None not in ids and {r.headers["webhook-id"] for r in got} >= set(ids)
 
@@ -118,7 +129,9 @@ def all_delivered(stack, owner, receiver, timeout: float, worker_logs=(), kinds=
         raise AssertionError(f"not delivered: {sorted(map(str, missing))[:10]}\n{logs}") from None
 
 
-def test_fifty_concurrent_sales_of_thirty_deliver_thirty_moves_and_one_out(stack):
+def test_fifty_concurrent_sales_of_thirty_deliver_thirty_moves_and_one_out(
+    stack: dict[str, Any],
+) -> None:
     base, (auth, owner) = stack["base"], sign_up(stack["base"])
     with receiving() as receiver, workers(stack["env"]) as started:
         subscribe(base, auth, receiver, events=["stock.moved", "stock.out"])
@@ -130,7 +143,7 @@ def test_fifty_concurrent_sales_of_thirty_deliver_thirty_moves_and_one_out(stack
             headers=auth,
         ).json
 
-        def sell(_n):
+        def sell(_n: int) -> int:
             body = {"delta": -1, "reason": "sale"}
             return call("POST", f"{base}/items/{item['id']}/stock", body, headers=auth).status_code
 
@@ -164,7 +177,9 @@ def test_fifty_concurrent_sales_of_thirty_deliver_thirty_moves_and_one_out(stack
         assert after == list(range(30))
 
 
-def test_a_worker_killed_mid_delivery_is_replaced_and_nothing_is_lost(stack):
+def test_a_worker_killed_mid_delivery_is_replaced_and_nothing_is_lost(
+    stack: dict[str, Any],
+) -> None:
     base, (auth, owner) = stack["base"], sign_up(stack["base"])
     with receiving(delay=1.0) as receiver:
         subscribe(base, auth, receiver)
@@ -180,14 +195,14 @@ def test_a_worker_killed_mid_delivery_is_replaced_and_nothing_is_lost(stack):
     assert len(events_in_db(stack["url"], None, owner)) == 8
 
 
-def test_the_broker_restarted_under_load_loses_nothing(stack):
+def test_the_broker_restarted_under_load_loses_nothing(stack: dict[str, Any]) -> None:
     base, (auth, owner) = stack["base"], sign_up(stack["base"])
     broker = stack["broker"]
     with receiving() as receiver, workers(stack["env"]) as started:
         subscribe(base, auth, receiver)
         made = []
 
-        def load():
+        def load() -> None:
             for n in range(40):
                 made.append(make_store(base, auth, f"Load {n}"))
                 time.sleep(0.05)
@@ -204,7 +219,7 @@ def test_the_broker_restarted_under_load_loses_nothing(stack):
         assert len(events_in_db(stack["url"], "store.created", owner)) == 40
 
 
-def test_a_receiver_down_gets_everything_once_it_is_back(stack):
+def test_a_receiver_down_gets_everything_once_it_is_back(stack: dict[str, Any]) -> None:
     base, (auth, owner) = stack["base"], sign_up(stack["base"])
     failed_before = failed_attempts(stack["url"])
     with receiving() as receiver:
@@ -223,7 +238,9 @@ def test_a_receiver_down_gets_everything_once_it_is_back(stack):
             all_delivered(stack, owner, back, timeout=60, worker_logs=started)
 
 
-def test_the_image_entrypoint_runs_a_worker_and_beat_by_their_command(stack):
+def test_the_image_entrypoint_runs_a_worker_and_beat_by_their_command(
+    stack: dict[str, Any],
+) -> None:
     """`docker-entrypoint.sh worker` and `... beat` (the image's commands) deliver; the
     worker from the entrypoint is started with its beat apart, as in docker-compose."""
     base, (auth, owner) = stack["base"], sign_up(stack["base"])
