@@ -3,8 +3,8 @@
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 import jwt
 import pytest
@@ -331,8 +331,12 @@ class TestLogout:
 
     @pytest.mark.config(JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=1))
     def test_a_logged_out_refresh_token_stays_refused_past_the_access_lifetime(
-        self, app, client, alice, login
-    ):
+        self,
+        app: Flask,
+        client: Client,
+        alice: User,
+        login: Callable[..., dict[str, Any]],
+    ) -> None:
         """The revocation lasts the refresh token's life (30 days), not the access
         token's: past the access lifetime the refresh token is still refused."""
         tokens = login(alice)
@@ -353,7 +357,9 @@ class TestLogout:
             claims = decode_token(tokens["refresh_token"], allow_expired=True)
         assert revocation_lifetime(app, f"sid:{claims['sid']}") > timedelta(days=29)
 
-    def test_signing_in_again_starts_a_new_session(self, client, alice, login):
+    def test_signing_in_again_starts_a_new_session(
+        self, client: Client, alice: User, login: Callable[..., dict[str, Any]]
+    ) -> None:
         old = login(alice)
         client.post("/logout", headers=bearer(old["access_token"]))
         new = login(alice)
@@ -454,10 +460,12 @@ def test_401_comes_before_422(
     assert snapshot(app) == before
 
 
-def revocation_lifetime(app, key):
+def revocation_lifetime(app: Flask, key: str) -> timedelta:
     """How much longer the blocklist keeps ``key``."""
     blocklist = app.extensions["blocklist"]
     if isinstance(blocklist, RedisBlocklist):
-        return timedelta(seconds=blocklist.redis.ttl(blocklist.prefix + key))
-    expires = query(app, select(RevokedToken.expires_at).where(RevokedToken.key == key))
+        return timedelta(seconds=cast(int, blocklist.redis.ttl(blocklist.prefix + key)))
+    expires: list[tuple[datetime]] = query(
+        app, select(RevokedToken.expires_at).where(RevokedToken.key == key)
+    )
     return expires[0][0] - utcnow()

@@ -259,13 +259,13 @@ class TestRefuses:
 
 class TestAllOrNothing:
     def test_a_failure_after_the_deletes_leaves_them_undone(
-        self, app, client, as_alice, store, items
-    ):
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any, items: Any
+    ) -> None:
         """The last write fails (the database goes away at the create): the deletes
         and updates written before it in the same transaction are not applied."""
         before = snapshot(app)
 
-        def fail_at_the_create(_conn, _cursor, statement, *_args):
+        def fail_at_the_create(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
             if statement.lstrip().startswith("INSERT INTO items"):
                 raise OperationalError(statement, {}, Exception("connection lost"))
 
@@ -291,7 +291,9 @@ class TestAllOrNothing:
 class TestFinalState:
     """§9: uniqueness is judged on the batch's final state, whatever the order."""
 
-    def test_two_items_swap_names(self, app, client, as_alice, store, items):
+    def test_two_items_swap_names(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any, items: Any
+    ) -> None:
         milk, bread, _eggs = items
         response = batch(
             client,
@@ -304,7 +306,9 @@ class TestFinalState:
         rows = dict(query(app, select(Item.id, Item.name)))
         assert (rows[milk["id"]], rows[bread["id"]]) == ("Bread", "Milk")
 
-    def test_a_chain_of_renames_in_reverse_id_order(self, app, client, as_alice, store, items):
+    def test_a_chain_of_renames_in_reverse_id_order(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any, items: Any
+    ) -> None:
         milk, bread, eggs = items
         update = [
             {"id": eggs["id"], "name": "Four"},
@@ -315,7 +319,9 @@ class TestFinalState:
         assert response.status_code == 200, response.json
         assert names(app) == ["Bread", "Eggs", "Four"]
 
-    def test_a_name_kept_as_it_is_stays(self, app, client, as_alice, store, items):
+    def test_a_name_kept_as_it_is_stays(
+        self, app: Flask, client: Client, as_alice: dict[str, str], store: Any, items: Any
+    ) -> None:
         milk = items[0]
         response = batch(client, as_alice, store, update=[{"id": milk["id"], "name": "Milk"}])
         assert response.status_code == 200

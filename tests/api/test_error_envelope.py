@@ -83,7 +83,9 @@ class TestErrorEnvelope:
         assert_error(response, 415)
         assert query(app, select(Store.id)) == []
 
-    def test_json_with_a_charset_or_a_suffix_is_json(self, app, client, as_alice):
+    def test_json_with_a_charset_or_a_suffix_is_json(
+        self, app: Flask, client: Client, as_alice: dict[str, str]
+    ) -> None:
         for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
             response = client.post(
                 "/stores",

@@ -139,7 +139,9 @@ def test_each_chunk_is_one_bounded_statement(
 FORMULA_NAMES = ["=1+1", "+1", "-1", "@SUM(A1)", "'quoted", "''twice", "plain"]
 
 
-def test_every_formula_start_is_neutralised(client, api, as_alice):
+def test_every_formula_start_is_neutralised(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
     """§9 (OWASP CSV injection): a value starting with =, +, -, @ or ' is written with
     one ' before it; a tab or a carriage return too (core/catalog/csv_format.py)."""
     store = api.store(as_alice)

@@ -435,7 +435,9 @@ class TestRequestHead:
     """§2: a request head out of bounds is 414 / 431 in the envelope, and changes
     nothing (tests/system/test_request_head.py: the same under gunicorn)."""
 
-    def test_a_long_target_is_414(self, app, client, as_alice):
+    def test_a_long_target_is_414(
+        self, app: Flask, client: Client, as_alice: dict[str, str]
+    ) -> None:
         before = snapshot(app)
         response = client.post(f"/stores?x={'a' * 8200}", json={"name": "A"}, headers=as_alice)
         body = assert_error(response, 414)
@@ -443,18 +445,18 @@ class TestRequestHead:
         assert snapshot(app) == before
         assert client.get(f"/items?x={'a' * 8000}").status_code == 200
 
-    def test_a_long_header_is_431(self, client):
+    def test_a_long_header_is_431(self, client: Client) -> None:
         body = assert_error(client.get("/items", headers={"X-Long": "y" * 8200}), 431)
         assert body["message"] == "The X-Long header is over 8190 bytes."
         assert client.get("/items", headers={"X-Long": "y" * 8000}).status_code == 200
 
-    def test_too_many_headers_is_431(self, client):
+    def test_too_many_headers_is_431(self, client: Client) -> None:
         headers = {f"X-F{n}": "1" for n in range(101)}
         body = assert_error(client.get("/items", headers=headers), 431)
         assert body["message"] == "More than 100 header fields."
 
     @pytest.mark.config(MAX_HEADER_BYTES=100_000)
-    def test_the_headers_total_is_bounded_too(self, client):
+    def test_the_headers_total_is_bounded_too(self, client: Client) -> None:
         headers = {f"X-F{n}": "z" * 7000 for n in range(10)}
         body = assert_error(client.get("/items", headers=headers), 431)
         assert body["message"] == "The headers are over 65536 bytes."

@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from flask import Flask, g
@@ -145,7 +145,9 @@ class TestReuse:
         assert_error(response, 422, error="idempotency_key_reused")
         assert snapshot(app) == before
 
-    def test_the_same_endpoint_on_another_item_is_refused(self, app, client, api, as_alice, item):
+    def test_the_same_endpoint_on_another_item_is_refused(
+        self, app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], item: Any
+    ) -> None:
         other = api.item(as_alice, {"id": item["store_id"]}, name="Tea")
         sale(client, keyed(as_alice), item)
         before = snapshot(app)
@@ -153,7 +155,9 @@ class TestReuse:
         assert_error(response, 422, error="idempotency_key_reused")
         assert snapshot(app) == before
 
-    def test_another_path_is_refused(self, app, client, as_alice, item):
+    def test_another_path_is_refused(
+        self, app: Flask, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         sale(client, keyed(as_alice), item)
         before = snapshot(app)
         response = client.post(
@@ -231,7 +235,9 @@ def test_a_key_of_255_visible_characters_is_fine(
     assert sale(client, keyed(as_alice, "~" * 255), item).status_code == 201
 
 
-def start_elsewhere(app, as_alice, item, key="retry-1"):
+def start_elsewhere(
+    app: Flask, as_alice: dict[str, str], item: Any, key: str = "retry-1"
+) -> tuple[str, str, str]:
     """The same request, claimed as if another worker were still running it; its
     claim (store key, claim token, fingerprint)."""
     path = f"/items/{item['id']}/stock"
@@ -239,7 +245,8 @@ def start_elsewhere(app, as_alice, item, key="retry-1"):
         path, method="POST", json={"delta": -1, "reason": "sale"}, headers=keyed(as_alice, key)
     ):
         assert claim() is None
-        return g.idempotency
+        started: tuple[str, str, str] = g.idempotency
+        return started
 
 
 class TestInProgress:
@@ -254,7 +261,9 @@ class TestInProgress:
         assert snapshot(app) == before
 
     @database_only
-    def test_a_claim_is_abandoned_after_a_minute_and_taken_over(self, app, client, as_alice, item):
+    def test_a_claim_is_abandoned_after_a_minute_and_taken_over(
+        self, app: Flask, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         start_elsewhere(app, as_alice, item)
         assert_error(sale(client, keyed(as_alice), item), 409, error="idempotency_key_in_use")
         # 61 seconds later (IDEMPOTENCY_LOCK_SECONDS is 60: longer than a request runs).
@@ -269,15 +278,17 @@ class TestInProgress:
 
     @pytest.mark.redis
     @pytest.mark.parametrize("app", ["redis"], indirect=True)
-    def test_a_redis_claim_expires_after_a_minute(self, app, as_alice, item):
+    def test_a_redis_claim_expires_after_a_minute(
+        self, app: Flask, as_alice: dict[str, str], item: Any
+    ) -> None:
         key, _token, _fingerprint = start_elsewhere(app, as_alice, item)
         store = app.extensions["idempotency"]
         assert 55 <= store.redis.ttl(store.prefix + key) <= 60
 
     @pytest.mark.config(IDEMPOTENCY_LOCK_SECONDS=1)
     def test_a_late_original_cannot_overwrite_the_takeovers_answer(
-        self, app, client, as_alice, item
-    ):
+        self, app: Flask, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         key, token, sent_as = start_elsewhere(app, as_alice, item)
         store = app.extensions["idempotency"]
         wait_until_claim_expires(app, store, key)
@@ -292,7 +303,9 @@ class TestInProgress:
         assert movements(app, item) == 2
 
 
-def wait_until_claim_expires(app, store, key, timeout=5.0):
+def wait_until_claim_expires(
+    app: Flask, store: DatabaseStore | RedisStore, key: str, timeout: float = 5.0
+) -> None:
     """Until the claim of ``key`` counts as abandoned (its 1-second lock ran out)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -301,7 +314,7 @@ def wait_until_claim_expires(app, store, key, timeout=5.0):
                 if not store.redis.exists(store.prefix + key):
                     return
             else:
-                expires = db.session.get(IdempotencyKey, key).expires_at
+                expires = db.session.get_one(IdempotencyKey, key).expires_at
                 if expires < utcnow():
                     return
         time.sleep(0.05)
@@ -310,7 +323,9 @@ def wait_until_claim_expires(app, store, key, timeout=5.0):
 
 @database_only
 @pytest.mark.config(IDEMPOTENCY_TTL=0, IDEMPOTENCY_PURGE_BATCH=2)
-def test_answers_expire_and_are_purged_in_batches_outside_requests(app, client, as_alice, item):
+def test_answers_expire_and_are_purged_in_batches_outside_requests(
+    app: Flask, client: Client, as_alice: dict[str, str], item: Any
+) -> None:
     sale(client, keyed(as_alice), item)
     again = sale(client, keyed(as_alice), item)
     assert again.status_code == 201 and "Idempotent-Replayed" not in again.headers
@@ -338,8 +353,14 @@ class TestCaller:
         "form", ["Bearer  {}", "Bearer\t{}", "Basic eDp5, Bearer {}", " Bearer {}, "]
     )
     def test_any_header_the_jwt_library_accepts_scopes_to_its_user(
-        self, app, client, login, alice, item, form
-    ):
+        self,
+        app: Flask,
+        client: Client,
+        login: Callable[..., dict[str, Any]],
+        alice: User,
+        item: Any,
+        form: str,
+    ) -> None:
         token = login(alice)["access_token"]
         first = sale(client, keyed({"Authorization": form.format(token)}), item)
         assert first.status_code == 201
@@ -351,7 +372,14 @@ class TestCaller:
         assert again.headers["Idempotent-Replayed"] == "true" and again.json == first.json
         assert movements(app, item) == 2
 
-    def test_a_revoked_token_gets_401_never_a_replay(self, app, client, login, alice, item):
+    def test_a_revoked_token_gets_401_never_a_replay(
+        self,
+        app: Flask,
+        client: Client,
+        login: Callable[..., dict[str, Any]],
+        alice: User,
+        item: Any,
+    ) -> None:
         tokens = login(alice)
         assert sale(client, keyed(bearer(tokens["access_token"])), item).status_code == 201
         assert client.post("/logout", headers=bearer(tokens["access_token"])).status_code == 200
@@ -360,12 +388,22 @@ class TestCaller:
         assert "Idempotent-Replayed" not in retry.headers
 
     def test_the_token_is_verified_and_the_body_parsed_once(
-        self, app, client, as_alice, item, monkeypatch
-    ):
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        item: Any,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
         app.extensions["blocklist"] = DatabaseBlocklist()  # its lookups are statements
-        parses = []
+        parses: list[bytes] = []
         parse = body_module._parse
-        monkeypatch.setattr(body_module, "_parse", lambda raw: parses.append(raw) or parse(raw))
+
+        def counted_parse(raw: bytes) -> Any:
+            parses.append(raw)
+            return parse(raw)
+
+        monkeypatch.setattr(body_module, "_parse", counted_parse)
         batch = {"update": [{"id": item["id"], "price": "2.00"}], "delete": []}
         with count_queries(app) as statements:
             response = client.post(
@@ -377,8 +415,19 @@ class TestCaller:
 
 
 class TestStoredFingerprint:
-    def test_it_is_keyed_with_a_server_secret(self, app, make_app, client, item, as_alice):
-        body = {"username": "carol", "email": "carol@example.com", "password": "sunshine2024 by the old mill"}
+    def test_it_is_keyed_with_a_server_secret(
+        self,
+        app: Flask,
+        make_app: Callable[..., Flask],
+        client: Client,
+        item: Any,
+        as_alice: dict[str, str],
+    ) -> None:
+        body = {
+            "username": "carol",
+            "email": "carol@example.com",
+            "password": "sunshine 2024 by the old mill",
+        }
         assert (
             client.post("/register", json=body, headers={"Idempotency-Key": "k"}).status_code == 201
         )
@@ -395,17 +444,25 @@ class TestStoredFingerprint:
             assert (computed == stored[0]) == (each is app)
 
 
-def stored_fingerprints(app):
+def stored_fingerprints(app: Flask) -> list[str]:
     store = app.extensions["idempotency"]
     if isinstance(store, RedisStore):
         keys = [k for k in store.redis.scan_iter(f"{store.prefix}*") if b":usage:" not in k]
-        return [json.loads(store.redis.get(k))["fingerprint"] for k in keys]
+        return [json.loads(cast(bytes, store.redis.get(k)))["fingerprint"] for k in keys]
     return [row[0] for row in query(app, select(IdempotencyKey.fingerprint))]
 
 
 class TestQuota:
     @pytest.mark.config(IDEMPOTENCY_QUOTA_KEYS=2)
-    def test_past_the_daily_keys_a_keyed_post_is_429(self, app, client, as_alice, auth, bob, item):
+    def test_past_the_daily_keys_a_keyed_post_is_429(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        auth: Callable[[User], dict[str, str]],
+        bob: User,
+        item: Any,
+    ) -> None:
         for key in ("a", "b"):
             assert sale(client, keyed(as_alice, key), item).status_code == 201
         before = snapshot(app)
@@ -419,14 +476,18 @@ class TestQuota:
         assert movements(app, item) == 4
 
     @pytest.mark.config(IDEMPOTENCY_QUOTA_BYTES=100)
-    def test_past_the_daily_bytes_a_keyed_post_is_429(self, app, client, as_alice, item):
+    def test_past_the_daily_bytes_a_keyed_post_is_429(
+        self, app: Flask, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         first = sale(client, keyed(as_alice, "a"), item)
         assert len(first.get_data()) > 100
         assert_error(sale(client, keyed(as_alice, "b"), item), 429, error="idempotency_quota")
         assert movements(app, item) == 2
 
     @pytest.mark.config(IDEMPOTENCY_MAX_ANSWER_BYTES=100)
-    def test_an_answer_over_the_cap_is_not_kept(self, app, client, as_alice, item):
+    def test_an_answer_over_the_cap_is_not_kept(
+        self, app: Flask, client: Client, as_alice: dict[str, str], item: Any
+    ) -> None:
         assert sale(client, keyed(as_alice), item).status_code == 201
         assert stored_fingerprints(app) == []
         again = sale(client, keyed(as_alice), item)
@@ -434,7 +495,7 @@ class TestQuota:
         assert movements(app, item) == 3
 
 
-def test_every_post_documents_the_header(client):
+def test_every_post_documents_the_header(client: Client) -> None:
     spec = client.get("/openapi.json").json
     for path, operations in spec["paths"].items():
         if "post" not in operations:

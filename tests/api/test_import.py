@@ -213,7 +213,7 @@ def test_a_large_file_is_streamed_not_read_whole(app: Flask, store: Any) -> None
     assert raw.largest <= 64 * 1024
 
 
-def test_many_distinct_names_and_tags_import(app, store, run):
+def test_many_distinct_names_and_tags_import(app: Flask, store: Any, run: Any) -> None:
     """17.8: a chunk with more distinct names and tags than a SELECT may have columns
     (1,664 on PostgreSQL) imports; no statement grows with their number."""
     rows = [f"Item {n},1.00,,,t{n}a|t{n}b" for n in range(900)]  # 900 names, 1,800 tags
@@ -226,14 +226,16 @@ def test_many_distinct_names_and_tags_import(app, store, run):
 
 
 @pytest.mark.postgres
-def test_an_import_leaves_fresh_statistics(app, store, run):
+def test_an_import_leaves_fresh_statistics(app: Flask, store: Any, run: Any) -> None:
     """17.12: the planner's row estimate (and so an estimated count) is right at once."""
     rows = [f"Item {n},1.00,,," for n in range(70)]
     assert run(store["id"], HEADER + "\r\n".join(rows) + "\r\n").exit_code == 0
     assert query(app, text("SELECT reltuples FROM pg_class WHERE relname = 'items'")) == [(70,)]
 
 
-def test_text_starting_with_a_quote_round_trips(app, client, api, as_alice, store, run):
+def test_text_starting_with_a_quote_round_trips(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any, run: Any
+) -> None:
     """Import strips exactly the one ' the export added: "'quoted" stays "'quoted"."""
     names = ["'quoted", "''twice", "=1+1", "+1", "-1", "@x", "plain"]
     for name in names:
@@ -245,7 +247,9 @@ def test_text_starting_with_a_quote_round_trips(app, client, api, as_alice, stor
     assert sorted(got) == sorted((name, name) for name in names)
 
 
-def test_an_empty_stock_cell_leaves_the_stock_as_it_is(app, client, api, as_alice, store, run):
+def test_an_empty_stock_cell_leaves_the_stock_as_it_is(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any, run: Any
+) -> None:
     milk = api.item(as_alice, store, name="Milk", price="1.00", stock=5)
     before = query(app, select(StockMovement.id))
     result = run(store["id"], HEADER + "Milk,1.20,,,\r\n")

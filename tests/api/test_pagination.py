@@ -243,7 +243,7 @@ def test_the_count_is_capped_and_the_last_link_goes_with_it(
 
 
 @pytest.mark.parametrize("size", [99, 100])
-def test_every_link_near_the_window_is_served(client, many_stores, size):
+def test_every_link_near_the_window_is_served(client: Client, many_stores: None, size: int) -> None:
     """With an exact total, rel="last" is given only when page numbers reach it (100
     rows a page: page 101 starts at row 10,000, past the window: no such link)."""
     response = client.get(f"/stores?page_size={size}&page=1&count=exact")
@@ -259,7 +259,7 @@ def test_every_link_near_the_window_is_served(client, many_stores, size):
             assert len(followed.json) == 10_050 - 101 * 99
 
 
-def test_the_last_numbered_page_links_on_with_a_cursor(client, many_stores):
+def test_the_last_numbered_page_links_on_with_a_cursor(client: Client, many_stores: None) -> None:
     response = client.get("/stores?page_size=100&page=100")
     assert [s["name"] for s in response.json][-1] == "Store 09999"
     nxt = links(response)["next"]

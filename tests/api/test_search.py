@@ -395,7 +395,7 @@ TAGS = [f"t{n}" for n in range(10)]
 
 
 @pytest.fixture
-def ten_tags(app, as_alice, api):
+def ten_tags(app: Flask, as_alice: dict[str, str], api: CatalogFactory) -> tuple[Any, list[Any]]:
     """Items carrying all ten tags (and one carrying nine)."""
     store = api.store(as_alice)
     tags = [api.tag(as_alice, store, name) for name in TAGS]
@@ -412,12 +412,16 @@ class TestTagBound:
     @pytest.mark.parametrize(
         "path", ["/items", "/stores/1/items", "/items.csv", "/stores/1/items.csv"]
     )
-    def test_eleven_tags_are_refused(self, client, ten_tags, path):
+    def test_eleven_tags_are_refused(
+        self, client: Client, ten_tags: tuple[Any, list[Any]], path: str
+    ) -> None:
         query = urlencode([("tag", name) for name in [*TAGS, "t10"]])
         body = assert_error(client.get(f"{path}?{query}"), 422)
         assert body["errors"]["query"]["tag"] == ["Longer than maximum length 10."]
 
-    def test_ten_tags_find_the_items_that_carry_all(self, client, ten_tags):
+    def test_ten_tags_find_the_items_that_carry_all(
+        self, client: Client, ten_tags: tuple[Any, list[Any]]
+    ) -> None:
         _store, items = ten_tags
         query = urlencode([("tag", name.upper()) for name in TAGS])
         for path in ("/items", "/stores/1/items"):
@@ -427,7 +431,9 @@ class TestTagBound:
         assert client.get(f"/items?{nine_and_unknown}").json == []
 
     @pytest.mark.postgres
-    def test_planning_ten_tags_costs_about_as_much_as_one(self, app, ten_tags):
+    def test_planning_ten_tags_costs_about_as_much_as_one(
+        self, app: Flask, ten_tags: tuple[Any, list[Any]]
+    ) -> None:
         """PostgreSQL's planning time (EXPLAIN SUMMARY, best of several) of the filter
         with 10 tags stays within a small factor of 1 tag: one EXISTS per tag made it
         grow steeply (100 tags: seconds)."""
@@ -435,9 +441,9 @@ class TestTagBound:
         assert planning[10] < 3 * planning[1] + 0.5, planning
 
 
-def planning_ms(app, names: list[str], runs: int = 7) -> float:
+def planning_ms(app: Flask, names: list[str], runs: int = 7) -> float:
     """The best planning time of the list's statement for ``names``, in ms."""
-    times = []
+    times: list[float] = []
     with app.test_request_context():
         query = item_search({"tag": names}).order_by(Item.id).limit(11)
         compiled = query.compile(bind=db.engine)

@@ -1,5 +1,7 @@
 """`flask seed`: fake stores, items, tags and stock that keep every rule of the API."""
 
+from typing import cast
+
 import pytest
 from flask import Flask
 from sqlalchemy import func, select, text
@@ -48,15 +50,17 @@ def test_seeds_a_consistent_catalog(app: Flask, client: Client, admin: User) -> 
 
 
 @pytest.mark.postgres
-def test_a_seed_leaves_fresh_statistics(app, admin):
+def test_a_seed_leaves_fresh_statistics(app: Flask, admin: User) -> None:
     """17.12: the planner's row estimate (and so an estimated count) is right at once."""
     result = app.test_cli_runner().invoke(args=["seed", "--stores", "1", "--items", "60"])
     assert result.exit_code == 0, result.output
     assert reltuples(app, "items") == 60
 
 
-def reltuples(app, table: str) -> float:
-    return query(app, text(f"SELECT reltuples FROM pg_class WHERE relname = '{table}'"))[0][0]
+def reltuples(app: Flask, table: str) -> float:
+    return cast(
+        float, query(app, text(f"SELECT reltuples FROM pg_class WHERE relname = '{table}'"))[0][0]
+    )
 
 
 def test_needs_an_owner(app: Flask, alice: User) -> None:

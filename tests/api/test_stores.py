@@ -128,7 +128,9 @@ class TestCreate:
             == "(555) 555-0100"
         )
 
-    def test_name_of_exactly_80_characters(self, app, client, as_alice):
+    def test_name_of_exactly_80_characters(
+        self, app: Flask, client: Client, as_alice: dict[str, str]
+    ) -> None:
         name = "é" + "x" * 78 + "🙂"  # 80 characters, more bytes
         response = client.post("/stores", json={"name": f"  {name}  "}, headers=as_alice)
         assert response.status_code == 201 and response.json["name"] == name

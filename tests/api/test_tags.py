@@ -134,7 +134,9 @@ class TestTags:
 
 
 @pytest.mark.parametrize("name", ["a|b", "|", " dairy|organic "])
-def test_a_name_with_the_csv_tag_separator_is_refused(app, client, as_alice, store, api, name):
+def test_a_name_with_the_csv_tag_separator_is_refused(
+    app: Flask, client: Client, as_alice: dict[str, str], store: Any, api: CatalogFactory, name: str
+) -> None:
     """§4: the CSV export joins tags with `|`: such a name would come back as two tags."""
     tag = api.tag(as_alice, store, "dairy")
     before = snapshot(app)

@@ -130,7 +130,14 @@ class TestPatch:
         response = client.patch(f"/users/{alice.id}", json={"role": "owner"}, headers=auth(admin))
         assert "role" in assert_error(response, 422)["errors"]["json"]
 
-    def test_self_changes_email_and_password(self, app, client, alice, as_alice, login):
+    def test_self_changes_email_and_password(
+        self,
+        app: Flask,
+        client: Client,
+        alice: User,
+        as_alice: dict[str, str],
+        login: Callable[..., dict[str, Any]],
+    ) -> None:
         created = client.get("/users/me", headers=as_alice).json["created_at"]
         body = {"email": "alice.fresh@example.com", "password": "a brand new password"} | CONFIRM
         response = client.patch(f"/users/{alice.id}", json=body, headers=as_alice)

@@ -216,7 +216,9 @@ SESSION_ENDING = [
 
 
 @pytest.mark.parametrize("signed_in_throughout", [False, True], ids=["all", "signed-in"])
-def test_sequences_of_calls_keep_the_contract(api_schema, tokens, signed_in_throughout):
+def test_sequences_of_calls_keep_the_contract(
+    api_schema: Any, tokens: TokenSource, signed_in_throughout: bool
+) -> None:
     """The stateful phase: chains of calls that feed each other's ids and bodies."""
     if signed_in_throughout:
         for method, path in SESSION_ENDING:
