@@ -42,7 +42,9 @@ from core.catalog.csv_import import (
     UnreadableFileError,
     _cells,
     _flatten,
+    items_as_json,
     read_header,
+    record_item_events,
 )
 from core.catalog.stock import MAX_STOCK
 from core.web.fields import BLANKS, MAX_QUANTITY, SKU_PATTERN, TAG_SEPARATOR, text_pattern
@@ -455,7 +457,15 @@ def import_items(
         if dry_run or (summary.invalid and not skip_invalid):
             db.session.rollback()
             return summary
+        # The changed items as GET showed them: the `previous` of their events (§10).
+        cursor.execute(
+            "SELECT item_id FROM import_plan WHERE item_id IS NOT NULL AND (changed OR relink)"
+        )
+        updated = [row[0] for row in cursor.fetchall()]
+        before = items_as_json(updated)
         _write(cursor, params)
+        cursor.execute("SELECT item_id FROM import_plan WHERE old_stock IS NULL ORDER BY line")
+        record_item_events(store, before, updated, [row[0] for row in cursor.fetchall()])
     except UnicodeDecodeError as exc:
         db.session.rollback()
         raise UnreadableFileError(f"The file is not UTF-8 text ({exc.reason}).") from None

@@ -263,7 +263,7 @@ class Importer:
         now = utcnow()
         existing = self._matches(by_name)
         # As GET returned them before the import: the `previous` of their events.
-        before = _as_json([item.id for item in existing.values()])
+        before = items_as_json([item.id for item in existing.values()])
         relinked, updated = self._update(existing, by_name, wanted, now)
         new_rows = [(key, row) for key, row in by_name.items() if key not in existing]
         new_links = [(item_id, wanted[key]) for item_id, key in relinked.items()]
@@ -272,7 +272,7 @@ class Importer:
         link_rows = [{"item_id": item_id, "tag_id": t} for item_id, tags in new_links for t in tags]
         if link_rows:
             db.session.execute(insert(item_tags), link_rows)
-        self._record(before, updated, [item_id for item_id, _ in created])
+        record_item_events(self.store, before, updated, [item_id for item_id, _ in created])
 
     def _update(
         self,
@@ -369,25 +369,28 @@ class Importer:
         )
         return [(item_id, wanted[key]) for item_id, (key, _) in pairs]
 
-    def _record(self, before: dict[int, Any], updated: list[int], created: list[int]) -> None:
-        """One event per item created or changed, committed with the rows (§10)."""
-        after = _as_json([*updated, *created], release=True)
-        owner = self.store.owner_id
-        for item_id in updated:
-            previous = changes(before[item_id], after[item_id])
-            if previous:
-                record(
-                    "item.updated",
-                    store_id=self.store.id,
-                    obj=after[item_id],
-                    previous=previous,
-                    owner_id=owner,
-                )
-        for item_id in created:
-            record("item.created", store_id=self.store.id, obj=after[item_id], owner_id=owner)
+
+def record_item_events(
+    store: Store, before: dict[int, Any], updated: list[int], created: list[int]
+) -> None:
+    """One event per item an import created or changed, committed with the rows (§10);
+    ``before``: the changed items as GET returned them before the import."""
+    after = items_as_json([*updated, *created], release=True)
+    for item_id in updated:
+        previous = changes(before[item_id], after[item_id])
+        if previous:
+            record(
+                "item.updated",
+                store_id=store.id,
+                obj=after[item_id],
+                previous=previous,
+                owner_id=store.owner_id,
+            )
+    for item_id in created:
+        record("item.created", store_id=store.id, obj=after[item_id], owner_id=store.owner_id)
 
 
-def _as_json(ids: list[int], *, release: bool = False) -> dict[int, Any]:
+def items_as_json(ids: list[int], *, release: bool = False) -> dict[int, Any]:
     """Items as GET returns them, by id (read now, in the import's transaction)."""
     if not ids:
         return {}
