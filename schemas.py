@@ -101,7 +101,7 @@ class RegisterSchema(ma.Schema):
     password = Password(required=True, metadata={"example": "correct horse battery"})
 
     @validates_schema(skip_on_field_errors=False)
-    def _strong_password(self, data: dict, **_kwargs) -> None:
+    def _strong_password(self, data: dict[str, Any], **_kwargs: Any) -> None:
         if "password" in data:
             check_password_quality(
                 data["password"], username=data.get("username"), emails=[data.get("email")]

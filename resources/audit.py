@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from core.auth.permissions import login_required
 from core.lists.listing import LIST_HEADERS, Listing
@@ -25,7 +27,7 @@ class Audit(MethodView):
     @login_required(blp)
     @blp.response(200, AuditEntrySchema(many=True), headers=LIST_HEADERS)
     @ENTRIES.paginate(blp, AuditQuerySchema)
-    def get(self, args):
+    def get(self, args: dict[str, Any]) -> Select[AuditEntry]:
         """The audit log: all of it for an admin, a store owner's stores' entries"""
         query = select(AuditEntry)
         if not current_user.is_admin:

@@ -47,7 +47,7 @@ def _fresh_for_deletes(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _record(store: Store, before: dict, result: dict) -> None:
+def _record(store: Store, before: dict[int, Any], result: dict[str, Any]) -> None:
     """One audit entry per item, as the single-item endpoints write them."""
     for item_id in result["deleted"]:
         changes = audit.deleted(before[item_id])

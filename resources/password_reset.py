@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask.views import MethodView
 from marshmallow import ValidationError
 
@@ -36,7 +38,7 @@ class PasswordResetRequest(MethodView):
     @blp.arguments(PasswordResetRequestSchema)
     @blp.response(202, MessageSchema)
     @blp.alt_response(429, response="TOO_MANY_REQUESTS")
-    def post(self, data):
+    def post(self, data: dict[str, Any]) -> dict[str, str]:
         """Mail a link to reset the password (the same answer for any address)"""
         request_reset(data["email"])
         return {"message": ASKED}
@@ -49,7 +51,7 @@ class PasswordResetConfirm(MethodView):
     @blp.arguments(PasswordResetConfirmSchema)
     @blp.response(204)
     @blp.alt_response(429, response="TOO_MANY_REQUESTS")
-    def post(self, data):
+    def post(self, data: dict[str, Any]) -> None:
         """Set a new password with the mailed token; every session of the user ends"""
         try:
             reset = find_reset(data["token"])
@@ -62,7 +64,9 @@ class PasswordResetConfirm(MethodView):
                     field="new_password",
                 )
             except ValidationError as exc:
-                abort(422, errors={"json": exc.normalized_messages()})
+                # marshmallow leaves normalized_messages unannotated.
+                messages = exc.normalized_messages()  # type: ignore[no-untyped-call]
+                abort(422, errors={"json": messages})
             redeem(reset, user, data["new_password"])
             # The mailed token authenticates its holder as the user, as a token does.
             changes = {"password": audit.SECRET_CHANGE}

@@ -43,7 +43,7 @@ from helpers import (
     create_user,
     make_config,
 )
-from mailserver import smtp_server
+from mailserver import Mailbox, smtp_server
 from models import User
 
 # A developer's .env must not change what the tests see (core.web.config.load_env_file,
@@ -230,7 +230,7 @@ def api(client: Client) -> CatalogFactory:
 
 
 @pytest.fixture
-def mailbox(app):
+def mailbox(app: Flask) -> Iterator[Mailbox]:
     """A real SMTP server (aiosmtpd) that ``app`` sends its mail to."""
     with smtp_server() as box:
         app.config.update(MAIL_SERVER=box.host, MAIL_PORT=box.port)

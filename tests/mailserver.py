@@ -10,22 +10,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from servers import free_port
 
 
 @dataclass
 class Received:
-    mail_from: str
+    mail_from: str | None  # aiosmtpd's Envelope: None until MAIL FROM
     rcpt_tos: list[str]
     message: EmailMessage
 
     @property
     def text(self) -> str:
-        return self.message.get_content()
+        text: str = self.message.get_content()  # typeshed leaves get_content unannotated
+        return text
 
 
 class Mailbox:
@@ -37,8 +40,12 @@ class Mailbox:
         self.host = "127.0.0.1"
         self.port = 0
 
-    async def handle_DATA(self, _server, _session, envelope) -> str:  # noqa: N802 - aiosmtpd's name
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    async def handle_DATA(  # noqa: N802 - aiosmtpd's name
+        self, _server: SMTP, _session: Session, envelope: Envelope
+    ) -> str:
+        # The Controller's default decode_data=False: DATA's content arrives as bytes.
+        content = cast(bytes, envelope.content)
+        message = email.message_from_bytes(content, policy=email.policy.default)
         with self.changed:
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
             self.changed.notify_all()
@@ -58,7 +65,7 @@ LINK = re.compile(r"(\S+/password-reset\?token=\S+)")
 def follow(received: Received, base_url: str = "http://localhost:5000") -> str:
     """The token of the reset link in a received mail, read as a front end at
     ``base_url`` (PUBLIC_BASE_URL) would read it."""
-    links = LINK.findall(received.text)
+    links: list[str] = LINK.findall(received.text)
     assert len(links) == 1, received.text
     url = urlsplit(links[0])
     assert f"{url.scheme}://{url.netloc}" == base_url

@@ -3,43 +3,50 @@ with its change; GET /audit for admins (all) and store owners (their stores').""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy import func, insert, select, update
 
 from core.auth import audit
 from db import db
-from helpers import PASSWORD, assert_error, bearer, query
-from models import AuditEntry
+from helpers import PASSWORD, CatalogFactory, Client, assert_error, bearer, query
+from models import AuditEntry, User
 from models.types import utcnow
 
 FIELDS = {"id", "actor", "action", "target", "changes", "request_id", "ip", "created_at"}
 
 
-def entries(client, headers, query_string="", page_size=100):
+def entries(
+    client: Client, headers: dict[str, str], query_string: str = "", page_size: int = 100
+) -> list[dict[str, Any]]:
     response = client.get(f"/audit?page_size={page_size}&{query_string}", headers=headers)
     assert response.status_code == 200, response.json
     for entry in response.json:
         assert set(entry) == FIELDS
-    return response.json
+    listed: list[dict[str, Any]] = response.json
+    return listed
 
 
-def actions(rows):
+def actions(rows: list[dict[str, Any]]) -> list[str]:
     return [row["action"] for row in rows]
 
 
-def stored(app):
-    return query(app, select(AuditEntry.action).order_by(AuditEntry.id))
+def stored(app: Flask) -> list[tuple[str]]:
+    rows: list[tuple[str]] = query(app, select(AuditEntry.action).order_by(AuditEntry.id))
+    return rows
 
 
 @pytest.fixture
-def as_admin(auth, admin):
+def as_admin(auth: Callable[[User], dict[str, str]], admin: User) -> dict[str, str]:
     return auth(admin)
 
 
 class TestSignIns:
-    def test_a_sign_in(self, client, alice, as_admin):
+    def test_a_sign_in(self, client: Client, alice: User, as_admin: dict[str, str]) -> None:
         response = client.post(
             "/login",
             json={"username": "alice", "password": PASSWORD},
@@ -58,8 +65,8 @@ class TestSignIns:
         assert abs(created - datetime.now(UTC)) < timedelta(minutes=1)
 
     def test_failed_sign_ins_are_recorded_although_the_request_fails(
-        self, app, client, alice, as_admin
-    ):
+        self, app: Flask, client: Client, alice: User, as_admin: dict[str, str]
+    ) -> None:
         wrong = client.post("/login", json={"username": "alice", "password": "not it at all"})
         assert_error(wrong, 401, error="invalid_credentials")
         ghost = client.post("/login", json={"username": "ghost", "password": PASSWORD})
@@ -74,7 +81,14 @@ class TestSignIns:
 
 
 class TestAccounts:
-    def test_register_role_email_password_delete(self, app, client, admin, as_admin, login):
+    def test_register_role_email_password_delete(
+        self,
+        app: Flask,
+        client: Client,
+        admin: User,
+        as_admin: dict[str, str],
+        login: Callable[..., dict[str, Any]],
+    ) -> None:
         body = {"username": "carol", "email": "carol@example.com", "password": PASSWORD}
         user_id = client.post("/register", json=body).json["id"]
         role = client.patch(f"/users/{user_id}", json={"role": "admin"}, headers=as_admin)
@@ -115,7 +129,15 @@ class TestAccounts:
         assert removed["actor"] == {"type": "user", "id": admin.id}
         assert removed["changes"]["username"] == ["carol", None]
 
-    def test_a_refused_change_writes_nothing(self, app, client, alice, bob, as_alice, auth):
+    def test_a_refused_change_writes_nothing(
+        self,
+        app: Flask,
+        client: Client,
+        alice: User,
+        bob: User,
+        as_alice: dict[str, str],
+        auth: Callable[[User], dict[str, str]],
+    ) -> None:
         before = stored(app)
         wrong = {"email": "x@example.com", "current_password": "not my password"}
         assert_error(client.patch(f"/users/{alice.id}", json=wrong, headers=as_alice), 403)
@@ -125,7 +147,15 @@ class TestAccounts:
 
 
 class TestCatalog:
-    def test_every_catalog_change(self, app, client, alice, as_alice, api, as_admin):
+    def test_every_catalog_change(
+        self,
+        app: Flask,
+        client: Client,
+        alice: User,
+        as_alice: dict[str, str],
+        api: CatalogFactory,
+        as_admin: dict[str, str],
+    ) -> None:
         store = api.store(as_alice, "Corner Shop")
         patched = client.patch(
             f"/stores/{store['id']}", json={"address": "1 Main St"}, headers=as_alice
@@ -182,7 +212,14 @@ class TestCatalog:
         assert by[10]["changes"]["name"] == ["Milk", None]
         assert by[11]["changes"]["name"] == ["Corner Shop", None]
 
-    def test_a_batch_writes_an_entry_per_item(self, app, client, as_alice, api, as_admin):
+    def test_a_batch_writes_an_entry_per_item(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        api: CatalogFactory,
+        as_admin: dict[str, str],
+    ) -> None:
         store = api.store(as_alice)
         kept, gone = api.item(as_alice, store, "Tea"), api.item(as_alice, store, "Jam")
         body = {
@@ -201,7 +238,15 @@ class TestCatalog:
         ]
         assert rows[1]["changes"] == {"price": [1.5, 3.0]}
 
-    def test_a_change_that_fails_writes_no_entry(self, app, client, as_alice, api, bob, auth):
+    def test_a_change_that_fails_writes_no_entry(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        api: CatalogFactory,
+        bob: User,
+        auth: Callable[[User], dict[str, str]],
+    ) -> None:
         store = api.store(as_alice, "Corner Shop")
         before = stored(app)
         duplicate = client.post("/stores", json={"name": "corner shop"}, headers=as_alice)
@@ -212,7 +257,9 @@ class TestCatalog:
         # Only bob's sign-in was added.
         assert after == [*before, ("user.signed_in",)]
 
-    def test_an_unchanged_update_writes_no_entry(self, app, client, as_alice, api):
+    def test_an_unchanged_update_writes_no_entry(
+        self, app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
         store = api.store(as_alice, "Corner Shop")
         before = stored(app)
         same = client.patch(
@@ -224,36 +271,64 @@ class TestCatalog:
 
 class TestList:
     @pytest.fixture
-    def two_stores(self, client, as_alice, auth, bob, api):
+    def two_stores(
+        self,
+        client: Client,
+        as_alice: dict[str, str],
+        auth: Callable[[User], dict[str, str]],
+        bob: User,
+        api: CatalogFactory,
+    ) -> tuple[Any, Any]:
         as_bob = auth(bob)
         mine, theirs = api.store(as_alice, "Mine"), api.store(as_bob, "Theirs")
         api.item(as_alice, mine, "Milk")
         api.item(as_bob, theirs, "Jam")
         return mine, theirs
 
-    def test_an_owner_sees_their_stores_entries_only(self, client, as_alice, two_stores):
+    def test_an_owner_sees_their_stores_entries_only(
+        self, client: Client, as_alice: dict[str, str], two_stores: tuple[Any, Any]
+    ) -> None:
         mine, _ = two_stores
         rows = entries(client, as_alice)
         assert actions(rows) == ["store.created", "item.created"]
         assert rows[0]["target"] == {"type": "store", "id": mine["id"]}
 
-    def test_an_admin_sees_everything(self, client, as_admin, two_stores):
+    def test_an_admin_sees_everything(
+        self, client: Client, as_admin: dict[str, str], two_stores: tuple[Any, Any]
+    ) -> None:
         rows = entries(client, as_admin)
         assert actions(rows).count("store.created") == 2
         assert "user.signed_in" in actions(rows)
 
-    def test_a_user_without_stores_sees_nothing(self, client, auth, make_user, two_stores):
+    def test_a_user_without_stores_sees_nothing(
+        self,
+        client: Client,
+        auth: Callable[[User], dict[str, str]],
+        make_user: Callable[..., User],
+        two_stores: tuple[Any, Any],
+    ) -> None:
         assert entries(client, auth(make_user("carol"))) == []
 
-    def test_signing_in_is_needed(self, client):
+    def test_signing_in_is_needed(self, client: Client) -> None:
         assert_error(client.get("/audit"), 401)
 
-    def test_oldest_first_or_newest_first(self, client, as_admin, two_stores):
+    def test_oldest_first_or_newest_first(
+        self, client: Client, as_admin: dict[str, str], two_stores: tuple[Any, Any]
+    ) -> None:
         ids = [r["id"] for r in entries(client, as_admin)]
         assert ids == sorted(ids)
         assert [r["id"] for r in entries(client, as_admin, "sort=-id")] == ids[::-1]
 
-    def test_filters(self, app, client, admin, bob, as_admin, login, two_stores):
+    def test_filters(
+        self,
+        app: Flask,
+        client: Client,
+        admin: User,
+        bob: User,
+        as_admin: dict[str, str],
+        login: Callable[..., dict[str, Any]],
+        two_stores: tuple[Any, Any],
+    ) -> None:
         mine, _ = two_stores
         by_bob = entries(client, as_admin, f"actor_id={bob.id}")
         assert by_bob and all(r["actor"]["id"] == bob.id for r in by_bob)
@@ -280,12 +355,14 @@ class TestList:
             "sort=created_at",
         ],
     )
-    def test_bad_queries(self, client, as_admin, query_string):
+    def test_bad_queries(self, client: Client, as_admin: dict[str, str], query_string: str) -> None:
         assert_error(client.get(f"/audit?{query_string}", headers=as_admin), 422)
 
-    def test_cursor_paging_walks_every_entry_once(self, client, as_admin, two_stores):
+    def test_cursor_paging_walks_every_entry_once(
+        self, client: Client, as_admin: dict[str, str], two_stores: tuple[Any, Any]
+    ) -> None:
         every = [r["id"] for r in entries(client, as_admin, "action=store.created")]
-        url = "/audit?page_size=1&action=store.created"
+        url: str | None = "/audit?page_size=1&action=store.created"
         seen = []
         while url:
             response = client.get(url, headers=as_admin)
@@ -299,21 +376,21 @@ class TestList:
 
 
 class TestNeverASecret:
-    def test_record_refuses_a_secret_value(self, app):
+    def test_record_refuses_a_secret_value(self, app: Flask) -> None:
         with app.test_request_context():
             for field in ("password", "new_password", "token", "key", "password_hash"):
                 with pytest.raises(ValueError, match=field):
                     audit.record("user.updated", "user", 1, {field: ["a", "b"]})
             audit.record("user.updated", "user", 1, {"password": []})  # by name: fine
 
-    def test_dumps_lose_secret_fields(self):
+    def test_dumps_lose_secret_fields(self) -> None:
         assert audit.updated({"password": "a", "name": "x"}, {"password": "b", "name": "y"}) == {
             "name": ["x", "y"]
         }
 
 
 class TestRetention:
-    def add_entries(self, app, *ages_in_days):
+    def add_entries(self, app: Flask, *ages_in_days: int) -> None:
         with app.app_context():
             rows = [
                 {
@@ -328,22 +405,23 @@ class TestRetention:
             db.session.execute(insert(AuditEntry), rows)
             db.session.commit()
 
-    def count(self, app):
-        return query(app, select(func.count()).select_from(AuditEntry))[0][0]
+    def count(self, app: Flask) -> int:
+        total: int = query(app, select(func.count()).select_from(AuditEntry))[0][0]
+        return total
 
     @pytest.mark.config(AUDIT_RETENTION_DAYS=30)
-    def test_entries_past_the_retention_go(self, app):
+    def test_entries_past_the_retention_go(self, app: Flask) -> None:
         self.add_entries(app, 31, 40, 29, 0)
         result = app.test_cli_runner().invoke(args=["audit", "purge"])
         assert result.exit_code == 0 and "Purged 2 audit entries." in result.output
         assert self.count(app) == 2
 
     @pytest.mark.config(AUDIT_RETENTION_DAYS=0)
-    def test_zero_keeps_everything(self, app):
+    def test_zero_keeps_everything(self, app: Flask) -> None:
         self.add_entries(app, 4000)
         with app.app_context():
             assert audit.purge() == 0
         assert self.count(app) == 1
 
-    def test_the_default_is_a_year(self, app):
+    def test_the_default_is_a_year(self, app: Flask) -> None:
         assert app.config["AUDIT_RETENTION_DAYS"] == 365

@@ -5,13 +5,16 @@ refresh tokens, a reset token — then everything written is searched for each."
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy import select
 
 from core.web.request_log import JsonFormatter, TextFormatter
-from helpers import PASSWORD, bearer, query, snapshot
-from mailserver import follow
+from helpers import PASSWORD, Client, bearer, query, snapshot
+from mailserver import Mailbox, follow
 from models import AuditEntry
 
 WRONG = "not the password at all"
@@ -36,7 +39,7 @@ class Lines(logging.Handler):
 
 
 @pytest.fixture
-def log_lines():
+def log_lines() -> Iterator[list[str]]:
     handler, root = Lines(), logging.getLogger()
     level = root.level
     root.addHandler(handler)
@@ -46,16 +49,18 @@ def log_lines():
     root.setLevel(level)
 
 
-def test_no_secret_is_written_anywhere(app, client, mailbox, log_lines):
+def test_no_secret_is_written_anywhere(
+    app: Flask, client: Client, mailbox: Mailbox, log_lines: list[str]
+) -> None:
     secrets: set[str] = {PASSWORD, WRONG, CHANGED, RESET, app.config["JWT_SECRET_KEY"]}
 
-    def remember(tokens: dict) -> dict:
+    def remember(tokens: dict[str, Any]) -> dict[str, Any]:
         for name in ("access_token", "refresh_token"):
             secrets.add(tokens[name])
             secrets.add(tokens[name].rsplit(".", 1)[1])  # the signature alone
         return tokens
 
-    def sign_in(password: str) -> dict:
+    def sign_in(password: str) -> dict[str, Any]:
         response = client.post("/login", json={"username": "dora", "password": password})
         assert response.status_code == 200, response.json
         return remember(response.json)

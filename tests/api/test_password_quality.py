@@ -4,15 +4,22 @@ test_password_reset.py); ``flask create-admin`` only warns."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
+from click.testing import Result
+from flask import Flask
 from sqlalchemy import select
 
 from core.auth.passwords import CONTAINS_NAME, TOO_WEAK
-from helpers import PASSWORD, assert_error, create_user, query, snapshot
+from helpers import PASSWORD, Client, Response, assert_error, create_user, query, snapshot
 from models import User
 
 
-def register(client, password, username="alice", email="alice.smith@example.com"):
+def register(
+    client: Client, password: str, username: str = "alice", email: str = "alice.smith@example.com"
+) -> Response:
     body = {"username": username, "email": email, "password": password}
     return client.post("/register", json=body)
 
@@ -21,7 +28,9 @@ class TestRegister:
     @pytest.mark.parametrize(
         "password", ["password123", "12345678910", "qwertyuiop", "aaaaaaaaaaaa", "Summer2026!"]
     )
-    def test_a_guessable_password_is_a_422_with_feedback(self, app, client, password):
+    def test_a_guessable_password_is_a_422_with_feedback(
+        self, app: Flask, client: Client, password: str
+    ) -> None:
         before = snapshot(app)
         body = assert_error(register(client, password), 422)
         messages = body["errors"]["json"]["password"]
@@ -38,13 +47,15 @@ class TestRegister:
             "zebra-alice.smith-violin",
         ],
     )
-    def test_a_password_holding_the_username_or_email_is_refused(self, app, client, password):
+    def test_a_password_holding_the_username_or_email_is_refused(
+        self, app: Flask, client: Client, password: str
+    ) -> None:
         before = snapshot(app)
         body = assert_error(register(client, password), 422)
         assert body["errors"]["json"]["password"] == [CONTAINS_NAME]
         assert snapshot(app) == before
 
-    def test_the_domain_of_the_email_is_not_personal(self, client):
+    def test_the_domain_of_the_email_is_not_personal(self, client: Client) -> None:
         # Only the local part counts: "example" may appear.
         response = register(client, "an example of a passphrase")
         assert response.status_code == 201, response.json
@@ -57,25 +68,31 @@ class TestRegister:
             "x7" + "ŧħë ŋøřŧħ ŵïŋđ" * 9,  # 128 characters, not ASCII
         ],
     )
-    def test_no_composition_rules_within_8_to_128(self, app, client, password):
+    def test_no_composition_rules_within_8_to_128(
+        self, app: Flask, client: Client, password: str
+    ) -> None:
         assert len(password) <= 128
         response = register(client, password)
         assert response.status_code == 201, response.json
         assert query(app, select(User.username)) == [("alice",)]
 
     @pytest.mark.parametrize("password", ["Xq9#vz!", "ŧħë ŋøřŧħ ŵïŋđ" * 10])
-    def test_length_outside_8_to_128_is_still_a_422(self, app, client, password):
+    def test_length_outside_8_to_128_is_still_a_422(
+        self, app: Flask, client: Client, password: str
+    ) -> None:
         body = assert_error(register(client, password), 422)
         assert "password" in body["errors"]["json"]
         assert query(app, select(User.id)) == []
 
-    def test_other_field_errors_are_reported_with_the_password(self, client):
+    def test_other_field_errors_are_reported_with_the_password(self, client: Client) -> None:
         body = assert_error(register(client, "password123", username="a"), 422)
         assert set(body["errors"]["json"]) == {"username", "password"}
 
 
 class TestChange:
-    def test_a_weak_new_password_is_a_422_and_nothing_changes(self, app, client, alice, as_alice):
+    def test_a_weak_new_password_is_a_422_and_nothing_changes(
+        self, app: Flask, client: Client, alice: User, as_alice: dict[str, str]
+    ) -> None:
         before = snapshot(app)
         body = {"password": "password123", "current_password": PASSWORD}
         response = client.patch(f"/users/{alice.id}", json=body, headers=as_alice)
@@ -92,40 +109,54 @@ class TestChange:
         ],
     )
     def test_a_new_password_holding_the_account_is_refused(
-        self, app, client, alice, as_alice, changes, password
-    ):
+        self,
+        app: Flask,
+        client: Client,
+        alice: User,
+        as_alice: dict[str, str],
+        changes: dict[str, Any],
+        password: str,
+    ) -> None:
         before = snapshot(app)
         body = {"password": password, "current_password": PASSWORD} | changes
         response = client.patch(f"/users/{alice.id}", json=body, headers=as_alice)
         assert assert_error(response, 422)["errors"]["json"]["password"] == [CONTAINS_NAME]
         assert snapshot(app) == before
 
-    def test_a_strong_new_password_is_taken(self, client, alice, as_alice, login):
+    def test_a_strong_new_password_is_taken(
+        self,
+        client: Client,
+        alice: User,
+        as_alice: dict[str, str],
+        login: Callable[..., dict[str, Any]],
+    ) -> None:
         body = {"password": "violet anchor midnight", "current_password": PASSWORD}
         response = client.patch(f"/users/{alice.id}", json=body, headers=as_alice)
         assert response.status_code == 200, response.json
         assert login("alice", "violet anchor midnight")["token_type"] == "Bearer"
 
 
-def test_existing_users_keep_a_weak_password(app, login):
+def test_existing_users_keep_a_weak_password(
+    app: Flask, login: Callable[..., dict[str, Any]]
+) -> None:
     # Accounts made before the rule: the login is not judged, only a new password.
     create_user(app, "legacy", password="password1")
     assert login("legacy", "password1")["token_type"] == "Bearer"
 
 
 class TestCreateAdmin:
-    def invoke(self, app, password):
+    def invoke(self, app: Flask, password: str) -> Result:
         args = ["create-admin", "--username", "boss", "--email", "boss@example.com"]
         return app.test_cli_runner().invoke(args=[*args, "--password", password])
 
-    def test_a_weak_password_only_warns(self, app):
+    def test_a_weak_password_only_warns(self, app: Flask) -> None:
         result = self.invoke(app, "password123")
         assert result.exit_code == 0, result.output
         assert "Warning: weak password" in result.output
         assert TOO_WEAK in result.output
         assert query(app, select(User.username, User.role)) == [("boss", "admin")]
 
-    def test_a_strong_password_says_nothing_of_it(self, app):
+    def test_a_strong_password_says_nothing_of_it(self, app: Flask) -> None:
         result = self.invoke(app, PASSWORD)
         assert result.exit_code == 0 and "Warning" not in result.output
         assert query(app, select(User.username)) == [("boss",)]

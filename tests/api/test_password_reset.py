@@ -7,16 +7,19 @@ import hashlib
 import re
 import statistics
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy import select, update
 
 from core.auth.passwords import CONTAINS_NAME, TOO_WEAK
 from core.auth.reset import send_password_reset
 from db import db
-from helpers import PASSWORD, REDIS_URL, assert_error, bearer, query, snapshot
-from mailserver import follow
+from helpers import PASSWORD, REDIS_URL, Client, Response, assert_error, bearer, query, snapshot
+from mailserver import Mailbox, follow
 from models import PasswordReset, User
 from models.types import utcnow
 from resources.password_reset import ASKED
@@ -24,23 +27,32 @@ from resources.password_reset import ASKED
 NEW_PASSWORD = "lantern orchard violet"
 
 
-def ask(client, email, ip="127.0.0.1"):
+def ask(client: Client, email: str, ip: str = "127.0.0.1") -> Response:
     return client.post("/password-reset", json={"email": email}, environ_base={"REMOTE_ADDR": ip})
 
 
-def confirm(client, token, new_password=NEW_PASSWORD, ip="127.0.0.1"):
+def confirm(
+    client: Client, token: str | int | None, new_password: str = NEW_PASSWORD, ip: str = "127.0.0.1"
+) -> Response:
     body = {"token": token, "new_password": new_password}
     return client.post("/password-reset/confirm", json=body, environ_base={"REMOTE_ADDR": ip})
 
 
-def assert_asked(response):
+def assert_asked(response: Response) -> None:
     assert response.status_code == 202, response.get_data(as_text=True)
     assert response.json == {"message": ASKED}
     assert "Location" not in response.headers
 
 
 class TestTheMailedLink:
-    def test_resets_the_password_and_ends_every_session(self, app, client, alice, login, mailbox):
+    def test_resets_the_password_and_ends_every_session(
+        self,
+        app: Flask,
+        client: Client,
+        alice: User,
+        login: Callable[..., dict[str, Any]],
+        mailbox: Mailbox,
+    ) -> None:
         sessions = [login(alice), login(alice)]
         assert_asked(ask(client, "ALICE@Example.com"))  # any case
 
@@ -76,7 +88,7 @@ class TestTheMailedLink:
         assert login("alice", NEW_PASSWORD)["token_type"] == "Bearer"
         assert query(app, select(PasswordReset.used_at.is_not(None))) == [(True,)]
 
-    def test_works_once(self, client, alice, mailbox):
+    def test_works_once(self, client: Client, alice: User, mailbox: Mailbox) -> None:
         assert_asked(ask(client, "alice@example.com"))
         token = follow(mailbox.wait_for(1)[0])
         assert confirm(client, token).status_code == 204
@@ -84,7 +96,9 @@ class TestTheMailedLink:
         body = assert_error(again, 422, error="invalid_reset_token")
         assert "ask for a new one" in body["message"]
 
-    def test_redeeming_one_link_uses_up_the_others(self, client, alice, mailbox):
+    def test_redeeming_one_link_uses_up_the_others(
+        self, client: Client, alice: User, mailbox: Mailbox
+    ) -> None:
         for _ in range(2):
             assert_asked(ask(client, "alice@example.com"))
         first, second = (follow(received) for received in mailbox.wait_for(2))
@@ -92,7 +106,14 @@ class TestTheMailedLink:
         assert confirm(client, second).status_code == 204
         assert_error(confirm(client, first), 422, error="invalid_reset_token")
 
-    def test_expires_after_30_minutes(self, app, client, alice, login, mailbox):
+    def test_expires_after_30_minutes(
+        self,
+        app: Flask,
+        client: Client,
+        alice: User,
+        login: Callable[..., dict[str, Any]],
+        mailbox: Mailbox,
+    ) -> None:
         assert_asked(ask(client, "alice@example.com"))
         token = follow(mailbox.wait_for(1)[0])
         with app.app_context():
@@ -103,7 +124,9 @@ class TestTheMailedLink:
         assert snapshot(app) == before
         assert login("alice", PASSWORD)
 
-    def test_a_weak_new_password_keeps_the_link_usable(self, app, client, alice, mailbox):
+    def test_a_weak_new_password_keeps_the_link_usable(
+        self, app: Flask, client: Client, alice: User, mailbox: Mailbox
+    ) -> None:
         assert_asked(ask(client, "alice@example.com"))
         token = follow(mailbox.wait_for(1)[0])
         before = snapshot(app)
@@ -115,7 +138,9 @@ class TestTheMailedLink:
         assert snapshot(app) == before
         assert confirm(client, token).status_code == 204
 
-    def test_a_deleted_user_takes_their_links_along(self, app, client, alice, as_alice, mailbox):
+    def test_a_deleted_user_takes_their_links_along(
+        self, app: Flask, client: Client, alice: User, as_alice: dict[str, str], mailbox: Mailbox
+    ) -> None:
         assert_asked(ask(client, "alice@example.com"))
         token = follow(mailbox.wait_for(1)[0])
         assert client.delete(f"/users/{alice.id}", headers=as_alice).status_code == 204
@@ -124,7 +149,9 @@ class TestTheMailedLink:
 
 
 class TestUnknownAddresses:
-    def test_the_same_answer_and_no_mail(self, app, client, alice, mailbox):
+    def test_the_same_answer_and_no_mail(
+        self, app: Flask, client: Client, alice: User, mailbox: Mailbox
+    ) -> None:
         before = snapshot(app)
         assert_asked(ask(client, "nobody@example.com"))
         assert_asked(ask(client, "alice@example.com"))
@@ -134,7 +161,9 @@ class TestUnknownAddresses:
         assert set(before) == set(snapshot(app))
 
     @pytest.mark.parametrize("token", ["", "x", "A" * 43, "A" * 129, None, 12345], ids=str)
-    def test_an_unknown_or_malformed_token(self, app, client, alice, token):
+    def test_an_unknown_or_malformed_token(
+        self, app: Flask, client: Client, alice: User, token: str | int | None
+    ) -> None:
         before = snapshot(app)
         response = confirm(client, token)
         if isinstance(token, str) and 1 <= len(token) <= 128:
@@ -159,18 +188,22 @@ class TestUnknownAddresses:
         ),
     ],
 )
-def test_bodies_are_validated(app, client, path, body, field):
+def test_bodies_are_validated(
+    app: Flask, client: Client, path: str, body: dict[str, Any], field: str
+) -> None:
     before = snapshot(app)
     assert field in assert_error(client.post(path, json=body), 422)["errors"]["json"]
     assert snapshot(app) == before
 
 
 class TestTheJob:
-    def run(self, app, *args):
+    def run(self, app: Flask, *args: str) -> None:
         with app.app_context():
             send_password_reset.run(*args)
 
-    def test_running_twice_mails_the_same_link_and_stores_one_token(self, app, alice, mailbox):
+    def test_running_twice_mails_the_same_link_and_stores_one_token(
+        self, app: Flask, alice: User, mailbox: Mailbox
+    ) -> None:
         args = ("alice@example.com", "nonce-1", utcnow().isoformat())
         self.run(app, *args)
         self.run(app, *args)
@@ -178,7 +211,9 @@ class TestTheJob:
         assert follow(first) == follow(second)
         assert len(query(app, select(PasswordReset.id))) == 1
 
-    def test_a_job_run_after_the_link_would_expire_sends_nothing(self, app, alice, mailbox):
+    def test_a_job_run_after_the_link_would_expire_sends_nothing(
+        self, app: Flask, alice: User, mailbox: Mailbox
+    ) -> None:
         late = (utcnow() - timedelta(minutes=31)).isoformat()
         self.run(app, "alice@example.com", "nonce-2", late)
         assert mailbox.received == []
@@ -186,7 +221,9 @@ class TestTheJob:
 
 
 class TestRateLimits:
-    def test_5_an_hour_per_address_from_any_ip(self, client, alice, mailbox):
+    def test_5_an_hour_per_address_from_any_ip(
+        self, client: Client, alice: User, mailbox: Mailbox
+    ) -> None:
         for n in range(5):
             assert_asked(ask(client, "alice@example.com", ip=f"203.0.113.{n}"))
         refused = ask(client, "ALICE@example.com", ip="203.0.113.99")
@@ -196,7 +233,7 @@ class TestRateLimits:
         assert len(mailbox.wait_for(5)) == 5
         assert_asked(ask(client, "bob@example.com", ip="203.0.113.99"))  # another address
 
-    def test_20_an_hour_per_ip_asking_and_confirming(self, client, alice):
+    def test_20_an_hour_per_ip_asking_and_confirming(self, client: Client, alice: User) -> None:
         for n in range(15):
             assert_asked(ask(client, f"user{n}@example.com"))
         for _ in range(5):
@@ -206,7 +243,7 @@ class TestRateLimits:
         assert_asked(ask(client, "new@example.com", ip="203.0.113.7"))  # another client
 
     @pytest.mark.config(AUTH_RATE_LIMIT="1 per minute")
-    def test_a_budget_of_its_own(self, client, alice):
+    def test_a_budget_of_its_own(self, client: Client, alice: User) -> None:
         wrong = {"username": "alice", "password": "not the password"}
         assert_error(client.post("/login", json=wrong), 401)
         assert_error(client.post("/login", json=wrong), 429)
@@ -214,9 +251,12 @@ class TestRateLimits:
         assert confirm(client, "A" * 43).status_code == 422
 
 
-def test_the_user_row_changes_only_its_password_and_token_key(app, client, alice, mailbox):
-    def row():
-        return query(app, select(User).where(User.id == alice.id))[0][0]
+def test_the_user_row_changes_only_its_password_and_token_key(
+    app: Flask, client: Client, alice: User, mailbox: Mailbox
+) -> None:
+    def row() -> User:
+        user: User = query(app, select(User).where(User.id == alice.id))[0][0]
+        return user
 
     before = row()
     assert_asked(ask(client, "alice@example.com"))
@@ -235,7 +275,9 @@ def test_the_user_row_changes_only_its_password_and_token_key(app, client, alice
     PASSWORD_RESET_RATE_LIMIT_IP="1000 per hour",
     PASSWORD_RESET_RATE_LIMIT_ADDRESS="1000 per hour",
 )
-def test_known_and_unknown_addresses_take_about_the_same_time(app, client, alice):
+def test_known_and_unknown_addresses_take_about_the_same_time(
+    app: Flask, client: Client, alice: User
+) -> None:
     """As in production: the job goes to the broker (Redis), a worker would mail.
     Medians of 50 requests each, interleaved, within 10 %."""
     celery = app.extensions["celery"]

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from flask import Flask
 from sqlalchemy import select
 
 from helpers import PG_URL, REDIS_URL, create_user, query
@@ -18,11 +21,11 @@ KEY = "w" * 40  # the worker derives the token with the key the app checks it wi
 
 
 @pytest.fixture
-def queued_app(make_app, app):  # app: a fresh database
+def queued_app(make_app: Callable[..., Flask], app: Flask) -> Flask:  # app: a fresh database
     return make_app(CELERY_TASK_ALWAYS_EAGER=False, CELERY_BROKER_URL=REDIS_URL, JWT_SECRET_KEY=KEY)
 
 
-def test_a_worker_mails_the_link(queued_app):
+def test_a_worker_mails_the_link(queued_app: Flask) -> None:
     create_user(queued_app, "alice")
     celery = queued_app.extensions["celery"]
     celery.control.purge()  # nothing left over from another test
@@ -35,7 +38,16 @@ def test_a_worker_mails_the_link(queued_app):
             MAIL_SERVER=mailbox.host,
             MAIL_PORT=str(mailbox.port),
         )
-        command = [BIN / "celery", "-A", "app", "worker", "--pool", "solo", "--loglevel", "WARNING"]
+        command: list[str | Path] = [
+            BIN / "celery",
+            "-A",
+            "app",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "WARNING",
+        ]
         worker = subprocess.Popen(command, cwd=ROOT, env=env)
         try:
             client = queued_app.test_client()
