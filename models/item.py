@@ -202,8 +202,8 @@ postgresql_only(
 # leaves `updated_at` as it was gets the time of the change, and linking or unlinking
 # tags touches the items, unless this transaction has already set a later time (the
 # application sets `updated_at` itself on every change it makes, so that what it
-# answers is what is stored; on SQLite that is the only maintenance). The migration
-# creates the same (migrations/versions/0006_catalog_identity.py).
+# answers is what is stored; on SQLite that is the only maintenance). Migration 0007
+# creates the same: a migration keeps its own copy, unchanged when the model changes.
 TOUCH_TRIGGERS = (
     """CREATE OR REPLACE FUNCTION touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
