@@ -9,6 +9,7 @@ export job (POST /exports, resources/jobs.py) has no such bound.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +20,7 @@ from marshmallow import fields, validate
 
 from core.auth.permissions import login_required
 from core.catalog.csv_export import csv_text
-from core.catalog.queries import ITEMS
+from core.catalog.queries import ITEMS, item_search
 from core.jobs import engine
 from core.web.fields import Id, JsonBoolean, Line, Money
 from core.web.smorest import Blueprint
@@ -46,6 +47,9 @@ CSV_DOC = {
 
 def export(args: dict[str, Any], filename: str) -> Response:
     size = current_app.config["EXPORT_CHUNK_SIZE"]
+    # Refusals (a status= the caller may not list) come now, in the envelope, before
+    # the first row: once the stream has started, a failure can only cut it (§9).
+    item_search(args)
 
     def generate() -> Iterator[bytes]:
         for text, _rows in csv_text(args, size):
@@ -107,8 +111,11 @@ class ExportJobSchema(ITEMS.query_schema(ItemQuerySchema, paging=False)):  # typ
 
 
 def _jsonable(args: dict[str, Any]) -> dict[str, Any]:
-    """The parsed filters as the job stores them (prices as exact text)."""
-    return {k: str(v) if isinstance(v, Decimal) else v for k, v in args.items()}
+    """The parsed filters as the job stores them (prices as exact text, times in ISO 8601)."""
+    return {
+        k: v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, Decimal) else v
+        for k, v in args.items()
+    }
 
 
 @blp.route("/exports")

@@ -4,19 +4,21 @@ finishes the job."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
 
+from flask import current_app
+
+from core.events.outbox import record
 from core.jobs.document import job_document
 from models import Job
 
 
-def job_finished(job: Job) -> dict[str, Any] | None:
+def job_finished(job: Job) -> None:
     """The event of a job that just succeeded or failed, for its creator (``job.*``
-    events have no store and are shown to the job's owner): its type and body.
-
-    The outbox (core/events/outbox.py) is not on this branch; merged, this records
-    ``record(f"job.{job.status}", store_id=None, owner_id=job.user_id, obj=body)``
-    here. A job whose creator was deleted (user_id null) has nobody to tell."""
+    events have no store and are shown to the job's owner). A job whose creator was
+    deleted (user_id null) has nobody to tell."""
     if job.status not in ("succeeded", "failed") or job.user_id is None:
-        return None
-    return {"type": f"job.{job.status}", "owner_id": job.user_id, "obj": job_document(job)}
+        return
+    # As GET /jobs/{id} writes it: timestamps in the app's JSON form.
+    body = json.loads(current_app.json.dumps(job_document(job)))
+    record(f"job.{job.status}", store_id=None, owner_id=job.user_id, obj=body)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -167,11 +168,13 @@ def export_job(job: Job) -> None:
 
 
 def _filters(stored: dict[str, Any]) -> dict[str, Any]:
-    """The filters as the request parsed them (prices were stored as text)."""
+    """The filters as the request parsed them (prices and times were stored as text)."""
     args = dict(stored)
     for name in ("min_price", "max_price"):
         if args.get(name) is not None:
             args[name] = Decimal(args[name])
+    if args.get("updated_after") is not None:
+        args["updated_after"] = datetime.fromisoformat(args["updated_after"])
     return args
 
 

@@ -357,6 +357,8 @@ def Metadata(**kwargs: Any) -> ma.fields.Dict:  # noqa: N802 - reads as a field 
             f"{MAX_METADATA_KEY} characters, string values of at most {MAX_METADATA_VALUE}. "
             "PATCH merges; a key set to null is removed",
             "example": {"erp_id": "A-1042"},
+            # The keys' rule, which apispec does not derive from the keys' field.
+            "propertyNames": {"pattern": f"^{_METADATA_TEXT}{{1,{MAX_METADATA_KEY}}}$"},
         },
         **kwargs,
     )

@@ -348,7 +348,11 @@ def test_invalid_lines_fail_the_job_by_line_and_write_nothing(
         }
     }
     after = snapshot(app)
-    for table in ("jobs", "job_chunks"):
+    # Nothing of the catalog: the one new event is the job's own job.failed (compared by
+    # id and type: a relay may number earlier events meanwhile).
+    seen = {row[0] for row in before["events"]}
+    assert [row[2] for row in after["events"] if row[0] not in seen] == ["job.failed"]
+    for table in ("jobs", "job_chunks", "events", "event_counter"):
         del before[table], after[table]
     assert after == before
 
@@ -542,3 +546,27 @@ def test_an_import_sent_with_an_idempotency_key_is_made_once(
     assert query(app, select(func.count()).select_from(Job)) == [(1,)]
     done = client.get(first["links"]["self"], headers=as_alice).json
     assert done["status"] == "succeeded" and done["result"]["created"] == 2
+
+
+def test_a_finished_job_writes_its_event_for_its_creator(
+    app: Flask,
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+) -> None:
+    """§10/§16: job.succeeded, store null, shown to the job's creator only."""
+    store = api.store(as_alice)
+    api.item(as_alice, store, name="Milk")
+    response = client.post("/exports", json={"store_id": store["id"]}, headers=as_alice)
+    assert response.status_code == 202
+    job_id = response.json["id"]
+    listed = client.get("/events?type=job.succeeded", headers=as_alice)
+    assert listed.status_code == 200
+    events = [e for e in listed.json if e["data"]["object"]["id"] == job_id]
+    assert len(events) == 1
+    assert events[0]["store_id"] is None
+    assert events[0]["data"]["object"]["status"] == "succeeded"
+    others = client.get("/events?type=job.succeeded", headers=auth(bob))
+    assert all(e["data"]["object"]["id"] != job_id for e in others.json)
