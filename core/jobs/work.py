@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
+import tempfile
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -82,6 +84,12 @@ def import_job(job: Job) -> None:
         db.session.commit()
         return
     raw = files.ChunkReader(job.id, "input")
+    # Read whole before the import: the file's chunks come through the session's
+    # connection, which PostgreSQL's COPY holds while it runs (a local spool, at most
+    # IMPORT_MAX_BYTES, on disk past 8 MiB).
+    body = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 - closed below
+    shutil.copyfileobj(io.BufferedReader(raw), body)
+    body.seek(0)
 
     def progress(_rows: int) -> None:
         engine.renew_apart(job.id, raw.position)
@@ -90,7 +98,7 @@ def import_job(job: Job) -> None:
     try:
         summary = import_items(
             store,
-            io.BufferedReader(raw),
+            body,
             dry_run=params.get("dry_run", False),
             skip_invalid=params.get("skip_invalid", False),
             progress=progress,
@@ -102,6 +110,8 @@ def import_job(job: Job) -> None:
         engine.finish(job.id, "failed", error=envelope(422, str(exc)))
         db.session.commit()
         return
+    finally:
+        body.close()
     result = summary.as_dict()
     if summary.invalid and not params.get("skip_invalid", False):
         message = f"{summary.invalid} invalid row(s): nothing was written (see result.errors)."
