@@ -22,7 +22,8 @@ from core.web.config import Config, config_from_env
 from core.web.errors import register_error_handlers
 from core.web.extensions import api, cors, jwt, limiter, mail, migrate
 from core.web.legacy import LegacyPaths
-from core.web.smorest import CrossFieldRules, IdConverter, swagger_assets
+from core.web.openapi import OperationIds, SchemaDoc
+from core.web.smorest import IdConverter, swagger_assets
 from db import close_session, db, engine_options
 from resources import (
     audit,
@@ -107,7 +108,7 @@ def init_openapi(app: Flask) -> None:
         app,
         spec_kwargs={
             "info": {"description": API_DESCRIPTION},
-            "extra_plugins": [idempotency.IdempotencyDoc(), CrossFieldRules()],
+            "extra_plugins": [idempotency.IdempotencyDoc(), SchemaDoc(), OperationIds()],
         },
     )
     api.spec.components.security_scheme(

@@ -38,6 +38,7 @@ from core.web.fields import (
     Text,
     Username,
 )
+from core.web.openapi import ResponseSchema
 from db import db
 from models import DELIVERY_STATUSES, DELTA_REASONS, REASONS, ROLES, Event, Store
 from models.audit_entry import ACTOR_TYPES, TARGET_TYPES
@@ -87,7 +88,7 @@ def UpdatedAfter() -> UtcDateTime:  # noqa: N802 - reads as a field type
 # --- users and tokens ------------------------------------------------------------
 
 
-class UserSchema(ma.Schema):
+class UserSchema(ResponseSchema):
     id = fields.Integer(metadata={"example": 1})
     username = fields.String(metadata={"example": "alice"})
     email = fields.String(metadata={"example": "alice@example.com"})
@@ -120,7 +121,7 @@ class LoginSchema(ma.Schema):
     )
 
 
-class TokenSchema(ma.Schema):
+class TokenSchema(ResponseSchema):
     access_token = fields.String(metadata={"example": "eyJhbGciOiJIUzI1NiIs..."})
     refresh_token = fields.String(metadata={"example": "eyJhbGciOiJIUzI1NiIs..."})
     token_type = fields.String(metadata={"example": "Bearer"})
@@ -129,7 +130,7 @@ class TokenSchema(ma.Schema):
     )
 
 
-class MessageSchema(ma.Schema):
+class MessageSchema(ResponseSchema):
     message = fields.String(metadata={"example": "Successfully logged out."})
 
 
@@ -137,8 +138,9 @@ CREDENTIALS = ("email", "password")  # what only the user, with their password, 
 
 
 class UserUpdateSchema(ma.Schema):
-    """``role`` is for admins; ``email`` and ``password`` for the user themself, who
-    confirms the change with ``current_password`` (OWASP ASVS 2.1.6)."""
+    """`role` is for admins; `email` and `password` for the user themself, who
+    confirms the change with `current_password` (required with them, and only with
+    them; OWASP ASVS 2.1.6)."""
 
     email = Email()
     password = Password(metadata={"example": "a new long passphrase"})
@@ -154,7 +156,12 @@ class UserUpdateSchema(ma.Schema):
         },
     )
 
-    # The rule _current_password checks, for OpenAPI (core/web/smorest.CrossFieldRules).
+    example: ClassVar[dict[str, Any]] = {
+        "email": "alice@example.org",
+        "current_password": "correct horse battery",
+    }
+
+    # The rule _current_password checks, for OpenAPI (core/web/openapi.SchemaDoc).
     cross_field_rules: ClassVar[dict[str, Any]] = {
         "anyOf": [
             {"required": ["current_password", "email"]},
@@ -212,7 +219,7 @@ class PasswordResetConfirmSchema(ma.Schema):
 # --- stores ---------------------------------------------------------------------
 
 
-class StoreSchema(ma.Schema):
+class StoreSchema(ResponseSchema):
     id = fields.Integer(metadata={"example": 1})
     name = fields.String(metadata={"example": "Corner Shop"})
     address = fields.String(allow_none=True, metadata={"example": "1 Main St, Springfield"})
@@ -226,6 +233,15 @@ class StoreSchema(ma.Schema):
 
 class StoreUpdateSchema(ma.Schema):
     """PATCH: any subset. ``owner_id`` (a transfer) is for admins only."""
+
+    # Without owner_id: what any store's owner may send (core/web/openapi.SchemaDoc).
+    example: ClassVar[dict[str, Any]] = {
+        "name": "Corner Shop",
+        "address": "1 Main St, Springfield",
+        "contact_email": "shop@example.com",
+        "contact_phone": "+1 555 0100",
+        "metadata": {"erp_id": "A-1042"},
+    }
 
     name = Name(metadata={"example": "Corner Shop"})
     address = OptionalText(255, metadata={"example": "1 Main St, Springfield"})
@@ -264,7 +280,7 @@ class StoreQuerySchema(ma.Schema):
 # --- tags -----------------------------------------------------------------------
 
 
-class RefSchema(ma.Schema):
+class RefSchema(ResponseSchema):
     """A reference to another resource, as nested in an item: its id and name."""
 
     id = fields.Integer(metadata={"example": 1})
@@ -288,7 +304,7 @@ class TagInputSchema(ma.Schema):
 # --- items ----------------------------------------------------------------------
 
 
-class ItemSchema(ma.Schema):
+class ItemSchema(ResponseSchema):
     id = fields.Integer(metadata={"example": 1})
     name = fields.String(metadata={"example": "Milk"})
     description = fields.String(allow_none=True, metadata={"example": "1 litre, whole"})
@@ -434,7 +450,7 @@ class BatchSchema(ma.Schema):
             raise ValidationError(f"At most {MAX_BATCH} operations in all.", "_schema")
 
 
-class BatchResultSchema(ma.Schema):
+class BatchResultSchema(ResponseSchema):
     created = fields.List(fields.Nested(ItemSchema))
     updated = fields.List(fields.Nested(ItemSchema))
     deleted = fields.List(fields.Integer(), metadata={"example": [3]})
@@ -443,7 +459,7 @@ class BatchResultSchema(ma.Schema):
 # --- stock -----------------------------------------------------------------------
 
 
-class StockMovementSchema(ma.Schema):
+class StockMovementSchema(ResponseSchema):
     id = fields.Integer(metadata={"example": 1})
     item_id = fields.Integer(metadata={"example": 1})
     delta = fields.Integer(metadata={"example": -2})
@@ -455,7 +471,10 @@ class StockMovementSchema(ma.Schema):
 
 
 class StockMovementInputSchema(ma.Schema):
-    """Either ``delta`` with a reason, or a count: ``set`` and ``expected``."""
+    """Exactly one of `delta` and `set`. A move: `delta` (units in, or out when
+    negative; not 0) with a `reason` other than `count`. A count: `set` (the stock found
+    on the shelf) with `expected` (the stock the count started from) and `reason`
+    `count`. Any other combination is a 422 naming the field."""
 
     delta = Quantity(
         -MAX_QUANTITY,
@@ -475,7 +494,9 @@ class StockMovementInputSchema(ma.Schema):
     )
     reference = OptionalText(100, metadata={"example": "order 1042"})
 
-    # The rule _delta_or_count checks, for OpenAPI (core/web/smorest.CrossFieldRules):
+    example: ClassVar[dict[str, Any]] = {"delta": -2, "reason": "sale", "reference": "order 1042"}
+
+    # The rule _delta_or_count checks, for OpenAPI (core/web/openapi.SchemaDoc):
     # a delta with its reason, or a count.
     cross_field_rules: ClassVar[dict[str, Any]] = {
         "anyOf": [
@@ -521,12 +542,14 @@ MAX_TYPE_FILTERS = 10
 SUBSCRIBABLE = tuple(t for t in EVENT_TYPES if t != "webhook.test")
 
 
-class ActorSchema(ma.Schema):
+class ActorSchema(ResponseSchema):
     type = fields.String(metadata={"enum": ["user", "api_key", "system"], "example": "user"})
     id = fields.Integer(allow_none=True, metadata={"example": 1})
 
 
-class EventDataSchema(ma.Schema):
+class EventDataSchema(ResponseSchema):
+    sometimes = ("previous",)  # updates only
+
     object = fields.Dict(
         metadata={
             "description": "The resource as its GET returns it; {id} for a deletion",
@@ -541,7 +564,7 @@ class EventDataSchema(ma.Schema):
     )
 
 
-class EventSchema(ma.Schema):
+class EventSchema(ResponseSchema):
     id = fields.String(metadata={"example": "evt_0000000000000042"})
     type = fields.String(metadata={"enum": list(EVENT_TYPES), "example": "stock.moved"})
     created_at = fields.String(metadata={"example": "2026-11-21T10:00:00+00:00"})
@@ -567,7 +590,7 @@ class EventQuerySchema(ma.Schema):
     )
 
 
-class WebhookSchema(ma.Schema):
+class WebhookSchema(ResponseSchema):
     id = fields.Integer(metadata={"example": 1})
     url = fields.String(metadata={"example": "https://example.com/hooks/stores"})
     events = fields.List(fields.String(), metadata={"example": ["stock.low", "stock.out"]})
@@ -615,7 +638,7 @@ class WebhookCreateSchema(WebhookUpdateSchema):
     )
 
 
-class DeliverySchema(ma.Schema):
+class DeliverySchema(ResponseSchema):
     id = fields.Integer(metadata={"example": 1})
     event_id = fields.String(metadata={"example": "evt_0000000000000042"})
     attempt = fields.Integer(metadata={"example": 1})
@@ -635,19 +658,21 @@ class DeliverySchema(ma.Schema):
 # --- audit -----------------------------------------------------------------------
 
 
-class AuditActorSchema(ma.Schema):
+class AuditActorSchema(ResponseSchema):
+    sometimes = ("id",)  # not for an anonymous actor
+
     type = fields.String(metadata={"enum": list(ACTOR_TYPES), "example": "user"})
     id = fields.Integer(
         metadata={"example": 1, "description": "Absent for an anonymous actor"},
     )
 
 
-class AuditTargetSchema(ma.Schema):
+class AuditTargetSchema(ResponseSchema):
     type = fields.String(metadata={"enum": list(TARGET_TYPES), "example": "item"})
     id = fields.Integer(allow_none=True, metadata={"example": 7})
 
 
-class AuditEntrySchema(ma.Schema):
+class AuditEntrySchema(ResponseSchema):
     id = fields.Integer(metadata={"example": 1})
     actor = fields.Nested(AuditActorSchema)
     action = fields.String(metadata={"example": "item.updated"})
@@ -676,7 +701,9 @@ class AuditQuerySchema(ma.Schema):
     )
 
 
-class HealthSchema(ma.Schema):
+class HealthSchema(ResponseSchema):
+    sometimes = ("checks",)  # /ready only
+
     status = fields.String(metadata={"example": "ok"})
     checks = fields.Dict(
         keys=fields.String(),
@@ -688,19 +715,21 @@ class HealthSchema(ma.Schema):
 # --- jobs (§12) ---------------------------------------------------------------------
 
 
-class JobProgressSchema(ma.Schema):
+class JobProgressSchema(ResponseSchema):
     done = fields.Integer(metadata={"example": 5000})
     total = fields.Integer(allow_none=True, metadata={"example": 400000})
 
 
-class JobLinksSchema(ma.Schema):
+class JobLinksSchema(ResponseSchema):
+    sometimes = ("file",)  # an export's, once written
+
     self = fields.String(metadata={"example": "/jobs/7"})
     file = fields.String(
         metadata={"description": "An export's CSV, for 24 hours", "example": "/jobs/7/file"}
     )
 
 
-class JobSchema(ma.Schema):
+class JobSchema(ResponseSchema):
     id = fields.Integer(metadata={"example": 7})
     type = fields.String(metadata={"enum": list(JOB_TYPES), "example": "export"})
     status = fields.String(metadata={"enum": list(JOB_STATUSES), "example": "succeeded"})

@@ -19,6 +19,7 @@ from flask_jwt_extended import current_user
 from marshmallow import fields, validate
 
 from core.auth.permissions import login_required
+from core.catalog import csv_format
 from core.catalog.csv_export import csv_text
 from core.catalog.queries import ITEMS, item_search
 from core.jobs import engine
@@ -35,6 +36,7 @@ blp = Blueprint("exports", __name__, description="The catalog as CSV, for spread
 
 CSV_DOC = {
     "content_type": "text/csv",
+    "example": csv_format.example(),
     "description": "CSV (RFC 4180, UTF-8): a header row, then one row per item",
     "headers": {
         "Content-Disposition": {

@@ -11,6 +11,7 @@ from flask.views import MethodView
 from flask_jwt_extended import current_user
 
 from core.auth.permissions import store_owner_required
+from core.catalog import csv_format
 from core.jobs import engine, files
 from core.web.errors import abort
 from core.web.http import takes_csv
@@ -24,7 +25,9 @@ from schemas import ImportQuerySchema
 blp = Blueprint("imports", __name__, description="CSV imports, done by a job")
 
 CSV_BODY = {
-    "content": {"text/csv": {"schema": {"type": "string", "minLength": 1}}},
+    "content": {
+        "text/csv": {"schema": {"type": "string", "minLength": 1}, "example": csv_format.example()}
+    },
     "required": True,
     "description": "The export's columns (name and price required); at most "
     "IMPORT_MAX_BYTES (50 MiB)",

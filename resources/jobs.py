@@ -13,6 +13,7 @@ from flask_jwt_extended import current_user
 from sqlalchemy import Select, select
 
 from core.auth.permissions import login_required
+from core.catalog import csv_format
 from core.jobs import engine, files
 from core.jobs.document import has_file, job_document
 from core.lists.listing import LIST_HEADERS, Listing, Rows
@@ -121,7 +122,7 @@ class JobById(MethodView):
 @blp.route("/<id:job_id>/file")
 class JobFile(MethodView):
     @login_required(blp)
-    @blp.response(200, {"type": "string"}, content_type="text/csv")
+    @blp.response(200, {"type": "string"}, content_type="text/csv", example=csv_format.example())
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, job_id: int) -> Response:
         """An export job's CSV (its creator, for 24 hours after it finished)"""

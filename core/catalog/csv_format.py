@@ -87,3 +87,14 @@ class Writer:
             status,
             "" if threshold is None else threshold,
         )
+
+
+def example() -> str:
+    """An export of two items, written as an export writes them: the example of the
+    CSV bodies in the OpenAPI document (a download's, an import's)."""
+    created = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+    writer = Writer()
+    milk = (1, "Milk", "1 litre, whole", "1.50", 12, 1, "dairy|fresh", created, created)
+    eggs = (2, "Eggs, free range", None, "3.20", 0, 1, None, created, created)
+    rows = [(*milk, "MILK-1L-WHOLE", "active", 5), (*eggs, None, "active", None)]
+    return writer.header() + writer.rows(rows)

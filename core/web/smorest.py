@@ -4,7 +4,6 @@
   OpenAPI document, ``If-Match`` documented as optional.
 - ``Blueprint``: JSON bodies parsed strictly (exact decimals, no NaN), ``If-Match``
   optional, ETags hashed from the body as sent (lists page in core/lists/listing.py).
-- ``CrossFieldRules``: a schema's rules between fields, published in its component.
 - ``IdConverter``: ``<id:name>`` path segments, documented as 32-bit ids.
 - ``swagger_assets``: Swagger UI's files, served by the service itself (no CDN).
 
@@ -21,17 +20,14 @@ of them or changes its parameters.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import flask_smorest
 import marshmallow as ma
-from apispec import BasePlugin
-from apispec.ext.marshmallow.common import resolve_schema_cls
 from flask import Blueprint as FlaskBlueprint
 from flask import Request, Response, current_app, request, send_from_directory
 from flask.typing import ResponseReturnValue
@@ -49,6 +45,7 @@ from werkzeug.routing import BaseConverter, ValidationError
 from core.web import errors
 from core.web.body import MalformedBodyError, json_body
 from core.web.fields import MAX_ID
+from core.web.openapi import ResponseSchema
 
 
 class JSONParser(FlaskParser):
@@ -73,8 +70,14 @@ class JSONParser(FlaskParser):
             raise json.JSONDecodeError(str(exc), exc.text, 0) from None
 
 
-class ErrorSchema(ma.Schema):
+class ErrorSchema(ResponseSchema):
     """The error envelope (documentation only)."""
+
+    sometimes = ("errors", "error", "request_id", "trace_id")  # by status, as described
+
+    # One whole error (core/web/openapi.SchemaDoc): the properties' examples are of
+    # different errors, and do not go together.
+    example: ClassVar[dict[str, Any]] = errors.envelope(404, "Item 7 not found.")
 
     code = ma.fields.Integer(metadata={"description": "HTTP status code", "example": 404})
     status = ma.fields.String(metadata={"description": "Reason phrase", "example": "Not Found"})
@@ -249,20 +252,6 @@ def _body_etag(body: bytes, extra_data: Any) -> str:
     if extra_data:
         digest.update(json.dumps(extra_data).encode())
     return digest.hexdigest()
-
-
-class CrossFieldRules(BasePlugin):
-    """An apispec plugin: a schema's ``cross_field_rules`` (a JSON Schema fragment
-    stating the rules between fields that its own validators check, which apispec
-    cannot derive) join its OpenAPI component, so clients and fuzzers know them too."""
-
-    @override
-    def schema_helper(
-        self, name: str, definition: dict[str, Any], **kwargs: Any
-    ) -> dict[str, Any] | None:
-        schema = kwargs.get("schema")
-        rules = getattr(resolve_schema_cls(schema), "cross_field_rules", None) if schema else None
-        return copy.deepcopy(rules) if rules else None
 
 
 class IdConverter(BaseConverter):

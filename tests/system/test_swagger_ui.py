@@ -112,13 +112,20 @@ def operation(page: Page, method: str, path: str) -> Any:
 
 
 def try_it_out(
-    page: Page, method: str, path: str, body: dict[str, Any] | None = None
+    page: Page,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Expand an operation, press "Try it out", fill the body, execute; the status
-    code and JSON body that the page shows."""
+    """Expand an operation, press "Try it out", fill the parameters and the body (else
+    the page's own example is sent), execute; the status code and JSON body that the
+    page shows."""
     block = operation(page, method, path)
     block.locator(".opblock-summary-control").click()
     block.locator(".try-out__btn").click()
+    for name, value in (params or {}).items():
+        block.locator(f'tr[data-param-name="{name}"] input').fill(str(value))
     if body is not None:
         block.locator("textarea.body-param__text").fill(json.dumps(body))
     block.locator("button.execute").click()
@@ -187,6 +194,16 @@ def test_try_it_out_signs_in_and_calls_protected_operations(
     assert body["owner_id"] == user_id
     with urllib.request.urlopen(f"{server}/stores/{body['id']}", timeout=5) as response:  # noqa: S310
         assert json.load(response)["name"] == "Swagger Shop"
+
+    milk = {"name": "Milk", "price": "1.50", "store_id": body["id"], "stock": 12}
+    status, item = try_it_out(page, "POST", "/items", milk)
+    assert status == 201, item
+    # The stock body as the page fills it (the schema's example): a move that works.
+    status, movement = try_it_out(
+        page, "POST", "/items/{item_id}/stock", None, {"item_id": item["id"]}
+    )
+    assert status == 201, movement
+    assert (movement["delta"], movement["reason"], movement["stock_after"]) == (-2, "sale", 10)
     assert_only_loopback(requests_made)
 
 
