@@ -16,13 +16,14 @@ from core import commands
 from core.auth.security import init_passwords
 from core.events import tasks as event_tasks
 from core.jobs.worker import celery_init_app
-from core.web import http, idempotency, metrics, tracing
+from core.web import http, idempotency, metrics, negotiation, tracing, versions
 from core.web import request_log as request_logging
 from core.web.config import Config, config_from_env
 from core.web.errors import register_error_handlers
 from core.web.extensions import api, cors, jwt, limiter, mail, migrate
 from core.web.legacy import LegacyPaths
 from core.web.smorest import CrossFieldRules, IdConverter, swagger_assets
+from core.web.versions import VersionPrefix
 from db import close_session, db, engine_options
 from resources import (
     audit,
@@ -113,6 +114,7 @@ def init_openapi(app: Flask) -> None:
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
+    negotiation.document(api.spec)
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,9 @@ BOOT_ORDER: tuple[Step, ...] = (
     Step(init_database, "its session teardown runs before Flask-SQLAlchemy's own"),
     Step(init_tokens, "before any view can check a token"),
     Step(http.init_app, "before the limiter: its after_request runs after the limiter's"),
+    Step(versions.init_app, "after http: an unknown version's 404 is the router's"),
     Step(limiter.init_app, "after http, before idempotency"),
+    Step(negotiation.init_app, "after the limiter (a CSV it answers counts), before idempotency"),
     Step(idempotency.init_app, "after the limiter: a request it refuses claims no key"),
     Step(init_cors, "last of the hooks: its after_request runs before all of theirs"),
     Step(init_openapi, "before the blueprints it documents"),
@@ -149,7 +153,9 @@ def register_blueprints() -> None:
 
 def register_middleware(app: Flask) -> None:
     # Flask's documented way to wrap the WSGI app, which its types call a method.
-    app.wsgi_app = LegacyPaths(app.wsgi_app, sunset=app.config["LEGACY_SUNSET"])  # type: ignore[method-assign]
+    app.wsgi_app = VersionPrefix(  # type: ignore[method-assign]
+        LegacyPaths(app.wsgi_app, sunset=app.config["LEGACY_SUNSET"])
+    )
     hops = app.config["TRUSTED_PROXIES"]
     if hops > 0:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
