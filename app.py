@@ -49,7 +49,13 @@ API_DESCRIPTION = """Stores, the items they sell, and tags to group and search t
 
 Reads of the catalog are public. Sign in with `POST /login`, then press
 **Authorize** and paste the `access_token`. Errors always come as
-`{"code", "status", "message"}`, with `errors` on 400/422 and `error` on 401/403.
+`{"code", "status", "message"}`, with `errors` on 400/422 and `error` on 401/403,
+or as RFC 9457 problem details with `Accept: application/problem+json`.
+
+Each path is listed once and served at both `servers`: `/items` is `/v1/items`
+(version 1, the default; `Accept: application/vnd.stores.v1+json` selects it too).
+Unknown query parameters are refused (422); lists of items also answer
+`Accept: text/csv` with their CSV export.
 """
 
 
