@@ -1,10 +1,12 @@
 """Negotiation (§14, §16): 406, CSV lists, Vary, problem details, unknown query parameters."""
 
+import re
 from typing import Any
 
 import pytest
 from flask import Flask
 
+from core.web import query
 from helpers import CatalogFactory, Client, assert_error, snapshot
 
 PROBLEM = "application/problem+json"
@@ -243,3 +245,24 @@ class TestUnknownQueryParameters:
     def test_swagger_ui_still_loads(self, client: Client) -> None:
         assert client.get("/swagger-ui").status_code == 200
         assert client.get("/openapi.json").status_code == 200
+
+
+def test_each_endpoint_takes_the_query_parameters_openapi_publishes(app: Flask) -> None:
+    """The check reads what each view declares: for every operation that is exactly the
+    query parameters of the OpenAPI document (so Swagger UI never sends one it refuses)."""
+    spec: dict[str, Any] = app.test_client().get("/openapi.json").json or {}
+    checked = 0
+    with app.test_request_context():
+        for rule in app.url_map.iter_rules():
+            path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+            for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
+                operation = spec["paths"].get(path, {}).get(method.lower())
+                if operation is None:
+                    continue
+                published = {
+                    p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"
+                }
+                assert query.declared(query.view_of(rule.endpoint, method)) == published, path
+                checked += 1
+    methods = {"get", "put", "post", "patch", "delete"}
+    assert checked == sum(len(methods & set(ops)) for ops in spec["paths"].values())
