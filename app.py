@@ -16,7 +16,7 @@ from core import commands
 from core.auth.security import init_passwords
 from core.events import tasks as event_tasks
 from core.jobs.worker import celery_init_app
-from core.web import http, idempotency, metrics, tracing
+from core.web import http, idempotency, metrics, negotiation, tracing, versions
 from core.web import request_log as request_logging
 from core.web.config import Config, config_from_env
 from core.web.errors import register_error_handlers
@@ -24,6 +24,7 @@ from core.web.extensions import api, cors, jwt, limiter, mail, migrate
 from core.web.legacy import LegacyPaths
 from core.web.openapi import OperationIds, SchemaDoc
 from core.web.smorest import IdConverter, swagger_assets
+from core.web.versions import VersionPrefix
 from db import close_session, db, engine_options
 from resources import (
     audit,
@@ -49,7 +50,13 @@ API_DESCRIPTION = """Stores, the items they sell, and tags to group and search t
 
 Reads of the catalog are public. Sign in with `POST /login`, then press
 **Authorize** and paste the `access_token`. Errors always come as
-`{"code", "status", "message"}`, with `errors` on 400/422 and `error` on 401/403.
+`{"code", "status", "message"}`, with `errors` on 400/422 and `error` on 401/403,
+or as RFC 9457 problem details with `Accept: application/problem+json`.
+
+Each path is listed once and served at both `servers`: `/items` is `/v1/items`
+(version 1, the default; `Accept: application/vnd.stores.v1+json` selects it too).
+Unknown query parameters are refused (422); lists of items also answer
+`Accept: text/csv` with their CSV export.
 """
 
 
@@ -114,6 +121,7 @@ def init_openapi(app: Flask) -> None:
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
+    negotiation.document(api.spec)
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,9 @@ BOOT_ORDER: tuple[Step, ...] = (
     Step(init_database, "its session teardown runs before Flask-SQLAlchemy's own"),
     Step(init_tokens, "before any view can check a token"),
     Step(http.init_app, "before the limiter: its after_request runs after the limiter's"),
+    Step(versions.init_app, "after http: an unknown version's 404 is the router's"),
     Step(limiter.init_app, "after http, before idempotency"),
+    Step(negotiation.init_app, "after the limiter (a CSV it answers counts), before idempotency"),
     Step(idempotency.init_app, "after the limiter: a request it refuses claims no key"),
     Step(init_cors, "last of the hooks: its after_request runs before all of theirs"),
     Step(init_openapi, "before the blueprints it documents"),
@@ -150,7 +160,9 @@ def register_blueprints() -> None:
 
 def register_middleware(app: Flask) -> None:
     # Flask's documented way to wrap the WSGI app, which its types call a method.
-    app.wsgi_app = LegacyPaths(app.wsgi_app, sunset=app.config["LEGACY_SUNSET"])  # type: ignore[method-assign]
+    app.wsgi_app = VersionPrefix(  # type: ignore[method-assign]
+        LegacyPaths(app.wsgi_app, sunset=app.config["LEGACY_SUNSET"])
+    )
     hops = app.config["TRUSTED_PROXIES"]
     if hops > 0:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]

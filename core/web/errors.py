@@ -1,14 +1,19 @@
-"""One error envelope for every layer: ``{code, status, message[, errors][, error]}``."""
+"""One error envelope for every layer: ``{code, status, message[, errors][, error]}``.
+
+A request whose ``Accept`` asks for ``application/problem+json`` gets the same error as
+RFC 9457 problem details (``problem``, made from the envelope; contract §14).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any, NoReturn, cast
 
 import flask_smorest
 import redis
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, g, has_request_context, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -21,6 +26,7 @@ from core.web.tracing import current_trace_id
 log = logging.getLogger("stores.errors")
 
 RETRY_AFTER_SECONDS = "5"
+PROBLEM_TYPE = "application/problem+json"
 
 # Short, stable messages where Werkzeug's default text is long or unhelpful.
 MESSAGES = {
@@ -38,6 +44,9 @@ MESSAGES = {
     500: "Internal server error.",
     503: "Service temporarily unavailable; try again shortly.",
 }
+# The statuses a problem's ``type`` links to in the OpenAPI document (core/web/
+# negotiation.py puts each there); another status is ``about:blank`` (RFC 9457 §4.2.1).
+DOCUMENTED_ERRORS = frozenset({*MESSAGES, 406})
 DEFAULT_AUTH_ERRORS = {401: "authorization_required", 403: "forbidden"}
 
 # flask-smorest's abort (the status and the envelope's fields, sent as the exception's
@@ -72,6 +81,37 @@ def envelope(
     return body
 
 
+def problem(body: dict[str, Any], *, docs: str, instance: str) -> dict[str, Any]:
+    """The envelope as RFC 9457 problem details: ``type`` is the status's error response
+    in the OpenAPI document (``docs``) or ``about:blank``, ``title`` the reason phrase,
+    ``status`` the code, ``detail`` the message, ``instance`` the request's path;
+    ``code``, ``error``, ``errors``, ``request_id`` (always) and ``trace_id`` are
+    extension members."""
+    code = body["code"]
+    documented = code in DOCUMENTED_ERRORS
+    details = {
+        "type": f"{docs}#/components/responses/{HTTPStatus(code).name}"
+        if documented
+        else "about:blank",
+        "title": body["status"],
+        "status": code,
+        "detail": body["message"],
+        "instance": instance,
+    }
+    extensions = {k: v for k, v in body.items() if k not in ("status", "message")}
+    return details | extensions
+
+
+def wants_problem() -> bool:
+    """``Accept`` names application/problem+json, at least as high as plain JSON."""
+    if not has_request_context():
+        return False
+    accept = request.accept_mimetypes
+    asked = max((q for value, q in accept if value.lower() == PROBLEM_TYPE), default=0.0)
+    plain = max((q for value, q in accept if value.lower() == "application/json"), default=0.0)
+    return asked > 0 and asked >= plain
+
+
 def error_response(
     code: int,
     message: str | None = None,
@@ -93,7 +133,16 @@ def error_response(
         headers.setdefault("WWW-Authenticate", "Bearer")
     if code == 503:
         headers.setdefault("Retry-After", RETRY_AFTER_SECONDS)
+    as_problem = wants_problem()
+    if as_problem:
+        body = problem(
+            body | {"request_id": g.get("request_id")},
+            docs=f"{request.host_url}openapi.json",
+            instance=request.script_root + request.path,
+        )
     response = jsonify(body)
+    if as_problem:
+        response.mimetype = PROBLEM_TYPE
     response.status_code = code
     response.headers.update(headers)
     return response

@@ -26,6 +26,7 @@ CORS_OPTIONS: dict[str, Any] = {
         "X-Request-ID",
     ],
     "expose_headers": [
+        "API-Version",
         "ETag",
         "Idempotent-Replayed",
         "Link",

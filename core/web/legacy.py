@@ -3,7 +3,8 @@
 This is the one place that maps them: a WSGI middleware rewrites ``/item/7`` to
 ``/items/7`` before Flask routes the request, so the canonical view answers, and
 adds ``Deprecation`` (RFC 9745), ``Sunset`` (RFC 8594) and a ``successor-version``
-link to the response. The old paths are not in the OpenAPI document.
+link to the response. The old paths are not in the OpenAPI document, nor served
+under ``/v1``.
 
 Only a well-formed id (what ``<id:...>`` routes accept) is rewritten, so nothing a
 client sends other than digits ever reaches the ``Link`` header: a path such as
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from core.web.smorest import IdConverter
+from core.web.versions import PREFIXED
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -55,7 +57,9 @@ class LegacyPaths:
         return None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        canonical = self.canonical(environ.get("PATH_INFO", ""))
+        # Under /v1 (core/web/versions.py) only the plural paths are served.
+        versioned = PREFIXED in environ
+        canonical = None if versioned else self.canonical(environ.get("PATH_INFO", ""))
         if canonical is None:
             return self.app(environ, start_response)
         environ["PATH_INFO"] = canonical

@@ -198,12 +198,12 @@ def _finish_request(response: Response) -> Response:
         level,
         "%s %s %s",
         request.method,
-        request.path,
+        request.script_root + request.path,
         status,
         extra={
             "request_id": request_id,
             "method": request.method,
-            "path": request.path,
+            "path": request.script_root + request.path,  # /v1/... as sent
             "query": logged_query(),
             "status": status,
             "duration_ms": round(

@@ -1,0 +1,75 @@
+"""Unknown query parameters are refused (contract §14): 422 naming them, on every endpoint.
+
+One check for the whole API, before any view runs: the parameters a view takes are the
+query schemas it declares to flask-smorest (``@blp.arguments(..., location="query")``,
+the paging of core/lists/listing.py) and the query parameters its ``@blp.doc`` lists,
+the very ones the OpenAPI document publishes. An endpoint that declares none (a single
+resource, the docs, ``/metrics``) takes none. Besides those, every endpoint takes
+``fields`` (sparse fieldsets, §14) and ignores names starting with ``_`` (cache-busters
+such as ``_=1700000000``, §16).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from flask import current_app, request
+
+from core.web.errors import abort
+
+# Taken by every endpoint, whatever its schema (the sparse fieldsets of §14).
+EVERYWHERE = frozenset({"fields"})
+UNKNOWN = "Unknown query parameter."
+
+
+def view_of(endpoint: str | None, method: str) -> Any:
+    """The function that answers ``method`` on ``endpoint`` (a MethodView's method)."""
+    view = current_app.view_functions.get(endpoint or "")
+    view_class = getattr(view, "view_class", None)
+    if view_class is not None:
+        method = method.lower()
+        view = getattr(view_class, method, None) or (
+            getattr(view_class, "get", None) if method == "head" else None
+        )
+    return view
+
+
+def declared(view: Any) -> frozenset[str]:
+    """The query parameters a view declares to flask-smorest (read once per view)."""
+    if view not in _declared:
+        _declared[view] = frozenset(_read_declared(view))
+    return _declared[view]
+
+
+_declared: dict[Any, frozenset[str]] = {}
+
+
+def _read_declared(view: Any) -> set[str]:
+    apidoc = getattr(view, "_apidoc", None) or {}
+    names: set[str] = set()
+    for parameter in apidoc.get("arguments", {}).get("parameters", []):
+        if parameter.get("in") != "query":
+            continue
+        schema = parameter["schema"]
+        schema = schema() if isinstance(schema, type) else schema
+        if isinstance(schema, ma.Schema):
+            names |= {field.data_key or name for name, field in schema.fields.items()}
+    for parameter in apidoc.get("manual_doc", {}).get("parameters", []):
+        if isinstance(parameter, dict) and parameter.get("in") == "query":
+            names.add(parameter["name"])
+    return names
+
+
+def refuse_unknown(view: Any) -> None:
+    """422 naming each query parameter ``view`` does not take."""
+    sent = [name for name in request.args if not name.startswith("_")]
+    if not sent:
+        return
+    unknown = sorted(set(sent) - declared(view) - EVERYWHERE)
+    if unknown:
+        abort(
+            422,
+            message=f"Unknown query parameter(s): {', '.join(unknown)}.",
+            errors={"query": {name: [UNKNOWN] for name in unknown}},
+        )

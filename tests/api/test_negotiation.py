@@ -1,0 +1,268 @@
+"""Negotiation (§14, §16): 406, CSV lists, Vary, problem details, unknown query parameters."""
+
+import re
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from core.web import query
+from helpers import CatalogFactory, Client, assert_error, snapshot
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def catalog(api: CatalogFactory, as_alice: dict[str, str]) -> Any:
+    store = api.store(as_alice)
+    milk = api.item(as_alice, store, name="Milk", price="1.50", stock=3)
+    tea = api.item(as_alice, store, name="Tea", price="4.00")
+    other = api.store(as_alice, "Other Shop")
+    bread = api.item(as_alice, other, name="Bread", price="2.00")
+    return {"store": store, "milk": milk, "tea": tea, "bread": bread}
+
+
+class TestNotAcceptable:
+    def test_an_accept_nothing_satisfies_is_406_listing_what_is(
+        self, client: Client, catalog: Any
+    ) -> None:
+        response = client.get(f"/items/{catalog['milk']['id']}", headers={"Accept": "text/xml"})
+        body = assert_error(response, 406)
+        assert body["message"] == (
+            "Cannot answer with Accept: text/xml; this resource is available as "
+            "application/json, application/vnd.stores.v1+json."
+        )
+        assert "Accept" in response.vary
+        listed = assert_error(client.get("/items", headers={"Accept": "application/xml"}), 406)
+        assert listed["message"].endswith(
+            "available as application/json, application/vnd.stores.v1+json, text/csv."
+        )
+
+    def test_a_refused_write_changes_nothing(
+        self, app: Flask, client: Client, as_alice: dict[str, str]
+    ) -> None:
+        before = snapshot(app)
+        response = client.post(
+            "/stores", json={"name": "X"}, headers={**as_alice, "Accept": "text/html"}
+        )
+        assert_error(response, 406)
+        assert snapshot(app) == before
+
+    def test_a_csv_export_is_not_json(self, client: Client, catalog: Any) -> None:
+        body = assert_error(client.get("/items.csv", headers={"Accept": "application/json"}), 406)
+        assert body["message"].endswith("this resource is available as text/csv.")
+        assert client.get("/items.csv", headers={"Accept": "text/*"}).status_code == 200
+
+    def test_problem_json_never_causes_406(self, client: Client, catalog: Any) -> None:
+        response = client.get("/items", headers={"Accept": PROBLEM})
+        assert response.status_code == 200
+        assert response.mimetype == "application/json"
+        assert len(response.json) == 3
+
+
+class TestCsvLists:
+    def test_accept_csv_on_items_is_the_export(self, client: Client, catalog: Any) -> None:
+        query = f"?store_id={catalog['store']['id']}&sort=-price"
+        response = client.get(f"/items{query}", headers={"Accept": "text/csv"})
+        assert response.is_streamed
+        body = response.get_data()  # (a stream keeps its request until it is read)
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
+        assert response.headers["Content-Disposition"] == 'attachment; filename="items.csv"'
+        assert response.headers["Cache-Control"] == "no-store"
+        assert "Accept" in response.vary
+        assert body == client.get(f"/items.csv{query}").get_data()
+        lines = response.get_data(as_text=True).splitlines()
+        assert [line.split(",")[1] for line in lines] == ["name", "Tea", "Milk"]
+
+    def test_accept_csv_on_a_stores_items(self, client: Client, catalog: Any) -> None:
+        store_id = catalog["store"]["id"]
+        response = client.get(f"/v1/stores/{store_id}/items", headers={"Accept": "text/csv"})
+        body = response.get_data()
+        assert response.status_code == 200
+        assert response.headers["Content-Disposition"] == (
+            f'attachment; filename="store-{store_id}-items.csv"'
+        )
+        assert body == client.get(f"/stores/{store_id}/items.csv").get_data()
+
+    def test_the_export_bounds_hold(self, client: Client, catalog: Any) -> None:
+        """The whole list, never a page of it: paging parameters are the export's
+        unknown ones; the export's refusals come too."""
+        csv = {"Accept": "text/csv"}
+        body = assert_error(client.get("/items?page_size=2", headers=csv), 422)
+        assert body["errors"] == {"query": {"page_size": ["Unknown query parameter."]}}
+        assert_error(client.get("/items?status=draft", headers=csv), 403)
+        assert_error(client.get("/stores/999/items", headers=csv), 404)
+
+    def test_json_is_preferred_when_both_are_as_good(self, client: Client, catalog: Any) -> None:
+        response = client.get("/items", headers={"Accept": "text/csv, application/json"})
+        assert response.mimetype == "application/json"
+        csv_first = client.get("/items", headers={"Accept": "text/csv, application/json;q=0.5"})
+        assert csv_first.mimetype == "text/csv"
+
+    def test_single_items_have_no_csv(self, client: Client, catalog: Any) -> None:
+        response = client.get(f"/items/{catalog['milk']['id']}", headers={"Accept": "text/csv"})
+        assert_error(response, 406)
+
+
+class TestVary:
+    def test_lists_and_resources_vary_on_accept(self, client: Client, catalog: Any) -> None:
+        for path in ("/items", f"/items/{catalog['milk']['id']}", "/stores", "/items/999"):
+            response = client.get(path)
+            assert "Accept" in response.vary, path
+            assert "Origin" not in response.vary, path  # no CORS configured
+
+    @pytest.mark.config(CORS_ORIGINS=["https://shop.example"])
+    def test_with_cors_every_response_varies_on_origin(self, client: Client, catalog: Any) -> None:
+        allowed = client.get("/items", headers={"Origin": "https://shop.example"})
+        assert allowed.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+        for response in (
+            allowed,
+            client.get("/items"),
+            client.get("/items", headers={"Origin": "https://evil.example"}),
+        ):
+            assert response.headers["Cache-Control"] == "public, no-cache"
+            assert {"Origin", "Accept"} <= set(response.vary)
+        assert "API-Version" in allowed.headers["Access-Control-Expose-Headers"]
+
+    @pytest.mark.config(CORS_ORIGINS=["https://shop.example"])
+    def test_a_preflight_with_a_query_is_answered(self, client: Client) -> None:
+        preflight = client.options(
+            "/items?q=milk",
+            headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "GET"},
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+
+
+class TestProblemDetails:
+    def test_a_404_as_problem_details(self, client: Client) -> None:
+        response = client.get(
+            "/v1/items/999", headers={"Accept": PROBLEM, "X-Request-ID": "req-123456"}
+        )
+        assert response.status_code == 404
+        assert response.headers["Content-Type"] == PROBLEM
+        assert response.json == {
+            "type": "http://localhost/openapi.json#/components/responses/NOT_FOUND",
+            "title": "Not Found",
+            "status": 404,
+            "detail": "Item 999 not found.",
+            "instance": "/v1/items/999",
+            "code": 404,
+            "request_id": "req-123456",
+        }
+        assert "Accept" in response.vary
+
+    def test_its_type_is_in_the_openapi_document(self, client: Client) -> None:
+        spec = client.get("/openapi.json").json
+        for path, status in (("/items/999", 404), ("/items?x=1", 422), ("/stores/1", 401)):
+            method = client.delete if status == 401 else client.get
+            body = method(path, headers={"Accept": PROBLEM}).json
+            assert body["status"] == status
+            name = body["type"].split("#/components/responses/")[1]
+            assert spec["components"]["responses"][name]["description"] == body["title"]
+
+    def test_a_422_keeps_its_errors(self, client: Client, as_alice: dict[str, str]) -> None:
+        response = client.post(
+            "/stores", json={"name": ""}, headers={**as_alice, "Accept": PROBLEM}
+        )
+        assert response.status_code == 422
+        assert response.mimetype == PROBLEM
+        body = response.json
+        assert body["title"] == "Unprocessable Entity"
+        assert body["detail"] == "Validation failed; see errors."
+        assert body["instance"] == "/stores"
+        assert set(body["errors"]["json"]) == {"name"}
+        assert body["code"] == 422
+
+    def test_a_401_keeps_its_error_code(self, client: Client) -> None:
+        response = client.post("/stores", json={"name": "A"}, headers={"Accept": PROBLEM})
+        assert response.status_code == 401
+        assert response.mimetype == PROBLEM
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert response.json["error"] == "authorization_required"
+        assert response.json["title"] == "Unauthorized"
+
+    def test_the_envelope_without_asking(self, client: Client) -> None:
+        for accept in (None, "application/json", f"application/json, {PROBLEM};q=0.5"):
+            headers = {"Accept": accept} if accept else {}
+            body = assert_error(client.get("/items/999", headers=headers), 404)
+            assert body == {"code": 404, "status": "Not Found", "message": "Item 999 not found."}
+
+    def test_routing_errors_too(self, client: Client) -> None:
+        response = client.delete("/items", headers={"Accept": PROBLEM})
+        assert response.status_code == 405
+        assert response.mimetype == PROBLEM
+        assert "GET" in response.headers["Allow"]
+        assert response.json["status"] == 405
+        unknown = client.get("/v2/items", headers={"Accept": PROBLEM})
+        assert unknown.mimetype == PROBLEM
+        assert unknown.json["instance"] == "/v2/items"
+        assert unknown.json["detail"].startswith("API version 2 does not exist")
+
+
+class TestUnknownQueryParameters:
+    def test_a_misspelt_filter_is_422_naming_it(self, client: Client, catalog: Any) -> None:
+        body = assert_error(client.get("/items?updated_since=2026-01-01&q=milk"), 422)
+        assert body["message"] == "Unknown query parameter(s): updated_since."
+        assert body["errors"] == {"query": {"updated_since": ["Unknown query parameter."]}}
+
+    def test_every_endpoint(
+        self, app: Flask, client: Client, as_alice: dict[str, str], catalog: Any
+    ) -> None:
+        for path in (
+            f"/items/{catalog['milk']['id']}?verbose=1",
+            f"/v1/stores/{catalog['store']['id']}?b=2&a=1",
+            "/health?probe=1",
+            "/users/me?x=1",
+            "/openapi.json?v=2",
+        ):
+            body = assert_error(client.get(path, headers=as_alice), 422)
+            names = sorted(path.split("?")[1].replace("=1", "").replace("=2", "").split("&"))
+            assert body["message"] == f"Unknown query parameter(s): {', '.join(names)}.", path
+        before = snapshot(app)
+        response = client.post("/stores?dry=1", json={"name": "New"}, headers=as_alice)
+        assert assert_error(response, 422)["errors"] == {
+            "query": {"dry": ["Unknown query parameter."]}
+        }
+        assert snapshot(app) == before
+
+    def test_declared_parameters_still_work(self, client: Client, catalog: Any) -> None:
+        response = client.get("/items?page_size=1&sort=-price&count=exact&min_price=1")
+        assert response.status_code == 200
+        assert [i["name"] for i in response.json] == ["Tea"]
+        nxt = response.headers["Link"].split(">")[0][1:]
+        assert client.get(nxt).status_code == 200
+        assert client.get("/items?page=2&page_size=1").status_code == 200
+
+    def test_cache_busters_and_fields_are_taken_everywhere(
+        self, client: Client, catalog: Any
+    ) -> None:
+        assert client.get("/items?_=1700000000").status_code == 200
+        assert client.get(f"/items/{catalog['milk']['id']}?_=1&fields=id").status_code == 200
+        assert client.get("/health?_ts=1").status_code == 200
+
+    def test_swagger_ui_still_loads(self, client: Client) -> None:
+        assert client.get("/swagger-ui").status_code == 200
+        assert client.get("/openapi.json").status_code == 200
+
+
+def test_each_endpoint_takes_the_query_parameters_openapi_publishes(app: Flask) -> None:
+    """The check reads what each view declares: for every operation that is exactly the
+    query parameters of the OpenAPI document (so Swagger UI never sends one it refuses)."""
+    spec: dict[str, Any] = app.test_client().get("/openapi.json").json or {}
+    checked = 0
+    with app.test_request_context():
+        for rule in app.url_map.iter_rules():
+            path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+            for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
+                operation = spec["paths"].get(path, {}).get(method.lower())
+                if operation is None:
+                    continue
+                published = {
+                    p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"
+                }
+                assert query.declared(query.view_of(rule.endpoint, method)) == published, path
+                checked += 1
+    methods = {"get", "put", "post", "patch", "delete"}
+    assert checked == sum(len(methods & set(ops)) for ops in spec["paths"].values())

@@ -1,0 +1,143 @@
+"""API versions (§14, §16): /v1 and the vendor media type, API-Version, unknown versions."""
+
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from helpers import CatalogFactory, Client, assert_error, snapshot
+
+VENDOR = "application/vnd.stores.v1+json"
+
+
+@pytest.fixture
+def milk(api: CatalogFactory, as_alice: dict[str, str]) -> Any:
+    return api.item(as_alice, api.store(as_alice), name="Milk")
+
+
+class TestPrefix:
+    def test_v1_serves_the_same_resource_as_the_unprefixed_path(
+        self, client: Client, milk: Any
+    ) -> None:
+        plain = client.get(f"/items/{milk['id']}")
+        versioned = client.get(f"/v1/items/{milk['id']}")
+        assert versioned.status_code == 200
+        assert versioned.json == plain.json
+        assert versioned.headers["ETag"] == plain.headers["ETag"]
+        assert versioned.mimetype == plain.mimetype == "application/json"
+        assert versioned.headers["API-Version"] == plain.headers["API-Version"] == "1"
+        # The default is version 1 and stays: the unprefixed path is not deprecated.
+        assert "Deprecation" not in plain.headers and "Sunset" not in plain.headers
+
+    def test_a_write_under_v1_answers_with_v1_urls(
+        self, app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
+        store = api.store(as_alice)
+        body = {"name": "Tea", "price": "2.00", "store_id": store["id"]}
+        created = client.post("/v1/items", json=body, headers=as_alice)
+        assert created.status_code == 201
+        assert created.headers["Location"] == f"/v1/items/{created.json['id']}"
+        assert created.headers["API-Version"] == "1"
+        assert client.get(f"/items/{created.json['id']}").json == created.json
+
+    def test_list_links_keep_the_prefix(
+        self, client: Client, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
+        store = api.store(as_alice)
+        for name in ("A", "B", "C"):
+            api.item(as_alice, store, name=name)
+        page = client.get("/v1/items?page_size=2")
+        assert page.status_code == 200
+        assert [i["name"] for i in page.json] == ["A", "B"]
+        assert page.headers["Link"].startswith("</v1/items?page_size=2&cursor=")
+        follow = page.headers["Link"].split(">")[0][1:]
+        assert [i["name"] for i in client.get(follow).json] == ["C"]
+
+    def test_v2_is_404_in_the_envelope_naming_the_versions(self, client: Client) -> None:
+        for path in ("/v2/items", "/v2", "/v0/stores/1"):
+            body = assert_error(client.get(path), 404)
+            version = path.split("/")[1][1:]
+            assert body["message"] == (
+                f"API version {version} does not exist; supported versions: 1 (/v1/...)."
+            )
+
+    def test_an_unknown_path_under_v1_is_the_ordinary_404(self, client: Client) -> None:
+        response = client.get("/v1/nothing")
+        assert assert_error(response, 404)["message"] == "Not found: no resource at this path."
+        assert response.headers["API-Version"] == "1"
+
+    def test_deprecated_singular_paths_are_not_served_under_v1(
+        self, app: Flask, client: Client, as_alice: dict[str, str], milk: Any
+    ) -> None:
+        assert client.get(f"/item/{milk['id']}").status_code == 200  # still, deprecated
+        response = client.get(f"/v1/item/{milk['id']}")
+        assert_error(response, 404)
+        assert "Deprecation" not in response.headers
+        before = snapshot(app)
+        store = {"name": "Nope"}
+        assert_error(client.post("/v1/store", json=store, headers=as_alice), 404)
+        assert snapshot(app) == before
+
+    def test_errors_and_probes_carry_api_version_too(self, client: Client) -> None:
+        for response in (
+            client.get("/health"),
+            client.get("/v1/health"),
+            client.get("/items/999"),
+            client.delete("/items"),
+        ):
+            assert response.headers["API-Version"] == "1"
+
+
+class TestMediaType:
+    def test_the_vendor_type_selects_v1_and_comes_back(self, client: Client, milk: Any) -> None:
+        response = client.get(f"/items/{milk['id']}", headers={"Accept": VENDOR})
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == VENDOR
+        assert response.json["id"] == milk["id"]
+        assert response.headers["API-Version"] == "1"
+        assert "Accept" in response.vary
+        listed = client.get("/v1/items", headers={"Accept": f"{VENDOR}, application/json;q=0.5"})
+        assert listed.headers["Content-Type"] == VENDOR
+        assert [i["id"] for i in listed.json] == [milk["id"]]
+
+    def test_plain_json_otherwise(self, client: Client, milk: Any) -> None:
+        for accept in ("application/json", "*/*", "application/*", None):
+            headers = {"Accept": accept} if accept else {}
+            response = client.get(f"/items/{milk['id']}", headers=headers)
+            assert response.status_code == 200
+            assert response.headers["Content-Type"] == "application/json"
+
+    def test_an_unknown_version_in_accept_is_406_naming_the_versions(
+        self, client: Client, milk: Any
+    ) -> None:
+        response = client.get(
+            f"/items/{milk['id']}", headers={"Accept": "application/vnd.stores.v2+json"}
+        )
+        body = assert_error(response, 406)
+        assert body["message"] == (
+            "API version 2 does not exist; supported versions: 1 (application/vnd.stores.v1+json)."
+        )
+        assert response.headers["API-Version"] == "1"
+
+    def test_an_error_asked_for_in_the_vendor_type_comes_in_it(self, client: Client) -> None:
+        response = client.get("/items/999", headers={"Accept": VENDOR})
+        assert response.status_code == 404
+        assert response.headers["Content-Type"] == VENDOR
+        assert response.json["message"] == "Item 999 not found."
+
+    def test_a_write_in_the_vendor_type(
+        self, client: Client, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
+        store = api.store(as_alice)
+        body = {"name": "Tea", "price": "2.00", "store_id": store["id"]}
+        response = client.post("/v1/items", json=body, headers={**as_alice, "Accept": VENDOR})
+        assert response.status_code == 201
+        assert response.headers["Content-Type"] == VENDOR
+
+
+def test_openapi_lists_each_path_once_with_both_servers(client: Client) -> None:
+    spec = client.get("/openapi.json").json
+    assert [s["url"] for s in spec["servers"]] == ["/", "/v1"]
+    assert "/items" in spec["paths"]
+    assert not any(path.startswith("/v1") for path in spec["paths"])
+    assert client.get("/v1/openapi.json").json == spec
