@@ -416,6 +416,7 @@ def test_hooks_run_in_the_boot_order(app: Flask) -> None:
         "refuse_oversized_head",
         "require_json_body",
         "Limiter._check_request_limit",
+        "check_scopes",  # an API key within its scopes, after the limiter counted it
         "claim",
     ]
     # after_request and teardown hooks run last-registered first.
