@@ -219,7 +219,8 @@ def _verify_api_key(token: str, *, refresh: bool) -> dict[str, Any]:
     key_id = claims["api_key"]["id"]
     g.api_key_id = key_id
     g.event_actor = {"type": "api_key", "id": key_id}
-    # Flask-JWT-Extended's request state, as verify_jwt_in_request leaves it.
+    # Flask-JWT-Extended's request state, as verify_jwt_in_request leaves it (its private
+    # names: tests/api/test_api_keys.py fails if an upgrade renames them).
     g._jwt_extended_jwt_user = {"loaded_user": user}
     g._jwt_extended_jwt_header = {}
     g._jwt_extended_jwt = claims
