@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import blocklist
 from core import commands
-from core.auth.security import init_passwords
+from core.auth.security import check_scopes, init_passwords
 from core.events import tasks as event_tasks
 from core.jobs.worker import celery_init_app
 from core.web import http, idempotency, metrics, negotiation, tracing, versions
@@ -27,6 +27,7 @@ from core.web.smorest import IdConverter, swagger_assets
 from core.web.versions import VersionPrefix
 from db import close_session, db, engine_options
 from resources import (
+    api_keys,
     audit,
     batch,
     events,
@@ -124,6 +125,10 @@ def init_openapi(app: Flask) -> None:
     negotiation.document(api.spec)
 
 
+def scope_checks(app: Flask) -> None:
+    app.before_request(check_scopes)
+
+
 @dataclass(frozen=True)
 class Step:
     """One step of wiring the app; ``after`` says why it stands where it does."""
@@ -145,7 +150,10 @@ BOOT_ORDER: tuple[Step, ...] = (
     Step(http.init_app, "before the limiter: its after_request runs after the limiter's"),
     Step(versions.init_app, "after http: an unknown version's 404 is the router's"),
     Step(limiter.init_app, "after http, before idempotency"),
-    Step(negotiation.init_app, "after the limiter (a CSV it answers counts), before idempotency"),
+    Step(scope_checks, "after the limiter (a refused key still counts), before negotiation"),
+    Step(
+        negotiation.init_app, "after the scope check (a CSV it answers counts), before idempotency"
+    ),
     Step(idempotency.init_app, "after the limiter: a request it refuses claims no key"),
     Step(init_cors, "last of the hooks: its after_request runs before all of theirs"),
     Step(init_openapi, "before the blueprints it documents"),
@@ -154,7 +162,7 @@ BOOT_ORDER: tuple[Step, ...] = (
 
 def register_blueprints() -> None:
     blueprints = (sessions, password_reset, users, stores, batch, items, stock, tags, exports)
-    for module in (*blueprints, imports, jobs, events, webhooks, audit, health):
+    for module in (*blueprints, imports, jobs, events, webhooks, api_keys, audit, health):
         api.register_blueprint(module.blp)
 
 

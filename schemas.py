@@ -40,7 +40,7 @@ from core.web.fields import (
 )
 from core.web.openapi import ResponseSchema
 from db import db
-from models import DELIVERY_STATUSES, DELTA_REASONS, REASONS, ROLES, Event, Store
+from models import DELIVERY_STATUSES, DELTA_REASONS, REASONS, ROLES, SCOPES, Event, Store
 from models.audit_entry import ACTOR_TYPES, TARGET_TYPES
 from models.item import STATUSES
 from models.job import JOB_STATUSES, JOB_TYPES
@@ -653,6 +653,57 @@ class DeliverySchema(ResponseSchema):
         allow_none=True, metadata={"example": None, "description": "When it is (re)tried"}
     )
     created_at = Timestamp()
+
+
+# --- API keys --------------------------------------------------------------------
+
+
+class ApiKeySchema(ma.Schema):
+    id = fields.Integer(metadata={"example": 1})
+    name = fields.String(metadata={"example": "ERP sync"})
+    prefix = fields.String(metadata={"example": "sk_Xy4aB", "description": "The key's start"})
+    last_four = fields.String(metadata={"example": "Qz9w", "description": "The key's end"})
+    scopes = fields.List(fields.String(), metadata={"example": ["catalog:read"]})
+    store_id = fields.Integer(allow_none=True, metadata={"example": None})
+    expires_at = fields.DateTime(allow_none=True, metadata={"example": None})
+    last_used_at = fields.DateTime(
+        allow_none=True,
+        metadata={"example": None, "description": "To the minute: written once a minute"},
+    )
+    created_at = Timestamp()
+
+
+class ApiKeyCreatedSchema(ApiKeySchema):
+    key = fields.String(
+        metadata={
+            "example": "sk_Xy4aBn0Cq1Yv7Jd3Lw8Ke2Hf5Rt6Ug9Pm4So0Ia2Qz9w",
+            "description": "The key: shown in this answer only; send it as `Bearer sk_…`",
+        }
+    )
+
+
+class ApiKeyCreateSchema(ma.Schema):
+    name = Name(required=True, metadata={"example": "ERP sync"})
+    scopes = fields.List(
+        fields.String(validate=validate.OneOf(SCOPES)),
+        required=True,
+        validate=validate.Length(1, len(SCOPES)),
+        metadata={"example": ["catalog:read", "stock:write"]},
+    )
+    store_id = Id(
+        allow_none=True,
+        metadata={"description": "One of your stores, or null: all you may do", "example": 1},
+    )
+    expires_at = UtcDateTime(
+        format="iso",
+        allow_none=True,
+        metadata={"description": "A future time, or null: until revoked", "example": None},
+    )
+
+    @validates("expires_at")
+    def _in_the_future(self, value: datetime | None, **_kwargs: Any) -> None:
+        if value is not None and value <= datetime.now(UTC):
+            raise ValidationError("Must be in the future.")
 
 
 # --- audit -----------------------------------------------------------------------

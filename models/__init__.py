@@ -1,5 +1,6 @@
 """The tables, one module each."""
 
+from models.api_key import SCOPES, ApiKey
 from models.audit_entry import AuditEntry
 from models.event import Event, EventCounter
 from models.idempotency_key import IdempotencyKey
@@ -18,6 +19,8 @@ __all__ = [
     "DELTA_REASONS",
     "REASONS",
     "ROLES",
+    "SCOPES",
+    "ApiKey",
     "AuditEntry",
     "Delivery",
     "Event",

@@ -10,6 +10,7 @@ from flask_jwt_extended import current_user
 from sqlalchemy import Select, select
 
 from core.auth.permissions import login_required
+from core.auth.security import api_key
 from core.events import outbox
 from core.lists.listing import LIST_HEADERS, Listing
 from core.web.errors import abort
@@ -49,10 +50,14 @@ EVENTS = Listing(
 
 
 def visible() -> Select[Event]:
-    """Listed events: numbered ones, of the caller's stores (admin: all)."""
+    """Listed events: numbered ones, of the caller's stores (admin: all); through an
+    API key bound to a store, that store's only."""
     query = select(Event).where(Event.seq.is_not(None))
     if not current_user.is_admin:
         query = query.where(Event.owner_id == current_user.id)
+    key = api_key()
+    if key is not None and key["store_id"] is not None:
+        query = query.where(Event.store_id == key["store_id"])
     return query
 
 

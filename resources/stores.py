@@ -10,7 +10,13 @@ from flask_jwt_extended import current_user
 from sqlalchemy import Select, select
 
 from core.auth import audit
-from core.auth.permissions import ADMIN, fields_reserved, login_required, store_owner_required
+from core.auth.permissions import (
+    ADMIN,
+    any_store_key,
+    fields_reserved,
+    login_required,
+    store_owner_required,
+)
 from core.catalog.queries import ITEMS, item_search
 from core.catalog.stores import count_items, delete_store, mark_deleting
 from core.events.outbox import as_json
@@ -104,6 +110,7 @@ class Stores(MethodView):
         return query
 
     @login_required(blp)
+    @any_store_key(blp)
     @blp.arguments(StoreCreateSchema)
     @blp.response(201, StoreSchema, headers=STORE_LOCATION)
     @blp.alt_response(409, response="CONFLICT")

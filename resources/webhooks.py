@@ -9,7 +9,9 @@ from flask.views import MethodView
 from flask_jwt_extended import current_user
 from sqlalchemy import Row, Select, func, select
 
+from core.auth import scopes
 from core.auth.permissions import forbid, login_required
+from core.auth.security import api_key
 from core.events import delivery as deliveries
 from core.events import outbox, relay, tasks
 from core.events.addresses import UnsafeURLError, check_url
@@ -70,6 +72,7 @@ def _check_url(url: str) -> None:
 
 
 def _check_store(store_id: int | None) -> None:
+    scopes.check_store(api_key(), store_id)  # a key bound to a store: that store only
     if store_id is None:
         return
     store = db.session.get(Store, store_id)

@@ -14,11 +14,12 @@ from functools import wraps
 from typing import Any, NoReturn
 
 from flask import g
-from flask_jwt_extended import current_user, get_jwt, get_jwt_header, verify_jwt_in_request
+from flask_jwt_extended import current_user, get_jwt, get_jwt_header
 from flask_jwt_extended.exceptions import FreshTokenRequired
 from flask_smorest import Blueprint
 
-from core.auth.security import authenticate
+from core.auth import scopes
+from core.auth.security import api_key, authenticate
 from core.web.body import body_object
 from core.web.errors import abort
 from models import Store
@@ -50,8 +51,7 @@ def may_change_store(store: Store) -> bool:
 
 def optional_caller() -> Any:
     """The signed-in user of a public read, or None (a bad token is still a 401)."""
-    verify_jwt_in_request(optional=True)
-    return current_user if get_jwt() else None
+    return current_user if authenticate(optional=True) else None
 
 
 def may_see(status: str, owner_id: int) -> bool:
@@ -80,6 +80,7 @@ def authorize_store(store: Store) -> None:
     """For a store named in the body (``POST /items``), known only once it is parsed."""
     if not may_change_store(store):
         forbid(f"Only the owner of store {store.id} or an admin may change it.")
+    scopes.check_store(api_key(), store.id)
 
 
 def login_required(blp: Blueprint, *, fresh: bool = False, refresh: bool = False) -> Decorator:
@@ -98,6 +99,24 @@ def login_required(blp: Blueprint, *, fresh: bool = False, refresh: bool = False
         documented: View = blp.alt_response(401, response="UNAUTHORIZED")(
             blp.doc(security=BEARER)(wrapper)
         )
+        return documented
+
+    return decorator
+
+
+def any_store_key(blp: Blueprint) -> Decorator:
+    """What acts beyond one store (creating a store): an API key bound to a store may
+    not (403 ``insufficient_scope``). Put it below the decorator that authenticates."""
+
+    def decorator(func: View) -> View:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            key = api_key()
+            if key is not None and key["store_id"] is not None:
+                scopes.refuse(f"This API key is limited to store {key['store_id']}.")
+            return func(*args, **kwargs)
+
+        documented: View = blp.alt_response(403, response="FORBIDDEN")(wrapper)
         return documented
 
     return decorator

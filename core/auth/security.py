@@ -18,11 +18,21 @@ from typing import Any
 from flask import Flask, current_app, g, request
 from flask.typing import ResponseReturnValue
 from flask_jwt_extended import create_access_token, create_refresh_token, verify_jwt_in_request
-from flask_jwt_extended.exceptions import RevokedTokenError
+from flask_jwt_extended.exceptions import (
+    InvalidHeaderError,
+    JWTExtendedException,
+    NoAuthorizationError,
+    RevokedTokenError,
+    UserLookupError,
+    WrongTokenError,
+)
+from flask_jwt_extended.view_decorators import _decode_jwt_from_headers
 from flask_limiter import RouteLimit
+from jwt.exceptions import PyJWTError
 from passlib.context import CryptContext
 
 from blocklist import get_blocklist
+from core.auth import api_keys, scopes
 from core.web.errors import error_response
 from core.web.extensions import jwt, limiter
 from db import db
@@ -79,8 +89,15 @@ def _auth_rate_limit() -> str:
 def password_attempts(**options: Any) -> RouteLimit:
     """Every place a password is checked against an account (``/login``, and the
     ``current_password`` of an account change) draws on one budget per client,
-    AUTH_RATE_LIMIT: guessing through one does not dodge the other's limit."""
-    return limiter.shared_limit(_auth_rate_limit, scope="password", **options)
+    AUTH_RATE_LIMIT: guessing through one does not dodge the other's limit. It counts
+    per client address even when signed in (/login never is), so that the two share it."""
+    return limiter.shared_limit(
+        _auth_rate_limit, scope="password", key_func=client_address, **options
+    )
+
+
+def client_address() -> str:
+    return f"ip:{request.remote_addr}"
 
 
 def auth_rate_limit() -> RouteLimit:
@@ -145,27 +162,114 @@ def authenticate(*, optional: bool = False, refresh: bool = False) -> dict[str, 
     and return its claims; None when ``optional`` and no token was sent. Raises
     Flask-JWT-Extended's errors (401 in the envelope) for a bad token.
 
-    The first call in a request does the work; later calls (the idempotency hook,
-    then the view's decorator) reuse its result instead of decoding again.
+    The token is an access or refresh JWT, or an API key (``sk_…``, core/auth/api_keys.py)
+    standing for its owner: then the request must also be within the key's scopes
+    (403 ``insufficient_scope``, core/auth/scopes.py).
+
+    The first call in a request does the work; later calls (the rate limiter, the scope
+    hook, the idempotency hook, then the view's decorator) reuse its result instead of
+    decoding again.
     """
+    claims = _verified(optional=optional, refresh=refresh)
+    if claims is not None and "api_key" in claims:
+        scopes.check_endpoint(claims["api_key"])
+    return claims
+
+
+def _verified(*, optional: bool, refresh: bool) -> dict[str, Any] | None:
     done: tuple[bool, dict[str, Any] | None] | None = g.get("authenticated")
     if done is None or done[0] != refresh or (done[1] is None and not optional):
         # Not yet, for another token type, or found none where one is required
         # (raises NoAuthorizationError without decoding anything).
-        verified = verify_jwt_in_request(optional=optional, refresh=refresh)
-        done = (refresh, verified[1] if verified else None)
+        token = _sent_token()
+        if token is not None and api_keys.is_api_key(token):
+            claims: dict[str, Any] | None = _verify_api_key(token, refresh=refresh)
+        else:
+            verified = verify_jwt_in_request(optional=optional, refresh=refresh)
+            claims = verified[1] if verified else None
+        done = (refresh, claims)
         g.authenticated = done
     return done[1]
+
+
+def _sent_token() -> str | None:
+    """The bearer token as Flask-JWT-Extended reads it from the request (its own
+    parsing of the Authorization header, so that a key and a JWT are found alike);
+    None if there is none, or a malformed header it will report itself."""
+    try:
+        token, _csrf = _decode_jwt_from_headers()
+    except (NoAuthorizationError, InvalidHeaderError):
+        return None
+    return token
+
+
+def _verify_api_key(token: str, *, refresh: bool) -> dict[str, Any]:
+    """An API key, through the same checks and the same state as a JWT: its claims
+    (401 if unknown, revoked or expired), the same user lookup, then what
+    ``get_jwt()`` and ``current_user`` read. Events and audit rows name the key."""
+    try:
+        claims = api_keys.claims_for(token)
+    except api_keys.KeyRefusedError as exc:
+        raise RevokedTokenError({}, {"api_key": {"id": exc.key_id}}) from None
+    if refresh:
+        raise WrongTokenError("Only refresh tokens are allowed")
+    user = _load_user({}, claims)
+    if user is None:  # pragma: no cover - a key goes with its owner (ON DELETE CASCADE)
+        raise UserLookupError("the key's owner no longer exists", {}, claims)
+    key_id = claims["api_key"]["id"]
+    g.api_key_id = key_id
+    g.event_actor = {"type": "api_key", "id": key_id}
+    # Flask-JWT-Extended's request state, as verify_jwt_in_request leaves it (its private
+    # names: tests/api/test_api_keys.py fails if an upgrade renames them).
+    g._jwt_extended_jwt_user = {"loaded_user": user}
+    g._jwt_extended_jwt_header = {}
+    g._jwt_extended_jwt = claims
+    g._jwt_extended_jwt_location = "headers"
+    return claims
+
+
+def api_key() -> dict[str, Any] | None:
+    """The API key the request is made with (id, scopes, store_id), or None."""
+    claims = authenticate(optional=True)
+    return claims.get("api_key") if claims else None
+
+
+def check_scopes() -> None:
+    """A before_request hook: a request made with an API key stays within the key's
+    scopes on every endpoint, public reads included, and an unknown, revoked or expired
+    key is a 401 wherever it is sent (§16). A bad JWT is left to the view that needs
+    one (a public read ignores it, as before)."""
+    try:
+        authenticate(optional=True)
+    except (JWTExtendedException, PyJWTError):
+        token = _sent_token()
+        if token is not None and api_keys.is_api_key(token):
+            raise
 
 
 def caller_scope() -> str:
     """Whose request this is, as the request's own verification established it: the
     user (and their token key: a user id alone could name another user on a
-    recreated database sharing the same Redis), else the client address."""
+    recreated database sharing the same Redis), else the client address. A request
+    made with an API key is its owner's (§16: its idempotency keys are the owner's)."""
     claims = authenticate(optional=True)
     if claims is not None:
         return f"user:{claims['sub']}:{claims['user_key']}"
     return f"ip:{request.remote_addr}"
+
+
+def rate_limit_key() -> str:
+    """Flask-Limiter's key: an API key counts on its own, a signed-in user on theirs,
+    anyone else (and any request whose token fails) on the client address."""
+    try:
+        claims = _verified(optional=True, refresh=False)
+    except (JWTExtendedException, PyJWTError):
+        claims = None
+    if claims is None:
+        return client_address()
+    if "api_key" in claims:
+        return f"key:{claims['api_key']['id']}"
+    return f"user:{claims['sub']}:{claims['user_key']}"
 
 
 # --- Flask-JWT-Extended callbacks ------------------------------------------------
@@ -226,7 +330,9 @@ def _expired_token(_header: dict[str, Any], claims: dict[str, Any]) -> ResponseR
 
 
 @jwt.revoked_token_loader
-def _revoked_token(_header: dict[str, Any], _claims: dict[str, Any]) -> ResponseReturnValue:
+def _revoked_token(_header: dict[str, Any], claims: dict[str, Any]) -> ResponseReturnValue:
+    if "api_key" in claims:
+        return _unauthorized("token_revoked", "This API key has been revoked or has expired.")
     return _unauthorized("token_revoked", "The token has been revoked; sign in again.")
 
 

@@ -6,7 +6,6 @@ from flask import current_app, request
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_mailman import Mail
 from flask_migrate import Migrate
 
@@ -32,10 +31,19 @@ def _limited_as() -> str:
     return request.endpoint or "unmatched"
 
 
+def _caller() -> str:
+    """Whose budget a request draws on: its API key, its signed-in user, else its
+    client address (core/auth/security.py ``rate_limit_key``; imported here, when
+    the first request is counted, because that module needs these instances)."""
+    from core.auth.security import rate_limit_key
+
+    return rate_limit_key()
+
+
 # The client address is request.remote_addr, which ProxyFix sets from
 # X-Forwarded-For only when TRUSTED_PROXIES says how many proxies to trust.
 limiter = Limiter(
-    key_func=get_remote_address,
+    key_func=_caller,
     default_limits=[_default_limit],
     request_identifier=_limited_as,
 )

@@ -93,7 +93,8 @@ class ErrorSchema(ResponseSchema):
     error = ma.fields.String(
         metadata={
             "description": "On 401/403: authorization_required, invalid_token, token_expired, "
-            "token_revoked, fresh_token_required, user_not_found or forbidden; on 409: "
+            "token_revoked, fresh_token_required, user_not_found, forbidden or "
+            "insufficient_scope (an API key outside its scopes); on 409: "
             "insufficient_stock, stock_changed, stock_overflow or idempotency_key_in_use; "
             "on 422: idempotency_key_reused",
             "example": "token_revoked",

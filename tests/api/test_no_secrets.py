@@ -1,6 +1,7 @@
 """No secret in any audit row, log line or table (§15): a session uses every
 credential the service knows — passwords (right, wrong, changed, reset), access and
-refresh tokens, a reset token — then everything written is searched for each."""
+refresh tokens, a reset token, an API key (made, used, refused, revoked, refused
+again) — then everything written is searched for each."""
 
 from __future__ import annotations
 
@@ -73,6 +74,17 @@ def test_no_secret_is_written_anywhere(
     headers = bearer(tokens["access_token"])
     assert client.get("/users/me", headers=headers).status_code == 200
     store = client.post("/stores", json={"name": "Dora's"}, headers=headers).json
+    scopes = {"name": "ERP", "scopes": ["catalog:read", "catalog:write"]}
+    made = client.post("/api-keys", json=scopes, headers=headers)
+    assert made.status_code == 201
+    key = made.json["key"]
+    secrets.update({key, key[len(made.json["prefix"]) : -4]})  # all but what a list shows
+    keyed = bearer(key)
+    rename = {"name": "Dora's shop"}
+    assert client.patch(f"/stores/{store['id']}", json=rename, headers=keyed).status_code == 200
+    assert client.get("/users/me", headers=keyed).status_code == 403
+    assert client.delete(f"/api-keys/{made.json['id']}", headers=headers).status_code == 204
+    assert client.get("/stores", headers=keyed).status_code == 401
     refreshed = client.post("/refresh", headers=bearer(tokens["refresh_token"]))
     assert refreshed.status_code == 200
     remember(refreshed.json)
@@ -98,6 +110,9 @@ def test_no_secret_is_written_anywhere(
         "user.sign_in_failed",
         "user.signed_in",
         "store.created",
+        "api_key.created",
+        "store.updated",
+        "api_key.revoked",
         "user.updated",
         "user.signed_in",
         "user.password_reset",

@@ -48,6 +48,9 @@ def check_session(out: str, run: str) -> None:
     assert len(re.findall(r"^HTTP/1.1 201", out, re.M)) == 2
     assert len(re.findall(r"^Idempotent-Replayed: true", out, re.M | re.I)) == 1
     assert re.search(r"^7$", out, re.M)
+    # The API key changed a price, and may not manage the account.
+    assert re.search(r"^2.29$", out, re.M)
+    assert '"error":"insufficient_scope"' in out
     assert '{"message":"Successfully logged out."}' in out
     last = json.loads(out.rstrip().splitlines()[-1])
     assert last == {

@@ -1,0 +1,46 @@
+"""API keys (contract §15): a machine's credential, acting as its owner narrowed to
+its scopes and (optionally) one store. Only a hash of the key is kept."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db import Model
+from models.types import UTCDateTime, utcnow
+
+# What a key may be given; which endpoint needs which is core/auth/scopes.py.
+SCOPES = ("catalog:read", "catalog:write", "stock:write", "events:read", "webhooks:manage", "jobs")
+
+
+class ApiKey(Model):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(80))
+    # SHA-256 of the whole key, hex: the key is 256 random bits, so a fast hash loses
+    # nothing (there is no dictionary to try) and a lookup by it is one index probe.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # What a list shows to tell keys apart: "sk_" + the first characters, and the last four.
+    prefix: Mapped[str] = mapped_column(String(16))
+    last_four: Mapped[str] = mapped_column(String(4))
+    scopes: Mapped[list[str]] = mapped_column(JSON())
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Written at most once a minute per key (core/auth/api_keys.py ``touch``).
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        # The owner's keys, by keyset (GET /api-keys).
+        Index("ix_api_keys_owner_id_id", "owner_id", "id"),
+        Index("ix_api_keys_store_id", "store_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    def __repr__(self) -> str:
+        return f"<ApiKey {self.id} {self.prefix}...{self.last_four}>"
