@@ -31,6 +31,7 @@ from resources import (
     exports,
     health,
     imports,
+    index,
     items,
     jobs,
     password_reset,
@@ -143,7 +144,7 @@ BOOT_ORDER: tuple[Step, ...] = (
 
 def register_blueprints() -> None:
     blueprints = (sessions, password_reset, users, stores, batch, items, stock, tags, exports)
-    for module in (*blueprints, imports, jobs, events, webhooks, audit, health):
+    for module in (*blueprints, imports, jobs, events, webhooks, audit, health, index):
         api.register_blueprint(module.blp)
 
 
