@@ -84,9 +84,9 @@ class TestSingleReads:
         by_id = client.get(f"/users/{me.json['id']}?fields=email", headers=as_alice)
         assert by_id.json == {"id": me.json["id"], "email": "alice@example.com"}
 
-    def test_id_and_spaces_and_repeats(self, client: Client, catalog: dict[str, Any]) -> None:
+    def test_id_and_repeats(self, client: Client, catalog: dict[str, Any]) -> None:
         item = catalog["items"][1]
-        response = client.get(f"/items/{item['id']}?fields=id, stock ,stock")
+        response = client.get(f"/items/{item['id']}?fields=id,stock,stock")
         assert response.json == {"id": item["id"], "stock": 0}
 
 
@@ -116,7 +116,7 @@ class TestRefusals:
         body = assert_error(client.get(f"/users/me?fields={field}", headers=as_alice), 422)
         assert body["errors"]["query"]["fields"][0].startswith(f"Unknown field: {field!r}.")
 
-    @pytest.mark.parametrize("value", ["", ",", "name,,price"])
+    @pytest.mark.parametrize("value", ["", ",", "name,,price", "name, price", "name%0A"])
     def test_empty_names(self, client: Client, catalog: dict[str, Any], value: str) -> None:
         assert_error(client.get(f"/items?fields={value}"), 422)
 
@@ -218,9 +218,9 @@ def test_openapi_documents_fields(client: Client) -> None:
             p for p in spec["paths"][path]["get"]["parameters"] if p.get("name") == "fields"
         ]
         assert fields["in"] == "query"
-        assert fields["explode"] is False
-        assert fields["schema"]["type"] == "array"
-    item_fields = next(
-        p for p in spec["paths"]["/items"]["get"]["parameters"] if p.get("name") == "fields"
+        assert fields["schema"]["type"] == "string"
+    tag_fields = next(
+        p for p in spec["paths"]["/tags/{tag_id}"]["get"]["parameters"] if p.get("name") == "fields"
     )
-    assert "links" in item_fields["schema"]["items"]["enum"]
+    name = "(?:id|name|store_id|created_at|updated_at|links)"
+    assert tag_fields["schema"]["pattern"] == f"^{name}(?:,{name}){{0,5}}$"
