@@ -13,10 +13,10 @@
 Public hooks are used where flask-smorest has them (``handle_http_exception``,
 ``check_etag``, ``ERROR_SCHEMA``, ``ARGUMENTS_PARSER``, ``_prepare_response_content``).
 What they do not reach is done by overriding private methods: the documented error
-responses and If-Match header are registered only in ``_register_*``, the 428 and the unchecked-ETag
-warning live in the ETag mixin's ``_check_*``/``_verify_*``, the ETag's computation
-in ``_generate_etag`` and ``_set_etag_in_response``, and webargs parses bodies in
-``_raw_load_json``, the hook its ``load_json`` is built on.
+responses and If-Match header are registered only in ``_register_*``, the 428 and the
+unchecked-ETag warning live in the ETag mixin's ``_check_*``/``_verify_*``, the ETag's
+computation in ``_generate_etag`` and ``_set_etag_in_response``, and webargs parses
+bodies in ``_raw_load_json``, the hook its ``load_json`` is built on.
 tests/api/test_smorest_internals.py fails, naming the method, if an upgrade renames one
 of them or changes its parameters.
 """
