@@ -34,6 +34,7 @@ from resources import (
     exports,
     health,
     imports,
+    index,
     items,
     jobs,
     password_reset,
@@ -162,7 +163,7 @@ BOOT_ORDER: tuple[Step, ...] = (
 
 def register_blueprints() -> None:
     blueprints = (sessions, password_reset, users, stores, batch, items, stock, tags, exports)
-    for module in (*blueprints, imports, jobs, events, webhooks, api_keys, audit, health):
+    for module in (*blueprints, imports, jobs, events, webhooks, api_keys, audit, health, index):
         api.register_blueprint(module.blp)
 
 

@@ -38,6 +38,7 @@ from core.web.fields import (
     Text,
     Username,
 )
+from core.web.links import Links, value
 from core.web.openapi import ResponseSchema
 from db import db
 from models import DELIVERY_STATUSES, DELTA_REASONS, REASONS, ROLES, SCOPES, Event, Store
@@ -89,6 +90,8 @@ def UpdatedAfter() -> UtcDateTime:  # noqa: N802 - reads as a field type
 
 
 class UserSchema(ResponseSchema):
+    always = ("id",)  # fields= may leave out any other
+
     id = fields.Integer(metadata={"example": 1})
     username = fields.String(metadata={"example": "alice"})
     email = fields.String(metadata={"example": "alice@example.com"})
@@ -219,7 +222,9 @@ class PasswordResetConfirmSchema(ma.Schema):
 # --- stores ---------------------------------------------------------------------
 
 
-class StoreSchema(ResponseSchema):
+class StoreRecordSchema(ResponseSchema):
+    """A store's fields, as events and the audit log record them (no links)."""
+
     id = fields.Integer(metadata={"example": 1})
     name = fields.String(metadata={"example": "Corner Shop"})
     address = fields.String(allow_none=True, metadata={"example": "1 Main St, Springfield"})
@@ -229,6 +234,25 @@ class StoreSchema(ResponseSchema):
     metadata = MetadataOut()
     created_at = Timestamp()
     updated_at = Timestamp()
+
+
+class StoreLinksSchema(ma.Schema):
+    self = fields.String(metadata={"example": "/stores/1"})
+    items = fields.String(metadata={"example": "/stores/1/items"})
+    tags = fields.String(metadata={"example": "/stores/1/tags"})
+
+
+def _store_links(store: Any, base: str) -> dict[str, str]:
+    path = f"{base}/stores/{value(store, 'id')}"
+    return {"self": path, "items": f"{path}/items", "tags": f"{path}/tags"}
+
+
+class StoreSchema(StoreRecordSchema):
+    """A store as the API answers it: its fields and its links."""
+
+    always = ("id",)  # fields= may leave out any other
+
+    links = Links(StoreLinksSchema, _store_links)
 
 
 class StoreUpdateSchema(ma.Schema):
@@ -287,10 +311,32 @@ class RefSchema(ResponseSchema):
     name = fields.String(metadata={"example": "dairy"})
 
 
-class TagSchema(RefSchema):
+class TagRecordSchema(RefSchema):
+    """A tag's fields, as events and the audit log record them (no links)."""
+
     store_id = fields.Integer(metadata={"example": 1})
     created_at = Timestamp()
     updated_at = Timestamp()
+
+
+class TagLinksSchema(ma.Schema):
+    self = fields.String(metadata={"example": "/tags/1"})
+    store = fields.String(metadata={"example": "/stores/1"})
+
+
+def _tag_links(tag: Any, base: str) -> dict[str, str]:
+    return {
+        "self": f"{base}/tags/{value(tag, 'id')}",
+        "store": f"{base}/stores/{value(tag, 'store_id')}",
+    }
+
+
+class TagSchema(TagRecordSchema):
+    """A tag as the API answers it: its fields and its links."""
+
+    always = ("id",)  # fields= may leave out any other
+
+    links = Links(TagLinksSchema, _tag_links)
 
 
 class TagQuerySchema(ma.Schema):
@@ -304,7 +350,9 @@ class TagInputSchema(ma.Schema):
 # --- items ----------------------------------------------------------------------
 
 
-class ItemSchema(ResponseSchema):
+class ItemRecordSchema(ResponseSchema):
+    """An item's fields, as events and the audit log record them (no links)."""
+
     id = fields.Integer(metadata={"example": 1})
     name = fields.String(metadata={"example": "Milk"})
     description = fields.String(allow_none=True, metadata={"example": "1 litre, whole"})
@@ -319,6 +367,31 @@ class ItemSchema(ResponseSchema):
     metadata = MetadataOut()
     created_at = Timestamp()
     updated_at = Timestamp()
+
+
+class ItemLinksSchema(ma.Schema):
+    self = fields.String(metadata={"example": "/items/1"})
+    store = fields.String(metadata={"example": "/stores/1"})
+    stock = fields.String(
+        metadata={"description": "The item's stock movements", "example": "/items/1/stock"}
+    )
+
+
+def _item_links(item: Any, base: str) -> dict[str, str]:
+    path = f"{base}/items/{value(item, 'id')}"
+    return {
+        "self": path,
+        "store": f"{base}/stores/{value(item, 'store_id')}",
+        "stock": f"{path}/stock",
+    }
+
+
+class ItemSchema(ItemRecordSchema):
+    """An item as the API answers it: its fields and its links."""
+
+    always = ("id",)  # fields= may leave out any other
+
+    links = Links(ItemLinksSchema, _item_links)
 
 
 class ItemUpdateSchema(ma.Schema):
@@ -761,6 +834,25 @@ class HealthSchema(ResponseSchema):
         values=fields.String(),
         metadata={"example": {"database": "ok", "redis": "ok"}},
     )
+
+
+class IndexLinksSchema(ma.Schema):
+    self = fields.String(metadata={"example": "/"})
+    items = fields.String(metadata={"example": "/items"})
+    stores = fields.String(metadata={"example": "/stores"})
+    users = fields.String(metadata={"example": "/users"})
+    events = fields.String(metadata={"example": "/events"})
+    webhooks = fields.String(metadata={"example": "/webhooks"})
+    jobs = fields.String(metadata={"example": "/jobs"})
+    audit = fields.String(metadata={"example": "/audit"})
+    openapi = fields.String(metadata={"example": "/openapi.json"})
+    swagger_ui = fields.String(metadata={"example": "/swagger-ui"})
+
+
+class IndexSchema(ma.Schema):
+    name = fields.String(metadata={"example": "Stores REST API"})
+    version = fields.String(metadata={"example": "1"})
+    links = fields.Nested(IndexLinksSchema)
 
 
 # --- jobs (§12) ---------------------------------------------------------------------

@@ -160,6 +160,12 @@ class Item(Timestamps, Model):
         {"sqlite_autoincrement": True},
     )
 
+    @property
+    def last_modified(self) -> datetime:
+        """When what the item's JSON shows last changed (Last-Modified, §16): the
+        item, or its store's or a tag's name (the store and tags are loaded)."""
+        return max([self.updated_at, self.store.updated_at, *(t.updated_at for t in self.tags)])
+
     def __repr__(self) -> str:
         return f"<Item {self.id} {self.name!r}>"
 

@@ -50,5 +50,10 @@ class Store(Timestamps, Model):
         {"sqlite_autoincrement": True},
     )
 
+    @property
+    def last_modified(self) -> datetime:
+        """When what the store's JSON shows last changed (Last-Modified, §14)."""
+        return self.updated_at
+
     def __repr__(self) -> str:
         return f"<Store {self.id} {self.name!r}>"

@@ -35,5 +35,10 @@ class Tag(Model):
         {"sqlite_autoincrement": True},
     )
 
+    @property
+    def last_modified(self) -> datetime:
+        """When what the tag's JSON shows last changed (Last-Modified, §14)."""
+        return self.updated_at
+
     def __repr__(self) -> str:
         return f"<Tag {self.id} {self.name!r}>"

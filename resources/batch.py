@@ -19,7 +19,7 @@ from core.web.http import public_cache
 from core.web.smorest import Blueprint
 from models import Store
 from resources.common import commit, flush, get_or_404
-from schemas import BatchResultSchema, BatchSchema, ItemSchema
+from schemas import BatchResultSchema, BatchSchema, ItemRecordSchema
 
 blp = Blueprint(
     "batch", __name__, url_prefix="/stores", description="Batch changes to a store's items"
@@ -53,11 +53,11 @@ def _record(store: Store, before: dict[int, Any], result: dict[str, Any]) -> Non
         changes = audit.deleted(before[item_id])
         audit.record("item.deleted", "item", item_id, changes, store_id=store.id)
     for item in result["updated"]:
-        changes = audit.updated(before[item.id], ItemSchema().dump(item))
+        changes = audit.updated(before[item.id], ItemRecordSchema().dump(item))
         if changes:
             audit.record("item.updated", "item", item.id, changes, store_id=store.id)
     for item in result["created"]:
-        changes = audit.created(ItemSchema().dump(item))
+        changes = audit.created(ItemRecordSchema().dump(item))
         audit.record("item.created", "item", item.id, changes, store_id=store.id)
 
 
@@ -95,7 +95,7 @@ class ItemsBatch(MethodView):
                 message=f"Store {store.id} would have two items with SKU {sku!r}; "
                 "nothing was applied.",
             )
-        before = {item_id: ItemSchema().dump(item) for item_id, item in plan.items.items()}
+        before = {item_id: ItemRecordSchema().dump(item) for item_id, item in plan.items.items()}
         result = plan.apply(current_user.id)
 
         def conflict(violated: str) -> str:

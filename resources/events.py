@@ -20,20 +20,21 @@ from models import Event
 from schemas import (
     EventQuerySchema,
     EventSchema,
-    ItemSchema,
+    ItemRecordSchema,
     StockMovementSchema,
-    StoreSchema,
-    TagSchema,
+    StoreRecordSchema,
+    TagRecordSchema,
     WebhookSchema,
 )
 
 blp = Blueprint("events", __name__, url_prefix="/events", description="Events: what changed")
 
-# What an event's data.object is: each resource as its GET returns it.
+# What an event's data.object is: each resource as its GET returns it, without its
+# links (an event is the same whichever path, or command, made it).
 for table, schema in (
-    ("items", ItemSchema()),
-    ("stores", StoreSchema()),
-    ("tags", TagSchema()),
+    ("items", ItemRecordSchema()),
+    ("stores", StoreRecordSchema()),
+    ("tags", TagRecordSchema()),
     ("stock_movements", StockMovementSchema()),
     ("webhooks", WebhookSchema()),
 ):

@@ -25,9 +25,11 @@ from core.catalog.queries import (
 )
 from core.events.outbox import as_json, record
 from core.lists.listing import LIST_HEADERS
+from core.web.conditions import LAST_MODIFIED
 from core.web.errors import abort
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
+from core.web.sparse import sparse
 from db import db
 from models import Item, Store, Tag, item_tags
 from models.types import utcnow
@@ -35,6 +37,7 @@ from resources.common import commit, created, flush, get_or_404, is_unique_viola
 from schemas import (
     ItemCreateSchema,
     ItemQuerySchema,
+    ItemRecordSchema,
     ItemReplaceSchema,
     ItemSchema,
     ItemUpdateSchema,
@@ -45,9 +48,15 @@ blp.after_request(public_cache)
 
 _stores = Store.__table__.c
 
-# One item, its store and its tags in one statement: one row per tag (or one without).
+# One item, its store and its tags in one statement: one row per tag (or one without),
+# with the times the store and the tags changed (the item's Last-Modified, §16).
 ONE_ITEM = (
-    select(*ITEM_COLUMNS, *TAG_COLUMNS)
+    select(
+        *ITEM_COLUMNS,
+        *TAG_COLUMNS,
+        _stores.updated_at.label("store_updated_at"),
+        Tag.__table__.c.updated_at.label("tag_updated_at"),
+    )
     .select_from(
         ITEM_FROM.outerjoin(item_tags, item_tags.c.item_id == Item.__table__.c.id).outerjoin(
             Tag.__table__, Tag.__table__.c.id == item_tags.c.tag_id
@@ -60,14 +69,19 @@ LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of th
 
 
 def read_item(item_id: int) -> dict[str, Any] | None:
-    """The item as ItemSchema dumps it, or None. One statement is one snapshot, so it
-    runs in autocommit: one round trip, without BEGIN and ROLLBACK around it."""
+    """The item as ItemSchema dumps it (and its ``last_modified``), or None. One
+    statement is one snapshot, so it runs in autocommit: one round trip, without
+    BEGIN and ROLLBACK around it."""
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         rows = conn.execute(ONE_ITEM, {"item_id": item_id}).all()
     if not rows:
         return None
-    tags = [{"id": r.tag_id, "name": r.tag_name} for r in rows if r.tag_id is not None]
-    return as_item(rows[0]._mapping, tags)
+    linked = [r for r in rows if r.tag_id is not None]
+    item = as_item(rows[0]._mapping, [{"id": r.tag_id, "name": r.tag_name} for r in linked])
+    item["last_modified"] = max(
+        [rows[0].updated_at, rows[0].store_updated_at, *(r.tag_updated_at for r in linked)]
+    )
+    return item
 
 
 def get_item(item_id: int, *, for_update: bool = False) -> Item:
@@ -139,7 +153,7 @@ def _tags_changed(item: Item, before: dict[str, Any]) -> None:
 
 
 def _record_update(item: Item, before: dict[str, Any]) -> None:
-    changes = audit.updated(before, ItemSchema().dump(item))
+    changes = audit.updated(before, ItemRecordSchema().dump(item))
     if changes:
         audit.record("item.updated", "item", item.id, changes, store_id=item.store_id)
 
@@ -151,7 +165,7 @@ class Items(MethodView):
     @blp.alt_response(
         403, response="FORBIDDEN", description="status= other than active, without being signed in"
     )
-    @ITEMS.paginate(blp, ItemQuerySchema)
+    @ITEMS.paginate(blp, ItemQuerySchema, fields=ItemSchema)
     def get(self, args: dict[str, Any]) -> Select[Any]:
         """List and search items"""
         return item_search(args)
@@ -172,7 +186,7 @@ class Items(MethodView):
         if initial_stock is not None:
             stock.initial_count(item, initial_stock, user_id=current_user.id)
         flush(conflict=_duplicate(item))
-        changes = audit.created(ItemSchema().dump(item))
+        changes = audit.created(ItemRecordSchema().dump(item))
         audit.record("item.created", "item", item.id, changes, store_id=store.id)
         commit(
             conflict=_duplicate(item),
@@ -184,15 +198,18 @@ class Items(MethodView):
 @blp.route("/<id:item_id>")
 @blp.etag
 class ItemById(MethodView):
-    @blp.response(200, ItemSchema)
+    @blp.response(200, ItemSchema, headers=LAST_MODIFIED)
     @blp.alt_response(404, response="NOT_FOUND")
+    @sparse(blp, ItemSchema)
     def get(self, item_id: int) -> dict[str, Any]:
         """One item (one that is not active: only to its store's owner and admins)"""
-        return visible_item(item_id)
+        item = visible_item(item_id)
+        blp.set_last_modified(item["last_modified"])
+        return item
 
     def _change(self, item: Item, data: dict[str, Any], *, merge: bool = True) -> Item:
         before = as_json(item)
-        shown = ItemSchema().dump(item)
+        shown = ItemRecordSchema().dump(item)
         with_metadata(item.metadata_, data, merge=merge)
         for key, value in data.items():
             setattr(item, key, value)
@@ -231,7 +248,7 @@ class ItemById(MethodView):
             obj={"id": item.id},
             owner_id=item.store.owner_id,
         )
-        changes = audit.deleted(ItemSchema().dump(item))
+        changes = audit.deleted(ItemRecordSchema().dump(item))
         audit.record("item.deleted", "item", item.id, changes, store_id=item.store_id)
         db.session.delete(item)
         db.session.commit()
@@ -251,7 +268,7 @@ class ItemTag(MethodView):
         if tag in item.tags:
             return item, 200
         before = as_json(item)
-        shown = ItemSchema().dump(item)
+        shown = ItemRecordSchema().dump(item)
         item.tags.append(tag)
         item.tags.sort(key=lambda t: t.id)
         item.updated_at = utcnow()
@@ -276,7 +293,7 @@ class ItemTag(MethodView):
         if tag not in item.tags:
             abort(404, message=f"Item {item.id} does not carry tag {tag.id}.")
         before = as_json(item)
-        shown = ItemSchema().dump(item)
+        shown = ItemRecordSchema().dump(item)
         item.tags.remove(tag)
         item.updated_at = utcnow()
         db.session.flush()

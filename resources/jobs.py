@@ -70,7 +70,7 @@ JOBS = Listing(
     {"id": (Job.id,)},
     default="-id",
     sortable=False,
-    rows=Rows(lambda query: query, lambda rows: [as_json(row) for row in rows]),
+    rows=Rows(lambda query, _fields: query, lambda rows, _fields: [as_json(row) for row in rows]),
 )
 
 

@@ -22,9 +22,11 @@ from core.catalog.stores import count_items, delete_store, mark_deleting
 from core.events.outbox import as_json
 from core.jobs import engine
 from core.lists.listing import LIST_HEADERS, Listing
+from core.web.conditions import LAST_MODIFIED
 from core.web.errors import abort
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
+from core.web.sparse import sparse
 from db import db, icontains
 from models import Store, Tag, User
 from resources.common import commit, created, flush, get_or_404, updated
@@ -36,11 +38,13 @@ from schemas import (
     StoreCreateSchema,
     StoreItemQuerySchema,
     StoreQuerySchema,
+    StoreRecordSchema,
     StoreReplaceSchema,
     StoreSchema,
     StoreUpdateSchema,
     TagInputSchema,
     TagQuerySchema,
+    TagRecordSchema,
     TagSchema,
 )
 
@@ -78,10 +82,10 @@ def _change(store: Store, data: dict[str, Any], *, merge: bool = True) -> Store:
         message = f"User {data['owner_id']} does not exist."
         abort(422, errors={"json": {"owner_id": [message]}})
     before = as_json(store)
-    shown = StoreSchema().dump(store)
+    shown = StoreRecordSchema().dump(store)
     for key, value in data.items():
         setattr(store, key, value)
-    changes = audit.updated(shown, StoreSchema().dump(store))
+    changes = audit.updated(shown, StoreRecordSchema().dump(store))
     if changes:
         audit.record("store.updated", "store", store.id, changes, store_id=store.id)
     commit(
@@ -97,7 +101,7 @@ TRANSFER = {"owner_id": (ADMIN, "transfer a store")}
 class Stores(MethodView):
     @blp.etag
     @blp.response(200, StoreSchema(many=True), headers=LIST_HEADERS)
-    @STORES.paginate(blp, StoreQuerySchema)
+    @STORES.paginate(blp, StoreQuerySchema, fields=StoreSchema)
     def get(self, args: dict[str, Any]) -> Select[Store]:
         """List stores"""
         query = select(Store).where(Store.deleted_at.is_(None))
@@ -120,7 +124,7 @@ class Stores(MethodView):
         store = Store(owner_id=current_user.id, **data)
         db.session.add(store)
         flush(conflict=_duplicate(data))
-        changes = audit.created(StoreSchema().dump(store))
+        changes = audit.created(StoreRecordSchema().dump(store))
         audit.record("store.created", "store", store.id, changes, store_id=store.id)
         commit(
             conflict=_duplicate(data),
@@ -132,11 +136,14 @@ class Stores(MethodView):
 @blp.route("/<id:store_id>")
 @blp.etag
 class StoreById(MethodView):
-    @blp.response(200, StoreSchema)
+    @blp.response(200, StoreSchema, headers=LAST_MODIFIED)
     @blp.alt_response(404, response="NOT_FOUND")
+    @sparse(blp, StoreSchema)
     def get(self, store_id: int) -> Store:
         """One store"""
-        return get_or_404(Store, store_id)
+        store = get_or_404(Store, store_id)
+        blp.set_last_modified(store.last_modified)
+        return store
 
     @store_owner_required(blp, _store, etag_schema=StoreSchema)
     @fields_reserved(blp, **TRANSFER)
@@ -162,7 +169,7 @@ class StoreById(MethodView):
     def delete(self, store: Store) -> Any:
         """Delete a store with its items and tags (fresh token; a job above
         STORE_DELETE_SYNC_MAX items)"""
-        changes = audit.deleted(StoreSchema().dump(store))
+        changes = audit.deleted(StoreRecordSchema().dump(store))
 
         def record() -> None:  # with the store's deletion, in its transaction
             audit.record("store.deleted", "store", store.id, changes, store_id=store.id)
@@ -186,7 +193,7 @@ class StoreItems(MethodView):
         response="FORBIDDEN",
         description="status= other than active, by anyone but the store's owner or an admin",
     )
-    @ITEMS.paginate(blp, StoreItemQuerySchema)
+    @ITEMS.paginate(blp, StoreItemQuerySchema, fields=ItemSchema)
     def get(self, args: dict[str, Any], store_id: int) -> Select[Any]:
         """List a store's items (same filters as `GET /items`)"""
         get_or_404(Store, store_id)
@@ -198,7 +205,7 @@ class StoreTags(MethodView):
     @blp.etag
     @blp.response(200, TagSchema(many=True), headers=LIST_HEADERS)
     @blp.alt_response(404, response="NOT_FOUND")
-    @TAGS.paginate(blp, TagQuerySchema)
+    @TAGS.paginate(blp, TagQuerySchema, fields=TagSchema)
     def get(self, args: dict[str, Any], store_id: int) -> Select[Tag]:
         """List a store's tags"""
         get_or_404(Store, store_id)
@@ -217,7 +224,7 @@ class StoreTags(MethodView):
         db.session.add(tag)
         conflict = f"Store {store.id} already has a tag named {data['name']!r}."
         flush(conflict=conflict)
-        changes = audit.created(TagSchema().dump(tag))
+        changes = audit.created(TagRecordSchema().dump(tag))
         audit.record("tag.created", "tag", tag.id, changes, store_id=store.id)
         commit(
             conflict=conflict,

@@ -10,13 +10,15 @@ from sqlalchemy.exc import IntegrityError
 from core.auth import audit
 from core.auth.permissions import store_owner_required
 from core.events.outbox import as_json, record
+from core.web.conditions import LAST_MODIFIED
 from core.web.errors import abort
 from core.web.http import public_cache
 from core.web.smorest import Blueprint
+from core.web.sparse import sparse
 from db import db
 from models import Store, Tag
 from resources.common import commit, get_or_404, updated
-from schemas import TagInputSchema, TagSchema
+from schemas import TagInputSchema, TagRecordSchema, TagSchema
 
 blp = Blueprint("tags", __name__, url_prefix="/tags", description="Tags")
 blp.after_request(public_cache)
@@ -32,11 +34,14 @@ def _tag(tag_id: int) -> tuple[Store, Tag]:
 @blp.route("/<id:tag_id>")
 @blp.etag
 class TagById(MethodView):
-    @blp.response(200, TagSchema)
+    @blp.response(200, TagSchema, headers=LAST_MODIFIED)
     @blp.alt_response(404, response="NOT_FOUND")
+    @sparse(blp, TagSchema)
     def get(self, tag_id: int) -> Tag:
         """One tag"""
-        return get_or_404(Tag, tag_id)
+        tag = get_or_404(Tag, tag_id)
+        blp.set_last_modified(tag.last_modified)
+        return tag
 
     @store_owner_required(blp, _tag, etag_schema=TagSchema)
     @blp.arguments(TagInputSchema)
@@ -45,9 +50,9 @@ class TagById(MethodView):
     def patch(self, tag: Tag, data: dict[str, Any]) -> Tag:
         """Rename a tag"""
         before = as_json(tag)
-        shown = TagSchema().dump(tag)
+        shown = TagRecordSchema().dump(tag)
         tag.name = data["name"]
-        changes = audit.updated(shown, TagSchema().dump(tag))
+        changes = audit.updated(shown, TagRecordSchema().dump(tag))
         if changes:
             audit.record("tag.updated", "tag", tag.id, changes, store_id=tag.store_id)
         commit(
@@ -62,7 +67,7 @@ class TagById(MethodView):
     def delete(self, tag: Tag) -> None:
         """Delete a tag that no item carries any more"""
         record("tag.deleted", store_id=tag.store_id, obj={"id": tag.id})
-        changes = audit.deleted(TagSchema().dump(tag))
+        changes = audit.deleted(TagRecordSchema().dump(tag))
         audit.record("tag.deleted", "tag", tag.id, changes, store_id=tag.store_id)
         db.session.delete(tag)
         try:

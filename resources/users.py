@@ -26,6 +26,7 @@ from core.lists.listing import LIST_HEADERS, Listing
 from core.web.errors import abort
 from core.web.http import no_store
 from core.web.smorest import Blueprint
+from core.web.sparse import sparse
 from db import db, icontains
 from models import User, new_token_key
 from resources.common import commit, get_or_404
@@ -60,6 +61,7 @@ def _keep_an_admin(user: User, admins: list[int]) -> None:
 class Me(MethodView):
     @login_required(blp)
     @blp.response(200, UserSchema)
+    @sparse(blp, UserSchema)
     def get(self) -> User:
         """The signed-in user"""
         user: User = current_user
@@ -70,7 +72,7 @@ class Me(MethodView):
 class Users(MethodView):
     @admin_required(blp)
     @blp.response(200, UserSchema(many=True), headers=LIST_HEADERS)
-    @USERS.paginate(blp, UserQuerySchema)
+    @USERS.paginate(blp, UserQuerySchema, fields=UserSchema)
     def get(self, args: dict[str, Any]) -> Select[User]:
         """List users (admin only)"""
         query = select(User)
@@ -87,6 +89,7 @@ class UserById(MethodView):
     @self_or_admin(blp)
     @blp.response(200, UserSchema)
     @blp.alt_response(404, response="NOT_FOUND")
+    @sparse(blp, UserSchema)
     def get(self, user_id: int) -> User:
         """One user (the user themself or an admin)"""
         return get_or_404(User, user_id)

@@ -45,7 +45,9 @@ DELIVERIES = Listing(
     {"id": (Delivery.id,)},
     default="-id",
     sortable=False,
-    rows=Rows(lambda query: query, lambda rows: [_delivery_json(row) for row in rows]),
+    rows=Rows(
+        lambda query, _fields: query, lambda rows, _fields: [_delivery_json(row) for row in rows]
+    ),
 )
 LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new webhook"}}
 

@@ -161,7 +161,8 @@ def store_owner_required(
 ) -> Decorator:
     """The view acts on a store's catalog: ``find(**view_args)`` looks its rows up
     (404, and locks what the change needs), only the store's owner or an admin may go
-    on (403), and with ``etag_schema`` a sent If-Match must match the first row (412).
+    on (403), and with ``etag_schema`` a sent If-Match must match the first row, or
+    else a sent If-Unmodified-Since must not be older than its ``last_modified`` (412).
     The view is given the rows in place of their ids: ``patch(self, item, data)``."""
 
     def decorator(func: View) -> View:
@@ -170,9 +171,12 @@ def store_owner_required(
             store, *rows = find(**view_args)
             authorize_store(store)
             if etag_schema is not None:
-                blp.check_etag(rows[0], etag_schema)
+                blp.check_preconditions(rows[0], etag_schema, rows[0].last_modified)
             return func(view, *rows)
 
+        if etag_schema is not None:  # documents If-Unmodified-Since (core/web/smorest.py)
+            apidoc = {**getattr(func, "_apidoc", {}), "date_preconditions": True}
+            wrapper._apidoc = apidoc  # type: ignore[attr-defined]
         documented: View = blp.alt_response(404, response="NOT_FOUND")(
             blp.alt_response(403, response="FORBIDDEN")(wrapper)
         )

@@ -60,6 +60,7 @@ ENDPOINT_SCOPES: dict[str, Needs] = {
     "webhooks.WebhookTest": needs(write=("webhooks:manage",)),
     "webhooks.WebhookDeliveries": needs(read=("webhooks:manage",)),
     "webhooks.DeliveryRetry": needs(write=("webhooks:manage",)),
+    "index.Index": OPEN,
     "health.Health": OPEN,
     "health.Ready": OPEN,
     "api-docs.openapi_json": OPEN,

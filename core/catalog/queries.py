@@ -57,22 +57,48 @@ ITEM_COLUMNS = (
 )
 ITEM_FROM = Item.__table__.join(Store.__table__, _stores.id == _items.store_id)
 TAG_COLUMNS = (_tags.id.label("tag_id"), _tags.name.label("tag_name"))
+_ITEM_KEYS = tuple(c.key for c in ITEM_COLUMNS)
+
+# What each field of an item's JSON (``?fields=``, core/web/sparse.py) is read from,
+# by key of ITEM_COLUMNS; a field not named here is its own column. ``tags`` are read
+# by a statement of their own, which a list without them skips.
+_READS: dict[str, tuple[str, ...]] = {
+    "store": ("store_id", "store_name"),
+    "metadata": ("metadata_",),
+    "tags": (),
+    "links": ("store_id",),  # and the id, read always
+}
 
 
-def as_item(fields: Mapping[Any, Any], tags: list[dict[str, Any]]) -> dict[str, Any]:
-    """A row of ITEM_COLUMNS (its mapping) as ItemSchema dumps it."""
-    item = {c.key: fields[c.key] for c in ITEM_COLUMNS}
-    item["store"] = {"id": item["store_id"], "name": item.pop("store_name")}
-    item["tags"] = tags
+def item_columns(fields: frozenset[str] | None) -> tuple[Any, ...]:
+    """The columns a list of items reads for ``fields`` (None: all of them)."""
+    if fields is None:
+        return ITEM_COLUMNS
+    keys = {"id"}.union(*(_READS.get(field, (field,)) for field in fields))
+    return tuple(c for c in ITEM_COLUMNS if c.key in keys and c.key != "store_owner_id")
+
+
+def as_item(fields: Mapping[Any, Any], tags: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A row of ITEM_COLUMNS, or of some of them (its mapping), as ItemSchema dumps
+    it; ``tags`` None: not read."""
+    item = {key: fields[key] for key in _ITEM_KEYS if key in fields}
+    if "store_name" in item:
+        item["store"] = {"id": item["store_id"], "name": item.pop("store_name")}
+    if tags is not None:
+        item["tags"] = tags
     return item
 
 
-def _item_rows(query: Select[Any]) -> Select[Any]:
-    return query.with_only_columns(*ITEM_COLUMNS).select_from(ITEM_FROM)
+def _item_rows(query: Select[Any], fields: frozenset[str] | None) -> Select[Any]:
+    return query.with_only_columns(*item_columns(fields)).select_from(ITEM_FROM)
 
 
-def _items_with_tags(rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
-    """The page's items, and their tags read by one more statement."""
+def _items_with_tags(
+    rows: Sequence[Row[Any]], fields: frozenset[str] | None
+) -> list[dict[str, Any]]:
+    """The page's items, and their tags read by one more statement (if shown)."""
+    if fields is not None and "tags" not in fields:
+        return [as_item(row._mapping, None) for row in rows]
     tags: dict[int, list[dict[str, Any]]] = {row.id: [] for row in rows}
     if tags:
         links = (

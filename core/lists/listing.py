@@ -22,10 +22,11 @@ example, ``(price, id)``). Key columns must be NOT NULL. The view is written as:
         return select(Item).where(...)   # filtered, unordered
 
 ``paginate`` parses the filters with the view's schema plus ``page``, ``page_size``,
-``cursor``, ``count`` (and ``sort``), gives the view the filters and the resolved
-sort, then orders, limits and counts the Select the view returns, and sets the
-``Link``, ``X-Total-Count`` / ``X-Total-Count-Estimate`` and ``X-Pagination`` headers.
-A list's statements share one snapshot on PostgreSQL (see db.py).
+``cursor``, ``count`` (and ``sort``; and ``fields`` when it is told the schema the
+list answers with: ``paginate(blp, ItemQuerySchema, fields=ItemSchema)``), gives the
+view the filters and the resolved sort, then orders, limits and counts the Select the
+view returns, and sets the ``Link``, ``X-Total-Count`` / ``X-Total-Count-Estimate`` and
+``X-Pagination`` headers. A list's statements share one snapshot on PostgreSQL (see db.py).
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ from sqlalchemy.sql.operators import desc_op
 from core.lists.counting import COUNT_CAP
 from core.lists.cursors import Key
 from core.lists.page import PAGE_NUMBER_ROWS, Page
+from core.web import sparse
 from db import reads_one_snapshot
 
 View = TypeVar("View", bound=Callable[..., Any])
 PAGE_SIZE, MAX_PAGE_SIZE = 10, 100
-PAGING = ("page", "page_size", "cursor", "count")
+# Not filters: a cursor holds none of them (``fields`` only shapes each row).
+PAGING = ("page", "page_size", "cursor", "count", "fields")
 
 # OpenAPI documentation of the headers of every list: @blp.response(..., headers=LIST_HEADERS).
 LIST_HEADERS = {
@@ -90,10 +93,11 @@ class Ranked:
 class Rows:
     """A list read as plain rows rather than ORM objects: ``shape`` gives the filtered
     Select the columns (and joins) of a row, ``load`` turns a page of rows into what
-    the response dumps (it may read more in the list's transaction, e.g. tags)."""
+    the response dumps (it may read more in the list's transaction, e.g. tags). Both
+    are given the ``fields`` the request asked for (None: all), to read only those."""
 
-    shape: Callable[[Select[Any]], Select[Any]]
-    load: Callable[[Sequence[Row[Any]]], list[Any]]
+    shape: Callable[[Select[Any], frozenset[str] | None], Select[Any]]
+    load: Callable[[Sequence[Row[Any]], frozenset[str] | None], list[Any]]
 
 
 def _split(column: Any) -> Key:
@@ -129,7 +133,7 @@ class Listing:
         self.rows = rows
         self.start = start
         self.default = default or next(iter(sorts))
-        self._schemas: dict[tuple[type[ma.Schema], bool], type[ma.Schema]] = {}
+        self._schemas: dict[tuple[Any, ...], type[ma.Schema]] = {}
 
     # --- the table -------------------------------------------------------------
 
@@ -161,17 +165,25 @@ class Listing:
     # --- the query schema -------------------------------------------------------
 
     def query_schema(
-        self, filters: type[ma.Schema] = ma.Schema, *, paging: bool = True
+        self,
+        filters: type[ma.Schema] = ma.Schema,
+        *,
+        paging: bool = True,
+        shows: type[ma.Schema] | None = None,
     ) -> type[ma.Schema]:
-        """``filters`` plus the paging parameters and ``sort``; without ``paging``
-        (a CSV export of the whole list), ``sort`` only."""
-        if (filters, paging) not in self._schemas:
+        """``filters`` plus the paging parameters, ``sort`` and, with ``shows`` (the
+        schema of a row), ``fields``; without ``paging`` (a CSV export of the whole
+        list), ``sort`` only."""
+        key = (filters, paging, shows)
+        if key not in self._schemas:
             fields = self._fields()
             if not paging:
                 fields = {k: v for k, v in fields.items() if k in ("sort", "_check_paging")}
+            elif shows is not None:
+                fields["fields"] = sparse.Fieldset(shows)
             name = filters.__name__ if paging else f"{filters.__name__}Sorted"
-            self._schemas[filters, paging] = type(name, (filters,), fields)
-        return self._schemas[filters, paging]
+            self._schemas[key] = type(name, (filters,), fields)
+        return self._schemas[key]
 
     def _fields(self) -> dict[str, Any]:
         listing = self
@@ -228,21 +240,29 @@ class Listing:
 
     # --- the view ---------------------------------------------------------------
 
-    def paginate(self, blp: Any, filters: type[ma.Schema] = ma.Schema) -> Callable[[View], View]:
-        """Parses the query with ``filters`` and the paging parameters; the view gets the
-        filters (``sort`` resolved) and returns a filtered, unordered Select."""
+    def paginate(
+        self,
+        blp: Any,
+        filters: type[ma.Schema] = ma.Schema,
+        *,
+        fields: type[ma.Schema] | None = None,
+    ) -> Callable[[View], View]:
+        """Parses the query with ``filters`` and the paging parameters (and ``fields``
+        of the schema ``fields``); the view gets the filters (``sort`` resolved) and
+        returns a filtered, unordered Select."""
 
         def decorator(func: View) -> View:
             @wraps(func)
             def view(*args: Any, page_query: dict[str, Any], **kwargs: Any) -> Any:
                 paging = {key: page_query.pop(key) for key in PAGING if key in page_query}
+                sparse.use(paging.get("fields"))
                 if self.sortable:
                     page_query["sort"] = self.sort_of(page_query)
                 query = func(*args, page_query, **kwargs)
                 return Page(self, query, page_query, paging).run()
 
             reads_one_snapshot(view)
-            schema = self.query_schema(filters)
+            schema = self.query_schema(filters, shows=fields)
             parsed: View = blp.arguments(schema, location="query", arg_name="page_query")(view)
             return parsed
 

@@ -35,6 +35,7 @@ class Page:
         self.size: int = paging["page_size"]
         self.page: int | None = paging.get("page")
         self.count: str | None = paging.get("count")
+        self.fields: frozenset[str] | None = paging.get("fields")
         self.keys = listing.keys(filters.get("sort") or listing.default, filters)
         self.fingerprint = cursors.fingerprint(filters)
         self.before = False  # a "prev" cursor: the rows before a position
@@ -99,7 +100,7 @@ class Page:
         if self.before:
             rows.reverse()
         rows_of = self.listing.rows
-        items = rows_of.load(rows) if rows_of else [row[0] for row in rows]
+        items = rows_of.load(rows, self.fields) if rows_of else [row[0] for row in rows]
         first = [rows[0]._mapping[k] for k in labels] if rows else None
         last = [rows[-1]._mapping[k] for k in labels] if rows else None
         total, estimate = self._total(rows, more=more, counted=counted, took=took)
@@ -120,7 +121,7 @@ class Page:
         """The page's SELECT: its rows, their sort keys (labelled), the total if
         ``counted``, after the cursor's position or at the page's offset."""
         rows_of = self.listing.rows
-        query = rows_of.shape(self.query) if rows_of else self.query
+        query = rows_of.shape(self.query, self.fields) if rows_of else self.query
         query = query.add_columns(
             *(expr.label(k) for (expr, _), k in zip(keys, labels, strict=True))
         )

@@ -22,7 +22,9 @@ CORS_OPTIONS: dict[str, Any] = {
         "Content-Type",
         "Idempotency-Key",
         "If-Match",
+        "If-Modified-Since",
         "If-None-Match",
+        "If-Unmodified-Since",
         "X-Request-ID",
     ],
     "expose_headers": [

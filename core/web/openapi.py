@@ -84,6 +84,7 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("get", "/api-keys/{key_id}"): "getApiKey",
     ("delete", "/api-keys/{key_id}"): "revokeApiKey",
     ("get", "/audit"): "listAuditEntries",
+    ("get", "/"): "getIndex",
     ("get", "/health"): "getHealth",
     ("get", "/ready"): "getReadiness",
 }
@@ -123,9 +124,11 @@ class OperationIds(BasePlugin):
 class ResponseSchema(ma.Schema):
     """A response's shape. Every field is in every answer, so OpenAPI lists each as
     ``required`` (a generated client types it as present), but for those named in
-    ``sometimes`` (left out of some answers)."""
+    ``sometimes`` (left out of some answers). A resource whose reads take ``fields=``
+    (core/web/sparse.py) sets ``always`` instead: only those are in every answer."""
 
     sometimes: ClassVar[tuple[str, ...]] = ()
+    always: ClassVar[tuple[str, ...] | None] = None
 
 
 class SchemaDoc(BasePlugin):
@@ -165,10 +168,11 @@ class SchemaDoc(BasePlugin):
         if example is not None:
             extra["example"] = copy.deepcopy(example)
         if isinstance(cls, type) and issubclass(cls, ResponseSchema):
-            sometimes = set(cls.sometimes)
-            extra["required"] = [
-                prop for prop in definition.get("properties", {}) if prop not in sometimes
-            ]
+            props = definition.get("properties", {})
+            if cls.always is not None:
+                extra["required"] = [prop for prop in props if prop in cls.always]
+            else:
+                extra["required"] = [prop for prop in props if prop not in cls.sometimes]
         return extra
 
 

@@ -3,17 +3,19 @@
 - ``Api``: errors in the contract's envelope, Bearer auth and the envelope in the
   OpenAPI document, ``If-Match`` documented as optional.
 - ``Blueprint``: JSON bodies parsed strictly (exact decimals, no NaN), ``If-Match``
-  optional, ETags hashed from the body as sent (lists page in core/lists/listing.py).
+  optional, ETags hashed from the body as sent (lists page in core/lists/listing.py),
+  ``fields`` trimming what is sent (core/web/sparse.py), ``Last-Modified`` and the
+  date preconditions beside the ETag's (core/web/conditions.py).
 - ``IdConverter``: ``<id:name>`` path segments, documented as 32-bit ids.
 - ``swagger_assets``: Swagger UI's files, served by the service itself (no CDN).
 
 Public hooks are used where flask-smorest has them (``handle_http_exception``,
-``check_etag``, ``ERROR_SCHEMA``, ``ARGUMENTS_PARSER``). What they do not reach is
-done by overriding private methods: the documented error responses and If-Match
-header are registered only in ``_register_*``, the 428 and the unchecked-ETag
-warning live in the ETag mixin's ``_check_*``/``_verify_*``, the ETag's computation
-in ``_generate_etag`` and ``_set_etag_in_response``, and webargs parses bodies in
-``_raw_load_json``, the hook its ``load_json`` is built on.
+``check_etag``, ``ERROR_SCHEMA``, ``ARGUMENTS_PARSER``, ``_prepare_response_content``).
+What they do not reach is done by overriding private methods: the documented error
+responses and If-Match header are registered only in ``_register_*``, the 428 and the
+unchecked-ETag warning live in the ETag mixin's ``_check_*``/``_verify_*``, the ETag's
+computation in ``_generate_etag`` and ``_set_etag_in_response``, and webargs parses
+bodies in ``_raw_load_json``, the hook its ``load_json`` is built on.
 tests/api/test_smorest_internals.py fails, naming the method, if an upgrade renames one
 of them or changes its parameters.
 """
@@ -23,13 +25,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from datetime import datetime
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import flask_smorest
 import marshmallow as ma
 from flask import Blueprint as FlaskBlueprint
-from flask import Request, Response, current_app, request, send_from_directory
+from flask import Request, Response, current_app, g, request, send_from_directory
 from flask.typing import ResponseReturnValue
 from flask_smorest import etag as fs_etag
 from flask_smorest.exceptions import NotModified
@@ -42,7 +45,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import quote_etag
 from werkzeug.routing import BaseConverter, ValidationError
 
-from core.web import errors
+from core.web import conditions, errors, sparse
 from core.web.body import MalformedBodyError, json_body
 from core.web.fields import MAX_ID
 from core.web.openapi import ResponseSchema
@@ -158,6 +161,8 @@ class Api(flask_smorest.Api):  # type: ignore[misc]
             "IF_MATCH", "header", {**fs_etag.IF_MATCH_HEADER, "required": False}, lazy=True
         )
         self.spec.components.header("ETAG", fs_etag.ETAG_HEADER, lazy=True)
+        for name, what in conditions.DATE_HEADERS.items():
+            self.spec.components.parameter(name, "header", what, lazy=True)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -199,17 +204,42 @@ class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
         if request.if_match:
             super().check_etag(etag_data, etag_schema)
 
+    def check_preconditions(
+        self, etag_data: Any, etag_schema: Any, last_modified: datetime | None
+    ) -> None:
+        """A change's preconditions: If-Match (412 when it does not match), else
+        If-Unmodified-Since (412 when changed since ``last_modified``)."""
+        self.check_etag(etag_data, etag_schema)
+        if last_modified is not None:
+            conditions.check_unmodified_since(last_modified)
+
+    @staticmethod
+    def set_last_modified(last_modified: datetime) -> None:
+        """The read's Last-Modified (core/web/conditions.py), set on the response
+        with its ETag and checked against If-Modified-Since."""
+        g.last_modified = last_modified
+
     def _check_not_modified(self, etag: str) -> None:
-        """304, carrying the ETag it confirms (RFC 9110 15.4.5). If-None-Match compares
-        weakly (RFC 9110 13.1.2: ``W/"x"`` matches ``"x"``); If-Match, checked by
-        flask-smorest's ``check_etag``, stays strong."""
-        if (
-            request.method in self.METHODS_CHECKING_NOT_MODIFIED
-            and request.if_none_match.contains_weak(etag)
+        """304, carrying the ETag it confirms (RFC 9110 15.4.5).
+        If-None-Match compares weakly (RFC 9110 13.1.2: ``W/"x"`` matches ``"x"``);
+        If-Match, checked by flask-smorest's ``check_etag``, stays strong. Without
+        If-None-Match, If-Modified-Since decides (conditions.not_modified)."""
+        if request.method not in self.METHODS_CHECKING_NOT_MODIFIED:
+            return
+        last_modified = g.get("last_modified")
+        if request.if_none_match.contains_weak(etag) or (
+            last_modified is not None and conditions.not_modified(last_modified)
         ):
             not_modified = NotModified()
             not_modified.data = {"headers": {"ETag": quote_etag(etag)}}
             raise not_modified
+
+    @staticmethod
+    @override
+    def _prepare_response_content(data: Any) -> Any:
+        """Only the fields the request asked for (``?fields=``), before the body and
+        its ETag are made."""
+        return sparse.trim(data)
 
     def _prepare_etag_doc(
         self,
@@ -223,6 +253,13 @@ class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
     ) -> dict[str, Any]:
         doc = super()._prepare_etag_doc(doc, doc_info, api=api, spec=spec, method=method, **kwargs)
         doc.get("responses", {}).pop(428, None)
+        # The date preconditions beside the ETag's: on a read that sends Last-Modified,
+        # and on a change that checks them (core/auth/permissions.py).
+        ok = doc.get("responses", {}).get(200, {})
+        if method.upper() == "GET" and "Last-Modified" in ok.get("headers", {}):
+            doc.setdefault("parameters", []).append("IF_MODIFIED_SINCE")
+        if doc_info.get("date_preconditions"):
+            doc.setdefault("parameters", []).append("IF_UNMODIFIED_SINCE")
         return doc
 
     # A list's ETag covers its body and the headers that say where it stands.
@@ -246,6 +283,8 @@ class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
         etag = _body_etag(response.get_data(), extra)
         self._check_not_modified(etag)
         response.set_etag(etag)
+        if g.get("last_modified") is not None:
+            conditions.set_header(response, g.last_modified)
 
 
 def _body_etag(body: bytes, extra_data: Any) -> str:

@@ -261,16 +261,17 @@ class TestLegacyPaths:
         assert legacy.headers["Sunset"] == "Sat, 01 May 2027 00:00:00 GMT"
         assert legacy.headers["Link"] == '</items>; rel="successor-version"'
         assert legacy.headers["Location"] == f"/items/{legacy.json['id']}"
+        assert legacy.json["links"]["self"] == legacy.headers["Location"]
         modern = client.post("/items", json=body | {"name": "Bread"}, headers=as_alice)
         assert "Deprecation" not in modern.headers
         assert {
             k: v
             for k, v in legacy.json.items()
-            if k not in ("id", "name", "created_at", "updated_at")
+            if k not in ("id", "name", "created_at", "updated_at", "links")
         } == {
             k: v
             for k, v in modern.json.items()
-            if k not in ("id", "name", "created_at", "updated_at")
+            if k not in ("id", "name", "created_at", "updated_at", "links")
         }
 
     @pytest.mark.parametrize(

@@ -45,8 +45,14 @@ class TestCreate:
             "metadata",
             "created_at",
             "updated_at",
+            "links",
         }
         assert item["store"] == {"id": store["id"], "name": store["name"]}
+        assert item["links"] == {
+            "self": f"/items/{item['id']}",
+            "store": f"/stores/{store['id']}",
+            "stock": f"/items/{item['id']}/stock",
+        }
         assert item["tags"] == []
         assert item["stock"] == 0
         assert item["description"] == "Whole, 1 l\nFresh"

@@ -35,6 +35,12 @@ class TestCreate:
             "metadata",
             "created_at",
             "updated_at",
+            "links",
+        }
+        assert store["links"] == {
+            "self": f"/stores/{store['id']}",
+            "items": f"/stores/{store['id']}/items",
+            "tags": f"/stores/{store['id']}/tags",
         }
         assert store["name"] == "Corner Shop"
         assert store["owner_id"] == alice.id

@@ -30,6 +30,7 @@ class TestTags:
             "store_id": store["id"],
             "created_at": tag["created_at"],
             "updated_at": tag["updated_at"],
+            "links": {"self": f"/tags/{tag['id']}", "store": f"/stores/{store['id']}"},
         }
         assert response.headers["Location"] == f"/tags/{tag['id']}"
         got = client.get(f"/tags/{tag['id']}")

@@ -109,9 +109,12 @@ def positive_data_acceptance_but_missing_rows(ctx: Any, response: Any, case: Any
 
 
 def negative_data_rejection_after_preconditions(ctx: Any, response: Any, case: Any) -> Any:
-    """``negative_data_rejection``, except for a 412: a stale If-Match is answered
-    before the body is read (RFC 9110 §13.2.1: preconditions come before the content)."""
-    if response.status_code == 412 and "If-Match" in (case.headers or {}):
+    """``negative_data_rejection``, except for a 412: a stale If-Match (or an
+    If-Unmodified-Since before the last change) is answered before the body is read
+    (RFC 9110 §13.2.1: preconditions come before the content)."""
+    if response.status_code == 412 and {"If-Match", "If-Unmodified-Since"} & set(
+        case.headers or {}
+    ):
         return None
     return negative_data_rejection(ctx, response, case)
 
