@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
@@ -42,17 +44,18 @@ from core.catalog.csv_import import (
     UnreadableFileError,
     _cells,
     _flatten,
-    items_as_json,
     read_header,
-    record_item_events,
 )
 from core.catalog.stock import MAX_STOCK
+from core.events.catalog import ITEM_JSON, PREVIOUS_JSON, TAGS_JSON
+from core.events.outbox import current_actor, current_request_id, recorded_in_bulk
 from core.web.fields import BLANKS, MAX_QUANTITY, SKU_PATTERN, TAG_SEPARATOR, text_pattern
 from db import BULK_TABLES, analyze, db
 from models import Store
 from models.item import STATUSES
 from models.types import utcnow
 
+log = logging.getLogger("stores.import")
 PROGRESS_EVERY = 10_000  # rows between two calls of ``progress``
 
 # The common case of each rule, as the fields check it once trimmed (core/web/fields.py);
@@ -242,6 +245,47 @@ WHERE p.relink OR p.old_stock IS NULL
 ORDER BY p.item_id, t.id
 """
 
+# The changed items as GET showed them before the import: their events' `previous` (§10).
+BEFORE = f"""
+CREATE TEMP TABLE import_before ON COMMIT DROP AS
+SELECT i.id AS item_id, {ITEM_JSON} AS obj
+FROM import_plan p
+JOIN items i ON i.id = p.item_id
+JOIN stores s ON s.id = i.store_id
+LEFT JOIN ({TAGS_JSON} JOIN import_plan q ON q.item_id = l.item_id
+           WHERE q.changed OR q.relink GROUP BY l.item_id) g ON g.item_id = i.id
+WHERE p.changed OR p.relink
+"""  # noqa: S608 - fragments of our own, no input
+# One event per item created or changed (§10), as record() writes them (core/events/
+# outbox.py): the changed ones first, then the new ones, each in the file's order. An
+# item whose JSON did not change (a tag linked again under the same name) writes none.
+EVENTS = f"""
+WITH written AS (
+    SELECT p.line, p.old_stock IS NULL AS created, {ITEM_JSON} AS after, b.obj AS before
+    FROM import_plan p
+    JOIN items i ON i.id = p.item_id
+    JOIN stores s ON s.id = i.store_id
+    LEFT JOIN ({TAGS_JSON} JOIN import_plan q ON q.item_id = l.item_id
+               WHERE q.old_stock IS NULL OR q.changed OR q.relink
+               GROUP BY l.item_id) g ON g.item_id = i.id
+    LEFT JOIN import_before b ON b.item_id = i.id
+    WHERE p.old_stock IS NULL OR p.changed OR p.relink
+), told AS (
+    SELECT line, created, after,
+           CASE WHEN NOT created THEN {PREVIOUS_JSON} END AS previous
+    FROM written
+)
+INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
+                    created_at)
+SELECT CASE WHEN created THEN 'item.created' ELSE 'item.updated' END,
+       %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
+       CASE WHEN created THEN json_build_object('object', after)
+            ELSE json_build_object('object', after, 'previous', previous) END,
+       %(now)s
+FROM told WHERE created OR previous IS NOT NULL
+ORDER BY created, line
+"""  # noqa: S608 - fragments of our own, no input
+
 MESSAGES: dict[str, Callable[[str, int], str]] = {
     "duplicate": lambda value, other: f"{value!r} is on line {other} already.",
     "claimed": lambda value, other: f"Item {value} is updated by line {other} already.",
@@ -327,6 +371,19 @@ def _checked(data: dict[str, Any]) -> tuple[Any, ...]:
         data.get("status"),
         data.get("low_stock_threshold"),
     )
+
+
+class _Clock:
+    """Where an import's time goes: one INFO line per phase on ``stores.import``
+    (bench/import_copy.py reads them)."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        log.info("import phase %s: %.3f s", phase, now - self.last)
+        self.last = now
 
 
 class _Errors:
@@ -421,6 +478,7 @@ def import_items(
     errors = _Errors(summary)
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
     cursor = db.session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    clock = _Clock()
     try:
         # A bulk load, not a request: no statement timeout (DB_STATEMENT_TIMEOUT_MS
         # bounds requests); hash joins and sorts of the whole file in memory where
@@ -430,6 +488,7 @@ def import_items(
         _run(cursor, STAGING)
         has = _load(cursor, text, errors, progress)
         cursor.execute("ANALYZE import_rows")
+        clock.lap("read and COPY into staging")
         _run(cursor, DUPLICATES.format(key="lname", value="name"), {"col": "name"})
         _run(cursor, DUPLICATES.format(key="sku", value="sku"), {"col": "sku"})
         params = {
@@ -446,6 +505,7 @@ def import_items(
             if not cursor.rowcount or not skip_invalid:
                 break
         _sql_errors(cursor, errors)
+        clock.lap("duplicates and matching")
         cursor.execute(COMPARE.format(only=""), params)
         _run(cursor, WANTED_TAGS)
         cursor.execute(RELINK)
@@ -454,18 +514,28 @@ def import_items(
         cursor.execute(COUNTS)
         summary.created, summary.updated, summary.unchanged = cursor.fetchone()
         errors.report()
+        clock.lap("compare, tags wanted, lock")
         if dry_run or (summary.invalid and not skip_invalid):
             db.session.rollback()
             return summary
-        # The changed items as GET showed them: the `previous` of their events (§10).
+        cursor.execute(BEFORE)
+        clock.lap("items before (events)")
+        _write(cursor, params, clock)
+        actor = current_actor()
+        cursor.execute("ANALYZE import_plan")  # the new items' ids: a hash join, not a loop
         cursor.execute(
-            "SELECT item_id FROM import_plan WHERE item_id IS NOT NULL AND (changed OR relink)"
+            EVENTS,
+            {
+                **params,
+                "owner": store.owner_id,
+                "actor_type": actor["type"],
+                "actor_id": actor.get("id"),
+                "request_id": current_request_id(),
+                "now": utcnow(),
+            },
         )
-        updated = [row[0] for row in cursor.fetchall()]
-        before = items_as_json(updated)
-        _write(cursor, params)
-        cursor.execute("SELECT item_id FROM import_plan WHERE old_stock IS NULL ORDER BY line")
-        record_item_events(store, before, updated, [row[0] for row in cursor.fetchall()])
+        recorded_in_bulk()
+        clock.lap("events")
     except UnicodeDecodeError as exc:
         db.session.rollback()
         raise UnreadableFileError(f"The file is not UTF-8 text ({exc.reason}).") from None
@@ -480,6 +550,7 @@ def import_items(
         cursor.close()
     if commit:
         analyze(*BULK_TABLES)  # commits, then fresh statistics for the list counts
+        clock.lap("commit and analyze")
     return summary
 
 
@@ -492,7 +563,7 @@ PLAN = table(
 )
 
 
-def _write(cursor: Any, params: dict[str, Any]) -> None:
+def _write(cursor: Any, params: dict[str, Any], clock: _Clock) -> None:
     cursor.execute(NEW_TAGS, params)
     cursor.execute(LET_GO, params)
     cursor.execute(UPDATE_ITEMS, params)
@@ -504,7 +575,9 @@ def _write(cursor: Any, params: dict[str, Any]) -> None:
         reference="import",
         now=params["now"],
     )
+    clock.lap("new tags, updated items and their counts")
     cursor.execute(NEW_ITEMS, params)
+    clock.lap("new items")
     # New items were written with their stock: a count movement each that gave one.
     stock.count_many(
         select(PLAN.c.item_id, literal(0).label("before"), PLAN.c.stock.label("after")).where(
@@ -514,5 +587,7 @@ def _write(cursor: Any, params: dict[str, Any]) -> None:
         now=params["now"],
         created=True,
     )
+    clock.lap("stock ledger of new items")
     cursor.execute(UNLINK)
     cursor.execute(LINK, params)
+    clock.lap("tag links")
