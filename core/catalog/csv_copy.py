@@ -36,9 +36,9 @@ import marshmallow as ma
 from sqlalchemy import column, literal, select, table
 
 from core.catalog import stock
-from core.catalog.csv_format import restore
 from core.catalog.csv_import import (
     MAX_REPORTED,
+    ROW_COLUMNS,
     RowSchema,
     Summary,
     UnreadableFileError,
@@ -305,46 +305,65 @@ class Columns:
     low_stock_threshold: bool
 
 
-def _plain(cell: str | None) -> str:
+def _restored(cell: str | None) -> str:
+    """A cell as the export wrote it, back to its text (csv_format.restore; a cell a
+    short row lacks is empty)."""
     if not cell:
         return ""
-    return (cell[1:] if cell[0] == "'" else cell).strip(BLANKS)
+    return cell[1:] if cell[0] == "'" else cell
 
 
-def _stripped(cell: str | None) -> str:
-    """A number's or a code's cell as _cells reads it (str.strip, not the text fields'
-    trimming)."""
-    return restore(cell or "").strip()
+@dataclass(frozen=True)
+class Positions:
+    """Where each column the importer reads is in a row (None: not in the file; a
+    column named twice is read from its last place, as csv.DictReader does)."""
+
+    name: int
+    price: int
+    description: int | None
+    stock: int | None
+    tags: int | None
+    sku: int | None
+    status: int | None
+    low_stock_threshold: int | None
+
+    @classmethod
+    def of(cls, columns: list[str]) -> Positions:
+        at = {column: place for place, column in enumerate(columns)}
+        return cls(*(at.get(column) for column in ROW_COLUMNS))  # type: ignore[arg-type]
 
 
-def _fast(row: dict[str, str], has: Columns) -> tuple[Any, ...] | None:
-    """The row ready for COPY when every cell is of the common, clearly valid kind;
-    None sends it to RowSchema."""
-    name = _plain(row["name"])
-    price = restore(row["price"] or "").strip(" \t\n\r")
+def _fast(row: list[str], at: Positions) -> tuple[Any, ...] | None:
+    """The row (its cells, as many as the header's) ready for COPY when every cell is
+    of the common, clearly valid kind; None sends it to RowSchema. A text is trimmed
+    as the fields trim it; a number or a code with str.strip, as _cells does."""
+    name = _restored(row[at.name]).strip(BLANKS)
+    price = _restored(row[at.price]).strip(" \t\n\r")
     if not _NAME.match(name) or not _PRICE.fullmatch(price):
         return None
     description = None
-    if has.description:
-        description = _plain(row["description"]) or None
+    if at.description is not None:
+        description = _restored(row[at.description]).strip(BLANKS) or None
         if description is not None and not _DESCRIPTION.match(description):
             return None
-    count = _stripped(row["stock"]) if has.stock else ""
+    count = "" if at.stock is None else _restored(row[at.stock]).strip()
     if count and not (_DIGITS.fullmatch(count) and int(count) <= MAX_QUANTITY):
         return None
-    tags = restore(row["tags"] or "") if has.tags else ""
+    tags = "" if at.tags is None else _restored(row[at.tags])
     if tags:
-        names = [name.strip(BLANKS) for name in tags.split(TAG_SEPARATOR)]
-        if not all(_NAME.match(tag) for tag in names):
-            return None
+        names = [tag.strip(BLANKS) for tag in tags.split(TAG_SEPARATOR)]
+        for tag in names:
+            if not _NAME.match(tag):
+                return None
         tags = TAG_SEPARATOR.join(names)
-    sku = _stripped(row["sku"]) if has.sku else ""
+    sku = "" if at.sku is None else _restored(row[at.sku]).strip()
     if sku and not _SKU.fullmatch(sku):
         return None
-    status = _stripped(row["status"]) if has.status else ""
+    status = "" if at.status is None else _restored(row[at.status]).strip()
     if status and status not in STATUSES:
         return None
-    threshold = _stripped(row["low_stock_threshold"]) if has.low_stock_threshold else ""
+    threshold = "" if at.low_stock_threshold is None else _restored(row[at.low_stock_threshold])
+    threshold = threshold.strip()
     if threshold and not (_DIGITS.fullmatch(threshold) and int(threshold) <= MAX_STOCK):
         return None
     return (
@@ -407,31 +426,39 @@ class _Errors:
 
 
 def _load(cursor: Any, text: IO[str], errors: _Errors, progress: Callable[[int], None]) -> Columns:
-    reader = csv.DictReader(text)
-    columns = read_header(reader)
+    header = csv.DictReader(text)
+    columns = read_header(header)
     has = Columns(
         *(
             name in columns
             for name in ("description", "stock", "tags", "sku", "status", "low_stock_threshold")
         )
     )
+    at = Positions.of(columns)
+    width = len(columns)
     schema = RowSchema()
+    # The rows as lists (a dict per row costs more than checking it): csv.DictReader's
+    # own reader, whose rules this follows (blank lines skipped, short rows padded).
+    reader = header.reader
     line, since = reader.line_num + 1, 0
     with cursor.copy(COPY) as copy:
         for row in reader:
+            if not row:  # a blank line: DictReader reads on, the next row starts here
+                continue
             start, line = line, reader.line_num + 1
             since += 1
             if since == PROGRESS_EVERY:
                 progress(since)
                 since = 0
-            if None in row:  # more cells than columns
-                cells = len(columns) + len(row[None])
-                errors.add(start, None, f"{cells} cells, expected at most {len(columns)}.")
+            if len(row) > width:  # more cells than columns
+                errors.add(start, None, f"{len(row)} cells, expected at most {width}.")
                 continue
-            ready = _fast(row, has)
+            if len(row) < width:
+                row += [""] * (width - len(row))  # DictReader's None, read as ""
+            ready = _fast(row, at)
             if ready is None:
                 try:
-                    ready = _checked(schema.load(_cells(row)))
+                    ready = _checked(schema.load(_cells(dict(zip(columns, row, strict=True)))))
                 except ma.ValidationError as exc:
                     messages: dict[str, Any] = exc.messages  # type: ignore[assignment]
                     for name, message in sorted(messages.items()):
