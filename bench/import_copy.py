@@ -7,7 +7,7 @@ job run by the worker's own function (core/jobs/work.py ``run``) in this process
 then the same file again (every row matched, none changed). Prints rows/s, this
 process's peak RSS and the time of each phase the importer logs (core/catalog/
 csv_copy.py, logger ``stores.import``); "job commit" is what follows the last phase
-(the events' INSERT before the commit, the commit, the job's end).
+(the job's result, the commit: before f062a2e, the events' INSERT too).
 
     .venv/bin/python bench/import_copy.py --database-url postgresql://postgres@127.0.0.1/bench_copy
     .venv/bin/python bench/import_copy.py --database-url ... --rows 100000
@@ -132,7 +132,7 @@ def measure(url: Any, rows: int, phases: Phases) -> None:
             for name, seconds in phases.found:
                 print(f"  {name:44} {seconds:8.2f} s  {seconds / took:4.0%}")
             rest = took - sum(seconds for _, seconds in phases.found)
-            last = "job commit (events INSERT, commit, end)"
+            last = "the job's end and commit"
             print(f"  {last:44} {rest:8.2f} s  {rest / took:4.0%}")
         counted = {
             "items": db.session.scalar(select(func.count()).select_from(Item)),
