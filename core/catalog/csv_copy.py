@@ -553,7 +553,7 @@ def import_items(
         if told:
             cursor.execute(BEFORE)
         clock.lap("items before (events)")
-        _write(cursor, params, clock)
+        _write(cursor, params, clock, summary)
         if told:
             actor = current_actor()
             cursor.execute("ANALYZE import_plan")  # the new ids: a hash join, not a loop
@@ -597,31 +597,38 @@ PLAN = table(
 )
 
 
-def _write(cursor: Any, params: dict[str, Any], clock: _Clock) -> None:
-    cursor.execute(NEW_TAGS, params)
-    cursor.execute(LET_GO, params)
-    cursor.execute(UPDATE_ITEMS, params)
-    # Matched items whose count differs: their stock and a count movement each.
-    stock.count_many(
-        select(PLAN.c.item_id, PLAN.c.old_stock.label("before"), PLAN.c.stock.label("after")).where(
-            PLAN.c.stock.is_not(None), PLAN.c.stock != PLAN.c.old_stock
-        ),
-        reference="import",
-        now=params["now"],
-    )
+def _write(cursor: Any, params: dict[str, Any], clock: _Clock, summary: Summary) -> None:
+    """The plan's changes; a kind of change no row makes costs no statement (each
+    would read the whole plan to find nothing)."""
+    if summary.created or summary.updated:
+        cursor.execute(NEW_TAGS, params)
+    if summary.updated:
+        cursor.execute(LET_GO, params)
+        cursor.execute(UPDATE_ITEMS, params)
+        # Matched items whose count differs: their stock and a count movement each.
+        stock.count_many(
+            select(
+                PLAN.c.item_id, PLAN.c.old_stock.label("before"), PLAN.c.stock.label("after")
+            ).where(PLAN.c.stock.is_not(None), PLAN.c.stock != PLAN.c.old_stock),
+            reference="import",
+            now=params["now"],
+        )
     clock.lap("new tags, updated items and their counts")
-    cursor.execute(NEW_ITEMS, params)
-    clock.lap("new items")
-    # New items were written with their stock: a count movement each that gave one.
-    stock.count_many(
-        select(PLAN.c.item_id, literal(0).label("before"), PLAN.c.stock.label("after")).where(
-            PLAN.c.old_stock.is_(None), PLAN.c.stock.is_not(None)
-        ),
-        reference="import",
-        now=params["now"],
-        created=True,
-    )
-    clock.lap("stock ledger of new items")
-    cursor.execute(UNLINK)
-    cursor.execute(LINK, params)
+    if summary.created:
+        cursor.execute(NEW_ITEMS, params)
+        clock.lap("new items")
+        # New items were written with their stock: a count movement each that gave one.
+        stock.count_many(
+            select(PLAN.c.item_id, literal(0).label("before"), PLAN.c.stock.label("after")).where(
+                PLAN.c.old_stock.is_(None), PLAN.c.stock.is_not(None)
+            ),
+            reference="import",
+            now=params["now"],
+            created=True,
+        )
+        clock.lap("stock ledger of new items")
+    if summary.updated:
+        cursor.execute(UNLINK)
+    if summary.created or summary.updated:
+        cursor.execute(LINK, params)
     clock.lap("tag links")
