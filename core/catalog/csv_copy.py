@@ -196,8 +196,11 @@ FROM import_plan
 NEW_TAGS = """
 INSERT INTO tags (name, store_id, created_at, updated_at)
 SELECT name, %(store)s, %(now)s, %(now)s FROM (
-    SELECT DISTINCT ON (lname) name, lname, line, pos FROM import_tags
-    ORDER BY lname, line, pos
+    -- Each name's first row (a row names a tag once): grouped by hashing, not by
+    -- sorting every link of the file.
+    SELECT w.name, w.lname, w.line, w.pos
+    FROM (SELECT lname, min(line) AS line FROM import_tags GROUP BY lname) earliest
+    JOIN import_tags w USING (lname, line)
 ) f
 WHERE NOT EXISTS (SELECT 1 FROM tags t WHERE t.store_id = %(store)s AND lower(t.name) = f.lname)
 ORDER BY line, pos
