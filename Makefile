@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export FLASK_APP := app
 
-.PHONY: run worker beat serve test test-image lint format migrate bench bench-scale bench-soak bench-observability bench-events clean
+.PHONY: run worker beat serve test test-image lint format migrate bench bench-scale bench-soak bench-observability bench-events bench-import clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +86,13 @@ bench-observability: $(VENV)/.dev
 BENCH_EVENTS_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 bench-events: $(VENV)/.dev
 	$(BIN)/python bench/events.py --database-url $(BENCH_EVENTS_URL) $(BENCH_ARGS)
+
+# The CSV import job on PostgreSQL: 100,000 then 1,000,000 new rows (then the same file
+# again), rows/s and the time of each phase (BENCH_IMPORT_URL names a database to create
+# and drop; BENCH_ARGS: --rows N, repeatable).
+BENCH_IMPORT_URL ?= postgresql://postgres@127.0.0.1:5432/bench_import
+bench-import: $(VENV)/.dev
+	$(BIN)/python bench/import_copy.py --database-url $(BENCH_IMPORT_URL) $(BENCH_ARGS)
 
 format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .

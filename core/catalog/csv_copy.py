@@ -14,7 +14,11 @@ path, core/catalog/csv_import.py, whose rules this follows exactly).
    and their tags, so a dry run or a refused file reports what would have happened.
 4. Then, unless nothing may be written: the store's missing tags in one INSERT, the
    changed items in one UPDATE, stock counts through the ledger's bulk writer
-   (core/catalog/stock.py count_many), new items in one INSERT, their links in one.
+   (core/catalog/stock.py count_many), new items in one INSERT, their links in one,
+   and one event per item created or changed in one INSERT ... SELECT, the item's
+   JSON built by SQL (core/events/catalog.py ITEM_JSON): no row comes back to Python.
+
+Each phase's time is logged at INFO on ``stores.import`` (bench/import_copy.py).
 
 Everything is one transaction: any invalid row means nothing is written (unless
 ``skip_invalid``); ``dry_run`` rolls back. The items being changed are locked while
@@ -25,7 +29,9 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
@@ -34,25 +40,26 @@ import marshmallow as ma
 from sqlalchemy import column, literal, select, table
 
 from core.catalog import stock
-from core.catalog.csv_format import restore
 from core.catalog.csv_import import (
     MAX_REPORTED,
+    ROW_COLUMNS,
     RowSchema,
     Summary,
     UnreadableFileError,
     _cells,
     _flatten,
-    items_as_json,
     read_header,
-    record_item_events,
 )
 from core.catalog.stock import MAX_STOCK
+from core.events.catalog import ITEM_JSON, PREVIOUS_JSON, TAGS_JSON
+from core.events.outbox import current_actor, current_request_id, recorded_in_bulk
 from core.web.fields import BLANKS, MAX_QUANTITY, SKU_PATTERN, TAG_SEPARATOR, text_pattern
 from db import BULK_TABLES, analyze, db
 from models import Store
 from models.item import STATUSES
 from models.types import utcnow
 
+log = logging.getLogger("stores.import")
 PROGRESS_EVERY = 10_000  # rows between two calls of ``progress``
 
 # The common case of each rule, as the fields check it once trimmed (core/web/fields.py);
@@ -189,8 +196,11 @@ FROM import_plan
 NEW_TAGS = """
 INSERT INTO tags (name, store_id, created_at, updated_at)
 SELECT name, %(store)s, %(now)s, %(now)s FROM (
-    SELECT DISTINCT ON (lname) name, lname, line, pos FROM import_tags
-    ORDER BY lname, line, pos
+    -- Each name's first row (a row names a tag once): grouped by hashing, not by
+    -- sorting every link of the file.
+    SELECT w.name, w.lname, w.line, w.pos
+    FROM (SELECT lname, min(line) AS line FROM import_tags GROUP BY lname) earliest
+    JOIN import_tags w USING (lname, line)
 ) f
 WHERE NOT EXISTS (SELECT 1 FROM tags t WHERE t.store_id = %(store)s AND lower(t.name) = f.lname)
 ORDER BY line, pos
@@ -242,6 +252,47 @@ WHERE p.relink OR p.old_stock IS NULL
 ORDER BY p.item_id, t.id
 """
 
+# The changed items as GET showed them before the import: their events' `previous` (§10).
+BEFORE = f"""
+CREATE TEMP TABLE import_before ON COMMIT DROP AS
+SELECT i.id AS item_id, {ITEM_JSON} AS obj
+FROM import_plan p
+JOIN items i ON i.id = p.item_id
+JOIN stores s ON s.id = i.store_id
+LEFT JOIN ({TAGS_JSON} JOIN import_plan q ON q.item_id = l.item_id
+           WHERE q.changed OR q.relink GROUP BY l.item_id) g ON g.item_id = i.id
+WHERE p.changed OR p.relink
+"""  # noqa: S608 - fragments of our own, no input
+# One event per item created or changed (§10), as record() writes them (core/events/
+# outbox.py): the changed ones first, then the new ones, each in the file's order. An
+# item whose JSON did not change (a tag linked again under the same name) writes none.
+EVENTS = f"""
+WITH written AS (
+    SELECT p.line, p.old_stock IS NULL AS created, {ITEM_JSON} AS after, b.obj AS before
+    FROM import_plan p
+    JOIN items i ON i.id = p.item_id
+    JOIN stores s ON s.id = i.store_id
+    LEFT JOIN ({TAGS_JSON} JOIN import_plan q ON q.item_id = l.item_id
+               WHERE q.old_stock IS NULL OR q.changed OR q.relink
+               GROUP BY l.item_id) g ON g.item_id = i.id
+    LEFT JOIN import_before b ON b.item_id = i.id
+    WHERE p.old_stock IS NULL OR p.changed OR p.relink
+), told AS (
+    SELECT line, created, after,
+           CASE WHEN NOT created THEN {PREVIOUS_JSON} END AS previous
+    FROM written
+)
+INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
+                    created_at)
+SELECT CASE WHEN created THEN 'item.created' ELSE 'item.updated' END,
+       %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
+       CASE WHEN created THEN json_build_object('object', after)
+            ELSE json_build_object('object', after, 'previous', previous) END,
+       %(now)s
+FROM told WHERE created OR previous IS NOT NULL
+ORDER BY created, line
+"""  # noqa: S608 - fragments of our own, no input
+
 MESSAGES: dict[str, Callable[[str, int], str]] = {
     "duplicate": lambda value, other: f"{value!r} is on line {other} already.",
     "claimed": lambda value, other: f"Item {value} is updated by line {other} already.",
@@ -261,46 +312,65 @@ class Columns:
     low_stock_threshold: bool
 
 
-def _plain(cell: str | None) -> str:
+def _restored(cell: str | None) -> str:
+    """A cell as the export wrote it, back to its text (csv_format.restore; a cell a
+    short row lacks is empty)."""
     if not cell:
         return ""
-    return (cell[1:] if cell[0] == "'" else cell).strip(BLANKS)
+    return cell[1:] if cell[0] == "'" else cell
 
 
-def _stripped(cell: str | None) -> str:
-    """A number's or a code's cell as _cells reads it (str.strip, not the text fields'
-    trimming)."""
-    return restore(cell or "").strip()
+@dataclass(frozen=True)
+class Positions:
+    """Where each column the importer reads is in a row (None: not in the file; a
+    column named twice is read from its last place, as csv.DictReader does)."""
+
+    name: int
+    price: int
+    description: int | None
+    stock: int | None
+    tags: int | None
+    sku: int | None
+    status: int | None
+    low_stock_threshold: int | None
+
+    @classmethod
+    def of(cls, columns: list[str]) -> Positions:
+        at = {column: place for place, column in enumerate(columns)}
+        return cls(*(at.get(column) for column in ROW_COLUMNS))  # type: ignore[arg-type]
 
 
-def _fast(row: dict[str, str], has: Columns) -> tuple[Any, ...] | None:
-    """The row ready for COPY when every cell is of the common, clearly valid kind;
-    None sends it to RowSchema."""
-    name = _plain(row["name"])
-    price = restore(row["price"] or "").strip(" \t\n\r")
+def _fast(row: list[str], at: Positions) -> tuple[Any, ...] | None:
+    """The row (its cells, as many as the header's) ready for COPY when every cell is
+    of the common, clearly valid kind; None sends it to RowSchema. A text is trimmed
+    as the fields trim it; a number or a code with str.strip, as _cells does."""
+    name = _restored(row[at.name]).strip(BLANKS)
+    price = _restored(row[at.price]).strip(" \t\n\r")
     if not _NAME.match(name) or not _PRICE.fullmatch(price):
         return None
     description = None
-    if has.description:
-        description = _plain(row["description"]) or None
+    if at.description is not None:
+        description = _restored(row[at.description]).strip(BLANKS) or None
         if description is not None and not _DESCRIPTION.match(description):
             return None
-    count = _stripped(row["stock"]) if has.stock else ""
+    count = "" if at.stock is None else _restored(row[at.stock]).strip()
     if count and not (_DIGITS.fullmatch(count) and int(count) <= MAX_QUANTITY):
         return None
-    tags = restore(row["tags"] or "") if has.tags else ""
+    tags = "" if at.tags is None else _restored(row[at.tags])
     if tags:
-        names = [name.strip(BLANKS) for name in tags.split(TAG_SEPARATOR)]
-        if not all(_NAME.match(tag) for tag in names):
-            return None
+        names = [tag.strip(BLANKS) for tag in tags.split(TAG_SEPARATOR)]
+        for tag in names:
+            if not _NAME.match(tag):
+                return None
         tags = TAG_SEPARATOR.join(names)
-    sku = _stripped(row["sku"]) if has.sku else ""
+    sku = "" if at.sku is None else _restored(row[at.sku]).strip()
     if sku and not _SKU.fullmatch(sku):
         return None
-    status = _stripped(row["status"]) if has.status else ""
+    status = "" if at.status is None else _restored(row[at.status]).strip()
     if status and status not in STATUSES:
         return None
-    threshold = _stripped(row["low_stock_threshold"]) if has.low_stock_threshold else ""
+    threshold = "" if at.low_stock_threshold is None else _restored(row[at.low_stock_threshold])
+    threshold = threshold.strip()
     if threshold and not (_DIGITS.fullmatch(threshold) and int(threshold) <= MAX_STOCK):
         return None
     return (
@@ -329,6 +399,19 @@ def _checked(data: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+class _Clock:
+    """Where an import's time goes: one INFO line per phase on ``stores.import``
+    (bench/import_copy.py reads them)."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        log.info("import phase %s: %.3f s", phase, now - self.last)
+        self.last = now
+
+
 class _Errors:
     """The first MAX_REPORTED errors by line (from Python and from SQL), and the count."""
 
@@ -350,31 +433,39 @@ class _Errors:
 
 
 def _load(cursor: Any, text: IO[str], errors: _Errors, progress: Callable[[int], None]) -> Columns:
-    reader = csv.DictReader(text)
-    columns = read_header(reader)
+    header = csv.DictReader(text)
+    columns = read_header(header)
     has = Columns(
         *(
             name in columns
             for name in ("description", "stock", "tags", "sku", "status", "low_stock_threshold")
         )
     )
+    at = Positions.of(columns)
+    width = len(columns)
     schema = RowSchema()
+    # The rows as lists (a dict per row costs more than checking it): csv.DictReader's
+    # own reader, whose rules this follows (blank lines skipped, short rows padded).
+    reader = header.reader
     line, since = reader.line_num + 1, 0
     with cursor.copy(COPY) as copy:
         for row in reader:
+            if not row:  # a blank line: DictReader reads on, the next row starts here
+                continue
             start, line = line, reader.line_num + 1
             since += 1
             if since == PROGRESS_EVERY:
                 progress(since)
                 since = 0
-            if None in row:  # more cells than columns
-                cells = len(columns) + len(row[None])
-                errors.add(start, None, f"{cells} cells, expected at most {len(columns)}.")
+            if len(row) > width:  # more cells than columns
+                errors.add(start, None, f"{len(row)} cells, expected at most {width}.")
                 continue
-            ready = _fast(row, has)
+            if len(row) < width:
+                row += [""] * (width - len(row))  # DictReader's None, read as ""
+            ready = _fast(row, at)
             if ready is None:
                 try:
-                    ready = _checked(schema.load(_cells(row)))
+                    ready = _checked(schema.load(_cells(dict(zip(columns, row, strict=True)))))
                 except ma.ValidationError as exc:
                     messages: dict[str, Any] = exc.messages  # type: ignore[assignment]
                     for name, message in sorted(messages.items()):
@@ -421,6 +512,7 @@ def import_items(
     errors = _Errors(summary)
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
     cursor = db.session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    clock = _Clock()
     try:
         # A bulk load, not a request: no statement timeout (DB_STATEMENT_TIMEOUT_MS
         # bounds requests); hash joins and sorts of the whole file in memory where
@@ -430,6 +522,7 @@ def import_items(
         _run(cursor, STAGING)
         has = _load(cursor, text, errors, progress)
         cursor.execute("ANALYZE import_rows")
+        clock.lap("read and COPY into staging")
         _run(cursor, DUPLICATES.format(key="lname", value="name"), {"col": "name"})
         _run(cursor, DUPLICATES.format(key="sku", value="sku"), {"col": "sku"})
         params = {
@@ -446,6 +539,7 @@ def import_items(
             if not cursor.rowcount or not skip_invalid:
                 break
         _sql_errors(cursor, errors)
+        clock.lap("duplicates and matching")
         cursor.execute(COMPARE.format(only=""), params)
         _run(cursor, WANTED_TAGS)
         cursor.execute(RELINK)
@@ -454,18 +548,31 @@ def import_items(
         cursor.execute(COUNTS)
         summary.created, summary.updated, summary.unchanged = cursor.fetchone()
         errors.report()
+        clock.lap("compare, tags wanted, lock")
         if dry_run or (summary.invalid and not skip_invalid):
             db.session.rollback()
             return summary
-        # The changed items as GET showed them: the `previous` of their events (§10).
-        cursor.execute(
-            "SELECT item_id FROM import_plan WHERE item_id IS NOT NULL AND (changed OR relink)"
-        )
-        updated = [row[0] for row in cursor.fetchall()]
-        before = items_as_json(updated)
-        _write(cursor, params)
-        cursor.execute("SELECT item_id FROM import_plan WHERE old_stock IS NULL ORDER BY line")
-        record_item_events(store, before, updated, [row[0] for row in cursor.fetchall()])
+        told = bool(summary.created or summary.updated)  # else no event to write
+        if told:
+            cursor.execute(BEFORE)
+        clock.lap("items before (events)")
+        _write(cursor, params, clock, summary)
+        if told:
+            actor = current_actor()
+            cursor.execute("ANALYZE import_plan")  # the new ids: a hash join, not a loop
+            cursor.execute(
+                EVENTS,
+                {
+                    **params,
+                    "owner": store.owner_id,
+                    "actor_type": actor["type"],
+                    "actor_id": actor.get("id"),
+                    "request_id": current_request_id(),
+                    "now": utcnow(),
+                },
+            )
+            recorded_in_bulk()
+        clock.lap("events")
     except UnicodeDecodeError as exc:
         db.session.rollback()
         raise UnreadableFileError(f"The file is not UTF-8 text ({exc.reason}).") from None
@@ -480,6 +587,7 @@ def import_items(
         cursor.close()
     if commit:
         analyze(*BULK_TABLES)  # commits, then fresh statistics for the list counts
+        clock.lap("commit and analyze")
     return summary
 
 
@@ -492,27 +600,38 @@ PLAN = table(
 )
 
 
-def _write(cursor: Any, params: dict[str, Any]) -> None:
-    cursor.execute(NEW_TAGS, params)
-    cursor.execute(LET_GO, params)
-    cursor.execute(UPDATE_ITEMS, params)
-    # Matched items whose count differs: their stock and a count movement each.
-    stock.count_many(
-        select(PLAN.c.item_id, PLAN.c.old_stock.label("before"), PLAN.c.stock.label("after")).where(
-            PLAN.c.stock.is_not(None), PLAN.c.stock != PLAN.c.old_stock
-        ),
-        reference="import",
-        now=params["now"],
-    )
-    cursor.execute(NEW_ITEMS, params)
-    # New items were written with their stock: a count movement each that gave one.
-    stock.count_many(
-        select(PLAN.c.item_id, literal(0).label("before"), PLAN.c.stock.label("after")).where(
-            PLAN.c.old_stock.is_(None), PLAN.c.stock.is_not(None)
-        ),
-        reference="import",
-        now=params["now"],
-        created=True,
-    )
-    cursor.execute(UNLINK)
-    cursor.execute(LINK, params)
+def _write(cursor: Any, params: dict[str, Any], clock: _Clock, summary: Summary) -> None:
+    """The plan's changes; a kind of change no row makes costs no statement (each
+    would read the whole plan to find nothing)."""
+    if summary.created or summary.updated:
+        cursor.execute(NEW_TAGS, params)
+    if summary.updated:
+        cursor.execute(LET_GO, params)
+        cursor.execute(UPDATE_ITEMS, params)
+        # Matched items whose count differs: their stock and a count movement each.
+        stock.count_many(
+            select(
+                PLAN.c.item_id, PLAN.c.old_stock.label("before"), PLAN.c.stock.label("after")
+            ).where(PLAN.c.stock.is_not(None), PLAN.c.stock != PLAN.c.old_stock),
+            reference="import",
+            now=params["now"],
+        )
+    clock.lap("new tags, updated items and their counts")
+    if summary.created:
+        cursor.execute(NEW_ITEMS, params)
+        clock.lap("new items")
+        # New items were written with their stock: a count movement each that gave one.
+        stock.count_many(
+            select(PLAN.c.item_id, literal(0).label("before"), PLAN.c.stock.label("after")).where(
+                PLAN.c.old_stock.is_(None), PLAN.c.stock.is_not(None)
+            ),
+            reference="import",
+            now=params["now"],
+            created=True,
+        )
+        clock.lap("stock ledger of new items")
+    if summary.updated:
+        cursor.execute(UNLINK)
+    if summary.created or summary.updated:
+        cursor.execute(LINK, params)
+    clock.lap("tag links")

@@ -52,3 +52,41 @@ def stock_moved(item: Item, movement: StockMovement) -> None:
 def store_deleted(store_id: int) -> None:
     """One ``store.deleted``; its items and tags write none (contract §16)."""
     record("store.deleted", store_id=store_id, obj={"id": store_id})
+
+
+def utc_text(column: str) -> str:
+    """SQL: a timestamptz ``column`` as the item schema writes it (Python's
+    ``isoformat()`` of a UTC time: microseconds unless there are none, ``+00:00``)."""
+    local = f"({column} AT TIME ZONE 'UTC')"
+    return (
+        f"to_char({local}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
+        f"CASE WHEN mod(extract(microseconds FROM {local})::integer, 1000000) = 0 THEN '' "
+        f"ELSE to_char({local}, '.US') END || '+00:00'"
+    )
+
+
+# SQL (PostgreSQL): the item ``i`` of store ``s`` as its GET returns it (schemas.py
+# ItemSchema, in its fields' order; the price a JSON number as Python writes a float),
+# its tags' JSON array given as ``tags_json`` (``TAGS_JSON`` of its links). What the importer
+# writes its events from without reading each item into Python (core/catalog/csv_copy.py);
+# tests/api/test_import.py compares the two.
+ITEM_JSON = f"""json_build_object(
+    'id', i.id, 'name', i.name, 'description', i.description,
+    'price', CASE WHEN i.price = trunc(i.price) THEN (trunc(i.price)::bigint || '.0')::json
+                  ELSE to_json(i.price::float8) END,
+    'stock', i.stock, 'store_id', i.store_id,
+    'store', json_build_object('id', s.id, 'name', s.name),
+    'tags', coalesce(tags_json, '[]'::json),
+    'sku', i.sku, 'status', i.status, 'low_stock_threshold', i.low_stock_threshold,
+    'metadata', i.metadata,
+    'created_at', {utc_text("i.created_at")}, 'updated_at', {utc_text("i.updated_at")})"""
+# Items' tags as ``tags_json`` by ``item_id``, ordered by id as an item's ``tags`` are
+# (to be completed with a WHERE and ``GROUP BY l.item_id``).
+TAGS_JSON = """SELECT l.item_id, json_agg(json_build_object('id', t.id, 'name', t.name)
+                                 ORDER BY t.id) AS tags_json
+FROM item_tags l JOIN tags t ON t.id = l.tag_id"""
+# ``previous`` of an update, from ``before`` and ``after`` (json): the old value of each
+# field that changed, but ``updated_at`` (core/events/outbox.py ``changes``); NULL if none.
+PREVIOUS_JSON = """(SELECT json_object_agg(b.key, b.value ORDER BY b.n)
+ FROM json_each(before) WITH ORDINALITY AS b(key, value, n)
+ WHERE b.key <> 'updated_at' AND (after -> b.key)::jsonb IS DISTINCT FROM b.value::jsonb)"""

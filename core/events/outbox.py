@@ -129,6 +129,14 @@ def record(
     db.session.info[PENDING] = True
 
 
+def recorded_in_bulk() -> None:
+    """Events were inserted by a statement of the caller's own (the importer's INSERT
+    ... SELECT, core/catalog/csv_copy.py), in the current transaction: its commit
+    queues the relay as ``record``'s do."""
+    db.session.connection()
+    db.session.info[PENDING] = True
+
+
 def write_pending() -> None:
     """Insert the events recorded so far in this transaction: one statement for all of
     them (a batch of 100 changes is one INSERT, not 100). Runs before every commit."""

@@ -27,7 +27,7 @@ from core.catalog.stores import count_items, delete_store
 from core.jobs import engine, files
 from core.jobs.engine import JobCanceledError
 from core.web.errors import envelope
-from db import db
+from db import BULK_TABLES, analyze, db
 from models import Job, Store
 
 log = logging.getLogger("stores.jobs")
@@ -125,6 +125,11 @@ def import_job(job: Job) -> None:
         engine.renew(job.id, raw.position)
         engine.finish(job.id, "succeeded", result=result)
     db.session.commit()
+    refused = summary.invalid and not params.get("skip_invalid", False)
+    if (summary.created or summary.updated) and not (refused or params.get("dry_run", False)):
+        # As the CLI does: fresh statistics at once, for the list counts and for the
+        # plans of the next import into the same catalog (not autovacuum's next pass).
+        analyze(*BULK_TABLES)
 
 
 def _by_line(errors: list[dict[str, Any]]) -> dict[str, Any]:

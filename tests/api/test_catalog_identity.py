@@ -599,12 +599,12 @@ def test_the_copy_imports_fast_check_agrees_with_the_row_schema(cells: dict[str,
     """What the COPY path's fast check accepts, RowSchema accepts with the same values."""
     import marshmallow as ma
 
-    from core.catalog.csv_copy import Columns, _checked, _fast
+    from core.catalog.csv_copy import Positions, _checked, _fast
     from core.catalog.csv_import import RowSchema, _cells
 
     columns = ("description", "stock", "tags", "sku", "status", "low_stock_threshold")
-    row = {name: cells.get(name, "") for name in ("name", "price", *columns)}
-    fast = _fast(row, Columns(*(True for _ in columns)))
+    row = {name: cells.get(name, "") for name in ("price", *columns, "name")}
+    fast = _fast(list(row.values()), Positions.of(list(row)))
     loaded: tuple[Any, ...] | None
     try:
         loaded = _checked(RowSchema().load(_cells(row)))

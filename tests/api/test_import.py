@@ -3,17 +3,18 @@ nothing, streamed; an export imports back into the same catalog."""
 
 import csv
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from core.catalog.csv_import import import_items
 from db import db
 from helpers import CatalogFactory, Client, count_queries, query, snapshot
-from models import Item, StockMovement, Store, Tag
+from models import Event, Item, StockMovement, Store, Tag
 
 HEADER = "name,price,description,stock,tags\r\n"
 
@@ -258,3 +259,47 @@ def test_an_empty_stock_cell_leaves_the_stock_as_it_is(
     item = client.get(f"/items/{milk['id']}").json
     assert (item["stock"], item["price"]) == (5, 1.2)
     assert query(app, select(StockMovement.id)) == before  # no movement
+
+
+def test_each_event_shows_the_item_as_get_does(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any, run: Any
+) -> None:
+    """The events an import writes (on PostgreSQL, built by SQL: core/events/catalog.py
+    ITEM_JSON) hold each item as GET returns it, and `previous` its old values."""
+    assert run(store["id"], HEADER + "Tea,2.50,Green,,hot\r\n").exit_code == 0
+    [(tea,)] = query(app, select(Item.id).where(Item.name == "Tea"))
+    [(hot,)] = query(app, select(Tag.id).where(Tag.name == "hot"))
+    with app.app_context():  # a time of whole seconds, which isoformat() writes without .000000
+        db.session.execute(
+            update(Item).where(Item.id == tea).values(created_at=datetime(2026, 1, 2, tzinfo=UTC))
+        )
+        db.session.commit()
+    first = query(app, select(func.max(Event.id)))[0][0]
+    header = "name,price,description,stock,tags,sku,status,low_stock_threshold\r\n"
+    rows = [
+        "Tea,3,,7,hot|leaf|cup,TEA-1,draft,2",  # every field changes
+        'Milk,1.10,"Whole, 1 l",0,dairy,,archived,',
+        "Salt,1234567.89,,,,S-1,,0",
+        "Bread,0.00,Rye,12,,,,",
+    ]
+    result = run(store["id"], header + "\r\n".join(rows) + "\r\n")
+    assert result.exit_code == 0, result.output
+    written = query(app, select(Event.type, Event.data).where(Event.id > first).order_by(Event.id))
+    assert [kind for kind, _ in written] == ["item.updated"] + ["item.created"] * 3
+    for _, data in written:
+        item = client.get(f"/items/{data['object']['id']}", headers=as_alice).json
+        assert data["object"] == item
+        assert [type(data["object"][k]) for k in ("price", "stock")] == [float, int]
+    updated = written[0][1]
+    assert updated["object"]["created_at"] == "2026-01-02T00:00:00+00:00"
+    assert updated["previous"] == {
+        "description": "Green",
+        "price": 2.5,
+        "stock": 0,
+        "tags": [{"id": hot, "name": "hot"}],
+        "sku": None,
+        "status": "active",
+        "low_stock_threshold": None,
+    }
+    assert list(updated["previous"]) == [k for k in updated["object"] if k in updated["previous"]]
+    assert [data["object"]["price"] for _, data in written] == [3.0, 1.1, 1234567.89, 0.0]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from core.jobs import engine, work
 from core.jobs.engine import JobCanceledError
@@ -315,6 +315,26 @@ def test_an_import_job_runs_the_importer(
         assert_job(post_import(client, store, GOOD, as_alice))["links"]["self"], headers=as_alice
     ).json
     assert again["result"]["unchanged"] == 2 and again["result"]["created"] == 0
+
+
+@pytest.mark.postgres
+def test_an_import_job_leaves_fresh_statistics(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
+    """As the CLI's import (tests/api/test_import.py): the planner knows the new rows
+    at once (the next import's plans, the estimated list counts); a dry run does not
+    touch them."""
+    store = api.store(as_alice)
+    rows = "".join(f"Item {n},1.00,,\r\n" for n in range(73))
+    dry = assert_job(
+        post_import(client, store, "name,price,stock,tags\r\n" + rows, as_alice, "?dry_run=true")
+    )
+    assert client.get(dry["links"]["self"], headers=as_alice).json["status"] == "succeeded"
+    tuples = text("SELECT reltuples FROM pg_class WHERE relname = 'items'")
+    assert query(app, tuples) != [(73,)]
+    job = assert_job(post_import(client, store, "name,price,stock,tags\r\n" + rows, as_alice))
+    assert client.get(job["links"]["self"], headers=as_alice).json["status"] == "succeeded"
+    assert query(app, tuples) == [(73,)]
 
 
 def test_invalid_lines_fail_the_job_by_line_and_write_nothing(
