@@ -49,6 +49,16 @@ def stock_moved(item: Item, movement: StockMovement) -> None:
         record(kind, store_id=item.store_id, obj=whole, owner_id=whole.store.owner_id)
 
 
+def initial_stock(item: Item, movement: StockMovement | None) -> None:
+    """The ``stock.moved`` of a new item's first count, if it was created with stock
+    (a movement like any other, §16). No crossing: the item had no stock to cross
+    from, and its ``item.created`` tells what it holds. Flushes; does not commit."""
+    if movement is None:
+        return
+    db.session.flush()
+    record("stock.moved", store_id=item.store_id, obj=movement, owner_id=owner_of(item))
+
+
 def store_deleted(store_id: int) -> None:
     """One ``store.deleted``; its items and tags write none (contract §16)."""
     record("store.deleted", store_id=store_id, obj={"id": store_id})

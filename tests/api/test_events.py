@@ -169,6 +169,7 @@ def test_stock_movements_and_their_crossings(
         client, as_alice, "&type=stock.moved&type=stock.low&type=stock.out&type=stock.back_in"
     )
     assert [e["type"] for e in listed] == [
+        "stock.moved",  # the count it was created with
         "stock.moved",
         "stock.moved",
         "stock.low",
@@ -177,12 +178,42 @@ def test_stock_movements_and_their_crossings(
         "stock.moved",
         "stock.back_in",
     ]
-    assert listed[0]["data"]["object"] == first
-    assert listed[4]["data"]["object"] == client.get(f"/items/{item['id']}").json | {
+    assert listed[1]["data"]["object"] == first
+    assert listed[5]["data"]["object"] == client.get(f"/items/{item['id']}").json | {
         "stock": 0,
-        "updated_at": listed[4]["data"]["object"]["updated_at"],
+        "updated_at": listed[5]["data"]["object"]["updated_at"],
     }
     assert "item.updated" not in types(client, as_alice)
+
+
+def test_an_item_created_with_stock_writes_its_first_movement(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
+    store = api.store(as_alice)
+    before = len(events(client, as_alice))
+    item = api.item(as_alice, store, name="Jam", stock=7)
+    api.item(as_alice, store, name="Salt")  # no stock sent: no movement, no event
+    body = {"create": [{"name": "Tea", "price": 1, "stock": 3}, {"name": "Rice", "price": 2}]}
+    batch = client.post(f"/stores/{store['id']}/items/batch", json=body, headers=as_alice)
+    assert batch.status_code == 200, batch.json
+    tea = batch.json["created"][0]
+    listed = events(client, as_alice)[before:]
+    assert [(e["type"], e["data"]["object"].get("name")) for e in listed] == [
+        ("item.created", "Jam"),
+        ("stock.moved", None),
+        ("item.created", "Salt"),
+        ("item.created", "Tea"),
+        ("item.created", "Rice"),
+        ("stock.moved", None),
+    ]
+    [jam_moved] = client.get(f"/items/{item['id']}/stock", headers=as_alice).json
+    assert jam_moved["delta"] == 7 and jam_moved["reason"] == "count"
+    assert listed[1]["data"]["object"] == jam_moved
+    assert listed[1]["store_id"] == store["id"] and "previous" not in listed[1]["data"]
+    [tea_moved] = client.get(f"/items/{tea['id']}/stock", headers=as_alice).json
+    assert listed[5]["data"]["object"] == tea_moved and tea_moved["stock_after"] == 3
+    # No crossing: a new item had no stock to cross from (its item.created says it).
+    assert {e["type"] for e in listed} == {"item.created", "stock.moved"}
 
 
 def test_a_store_deleted_is_one_event(

@@ -154,7 +154,8 @@ def test_fifty_concurrent_sales_of_thirty_deliver_thirty_moves_and_one_out(
             events_in_db(stack["url"], "stock.moved", owner),
             events_in_db(stack["url"], "stock.out", owner),
         )
-        assert len(moved) == 30 and len(out) == 1
+        # 30 sales, and the count the item was created with (a movement too, §16).
+        assert len(moved) == 31 and len(out) == 1
         all_delivered(
             stack,
             owner,
@@ -168,13 +169,12 @@ def test_fifty_concurrent_sales_of_thirty_deliver_thirty_moves_and_one_out(
             event = json.loads(r.body)
             bodies[event["id"]] = event
         kinds = Counter(event["type"] for event in bodies.values())
-        assert kinds == {"stock.moved": 30, "stock.out": 1}
-        after = sorted(
-            e["data"]["object"]["stock_after"]
-            for e in bodies.values()
-            if e["type"] == "stock.moved"
-        )
-        assert after == list(range(30))
+        assert kinds == {"stock.moved": 31, "stock.out": 1}
+        moves = [e["data"]["object"] for e in bodies.values() if e["type"] == "stock.moved"]
+        assert sorted(m["stock_after"] for m in moves if m["reason"] == "sale") == list(range(30))
+        assert [(m["delta"], m["stock_after"]) for m in moves if m["reason"] == "count"] == [
+            (30, 30)
+        ]
 
 
 def test_a_worker_killed_mid_delivery_is_replaced_and_nothing_is_lost(
