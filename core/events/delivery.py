@@ -20,6 +20,7 @@ from sqlalchemy import or_, update
 from standardwebhooks.webhooks import Webhook as Signer
 
 from core.events import outbox, sender
+from core.web import metrics
 from db import db
 from models import Delivery, Event, Webhook
 from models.types import utcnow
@@ -108,6 +109,7 @@ def _finish(delivery_id: int, result: sender.Result) -> None:
             execution_options={"synchronize_session": False},
         )
         db.session.commit()
+        metrics.webhook_delivered("delivered", result.duration_ms / 1000)
         return
     failures, enabled = db.session.execute(
         update(Webhook)
@@ -131,9 +133,13 @@ def _finish(delivery_id: int, result: sender.Result) -> None:
                 next_attempt_at=delivery.next_attempt_at,
             )
         )
+    # failed: another attempt is scheduled; gave_up: this was the event's last one.
+    outcome = "failed" if delivery.next_attempt_at is not None else "gave_up"
     if enabled and failures >= config["WEBHOOK_DISABLE_AFTER"]:
         disable(db.session.get_one(Webhook, delivery.webhook_id, populate_existing=True))
+        outcome = "gave_up"  # the retry just scheduled ended as failed with it
     db.session.commit()
+    metrics.webhook_delivered(outcome, result.duration_ms / 1000)
 
 
 def disable(webhook: Webhook) -> None:

@@ -256,6 +256,10 @@ class Config:
         # OTEL_EXPORTER_OTLP_ENDPOINT is set. Either can be switched off.
         self.METRICS_TOKEN = self.env_str("METRICS_TOKEN")
         self.METRICS_ENABLED = self.env_bool("METRICS_ENABLED", True)
+        # The Celery worker's own /metrics (events, deliveries, jobs; same token), on
+        # this port of the worker's host; 0: not served (core/jobs/worker_metrics.py).
+        self.WORKER_METRICS_PORT = self.env_int("WORKER_METRICS_PORT", 0)
+        self.WORKER_METRICS_HOST = self.env_str("WORKER_METRICS_HOST", "0.0.0.0")  # noqa: S104
         self.TRACING_ENABLED = self.env_bool("TRACING_ENABLED", True)
 
     def _read_accounts(self) -> None:
