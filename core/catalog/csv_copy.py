@@ -47,6 +47,7 @@ from core.catalog.csv_import import (
     record_item_events,
 )
 from core.catalog.stock import MAX_STOCK
+from core.events.catalog import movements_written
 from core.web.fields import BLANKS, MAX_QUANTITY, SKU_PATTERN, TAG_SEPARATOR, text_pattern
 from db import BULK_TABLES, analyze, db
 from models import Store
@@ -432,9 +433,10 @@ def import_items(
         cursor.execute("ANALYZE import_rows")
         _run(cursor, DUPLICATES.format(key="lname", value="name"), {"col": "name"})
         _run(cursor, DUPLICATES.format(key="sku", value="sku"), {"col": "sku"})
+        now = utcnow()
         params = {
             "store": store.id,
-            "now": utcnow(),
+            "now": now,
             "has_description": has.description,
             "has_sku": has.sku,
             "has_threshold": has.low_stock_threshold,
@@ -465,7 +467,9 @@ def import_items(
         before = items_as_json(updated)
         _write(cursor, params)
         cursor.execute("SELECT item_id FROM import_plan WHERE old_stock IS NULL ORDER BY line")
-        record_item_events(store, before, updated, [row[0] for row in cursor.fetchall()])
+        new_ids = [row[0] for row in cursor.fetchall()]
+        record_item_events(store, before, updated, new_ids)
+        movements_written(store, [*updated, *new_ids], now, set(new_ids))
     except UnicodeDecodeError as exc:
         db.session.rollback()
         raise UnreadableFileError(f"The file is not UTF-8 text ({exc.reason}).") from None

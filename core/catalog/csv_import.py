@@ -28,6 +28,7 @@ from sqlalchemy.orm import joinedload, selectinload
 from core.catalog import stock
 from core.catalog.csv_format import COLUMNS, restore
 from core.catalog.stock import MAX_STOCK
+from core.events.catalog import BULK_IDS, movements_written
 from core.events.outbox import as_json, changes, record
 from core.web.fields import TAG_SEPARATOR, Description, Integer, Money, Name, Quantity, Sku, TagName
 from db import BULK_TABLES, analyze, db, unicode_lower
@@ -319,7 +320,9 @@ class Importer:
         link_rows = [{"item_id": item_id, "tag_id": t} for item_id, tags in new_links for t in tags]
         if link_rows:
             db.session.execute(insert(item_tags), link_rows)
-        record_item_events(self.store, before, updated, [item_id for item_id, _ in created])
+        new_ids = [item_id for item_id, _ in created]
+        record_item_events(self.store, before, updated, new_ids)
+        movements_written(self.store, [*updated, *new_ids], now, set(new_ids))
 
     def _update(
         self,
@@ -457,20 +460,21 @@ def record_item_events(
 
 
 def items_as_json(ids: list[int], *, release: bool = False) -> dict[int, Any]:
-    """Items as GET returns them, by id (read now, in the import's transaction)."""
-    if not ids:
-        return {}
-    items = db.session.scalars(
-        select(Item)
-        .where(Item.id.in_(ids))
-        .options(joinedload(Item.store), selectinload(Item.tags))
-        .execution_options(populate_existing=True)
-    )
+    """Items as GET returns them, by id (read now, in the import's transaction), in
+    statements of BULK_IDS ids: an IN list as long as the file would pass
+    PostgreSQL's limit of 65,535 parameters."""
     found = {}
-    for item in items:
-        found[item.id] = as_json(item)
-        if release:  # the import holds no ORM object per row
-            db.session.expunge(item)
+    for start in range(0, len(ids), BULK_IDS):
+        items = db.session.scalars(
+            select(Item)
+            .where(Item.id.in_(ids[start : start + BULK_IDS]))
+            .options(joinedload(Item.store), selectinload(Item.tags))
+            .execution_options(populate_existing=True)
+        )
+        for item in items:
+            found[item.id] = as_json(item)
+            if release:  # the import holds no ORM object per row
+                db.session.expunge(item)
     return found
 
 

@@ -250,6 +250,63 @@ def test_a_batch_writes_one_event_per_change(
     assert updated["data"]["previous"] == {"price": 1.5}
 
 
+@pytest.mark.parametrize("bulk", [1000, 2])
+def test_an_imports_counts_write_their_movements_and_crossings(
+    app: Flask,
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    bulk: int,
+) -> None:
+    import io
+
+    from core.catalog import csv_import
+    from core.catalog.csv_import import import_items
+    from core.events import catalog
+    from models import Store
+
+    # Items read BULK_IDS per statement (PostgreSQL takes at most 65,535 parameters):
+    # 2 makes an import of 5 rows take several.
+    monkeypatch.setattr(csv_import, "BULK_IDS", bulk)
+    monkeypatch.setattr(catalog, "BULK_IDS", bulk)
+
+    store = api.store(as_alice)
+    jam = api.item(as_alice, store, name="Jam", stock=4, low_stock_threshold=2)
+    salt = api.item(as_alice, store, name="Salt")  # stock 0, never counted: no movement
+    tea = api.item(as_alice, store, name="Tea", stock=0)
+    before = len(events(client, as_alice))
+    raw = b"name,price,stock\nJam,1.50,1\nSalt,1.50,\nTea,1.50,6\nRice,2.00,3\nOats,2.00,\n"
+    with app.app_context():
+        summary = import_items(db.session.get_one(Store, store["id"]), io.BytesIO(raw))
+    assert (summary.created, summary.updated, summary.unchanged) == (2, 2, 1)
+    listed = events(client, as_alice)[before:]
+    moved = [e for e in listed if e["type"] == "stock.moved"]
+    by_item = {e["data"]["object"]["item_id"]: e["data"]["object"] for e in moved}
+    rice = next(
+        e["data"]["object"]
+        for e in listed
+        if e["type"] == "item.created" and e["data"]["object"]["name"] == "Rice"
+    )
+    assert set(by_item) == {jam["id"], tea["id"], rice["id"]}  # Salt and Oats: no count
+    assert (by_item[jam["id"]]["delta"], by_item[jam["id"]]["stock_after"]) == (-3, 1)
+    assert (by_item[tea["id"]]["delta"], by_item[tea["id"]]["stock_after"]) == (6, 6)
+    assert (by_item[rice["id"]]["delta"], by_item[rice["id"]]["stock_after"]) == (3, 3)
+    for item_id, movement in by_item.items():
+        [latest, *_] = client.get(f"/items/{item_id}/stock", headers=as_alice).json
+        assert movement == latest
+    crossings = [
+        (e["type"], e["data"]["object"]["id"])
+        for e in listed
+        if e["type"] in ("stock.low", "stock.out", "stock.back_in")
+    ]
+    # Jam 4 -> 1 falls to its threshold; Tea 0 -> 6 is back in; a new item crosses nothing.
+    assert sorted(crossings) == sorted([("stock.low", jam["id"]), ("stock.back_in", tea["id"])])
+    low = next(e for e in listed if e["type"] == "stock.low")
+    assert low["data"]["object"] == client.get(f"/items/{jam['id']}").json
+    assert salt["stock"] == 0
+
+
 def test_events_are_the_owners_and_an_admins(
     client: Client,
     api: CatalogFactory,
@@ -344,8 +401,10 @@ def test_an_import_writes_its_events_with_its_rows(
     if dry_run:
         assert listed == []
         return
-    assert [e["type"] for e in listed] == ["item.updated", "item.created"]
+    assert [e["type"] for e in listed] == ["item.updated", "item.created", "stock.moved"]
     milk, tea = listed[0]["data"], listed[1]["data"]
+    [tea_moved] = client.get(f"/items/{tea['object']['id']}/stock", headers=as_alice).json
+    assert listed[2]["data"] == {"object": tea_moved} and tea_moved["reference"] == "import"
     assert milk["previous"] == {"price": 1.5, "tags": []}
     assert milk["object"]["tags"][0]["name"] == "dairy"
     assert milk["object"] == client.get(f"/items/{milk['object']['id']}").json
