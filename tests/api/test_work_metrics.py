@@ -5,13 +5,21 @@ tests/system/test_events_worker.py and test_job_worker.py scrape a real worker's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from flask import Flask
+from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.jobs import worker_metrics
+from core.web import metrics
 from helpers import CatalogFactory, Client
 from receiver import Receiver, receiving
+from servers import call, sample, scrape
 
 TOKEN = "metrics-token-0123456789"
 LOCAL = pytest.mark.config(
@@ -124,3 +132,48 @@ def test_a_finished_job_is_counted_by_kind_and_outcome(
         - value(before, "stores_events_written_total", type="job.succeeded")
         == 1
     )
+
+
+# --- the worker's own /metrics (tests/system/test_events_worker.py runs it for real) ---
+
+
+def test_the_workers_metrics_answer_only_with_the_token(make_app: Callable[..., Flask]) -> None:
+    app = make_app(METRICS_TOKEN=TOKEN, WORKER_METRICS_PORT=9199, WORKER_METRICS_HOST="127.0.0.1")
+    assert app.extensions["celery"].stores_metrics == ("127.0.0.1", 9199, TOKEN)
+    worker_metrics._started(SimpleNamespace(app=None))  # another Celery app: nothing served
+    server = worker_metrics.serve("127.0.0.1", 0, TOKEN)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        assert call("GET", f"{url}/metrics").status_code == 401
+        assert call("GET", f"{url}/metrics", token="wrong-token-0123").status_code == 401
+        assert call("GET", f"{url}/other", token=TOKEN).status_code == 404
+        metrics.job_finished("export", "succeeded", 0.5)
+        samples = scrape(f"{url}/metrics", TOKEN)
+        assert (
+            sample(samples, "stores_job_duration_seconds_count", kind="export", outcome="succeeded")
+            >= 1
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_worker_starts_its_children_on_an_empty_folder_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever is changed here is put back after the test (the test process keeps its
+    # own registry).
+    monkeypatch.setattr(values, "ValueClass", values.ValueClass)
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    (folder / "counter_4242.db").write_bytes(b"a previous run's")
+    monkeypatch.setenv(worker_metrics.VARIABLE, str(folder))
+    worker_metrics._multiprocess_folder()
+    assert list(folder.iterdir()) == []
+    assert values.ValueClass is not values.MutexValue  # the children write to files
+    worker_metrics._child_ended(pid=4242)  # a child gone: its live gauges dropped
+    monkeypatch.delenv(worker_metrics.VARIABLE)
+    worker_metrics._multiprocess_folder()  # none named: one made
+    made = Path(os.environ[worker_metrics.VARIABLE])
+    assert made.is_dir() and list(made.iterdir()) == []
+    made.rmdir()
