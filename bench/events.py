@@ -136,7 +136,8 @@ def main() -> None:
             # 2: a backlog written while no worker runs, then two worker processes.
             backlog(base, auth, items, args.events)
             with workers(env, count=2, concurrency=4):
-                receiver.wait_for(lambda got: len(got) >= args.events, timeout=900)
+                # The items' first counts (setup) are movements too: ITEMS more events.
+                receiver.wait_for(lambda got: len(got) >= args.events + ITEMS, timeout=900)
                 got = arrivals(receiver, 0)
                 drained = len(got) / (got[-1][0] - got[0][0])
                 print(

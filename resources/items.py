@@ -23,6 +23,7 @@ from core.catalog.queries import (
     as_item,
     item_search,
 )
+from core.events.catalog import initial_stock as initial_stock_moved
 from core.events.outbox import as_json, record
 from core.lists.listing import LIST_HEADERS
 from core.web.conditions import LAST_MODIFIED
@@ -183,15 +184,19 @@ class Items(MethodView):
         with_metadata(None, data, merge=False)
         item = Item(**data, store=store, tags=[])
         db.session.add(item)
+        movement = None
         if initial_stock is not None:
-            stock.initial_count(item, initial_stock, user_id=current_user.id)
+            movement = stock.initial_count(item, initial_stock, user_id=current_user.id)
         flush(conflict=_duplicate(item))
         changes = audit.created(ItemRecordSchema().dump(item))
         audit.record("item.created", "item", item.id, changes, store_id=store.id)
-        commit(
-            conflict=_duplicate(item),
-            events=created("item.created", item, store_id=store.id, owner_id=store.owner_id),
-        )
+        item_created = created("item.created", item, store_id=store.id, owner_id=store.owner_id)
+
+        def events() -> None:
+            item_created()
+            initial_stock_moved(item, movement)
+
+        commit(conflict=_duplicate(item), events=events)
         return item, 201, {"Location": url_for("items.ItemById", item_id=item.id)}
 
 

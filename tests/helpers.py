@@ -172,3 +172,8 @@ class CatalogFactory:
         response = self.client.post(f"/items/{item['id']}/tags/{tag['id']}", headers=headers)
         assert response.status_code in (200, 201), response.json
         return response.json
+
+
+def without_links(shown: dict[str, Any]) -> dict[str, Any]:
+    """A resource as an event records it: as its GET shows it, without its links."""
+    return {k: v for k, v in shown.items() if k != "links"}

@@ -164,6 +164,35 @@ def call(
         conn.close()
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(url: str, token: str, timeout: float = 30) -> Samples:
+    """Every sample a ``/metrics`` at ``url`` answers (waiting for it to listen), by
+    name and sorted labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            answer = call("GET", url, token=token, timeout=5)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    assert answer.status_code == 200, answer.status_code
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(answer.body.decode())
+        for s in family.samples
+    }
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
 def sign_up(base: str) -> dict[str, str]:
     """Register and log in a user on a live server; their auth headers."""
     user = {"username": "deployer", "email": "deployer@example.com", "password": "a long passw0rd"}

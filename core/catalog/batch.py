@@ -12,9 +12,10 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from core.catalog import stock
 from core.catalog.metadata import TooManyKeysError, merged, replaced
+from core.events.catalog import initial_stock
 from core.events.outbox import as_json, changes, record
 from db import db, unicode_lower
-from models import Item, Store
+from models import Item, StockMovement, Store
 
 
 class Plan:
@@ -163,12 +164,14 @@ class Plan:
                     setattr(item, key, value)
             updated.append(item)
         created = []
+        self.first_counts: list[tuple[Item, StockMovement]] = []
         for entry in self.creates:
             initial = entry.pop("stock", None)
             item = Item(**entry, store=self.store, tags=[])
             db.session.add(item)
             if initial is not None:
-                stock.initial_count(item, initial, user_id=user_id)
+                movement = stock.initial_count(item, initial, user_id=user_id)
+                self.first_counts.append((item, movement))
             created.append(item)
         self.created: list[Item] = created
         self.updated: list[Item] = updated
@@ -192,3 +195,5 @@ class Plan:
                 )
         for item in self.created:
             record("item.created", store_id=self.store.id, obj=item, owner_id=owner)
+        for item, movement in self.first_counts:
+            initial_stock(item, movement)

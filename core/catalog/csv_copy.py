@@ -51,7 +51,7 @@ from core.catalog.csv_import import (
     read_header,
 )
 from core.catalog.stock import MAX_STOCK
-from core.events.catalog import ITEM_JSON, PREVIOUS_JSON, TAGS_JSON
+from core.events.catalog import ITEM_JSON, PREVIOUS_JSON, TAGS_JSON, movements_written
 from core.events.outbox import current_actor, current_request_id, recorded_in_bulk
 from core.web.fields import BLANKS, MAX_QUANTITY, SKU_PATTERN, TAG_SEPARATOR, text_pattern
 from db import BULK_TABLES, analyze, db
@@ -293,6 +293,12 @@ FROM told WHERE created OR previous IS NOT NULL
 ORDER BY created, line
 """  # noqa: S608 - fragments of our own, no input
 
+# The items whose counts an import may write (their stock.moved events): the changed
+# ones, read before the write, and the new ones, after it (each in the file's order).
+UPDATED_IDS = """SELECT item_id FROM import_plan
+WHERE item_id IS NOT NULL AND (changed OR relink) ORDER BY line"""
+NEW_IDS = "SELECT item_id FROM import_plan WHERE old_stock IS NULL ORDER BY line"
+
 MESSAGES: dict[str, Callable[[str, int], str]] = {
     "duplicate": lambda value, other: f"{value!r} is on line {other} already.",
     "claimed": lambda value, other: f"Item {value} is updated by line {other} already.",
@@ -525,9 +531,10 @@ def import_items(
         clock.lap("read and COPY into staging")
         _run(cursor, DUPLICATES.format(key="lname", value="name"), {"col": "name"})
         _run(cursor, DUPLICATES.format(key="sku", value="sku"), {"col": "sku"})
+        now = utcnow()
         params = {
             "store": store.id,
-            "now": utcnow(),
+            "now": now,
             "has_description": has.description,
             "has_sku": has.sku,
             "has_threshold": has.low_stock_threshold,
@@ -555,6 +562,8 @@ def import_items(
         told = bool(summary.created or summary.updated)  # else no event to write
         if told:
             cursor.execute(BEFORE)
+            cursor.execute(UPDATED_IDS)
+            updated = [row[0] for row in cursor.fetchall()]
         clock.lap("items before (events)")
         _write(cursor, params, clock, summary)
         if told:
@@ -572,6 +581,10 @@ def import_items(
                 },
             )
             recorded_in_bulk()
+            cursor.execute(NEW_IDS)
+            new_ids = [row[0] for row in cursor.fetchall()]
+            # stock.moved for each count written (and the crossings it makes).
+            movements_written(store, [*updated, *new_ids], now, set(new_ids))
         clock.lap("events")
     except UnicodeDecodeError as exc:
         db.session.rollback()

@@ -13,6 +13,7 @@ movement.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 from collections.abc import Callable, Iterator
@@ -21,12 +22,13 @@ from datetime import datetime
 from typing import IO, Any
 
 import marshmallow as ma
-from sqlalchemy import delete, func, insert, literal, or_, select, update
+from sqlalchemy import String, cast, delete, func, insert, literal, or_, select, update
 from sqlalchemy.orm import joinedload, selectinload
 
 from core.catalog import stock
 from core.catalog.csv_format import COLUMNS, restore
 from core.catalog.stock import MAX_STOCK
+from core.events.catalog import BULK_IDS, movements_written
 from core.events.outbox import as_json, changes, record
 from core.web.fields import TAG_SEPARATOR, Description, Integer, Money, Name, Quantity, Sku, TagName
 from db import BULK_TABLES, analyze, db, unicode_lower
@@ -82,9 +84,11 @@ class Summary:
     listed: int = MAX_REPORTED
 
     def error(self, line: int, column: str | None, message: str) -> None:
+        """An invalid row; listed in line order (a deferred row is judged last)."""
         self.invalid += 1
-        if len(self.errors) < self.listed:
-            self.errors.append({"line": line, "column": column, "message": message})
+        entry = {"line": line, "column": column, "message": message}
+        bisect.insort(self.errors, entry, key=lambda e: int(e["line"]))
+        del self.errors[self.listed :]
 
     def lines(self) -> list[str]:
         """The listed errors as the CLI prints them."""
@@ -186,6 +190,12 @@ def _flatten(messages: Any) -> list[str]:
 
 
 class Importer:
+    """Writes the rows a chunk at a time, judging them as if the file were one chunk:
+    an item is updated by one row of the whole file (the first), and a row that renames
+    its item to a name another item holds waits (``deferred``) until the end of the
+    file, when a later row may have renamed that item: then the deferred rows are
+    written together (two items may swap names), or each is an invalid row."""
+
     def __init__(self, store: Store, summary: Summary) -> None:
         self.store = store
         self.summary = summary
@@ -193,6 +203,23 @@ class Importer:
             select(func.lower(Tag.name), Tag.id).where(Tag.store_id == store.id)
         )
         self.tags: dict[str, int] = {name: tag_id for name, tag_id in found}
+        self.written: dict[int, int] = {}  # item id: the line that updated it
+        self.waiting: dict[int, int] = {}  # item id: the deferred line that will
+        self.deferred: list[dict[str, Any]] = []
+        self.final = False
+        # What the rows are matched against is the store before the import: the
+        # names and SKUs that items written by an earlier chunk let go of.
+        self.old_names: dict[str, int] = {}
+        self.old_skus: dict[str, int] = {}
+        self.keys: dict[int, str] = {}  # item id: its name, lowered, when matched
+
+    def finish(self) -> int:
+        """Write the deferred rows, as one last chunk; how many there were."""
+        rows, self.deferred, self.final = self.deferred, [], True
+        self.waiting.clear()
+        if rows:
+            self.chunk(rows)
+        return len(rows)
 
     def _ensure_tags(self, lowered: dict[str, str], names: list[str]) -> None:
         """Create the tags among ``names`` that the store lacks: one statement."""
@@ -220,32 +247,53 @@ class Importer:
         by_sku = {item.sku: item for item, _ in found if item.sku is not None}
         named = {key: item for item, key in found}
         matches: dict[str, Item] = {}
-        claimed: dict[int, dict[str, Any]] = {}
+        claimed: dict[int, int] = {}  # item id: line, in this chunk
+        self.keys.update({item.id: key for item, key in found})
         for key, row in list(by_name.items()):
-            item = by_sku.get(row.get("sku")) or named.get(key)
-            if item is None:
-                continue
-            if item.id in claimed:
+            item_id = self.old_skus.get(row.get("sku") or "")
+            item = None if item_id else by_sku.get(row.get("sku"))
+            if item_id is None and item is None:
+                item_id = self.old_names.get(key)
+                item = None if item_id else named.get(key)
+            if item_id is not None:  # an item of an earlier chunk had it
                 self.summary.error(
                     row["_line"],
                     "name",
-                    f"Item {item.id} is updated by line {claimed[item.id]['_line']} already.",
+                    f"Item {item_id} is updated by line {self.written[item_id]} already.",
                 )
                 del by_name[key]
                 continue
-            claimed[item.id] = row
+            if item is None:
+                continue
+            earlier = claimed.get(item.id) or self.written.get(item.id)
+            earlier = earlier or self.waiting.get(item.id)
+            if earlier is not None:
+                self.summary.error(
+                    row["_line"], "name", f"Item {item.id} is updated by line {earlier} already."
+                )
+                del by_name[key]
+                continue
+            claimed[item.id] = row["_line"]
             matches[key] = item
         for key, item in list(matches.items()):
-            # Matched by SKU, renamed to a name another item keeps (no row renames it).
+            # Matched by SKU, renamed to a name another item keeps: fine if a row of
+            # this chunk renames that item; maybe if a later row does (wait and see).
             holder = named.get(key)
-            if holder is not None and holder.id != item.id and holder.id not in claimed:
-                row = by_name.pop(key)
-                del matches[key]
-                self.summary.error(
-                    row["_line"],
-                    "name",
-                    f"{row['name']!r} is the name of item {holder.id}, which no row renames.",
-                )
+            if holder is None or holder.id == item.id or holder.id in claimed:
+                continue
+            row = by_name.pop(key)
+            del matches[key]
+            del claimed[item.id]
+            if not self.final and holder.id not in self.written:
+                self.deferred.append(row)
+                self.waiting[item.id] = row["_line"]
+                continue
+            self.summary.error(
+                row["_line"],
+                "name",
+                f"{row['name']!r} is the name of item {holder.id}, which no row renames.",
+            )
+        self.written.update(claimed)
         return matches
 
     def chunk(self, rows: list[dict[str, Any]]) -> None:
@@ -272,7 +320,9 @@ class Importer:
         link_rows = [{"item_id": item_id, "tag_id": t} for item_id, tags in new_links for t in tags]
         if link_rows:
             db.session.execute(insert(item_tags), link_rows)
-        record_item_events(self.store, before, updated, [item_id for item_id, _ in created])
+        new_ids = [item_id for item_id, _ in created]
+        record_item_events(self.store, before, updated, new_ids)
+        movements_written(self.store, [*updated, *new_ids], now, set(new_ids))
 
     def _update(
         self,
@@ -302,6 +352,10 @@ class Importer:
             for optional in ("description", "sku", "low_stock_threshold"):
                 if optional in row:
                     fields[optional] = row[optional]
+            if key != self.keys[item.id]:
+                self.old_names[self.keys[item.id]] = item.id
+            if item.sku is not None and fields.get("sku", item.sku) != item.sku:
+                self.old_skus[item.sku] = item.id
             if row.get("status") is not None:
                 fields["status"] = row["status"]
             changed = any(getattr(item, k) != v for k, v in fields.items())
@@ -318,6 +372,7 @@ class Importer:
                 self.summary.unchanged += 1
             db.session.expunge(item)
         if updates:
+            self._free_names(existing, updates)
             db.session.execute(
                 update(Item),  # ORM bulk UPDATE by primary key: one executemany
                 updates,
@@ -326,6 +381,20 @@ class Importer:
         if relink:
             db.session.execute(delete(item_tags).where(item_tags.c.item_id.in_(relink)))
         return relink, [row["id"] for row in updates]
+
+    def _free_names(self, existing: dict[str, Item], updates: list[dict[str, Any]]) -> None:
+        """Give the items being renamed a placeholder name first (one statement): the
+        unique index, checked row by row, then judges only the final names, in
+        whatever order the rows are written (two items may swap names)."""
+        old = {item.id: item.name for item in existing.values()}
+        renamed = [u["id"] for u in updates if u["name"] != old[u["id"]]]
+        if renamed:
+            db.session.execute(
+                update(Item)
+                .where(Item.id.in_(renamed))
+                .values(name="\x1fimport " + cast(Item.id, String)),
+                execution_options={"synchronize_session": False},
+            )
 
     def _create(
         self,
@@ -391,20 +460,21 @@ def record_item_events(
 
 
 def items_as_json(ids: list[int], *, release: bool = False) -> dict[int, Any]:
-    """Items as GET returns them, by id (read now, in the import's transaction)."""
-    if not ids:
-        return {}
-    items = db.session.scalars(
-        select(Item)
-        .where(Item.id.in_(ids))
-        .options(joinedload(Item.store), selectinload(Item.tags))
-        .execution_options(populate_existing=True)
-    )
+    """Items as GET returns them, by id (read now, in the import's transaction), in
+    statements of BULK_IDS ids: an IN list as long as the file would pass
+    PostgreSQL's limit of 65,535 parameters."""
     found = {}
-    for item in items:
-        found[item.id] = as_json(item)
-        if release:  # the import holds no ORM object per row
-            db.session.expunge(item)
+    for start in range(0, len(ids), BULK_IDS):
+        items = db.session.scalars(
+            select(Item)
+            .where(Item.id.in_(ids[start : start + BULK_IDS]))
+            .options(joinedload(Item.store), selectinload(Item.tags))
+            .execution_options(populate_existing=True)
+        )
+        for item in items:
+            found[item.id] = as_json(item)
+            if release:  # the import holds no ORM object per row
+                db.session.expunge(item)
     return found
 
 
@@ -469,6 +539,7 @@ def import_items(
         if chunk:
             importer.chunk(chunk)
             progress(len(chunk))
+        importer.finish()
     except UnicodeDecodeError as exc:
         db.session.rollback()
         raise UnreadableFileError(f"The file is not UTF-8 text ({exc.reason}).") from None

@@ -169,12 +169,15 @@ def count(
     )
 
 
-def initial_count(item: Item, stock: int, *, user_id: int | None) -> None:
-    """The stock of an item being created, as its first movement: a count."""
+def initial_count(item: Item, stock: int, *, user_id: int | None) -> StockMovement:
+    """The stock of an item being created, as its first movement: a count (its
+    ``stock.moved`` event: core/events/catalog.py ``initial_stock``)."""
     item.stock = stock
-    db.session.add(
-        StockMovement(item=item, delta=stock, stock_after=stock, reason="count", user_id=user_id)
+    movement = StockMovement(
+        item=item, delta=stock, stock_after=stock, reason="count", user_id=user_id
     )
+    db.session.add(movement)
+    return movement
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,17 @@ crossings, a store's deletion. Every path that moves stock records through here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload, selectinload
 
 from core.events.outbox import record
 from db import db
-from models import Item, StockMovement
+from models import Item, StockMovement, Store
+
+BULK_IDS = 1000  # ids per statement: a statement's size never grows with an import
 
 
 def crossings(before: int, after: int, threshold: int | None) -> list[str]:
@@ -47,6 +52,56 @@ def stock_moved(item: Item, movement: StockMovement) -> None:
     ).one()
     for kind in found:
         record(kind, store_id=item.store_id, obj=whole, owner_id=whole.store.owner_id)
+
+
+def initial_stock(item: Item, movement: StockMovement | None) -> None:
+    """The ``stock.moved`` of a new item's first count, if it was created with stock
+    (a movement like any other, §16). No crossing: the item had no stock to cross
+    from, and its ``item.created`` tells what it holds. Flushes; does not commit."""
+    if movement is None:
+        return
+    db.session.flush()
+    record("stock.moved", store_id=item.store_id, obj=movement, owner_id=owner_of(item))
+
+
+def movements_written(store: Store, ids: Iterable[int], at: datetime, created: set[int]) -> None:
+    """``stock.moved`` for every movement of the items ``ids`` written in bulk at ``at``
+    (an import's counts), each followed by its crossings if its item existed before
+    (``created``: the new items, whose first count crosses nothing). Does not commit."""
+    ids = list(ids)
+    for start in range(0, len(ids), BULK_IDS):
+        rows = db.session.execute(
+            select(StockMovement, Item.low_stock_threshold)
+            .join(Item, Item.id == StockMovement.item_id)
+            .where(StockMovement.item_id.in_(ids[start : start + BULK_IDS]))
+            .where(StockMovement.created_at == at)
+            .order_by(StockMovement.id)
+        ).all()
+        found = {
+            movement.id: crossings(movement.stock_after - movement.delta, movement.stock_after, t)
+            for movement, t in rows
+            if movement.item_id not in created
+        }
+        crossers = {m.item_id for m, _ in rows if found.get(m.id)}
+        whole = (
+            {
+                item.id: item
+                for item in db.session.scalars(
+                    select(Item)
+                    .where(Item.id.in_(crossers))
+                    .options(joinedload(Item.store), selectinload(Item.tags))
+                    .execution_options(populate_existing=True)
+                )
+            }
+            if crossers
+            else {}
+        )
+        for movement, _ in rows:
+            record("stock.moved", store_id=store.id, obj=movement, owner_id=store.owner_id)
+            for kind in found.get(movement.id, ()):
+                item = whole[movement.item_id]
+                record(kind, store_id=store.id, obj=item, owner_id=store.owner_id)
+            db.session.expunge(movement)  # an import holds no ORM object per row
 
 
 def store_deleted(store_id: int) -> None:

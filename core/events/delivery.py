@@ -16,10 +16,11 @@ import random
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import or_, update
+from sqlalchemy import or_, select, update
 from standardwebhooks.webhooks import Webhook as Signer
 
 from core.events import outbox, sender
+from core.web import metrics
 from db import db
 from models import Delivery, Event, Webhook
 from models.types import utcnow
@@ -42,7 +43,9 @@ def signed_headers(secret: str, event_id: str, body: str) -> dict[str, str]:
     }
 
 
-def _claim(delivery_id: int) -> bool:
+def _claim(delivery_id: int) -> tuple[int, int, bool] | None:
+    """Claim the attempt: its webhook's id, its event's id and whether it is manual,
+    or None when it is not due or someone else makes it. Does not commit."""
     config = current_app.config
     now = utcnow()
     lease = now + timedelta(seconds=config["WEBHOOK_TIMEOUT_SECONDS"] + LEASE_MARGIN)
@@ -55,28 +58,37 @@ def _claim(delivery_id: int) -> bool:
             or_(Delivery.running_until.is_(None), Delivery.running_until < now),
         )
         .values(running_until=lease)
-        .returning(Delivery.id),
+        .returning(Delivery.webhook_id, Delivery.event_id, Delivery.manual),
         execution_options={"synchronize_session": False},
-    ).scalar_one_or_none()
-    db.session.commit()
-    return claimed is not None
+    ).one_or_none()
+    return None if claimed is None else (claimed[0], claimed[1], claimed[2])
 
 
 def attempt(delivery_id: int) -> None:
-    """Make the attempt ``delivery_id`` if it is due and nobody is making it."""
-    if not _claim(delivery_id):
+    """Make the attempt ``delivery_id`` if it is due and nobody is making it.
+
+    Few round trips to the database, as they bound a worker's deliveries per second:
+    the claim and the reads of the webhook and event in one transaction, committed
+    before the POST (the claim is seen by every other worker, and no transaction nor
+    connection is held during it); a success written in two UPDATEs."""
+    claimed = _claim(delivery_id)
+    if claimed is None:
+        db.session.commit()
         return
-    delivery = db.session.get(Delivery, delivery_id)
-    assert delivery is not None
-    webhook = db.session.get_one(Webhook, delivery.webhook_id)
-    event = db.session.get_one(Event, delivery.event_id)
-    targeted = event.webhook_id is not None or delivery.manual
+    webhook_id, event_id, manual = claimed
+    webhook, event = db.session.execute(
+        select(Webhook, Event)
+        .join_from(Webhook, Delivery, Delivery.webhook_id == Webhook.id)
+        .join(Event, Event.id == Delivery.event_id)
+        .where(Delivery.id == delivery_id, Webhook.id == webhook_id, Event.id == event_id)
+    ).one()
+    db.session.commit()  # the claim; no transaction (nor connection) held during the POST
+    targeted = event.webhook_id is not None or manual
     if not webhook.enabled and not targeted:
         _finish(delivery_id, sender.Result(ok=False, error="The webhook is disabled."))
         return
     body = json.dumps(outbox.event_json(event), separators=(",", ":"))
     config = current_app.config
-    db.session.commit()  # no transaction (nor connection) held during the POST
     result = sender.post(
         webhook.url,
         body.encode(),
@@ -85,30 +97,59 @@ def attempt(delivery_id: int) -> None:
         allow_http=config["WEBHOOK_ALLOW_HTTP"],
         allow_private=config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"],
     )
-    _finish(delivery_id, result)
+    if result.ok:
+        _succeeded(delivery_id, result)
+    else:
+        _finish(delivery_id, result)
+
+
+def _succeeded(delivery_id: int, result: sender.Result) -> None:
+    """A success: the attempt and its webhook's failure count, one UPDATE each (no
+    row to read first: a success schedules nothing). An attempt finished meanwhile
+    (a manual retry's twin, a disabled webhook) is left as it is."""
+    webhook_id = db.session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.status == "pending")
+        .values(
+            status="succeeded",
+            response_status=result.status,
+            response_body=result.body,
+            error=None,
+            duration_ms=result.duration_ms,
+            running_until=None,
+            next_attempt_at=None,
+        )
+        .returning(Delivery.webhook_id),
+        execution_options={"synchronize_session": False},
+    ).scalar_one_or_none()
+    if webhook_id is not None:
+        db.session.execute(
+            update(Webhook)
+            .where(Webhook.id == webhook_id, Webhook.consecutive_failures != 0)
+            .values(consecutive_failures=0),
+            execution_options={"synchronize_session": False},
+        )
+    db.session.commit()
+    if webhook_id is not None:
+        metrics.webhook_delivered("delivered", result.duration_ms / 1000)
 
 
 def _finish(delivery_id: int, result: sender.Result) -> None:
+    """A failed attempt: written, its retry scheduled (or not), its webhook's failures
+    counted and the webhook disabled after too many."""
     config = current_app.config
     delivery = db.session.get(Delivery, delivery_id, with_for_update=True, populate_existing=True)
     if delivery is None or delivery.status != "pending":
         db.session.commit()
         return
     now = utcnow()
-    delivery.status = "succeeded" if result.ok else "failed"
+    delivery.status = "failed"
     delivery.response_status = result.status
     delivery.response_body = result.body
     delivery.error = result.error[:500] if result.error else None
     delivery.duration_ms = result.duration_ms
     delivery.running_until = None
     delivery.next_attempt_at = None
-    if result.ok:
-        db.session.execute(
-            update(Webhook).where(Webhook.id == delivery.webhook_id).values(consecutive_failures=0),
-            execution_options={"synchronize_session": False},
-        )
-        db.session.commit()
-        return
     failures, enabled = db.session.execute(
         update(Webhook)
         .where(Webhook.id == delivery.webhook_id)
@@ -131,9 +172,13 @@ def _finish(delivery_id: int, result: sender.Result) -> None:
                 next_attempt_at=delivery.next_attempt_at,
             )
         )
+    # failed: another attempt is scheduled; gave_up: this was the event's last one.
+    outcome = "failed" if delivery.next_attempt_at is not None else "gave_up"
     if enabled and failures >= config["WEBHOOK_DISABLE_AFTER"]:
         disable(db.session.get_one(Webhook, delivery.webhook_id, populate_existing=True))
+        outcome = "gave_up"  # the retry just scheduled ended as failed with it
     db.session.commit()
+    metrics.webhook_delivered(outcome, result.duration_ms / 1000)
 
 
 def disable(webhook: Webhook) -> None:

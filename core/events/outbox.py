@@ -15,6 +15,7 @@ a dict is taken as it is.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from flask import g, has_app_context, has_request_context
 from sqlalchemy import event as sa_event
 from sqlalchemy import insert, select
 
+from core.web import metrics
 from db import db
 from models import Event, Store
 from models.types import utcnow
@@ -48,6 +50,7 @@ EVENT_TYPES = (
 SYSTEM = {"type": "system", "id": None}
 PENDING = "events_pending"  # db.session.info: this transaction wrote events
 BUFFER = "events_buffer"  # db.session.info: rows recorded, inserted before commit
+WRITTEN = "events_written"  # db.session.info: types of the rows inserted, counted at commit
 
 _serializers: dict[str, Callable[[Any], dict[str, Any]]] = {}
 
@@ -140,9 +143,13 @@ def recorded_in_bulk() -> None:
 def write_pending() -> None:
     """Insert the events recorded so far in this transaction: one statement for all of
     them (a batch of 100 changes is one INSERT, not 100). Runs before every commit."""
-    rows = db.session.info.pop(BUFFER, None)
+    _insert(db.session, db.session.info.pop(BUFFER, None))
+
+
+def _insert(session: Any, rows: list[dict[str, Any]] | None) -> None:
     if rows:
-        db.session.execute(insert(Event), rows)
+        session.execute(insert(Event), rows)
+        session.info.setdefault(WRITTEN, []).extend(row["type"] for row in rows)
 
 
 def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -181,13 +188,14 @@ def on_commit_with_events(callback: Callable[[], None]) -> None:
 
 @sa_event.listens_for(db.session, "before_commit")
 def _write_before_commit(session: Any) -> None:
-    rows = session.info.pop(BUFFER, None)
-    if rows:
-        session.execute(insert(Event), rows)
+    _insert(session, session.info.pop(BUFFER, None))
 
 
 @sa_event.listens_for(db.session, "after_commit")
 def _events_committed(session: Any) -> None:
+    # Counted once committed: a rolled-back change wrote no event, and counts none.
+    for type, count in Counter(session.info.pop(WRITTEN, ())).items():
+        metrics.event_written(type, count)
     if session.info.pop(PENDING, False):
         for callback in _after_commit:
             callback()
@@ -197,3 +205,4 @@ def _events_committed(session: Any) -> None:
 def _events_rolled_back(session: Any) -> None:
     session.info.pop(PENDING, None)
     session.info.pop(BUFFER, None)
+    session.info.pop(WRITTEN, None)

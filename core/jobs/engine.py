@@ -10,14 +10,16 @@ canceled whatever its worker was doing.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from flask import current_app
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import CursorResult, and_, delete, or_, select, update
+from sqlalchemy import event as sa_event
 
 from core.jobs import events
+from core.web import metrics
 from db import db
 from models import Job, JobChunk
 from models.types import utcnow
@@ -115,30 +117,57 @@ def finish(
     """Mark the job finished in the caller's transaction, unless it was canceled (or
     finished by another run) meanwhile: False then. Its input file goes with it, and
     its event (job.succeeded, job.failed) is written in the same transaction."""
+    now = utcnow()
     finished = db.session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == "running")
-        .values(status=status, result=result, error=error, finished_at=utcnow())
+        .values(status=status, result=result, error=error, finished_at=now)
         .execution_options(synchronize_session=False)
     )
     db.session.execute(delete(JobChunk).where(JobChunk.job_id == job_id, JobChunk.kind == "input"))
     if _rowcount(finished) == 0:
         return False
-    events.job_finished(db.session.get_one(Job, job_id, populate_existing=True))
+    job = db.session.get_one(Job, job_id, populate_existing=True)
+    events.job_finished(job)
+    _measure(job.type, status, job.started_at or now, now)
     return True
+
+
+FINISHED = "jobs_finished"  # db.session.info: (kind, outcome, seconds), counted at commit
+
+
+def _measure(kind: str, outcome: str, started: datetime, ended: datetime) -> None:
+    """The job's duration, for /metrics once the transaction that ends it commits."""
+    seconds = max((ended - started).total_seconds(), 0.0)
+    db.session.info.setdefault(FINISHED, []).append((kind, outcome, seconds))
+
+
+@sa_event.listens_for(db.session, "after_commit")
+def _jobs_committed(session: Any) -> None:
+    for kind, outcome, seconds in session.info.pop(FINISHED, ()):
+        metrics.job_finished(kind, outcome, seconds)
+
+
+@sa_event.listens_for(db.session, "after_rollback")
+def _jobs_rolled_back(session: Any) -> None:
+    session.info.pop(FINISHED, None)
 
 
 def cancel(job: Job) -> bool:
     """Cancel a queued or running job in the caller's transaction; a running one
     stops at its next batch. False when it had finished already."""
+    now = utcnow()
     canceled = db.session.execute(
         update(Job)
         .where(Job.id == job.id, Job.status.in_(("queued", "running")))
-        .values(status="canceled", finished_at=utcnow())
+        .values(status="canceled", finished_at=now)
         .execution_options(synchronize_session=False)
     )
     db.session.refresh(job)
-    return _rowcount(canceled) == 1
+    if _rowcount(canceled) != 1:
+        return False
+    _measure(job.type, "canceled", job.started_at or now, now)
+    return True
 
 
 def sweep() -> list[int]:

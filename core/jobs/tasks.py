@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import shared_task
 
-from core.jobs import engine, work
+from core.jobs import engine, upkeep, work
 
 
 @shared_task(name="jobs.run")  # type: ignore[untyped-decorator]  # Celery has no types
@@ -27,8 +27,10 @@ def purge_jobs() -> dict[str, int]:
 
 
 def beat_schedule(config: dict[str, Any]) -> dict[str, Any]:
-    """Periodic work of jobs, for ``celery -A app beat``."""
+    """Periodic work of jobs and of the upkeep of kept state, for ``celery -A app
+    beat`` (core/events/tasks.py adds the outbox's)."""
     return {
         "jobs.sweep": {"task": "jobs.sweep", "schedule": float(config["JOB_SWEEP_SECONDS"])},
         "jobs.purge": {"task": "jobs.purge", "schedule": float(config["JOB_PURGE_SECONDS"])},
+        **upkeep.beat_schedule(config),
     }

@@ -63,9 +63,10 @@ def celery_init_app(app: Flask) -> Celery:
         timezone="UTC",
         beat_schedule_filename=str(Path(app.instance_path) / "celerybeat-schedule"),
     )
-    from core.jobs import tasks  # registers the tasks with this app
+    from core.jobs import tasks, worker_metrics  # registers the tasks with this app
 
     celery.conf.beat_schedule = tasks.beat_schedule(app.config)
+    worker_metrics.init_app(app, celery)
     celery.set_default()
     app.extensions["celery"] = celery
     return celery

@@ -198,8 +198,12 @@ class Config:
         )
         # The fingerprint's HMAC key; empty: derived from JWT_SECRET_KEY.
         self.IDEMPOTENCY_SECRET = self.env_str("IDEMPOTENCY_SECRET")
-        # Rows per statement when expired keys are purged (flask idempotency purge).
+        # Rows per statement when expired keys are purged (flask idempotency purge),
+        # and how often beat purges them (core/jobs/upkeep.py).
         self.IDEMPOTENCY_PURGE_BATCH = self.env_int("IDEMPOTENCY_PURGE_BATCH", 1000)
+        self.IDEMPOTENCY_PURGE_SECONDS = self.env_int("IDEMPOTENCY_PURGE_SECONDS", 3600)
+        # How often beat drops revocations of tokens expired anyway (database blocklist).
+        self.BLOCKLIST_PURGE_SECONDS = self.env_int("BLOCKLIST_PURGE_SECONDS", 3600)
         # Rows per statement of a CSV export: memory per worker, and statements per export.
         self.EXPORT_CHUNK_SIZE = self.env_int("EXPORT_CHUNK_SIZE", 5000)
         self.LEGACY_SUNSET = self.env_str("LEGACY_SUNSET", "Sat, 01 May 2027 00:00:00 GMT")
@@ -256,6 +260,10 @@ class Config:
         # OTEL_EXPORTER_OTLP_ENDPOINT is set. Either can be switched off.
         self.METRICS_TOKEN = self.env_str("METRICS_TOKEN")
         self.METRICS_ENABLED = self.env_bool("METRICS_ENABLED", True)
+        # The Celery worker's own /metrics (events, deliveries, jobs; same token), on
+        # this port of the worker's host; 0: not served (core/jobs/worker_metrics.py).
+        self.WORKER_METRICS_PORT = self.env_int("WORKER_METRICS_PORT", 0)
+        self.WORKER_METRICS_HOST = self.env_str("WORKER_METRICS_HOST", "0.0.0.0")  # noqa: S104
         self.TRACING_ENABLED = self.env_bool("TRACING_ENABLED", True)
 
     def _read_accounts(self) -> None:
@@ -272,6 +280,8 @@ class Config:
         )
         # Audit log entries older than this are purged (core/auth/audit.py); 0 keeps all.
         self.AUDIT_RETENTION_DAYS = self.env_int("AUDIT_RETENTION_DAYS", 365)
+        # How often beat purges them (core/jobs/upkeep.py).
+        self.AUDIT_PURGE_SECONDS = self.env_int("AUDIT_PURGE_SECONDS", 24 * 3600)
         # Outgoing mail through SMTP, Flask-Mail's setting names (Flask-Mailman reads them).
         self.MAIL_BACKEND = "smtp"  # Flask-Mailman would keep test mail in memory otherwise
         self.MAIL_SERVER = self.env_str("MAIL_SERVER", "localhost")

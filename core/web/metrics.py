@@ -40,7 +40,6 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, event
 from sqlalchemy.pool import QueuePool
 
-MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 PATH = "/metrics"
 # Response header the idempotency layer sets on an answer it replays (core/web/idempotency.py).
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -99,7 +98,7 @@ WEBHOOK_DELIVERIES = Histogram(
 )
 JOBS = Histogram(
     "stores_job_duration_seconds",
-    "Background jobs by kind and outcome (succeeded, failed), and how long they ran.",
+    "Background jobs by kind and outcome (succeeded, failed, canceled), and how long they ran.",
     ["kind", "outcome"],
     buckets=SLOW_BUCKETS,
 )
@@ -221,12 +220,15 @@ def _rate_limited(_limit: Any) -> None:
     RATE_LIMITED.labels(rule.rule if rule is not None else "unmatched").inc()
 
 
-def _registry() -> CollectorRegistry:
-    if not MULTIPROCESS:
+def registry() -> CollectorRegistry:
+    """What a scrape reads: every process's files in multiprocess mode, else this
+    process's own registry. (The Celery worker may turn multiprocess mode on after this
+    module was imported: core/jobs/worker_metrics.py.)"""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return REGISTRY
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return registry
+    files = CollectorRegistry()
+    multiprocess.MultiProcessCollector(files)  # type: ignore[no-untyped-call]
+    return files
 
 
 def _authorized(token: str) -> bool:
@@ -240,9 +242,8 @@ def serve_metrics() -> Response:
         return current_app.response_class(status=404)
     if not _authorized(token):
         return current_app.response_class(status=401, headers={"WWW-Authenticate": "Bearer"})
-    registry = _registry()
     depth = current_app.extensions.get("metrics_queue_depth")
-    output = generate_latest(registry)
+    output = generate_latest(registry())
     if depth is not None:
         extra = CollectorRegistry(auto_describe=False)
         extra.register(depth)

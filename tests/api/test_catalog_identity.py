@@ -525,6 +525,91 @@ def test_import_errors_for_skus_are_by_line_and_nothing_is_written(
     assert snapshot(app) == before
 
 
+# Issue 19: rows that rename items by SKU, judged as if the file were one chunk of
+# the SQLite importer (its chunks: 1 row, 2 rows, the default) and as PostgreSQL's
+# COPY import judges the whole file: the same outcome, never an IntegrityError.
+RENAMES = {
+    "two items swap names": (
+        "B,1,x\nP,1,\nA,1,y\n",
+        {"created": 1, "updated": 2, "invalid": 0},
+        [],
+        {"x": "B", "y": "A"},
+    ),
+    "names move round": (
+        "C,1,x\nP,1,\nA,1,y\n",
+        {"created": 1, "updated": 2, "invalid": 0},
+        [],
+        {"x": "C", "y": "A"},
+    ),
+    "a name nobody frees": (
+        "B,1,x\nP,1,\nQ,1,\n",
+        {"invalid": 1},
+        [(2, "'B' is the name of item {y}, which no row renames.")],
+        None,
+    ),
+    "an item renamed, then its old name": (
+        "Z,1,x\nP,1,\nA,1,\n",
+        {"invalid": 1},
+        [(4, "Item {x} is updated by line 2 already.")],
+        None,
+    ),
+    "a SKU let go of, then taken": (
+        "A,1,z\nP,1,\nN,1,x\n",
+        {"invalid": 1},
+        [(4, "Item {x} is updated by line 2 already.")],
+        None,
+    ),
+    "a rename that waits, then its item again": (
+        "B,1,x\nP,1,\nA,1,w\n",
+        {"invalid": 2},
+        [
+            (2, "'B' is the name of item {y}, which no row renames."),
+            (4, "Item {x} is updated by line 2 already."),
+        ],
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 1000])
+@pytest.mark.parametrize("case", list(RENAMES))
+def test_renames_across_chunks_are_judged_on_the_whole_file(
+    app: Flask,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    store: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    chunk: int,
+) -> None:
+    import io
+
+    from core.catalog import csv_import
+
+    monkeypatch.setattr(csv_import, "CHUNK", chunk)
+    content, counts, errors, final = RENAMES[case]
+    ids = {
+        "x": api.item(as_alice, store, name="A", sku="x")["id"],
+        "y": api.item(as_alice, store, name="B", sku="y" if "y" in content else None)["id"],
+    }
+    before = snapshot(app)
+    with app.app_context():
+        summary = csv_import.import_items(
+            db.session.get_one(Store, store["id"]),
+            io.BytesIO(b"name,price,sku\n" + content.encode()),
+        )
+    got = summary.as_dict()
+    assert {key: got[key] for key in counts} == counts
+    assert [(e["line"], e["message"]) for e in got["errors"]] == [
+        (line, message.format(**ids)) for line, message in errors
+    ]
+    if final is None:
+        assert snapshot(app) == before  # an invalid row: nothing written
+        return
+    names = dict(query(app, select(Item.sku, Item.name).where(Item.sku.is_not(None))))
+    assert names == final
+
+
 def test_an_export_with_the_new_columns_imports_back_unchanged(
     app: Flask,
     client: Client,

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 
 from core.events.outbox import record, write_pending
 from db import db
-from helpers import CatalogFactory, Client, Response
+from helpers import CatalogFactory, Client, Response, without_links
 from models import Event, Item, User
 
 NEXT = re.compile(r'<([^>]+)>; rel="next"')
@@ -40,11 +40,6 @@ def types(client: Client, headers: dict[str, str], query: str = "") -> list[str]
 def event_rows(app: Flask) -> int:
     with app.app_context():
         return db.session.scalar(select(func.count()).select_from(Event)) or 0
-
-
-def without_links(shown: dict[str, Any]) -> dict[str, Any]:
-    """A resource as an event records it: as its GET shows it, without its links."""
-    return {k: v for k, v in shown.items() if k != "links"}
 
 
 def test_a_store_created_is_an_event_with_the_store_as_get_returns_it(
@@ -181,6 +176,7 @@ def test_stock_movements_and_their_crossings(
         client, as_alice, "&type=stock.moved&type=stock.low&type=stock.out&type=stock.back_in"
     )
     assert [e["type"] for e in listed] == [
+        "stock.moved",  # the count it was created with
         "stock.moved",
         "stock.moved",
         "stock.low",
@@ -189,12 +185,42 @@ def test_stock_movements_and_their_crossings(
         "stock.moved",
         "stock.back_in",
     ]
-    assert listed[0]["data"]["object"] == first
-    assert listed[4]["data"]["object"] == without_links(client.get(f"/items/{item['id']}").json) | {
+    assert listed[1]["data"]["object"] == first
+    assert listed[5]["data"]["object"] == without_links(client.get(f"/items/{item['id']}").json) | {
         "stock": 0,
-        "updated_at": listed[4]["data"]["object"]["updated_at"],
+        "updated_at": listed[5]["data"]["object"]["updated_at"],
     }
     assert "item.updated" not in types(client, as_alice)
+
+
+def test_an_item_created_with_stock_writes_its_first_movement(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
+    store = api.store(as_alice)
+    before = len(events(client, as_alice))
+    item = api.item(as_alice, store, name="Jam", stock=7)
+    api.item(as_alice, store, name="Salt")  # no stock sent: no movement, no event
+    body = {"create": [{"name": "Tea", "price": 1, "stock": 3}, {"name": "Rice", "price": 2}]}
+    batch = client.post(f"/stores/{store['id']}/items/batch", json=body, headers=as_alice)
+    assert batch.status_code == 200, batch.json
+    tea = batch.json["created"][0]
+    listed = events(client, as_alice)[before:]
+    assert [(e["type"], e["data"]["object"].get("name")) for e in listed] == [
+        ("item.created", "Jam"),
+        ("stock.moved", None),
+        ("item.created", "Salt"),
+        ("item.created", "Tea"),
+        ("item.created", "Rice"),
+        ("stock.moved", None),
+    ]
+    [jam_moved] = client.get(f"/items/{item['id']}/stock", headers=as_alice).json
+    assert jam_moved["delta"] == 7 and jam_moved["reason"] == "count"
+    assert listed[1]["data"]["object"] == jam_moved
+    assert listed[1]["store_id"] == store["id"] and "previous" not in listed[1]["data"]
+    [tea_moved] = client.get(f"/items/{tea['id']}/stock", headers=as_alice).json
+    assert listed[5]["data"]["object"] == tea_moved and tea_moved["stock_after"] == 3
+    # No crossing: a new item had no stock to cross from (its item.created says it).
+    assert {e["type"] for e in listed} == {"item.created", "stock.moved"}
 
 
 def test_a_store_deleted_is_one_event(
@@ -229,6 +255,63 @@ def test_a_batch_writes_one_event_per_change(
     assert sorted(e["type"] for e in listed) == ["item.created", "item.deleted", "item.updated"]
     updated = next(e for e in listed if e["type"] == "item.updated")
     assert updated["data"]["previous"] == {"price": 1.5}
+
+
+@pytest.mark.parametrize("bulk", [1000, 2])
+def test_an_imports_counts_write_their_movements_and_crossings(
+    app: Flask,
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    bulk: int,
+) -> None:
+    import io
+
+    from core.catalog import csv_import
+    from core.catalog.csv_import import import_items
+    from core.events import catalog
+    from models import Store
+
+    # Items read BULK_IDS per statement (PostgreSQL takes at most 65,535 parameters):
+    # 2 makes an import of 5 rows take several.
+    monkeypatch.setattr(csv_import, "BULK_IDS", bulk)
+    monkeypatch.setattr(catalog, "BULK_IDS", bulk)
+
+    store = api.store(as_alice)
+    jam = api.item(as_alice, store, name="Jam", stock=4, low_stock_threshold=2)
+    salt = api.item(as_alice, store, name="Salt")  # stock 0, never counted: no movement
+    tea = api.item(as_alice, store, name="Tea", stock=0)
+    before = len(events(client, as_alice))
+    raw = b"name,price,stock\nJam,1.50,1\nSalt,1.50,\nTea,1.50,6\nRice,2.00,3\nOats,2.00,\n"
+    with app.app_context():
+        summary = import_items(db.session.get_one(Store, store["id"]), io.BytesIO(raw))
+    assert (summary.created, summary.updated, summary.unchanged) == (2, 2, 1)
+    listed = events(client, as_alice)[before:]
+    moved = [e for e in listed if e["type"] == "stock.moved"]
+    by_item = {e["data"]["object"]["item_id"]: e["data"]["object"] for e in moved}
+    rice = next(
+        e["data"]["object"]
+        for e in listed
+        if e["type"] == "item.created" and e["data"]["object"]["name"] == "Rice"
+    )
+    assert set(by_item) == {jam["id"], tea["id"], rice["id"]}  # Salt and Oats: no count
+    assert (by_item[jam["id"]]["delta"], by_item[jam["id"]]["stock_after"]) == (-3, 1)
+    assert (by_item[tea["id"]]["delta"], by_item[tea["id"]]["stock_after"]) == (6, 6)
+    assert (by_item[rice["id"]]["delta"], by_item[rice["id"]]["stock_after"]) == (3, 3)
+    for item_id, movement in by_item.items():
+        [latest, *_] = client.get(f"/items/{item_id}/stock", headers=as_alice).json
+        assert movement == latest
+    crossings = [
+        (e["type"], e["data"]["object"]["id"])
+        for e in listed
+        if e["type"] in ("stock.low", "stock.out", "stock.back_in")
+    ]
+    # Jam 4 -> 1 falls to its threshold; Tea 0 -> 6 is back in; a new item crosses nothing.
+    assert sorted(crossings) == sorted([("stock.low", jam["id"]), ("stock.back_in", tea["id"])])
+    low = next(e for e in listed if e["type"] == "stock.low")
+    assert low["data"]["object"] == without_links(client.get(f"/items/{jam['id']}").json)
+    assert salt["stock"] == 0
 
 
 def test_events_are_the_owners_and_an_admins(
@@ -325,8 +408,10 @@ def test_an_import_writes_its_events_with_its_rows(
     if dry_run:
         assert listed == []
         return
-    assert [e["type"] for e in listed] == ["item.updated", "item.created"]
+    assert [e["type"] for e in listed] == ["item.updated", "item.created", "stock.moved"]
     milk, tea = listed[0]["data"], listed[1]["data"]
+    [tea_moved] = client.get(f"/items/{tea['object']['id']}/stock", headers=as_alice).json
+    assert listed[2]["data"] == {"object": tea_moved} and tea_moved["reference"] == "import"
     assert milk["previous"] == {"price": 1.5, "tags": []}
     assert milk["object"]["tags"][0]["name"] == "dairy"
     assert milk["object"] == without_links(client.get(f"/items/{milk['object']['id']}").json)

@@ -22,7 +22,19 @@ import pytest
 
 from helpers import PG_URL
 from receiver import Received, Receiver, receiving
-from servers import BIN, ROOT, call, gunicorn, libpq, migrate, postgres_database, server_env
+from servers import (
+    BIN,
+    ROOT,
+    call,
+    free_port,
+    gunicorn,
+    libpq,
+    migrate,
+    postgres_database,
+    sample,
+    scrape,
+    server_env,
+)
 from workers import Worker, redis_server, workers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -37,6 +49,7 @@ SETTINGS = {
     "WEBHOOK_RETRY_SCHEDULE": "1s,1s,1s,2s,2s,2s,2s,2s,2s,2s",
     "RATE_LIMIT_DEFAULT": "100000 per minute",
     "AUTH_RATE_LIMIT": "1000 per minute",
+    "METRICS_TOKEN": "metrics-token-0123456789",
     # Revocations in the database: the broker is the only Redis, so restarting it
     # touches nothing but the queue.
     "REDIS_URL": "",
@@ -154,7 +167,8 @@ def test_fifty_concurrent_sales_of_thirty_deliver_thirty_moves_and_one_out(
             events_in_db(stack["url"], "stock.moved", owner),
             events_in_db(stack["url"], "stock.out", owner),
         )
-        assert len(moved) == 30 and len(out) == 1
+        # 30 sales, and the count the item was created with (a movement too, §16).
+        assert len(moved) == 31 and len(out) == 1
         all_delivered(
             stack,
             owner,
@@ -168,13 +182,48 @@ def test_fifty_concurrent_sales_of_thirty_deliver_thirty_moves_and_one_out(
             event = json.loads(r.body)
             bodies[event["id"]] = event
         kinds = Counter(event["type"] for event in bodies.values())
-        assert kinds == {"stock.moved": 30, "stock.out": 1}
-        after = sorted(
-            e["data"]["object"]["stock_after"]
-            for e in bodies.values()
-            if e["type"] == "stock.moved"
-        )
-        assert after == list(range(30))
+        assert kinds == {"stock.moved": 31, "stock.out": 1}
+        moves = [e["data"]["object"] for e in bodies.values() if e["type"] == "stock.moved"]
+        assert sorted(m["stock_after"] for m in moves if m["reason"] == "sale") == list(range(30))
+        assert [(m["delta"], m["stock_after"]) for m in moves if m["reason"] == "count"] == [
+            (30, 30)
+        ]
+
+
+def test_the_worker_serves_the_metrics_of_its_deliveries(stack: dict[str, Any]) -> None:
+    """Events are counted where they are written (gunicorn's /metrics), deliveries
+    where they are made: on the worker's own port, its pool's children counted."""
+    base, (auth, owner) = stack["base"], sign_up(stack["base"])
+    token = SETTINGS["METRICS_TOKEN"]
+    written = "stores_events_written_total"
+    before = scrape(f"{base}/metrics", token)
+    port = free_port()
+    env = stack["env"] | {"WORKER_METRICS_PORT": str(port)}
+    with receiving() as receiver, workers(env) as started:
+        url = f"http://127.0.0.1:{port}/metrics"
+        empty = scrape(url, token)  # waits for the port; a new worker's folder is empty
+        delivered = "stores_webhook_delivery_duration_seconds_count"
+        assert sample(empty, delivered, outcome="delivered") == 0
+        assert call("GET", url).status_code == 401
+        assert call("GET", url, token="wrong-token-012345").status_code == 401
+        subscribe(base, auth, receiver)
+        store = make_store(base, auth, "Scraped")
+        body = {"name": "Jam", "price": 1, "store_id": store, "stock": 3}
+        assert call("POST", f"{base}/items", body, headers=auth).status_code == 201
+        all_delivered(stack, owner, receiver, timeout=30, worker_logs=started)
+        # An attempt is counted once its outcome is committed, just after the receiver
+        # answered.
+        deadline = time.monotonic() + 10
+        while sample(after := scrape(url, token), delivered, outcome="delivered") < 3:
+            assert time.monotonic() < deadline, started[0].tail()
+            time.sleep(0.1)
+        assert sample(after, delivered, outcome="delivered") == 3
+        assert sample(after, delivered, outcome="failed") == 0
+    # gunicorn's two workers wrote the events; its /metrics counts each once.
+    web = scrape(f"{base}/metrics", token)
+    for kind in ("store.created", "item.created", "stock.moved"):
+        assert sample(web, written, type=kind) - sample(before, written, type=kind) == 1, kind
+    assert len(events_in_db(stack["url"], None, owner)) == 3
 
 
 def test_a_worker_killed_mid_delivery_is_replaced_and_nothing_is_lost(

@@ -22,7 +22,7 @@ from db import db
 from helpers import PG_URL, REDIS_URL, CatalogFactory, Client, query, snapshot
 from models import Item, Job, StockMovement, Store, Tag, User, item_tags
 from models.types import utcnow
-from servers import BIN, ROOT, server_env
+from servers import BIN, ROOT, free_port, sample, scrape, server_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -35,6 +35,7 @@ WORKER_ENV = {
     "JOB_STALE_SECONDS": "2",
     "JOB_SWEEP_SECONDS": "1",
 }
+TOKEN = "metrics-token-0123456789"
 # kombu's keys for the default queue and the messages delivered but not acknowledged.
 BROKER_KEYS = ("celery", "unacked", "unacked_index", "unacked_mutex")
 
@@ -55,8 +56,8 @@ def worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     broker.delete(*BROKER_KEYS)  # nothing left over from another test
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*, beat: bool = False) -> subprocess.Popen[bytes]:
-        env = server_env(DATABASE_URL=PG_URL, APP_ENV="development", **WORKER_ENV)
+    def start(*, beat: bool = False, **settings: str) -> subprocess.Popen[bytes]:
+        env = server_env(DATABASE_URL=PG_URL, APP_ENV="development", **WORKER_ENV, **settings)
         command = [str(BIN / "celery"), "-A", "app", "worker", "--concurrency=1"]
         command += ["--loglevel=WARNING", "--without-mingle", "--without-gossip"]
         if beat:
@@ -219,13 +220,27 @@ def test_an_export_jobs_file_is_the_streamed_export(
     worker: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
     store_id = fill_store(app, alice.id, 50)
-    worker()
+    port = free_port()
+    worker(METRICS_TOKEN=TOKEN, WORKER_METRICS_PORT=str(port))
     response = client.post(
         "/exports", json={"store_id": store_id, "sort": "-name"}, headers=as_alice
     )
     assert response.status_code == 202, response.json
     job_id = response.json["id"]
     wait_for(lambda: job_row(app, job_id).finished_at is not None, what="the export")
+    # The job is counted on the worker's own /metrics, by kind and outcome.
+    name = "stores_job_duration_seconds_count"
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_for(
+        lambda: sample(scrape(url, TOKEN), name, kind="export", outcome="succeeded") == 1,
+        timeout=10,
+        what="the job counted",
+    )
+    measured = scrape(url, TOKEN)
+    assert sample(measured, name, kind="export", outcome="failed") == 0
+    assert (
+        sample(measured, "stores_job_duration_seconds_sum", kind="export", outcome="succeeded") > 0
+    )
     done = client.get(f"/jobs/{job_id}", headers=as_alice).json
     assert done["status"] == "succeeded" and done["result"]["rows"] == 50, done
     file = client.get(done["links"]["file"], headers=as_alice)
