@@ -242,16 +242,17 @@ def _finish_request(response: Response) -> Response:
 WARNED = "STORES_CONFIG_WARNED"
 
 
-def _cli_help(argv: list[str]) -> bool:
-    """``flask``, ``flask --help``, ``flask db --help``: the app is loaded only to list
-    commands; a warning about serving would be noise."""
+def _cli_not_serving(argv: list[str]) -> bool:
+    """``flask --help``, ``flask create-admin``, ``flask db upgrade``: any ``flask``
+    command but ``run`` loads the app without serving it, so a warning about serving
+    (a development secret) would be noise, repeated at every command."""
     program = os.path.basename(argv[0]) if argv else ""
-    return program == "flask" and (len(argv) == 1 or "--help" in argv or "-h" in argv)
+    return program == "flask" and "run" not in argv[1:]
 
 
 def warn_once(logger: logging.Logger, messages: list[str]) -> None:
     """One line per configuration warning per process group (see ``WARNED``)."""
-    if not messages or os.environ.get(WARNED) or _cli_help(sys.argv):
+    if not messages or os.environ.get(WARNED) or _cli_not_serving(sys.argv):
         return
     for message in messages:
         logger.warning(message)
