@@ -369,6 +369,7 @@ class TestCreateAdmin:
 
 
 class TestConditional:
+    @pytest.mark.filterwarnings("default")  # as in production (test_http.py)
     def test_users_have_etags_and_a_stale_if_match_changes_nothing(
         self, app: Flask, client: Client, alice: User, as_alice: dict[str, str]
     ) -> None:
