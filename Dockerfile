@@ -39,6 +39,11 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # Owned by root and read-only to the app user: the process cannot rewrite its code.
 COPY . .
+# The app's folder of files (INSTANCE_PATH), the only one it may write: without
+# REDIS_URL the Celery broker is a folder there (core/jobs/worker.py), which only a
+# worker in the same container reads. Set REDIS_URL in production.
+RUN mkdir -p /var/lib/stores && chown 10001:10001 /var/lib/stores
+ENV INSTANCE_PATH=/var/lib/stores
 
 # A numeric user, so an orchestrator can verify "not root" without reading /etc/passwd.
 USER 10001:10001

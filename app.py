@@ -71,7 +71,7 @@ class JSONKeysInOrder(DefaultJSONProvider):
 def create_app(config: Config | None = None) -> Flask:
     config = config if config is not None else config_from_env()
     config.validate()
-    app = Flask(__name__, static_folder=None)
+    app = Flask(__name__, static_folder=None, instance_path=config.INSTANCE_PATH)
     app.config.from_object(config)
     app.json = JSONKeysInOrder(app)
 

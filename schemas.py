@@ -450,7 +450,7 @@ class ItemQuerySchema(ma.Schema):
         validate=validate.Length(max=MAX_TAGS),
         metadata={
             "description": f"Repeatable, at most {MAX_TAGS}: items that carry every one of "
-            "these tags"
+            'these tags. A query string has no null: `tag=null` is the tag named "null"'
         },
     )
     q = Line(80, metadata={"description": "Case-insensitive substring of the name or description"})

@@ -8,6 +8,7 @@ export job (POST /exports, resources/jobs.py) has no such bound.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -24,6 +25,7 @@ from core.catalog.csv_export import csv_text
 from core.catalog.queries import ITEMS, item_search
 from core.jobs import engine
 from core.web.fields import Id, JsonBoolean, Line, Money
+from core.web.request_log import stream_outcome
 from core.web.smorest import Blueprint
 from models import Store
 from models.item import STATUSES
@@ -47,15 +49,39 @@ CSV_DOC = {
 }
 
 
+class StreamCutError(BrokenPipeError):
+    """Raised by an export's stream that failed after its first bytes were sent. A
+    broken pipe (EPIPE) is what gunicorn's workers treat as a connection gone: they
+    close it without writing the chunked terminator and without a traceback, so the
+    client sees a cut transfer, never a complete-looking file (§9). The failure itself
+    is written once, on the request's access line (request_log.stream_outcome)."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.EPIPE, "export stream cut")
+
+
 def export(args: dict[str, Any], filename: str) -> Response:
     size = current_app.config["EXPORT_CHUNK_SIZE"]
-    # Refusals (a status= the caller may not list) come now, in the envelope, before
-    # the first row: once the stream has started, a failure can only cut it (§9).
+    # Refusals (a status= the caller may not list) and a failure of the first chunk's
+    # statement come now, in the envelope, before anything is sent: once the stream
+    # has started, a failure can only cut it (§9).
     item_search(args)
+    pieces = csv_text(args, size)
+    header, _ = next(pieces)
+    first, sent = next(pieces, ("", 0))
+    outcome = stream_outcome()
 
     def generate() -> Iterator[bytes]:
-        for text, _rows in csv_text(args, size):
-            yield text.encode()
+        rows = sent
+        yield (header + first).encode()
+        try:
+            for text, count in pieces:
+                yield text.encode()
+                rows += count
+        except Exception as exc:  # noqa: BLE001 - any failure cuts the stream alike
+            # The class only: an exception's text may hold the SQL and users' values.
+            outcome.update(cut=type(exc).__name__, rows_sent=rows)
+            raise StreamCutError from None
 
     response = Response(stream_with_context(generate()), mimetype="text/csv")
     response.headers["Content-Type"] = "text/csv; charset=utf-8"

@@ -225,7 +225,7 @@ def child_pids(pid: int) -> list[int]:
 
 
 def wait_until_up(
-    url: str, process: subprocess.Popen[bytes], *, workers: int | None = None, timeout: float = 30
+    url: str, process: subprocess.Popen[bytes], *, workers: int | None = None, timeout: float = 90
 ) -> None:
     """Until ``url``/health answers 200 (and, if given, that many workers are forked)."""
     deadline = time.monotonic() + timeout

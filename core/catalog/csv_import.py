@@ -136,11 +136,15 @@ def read_header(reader: csv.DictReader[str]) -> list[str]:
     columns = [name.strip().lower() for name in reader.fieldnames]
     reader.fieldnames = columns
     missing = [name for name in REQUIRED if name not in columns]
-    if missing:
-        raise UnreadableFileError(f"Line 1: missing column(s) {', '.join(missing)}.")
-    unknown = sorted(set(columns) - set(COLUMNS))
-    if unknown:
-        raise UnreadableFileError(f"Line 1: unknown column(s) {', '.join(unknown)}.")
+    unknown = [name for name in columns if name not in COLUMNS]
+    problems = [f"missing column(s) {', '.join(missing)}"] if missing else []
+    problems += [f"unknown column(s) {', '.join(repr(n) for n in unknown)}"] if unknown else []
+    if problems:
+        raise UnreadableFileError(
+            f"Line 1: {'; '.join(problems)}. Expected the export's header, "
+            f"{','.join(COLUMNS)}, or any of its columns in any order "
+            f"({' and '.join(REQUIRED)} required)."
+        )
     return columns
 
 

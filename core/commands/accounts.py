@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 import marshmallow as ma
 from flask import current_app
@@ -25,6 +27,18 @@ ACCOUNT = ma.Schema.from_dict(
 )()
 
 
+def sentences(messages: Any) -> str:
+    """A schema's errors as a person reads them: ``Password: Length must be ...``,
+    one field after the other, in the order of the options."""
+    if not isinstance(messages, dict):
+        return " ".join(map(str, messages)) if isinstance(messages, list) else str(messages)
+    order = {name: i for i, name in enumerate(("username", "email", "password"))}
+    return " ".join(
+        f"{name.capitalize()}: {sentences(problems).rstrip('.')}."
+        for name, problems in sorted(messages.items(), key=lambda kv: order.get(kv[0], 9))
+    )
+
+
 @click.command("create-admin")
 @with_appcontext
 @click.option("--username", required=True)
@@ -35,7 +49,7 @@ def create_admin(username: str, email: str, password: str) -> None:
     try:
         data = ACCOUNT.load({"username": username, "email": email, "password": password})
     except ValidationError as exc:
-        raise click.ClickException(f"invalid input: {exc.messages}") from None
+        raise click.ClickException(f"No admin created. {sentences(exc.messages)}") from None
     # The operator decides here (a first admin, a script): the rules of /register
     # are a warning, not a refusal.
     problems = password_problems(data["password"], username=username, emails=[email])

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 from flask.cli import with_appcontext
@@ -25,8 +26,20 @@ def progress(total: int, unit: str) -> Iterator[Callable[[int], None]]:
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        with tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr) as bar:
-            yield lambda n: bar.update(n)
+        # Drawn at the first progress, not before: a file refused at its header row
+        # leaves no empty bar above the message.
+        bars: list[Any] = []
+
+        def update(n: int) -> None:
+            if not bars:
+                bars.append(tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr))
+            bars[0].update(n)
+
+        try:
+            yield update
+        finally:
+            for bar in bars:
+                bar.close()
         return
     done = {"count": 0, "said": 0}
 
@@ -71,15 +84,26 @@ def import_items_command(store_id: int, file: Path, dry_run: bool, skip_invalid:
         click.echo(error, err=True)
     if summary.invalid > len(summary.errors):
         click.echo(f"... and {summary.invalid - len(summary.errors)} more.", err=True)
-    written = not dry_run and not (summary.invalid and not skip_invalid)
-    click.echo(
-        f"{summary.created} created, {summary.updated} updated, {summary.unchanged} unchanged, "
-        f"{summary.invalid} invalid"
-        + ("" if written else " - nothing written" + (" (dry run)" if dry_run else ""))
-        + "."
-    )
+    click.echo(summary_line(summary, dry_run=dry_run, skip_invalid=skip_invalid))
     if summary.invalid and not skip_invalid:
         sys.exit(1)
+
+
+def summary_line(summary: Any, *, dry_run: bool, skip_invalid: bool) -> str:
+    """What happened, in words: what was written, or why nothing was and what to do."""
+    counts = f"{summary.created} created, {summary.updated} updated, {summary.unchanged} unchanged"
+    rows = "row" if summary.invalid == 1 else "rows"
+    if summary.invalid and not skip_invalid:
+        valid = summary.created + summary.updated + summary.unchanged
+        return (
+            f"Nothing written: {summary.invalid} invalid {rows} (listed above). Fix them and "
+            f"run again, or add --skip-invalid to import the {valid} valid "
+            f"{'row' if valid == 1 else 'rows'} alone."
+        )
+    counts = f"{counts}, {summary.invalid} invalid" + (" (skipped)" if summary.invalid else "")
+    if dry_run:
+        return f"Dry run, nothing written. The file would give: {counts}."
+    return f"Imported: {counts}."
 
 
 @click.command("seed")

@@ -217,6 +217,10 @@ class Config:
             self.env_str("CELERY_BROKER_URL") or self.REDIS_URL or "filesystem://"
         )
         self.CELERY_VISIBILITY_TIMEOUT = self.env_int("CELERY_VISIBILITY_TIMEOUT", 300)
+        # The app's own folder of files (the SQLite database, that broker's queue):
+        # instance/ beside the code unless set (the image: /var/lib/stores, writable
+        # where the code is not). An absolute path.
+        self.INSTANCE_PATH = self.env_str("INSTANCE_PATH") or None
         self.CELERY_TASK_ALWAYS_EAGER = False
         # Jobs (§12, core/jobs). A store with more items than this is deleted by a job.
         self.STORE_DELETE_SYNC_MAX = self.env_int("STORE_DELETE_SYNC_MAX", 10_000)

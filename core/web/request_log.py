@@ -189,33 +189,50 @@ def logged_query() -> str | None:
     return query if len(query) <= QUERY_LIMIT else query[:QUERY_LIMIT] + "..."
 
 
+def stream_outcome() -> dict[str, Any]:
+    """Called by a view that streams its body (a CSV export): its access line is
+    written when the stream ends, not when it starts, with the whole transfer's duration.
+    The stream writes ``cut`` (the error's class) and ``rows_sent`` in the dict
+    returned if it fails after its first byte: the one line then says so, at ERROR."""
+    outcome: dict[str, Any] = {}
+    g.stream_outcome = outcome
+    return outcome
+
+
+def _write_access(level: int, status: int, fields: dict[str, Any], started: float) -> None:
+    fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    access_log.log(level, "%s %s %s", fields["method"], fields["path"], status, extra=fields)
+
+
 def _finish_request(response: Response) -> Response:
     request_id = g.get("request_id") or uuid.uuid4().hex
     response.headers["X-Request-ID"] = request_id
     status = response.status_code
     level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
-    access_log.log(
-        level,
-        "%s %s %s",
-        request.method,
-        request.script_root + request.path,
-        status,
-        extra={
-            "request_id": request_id,
-            "method": request.method,
-            "path": request.script_root + request.path,  # /v1/... as sent
-            "query": logged_query(),
-            "status": status,
-            "duration_ms": round(
-                (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2
-            ),
-            "user_id": g.get("user_id"),
-            # API keys come with another issue; the field is there for log queries.
-            "api_key_id": g.get("api_key_id"),
-            "idempotent_replayed": response.headers.get("Idempotent-Replayed") == "true",
-            "client_ip": request.remote_addr,
-        },
-    )
+    started = g.get("started", time.perf_counter())
+    fields = {
+        "request_id": request_id,
+        "method": request.method,
+        "path": request.script_root + request.path,  # /v1/... as sent
+        "query": logged_query(),
+        "status": status,
+        "duration_ms": None,  # when the line is written
+        "user_id": g.get("user_id"),
+        "api_key_id": g.get("api_key_id"),
+        "idempotent_replayed": response.headers.get("Idempotent-Replayed") == "true",
+        "client_ip": request.remote_addr,
+    }
+    outcome = g.get("stream_outcome")
+    if outcome is not None and response.is_streamed:
+        # The line is written when the server closes the response (after the last byte,
+        # or after a cut): by then the request context is gone, so it is built now.
+        def when_sent() -> None:
+            fields.update(outcome)
+            _write_access(logging.ERROR if outcome else level, status, fields, started)
+
+        response.call_on_close(when_sent)
+        return response
+    _write_access(level, status, fields, started)
     return response
 
 
@@ -224,16 +241,17 @@ def _finish_request(response: Response) -> Response:
 WARNED = "STORES_CONFIG_WARNED"
 
 
-def _cli_help(argv: list[str]) -> bool:
-    """``flask``, ``flask --help``, ``flask db --help``: the app is loaded only to list
-    commands; a warning about serving would be noise."""
+def _cli_not_serving(argv: list[str]) -> bool:
+    """``flask --help``, ``flask create-admin``, ``flask db upgrade``: any ``flask``
+    command but ``run`` loads the app without serving it, so a warning about serving
+    (a development secret) would be noise, repeated at every command."""
     program = os.path.basename(argv[0]) if argv else ""
-    return program == "flask" and (len(argv) == 1 or "--help" in argv or "-h" in argv)
+    return program == "flask" and "run" not in argv[1:]
 
 
 def warn_once(logger: logging.Logger, messages: list[str]) -> None:
     """One line per configuration warning per process group (see ``WARNED``)."""
-    if not messages or os.environ.get(WARNED) or _cli_help(sys.argv):
+    if not messages or os.environ.get(WARNED) or _cli_not_serving(sys.argv):
         return
     for message in messages:
         logger.warning(message)

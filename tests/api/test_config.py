@@ -80,7 +80,6 @@ def test_defaults_of_the_contract() -> None:
     config = ProductionConfig({})
     assert config.JWT_ACCESS_TOKEN_EXPIRES.total_seconds() == 15 * 60
     assert config.JWT_REFRESH_TOKEN_EXPIRES.total_seconds() == 30 * 24 * 3600
-    assert config.AUTH_RATE_LIMIT == "5 per minute;20 per hour"
     assert config.MAX_CONTENT_LENGTH == 1024 * 1024
     assert config.RATELIMIT_STORAGE_URI == "memory://"
     assert (config.ARGON2_MEMORY_KIB, config.ARGON2_TIME_COST) == (19 * 1024, 2)  # OWASP

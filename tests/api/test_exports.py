@@ -2,6 +2,7 @@
 
 import csv
 import io
+import logging
 from typing import Any
 
 import pytest
@@ -134,6 +135,23 @@ def test_each_chunk_is_one_bounded_statement(
     # Each chunk starts where the last ended (keyset), never by skipping rows.
     assert all("LIMIT" in s for s in item_reads)
     assert all("(lower(items.name), items.id) >" in s for s in item_reads[1:]), item_reads
+
+
+def test_a_whole_export_writes_one_access_line_when_it_ends(
+    client: Client, catalog: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="stores.access"):
+        response = client.get("/items.csv", headers={"X-Request-ID": "whole"})
+        assert [r for r in caplog.records if r.name == "stores.access"] == []  # not yet
+        assert len(rows(response)) == 4
+        response.close()  # what a server does after the last byte
+    [line] = [r for r in caplog.records if r.name == "stores.access"]
+    assert (line.__dict__["request_id"], line.__dict__["status"], line.levelname) == (
+        "whole",
+        200,
+        "INFO",
+    )
+    assert not hasattr(line, "cut")
 
 
 FORMULA_NAMES = ["=1+1", "+1", "-1", "@SUM(A1)", "'quoted", "''twice", "plain"]

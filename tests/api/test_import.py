@@ -133,7 +133,8 @@ def test_a_bom_and_windows_line_endings(client: Client, store: Any, run: Any) ->
     [
         ("", "empty"),
         ("price,description\r\n1,x\r\n", "missing column(s) name"),
-        ("name,price,colour\r\nMilk,1,red\r\n", "unknown column(s) colour"),
+        ("name,price,colour\r\nMilk,1,red\r\n", "unknown column(s) 'colour'. Expected"),
+        ("nmae,price\r\nMilk,1\r\n", "missing column(s) name; unknown column(s) 'nmae'"),
         (b"name,price\r\nMilk,\xff\r\n", "not UTF-8"),
     ],
 )
@@ -165,7 +166,10 @@ def test_invalid_rows_are_reported_by_line_and_column(app: Flask, store: Any, ru
     assert "line 6, column stock:" in result.output
     assert "line 7, column tags:" in result.output
     assert "line 8, column name: 'good' is on line 2 already." in result.output
-    assert "1 created, 0 updated, 0 unchanged, 5 invalid - nothing written." in result.output
+    assert (
+        "Nothing written: 5 invalid rows (listed above). Fix them and run again, or add "
+        "--skip-invalid to import the 1 valid row alone." in result.output
+    )
     assert snapshot(app) == before
 
     skipped = run(store["id"], content, "--skip-invalid")
@@ -178,7 +182,8 @@ def test_a_dry_run_writes_nothing(app: Flask, store: Any, run: Any) -> None:
     result = run(store["id"], HEADER + "Milk,1,,4,dairy\r\n", "--dry-run")
     assert result.exit_code == 0
     assert (
-        "1 created, 0 updated, 0 unchanged, 0 invalid - nothing written (dry run)." in result.output
+        "Dry run, nothing written. The file would give: 1 created, 0 updated, 0 unchanged, "
+        "0 invalid." in result.output
     )
     assert snapshot(app) == before
 

@@ -339,8 +339,17 @@ def test_a_configuration_warning_is_written_once_per_process_group(
     assert [r.getMessage() for r in caplog.records] == messages
 
 
-@pytest.mark.parametrize("argv", [["flask"], ["/x/bin/flask", "--help"], ["flask", "db", "-h"]])
-def test_flask_help_writes_no_warning(
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["flask"],
+        ["/x/bin/flask", "--help"],
+        ["flask", "db", "-h"],
+        ["flask", "db", "upgrade"],
+        ["flask", "--app", "app", "create-admin", "--username", "boss"],
+    ],
+)
+def test_flask_commands_that_do_not_serve_write_no_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, argv: list[str]
 ) -> None:
     monkeypatch.setenv(request_log.WARNED, "")
@@ -349,6 +358,17 @@ def test_flask_help_writes_no_warning(
     with caplog.at_level(logging.WARNING, logger=logger.name):
         request_log.warn_once(logger, ["a warning"])
     assert caplog.records == []
+
+
+def test_flask_run_writes_the_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(request_log.WARNED, "")
+    monkeypatch.setattr("sys.argv", ["/x/bin/flask", "--app", "app", "run", "--debug"])
+    logger = logging.getLogger("stores.test_warnings")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        request_log.warn_once(logger, ["a warning"])
+    assert [r.getMessage() for r in caplog.records] == ["a warning"]
 
 
 @pytest.mark.postgres

@@ -3,11 +3,17 @@
 from typing import Any
 
 import pytest
+from flask import Flask
 
+from core.web.config import DevelopmentConfig, ProductionConfig
+from core.web.extensions import limiter
 from helpers import PASSWORD, Client, assert_error
 from models import User
 
 CONTRACT_LIMIT = "5 per minute;20 per hour"
+# What a deployment gets when it sets no AUTH_RATE_LIMIT: the tests below use it, not
+# a copy of the contract's text, so a looser shipped default fails them.
+SHIPPED = ProductionConfig({}).AUTH_RATE_LIMIT
 
 
 def attempt(client: Client, headers: Any = None) -> Any:
@@ -16,7 +22,7 @@ def attempt(client: Client, headers: Any = None) -> Any:
     )
 
 
-@pytest.mark.config(AUTH_RATE_LIMIT=CONTRACT_LIMIT)
+@pytest.mark.config(AUTH_RATE_LIMIT=SHIPPED)
 def test_the_sixth_login_in_a_minute_is_refused(client: Client, alice: User) -> None:
     for n in range(5):
         response = attempt(client)
@@ -35,7 +41,35 @@ def test_the_sixth_login_in_a_minute_is_refused(client: Client, alice: User) -> 
     )
 
 
-@pytest.mark.config(AUTH_RATE_LIMIT=CONTRACT_LIMIT)
+def test_development_ships_the_same_default() -> None:
+    assert DevelopmentConfig({}).AUTH_RATE_LIMIT == SHIPPED
+
+
+def a_minute_passes(app: Flask) -> None:
+    """The per-minute windows end, as a minute would end them; the hourly ones stay.
+    The limiter's own storage (memory), its public ``clear``; no clock is faked."""
+    storage: Any = limiter.storage
+    for key in list(storage.storage):
+        if key.endswith("/1/minute"):
+            storage.clear(key)
+
+
+@pytest.mark.config(AUTH_RATE_LIMIT=SHIPPED, RATELIMIT_STORAGE_URI="memory://")
+def test_the_shipped_default_refuses_the_twenty_first_login_in_an_hour(
+    app: Flask, client: Client, alice: User
+) -> None:
+    for _minute in range(4):
+        for _ in range(5):
+            assert attempt(client).status_code == 401
+        refusal = assert_error(attempt(client), 429)
+        assert "5 per 1 minute" in refusal["message"]
+        a_minute_passes(app)
+    # A fifth minute: its window is fresh, but the hour's 20 are spent.
+    refusal = assert_error(attempt(client), 429)
+    assert "20 per 1 hour" in refusal["message"]
+
+
+@pytest.mark.config(AUTH_RATE_LIMIT=SHIPPED)
 def test_register_has_its_own_budget(client: Client) -> None:
     for n in range(5):
         body = {"username": f"user{n}", "email": f"u{n}@example.com", "password": PASSWORD}

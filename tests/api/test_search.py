@@ -69,6 +69,18 @@ class TestFilters:
         assert names(client.get("/items?tag=dairy&tag=vegan")) == []
         assert names(client.get("/items?tag=unknown")) == []
 
+    def test_tag_null_is_the_tag_named_null(
+        self, client: Client, catalog: Any, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
+        """A query string has no null (docs/API.md): ``tag=null`` is a name like any
+        other, a filter that finds nothing until a tag of that name exists."""
+        assert names(client.get("/items?tag=null")) == []
+        assert names(client.get(f"/stores/{catalog['corner']['id']}/items?tag=NULL")) == []
+        null = api.tag(as_alice, catalog["corner"], "null")
+        api.link(as_alice, catalog["items"]["Tofu"], null)
+        assert names(client.get("/items?tag=null")) == ["Tofu"]
+        assert names(client.get("/items?tag=Null&tag=vegan")) == ["Tofu"]
+
     def test_q_matches_name_or_description_ignoring_case(
         self, client: Client, catalog: Any
     ) -> None:

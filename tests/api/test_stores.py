@@ -365,6 +365,7 @@ class TestDelete:
         assert query(app, select(Tag.name)) == [("dairy",)]
         assert query(app, select(item_tags.c.item_id)) == [(kept["id"],)]
 
+    @pytest.mark.filterwarnings("default")  # as in production (test_http.py)
     def test_a_stale_if_match_deletes_nothing(
         self, app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
     ) -> None:

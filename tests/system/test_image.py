@@ -35,7 +35,7 @@ from servers import (
 pytestmark = [pytest.mark.image, pytest.mark.postgres]
 
 HEAD = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
-MAX_IMAGE_BYTES = 250 * 1000 * 1000
+MAX_IMAGE_BYTES = 300 * 1000 * 1000
 
 
 @pytest.fixture(scope="module")
