@@ -49,7 +49,7 @@ lint: $(VENV)/.dev
 	$(BIN)/mypy .
 
 test: lint
-	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/pytest --cov --cov-report=term --durations=15 $(PYTEST_ARGS)
 
 # The image built and run with podman, alone (tests/system/test_image.py). As root, with
 # TEST_DATABASE_URL and REDIS_URL set as for `make test`.

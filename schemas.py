@@ -836,7 +836,7 @@ class HealthSchema(ResponseSchema):
     )
 
 
-class IndexLinksSchema(ma.Schema):
+class IndexLinksSchema(ResponseSchema):
     self = fields.String(metadata={"example": "/"})
     items = fields.String(metadata={"example": "/items"})
     stores = fields.String(metadata={"example": "/stores"})
@@ -844,12 +844,13 @@ class IndexLinksSchema(ma.Schema):
     events = fields.String(metadata={"example": "/events"})
     webhooks = fields.String(metadata={"example": "/webhooks"})
     jobs = fields.String(metadata={"example": "/jobs"})
+    api_keys = fields.String(metadata={"example": "/api-keys"})
     audit = fields.String(metadata={"example": "/audit"})
     openapi = fields.String(metadata={"example": "/openapi.json"})
     swagger_ui = fields.String(metadata={"example": "/swagger-ui"})
 
 
-class IndexSchema(ma.Schema):
+class IndexSchema(ResponseSchema):
     name = fields.String(metadata={"example": "Stores REST API"})
     version = fields.String(metadata={"example": "1"})
     links = fields.Nested(IndexLinksSchema)

@@ -17,8 +17,8 @@ blp = Blueprint("index", __name__, description="The index of the API")
 blp.after_request(public_cache)
 
 API_VERSION = "1"
-# Every collection, by the name its link has.
-COLLECTIONS = ("items", "stores", "users", "events", "webhooks", "jobs", "audit")
+# Every collection, by the name its link has (its path: the name, "_" as "-").
+COLLECTIONS = ("items", "stores", "users", "events", "webhooks", "jobs", "api_keys", "audit")
 
 
 def index_document() -> dict[str, Any]:
@@ -30,7 +30,7 @@ def index_document() -> dict[str, Any]:
         "version": API_VERSION,
         "links": {
             "self": base or "/",
-            **{name: f"{base}/{name}" for name in COLLECTIONS},
+            **{name: f"{base}/{name.replace('_', '-')}" for name in COLLECTIONS},
             "openapi": "/openapi.json",
             "swagger_ui": "/swagger-ui",
         },

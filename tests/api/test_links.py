@@ -32,6 +32,7 @@ class TestIndex:
                 "events": "/events",
                 "webhooks": "/webhooks",
                 "jobs": "/jobs",
+                "api_keys": "/api-keys",
                 "audit": "/audit",
                 "openapi": "/openapi.json",
                 "swagger_ui": "/swagger-ui",
