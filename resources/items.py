@@ -143,7 +143,7 @@ ITEM_DEFAULTS: dict[str, Any] = {
 def visible_item(item_id: int) -> dict[str, Any]:
     """The item as ItemSchema dumps it, if the caller may see it (§13), else 404."""
     item = read_item(item_id)
-    if item is None or not may_see(item["status"], item["store_owner_id"]):
+    if item is None or not may_see(item["status"], item["store_owner_id"], item["store_id"]):
         abort(404, message=f"Item {item_id} not found.")
     return item
 

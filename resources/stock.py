@@ -43,9 +43,9 @@ def _visible(item_id: int) -> None:
     """404 unless the item exists and the caller may see it (§13: an item that is not
     active shows to its store's owner and admins only, its ledger too)."""
     found = db.session.execute(
-        select(Item.status, Store.owner_id).join(Store).where(Item.id == item_id)
+        select(Item.status, Store.owner_id, Item.store_id).join(Store).where(Item.id == item_id)
     ).first()
-    if found is None or not may_see(found.status, found.owner_id):
+    if found is None or not may_see(found.status, found.owner_id, found.store_id):
         abort(404, message=f"Item {item_id} not found.")
 
 

@@ -54,16 +54,25 @@ def optional_caller() -> Any:
     return current_user if authenticate(optional=True) else None
 
 
-def may_see(status: str, owner_id: int) -> bool:
-    """An item that is not active (§13) is seen only by its store's owner and admins;
-    an answer that shows one is the caller's own (never kept by a shared cache)."""
+def may_see(status: str, owner_id: int, store_id: int) -> bool:
+    """An item that is not active (§13) is seen only by its store's owner and admins
+    (through an API key bound to a store: of that store only); an answer that shows
+    one is the caller's own (never kept by a shared cache)."""
     if status == "active":
         return True
     caller = optional_caller()
     if caller is None or not (caller.is_admin or caller.id == owner_id):
         return False
+    if key_store() not in (None, store_id):
+        return False
     g.caller_specific = True
     return True
+
+
+def key_store() -> int | None:
+    """The store the request's API key is bound to, or None (no key, or any store)."""
+    key = api_key()
+    return key["store_id"] if key is not None else None
 
 
 def sees_own_catalog(what: str) -> Any:

@@ -33,7 +33,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import joinedload, selectinload
 
-from core.auth.permissions import forbid, sees_own_catalog
+from core.auth import scopes
+from core.auth.permissions import forbid, key_store, sees_own_catalog
+from core.auth.security import api_key
 from core.catalog.stores import live_items
 from core.lists.listing import Listing, Ranked, Rows
 from db import db, icontains, lower
@@ -165,6 +167,11 @@ def _visible(query: Select[Any], args: dict[str, Any]) -> Select[Any]:
     if status == "active":
         return query.where(Item.status == "active")
     caller = sees_own_catalog(f"status={status}")
+    bound = key_store()  # an API key bound to a store: that store's items only
+    if bound is not None:
+        if args.get("store_id") not in (None, bound):
+            scopes.check_store(api_key(), args["store_id"])
+        query = query.where(Item.store_id == bound)
     if not caller.is_admin:
         store_id = args.get("store_id")
         if store_id is not None:

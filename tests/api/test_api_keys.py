@@ -238,6 +238,24 @@ class TestUse:
         events = client.get("/events", headers=headers).json
         assert {e["store_id"] for e in events} == {mine["id"]}
 
+    def test_a_key_bound_to_a_store_sees_the_drafts_of_that_store_only(
+        self, client: Client, make_key: MakeKey, as_alice: dict[str, str], api: Any
+    ) -> None:
+        mine, other = api.store(as_alice, "Mine"), api.store(as_alice, "Other")
+        draft = api.item(as_alice, mine, name="Draft here", status="draft")
+        hidden = api.item(as_alice, other, name="Draft there", status="draft")
+        headers = key_headers(make_key(store_id=mine["id"]))
+        # The owner sees both drafts; the key, bound to one store, that store's only.
+        assert client.get(f"/items/{hidden['id']}", headers=as_alice).status_code == 200
+        assert client.get(f"/items/{draft['id']}", headers=headers).status_code == 200
+        assert_error(client.get(f"/items/{hidden['id']}", headers=headers), 404)
+        assert_error(client.get(f"/items/{hidden['id']}/stock", headers=headers), 404)
+        listed = client.get("/items?status=draft", headers=headers)
+        assert [item["id"] for item in listed.json] == [draft["id"]]
+        assert len(client.get("/items?status=draft", headers=as_alice).json) == 2
+        refused = client.get(f"/items?status=draft&store_id={other['id']}", headers=headers)
+        assert_error(refused, 403, error="insufficient_scope")
+
     def test_an_idempotency_key_sent_with_an_api_key_is_the_owners(
         self, client: Client, make_key: MakeKey, as_alice: dict[str, str]
     ) -> None:
