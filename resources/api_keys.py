@@ -64,7 +64,7 @@ class ApiKeys(MethodView):
         """Your API keys that are not revoked (never the keys themselves)"""
         return select(ApiKey).where(ApiKey.owner_id == current_user.id, ApiKey.revoked_at.is_(None))
 
-    @login_required(blp)
+    @login_required(blp, fresh=True)  # a key outlives sessions: made from a sign-in
     @blp.arguments(ApiKeyCreateSchema)
     @blp.response(201, ApiKeyCreatedSchema, headers=LOCATION)
     @blp.alt_response(403, response="FORBIDDEN")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -19,10 +20,12 @@ from flask.views import MethodView
 from flask_jwt_extended import current_user
 from marshmallow import fields, validate
 
-from core.auth.permissions import login_required
+from core.auth import scopes
+from core.auth.permissions import key_store, login_required
+from core.auth.security import api_key
 from core.catalog import csv_format
 from core.catalog.csv_export import csv_text
-from core.catalog.queries import ITEMS, item_search
+from core.catalog.queries import ITEMS, Viewer, item_search
 from core.jobs import engine
 from core.web.fields import Id, JsonBoolean, Line, Money
 from core.web.request_log import stream_outcome
@@ -153,5 +156,12 @@ class ExportJobs(MethodView):
     @blp.response(202, **ACCEPTED)
     def post(self, args: dict[str, Any]) -> Response:
         """Export a search as CSV by a job; its `links.file` downloads it for 24 hours"""
-        job = engine.create("export", current_user.id, params={"filters": _jsonable(args)})
+        item_search(args)  # a status= the caller may not list: 403 now, not in the job
+        viewer = Viewer(current_user.id, bool(current_user.is_admin), key_store())
+        if args.get("store_id") is not None:
+            scopes.check_store(api_key(), args["store_id"])
+        params = {"filters": _jsonable(args), "viewer": asdict(viewer)}
+        # A key bound to a store: its store's job (core/auth/scopes.py), whatever it reads.
+        store_id = args.get("store_id") or viewer.store_id
+        job = engine.create("export", current_user.id, params=params, store_id=store_id)
         return start(job)

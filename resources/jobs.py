@@ -12,7 +12,7 @@ from flask.views import MethodView
 from flask_jwt_extended import current_user
 from sqlalchemy import Select, select
 
-from core.auth.permissions import login_required
+from core.auth.permissions import key_store, login_required
 from core.catalog import csv_format
 from core.jobs import engine, files
 from core.jobs.document import has_file, job_document
@@ -58,9 +58,14 @@ def start(job: Job) -> Response:
 
 
 def _visible_job(job_id: int) -> Job:
-    """The caller's job (any job for an admin); others' are 404, as unknown ids are."""
+    """The caller's job (any job for an admin; through an API key bound to a store:
+    that store's); others' are 404, as unknown ids are."""
     job = db.session.get(Job, job_id)
-    if job is None or not (current_user.is_admin or job.user_id == current_user.id):
+    if (
+        job is None
+        or not (current_user.is_admin or job.user_id == current_user.id)
+        or key_store() not in (None, job.store_id)
+    ):
         abort(404, message=f"Job {job_id} not found.")
     return job
 
@@ -84,7 +89,8 @@ class Jobs(MethodView):
         query = select(Job)
         if not current_user.is_admin:
             query = query.where(Job.user_id == current_user.id)
-        return query
+        bound = key_store()  # an API key bound to a store: that store's jobs
+        return query if bound is None else query.where(Job.store_id == bound)
 
 
 @blp.route("/<id:job_id>")

@@ -10,7 +10,7 @@ from flask_jwt_extended import current_user
 from sqlalchemy import Row, Select, func, select
 
 from core.auth import scopes
-from core.auth.permissions import forbid, login_required
+from core.auth.permissions import forbid, key_store, login_required
 from core.auth.security import api_key
 from core.events import delivery as deliveries
 from core.events import outbox, relay, tasks
@@ -53,10 +53,15 @@ LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of th
 
 
 def _webhook(webhook_id: int, *, for_update: bool = False) -> Webhook:
-    """The caller's webhook (admin: any); another's is not found, as an unknown one."""
+    """The caller's webhook (admin: any; through an API key bound to a store: that
+    store's only); another's is not found, as an unknown one."""
     lock = {"of": Webhook} if for_update else None
     webhook = db.session.get(Webhook, webhook_id, with_for_update=lock)
-    if webhook is None or not (current_user.is_admin or webhook.owner_id == current_user.id):
+    if (
+        webhook is None
+        or not (current_user.is_admin or webhook.owner_id == current_user.id)
+        or key_store() not in (None, webhook.store_id)
+    ):
         abort(404, message=f"Webhook {webhook_id} not found.")
     return webhook
 
@@ -100,7 +105,8 @@ class Webhooks(MethodView):
         query = select(Webhook)
         if not current_user.is_admin:
             query = query.where(Webhook.owner_id == current_user.id)
-        return query
+        bound = key_store()  # an API key bound to a store: that store's webhooks
+        return query if bound is None else query.where(Webhook.store_id == bound)
 
     @login_required(blp)
     @blp.arguments(WebhookCreateSchema)

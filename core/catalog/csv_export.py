@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 
 from core.catalog.csv_format import Writer
-from core.catalog.queries import ITEMS, item_search
+from core.catalog.queries import ITEMS, Viewer, item_search
 from core.lists import cursors
 from core.web.fields import TAG_SEPARATOR
 from db import db
@@ -76,10 +76,13 @@ def chunks(query: Select[Any], args: dict[str, Any], size: int) -> Iterator[Sequ
         position = rows[-1][len(COLUMNS) :]
 
 
-def csv_text(args: dict[str, Any], size: int) -> Iterator[tuple[str, int]]:
-    """The export of the search ``args``: the header, then each chunk's rows as CSV
-    text, with the number of rows each piece holds."""
+def csv_text(
+    args: dict[str, Any], size: int, viewer: Viewer | None = None
+) -> Iterator[tuple[str, int]]:
+    """The export of the search ``args`` (as ``viewer`` sees it; by default, the
+    request's caller): the header, then each chunk's rows as CSV text, with the number
+    of rows each piece holds."""
     writer = Writer()
     yield writer.header(), 0
-    for rows in chunks(item_search(args), args, size):
+    for rows in chunks(item_search(args, viewer), args, size):
         yield writer.rows(rows), len(rows)

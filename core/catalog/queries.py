@@ -10,6 +10,7 @@ index; and each sort has an index on its keys with the id tie-break.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -35,7 +36,6 @@ from sqlalchemy.orm import joinedload, selectinload
 
 from core.auth import scopes
 from core.auth.permissions import forbid, key_store, sees_own_catalog
-from core.auth.security import api_key
 from core.catalog.stores import live_items
 from core.lists.listing import Listing, Ranked, Rows
 from db import db, icontains, lower
@@ -160,33 +160,50 @@ def _matches(text: str) -> ColumnElement[bool]:
     )
 
 
-def _visible(query: Select[Any], args: dict[str, Any]) -> Select[Any]:
+@dataclass(frozen=True)
+class Viewer:
+    """Who reads items that are not active (§13): a user (an admin: of every store),
+    through an API key bound to a store (``store_id``) or not. A request's is read from
+    its token; an export job's is the one its request had."""
+
+    user_id: int
+    is_admin: bool
+    store_id: int | None = None
+
+
+def request_viewer(what: str) -> Viewer:
+    """The signed-in caller of this request, else 403 (core/auth/permissions.py)."""
+    caller = sees_own_catalog(what)
+    return Viewer(caller.id, bool(caller.is_admin), key_store())
+
+
+def _visible(query: Select[Any], args: dict[str, Any], viewer: Viewer | None) -> Select[Any]:
     """`status` (§13): active items for anyone (the default); draft, archived or all
-    only of the caller's own stores (an admin's: any), else 403."""
+    only of the viewer's own stores (an admin's: any; a key bound to a store: that
+    store's), else 403."""
     status = args.get("status") or "active"
     if status == "active":
         return query.where(Item.status == "active")
-    caller = sees_own_catalog(f"status={status}")
-    bound = key_store()  # an API key bound to a store: that store's items only
-    if bound is not None:
-        if args.get("store_id") not in (None, bound):
-            scopes.check_store(api_key(), args["store_id"])
-        query = query.where(Item.store_id == bound)
-    if not caller.is_admin:
-        store_id = args.get("store_id")
+    viewer = viewer or request_viewer(f"status={status}")
+    store_id = args.get("store_id")
+    if viewer.store_id is not None:
+        if store_id not in (None, viewer.store_id):
+            scopes.refuse(f"This API key is limited to store {viewer.store_id}.")
+        query = query.where(Item.store_id == viewer.store_id)
+    if not viewer.is_admin:
         if store_id is not None:
             owner = db.session.scalar(select(Store.owner_id).where(Store.id == store_id))
-            if owner != caller.id:
+            if owner != viewer.user_id:
                 forbid(f"status={status} lists only the items of your own stores.")
         else:
-            mine = select(Store.id).where(Store.owner_id == caller.id)
+            mine = select(Store.id).where(Store.owner_id == viewer.user_id)
             query = query.where(Item.store_id.in_(mine))
     return query if status == "all" else query.where(Item.status == status)
 
 
-def item_search(args: dict[str, Any]) -> Select[Any]:
+def item_search(args: dict[str, Any], viewer: Viewer | None = None) -> Select[Any]:
     """The filters of a list of items as one unordered SELECT (ITEMS orders it)."""
-    query = _visible(select(Item).where(live_items()), args)
+    query = _visible(select(Item).where(live_items()), args, viewer)
     if args.get("store_id") is not None:
         query = query.where(Item.store_id == args["store_id"])
     if args.get("sku") is not None:

@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 
 from core.catalog.csv_export import csv_text
 from core.catalog.csv_import import UnreadableFileError, import_items
-from core.catalog.queries import item_search
+from core.catalog.queries import Viewer, item_search
 from core.catalog.stores import count_items, delete_store
 from core.jobs import engine, files
 from core.jobs.engine import JobCanceledError
@@ -147,12 +147,13 @@ def export_job(job: Job) -> None:
     written on a connection of its own, so the reading never holds a write."""
     config = current_app.config
     args = _filters(job.params.get("filters", {}))
+    viewer = Viewer(**job.params["viewer"]) if "viewer" in job.params else None
     with db.engine.begin() as connection:
         files.drop(job.id, "output", on=connection)  # a previous run's part
     reading = db.session.connection()
     if reading.dialect.name == "postgresql":  # the count and every chunk: one snapshot
         reading.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    counting = select(func.count()).select_from(item_search(args).subquery())
+    counting = select(func.count()).select_from(item_search(args, viewer).subquery())
     total = int(db.session.execute(counting).scalar_one())
     with db.engine.begin() as connection:
         connection.execute(update(Job).where(Job.id == job.id).values(total=total))
@@ -165,7 +166,7 @@ def export_job(job: Job) -> None:
         seq += 1
         buffer = io.BytesIO()
 
-    for text, count in csv_text(args, config["EXPORT_CHUNK_SIZE"]):
+    for text, count in csv_text(args, config["EXPORT_CHUNK_SIZE"], viewer):
         data = text.encode()
         buffer.write(data)
         rows += count

@@ -42,7 +42,9 @@ log = logging.getLogger("stores.idempotency")
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 KEY = re.compile(r"[\x21-\x7e]{1,255}")  # 1 to 255 visible ASCII characters
-EXEMPT_PATHS = ("/login", "/refresh", "/logout")
+# Answers that hold a secret shown once (tokens, a new API key): never stored, never
+# replayed; the header is ignored there.
+EXEMPT_PATHS = ("/login", "/refresh", "/logout", "/api-keys")
 KEPT_HEADERS = ("Content-Type", "Location", "ETag")
 RETRY_AFTER = "1"  # seconds: most requests are done by then
 

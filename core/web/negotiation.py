@@ -38,7 +38,8 @@ CSV_ALTERNATIVES = {"items.Items": "exports.ItemsCsv", "stores.StoreItems": "exp
 
 
 def offered(view: Any, endpoint: str | None) -> list[str]:
-    """The media types an operation answers with ([] for what is not an operation)."""
+    """The media types an operation answers with ([] for what is not an operation); a
+    list's CSV only to a read."""
     apidoc = getattr(view, "_apidoc", None)
     if apidoc is None:
         return []
@@ -48,7 +49,7 @@ def offered(view: Any, endpoint: str | None) -> list[str]:
     types = sorted(t for t in declared if t and t not in JSON_TYPES)
     if not types:
         types = list(JSON_TYPES)
-    if endpoint in CSV_ALTERNATIVES:
+    if endpoint in CSV_ALTERNATIVES and request.method in ("GET", "HEAD"):
         types.append(CSV)
     return types
 
@@ -89,7 +90,7 @@ def negotiate() -> ResponseReturnValue | None:
         if chosen is None and not _asks_problem():
             _refuse(types)
         g.media_type = chosen or types[0]
-    if g.get("media_type") == CSV and endpoint in CSV_ALTERNATIVES:
+    if g.get("media_type") == CSV and endpoint in CSV_ALTERNATIVES and CSV in types:
         export = CSV_ALTERNATIVES[endpoint]
         query.refuse_unknown(query.view_of(export, request.method))
         view_function = current_app.view_functions[export]

@@ -4,9 +4,9 @@ One check for the whole API, before any view runs: the parameters a view takes a
 query schemas it declares to flask-smorest (``@blp.arguments(..., location="query")``,
 the paging of core/lists/listing.py) and the query parameters its ``@blp.doc`` lists,
 the very ones the OpenAPI document publishes. An endpoint that declares none (a single
-resource, the docs, ``/metrics``) takes none. Besides those, every endpoint takes
-``fields`` (sparse fieldsets, §14) and ignores names starting with ``_`` (cache-busters
-such as ``_=1700000000``, §16).
+resource, the docs, ``/metrics``) takes none; ``fields`` only where it is declared
+(core/web/sparse.py: items, stores, tags, users). Every endpoint ignores names starting
+with ``_`` (cache-busters such as ``_=1700000000``, §16).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from flask import current_app, request
 
 from core.web.errors import abort
 
-# Taken by every endpoint, whatever its schema (the sparse fieldsets of §14).
-EVERYWHERE = frozenset({"fields"})
 UNKNOWN = "Unknown query parameter."
 
 
@@ -66,7 +64,7 @@ def refuse_unknown(view: Any) -> None:
     sent = [name for name in request.args if not name.startswith("_")]
     if not sent:
         return
-    unknown = sorted(set(sent) - declared(view) - EVERYWHERE)
+    unknown = sorted(set(sent) - declared(view))
     if unknown:
         abort(
             422,

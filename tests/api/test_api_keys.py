@@ -111,6 +111,23 @@ class TestCreateAndList:
         assert_error(client.post("/api-keys", json=body), 401)
 
 
+def test_a_key_is_made_only_with_a_fresh_token(
+    app: Flask, client: Client, alice: User, login: Callable[..., dict[str, Any]]
+) -> None:
+    """A key outlives every session: a refreshed (or stolen, refreshed) access token
+    cannot make one; a sign-in can."""
+    tokens = login(alice)
+    refreshed = client.post("/refresh", headers=bearer(tokens["refresh_token"])).json
+    stale = bearer(refreshed["access_token"])
+    before = snapshot(app)
+    body = {"name": "ERP", "scopes": ["catalog:read"]}
+    refused = client.post("/api-keys", json=body, headers=stale)
+    assert_error(refused, 401, error="fresh_token_required")
+    assert snapshot(app) == before
+    fresh = bearer(tokens["access_token"])
+    assert client.post("/api-keys", json=body, headers=fresh).status_code == 201
+
+
 def test_paging(client: Client, make_key: MakeKey, as_alice: dict[str, str]) -> None:
     ids = [make_key(name=f"key {n}")["id"] for n in range(3)]
     first = client.get("/api-keys?page_size=2", headers=as_alice)
@@ -255,6 +272,50 @@ class TestUse:
         assert len(client.get("/items?status=draft", headers=as_alice).json) == 2
         refused = client.get(f"/items?status=draft&store_id={other['id']}", headers=headers)
         assert_error(refused, 403, error="insufficient_scope")
+
+    @pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
+    def test_a_key_bound_to_a_store_reaches_that_stores_webhooks_and_jobs_only(
+        self, app: Flask, client: Client, make_key: MakeKey, as_alice: dict[str, str], api: Any
+    ) -> None:
+        mine, other = api.store(as_alice, "Mine"), api.store(as_alice, "Other")
+        hooks = {
+            name: client.post(
+                "/webhooks",
+                json={"url": "http://127.0.0.1:9/h", "events": ["*"], **store},
+                headers=as_alice,
+            ).json
+            for name, store in (
+                ("mine", {"store_id": mine["id"]}),
+                ("other", {"store_id": other["id"]}),
+                ("every", {}),
+            )
+        }
+        csv = {**as_alice, "Content-Type": "text/csv"}
+        jobs = {
+            name: client.post(
+                f"/stores/{store['id']}/imports", data=b"name,price\nA,1\n", headers=csv
+            ).json
+            for name, store in (("mine", mine), ("other", other))
+        }
+        headers = key_headers(make_key(store_id=mine["id"]))
+        listed = client.get("/webhooks", headers=headers).json
+        assert [hook["id"] for hook in listed] == [hooks["mine"]["id"]]
+        before = snapshot(app)  # after the key's first use (its last_used_at)
+        for name in ("other", "every"):
+            path = f"/webhooks/{hooks[name]['id']}"
+            assert_error(client.get(path, headers=headers), 404)
+            assert_error(client.patch(path, json={"enabled": False}, headers=headers), 404)
+            assert_error(client.delete(path, headers=headers), 404)
+            assert_error(client.post(f"{path}/test", headers=headers), 404)
+        assert [job["id"] for job in client.get("/jobs", headers=headers).json] == [
+            jobs["mine"]["id"]
+        ]
+        assert_error(client.get(f"/jobs/{jobs['other']['id']}", headers=headers), 404)
+        assert_error(client.delete(f"/jobs/{jobs['other']['id']}", headers=headers), 404)
+        assert snapshot(app) == before
+        # The same key reaches what is its store's.
+        assert client.get(f"/webhooks/{hooks['mine']['id']}", headers=headers).status_code == 200
+        assert client.get(f"/jobs/{jobs['mine']['id']}", headers=headers).status_code == 200
 
     def test_an_idempotency_key_sent_with_an_api_key_is_the_owners(
         self, client: Client, make_key: MakeKey, as_alice: dict[str, str]

@@ -48,6 +48,19 @@ class TestNotAcceptable:
         assert_error(response, 406)
         assert snapshot(app) == before
 
+    def test_a_write_is_never_answered_as_csv(
+        self, app: Flask, client: Client, as_alice: dict[str, str], catalog: Any
+    ) -> None:
+        before = snapshot(app)
+        body = {"name": "Jam", "price": "3.00", "store_id": catalog["store"]["id"]}
+        for accept in ("text/csv", "text/*"):
+            response = client.post("/items", json=body, headers={**as_alice, "Accept": accept})
+            message = assert_error(response, 406)["message"]
+            assert message.endswith(
+                "available as application/json, application/vnd.stores.v1+json."
+            )
+        assert snapshot(app) == before
+
     def test_a_csv_export_is_not_json(self, client: Client, catalog: Any) -> None:
         body = assert_error(client.get("/items.csv", headers={"Accept": "application/json"}), 406)
         assert body["message"].endswith("this resource is available as text/csv.")
@@ -235,12 +248,19 @@ class TestUnknownQueryParameters:
         assert client.get(nxt).status_code == 200
         assert client.get("/items?page=2&page_size=1").status_code == 200
 
-    def test_cache_busters_and_fields_are_taken_everywhere(
-        self, client: Client, catalog: Any
+    def test_cache_busters_are_taken_everywhere_fields_where_it_applies(
+        self, client: Client, catalog: Any, as_alice: dict[str, str]
     ) -> None:
         assert client.get("/items?_=1700000000").status_code == 200
         assert client.get(f"/items/{catalog['milk']['id']}?_=1&fields=id").status_code == 200
         assert client.get("/health?_ts=1").status_code == 200
+        for path, headers in (
+            ("/events?fields=id", as_alice),
+            ("/jobs?fields=id", as_alice),
+            ("/items?fields=id", {"Accept": "text/csv"}),
+        ):
+            body = assert_error(client.get(path, headers=headers), 422)
+            assert "fields" in body["errors"]["query"], path
 
     def test_swagger_ui_still_loads(self, client: Client) -> None:
         assert client.get("/swagger-ui").status_code == 200

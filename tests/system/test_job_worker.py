@@ -248,3 +248,15 @@ def test_an_export_jobs_file_is_the_streamed_export(
     assert file.status_code == 200 and file.mimetype == "text/csv"
     streamed = client.get(f"/stores/{store_id}/items.csv?sort=-name").get_data()
     assert body == streamed and body.count(b"\r\n") == 51
+    # A status only the owner may list (§13): the worker reads as the requester did.
+    response = client.post(
+        "/exports", json={"store_id": store_id, "status": "all"}, headers=as_alice
+    )
+    assert response.status_code == 202, response.json
+    job_id = response.json["id"]
+    wait_for(lambda: job_row(app, job_id).finished_at is not None, what="the second export")
+    done = client.get(f"/jobs/{job_id}", headers=as_alice).json
+    assert done["status"] == "succeeded", done
+    written = client.get(done["links"]["file"], headers=as_alice).get_data()
+    own = client.get(f"/stores/{store_id}/items.csv?status=all", headers=as_alice).get_data()
+    assert written == own and own.count(b"\r\n") == 51
