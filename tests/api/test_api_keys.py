@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from core.auth.scopes import ENDPOINT_SCOPES
 from db import db
 from helpers import Client, assert_error, bearer, count_queries, query, snapshot
-from models import SCOPES, ApiKey, AuditEntry, User
+from models import SCOPES, ApiKey, AuditEntry, IdempotencyKey, User
 from models.types import utcnow
 
 KEY = re.compile(r"sk_[A-Za-z0-9_-]{43}")
@@ -126,6 +126,21 @@ def test_a_key_is_made_only_with_a_fresh_token(
     assert snapshot(app) == before
     fresh = bearer(tokens["access_token"])
     assert client.post("/api-keys", json=body, headers=fresh).status_code == 201
+
+
+def test_an_idempotency_key_never_keeps_the_key(
+    app: Flask, client: Client, as_alice: dict[str, str]
+) -> None:
+    """The answer holding a new key is never stored for replay (§15: shown once): the
+    header is ignored there, and a retry makes another key."""
+    headers = {**as_alice, "Idempotency-Key": "make-erp-key"}
+    body = {"name": "ERP", "scopes": ["catalog:read"]}
+    first = client.post("/api-keys", json=body, headers=headers)
+    again = client.post("/api-keys", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json["key"] != again.json["key"]
+    assert "Idempotent-Replayed" not in again.headers
+    assert query(app, select(IdempotencyKey)) == []
 
 
 def test_paging(client: Client, make_key: MakeKey, as_alice: dict[str, str]) -> None:
