@@ -45,10 +45,11 @@ class Fieldset(ma.fields.String):
         name = f"(?:{'|'.join(self.known)})"
         super().__init__(
             metadata={
+                # No example: Swagger UI's "Try it out" would fill it in, and every
+                # read tried there would come back trimmed.
                 "description": "Comma-separated fields to answer with (id is always "
-                f"included): {', '.join(self.known)}",
+                f"included), e.g. {','.join(self.known[:2])}: {', '.join(self.known)}",
                 "pattern": f"^{name}(?:,{name}){{0,{len(self.known) - 1}}}$",
-                "example": ",".join(self.known[:2]),
             },
             **kwargs,
         )
