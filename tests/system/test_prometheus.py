@@ -20,6 +20,7 @@ from typing import Any, cast
 import pytest
 import redis
 
+from core.web.metrics import QueueDepth
 from helpers import PG_URL, REDIS_URL
 from servers import Server, call, free_port, migrate, postgres_database, server_env, sign_up
 
@@ -204,7 +205,8 @@ def test_prometheus_scrapes_every_worker_once_and_computes_rates(
     # The broker's queue, read at scrape time: what Redis holds. No worker runs here, so
     # the relay of the store this test created (store.created) waits there.
     broker = redis.Redis.from_url(REDIS_URL)
-    lists = ["celery", *(f"celery\x06\x16{priority}" for priority in (3, 6, 9))]
+    sep = QueueDepth.PRIORITY_SEP  # kombu's priority lists: celery + sep + 3, 6, 9
+    lists = ["celery", *(f"celery{sep}{priority}" for priority in (3, 6, 9))]
     depth = sum(cast(int, broker.llen(name)) for name in lists)
     assert depth > 0
     eventually(prometheus, 'stores_celery_queue_depth{queue="celery"}', lambda v: v == depth)
