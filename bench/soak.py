@@ -12,10 +12,10 @@ default), and what it looks like minute by minute.
 - Drawn into docs/performance-soak.png; the table goes into docs/performance.md between
   its soak markers.
 
-The webhook part is pluggable: when the service has ``POST /webhooks`` (the events
-issue), a webhook pointing at the receiver is registered and the receiver's count is
-compared with the events written; without it, the receiver stays idle and the report
-says so. The outbox backlog is read by ``--backlog-sql`` (none by default).
+One webhook (every event type) points at the receiver; the worker runs beat too (the
+outbox sweep). After the load, the run waits for the backlog to drain, then compares
+the distinct events the receiver got (by their ``webhook-id``) with the events written.
+The backlog is the events not yet numbered by the relay plus the deliveries pending.
 
     make bench-soak                      # 30 minutes
     SOAK_MINUTES=3 make bench-soak       # a short proof
@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ import psycopg  # noqa: E402
 import redis  # noqa: E402
 
 from servers import BIN, Server, call, libpq, migrate, server_env, wait_until_up  # noqa: E402
+from workers import Worker  # noqa: E402
 
 WRK = shutil.which("wrk") or "wrk"
 PASSWORD = "a long soak passw0rd"  # noqa: S105 - a throwaway database's admin
@@ -61,6 +63,12 @@ FROM generate_series(1, 20000) i;
 ANALYZE;
 """
 MARK_START, MARK_END = "<!-- soak:start -->", "<!-- soak:end -->"
+BACKLOG_SQL = """
+SELECT (SELECT count(*) FROM events WHERE seq IS NULL)
+     + (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')
+"""
+EVENTS_SQL = "SELECT count(*) FROM events WHERE webhook_id IS NULL"
+DRAIN_SECONDS = 600  # the longest wait for the backlog after the load
 
 
 @dataclass
@@ -82,13 +90,15 @@ class Minute:
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
-    count = 0
+    count = 0  # every delivery, repeats included
+    seen: set[str] = set()  # distinct webhook-id values: events delivered
     lock = threading.Lock()
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         with Receiver.lock:
             Receiver.count += 1
+            Receiver.seen.add(self.headers.get("webhook-id", ""))
         self.send_response(204)
         self.end_headers()
 
@@ -179,7 +189,6 @@ def sample(
     celery: subprocess.Popen[bytes] | None,
     database: str,
     broker: redis.Redis,
-    backlog_sql: str | None,
 ) -> Minute:
     requests = sum(r["requests"] for r in runs)
     seconds = max(r["seconds"] for r in runs)
@@ -188,9 +197,7 @@ def sample(
         (connections,) = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
         ).fetchone() or (0,)
-        backlog = None
-        if backlog_sql:
-            (backlog,) = conn.execute(backlog_sql).fetchone() or (None,)
+        (backlog,) = conn.execute(BACKLOG_SQL).fetchone() or (None,)
     return Minute(
         minute=minute,
         requests=requests,
@@ -298,7 +305,7 @@ def refusals(logs: list[str]) -> list[str]:
     return [f"{key}: {count}" for key, count in sorted(found.items(), key=lambda kv: -kv[1])]
 
 
-def verdicts(minutes: list[Minute], delivered: int | None, events: int | None) -> list[str]:
+def verdicts(minutes: list[Minute], delivered: int, events: int, drained: str) -> list[str]:
     notes = []
     errors = sum(m.s5xx for m in minutes)
     timeouts = sum(m.socket_errors for m in minutes)
@@ -314,20 +321,30 @@ def verdicts(minutes: list[Minute], delivered: int | None, events: int | None) -
     )
     notes.append(
         f"PostgreSQL connections at most {max(m.pg_connections for m in minutes)} "
-        f"(4 workers' pools; the Celery worker has no task here); Redis at most "
+        f"(4 gunicorn workers, the Celery worker's 2 processes and beat); Redis at most "
         f"{max(m.redis_mb for m in minutes):.2f} MB (the whole server, shared)."
     )
     later = [m.p99_ms for m in minutes if m.minute >= 5] or [m.p99_ms for m in minutes]
     first = 5 if len(minutes) >= 5 else 1
     notes.append(f"p99 from minute {first} on: {min(later):.0f} to {max(later):.0f} ms.")
-    if delivered is None:
-        notes.append(
-            "Webhooks: this build has no POST /webhooks; the receiver was idle and the "
-            "outbox backlog is not measured (the events issue adds both)."
-        )
-    else:
-        notes.append(f"Webhooks: the receiver got {delivered} deliveries for {events} events.")
+    notes.append(
+        f"Webhooks: {events} events written; the receiver got {delivered} distinct events "
+        f"({Receiver.count} deliveries, repeats included) once the backlog had drained"
+        f" ({drained}); backlog at most {max(m.backlog or 0 for m in minutes)} during the load."
+    )
     return notes
+
+
+def drain(database: str) -> str:
+    """Waits until the backlog is empty (or DRAIN_SECONDS pass); says how long it took."""
+    start = time.monotonic()
+    with psycopg.connect(libpq(database), autocommit=True) as conn:
+        while time.monotonic() - start < DRAIN_SECONDS:
+            (backlog,) = conn.execute(BACKLOG_SQL).fetchone() or (0,)
+            if not backlog:
+                return f"empty {time.monotonic() - start:.0f} s after the load"
+            time.sleep(2)
+    return f"{backlog} left after {DRAIN_SECONDS} s"
 
 
 def main() -> None:
@@ -336,8 +353,6 @@ def main() -> None:
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""))
     parser.add_argument("--minutes", type=int, default=int(os.environ.get("SOAK_MINUTES", 30)))
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--backlog-sql", help="SQL whose one value is the outbox backlog")
-    parser.add_argument("--events-sql", help="SQL whose one value is the events written")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     args = parser.parse_args()
     if not args.redis_url:
@@ -362,6 +377,9 @@ def main() -> None:
         JWT_ACCESS_TOKEN_EXPIRES=str(24 * 3600),
         METRICS_TOKEN=uuid.uuid4().hex,
         LOG_LEVEL="WARNING",
+        IDEMPOTENCY_QUOTA_KEYS="10000000",  # one caller makes every write: no daily cap
+        WEBHOOK_ALLOW_HTTP="1",  # the receiver is http://127.0.0.1
+        WEBHOOK_ALLOW_PRIVATE_NETWORKS="1",
     )
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
@@ -374,14 +392,7 @@ def main() -> None:
         servers = [Server(env, workers=2) for _ in range(2)]
         for server in servers:  # a busy machine boots slowly
             wait_until_up(server.url, server.process, workers=2, timeout=180)
-        with (folder / "celery.log").open("wb") as log:
-            celery = subprocess.Popen(  # noqa: S603 - our own worker
-                [BIN / "celery", "-A", "app", "worker", "--loglevel=WARNING", "--concurrency=2"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        celery = Worker(env, concurrency=2, beat=True).start()
         base = servers[0].url
         login = call("POST", f"{base}/login", {"username": "soak", "password": PASSWORD})
         token = login.json["access_token"]
@@ -391,7 +402,8 @@ def main() -> None:
             {"url": f"http://127.0.0.1:{receiver.server_address[1]}/hook", "events": ["*"]},
             token=token,
         )
-        webhooks = hook.status_code == 201
+        if hook.status_code != 201:
+            raise RuntimeError(f"POST /webhooks: {hook.status_code} {hook.json}")
         template = (ROOT / "bench" / "soak.lua").read_text()
         found = cursors(base)
         scripts = [folder / f"soak-{index}.lua" for index in range(len(servers))]
@@ -403,19 +415,16 @@ def main() -> None:
                 .replace("@STORES@", str(STORES))
                 .replace("@CURSORS@", ", ".join(json.dumps(c) for c in found))
             )
-        print(f"{len(found)} cursors; webhooks: {webhooks}; {args.minutes} minutes", flush=True)
+        print(f"{len(found)} cursors; {args.minutes} minutes", flush=True)
         minutes: list[Minute] = []
         for minute in range(1, args.minutes + 1):
             runs = wrk_minute([s.url for s in servers], scripts, args.connections)
-            minutes.append(
-                sample(minute, runs, servers, celery, database, broker, args.backlog_sql)
-            )
+            minutes.append(sample(minute, runs, servers, celery.process, database, broker))
             print(json.dumps(asdict(minutes[-1])), flush=True)
-        events = None
-        if args.events_sql:
-            with psycopg.connect(libpq(database), autocommit=True) as conn:
-                (events,) = conn.execute(args.events_sql).fetchone() or (None,)
-        notes = verdicts(minutes, Receiver.count if webhooks else None, events)
+        drained = drain(database)
+        with psycopg.connect(libpq(database), autocommit=True) as conn:
+            (events,) = conn.execute(EVENTS_SQL).fetchone() or (0,)
+        notes = verdicts(minutes, len(Receiver.seen), events, drained)
         refused = refusals([server.log() for server in servers])
         notes.append("4xx by kind: " + ("; ".join(refused[:6]) or "none") + ".")
         for note in notes:
@@ -426,8 +435,7 @@ def main() -> None:
                 print(f"{server}: a traceback in its log:\n{server.log()[-3000:]}")
     finally:
         if celery is not None:
-            celery.terminate()
-            celery.wait(timeout=60)
+            celery.stop()
         for server in servers:
             server.stop()
         receiver.shutdown()
