@@ -13,7 +13,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import blocklist
 from core import commands
-from core.auth.security import check_scopes, init_passwords
+from core.auth.passwords import init_passwords
+from core.auth.security import check_scopes
 from core.events import tasks as event_tasks
 from core.jobs.worker import celery_init_app
 from core.web import http, idempotency, metrics, negotiation, tracing, versions

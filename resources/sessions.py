@@ -11,13 +11,15 @@ from flask_jwt_extended import current_user, get_jwt
 from sqlalchemy import select
 
 from core.auth import audit
-from core.auth.permissions import login_required
-from core.auth.security import (
+from core.auth.passwords import (
     auth_rate_limit,
     check_password,
     hash_password,
-    issue_tokens,
     password_attempts,
+)
+from core.auth.permissions import login_required
+from core.auth.security import (
+    issue_tokens,
     revoke_session,
     rotate_refresh_token,
     start_session,

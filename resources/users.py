@@ -11,6 +11,7 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from core.auth import audit
+from core.auth.passwords import check_password, hash_password, password_attempts
 from core.auth.permissions import (
     ADMIN,
     SELF,
@@ -21,7 +22,6 @@ from core.auth.permissions import (
     login_required,
     self_or_admin,
 )
-from core.auth.security import check_password, hash_password, password_attempts
 from core.lists.listing import LIST_HEADERS, Listing
 from core.web.errors import abort
 from core.web.http import no_store

@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import event
 from werkzeug.test import TestResponse
 
-from core.auth.security import hash_password
+from core.auth.passwords import hash_password
 from core.web.config import TestingConfig, normalize_database_url
 from db import db
 from models import User

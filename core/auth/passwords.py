@@ -1,4 +1,9 @@
-"""Password quality (API.md §15): long enough and hard to guess, not composed by rule.
+"""Passwords: how they are hashed and checked, how often they may be tried, and
+their quality.
+
+Hashing: Argon2id; older pbkdf2_sha256 hashes verify and are upgraded in place.
+
+Quality (API.md §15): long enough and hard to guess, not composed by rule.
 
 NIST SP 800-63B: 8 to 128 characters (the field, core/web/fields.py ``Password``),
 no composition rules, but a check against what an attacker tries first. zxcvbn
@@ -15,9 +20,16 @@ their password until they change it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+from flask import Flask, current_app, request
+from flask_limiter import RouteLimit
 from marshmallow import ValidationError
+from passlib.context import CryptContext
 from zxcvbn import zxcvbn
+
+from core.web.extensions import limiter
+from models import User
 
 MIN_SCORE = 3
 MAX_LENGTH = 128  # the field's own limit; zxcvbn's default stops at 72
@@ -66,3 +78,66 @@ def check_password_quality(
     problems = password_problems(password, username=username, emails=emails)
     if problems:
         raise ValidationError(problems, field)
+
+
+# --- hashing and attempts ----------------------------------------------------
+
+
+def init_passwords(app: Flask) -> None:
+    """Argon2id for new hashes; pbkdf2_sha256 (older data) verifies and is upgraded."""
+    app.extensions["passwords"] = CryptContext(
+        schemes=["argon2", "pbkdf2_sha256"],
+        deprecated=["pbkdf2_sha256"],
+        argon2__type="ID",
+        argon2__memory_cost=app.config["ARGON2_MEMORY_KIB"],
+        argon2__rounds=app.config["ARGON2_TIME_COST"],
+        argon2__parallelism=app.config["ARGON2_PARALLELISM"],
+    )
+
+
+def _passwords() -> CryptContext:
+    context: CryptContext = current_app.extensions["passwords"]
+    return context
+
+
+def hash_password(password: str) -> str:
+    return _passwords().hash(password)
+
+
+def check_password(user: User | None, password: str) -> bool:
+    """Verify, upgrading an outdated hash in place (the caller commits).
+
+    An unknown user costs a dummy verification, so that timing does not tell
+    which usernames exist.
+    """
+    if user is None:
+        _passwords().dummy_verify()
+        return False
+    ok, new_hash = _passwords().verify_and_update(password, user.password_hash)
+    if ok and new_hash:
+        user.password_hash = new_hash
+    return ok
+
+
+def _auth_rate_limit() -> str:
+    limit: str = current_app.config["AUTH_RATE_LIMIT"]
+    return limit
+
+
+def password_attempts(**options: Any) -> RouteLimit:
+    """Every place a password is checked against an account (``/login``, and the
+    ``current_password`` of an account change) draws on one budget per client,
+    AUTH_RATE_LIMIT: guessing through one does not dodge the other's limit. It counts
+    per client address even when signed in (/login never is), so that the two share it."""
+    return limiter.shared_limit(
+        _auth_rate_limit, scope="password", key_func=client_address, **options
+    )
+
+
+def client_address() -> str:
+    return f"ip:{request.remote_addr}"
+
+
+def auth_rate_limit() -> RouteLimit:
+    """AUTH_RATE_LIMIT for one endpoint (``/register``) on its own."""
+    return limiter.limit(_auth_rate_limit)

@@ -30,7 +30,7 @@ from flask_mailman import EmailMessage
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from core.auth.security import hash_password
+from core.auth.passwords import hash_password
 from core.web.extensions import limiter
 from db import db
 from models import PasswordReset, User, new_token_key

@@ -1,5 +1,5 @@
-"""Authentication: passwords, JWTs, sessions, and Flask-JWT-Extended's callbacks
-(who may do what is core/auth/permissions.py).
+"""Authentication: JWTs, sessions, API keys, and Flask-JWT-Extended's callbacks
+(passwords are core/auth/passwords.py; who may do what is core/auth/permissions.py).
 
 Tokens carry the user id as a *string* ``sub`` (PyJWT 2.10+ rejects integers) and a
 session id ``sid`` shared by every token of one login. The user and their role are
@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, current_app, g, request
+from flask import current_app, g, request
 from flask.typing import ResponseReturnValue
 from flask_jwt_extended import create_access_token, create_refresh_token, verify_jwt_in_request
 from flask_jwt_extended.exceptions import (
@@ -27,82 +27,18 @@ from flask_jwt_extended.exceptions import (
     WrongTokenError,
 )
 from flask_jwt_extended.view_decorators import _decode_jwt_from_headers
-from flask_limiter import RouteLimit
 from jwt.exceptions import PyJWTError
-from passlib.context import CryptContext
 
 from blocklist import get_blocklist
 from core.auth import api_keys, scopes
+from core.auth.passwords import client_address
 from core.web.errors import error_response
-from core.web.extensions import jwt, limiter
+from core.web.extensions import jwt
 from db import db
 from models import User
 from models.types import utcnow
 
 log = logging.getLogger("stores.auth")
-
-
-# --- passwords ---------------------------------------------------------------
-
-
-def init_passwords(app: Flask) -> None:
-    """Argon2id for new hashes; pbkdf2_sha256 (older data) verifies and is upgraded."""
-    app.extensions["passwords"] = CryptContext(
-        schemes=["argon2", "pbkdf2_sha256"],
-        deprecated=["pbkdf2_sha256"],
-        argon2__type="ID",
-        argon2__memory_cost=app.config["ARGON2_MEMORY_KIB"],
-        argon2__rounds=app.config["ARGON2_TIME_COST"],
-        argon2__parallelism=app.config["ARGON2_PARALLELISM"],
-    )
-
-
-def _passwords() -> CryptContext:
-    context: CryptContext = current_app.extensions["passwords"]
-    return context
-
-
-def hash_password(password: str) -> str:
-    return _passwords().hash(password)
-
-
-def check_password(user: User | None, password: str) -> bool:
-    """Verify, upgrading an outdated hash in place (the caller commits).
-
-    An unknown user costs a dummy verification, so that timing does not tell
-    which usernames exist.
-    """
-    if user is None:
-        _passwords().dummy_verify()
-        return False
-    ok, new_hash = _passwords().verify_and_update(password, user.password_hash)
-    if ok and new_hash:
-        user.password_hash = new_hash
-    return ok
-
-
-def _auth_rate_limit() -> str:
-    limit: str = current_app.config["AUTH_RATE_LIMIT"]
-    return limit
-
-
-def password_attempts(**options: Any) -> RouteLimit:
-    """Every place a password is checked against an account (``/login``, and the
-    ``current_password`` of an account change) draws on one budget per client,
-    AUTH_RATE_LIMIT: guessing through one does not dodge the other's limit. It counts
-    per client address even when signed in (/login never is), so that the two share it."""
-    return limiter.shared_limit(
-        _auth_rate_limit, scope="password", key_func=client_address, **options
-    )
-
-
-def client_address() -> str:
-    return f"ip:{request.remote_addr}"
-
-
-def auth_rate_limit() -> RouteLimit:
-    """AUTH_RATE_LIMIT for one endpoint (``/register``) on its own."""
-    return limiter.limit(_auth_rate_limit)
 
 
 # --- tokens and sessions -------------------------------------------------------

@@ -14,8 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from blocklist import get_blocklist
 from core.auth import audit
-from core.auth.passwords import password_problems
-from core.auth.security import hash_password
+from core.auth.passwords import hash_password, password_problems
 from core.web.fields import Email, Password, Username
 from core.web.idempotency import get_store as get_idempotency_store
 from db import db

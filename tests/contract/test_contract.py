@@ -23,8 +23,8 @@ from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 from sqlalchemy import select, text
 
-from core.auth.passwords import CONTAINS_NAME, TOO_WEAK
-from core.auth.security import hash_password, start_session
+from core.auth.passwords import CONTAINS_NAME, TOO_WEAK, hash_password
+from core.auth.security import start_session
 from core.web.extensions import limiter
 from db import db
 from helpers import PASSWORD, bearer, client_of, create_user
