@@ -2,7 +2,9 @@
 
 - ``events.relay``: queued after every commit that wrote events (outbox's hook);
   numbers them and queues their deliveries.
-- ``events.deliver``: one attempt (core/events/delivery.py).
+- ``events.deliver_batch``: due attempts of one webhook, in order over one
+  connection (core/events/delivery.py); ``events.deliver``, one attempt, is what an
+  earlier release queued.
 - ``events.sweep`` (beat, every EVENTS_SWEEP_SECONDS): the relay's work again plus
   every attempt due and not queued: whatever a lost message or a broker down at
   commit time left behind. It is why queueing may fail without losing anything.
@@ -14,6 +16,7 @@ Tasks carry ids only and are idempotent (a claimed or finished attempt is skippe
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 import redis
 from celery import shared_task
@@ -30,16 +33,23 @@ def relay_events() -> int:
     _release_relay_slot()
     total = 0
     while True:
-        numbered, ids = relay.sequence()
+        numbered, made = relay.sequence()
         total += numbered
-        queue_deliveries(ids)
+        queue_deliveries(made)
         if numbered < relay.BATCH:
             return total
 
 
+@shared_task(name="events.deliver_batch")  # type: ignore[untyped-decorator]  # Celery ships no types
+def deliver_batch(delivery_ids: list[int]) -> None:
+    left = delivery.attempt_batch(delivery_ids)
+    if left:  # those a slow receiver left no time for: the next task's, at once
+        _queue(left)
+
+
 @shared_task(name="events.deliver")  # type: ignore[untyped-decorator]  # Celery ships no types
 def deliver(delivery_id: int) -> None:
-    delivery.attempt(delivery_id)
+    deliver_batch.run([delivery_id])
 
 
 @shared_task(name="events.sweep")  # type: ignore[untyped-decorator]  # Celery ships no types
@@ -94,13 +104,29 @@ def queue_relay() -> None:
         log.warning("relay not queued; the sweep will do its work", exc_info=True)
 
 
-def queue_deliveries(ids: list[int]) -> None:
-    for delivery_id in ids:
-        try:
-            deliver.apply_async((delivery_id,), retry=False)
-        except Exception:
-            log.warning("delivery %s not queued; the sweep will", delivery_id, exc_info=True)
-            return
+BATCH = 100  # attempts per task at most
+
+
+def queue_deliveries(made: Iterable[tuple[int, int]]) -> None:
+    """Queue attempts, given as (webhook id, delivery id): one task per webhook and
+    ``BATCH`` of its attempts, which it makes in id order over one connection."""
+    batches: dict[int, list[int]] = {}
+    for webhook_id, delivery_id in made:
+        batches.setdefault(webhook_id, []).append(delivery_id)
+    for ids in batches.values():
+        ids.sort()
+        for start in range(0, len(ids), BATCH):
+            if not _queue(ids[start : start + BATCH]):
+                return
+
+
+def _queue(delivery_ids: list[int]) -> bool:
+    try:
+        deliver_batch.apply_async((delivery_ids,), retry=False)
+    except Exception:
+        log.warning("deliveries %s not queued; the sweep will", delivery_ids, exc_info=True)
+        return False
+    return True
 
 
 def init_app(app: Flask) -> None:
