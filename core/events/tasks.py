@@ -69,11 +69,11 @@ def purge() -> int:
 # waiting, so 50 commits a second queue a few relays, not 50 that would take turns on
 # the counter's lock. A relay removes the mark as it starts, RELAY_GATHER_SECONDS
 # after it was picked up: the commits meanwhile queue nothing and are numbered by it,
-# so a steady stream of writes costs at most ~20 relays (and delivery tasks per
-# webhook) a second, not one or two per commit, for 50 ms more latency. If the
+# so a steady stream of writes costs at most ~10 relays (and delivery tasks per
+# webhook) a second, not one or two per commit, for 100 ms more latency. If the
 # message is lost the mark expires, and the sweep has done the work meanwhile.
 RELAY_MARK_SECONDS = 5
-RELAY_GATHER_SECONDS = 0.05
+RELAY_GATHER_SECONDS = 0.1
 _marks: dict[str, redis.Redis] = {}
 
 
