@@ -241,5 +241,5 @@ class DeliveryRetry(MethodView):
         )
         attempt = deliveries.send_now(webhook, event, attempt=(last or 0) + 1)
         db.session.commit()
-        tasks.queue_deliveries([attempt.id])
+        tasks.queue_deliveries([(webhook.id, attempt.id)])
         return _delivery_json(_row_of(attempt.id))

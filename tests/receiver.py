@@ -18,6 +18,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    client_port: int = 0  # the sender's end of the connection: one per connection
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Receiver:
     status: int = 200
     delay: float = 0.0
     extra_headers: dict[str, str] = field(default_factory=dict)
+    refuse: Callable[[bytes], bool] | None = None  # these bodies are answered 500
     received: list[Received] = field(default_factory=list)
     hits: int = 0  # every request, accepted or not
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -59,10 +61,18 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             if receiver.delay:
                 time.sleep(receiver.delay)
             status = receiver.status
+            if receiver.refuse is not None and receiver.refuse(body):
+                status = 500
             with receiver.lock:
                 if 200 <= status < 300:
                     receiver.received.append(
-                        Received(self.path, dict(self.headers.items()), body, time.time())
+                        Received(
+                            self.path,
+                            dict(self.headers.items()),
+                            body,
+                            time.time(),
+                            self.client_address[1],
+                        )
                     )
             payload = b"ok" if status < 300 else b"nope"
             self.send_response(status)

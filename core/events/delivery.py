@@ -1,10 +1,12 @@
-"""One delivery attempt, start to end (contract §11): claim it, sign and POST the
-event, write the outcome, and schedule the next attempt or give up.
+"""Delivery attempts, start to end (contract §11): claim a batch of them, sign and
+POST each event, write the outcomes, and schedule the next attempts or give up.
 
-An attempt is claimed for the timeout and a margin (``running_until``): a worker
-killed mid-way leaves it claimed until then, after which the sweep queues it again,
-so every event is delivered at least once; a task delivered twice finds the attempt
-claimed or finished and does nothing.
+A batch is one task's work: the due attempts of one webhook (up to
+``tasks.BATCH``), POSTed in order over one connection. Its attempts are claimed
+(``running_until``) for as long as the batch may take: a worker killed mid-way
+leaves them claimed until then, after which the sweep queues them again, so every
+event is delivered at least once; a task delivered twice finds its attempts claimed
+or finished and does nothing.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import base64
 import json
 import os
 import random
+import time
 from datetime import timedelta
+from itertools import groupby
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, or_, select, update
 from standardwebhooks.webhooks import Webhook as Signer
 
 from core.events import outbox, sender
@@ -43,95 +48,153 @@ def signed_headers(secret: str, event_id: str, body: str) -> dict[str, str]:
     }
 
 
-def _claim(delivery_id: int) -> tuple[int, int, bool] | None:
-    """Claim the attempt: its webhook's id, its event's id and whether it is manual,
-    or None when it is not due or someone else makes it. Does not commit."""
-    config = current_app.config
+def _claim(delivery_ids: list[int]) -> list[tuple[int, bool, Webhook, Event]]:
+    """Claim the attempts of ``delivery_ids`` that are due and that nobody makes, in
+    one UPDATE, and read them with their webhook and event in one query: (delivery id,
+    manual, webhook, event), by webhook then id. Commits: the claim is seen by every
+    other worker, and no transaction nor connection is held during the POSTs.
+
+    The claim lasts the batch's time to start POSTs (the timeout), the last one's
+    timeout and a margin: a worker killed mid-batch leaves the rest to the sweep then."""
+    timeout = current_app.config["WEBHOOK_TIMEOUT_SECONDS"]
     now = utcnow()
-    lease = now + timedelta(seconds=config["WEBHOOK_TIMEOUT_SECONDS"] + LEASE_MARGIN)
-    claimed = db.session.execute(
-        update(Delivery)
-        .where(
-            Delivery.id == delivery_id,
-            Delivery.status == "pending",
-            Delivery.next_attempt_at <= now,
-            or_(Delivery.running_until.is_(None), Delivery.running_until < now),
+    lease = now + timedelta(seconds=2 * timeout + LEASE_MARGIN)
+    claimed = list(
+        db.session.scalars(
+            update(Delivery)
+            .where(
+                Delivery.id.in_(delivery_ids),
+                Delivery.status == "pending",
+                Delivery.next_attempt_at <= now,
+                or_(Delivery.running_until.is_(None), Delivery.running_until < now),
+            )
+            .values(running_until=lease)
+            .returning(Delivery.id),
+            execution_options={"synchronize_session": False},
         )
-        .values(running_until=lease)
-        .returning(Delivery.webhook_id, Delivery.event_id, Delivery.manual),
-        execution_options={"synchronize_session": False},
-    ).one_or_none()
-    return None if claimed is None else (claimed[0], claimed[1], claimed[2])
-
-
-def attempt(delivery_id: int) -> None:
-    """Make the attempt ``delivery_id`` if it is due and nobody is making it.
-
-    Few round trips to the database, as they bound a worker's deliveries per second:
-    the claim and the reads of the webhook and event in one transaction, committed
-    before the POST (the claim is seen by every other worker, and no transaction nor
-    connection is held during it); a success written in two UPDATEs."""
-    claimed = _claim(delivery_id)
-    if claimed is None:
-        db.session.commit()
-        return
-    webhook_id, event_id, manual = claimed
-    webhook, event = db.session.execute(
-        select(Webhook, Event)
-        .join_from(Webhook, Delivery, Delivery.webhook_id == Webhook.id)
-        .join(Event, Event.id == Delivery.event_id)
-        .where(Delivery.id == delivery_id, Webhook.id == webhook_id, Event.id == event_id)
-    ).one()
-    db.session.commit()  # the claim; no transaction (nor connection) held during the POST
-    targeted = event.webhook_id is not None or manual
-    if not webhook.enabled and not targeted:
-        _finish(delivery_id, sender.Result(ok=False, error="The webhook is disabled."))
-        return
-    body = json.dumps(outbox.event_json(event), separators=(",", ":"))
-    config = current_app.config
-    result = sender.post(
-        webhook.url,
-        body.encode(),
-        signed_headers(webhook.secret, event.public_id, body),
-        timeout=config["WEBHOOK_TIMEOUT_SECONDS"],
-        allow_http=config["WEBHOOK_ALLOW_HTTP"],
-        allow_private=config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"],
     )
-    if result.ok:
-        _succeeded(delivery_id, result)
-    else:
+    rows: list[tuple[int, bool, Webhook, Event]] = []
+    if claimed:
+        found = db.session.execute(
+            select(Delivery.id, Delivery.manual, Webhook, Event)
+            .join(Webhook, Webhook.id == Delivery.webhook_id)
+            .join(Event, Event.id == Delivery.event_id)
+            .where(Delivery.id.in_(claimed))
+            .order_by(Delivery.webhook_id, Delivery.id)
+        )
+        rows = [(row[0], row[1], row[2], row[3]) for row in found]
+    db.session.commit()
+    return rows
+
+
+def attempt_batch(delivery_ids: list[int]) -> list[int]:
+    """Make the attempts of ``delivery_ids`` that are due and that nobody makes: in id
+    order, one webhook after another, each webhook's over one connection (its address
+    checked once for the batch). Returns the ids left for another task: claimed but
+    not started within the timeout (a slow receiver), released and marked queued.
+
+    Few round trips to the database, whatever the batch's size: the claim and the
+    read, then the outcomes, a run of successes in one UPDATE (a failure keeps its
+    own path, which schedules its retry)."""
+    config = current_app.config
+    rows = _claim(delivery_ids)
+    stop_at = time.monotonic() + config["WEBHOOK_TIMEOUT_SECONDS"]
+    outcomes: list[tuple[int, sender.Result]] = []
+    left: list[int] = []
+    for webhook, group in groupby(rows, key=lambda row: row[2]):
+        with sender.Target(
+            webhook.url,
+            timeout=config["WEBHOOK_TIMEOUT_SECONDS"],
+            allow_http=config["WEBHOOK_ALLOW_HTTP"],
+            allow_private=config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"],
+        ) as target:
+            for delivery_id, manual, _webhook, event in group:
+                if time.monotonic() > stop_at:
+                    left.append(delivery_id)
+                    continue
+                targeted = event.webhook_id is not None or manual
+                if not webhook.enabled and not targeted:
+                    result = sender.Result(ok=False, error="The webhook is disabled.")
+                else:
+                    body = json.dumps(outbox.event_json(event), separators=(",", ":"))
+                    headers = signed_headers(webhook.secret, event.public_id, body)
+                    result = target.post(body.encode(), headers)
+                outcomes.append((delivery_id, result))
+    _write(outcomes)
+    return _release(left)
+
+
+def _write(outcomes: list[tuple[int, sender.Result]]) -> None:
+    """The outcomes in the order the attempts were made (a webhook's failures are
+    counted, and reset by a success, as if written one by one)."""
+    run: list[tuple[int, sender.Result]] = []
+    for delivery_id, result in outcomes:
+        if result.ok:
+            run.append((delivery_id, result))
+            continue
+        _succeeded(run)
+        run = []
         _finish(delivery_id, result)
+    _succeeded(run)
 
 
-def _succeeded(delivery_id: int, result: sender.Result) -> None:
-    """A success: the attempt and its webhook's failure count, one UPDATE each (no
-    row to read first: a success schedules nothing). An attempt finished meanwhile
-    (a manual retry's twin, a disabled webhook) is left as it is."""
-    webhook_id = db.session.execute(
+def _succeeded(run: list[tuple[int, sender.Result]]) -> None:
+    """Successes: the attempts in one UPDATE (each its own answer and duration), their
+    webhooks' failure counts in another; no row read first, as a success schedules
+    nothing. An attempt finished meanwhile (a manual retry's twin, a disabled webhook)
+    is left as it is."""
+    if not run:
+        return
+    results = dict(run)
+
+    def each(field: str) -> Any:
+        return case({i: getattr(r, field) for i, r in results.items()}, value=Delivery.id)
+
+    done = db.session.execute(
         update(Delivery)
-        .where(Delivery.id == delivery_id, Delivery.status == "pending")
+        .where(Delivery.id.in_(list(results)), Delivery.status == "pending")
         .values(
             status="succeeded",
-            response_status=result.status,
-            response_body=result.body,
+            response_status=each("status"),
+            response_body=each("body"),
             error=None,
-            duration_ms=result.duration_ms,
+            duration_ms=each("duration_ms"),
             running_until=None,
             next_attempt_at=None,
         )
-        .returning(Delivery.webhook_id),
+        .returning(Delivery.id, Delivery.webhook_id),
         execution_options={"synchronize_session": False},
-    ).scalar_one_or_none()
-    if webhook_id is not None:
+    ).all()
+    webhooks = {webhook_id for _id, webhook_id in done}
+    if webhooks:
         db.session.execute(
             update(Webhook)
-            .where(Webhook.id == webhook_id, Webhook.consecutive_failures != 0)
+            .where(Webhook.id.in_(webhooks), Webhook.consecutive_failures != 0)
             .values(consecutive_failures=0),
             execution_options={"synchronize_session": False},
         )
     db.session.commit()
-    if webhook_id is not None:
-        metrics.webhook_delivered("delivered", result.duration_ms / 1000)
+    for delivery_id, _webhook_id in done:
+        metrics.webhook_delivered("delivered", results[delivery_id].duration_ms / 1000)
+
+
+def _release(delivery_ids: list[int]) -> list[int]:
+    """Claimed attempts not started: claimed no more, marked queued (the caller queues
+    them; if that fails, the sweep does once the mark expires). Commits."""
+    if not delivery_ids:
+        return []
+    queued = utcnow() + timedelta(seconds=current_app.config["WEBHOOK_REQUEUE_SECONDS"])
+    released = list(
+        db.session.scalars(
+            update(Delivery)
+            .where(Delivery.id.in_(delivery_ids), Delivery.status == "pending")
+            .values(running_until=None, queued_until=queued)
+            .returning(Delivery.id),
+            execution_options={"synchronize_session": False},
+        )
+    )
+    db.session.commit()
+    return sorted(released)
 
 
 def _finish(delivery_id: int, result: sender.Result) -> None:

@@ -90,9 +90,9 @@ def _fan_out(events: list[Event]) -> list[dict[str, Any]]:
     ]
 
 
-def sequence() -> tuple[int, list[int]]:
+def sequence() -> tuple[int, list[tuple[int, int]]]:
     """Number the next committed events and make their deliveries; commits. Returns
-    how many were numbered and the ids of the deliveries to queue."""
+    how many were numbered and the deliveries to queue: (webhook id, delivery id)."""
     last = _lock_counter()
     events = list(
         db.session.scalars(select(Event).where(Event.seq.is_(None)).order_by(Event.id).limit(BATCH))
@@ -106,24 +106,30 @@ def sequence() -> tuple[int, list[int]]:
     last += len(events)
     db.session.execute(update(EventCounter).where(EventCounter.id == 1).values(last=last))
     rows = _fan_out(events)
-    ids: list[int] = []
+    made: list[tuple[int, int]] = []
     if rows:
-        ids = list(
-            db.session.scalars(
-                insert(Delivery).returning(Delivery.id, sort_by_parameter_order=True), rows
+        made = [
+            (row[0], row[1])
+            for row in db.session.execute(
+                insert(Delivery).returning(
+                    Delivery.webhook_id, Delivery.id, sort_by_parameter_order=True
+                ),
+                rows,
             )
-        )
+        ]
     db.session.commit()
-    return len(events), ids
+    return len(events), made
 
 
-def due_deliveries(limit: int = 1000) -> list[int]:
+def due_deliveries(limit: int = 1000) -> list[tuple[int, int]]:
     """Attempts due and neither queued nor running (a lost message, a dead worker, a
-    retry whose time has come): marked queued again; commits."""
+    retry whose time has come): marked queued again; commits. Returns (webhook id,
+    delivery id) of each."""
     now = utcnow()
-    ids = list(
-        db.session.scalars(
-            select(Delivery.id)
+    due = [
+        (row[0], row[1])
+        for row in db.session.execute(
+            select(Delivery.webhook_id, Delivery.id)
             .where(
                 Delivery.status == "pending",
                 Delivery.next_attempt_at <= now,
@@ -134,7 +140,8 @@ def due_deliveries(limit: int = 1000) -> list[int]:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-    )
+    ]
+    ids = [delivery_id for _webhook_id, delivery_id in due]
     if ids:
         queued = now + timedelta(seconds=current_app.config["WEBHOOK_REQUEUE_SECONDS"])
         db.session.execute(
@@ -142,7 +149,7 @@ def due_deliveries(limit: int = 1000) -> list[int]:
             execution_options={"synchronize_session": False},
         )
     db.session.commit()
-    return ids
+    return due
 
 
 def purge(batch: int, days: int, rounds: int = 20) -> int:

@@ -1,4 +1,4 @@
-"""One HTTP POST of a signed event to a webhook (contract §11).
+"""HTTP POSTs of signed events to a webhook (contract §11).
 
 The host is resolved once; every address must be public (unless
 WEBHOOK_ALLOW_PRIVATE_NETWORKS), the connection goes to that address and the
@@ -36,10 +36,14 @@ class Result:
     body: str | None = None
     error: str | None = None
     duration_ms: int = 0
+    timed_out: bool = False
 
 
 def _connect(address: str, port: int, timeout: float, allow_private: bool) -> socket.socket:
     sock = socket.create_connection((address, port), timeout=timeout)
+    # http.client writes a request's headers and body apart: sent at once, not held by
+    # Nagle's algorithm until the receiver acknowledges the headers (as urllib3 does).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     peer = sock.getpeername()[0]
     if not allow_private and not is_public(peer):
         sock.close()
@@ -74,64 +78,110 @@ class PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
 
 
-def post(
-    url: str,
-    body: bytes,
-    headers: dict[str, str],
-    *,
-    timeout: float,
-    allow_http: bool,
-    allow_private: bool,
-) -> Result:
-    started = time.monotonic()
-    deadline = started + timeout
+def _ack_at_once(sock: socket.socket | None) -> None:
+    """Acknowledge the answer's first segment at once (Linux; else nothing): a receiver
+    that writes its headers and body apart, with Nagle's algorithm on (Python's
+    http.server, a plain WSGI server), holds the body until then, and a kept-alive
+    connection acknowledges late (up to 40-200 ms a POST)."""
+    quickack = getattr(socket, "TCP_QUICKACK", None)
+    if sock is not None and quickack is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
 
-    def took() -> int:
-        return int((time.monotonic() - started) * 1000)
 
-    try:
-        parts = check_form(url, allow_http=allow_http)
-        host = parts.hostname
-        assert host is not None
-        port = default_port(parts)
-        address = public_addresses(host, port, allow_private=allow_private)[0]
-    except UnsafeURLError as exc:
-        return Result(ok=False, error=f"Refused: {exc}", duration_ms=took())
-    kind = PinnedHTTPSConnection if parts.scheme == "https" else PinnedHTTPConnection
-    connection = kind(host, port, address, timeout, allow_private)
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    try:
-        connection.request("POST", path, body=body, headers={"User-Agent": USER_AGENT, **headers})
-        response = connection.getresponse()
-        chunks, size = [], 0
-        while size < READ_LIMIT:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("read")
+class Target:
+    """A webhook's URL, resolved and checked once, POSTed to over one kept-alive
+    connection to the checked address: a batch of attempts (core/events/delivery.py)
+    pays for one lookup and one connection, not one per event. A connection the
+    receiver closed, or one left in doubt by an error, is opened again (and its peer
+    checked again) by the next POST. A refused URL makes every POST a refused attempt.
+    Use it as a context manager: it closes its connection."""
+
+    def __init__(self, url: str, *, timeout: float, allow_http: bool, allow_private: bool):
+        self.timeout = timeout
+        self.refused: str | None = None
+        self.connection: http.client.HTTPConnection | None = None
+        self.path = "/"
+        try:
+            parts = check_form(url, allow_http=allow_http)
+            host = parts.hostname
+            assert host is not None
+            port = default_port(parts)
+            address = public_addresses(host, port, allow_private=allow_private)[0]
+        except UnsafeURLError as exc:
+            self.refused = f"Refused: {exc}"
+            return
+        kind = PinnedHTTPSConnection if parts.scheme == "https" else PinnedHTTPConnection
+        self.connection = kind(host, port, address, timeout, allow_private)
+        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.connection is not None:
+            self.connection.close()
+
+    def post(self, body: bytes, headers: dict[str, str]) -> Result:
+        if self.connection is None:
+            return Result(ok=False, error=self.refused)
+        started = time.monotonic()
+        reused = self.connection.sock is not None
+        result = self._post(body, headers, started)
+        if reused and result.error is not None and result.status is None and not result.timed_out:
+            # Most likely the receiver closed the idle connection: once more on a new one
+            # (a receiver deduplicates on webhook-id, should it have got the first).
+            result = self._post(body, headers, started)
+        return result
+
+    def _post(self, body: bytes, headers: dict[str, str], started: float) -> Result:
+        connection = self.connection
+        assert connection is not None
+        deadline = started + self.timeout
+
+        def took() -> int:
+            return int((time.monotonic() - started) * 1000)
+
+        try:
             if connection.sock is not None:
-                connection.sock.settimeout(left)
-            chunk = response.read1(READ_LIMIT - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        kept = b"".join(chunks)[:KEEP].decode("utf-8", errors="replace")
-        if time.monotonic() > deadline:
-            raise TimeoutError("read")
-        ok = 200 <= response.status < 300
-        error = (
-            None
-            if ok
-            else f"HTTP {response.status} (a 2xx was expected; redirects are not followed)"
-        )
-        return Result(ok=ok, status=response.status, body=kept, error=error, duration_ms=took())
-    except UnsafeURLError as exc:
-        return Result(ok=False, error=f"Refused: {exc}", duration_ms=took())
-    except TimeoutError:
-        return Result(ok=False, error=f"No answer within {timeout:g} s.", duration_ms=took())
-    except (OSError, http.client.HTTPException) as exc:
-        return Result(ok=False, error=f"{type(exc).__name__}: {exc}"[:500], duration_ms=took())
-    finally:
-        connection.close()
+                connection.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            connection.request(
+                "POST", self.path, body=body, headers={"User-Agent": USER_AGENT, **headers}
+            )
+            _ack_at_once(connection.sock)
+            response = connection.getresponse()
+            chunks, size = [], 0
+            while size < READ_LIMIT:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("read")
+                if connection.sock is not None:
+                    connection.sock.settimeout(left)
+                chunk = response.read1(READ_LIMIT - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            if response.length == 0:
+                response.read()  # read to its end (read1 never says so): the connection is free
+            elif not response.isclosed():
+                connection.close()  # an answer longer than we read: this connection is done
+            kept = b"".join(chunks)[:KEEP].decode("utf-8", errors="replace")
+            if time.monotonic() > deadline:
+                raise TimeoutError("read")
+            ok = 200 <= response.status < 300
+            error = (
+                None
+                if ok
+                else f"HTTP {response.status} (a 2xx was expected; redirects are not followed)"
+            )
+            return Result(ok=ok, status=response.status, body=kept, error=error, duration_ms=took())
+        except UnsafeURLError as exc:
+            connection.close()
+            return Result(ok=False, error=f"Refused: {exc}", duration_ms=took())
+        except TimeoutError:
+            connection.close()
+            error = f"No answer within {self.timeout:g} s."
+            return Result(ok=False, error=error, duration_ms=took(), timed_out=True)
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            return Result(ok=False, error=f"{type(exc).__name__}: {exc}"[:500], duration_ms=took())

@@ -1,0 +1,182 @@
+"""Deliveries in batches (core/events/delivery.py): a webhook's due attempts are POSTed
+in order over one connection, each still an attempt of its own in the log, retried
+and counted as if made one by one (contract §11). Tasks run eagerly here, to a real
+receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import update
+
+from core.events import sender, tasks
+from db import db
+from helpers import Client
+from models import Delivery, Webhook
+from receiver import Receiver, receiving
+
+LOCAL = {"WEBHOOK_ALLOW_HTTP": True, "WEBHOOK_ALLOW_PRIVATE_NETWORKS": True}
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with receiving() as r:
+        yield r
+
+
+def quiet_stores(
+    app: Flask,
+    client: Client,
+    headers: dict[str, str],
+    names: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stores created while no delivery is queued (as if their messages were lost):
+    their attempts wait for the sweep, which then queues them together, one batch."""
+    with monkeypatch.context() as patched:
+        patched.setattr(tasks, "queue_deliveries", lambda _made: None)
+        for name in names:
+            response = client.post("/stores", json={"name": name}, headers=headers)
+            assert response.status_code == 201, response.json
+    with app.app_context():
+        db.session.execute(update(Delivery).values(queued_until=None))
+        db.session.commit()
+
+
+def log_of(client: Client, headers: dict[str, str], webhook_id: int) -> list[dict[str, Any]]:
+    """The delivery log, oldest first."""
+    response = client.get(f"/webhooks/{webhook_id}/deliveries", headers=headers)
+    assert response.status_code == 200, response.json
+    return list(reversed(response.json))
+
+
+def names(receiver: Receiver) -> list[str]:
+    return [json.loads(body)["data"]["object"]["name"] for body in receiver.bodies()]
+
+
+@pytest.mark.config(**LOCAL, WEBHOOK_RETRY_SCHEDULE=[0.0], WEBHOOK_RETRY_JITTER=0.0)
+def test_one_failure_in_a_batch_is_retried_alone_and_the_rest_succeed(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hook = client.post(
+        "/webhooks", json={"url": receiver.url, "events": ["*"]}, headers=as_alice
+    ).json
+    quiet_stores(app, client, as_alice, ["First", "Bad", "Third"], monkeypatch)
+    events = [e["id"] for e in client.get("/events", headers=as_alice).json]
+    receiver.refuse = lambda body: b'"Bad"' in body
+    with app.app_context():
+        tasks.sweep.apply()
+    assert receiver.hits == 3
+    assert names(receiver) == ["First", "Third"]  # in order, the refused one between
+    assert len({r.client_port for r in receiver.received}) == 1  # over one connection
+    log = log_of(client, as_alice, hook["id"])
+    assert [(d["event_id"], d["attempt"], d["status"]) for d in log] == [
+        (events[0], 1, "succeeded"),
+        (events[1], 1, "failed"),
+        (events[2], 1, "succeeded"),
+        (events[1], 2, "pending"),  # the failure's retry, scheduled
+    ]
+    assert [d["response_status"] for d in log[:3]] == [200, 500, 200]
+    assert log[0]["response_body"] == "ok" and log[0]["error"] is None
+    assert log[1]["error"].startswith("HTTP 500") and log[1]["next_attempt_at"] is not None
+    assert all(d["duration_ms"] is not None and d["duration_ms"] >= 0 for d in log[:3])
+    with app.app_context():
+        # Counted as if written one by one: the success after the failure reset it.
+        assert db.session.get_one(Webhook, hook["id"]).consecutive_failures == 0
+    receiver.refuse = None
+    with app.app_context():
+        tasks.sweep.apply()  # the retry's time has come
+    assert names(receiver) == ["First", "Third", "Bad"]
+    retried = log_of(client, as_alice, hook["id"])[3]
+    assert (retried["attempt"], retried["status"], retried["response_status"]) == (
+        2,
+        "succeeded",
+        200,
+    )
+
+
+@pytest.mark.config(**LOCAL, WEBHOOK_DISABLE_AFTER=50)
+def test_a_failure_last_in_a_batch_is_counted_after_its_successes(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hook = client.post(
+        "/webhooks", json={"url": receiver.url, "events": ["*"]}, headers=as_alice
+    ).json
+    quiet_stores(app, client, as_alice, ["One", "Two", "Bad"], monkeypatch)
+    receiver.refuse = lambda body: b'"Bad"' in body
+    with app.app_context():
+        tasks.sweep.apply()
+        assert db.session.get_one(Webhook, hook["id"]).consecutive_failures == 1
+    assert names(receiver) == ["One", "Two"]
+
+
+@pytest.mark.config(**LOCAL, WEBHOOK_TIMEOUT_SECONDS=1)
+def test_a_slow_receiver_gets_the_rest_of_a_batch_from_the_next_task(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch starts no POST once its time (the timeout) is spent: what it had no time
+    for is released and queued again, not failed; every event arrives once."""
+    hook = client.post(
+        "/webhooks", json={"url": receiver.url, "events": ["*"]}, headers=as_alice
+    ).json
+    stores = ["A", "B", "C", "D"]
+    quiet_stores(app, client, as_alice, stores, monkeypatch)
+    receiver.delay = 0.4
+    with app.app_context():
+        tasks.sweep.apply()
+    assert names(receiver) == stores
+    assert len({r.client_port for r in receiver.received}) >= 2  # another task's connection
+    log = log_of(client, as_alice, hook["id"])
+    assert [(d["attempt"], d["status"]) for d in log] == [(1, "succeeded")] * 4
+
+
+def test_a_connection_the_receiver_closed_is_opened_again() -> None:
+    """A receiver may close a kept-alive connection between two POSTs without a word:
+    the second POST goes over a new connection, and succeeds."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+
+    def serve_one_request_per_connection() -> None:
+        for _ in range(2):
+            conn, peer = server.accept()
+            accepted.append(peer[1])
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                time.sleep(0.05)  # then closed, though HTTP/1.1 keeps it open
+
+    thread = threading.Thread(target=serve_one_request_per_connection, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    with (
+        server,
+        sender.Target(url, timeout=5, allow_http=True, allow_private=True) as target,
+    ):
+        first = target.post(b"{}", {"Content-Type": "application/json"})
+        time.sleep(0.2)  # the receiver has closed it by now
+        second = target.post(b"{}", {"Content-Type": "application/json"})
+        thread.join(timeout=5)
+    assert (first.ok, first.status, first.body) == (True, 200, "ok")
+    assert (second.ok, second.status, second.body) == (True, 200, "ok")
+    assert len(accepted) == 2 and accepted[0] != accepted[1]
