@@ -21,6 +21,7 @@ from itertools import groupby
 from typing import Any
 
 from flask import current_app
+from opentelemetry import propagate
 from sqlalchemy import case, or_, select, update
 from standardwebhooks.webhooks import Webhook as Signer
 
@@ -39,13 +40,18 @@ def new_secret() -> str:
 
 
 def signed_headers(secret: str, event_id: str, body: str) -> dict[str, str]:
+    """Standard Webhooks' three headers, and ``traceparent``: the trace the task runs
+    in (the request's that queued the relay, carried by Celery's message headers) goes
+    on to the receiver, as an instrumented HTTP client would send it."""
     now = utcnow()
-    return {
+    headers = {
         "Content-Type": "application/json",
         "webhook-id": event_id,
         "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": Signer(secret).sign(event_id, now, body),
     }
+    propagate.inject(headers)
+    return headers
 
 
 def _claim(delivery_ids: list[int]) -> list[tuple[int, bool, Webhook, Event]]:

@@ -287,6 +287,28 @@ def test_a_receiver_down_gets_everything_once_it_is_back(stack: dict[str, Any]) 
             all_delivered(stack, owner, back, timeout=60, worker_logs=started)
 
 
+def test_a_delivery_carries_the_trace_of_the_request_that_made_its_event(
+    stack: dict[str, Any],
+) -> None:
+    """request → event → Celery relay → delivery task → the receiver: one trace id
+    (issue 22), sent as ``traceparent`` with the delivery."""
+    base, (auth, owner) = stack["base"], sign_up(stack["base"])
+    trace_id = uuid.uuid4().hex
+    with receiving() as receiver, workers(stack["env"]) as started:
+        subscribe(base, auth, receiver, events=["store.created"])
+        parent = {"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"}
+        make_store_response = call(
+            "POST", f"{base}/stores", {"name": "Traced"}, headers={**auth, **parent}
+        )
+        assert make_store_response.status_code == 201, make_store_response
+        all_delivered(stack, owner, receiver, timeout=30, worker_logs=started)
+    sent = [r.headers.get("traceparent", "") for r in receiver.received]
+    assert len(sent) == 1, sent
+    # The same trace; the span is the delivery task's own, not the caller's.
+    assert sent[0].startswith(f"00-{trace_id}-"), sent
+    assert sent[0].split("-")[2] != parent["traceparent"].split("-")[2], sent
+
+
 def test_the_image_entrypoint_runs_a_worker_and_beat_by_their_command(
     stack: dict[str, Any],
 ) -> None:
