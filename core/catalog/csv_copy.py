@@ -240,6 +240,23 @@ WITH created AS (
 UPDATE import_plan p SET item_id = c.id, old_stock = NULL
 FROM created c WHERE p.item_id IS NULL AND p.lname = c.lname
 """
+# The GIN indexes of items (full text, trigrams) take new entries into a pending list
+# and merge it into the index when it passes gin_pending_list_limit (4 MB by default,
+# which a load passes every few thousand rows: hundreds of merges, each rewriting the
+# last page of every common trigram's list). The load's own list grows larger before
+# each merge (fewer, larger merges); what is left is merged before the commit, with
+# maintenance_work_mem (gin_clean_pending_list, allowed to the indexes' owner), so
+# that no request after the import pays for it (a GIN scan reads the whole list).
+GIN_PENDING = "64MB"
+GIN_SETTINGS = f"""
+SET LOCAL gin_pending_list_limit = '{GIN_PENDING}';
+SET LOCAL maintenance_work_mem = '256MB'
+"""
+GIN_MERGE = """
+SELECT gin_clean_pending_list(c.oid) FROM pg_class c
+WHERE c.oid IN ('ix_items_search_vector'::regclass, 'ix_items_text_trgm'::regclass)
+  AND pg_has_role(c.relowner, 'USAGE')
+"""
 UNLINK = """
 DELETE FROM item_tags l USING import_plan p WHERE p.relink AND l.item_id = p.item_id
 """
@@ -525,6 +542,7 @@ def import_items(
         # they fit.
         cursor.execute("SET LOCAL statement_timeout = 0")
         cursor.execute("SET LOCAL work_mem = '256MB'")
+        _run(cursor, GIN_SETTINGS)
         _run(cursor, STAGING)
         has = _load(cursor, text, errors, progress)
         cursor.execute("ANALYZE import_rows")
@@ -648,3 +666,6 @@ def _write(cursor: Any, params: dict[str, Any], clock: _Clock, summary: Summary)
     if summary.created or summary.updated:
         cursor.execute(LINK, params)
     clock.lap("tag links")
+    if summary.created or summary.updated:
+        cursor.execute(GIN_MERGE)  # after the last write of items
+    clock.lap("GIN pending lists merged")
