@@ -51,8 +51,19 @@ from core.catalog.csv_import import (
     read_header,
 )
 from core.catalog.stock import MAX_STOCK
-from core.events.catalog import ITEM_JSON, PREVIOUS_JSON, TAGS_JSON, movements_written
-from core.events.outbox import current_actor, current_request_id, recorded_in_bulk
+from core.events.catalog import (
+    ITEM_JSON,
+    PREVIOUS_JSON,
+    TAGS_JSON,
+    movements_written,
+    utc_text,
+)
+from core.events.outbox import (
+    current_actor,
+    current_request_id,
+    recorded_in_bulk,
+    write_pending,
+)
 from core.web.fields import BLANKS, MAX_QUANTITY, SKU_PATTERN, TAG_SEPARATOR, text_pattern
 from db import BULK_TABLES, analyze, db
 from models import Store
@@ -311,10 +322,26 @@ ORDER BY created, line
 """  # noqa: S608 - fragments of our own, no input
 
 # The items whose counts an import may write (their stock.moved events): the changed
-# ones, read before the write, and the new ones, after it (each in the file's order).
+# ones, read before the write (each in the file's order).
 UPDATED_IDS = """SELECT item_id FROM import_plan
 WHERE item_id IS NOT NULL AND (changed OR relink) ORDER BY line"""
-NEW_IDS = "SELECT item_id FROM import_plan WHERE old_stock IS NULL ORDER BY line"
+# stock.moved of each new item's count, after the changed items' (§10): a new item's
+# first count crosses no threshold, so its events are its movements alone, each as
+# StockMovementSchema dumps it, written by SQL in the movements' order (no row comes
+# back to Python, nothing is held until the commit).
+NEW_MOVED = f"""
+INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
+                    created_at)
+SELECT 'stock.moved', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
+       json_build_object('object', json_build_object(
+           'id', m.id, 'item_id', m.item_id, 'delta', m.delta, 'stock_after', m.stock_after,
+           'reason', m.reason, 'reference', m.reference, 'user_id', m.user_id,
+           'created_at', {utc_text("m.created_at")})),
+       %(now)s
+FROM import_plan p JOIN stock_movements m ON m.item_id = p.item_id
+WHERE p.old_stock IS NULL AND m.created_at = %(moved_at)s
+ORDER BY m.id
+"""  # noqa: S608 - fragments of our own, no input
 
 MESSAGES: dict[str, Callable[[str, int], str]] = {
     "duplicate": lambda value, other: f"{value!r} is on line {other} already.",
@@ -587,23 +614,25 @@ def import_items(
         if told:
             actor = current_actor()
             cursor.execute("ANALYZE import_plan")  # the new ids: a hash join, not a loop
-            cursor.execute(
-                EVENTS,
-                {
-                    **params,
-                    "owner": store.owner_id,
-                    "actor_type": actor["type"],
-                    "actor_id": actor.get("id"),
-                    "request_id": current_request_id(),
-                    "now": utcnow(),
-                },
-            )
+            told_by = {
+                **params,
+                "owner": store.owner_id,
+                "actor_type": actor["type"],
+                "actor_id": actor.get("id"),
+                "request_id": current_request_id(),
+                "now": utcnow(),
+                "moved_at": now,
+            }
+            cursor.execute(EVENTS, told_by)
             recorded_in_bulk()
-            cursor.execute(NEW_IDS)
-            new_ids = [row[0] for row in cursor.fetchall()]
-            # stock.moved for each count written (and the crossings it makes).
-            movements_written(store, [*updated, *new_ids], now, set(new_ids))
-        clock.lap("events")
+            clock.lap("events")
+            # stock.moved for each count written: the changed items' (with the
+            # crossings each makes) written first, then the new items'.
+            movements_written(store, updated, now, set())
+            write_pending()
+            if summary.created:
+                cursor.execute(NEW_MOVED, told_by)
+        clock.lap("stock.moved events")
     except UnicodeDecodeError as exc:
         db.session.rollback()
         raise UnreadableFileError(f"The file is not UTF-8 text ({exc.reason}).") from None
