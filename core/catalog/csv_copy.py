@@ -16,7 +16,9 @@ path, core/catalog/csv_import.py, whose rules this follows exactly).
    changed items in one UPDATE, stock counts through the ledger's bulk writer
    (core/catalog/stock.py count_many), new items in one INSERT, their links in one,
    and one event per item created or changed in one INSERT ... SELECT, the item's
-   JSON built by SQL (core/events/catalog.py ITEM_JSON): no row comes back to Python.
+   JSON built by SQL (core/events/catalog.py ITEM_JSON); the new items' stock.moved
+   likewise (NEW_MOVED): no new row comes back to Python. (A changed item's count
+   goes through Python, for the thresholds it may cross.)
 
 Each phase's time is logged at INFO on ``stores.import`` (bench/import_copy.py).
 
