@@ -125,6 +125,9 @@ class Item(Timestamps, Model):
     __table_args__ = (
         CheckConstraint("price >= 0", name="price_not_negative"),
         CheckConstraint("stock >= 0", name="stock_not_negative"),
+        # A name is unique within its store (case-insensitively), which also makes this
+        # the index of `sort=name` within a store: no two rows tie, so the page reads it
+        # in name order and sorts nothing but groups of one by id (migration 0013).
         Index("uq_items_store_id_name_lower", store_id, func.lower(name), unique=True),
         CheckConstraint(
             f"status IN ({', '.join(repr(status) for status in STATUSES)})", name="status"
@@ -143,14 +146,14 @@ class Item(Timestamps, Model):
             sqlite_where=literal_column("status <> 'active'"),
         ),
         # Every sort of a list of items (core/catalog/queries.py ITEMS) with its id
-        # tie-break, over all items and within one store; in_stock uses the stock ones.
+        # tie-break, over all items and within one store (by name: the unique index
+        # above); in_stock uses the stock ones.
         Index("ix_items_name_lower_id", func.lower(name), id),
         Index("ix_items_price_id", price, id),
         Index("ix_items_created_at_id", "created_at", id),
         Index("ix_items_stock_id", stock, "id"),
         Index("ix_items_updated_at_id", "updated_at", id),
         Index("ix_items_store_id_id", store_id, id),
-        Index("ix_items_store_id_name_lower_id", store_id, func.lower(name), id),
         Index("ix_items_store_id_price_id", store_id, price, id),
         Index("ix_items_store_id_created_at_id", store_id, "created_at", id),
         Index("ix_items_store_id_stock_id", store_id, stock, "id"),

@@ -16,7 +16,9 @@ path, core/catalog/csv_import.py, whose rules this follows exactly).
    changed items in one UPDATE, stock counts through the ledger's bulk writer
    (core/catalog/stock.py count_many), new items in one INSERT, their links in one,
    and one event per item created or changed in one INSERT ... SELECT, the item's
-   JSON built by SQL (core/events/catalog.py ITEM_JSON): no row comes back to Python.
+   JSON built by SQL (core/events/catalog.py ITEM_JSON); the new items' stock.moved
+   likewise (NEW_MOVED): no new row comes back to Python. (A changed item's count
+   goes through Python, for the thresholds it may cross.)
 
 Each phase's time is logged at INFO on ``stores.import`` (bench/import_copy.py).
 
@@ -51,8 +53,19 @@ from core.catalog.csv_import import (
     read_header,
 )
 from core.catalog.stock import MAX_STOCK
-from core.events.catalog import ITEM_JSON, PREVIOUS_JSON, TAGS_JSON, movements_written
-from core.events.outbox import current_actor, current_request_id, recorded_in_bulk
+from core.events.catalog import (
+    ITEM_JSON,
+    PREVIOUS_JSON,
+    TAGS_JSON,
+    movements_written,
+    utc_text,
+)
+from core.events.outbox import (
+    current_actor,
+    current_request_id,
+    recorded_in_bulk,
+    write_pending,
+)
 from core.web.fields import BLANKS, MAX_QUANTITY, SKU_PATTERN, TAG_SEPARATOR, text_pattern
 from db import BULK_TABLES, analyze, db
 from models import Store
@@ -240,6 +253,23 @@ WITH created AS (
 UPDATE import_plan p SET item_id = c.id, old_stock = NULL
 FROM created c WHERE p.item_id IS NULL AND p.lname = c.lname
 """
+# The GIN indexes of items (full text, trigrams) take new entries into a pending list
+# and merge it into the index when it passes gin_pending_list_limit (4 MB by default,
+# which a load passes every few thousand rows: hundreds of merges, each rewriting the
+# last page of every common trigram's list). The load's own list grows larger before
+# each merge (fewer, larger merges); what is left is merged before the commit, with
+# maintenance_work_mem (gin_clean_pending_list, allowed to the indexes' owner), so
+# that no request after the import pays for it (a GIN scan reads the whole list).
+GIN_PENDING = "64MB"
+GIN_SETTINGS = f"""
+SET LOCAL gin_pending_list_limit = '{GIN_PENDING}';
+SET LOCAL maintenance_work_mem = '256MB'
+"""
+GIN_MERGE = """
+SELECT gin_clean_pending_list(c.oid) FROM pg_class c
+WHERE c.oid IN ('ix_items_search_vector'::regclass, 'ix_items_text_trgm'::regclass)
+  AND pg_has_role(c.relowner, 'USAGE')
+"""
 UNLINK = """
 DELETE FROM item_tags l USING import_plan p WHERE p.relink AND l.item_id = p.item_id
 """
@@ -294,10 +324,26 @@ ORDER BY created, line
 """  # noqa: S608 - fragments of our own, no input
 
 # The items whose counts an import may write (their stock.moved events): the changed
-# ones, read before the write, and the new ones, after it (each in the file's order).
+# ones, read before the write (each in the file's order).
 UPDATED_IDS = """SELECT item_id FROM import_plan
 WHERE item_id IS NOT NULL AND (changed OR relink) ORDER BY line"""
-NEW_IDS = "SELECT item_id FROM import_plan WHERE old_stock IS NULL ORDER BY line"
+# stock.moved of each new item's count, after the changed items' (§10): a new item's
+# first count crosses no threshold, so its events are its movements alone, each as
+# StockMovementSchema dumps it, written by SQL in the movements' order (no row comes
+# back to Python, nothing is held until the commit).
+NEW_MOVED = f"""
+INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
+                    created_at)
+SELECT 'stock.moved', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
+       json_build_object('object', json_build_object(
+           'id', m.id, 'item_id', m.item_id, 'delta', m.delta, 'stock_after', m.stock_after,
+           'reason', m.reason, 'reference', m.reference, 'user_id', m.user_id,
+           'created_at', {utc_text("m.created_at")})),
+       %(now)s
+FROM import_plan p JOIN stock_movements m ON m.item_id = p.item_id
+WHERE p.old_stock IS NULL AND m.created_at = %(moved_at)s
+ORDER BY m.id
+"""  # noqa: S608 - fragments of our own, no input
 
 MESSAGES: dict[str, Callable[[str, int], str]] = {
     "duplicate": lambda value, other: f"{value!r} is on line {other} already.",
@@ -525,6 +571,7 @@ def import_items(
         # they fit.
         cursor.execute("SET LOCAL statement_timeout = 0")
         cursor.execute("SET LOCAL work_mem = '256MB'")
+        _run(cursor, GIN_SETTINGS)
         _run(cursor, STAGING)
         has = _load(cursor, text, errors, progress)
         cursor.execute("ANALYZE import_rows")
@@ -569,23 +616,25 @@ def import_items(
         if told:
             actor = current_actor()
             cursor.execute("ANALYZE import_plan")  # the new ids: a hash join, not a loop
-            cursor.execute(
-                EVENTS,
-                {
-                    **params,
-                    "owner": store.owner_id,
-                    "actor_type": actor["type"],
-                    "actor_id": actor.get("id"),
-                    "request_id": current_request_id(),
-                    "now": utcnow(),
-                },
-            )
+            told_by = {
+                **params,
+                "owner": store.owner_id,
+                "actor_type": actor["type"],
+                "actor_id": actor.get("id"),
+                "request_id": current_request_id(),
+                "now": utcnow(),
+                "moved_at": now,
+            }
+            cursor.execute(EVENTS, told_by)
             recorded_in_bulk()
-            cursor.execute(NEW_IDS)
-            new_ids = [row[0] for row in cursor.fetchall()]
-            # stock.moved for each count written (and the crossings it makes).
-            movements_written(store, [*updated, *new_ids], now, set(new_ids))
-        clock.lap("events")
+            clock.lap("events")
+            # stock.moved for each count written: the changed items' (with the
+            # crossings each makes) written first, then the new items'.
+            movements_written(store, updated, now, set())
+            write_pending()
+            if summary.created:
+                cursor.execute(NEW_MOVED, told_by)
+        clock.lap("stock.moved events")
     except UnicodeDecodeError as exc:
         db.session.rollback()
         raise UnreadableFileError(f"The file is not UTF-8 text ({exc.reason}).") from None
@@ -648,3 +697,6 @@ def _write(cursor: Any, params: dict[str, Any], clock: _Clock, summary: Summary)
     if summary.created or summary.updated:
         cursor.execute(LINK, params)
     clock.lap("tag links")
+    if summary.created or summary.updated:
+        cursor.execute(GIN_MERGE)  # after the last write of items
+    clock.lap("GIN pending lists merged")

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.dialects import postgresql
 
 from core.catalog.queries import ITEMS, item_search
@@ -307,13 +307,16 @@ def test_every_sort_is_served_by_an_index() -> None:
     def sql(expressions: Any) -> list[str]:
         return [str(e.compile(dialect=dialect)).replace("items.", "") for e in expressions]
 
-    indexes = [sql(index.expressions) for index in db.metadata.tables["items"].indexes]
+    table = db.metadata.tables["items"]
+    indexes = [sql(index.expressions) for index in table.indexes]
+    # A unique index serves its keys followed by the id: no two rows tie on them.
+    unique = [[*sql(index.expressions), "id"] for index in table.indexes if index.unique]
     for name, keys in ITEMS.sorts.items():
         if isinstance(keys, Ranked):
             continue
         wanted = sql(keys)
         assert wanted in indexes or wanted == ["id"], name  # the primary key serves id
-        assert ["store_id", *wanted] in indexes, name
+        assert ["store_id", *wanted] in indexes + unique, name
 
 
 class TestUnicodeCase:
@@ -404,6 +407,77 @@ def test_q_is_served_by_the_trigram_index_of_name_and_description(app: Flask) ->
         db.session.execute(text("SET LOCAL enable_indexscan = off"))
         plan = db.session.execute(Explain(query)).scalar_one()
     assert "ix_items_text_trgm" in json.dumps(plan)
+
+
+def plan_nodes(node: dict[str, Any]) -> Any:
+    """Every node of an EXPLAIN (FORMAT JSON) plan: its type, table and index."""
+    yield {
+        "Node Type": node["Node Type"],
+        "Relation": node.get("Relation Name"),
+        "Index Name": node.get("Index Name"),
+    }
+    for child in node.get("Plans", ()):
+        yield from plan_nodes(child)
+
+
+SPREAD_CATALOG = """
+INSERT INTO stores (name, owner_id, created_at, updated_at)
+SELECT 'Store ' || g, :owner, now(), now() FROM generate_series(1, 19) g;
+INSERT INTO items (name, price, store_id, created_at, updated_at)
+SELECT 'Item ' || g, g % 100, s.id, now(), now()
+FROM stores s, generate_series(1, 1000) g;
+ANALYZE stores;
+ANALYZE items
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("sort", ["name", "-name"])
+def test_a_stores_items_by_name_are_read_in_order_from_its_unique_name_index(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory, sort: str
+) -> None:
+    """Migration 0013: (store_id, lower(name)) is unique, so it serves `sort=name`
+    within a store by itself: the first page and a cursor's page (20 stores of 1,000
+    items, statistics fresh) read it in order and stop after the page, sorting nothing
+    but the id tie-break of groups of one row (Incremental Sort), never the store."""
+    store = api.store(as_alice, "Store 0")
+    with app.app_context():
+        owner = db.session.scalar(text(f"SELECT owner_id FROM stores WHERE id = {store['id']}"))
+        for statement in SPREAD_CATALOG.split(";\n"):
+            db.session.execute(text(statement), {"owner": owner})
+        db.session.commit()
+        engine = db.engine
+    pages: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        if statement.startswith("SELECT") and "ORDER BY lower(items.name)" in statement:
+            pages.append((statement, parameters))
+
+    first = client.get(f"/stores/{store['id']}/items?sort={sort}&page_size=20")
+    assert first.status_code == 200 and len(first.json) == 20
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        following = client.get(
+            next(
+                part.split("; ")[0].strip("<>")
+                for part in first.headers["Link"].split(", ")
+                if 'rel="next"' in part
+            )
+        )
+        assert names(following)[0] != names(first)[0]
+        client.get(f"/stores/{store['id']}/items?sort={sort}&page_size=20")
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(pages) == 2  # the cursor's page, the first page
+    with app.app_context():
+        for statement, parameters in pages:
+            plan = db.session.connection().exec_driver_sql(
+                f"EXPLAIN (FORMAT JSON) {statement}", parameters
+            )
+            nodes = list(plan_nodes(plan.scalar_one()[0]["Plan"]))
+            reads = {node.get("Index Name") for node in nodes if node["Relation"] == "items"}
+            assert reads == {"uq_items_store_id_name_lower"}, nodes
+            assert "Sort" not in {node["Node Type"] for node in nodes}, nodes
 
 
 TAGS = [f"t{n}" for n in range(10)]

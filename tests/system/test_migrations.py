@@ -137,6 +137,8 @@ def check_upgrade_with_rows(app: Flask) -> None:
     assert names("/items?q=OAK&sort=-price") == ["Oak table", "Pine shelf"]
     assert names("/items?tag=wood&sort=name&page_size=1") == ["Oak table"]
     assert names("/items?sort=price") == ["Lamp", "Pine shelf", "Oak table"]
+    # 0013: a store's items by name, from its unique name index alone.
+    assert names("/stores/1/items?sort=-name") == ["Pine shelf", "Oak table", "Lamp"]
     item = client.get("/items/1").json
     assert item["tags"] == [{"id": 1, "name": "Wood"}] and item["store"]["name"] == "Old Shop"
     # 0006: no tag name keeps a `|` (§4); a repaired name that is taken gets its id.
