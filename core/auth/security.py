@@ -28,6 +28,7 @@ from flask_jwt_extended.exceptions import (
 )
 from flask_jwt_extended.view_decorators import _decode_jwt_from_headers
 from jwt.exceptions import PyJWTError
+from sqlalchemy.exc import SQLAlchemyError
 
 from blocklist import get_blocklist
 from core.auth import api_keys, scopes
@@ -201,6 +202,13 @@ def rate_limit_key() -> str:
         claims = _verified(optional=True, refresh=False)
     except (JWTExtendedException, PyJWTError):
         claims = None
+    except SQLAlchemyError:
+        # The database is out of reach while the user is read. Flask-Limiter swallows
+        # the error (RATELIMIT_SWALLOW_ERRORS) and lets the request through unlimited:
+        # the session must be usable again, so that the view answers 503 itself (or
+        # succeeds, the database back) instead of a 500 for a pending rollback.
+        db.session.rollback()
+        raise
     if claims is None:
         return client_address()
     if "api_key" in claims:
