@@ -3,8 +3,8 @@
 A request's ``traceparent`` header (W3C Trace Context) is continued; a Celery task runs
 in the trace of the request that queued it (the task's headers carry the context), and
 an HTTP call made with requests or urllib3 sends ``traceparent`` on (a webhook delivery
-adds it itself: core/events/delivery.py). The trace and span ids are in every log line (core/web/request_log.py) and the
-trace id in the 500 envelope beside the request id.
+adds it itself: core/events/delivery.py). The trace and span ids are in every log line
+(core/web/request_log.py) and the trace id in the 500 envelope beside the request id.
 
 Spans are exported by OTLP over HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (the
 exporter reads its other ``OTEL_EXPORTER_OTLP_*`` variables itself), sampled as
