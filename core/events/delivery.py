@@ -18,17 +18,18 @@ import random
 import time
 from datetime import timedelta
 from itertools import groupby
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app
 from opentelemetry import propagate
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import Row, Table, case, or_, select, update
 from standardwebhooks.webhooks import Webhook as Signer
 
 from core.events import outbox, sender
 from core.web import metrics
 from db import db
 from models import Delivery, Event, Webhook
+from models.event import public_id
 from models.types import utcnow
 
 LEASE_MARGIN = 5  # seconds a claim outlasts the timeout
@@ -54,41 +55,66 @@ def signed_headers(secret: str, event_id: str, body: str) -> dict[str, str]:
     return headers
 
 
-def _claim(delivery_ids: list[int]) -> list[tuple[int, bool, Webhook, Event]]:
+_DELIVERIES = cast(Table, Delivery.__table__)
+_WEBHOOKS = cast(Table, Webhook.__table__)
+_EVENTS = cast(Table, Event.__table__)
+# What an attempt needs: the delivery, its webhook's address and secret, its event.
+_ATTEMPT = (
+    _DELIVERIES.c.id,
+    _DELIVERIES.c.manual,
+    _WEBHOOKS.c.id.label("hook_id"),
+    _WEBHOOKS.c.url,
+    _WEBHOOKS.c.enabled,
+    _WEBHOOKS.c.secret,
+    _EVENTS.c.seq,
+    _EVENTS.c.type,
+    _EVENTS.c.created_at,
+    _EVENTS.c.store_id,
+    _EVENTS.c.actor_type,
+    _EVENTS.c.actor_id,
+    _EVENTS.c.request_id,
+    _EVENTS.c.data,
+    _EVENTS.c.webhook_id,
+)
+
+
+def _claim(delivery_ids: list[int]) -> list[Row[Any]]:
     """Claim the attempts of ``delivery_ids`` that are due and that nobody makes, in
-    one UPDATE, and read them with their webhook and event in one query: (delivery id,
-    manual, webhook, event), by webhook then id. Commits: the claim is seen by every
-    other worker, and no transaction nor connection is held during the POSTs.
+    one UPDATE, and read them with their webhook and event in one query (``_ATTEMPT``),
+    by webhook then id. Commits: the claim is seen by every other worker, and no
+    transaction nor connection is held during the POSTs. Core statements and rows,
+    not ORM objects: a batch is a few statements whatever its size, and cheap ones.
 
     The claim lasts the batch's time to start POSTs (the timeout), the last one's
     timeout and a margin: a worker killed mid-batch leaves the rest to the sweep then."""
     timeout = current_app.config["WEBHOOK_TIMEOUT_SECONDS"]
     now = utcnow()
     lease = now + timedelta(seconds=2 * timeout + LEASE_MARGIN)
+    deliveries = _DELIVERIES.c
     claimed = list(
         db.session.scalars(
-            update(Delivery)
+            update(_DELIVERIES)
             .where(
-                Delivery.id.in_(delivery_ids),
-                Delivery.status == "pending",
-                Delivery.next_attempt_at <= now,
-                or_(Delivery.running_until.is_(None), Delivery.running_until < now),
+                deliveries.id.in_(delivery_ids),
+                deliveries.status == "pending",
+                deliveries.next_attempt_at <= now,
+                or_(deliveries.running_until.is_(None), deliveries.running_until < now),
             )
             .values(running_until=lease)
-            .returning(Delivery.id),
-            execution_options={"synchronize_session": False},
+            .returning(deliveries.id)
         )
     )
-    rows: list[tuple[int, bool, Webhook, Event]] = []
+    rows: list[Row[Any]] = []
     if claimed:
-        found = db.session.execute(
-            select(Delivery.id, Delivery.manual, Webhook, Event)
-            .join(Webhook, Webhook.id == Delivery.webhook_id)
-            .join(Event, Event.id == Delivery.event_id)
-            .where(Delivery.id.in_(claimed))
-            .order_by(Delivery.webhook_id, Delivery.id)
+        rows = list(
+            db.session.execute(
+                select(*_ATTEMPT)
+                .join_from(_DELIVERIES, _WEBHOOKS, _WEBHOOKS.c.id == deliveries.webhook_id)
+                .join(_EVENTS, _EVENTS.c.id == deliveries.event_id)
+                .where(deliveries.id.in_(claimed))
+                .order_by(deliveries.webhook_id, deliveries.id)
+            )
         )
-        rows = [(row[0], row[1], row[2], row[3]) for row in found]
     db.session.commit()
     return rows
 
@@ -107,25 +133,27 @@ def attempt_batch(delivery_ids: list[int]) -> list[int]:
     stop_at = time.monotonic() + config["WEBHOOK_TIMEOUT_SECONDS"]
     outcomes: list[tuple[int, sender.Result]] = []
     left: list[int] = []
-    for webhook, group in groupby(rows, key=lambda row: row[2]):
+    for _hook_id, group in groupby(rows, key=lambda row: row.hook_id):
+        attempts = list(group)
+        webhook = attempts[0]
         with sender.Target(
             webhook.url,
             timeout=config["WEBHOOK_TIMEOUT_SECONDS"],
             allow_http=config["WEBHOOK_ALLOW_HTTP"],
             allow_private=config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"],
         ) as target:
-            for delivery_id, manual, _webhook, event in group:
+            for attempt in attempts:
                 if time.monotonic() > stop_at:
-                    left.append(delivery_id)
+                    left.append(attempt.id)
                     continue
-                targeted = event.webhook_id is not None or manual
+                targeted = attempt.webhook_id is not None or attempt.manual
                 if not webhook.enabled and not targeted:
                     result = sender.Result(ok=False, error="The webhook is disabled.")
                 else:
-                    body = json.dumps(outbox.event_json(event), separators=(",", ":"))
-                    headers = signed_headers(webhook.secret, event.public_id, body)
+                    body = json.dumps(outbox.event_json(attempt), separators=(",", ":"))
+                    headers = signed_headers(webhook.secret, public_id(attempt.seq), body)
                     result = target.post(body.encode(), headers)
-                outcomes.append((delivery_id, result))
+                outcomes.append((attempt.id, result))
     _write(outcomes)
     return _release(left)
 
@@ -153,12 +181,14 @@ def _succeeded(run: list[tuple[int, sender.Result]]) -> None:
         return
     results = dict(run)
 
+    deliveries = _DELIVERIES.c
+
     def each(field: str) -> Any:
-        return case({i: getattr(r, field) for i, r in results.items()}, value=Delivery.id)
+        return case({i: getattr(r, field) for i, r in results.items()}, value=deliveries.id)
 
     done = db.session.execute(
-        update(Delivery)
-        .where(Delivery.id.in_(list(results)), Delivery.status == "pending")
+        update(_DELIVERIES)
+        .where(deliveries.id.in_(list(results)), deliveries.status == "pending")
         .values(
             status="succeeded",
             response_status=each("status"),
@@ -168,16 +198,14 @@ def _succeeded(run: list[tuple[int, sender.Result]]) -> None:
             running_until=None,
             next_attempt_at=None,
         )
-        .returning(Delivery.id, Delivery.webhook_id),
-        execution_options={"synchronize_session": False},
+        .returning(deliveries.id, deliveries.webhook_id)
     ).all()
     webhooks = {webhook_id for _id, webhook_id in done}
     if webhooks:
         db.session.execute(
-            update(Webhook)
-            .where(Webhook.id.in_(webhooks), Webhook.consecutive_failures != 0)
-            .values(consecutive_failures=0),
-            execution_options={"synchronize_session": False},
+            update(_WEBHOOKS)
+            .where(_WEBHOOKS.c.id.in_(webhooks), _WEBHOOKS.c.consecutive_failures != 0)
+            .values(consecutive_failures=0)
         )
     db.session.commit()
     for delivery_id, _webhook_id in done:

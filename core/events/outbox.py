@@ -20,12 +20,13 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import g, has_app_context, has_request_context
+from sqlalchemy import Row, insert, select
 from sqlalchemy import event as sa_event
-from sqlalchemy import insert, select
 
 from core.web import metrics
 from db import db
 from models import Event, Store
+from models.event import public_id
 from models.types import utcnow
 
 EVENT_TYPES = (
@@ -162,10 +163,11 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def event_json(event: Event) -> dict[str, Any]:
-    """The event as GET /events/{id} answers it and as a webhook receives it."""
+def event_json(event: Event | Row[Any]) -> dict[str, Any]:
+    """The event as GET /events/{id} answers it and as a webhook receives it (from the
+    model, or from a row of its columns)."""
     return {
-        "id": event.public_id,
+        "id": public_id(event.seq),
         "type": event.type,
         "created_at": event.created_at.isoformat(),
         "store_id": event.store_id,
