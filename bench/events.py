@@ -14,13 +14,18 @@ broker and real Celery workers, to a receiver on 127.0.0.1 (issue 18).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -39,6 +44,67 @@ SETTINGS = {
     "LOG_LEVEL": "WARNING",
 }
 ITEMS = 20
+
+
+def cpu_seconds(database: str) -> dict[str, float]:
+    """CPU (user + system) used so far by each part of this benchmark's work: web
+    (gunicorn), worker (Celery), broker (redis-server), bench (this process: the
+    clients and the receiver), each counted only if this process started it, and
+    database (the PostgreSQL backends of ``database``, the server's own processes:
+    checkpointer, WAL writer, autovacuum, and the backends that ended, which the
+    server counts). Other work on the machine (another test run) is left out."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = dict.fromkeys(("web", "worker", "database", "broker", "bench"), 0.0)
+    processes: dict[int, tuple[int, bytes, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        # utime, stime, and those of its children that ended (a recycled gunicorn worker)
+        seconds = sum(int(value) for value in fields[11:15]) / ticks
+        processes[int(entry.name)] = (int(fields[1]), command, seconds)  # ppid
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            if pid == os.getpid():
+                return True
+            pid = processes[pid][0] if pid in processes else 1
+        return False
+
+    for pid, (_ppid, command, seconds) in processes.items():
+        if pid == os.getpid():
+            used["bench"] += seconds
+        elif command.split(b"\0")[0].endswith(b"/postgres"):
+            used["database"] += seconds  # the server: with the backends that ended
+        elif command.startswith(b"postgres: "):
+            backend = f" {database} ".encode() in command
+            if backend or not re.search(rb"postgres: [^:]+: \S+ \S+ [0-9.(]", command):
+                used["database"] += seconds
+        elif ours(pid):
+            if b"gunicorn" in command:
+                used["web"] += seconds
+            elif b"celery" in command:
+                used["worker"] += seconds
+            elif command.startswith(b"redis-server"):
+                used["broker"] += seconds
+    return used
+
+
+CPU_PARTS = ("web", "worker", "database", "broker", "bench", "total")
+
+
+def cpu_per_write(
+    before: dict[str, float], count: int, prefix: str, database: str
+) -> dict[str, float]:
+    """CPU milliseconds per write of each part since ``before``, keys ``prefix`` + part."""
+    after = cpu_seconds(database)
+    used = {part: after[part] - before[part] for part in before}
+    used["total"] = sum(used.values())
+    return {prefix + part: seconds / count * 1000 for part, seconds in used.items()}
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -123,6 +189,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--writes", type=int, default=1500)
     parser.add_argument("--web-workers", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="of writes on, then off")
+    parser.add_argument(
+        "--worker-cpu",
+        action="store_true",
+        help="the Celery workers on the last CPU and gunicorn on the others",
+    )
     args = parser.parse_args()
 
     with postgres_database(args.database_url, "bench_events_") as url, redis_server() as broker:
@@ -155,15 +227,99 @@ def main() -> None:
                     flush=True,
                 )
 
-                # 3 (on): writes with the webhook and its workers.
-                on = throughput(base, auth, items, args.writes)
-            # 3 (off): no webhook, no worker: the outbox alone.
-            call("DELETE", f"{base}/webhooks/{hook['id']}", headers=auth)
-            off = throughput(base, auth, items, args.writes)
+            # 3: writes with the webhook and its workers on, then off, in alternating rounds.
+            rounds = write_rounds(args, env, url, base, auth, items, receiver, hook["id"])
+    on = sum(r["on"] for r in rounds) / len(rounds)
+    off = sum(r["off"] for r in rounds) / len(rounds)
     print(
-        f"3. POST /items/{{id}}/stock, 8 clients, {args.writes} each way: webhook+workers on "
+        f"3. POST /items/{{id}}/stock, 8 clients, {args.rounds} x {args.writes} each way"
+        f"{', worker on its own CPU' if args.worker_cpu else ''}: webhook+workers on "
         f"{on:.1f}/s, off {off:.1f}/s: {on / off:.2f}x (goal >= 0.9x)"
     )
+    for part in CPU_PARTS:
+        cpu_on = sum(r[f"cpu_on_{part}"] for r in rounds) / len(rounds)
+        cpu_off = sum(r[f"cpu_off_{part}"] for r in rounds) / len(rounds)
+        print(f"   CPU ms per write, {part:8}: on {cpu_on:5.2f}, off {cpu_off:5.2f}")
+
+
+def backlog_left(url: str) -> int:
+    """Events not numbered yet and attempts not finished."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM events WHERE seq IS NULL)"
+            " + (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def write_rounds(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    url: str,
+    base: str,
+    auth: dict[str, str],
+    items: list[int],
+    receiver: Receiver,
+    hook: int,
+) -> list[dict[str, float]]:
+    """On: the webhook enabled, two worker processes up, what is left from before
+    delivered first, then the writes timed and their deliveries awaited. Off: the
+    webhook disabled and no worker (the outbox still written). The CPU that each part
+    used per write is read from /proc around each half."""
+    database = url.rsplit("/", 1)[1]
+    rounds = []
+    for n in range(args.rounds):
+        result: dict[str, float] = {}
+        call("PATCH", f"{base}/webhooks/{hook}", {"enabled": True}, headers=auth)
+        with workers(env, count=2, concurrency=4) as started:
+            if args.worker_cpu:
+                place(started, base)
+            deadline = time.monotonic() + 300
+            while backlog_left(url) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            received = len(receiver.received)
+            cpu = cpu_seconds(database)
+            result["on"] = throughput(base, auth, items, args.writes)
+            expected = received + args.writes
+            receiver.wait_for(lambda got: len(got) >= expected, timeout=300)  # noqa: B023
+            result.update(cpu_per_write(cpu, args.writes, "cpu_on_", database))
+        call("PATCH", f"{base}/webhooks/{hook}", {"enabled": False}, headers=auth)
+        cpu = cpu_seconds(database)
+        result["off"] = throughput(base, auth, items, args.writes)
+        result.update(cpu_per_write(cpu, args.writes, "cpu_off_", database))
+        print(
+            f"3. round {n + 1}: on {result['on']:.1f}/s, off {result['off']:.1f}/s, "
+            f"{result['on'] / result['off']:.2f}x; CPU ms per write on "
+            f"{result['cpu_on_total']:.1f}, off {result['cpu_off_total']:.1f}",
+            flush=True,
+        )
+        rounds.append(result)
+    return rounds
+
+
+def place(started: list[Any], base: str) -> None:
+    """The Celery workers on the last CPU, gunicorn on the others (as a deployment
+    whose worker runs on a machine of its own): every process and thread, and so every
+    process they fork later. PostgreSQL, Redis and this process stay where they are."""
+    cpus = sorted(os.sched_getaffinity(0))
+    port = base.rsplit(":", 1)[1].encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            group = os.getpgid(int(entry.name))
+        except OSError:
+            continue
+        if any(group == worker.process.pid for worker in started):
+            target = set(cpus[-1:])
+        elif b"gunicorn" in command and b"127.0.0.1:" + port in command:
+            target = set(cpus[:-1])
+        else:
+            continue
+        for task in (entry / "task").iterdir():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                os.sched_setaffinity(int(task.name), target)
 
 
 if __name__ == "__main__":
