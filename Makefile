@@ -82,7 +82,9 @@ BENCH_OBS_URL ?= postgresql://postgres@127.0.0.1:5432/bench_observability
 bench-observability: $(VENV)/.dev
 	$(BIN)/python bench/observability_cost.py --database-url $(BENCH_OBS_URL) $(BENCH_ARGS)
 # Events and webhooks on PostgreSQL with a private redis-server as broker and two Celery
-# workers: commit-to-receiver p50/p95 at 50 movements/s, deliveries/s, write cost.
+# workers: commit-to-receiver p50/p95 at 50 movements/s, deliveries/s, write cost in
+# alternating on/off rounds with each part's CPU (BENCH_ARGS: --rounds N; --worker-cpu
+# gives the workers the last CPU and gunicorn the others).
 BENCH_EVENTS_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 bench-events: $(VENV)/.dev
 	$(BIN)/python bench/events.py --database-url $(BENCH_EVENTS_URL) $(BENCH_ARGS)

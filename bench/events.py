@@ -6,7 +6,8 @@ broker and real Celery workers, to a receiver on 127.0.0.1 (issue 18).
 2. Throughput of delivery: 2,000 events written while no worker runs, then two
    worker processes start: deliveries per second from the first to the last.
 3. Write throughput of POST /items/{id}/stock with a webhook and its workers on, and
-   with neither (the outbox still written): the ratio.
+   with neither (the webhook disabled, the workers frozen; the outbox still written),
+   in alternating rounds: the ratio, and the CPU each part spent per write.
 
     .venv/bin/python bench/events.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
 """
@@ -18,6 +19,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -262,18 +264,21 @@ def write_rounds(
     receiver: Receiver,
     hook: int,
 ) -> list[dict[str, float]]:
-    """On: the webhook enabled, two worker processes up, what is left from before
-    delivered first, then the writes timed and their deliveries awaited. Off: the
-    webhook disabled and no worker (the outbox still written). The CPU that each part
-    used per write is read from /proc around each half."""
+    """On: the webhook enabled, the two worker processes running, what is left from
+    before delivered first, then the writes timed and their deliveries awaited. Off:
+    the webhook disabled and the workers frozen (SIGSTOP: no CPU, their connections
+    kept), the outbox still written. The same warm workers serve every round: a
+    worker started afresh spends its first seconds compiling and connecting. The CPU
+    that each part used per write is read from /proc around each half."""
     database = url.rsplit("/", 1)[1]
     rounds = []
-    for n in range(args.rounds):
-        result: dict[str, float] = {}
-        call("PATCH", f"{base}/webhooks/{hook}", {"enabled": True}, headers=auth)
-        with workers(env, count=2, concurrency=4) as started:
-            if args.worker_cpu:
-                place(started, base)
+    with workers(env, count=2, concurrency=4) as started:
+        if args.worker_cpu:
+            place(started, base)
+        for n in range(args.rounds):
+            result: dict[str, float] = {}
+            freeze(started, signal.SIGCONT)
+            call("PATCH", f"{base}/webhooks/{hook}", {"enabled": True}, headers=auth)
             deadline = time.monotonic() + 300
             while backlog_left(url) and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -283,18 +288,28 @@ def write_rounds(
             expected = received + args.writes
             receiver.wait_for(lambda got: len(got) >= expected, timeout=300)  # noqa: B023
             result.update(cpu_per_write(cpu, args.writes, "cpu_on_", database))
-        call("PATCH", f"{base}/webhooks/{hook}", {"enabled": False}, headers=auth)
-        cpu = cpu_seconds(database)
-        result["off"] = throughput(base, auth, items, args.writes)
-        result.update(cpu_per_write(cpu, args.writes, "cpu_off_", database))
-        print(
-            f"3. round {n + 1}: on {result['on']:.1f}/s, off {result['off']:.1f}/s, "
-            f"{result['on'] / result['off']:.2f}x; CPU ms per write on "
-            f"{result['cpu_on_total']:.1f}, off {result['cpu_off_total']:.1f}",
-            flush=True,
-        )
-        rounds.append(result)
+
+            call("PATCH", f"{base}/webhooks/{hook}", {"enabled": False}, headers=auth)
+            time.sleep(1)  # the sweep and relay of the PATCH's commit done
+            freeze(started, signal.SIGSTOP)
+            cpu = cpu_seconds(database)
+            result["off"] = throughput(base, auth, items, args.writes)
+            result.update(cpu_per_write(cpu, args.writes, "cpu_off_", database))
+            print(
+                f"3. round {n + 1}: on {result['on']:.1f}/s, off {result['off']:.1f}/s, "
+                f"{result['on'] / result['off']:.2f}x; CPU ms per write on "
+                f"{result['cpu_on_total']:.1f}, off {result['cpu_off_total']:.1f}",
+                flush=True,
+            )
+            rounds.append(result)
+        freeze(started, signal.SIGCONT)  # to stop them
     return rounds
+
+
+def freeze(started: list[Any], how: signal.Signals) -> None:
+    """SIGSTOP or SIGCONT to each worker's process group (its pool and its beat)."""
+    for worker in started:
+        os.killpg(worker.process.pid, how)
 
 
 def place(started: list[Any], base: str) -> None:
