@@ -54,7 +54,8 @@ def cpu_seconds(database: str) -> dict[str, float]:
     clients and the receiver), each counted only if this process started it, and
     database (the PostgreSQL backends of ``database``, the server's own processes:
     checkpointer, WAL writer, autovacuum, and the backends that ended, which the
-    server counts). Other work on the machine (another test run) is left out."""
+    server counts whatever their database). Other work on the machine is left out,
+    but for the backends it ends meanwhile: run it alone."""
     ticks = os.sysconf("SC_CLK_TCK")
     used = dict.fromkeys(("web", "worker", "database", "broker", "bench"), 0.0)
     processes: dict[int, tuple[int, bytes, float]] = {}
