@@ -18,14 +18,15 @@ import random
 import time
 from datetime import timedelta
 from itertools import groupby
-from typing import Any, cast
+from typing import Any
 
 from flask import current_app
 from opentelemetry import propagate
-from sqlalchemy import Row, Table, case, or_, select, update
+from sqlalchemy import Row, case, or_, select, update
 from standardwebhooks.webhooks import Webhook as Signer
 
 from core.events import outbox, sender
+from core.events.tables import DELIVERIES, EVENTS, WEBHOOKS
 from core.web import metrics
 from db import db
 from models import Delivery, Event, Webhook
@@ -55,26 +56,23 @@ def signed_headers(secret: str, event_id: str, body: str) -> dict[str, str]:
     return headers
 
 
-_DELIVERIES = cast(Table, Delivery.__table__)
-_WEBHOOKS = cast(Table, Webhook.__table__)
-_EVENTS = cast(Table, Event.__table__)
 # What an attempt needs: the delivery, its webhook's address and secret, its event.
 _ATTEMPT = (
-    _DELIVERIES.c.id,
-    _DELIVERIES.c.manual,
-    _WEBHOOKS.c.id.label("hook_id"),
-    _WEBHOOKS.c.url,
-    _WEBHOOKS.c.enabled,
-    _WEBHOOKS.c.secret,
-    _EVENTS.c.seq,
-    _EVENTS.c.type,
-    _EVENTS.c.created_at,
-    _EVENTS.c.store_id,
-    _EVENTS.c.actor_type,
-    _EVENTS.c.actor_id,
-    _EVENTS.c.request_id,
-    _EVENTS.c.data,
-    _EVENTS.c.webhook_id,
+    DELIVERIES.c.id,
+    DELIVERIES.c.manual,
+    WEBHOOKS.c.id.label("hook_id"),
+    WEBHOOKS.c.url,
+    WEBHOOKS.c.enabled,
+    WEBHOOKS.c.secret,
+    EVENTS.c.seq,
+    EVENTS.c.type,
+    EVENTS.c.created_at,
+    EVENTS.c.store_id,
+    EVENTS.c.actor_type,
+    EVENTS.c.actor_id,
+    EVENTS.c.request_id,
+    EVENTS.c.data,
+    EVENTS.c.webhook_id,
 )
 
 
@@ -90,10 +88,10 @@ def _claim(delivery_ids: list[int]) -> list[Row[Any]]:
     timeout = current_app.config["WEBHOOK_TIMEOUT_SECONDS"]
     now = utcnow()
     lease = now + timedelta(seconds=2 * timeout + LEASE_MARGIN)
-    deliveries = _DELIVERIES.c
+    deliveries = DELIVERIES.c
     claimed = list(
         db.session.scalars(
-            update(_DELIVERIES)
+            update(DELIVERIES)
             .where(
                 deliveries.id.in_(delivery_ids),
                 deliveries.status == "pending",
@@ -109,8 +107,8 @@ def _claim(delivery_ids: list[int]) -> list[Row[Any]]:
         rows = list(
             db.session.execute(
                 select(*_ATTEMPT)
-                .join_from(_DELIVERIES, _WEBHOOKS, _WEBHOOKS.c.id == deliveries.webhook_id)
-                .join(_EVENTS, _EVENTS.c.id == deliveries.event_id)
+                .join_from(DELIVERIES, WEBHOOKS, WEBHOOKS.c.id == deliveries.webhook_id)
+                .join(EVENTS, EVENTS.c.id == deliveries.event_id)
                 .where(deliveries.id.in_(claimed))
                 .order_by(deliveries.webhook_id, deliveries.id)
             )
@@ -135,7 +133,7 @@ def attempt_batch(delivery_ids: list[int]) -> list[int]:
     left: list[int] = []
     for _hook_id, group in groupby(rows, key=lambda row: row.hook_id):
         attempts = list(group)
-        webhook = attempts[0]
+        webhook = attempts[0]  # every row of the group carries its webhook's columns
         with sender.Target(
             webhook.url,
             timeout=config["WEBHOOK_TIMEOUT_SECONDS"],
@@ -181,13 +179,13 @@ def _succeeded(run: list[tuple[int, sender.Result]]) -> None:
         return
     results = dict(run)
 
-    deliveries = _DELIVERIES.c
+    deliveries = DELIVERIES.c
 
     def each(field: str) -> Any:
         return case({i: getattr(r, field) for i, r in results.items()}, value=deliveries.id)
 
     done = db.session.execute(
-        update(_DELIVERIES)
+        update(DELIVERIES)
         .where(deliveries.id.in_(list(results)), deliveries.status == "pending")
         .values(
             status="succeeded",
@@ -203,8 +201,8 @@ def _succeeded(run: list[tuple[int, sender.Result]]) -> None:
     webhooks = {webhook_id for _id, webhook_id in done}
     if webhooks:
         db.session.execute(
-            update(_WEBHOOKS)
-            .where(_WEBHOOKS.c.id.in_(webhooks), _WEBHOOKS.c.consecutive_failures != 0)
+            update(WEBHOOKS)
+            .where(WEBHOOKS.c.id.in_(webhooks), WEBHOOKS.c.consecutive_failures != 0)
             .values(consecutive_failures=0)
         )
     db.session.commit()

@@ -10,39 +10,35 @@ poller that resumes after its last position never misses one (contract §16).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import Row, Table, delete, func, insert, or_, select, update
+from sqlalchemy import Row, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from core.events.tables import COUNTER, DELIVERIES, EVENTS
 from db import db
 from models import Delivery, Event, EventCounter, Webhook
 from models.types import utcnow
 
 BATCH = 500  # events numbered per transaction
 
-# Core tables, not the ORM: the relay's statements run many times a second, and the
-# ORM's bulk paths cost more Python per statement than the statements themselves.
-_COUNTER = cast(Table, EventCounter.__table__)
-_DELIVERIES = cast(Table, Delivery.__table__)
-_EVENTS = cast(Table, Event.__table__)
 # What the fan-out needs of an event (its data stays in the database).
 _ROUTING = (
-    _EVENTS.c.id,
-    _EVENTS.c.type,
-    _EVENTS.c.owner_id,
-    _EVENTS.c.store_id,
-    _EVENTS.c.webhook_id,
+    EVENTS.c.id,
+    EVENTS.c.type,
+    EVENTS.c.owner_id,
+    EVENTS.c.store_id,
+    EVENTS.c.webhook_id,
 )
 
 
 def _lock_counter() -> int:
     """The counter's value, its row locked until commit (made if missing: an emptied
     test database)."""
-    counter = _COUNTER.c
+    counter = COUNTER.c
     statement = (
-        update(_COUNTER).where(counter.id == 1).values(last=counter.last).returning(counter.last)
+        update(COUNTER).where(counter.id == 1).values(last=counter.last).returning(counter.last)
     )
     last = db.session.execute(statement).scalar_one_or_none()
     if last is not None:
@@ -109,15 +105,15 @@ def _number(last: int) -> list[Row[Any]]:
     ``last``: one UPDATE ... FROM, which returns what the fan-out needs, by id.
     Core, not the ORM: no event is loaded as an object, its JSON is never read."""
     unnumbered = (
-        select(_EVENTS.c.id, func.row_number().over(order_by=_EVENTS.c.id).label("n"))
-        .where(_EVENTS.c.seq.is_(None))
-        .order_by(_EVENTS.c.id)
+        select(EVENTS.c.id, func.row_number().over(order_by=EVENTS.c.id).label("n"))
+        .where(EVENTS.c.seq.is_(None))
+        .order_by(EVENTS.c.id)
         .limit(BATCH)
         .subquery()
     )
     statement = (
-        update(_EVENTS)
-        .where(_EVENTS.c.id == unnumbered.c.id)
+        update(EVENTS)
+        .where(EVENTS.c.id == unnumbered.c.id)
         .values(seq=last + unnumbered.c.n)
         .returning(*_ROUTING)
     )
@@ -130,17 +126,15 @@ def sequence() -> tuple[int, list[tuple[int, int]]]:
     last = _lock_counter()
     events = _number(last)
     if events:
-        db.session.execute(
-            update(_COUNTER).where(_COUNTER.c.id == 1).values(last=last + len(events))
-        )
+        db.session.execute(update(COUNTER).where(COUNTER.c.id == 1).values(last=last + len(events)))
     rows = _fan_out(events)
     made: list[tuple[int, int]] = []
     if rows:
         made = [
             (row[0], row[1])
             for row in db.session.execute(
-                insert(_DELIVERIES).returning(
-                    _DELIVERIES.c.webhook_id, _DELIVERIES.c.id, sort_by_parameter_order=True
+                insert(DELIVERIES).returning(
+                    DELIVERIES.c.webhook_id, DELIVERIES.c.id, sort_by_parameter_order=True
                 ),
                 rows,
             )

@@ -416,3 +416,40 @@ def test_an_import_writes_its_events_with_its_rows(
     assert milk["object"]["tags"][0]["name"] == "dairy"
     assert milk["object"] == without_links(client.get(f"/items/{milk['object']['id']}").json)
     assert tea["object"]["stock"] == 5 and tea["object"]["name"] == "Tea"
+
+
+def test_more_events_than_one_relay_batch_are_numbered_in_order_without_gaps(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
+    """One commit of more events than the relay numbers at a time (its BATCH): each
+    gets the next position in id order, across the batches, and the counter ends at
+    the last one; GET /events lists them all, in that order."""
+    import io
+
+    from core.catalog.csv_import import import_items
+    from core.events.relay import BATCH
+    from models import EventCounter, Store
+
+    store = api.store(as_alice)
+    count = BATCH + 37
+    raw = "name,price\n" + "".join(f"Item {n},1.00\n" for n in range(count))
+    with app.app_context():
+        summary = import_items(db.session.get_one(Store, store["id"]), io.BytesIO(raw.encode()))
+        assert summary.created == count
+        rows = db.session.execute(select(Event.id, Event.seq).order_by(Event.id)).all()
+        last = db.session.scalar(select(EventCounter.last).where(EventCounter.id == 1))
+    positions = [seq for _id, seq in rows]
+    assert len(rows) == count + 1  # store.created, then one item.created per row
+    assert positions[0] is not None
+    assert positions == list(range(positions[0], positions[0] + count + 1))
+    assert last == positions[-1]
+    listed, url = [], "/events?page_size=100"
+    while True:
+        response = client.get(url, headers=as_alice)
+        assert response.status_code == 200, response.json
+        if not response.json:
+            break
+        listed += response.json
+        url = next_url(response)
+    assert [e["id"] for e in listed] == [f"evt_{seq:016d}" for seq in positions]
+    assert [e["type"] for e in listed] == ["store.created"] + ["item.created"] * count
