@@ -30,17 +30,21 @@ threads = env_int(os.environ, "GUNICORN_THREADS", 1)
 timeout = env_int(os.environ, "GUNICORN_TIMEOUT", 30)
 # On SIGTERM, requests in flight get this long to finish before workers are killed.
 graceful_timeout = env_int(os.environ, "GUNICORN_GRACEFUL_TIMEOUT", 30)
-# Recycle workers now and then (jittered, so they do not all restart at once).
-max_requests = env_int(os.environ, "GUNICORN_MAX_REQUESTS", 1000)
-max_requests_jitter = env_int(os.environ, "GUNICORN_MAX_REQUESTS_JITTER", 100)
+# Recycle workers now and then (jittered, so they do not all restart at once), seldom:
+# the soak's workers hold their memory flat, and each new worker costs ~0.5 s of CPU
+# (making the app, compiling its first statements). At 1,000 requests that was a
+# quarter of a cheap request's CPU (docs/performance.md).
+max_requests = env_int(os.environ, "GUNICORN_MAX_REQUESTS", 10000)
+max_requests_jitter = env_int(os.environ, "GUNICORN_MAX_REQUESTS_JITTER", 1000)
 
 # Workers' heartbeat files in memory (gunicorn's advice for containers): a slow
 # container filesystem cannot make a healthy worker look hung.
 SHM = "/dev/shm"  # noqa: S108 - gunicorn makes its files there with mkstemp
 worker_tmp_dir = SHM if os.path.isdir(SHM) else None
 
-# Each worker imports the app and opens its own database pool after the fork: no
-# connection is ever shared between processes.
+# Each worker makes the app and opens its own database pool after the fork: no
+# connection is ever shared between processes (the master only imports the modules,
+# on_starting).
 preload_app = False
 
 # Which proxy headers to believe is decided once, by the app: werkzeug's ProxyFix
@@ -110,6 +114,11 @@ def on_starting(server: object) -> None:
     folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder, exist_ok=True)
+    # The app's modules, imported once here: a worker forks with them loaded. Importing
+    # them cost each new worker ~0.9 s of CPU, at every start (max_requests); making
+    # the app and answering its first requests, what is left, ~0.5 s. Only the
+    # import: each worker still makes its own app, pools and connections.
+    import app  # noqa: F401
 
 
 class _Worker(Protocol):
