@@ -7,8 +7,11 @@ of the test's own), so a developer's real .env is never read or written."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +150,27 @@ def test_development_servers_read_the_project_env_file(launcher: Any, tmp_path: 
         command = [str(BIN / "flask"), "--app", "app", "run", "--port", str(port)]
     else:  # the Makefile's HOST and PORT are make's own variables
         command = ["make", "--no-print-directory", launcher.split()[1], f"PORT={port}"]
-    with serve(command, dev_env(), port, cwd=project, group=True):
+    with serve(command, dev_env(), port, cwd=project, group=True) as server:
         assert_settings_from_the_file(f"http://127.0.0.1:{port}", tmp_path)
+        os.killpg(server.pid, signal.SIGINT)  # Ctrl-C: the terminal signals them all
+        server.wait(timeout=30)
+    # Stopped, it leaves nothing behind: `make run`'s Celery worker, its pool and its
+    # beat are gone too, and gunicorn's workers (`make serve`) once they have finished.
+    deadline = time.monotonic() + 30
+    while processes_in(project.resolve()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_in(project.resolve()) == []
+
+
+def processes_in(folder: Path) -> list[str]:
+    """The command lines of the processes running in ``folder``."""
+    found: list[str] = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(entry / "cwd")) == folder:
+                    found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return found
 
 
 def test_gunicorn_reads_its_settings_from_the_file_too(tmp_path: Path) -> None:
