@@ -46,6 +46,11 @@ SETTINGS = {
     "LOG_LEVEL": "WARNING",
 }
 ITEMS = 20
+WARM_UP = 200  # writes delivered before the rounds
+# libpq's PGAPPNAME names each side's PostgreSQL sessions (pg_stat_activity's
+# application_name), so that --worker-cpu can place the backends with their clients.
+WEB_SESSIONS = "bench-events-web"
+WORKER_SESSIONS = "bench-events-worker"
 
 
 def cpu_seconds(database: str) -> dict[str, float]:
@@ -196,14 +201,16 @@ def main() -> None:
     parser.add_argument(
         "--worker-cpu",
         action="store_true",
-        help="the Celery workers on the last CPU and gunicorn on the others",
+        help="two machines: the worker's side on the last CPU, the web's on the others",
     )
     args = parser.parse_args()
 
     with postgres_database(args.database_url, "bench_events_") as url, redis_server() as broker:
         env = server_env(**SETTINGS, DATABASE_URL=url, CELERY_BROKER_URL=broker.url)
         migrate(env)
-        with gunicorn(env, workers=args.web_workers) as base, receiving() as receiver:
+        web_env = {**env, "PGAPPNAME": WEB_SESSIONS}
+        env["PGAPPNAME"] = WORKER_SESSIONS
+        with gunicorn(web_env, workers=args.web_workers) as base, receiving() as receiver:
             auth, items = setup(base)
             body = {"url": receiver.url, "events": ["stock.moved"]}
             hook = call("POST", f"{base}/webhooks", body, headers=auth).json
@@ -231,7 +238,8 @@ def main() -> None:
                 )
 
             # 3: writes with the webhook and its workers on, then off, in alternating rounds.
-            rounds = write_rounds(args, env, url, base, auth, items, receiver, hook["id"])
+            machine = Machine(base, url, broker.process.pid if broker.process else 0)
+            rounds = write_rounds(args, env, machine, auth, items, receiver, hook["id"])
     on = sum(r["on"] for r in rounds) / len(rounds)
     off = sum(r["off"] for r in rounds) / len(rounds)
     print(
@@ -258,8 +266,7 @@ def backlog_left(url: str) -> int:
 def write_rounds(
     args: argparse.Namespace,
     env: dict[str, str],
-    url: str,
-    base: str,
+    machine: Machine,
     auth: dict[str, str],
     items: list[int],
     receiver: Receiver,
@@ -268,14 +275,20 @@ def write_rounds(
     """On: the webhook enabled, the two worker processes running, what is left from
     before delivered first, then the writes timed and their deliveries awaited. Off:
     the webhook disabled and the workers frozen (SIGSTOP: no CPU, their connections
-    kept), the outbox still written. The same warm workers serve every round: a
-    worker started afresh spends its first seconds compiling and connecting. The CPU
-    that each part used per write is read from /proc around each half."""
+    kept), the outbox still written. The same warm workers serve every round (warmed
+    by WARM_UP writes first): a worker started afresh spends its first seconds
+    importing, forking its pool and connecting. The CPU that each part used per
+    write is read from /proc around each half."""
+    base, url = machine.base, machine.url
     database = url.rsplit("/", 1)[1]
     rounds = []
     with workers(env, count=2, concurrency=4) as started:
-        if args.worker_cpu:
-            place(started, base)
+        # Warm first, unmeasured: the workers are still importing the app and forking
+        # their pools when they start (that CPU fell into round 1's "on" half).
+        call("PATCH", f"{base}/webhooks/{hook}", {"enabled": True}, headers=auth)
+        expected = len(receiver.received) + WARM_UP
+        throughput(base, auth, items, WARM_UP)
+        receiver.wait_for(lambda got: len(got) >= expected, timeout=300)
         for n in range(args.rounds):
             result: dict[str, float] = {}
             freeze(started, signal.SIGCONT)
@@ -283,6 +296,8 @@ def write_rounds(
             deadline = time.monotonic() + 300
             while backlog_left(url) and time.monotonic() < deadline:
                 time.sleep(0.2)
+            if args.worker_cpu:  # again each round: a pool may have opened a session
+                machine.place(started)
             received = len(receiver.received)
             cpu = cpu_seconds(database)
             result["on"] = throughput(base, auth, items, args.writes)
@@ -313,29 +328,49 @@ def freeze(started: list[Any], how: signal.Signals) -> None:
         os.killpg(worker.process.pid, how)
 
 
-def place(started: list[Any], base: str) -> None:
-    """The Celery workers on the last CPU, gunicorn on the others (as a deployment
-    whose worker runs on a machine of its own): every process and thread, and so every
-    process they fork later. PostgreSQL, Redis and this process stay where they are."""
-    cpus = sorted(os.sched_getaffinity(0))
-    port = base.rsplit(":", 1)[1].encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes()
-            group = os.getpgid(int(entry.name))
-        except OSError:
-            continue
-        if any(group == worker.process.pid for worker in started):
-            target = set(cpus[-1:])
-        elif b"gunicorn" in command and b"127.0.0.1:" + port in command:
-            target = set(cpus[:-1])
-        else:
-            continue
-        for task in (entry / "task").iterdir():
-            with contextlib.suppress(OSError):  # gone meanwhile
-                os.sched_setaffinity(int(task.name), target)
+class Machine:
+    """Where the parts run: gunicorn at ``base``, the database ``url``, the broker."""
+
+    def __init__(self, base: str, url: str, broker_pid: int) -> None:
+        self.base, self.url, self.broker_pid = base, url, broker_pid
+
+    def place(self, started: list[Any]) -> None:
+        """Two machines sharing a database server, as a deployment whose worker runs
+        apart from its web servers: on the last CPU the worker's side (the Celery
+        workers, their PostgreSQL sessions, the broker, and this process: the clients
+        and the receiver, which stands for the integrator's machine); on the others
+        the web side (gunicorn and its sessions). Every process and thread, and so
+        every one they fork later; PostgreSQL's own processes stay where they are."""
+        cpus = sorted(os.sched_getaffinity(0))
+        worker_side, web_side = set(cpus[-1:]), set(cpus[:-1])
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            sessions: dict[int, str] = dict(
+                conn.execute(
+                    "SELECT pid, application_name FROM pg_stat_activity"
+                    " WHERE datname = current_database()"
+                ).fetchall()
+            )
+        port = self.base.rsplit(":", 1)[1].encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                command = (entry / "cmdline").read_bytes()
+                group = os.getpgid(pid)
+            except OSError:
+                continue
+            session = sessions.get(pid)
+            ours = any(group == worker.process.pid for worker in started)
+            if ours or pid in (os.getpid(), self.broker_pid) or session == WORKER_SESSIONS:
+                target = worker_side
+            elif session == WEB_SESSIONS or (b"gunicorn" in command and b":" + port in command):
+                target = web_side
+            else:
+                continue
+            for task in (entry / "task").iterdir():
+                with contextlib.suppress(OSError):  # gone meanwhile
+                    os.sched_setaffinity(int(task.name), target)
 
 
 if __name__ == "__main__":
