@@ -18,6 +18,7 @@ from typing import Any, cast
 import pytest
 import urllib3
 from flask import Flask
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
@@ -64,6 +65,10 @@ def spans() -> Iterator[InMemorySpanExporter]:
     yield exporter
     exporter.clear()
     exporter.shutdown()  # later modules' spans are no longer kept
+    # Later modules' apps are made as without an exporter: nothing recorded, Flask and
+    # SQLAlchemy not instrumented (their hooks and spans would follow this module).
+    tracing.SAMPLER.delegate, tracing.SAMPLER.recording = ALWAYS_OFF, False
+    SQLAlchemyInstrumentor().uninstrument()
 
 
 # --- /metrics ------------------------------------------------------------------------
