@@ -32,8 +32,8 @@ timeout = env_int(os.environ, "GUNICORN_TIMEOUT", 30)
 graceful_timeout = env_int(os.environ, "GUNICORN_GRACEFUL_TIMEOUT", 30)
 # Recycle workers now and then (jittered, so they do not all restart at once), seldom:
 # the soak's workers hold their memory flat, and each new worker costs ~0.5 s of CPU
-# (making the app, compiling its first statements). At 1,000 requests that was a
-# quarter of a cheap request's CPU (docs/performance.md).
+# (making the app, compiling its first statements): every 1,000 requests, that would
+# be a quarter of a cheap request's own CPU (docs/performance.md).
 max_requests = env_int(os.environ, "GUNICORN_MAX_REQUESTS", 10000)
 max_requests_jitter = env_int(os.environ, "GUNICORN_MAX_REQUESTS_JITTER", 1000)
 
