@@ -28,8 +28,11 @@ migrate: $(VENV)/.runtime
 
 # The dev server with a Celery worker (and its beat) beside it: without REDIS_URL the
 # broker is a folder under instance/, so events, webhooks and jobs work with no server.
+# The worker runs in a session of its own (setsid, where there is one): a signal to
+# the whole group (Ctrl-C, an IDE's stop) reaches it only through the trap, once, and
+# it stops its pool itself (a pool signalled directly could leave it hung on exit).
 run: migrate
-	$(BIN)/celery -A app worker --beat --loglevel=INFO --concurrency=2 & worker=$$!; \
+	$$(command -v setsid) $(BIN)/celery -A app worker --beat --loglevel=INFO --concurrency=2 & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
 	$(BIN)/flask run --host $(HOST) --port $(PORT)
 

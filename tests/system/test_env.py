@@ -142,8 +142,11 @@ def test_a_copy_of_the_example_changes_no_default() -> None:
 # --- real processes, each started the way the README says, from the project directory
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
 @pytest.mark.parametrize("launcher", ["flask run", "make run", "make serve"])
-def test_development_servers_read_the_project_env_file(launcher: Any, tmp_path: Path) -> None:
+def test_development_servers_read_the_project_env_file(
+    launcher: Any, stop: signal.Signals, tmp_path: Path
+) -> None:
     project = project_copy(tmp_path, dev_dotenv(tmp_path))
     port = free_port()
     if launcher == "flask run":
@@ -152,7 +155,8 @@ def test_development_servers_read_the_project_env_file(launcher: Any, tmp_path: 
         command = ["make", "--no-print-directory", launcher.split()[1], f"PORT={port}"]
     with serve(command, dev_env(), port, cwd=project, group=True) as server:
         assert_settings_from_the_file(f"http://127.0.0.1:{port}", tmp_path)
-        os.killpg(server.pid, signal.SIGINT)  # Ctrl-C: the terminal signals them all
+        # To the whole group: a terminal's Ctrl-C, or an IDE's stop button.
+        os.killpg(server.pid, stop)
         server.wait(timeout=30)
     # Stopped, it leaves nothing behind: `make run`'s Celery worker, its pool and its
     # beat are gone too, and gunicorn's workers (`make serve`) once they have finished.
