@@ -350,7 +350,7 @@ class Machine:
                     " WHERE datname = current_database()"
                 ).fetchall()
             )
-        port = self.base.rsplit(":", 1)[1].encode()
+        bind = b"127.0.0.1:" + self.base.rsplit(":", 1)[1].encode()
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -364,7 +364,7 @@ class Machine:
             ours = any(group == worker.process.pid for worker in started)
             if ours or pid in (os.getpid(), self.broker_pid) or session == WORKER_SESSIONS:
                 target = worker_side
-            elif session == WEB_SESSIONS or (b"gunicorn" in command and b":" + port in command):
+            elif session == WEB_SESSIONS or (b"gunicorn" in command and bind in command):
                 target = web_side
             else:
                 continue
