@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
 from typing import Any
@@ -11,10 +12,13 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select, update
 
+from core.catalog import csv_import
+from core.catalog.csv_import import import_items
+from core.events import catalog, relay
 from core.events.outbox import record, write_pending
 from db import db
 from helpers import CatalogFactory, Client, Response, without_links
-from models import Event, Item, User
+from models import Event, EventCounter, Item, Store, User
 
 NEXT = re.compile(r'<([^>]+)>; rel="next"')
 
@@ -24,6 +28,19 @@ def events(client: Client, headers: dict[str, str], query: str = "") -> list[dic
     assert response.status_code == 200, response.json
     listed: list[dict[str, Any]] = response.json
     return listed
+
+
+def every_event(client: Client, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """Every page of GET /events, followed by its next links to the first empty one."""
+    listed: list[dict[str, Any]] = []
+    url = "/events?page_size=100"
+    while True:
+        response = client.get(url, headers=headers)
+        assert response.status_code == 200, response.json
+        if not response.json:
+            return listed
+        listed += response.json
+        url = next_url(response)
 
 
 def next_url(response: Response) -> str:
@@ -266,13 +283,6 @@ def test_an_imports_counts_write_their_movements_and_crossings(
     monkeypatch: pytest.MonkeyPatch,
     bulk: int,
 ) -> None:
-    import io
-
-    from core.catalog import csv_import
-    from core.catalog.csv_import import import_items
-    from core.events import catalog
-    from models import Store
-
     # Items read BULK_IDS per statement (PostgreSQL takes at most 65,535 parameters):
     # 2 makes an import of 5 rows take several.
     monkeypatch.setattr(csv_import, "BULK_IDS", bulk)
@@ -375,8 +385,6 @@ def test_every_page_links_a_next_one_and_a_poller_sees_each_change_once(
 def test_the_purge_drops_events_past_retention(
     app: Flask, api: CatalogFactory, as_alice: dict[str, str], days: int, left: int
 ) -> None:
-    from core.events import relay
-
     api.store(as_alice)
     with app.app_context():
         db.session.execute(update(Event).values(created_at=func.now()))
@@ -389,11 +397,6 @@ def test_the_purge_drops_events_past_retention(
 def test_an_import_writes_its_events_with_its_rows(
     app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], dry_run: bool
 ) -> None:
-    import io
-
-    from core.catalog.csv_import import import_items
-    from models import Store
-
     store = api.store(as_alice)
     api.item(as_alice, store, name="Milk")
     api.item(as_alice, store, name="Salt", price="3.00")
@@ -424,14 +427,8 @@ def test_more_events_than_one_relay_batch_are_numbered_in_order_without_gaps(
     """One commit of more events than the relay numbers at a time (its BATCH): each
     gets the next position in id order, across the batches, and the counter ends at
     the last one; GET /events lists them all, in that order."""
-    import io
-
-    from core.catalog.csv_import import import_items
-    from core.events.relay import BATCH
-    from models import EventCounter, Store
-
     store = api.store(as_alice)
-    count = BATCH + 37
+    count = relay.BATCH + 37
     raw = "name,price\n" + "".join(f"Item {n},1.00\n" for n in range(count))
     with app.app_context():
         summary = import_items(db.session.get_one(Store, store["id"]), io.BytesIO(raw.encode()))
@@ -443,13 +440,6 @@ def test_more_events_than_one_relay_batch_are_numbered_in_order_without_gaps(
     assert positions[0] is not None
     assert positions == list(range(positions[0], positions[0] + count + 1))
     assert last == positions[-1]
-    listed, url = [], "/events?page_size=100"
-    while True:
-        response = client.get(url, headers=as_alice)
-        assert response.status_code == 200, response.json
-        if not response.json:
-            break
-        listed += response.json
-        url = next_url(response)
+    listed = every_event(client, as_alice)
     assert [e["id"] for e in listed] == [f"evt_{seq:016d}" for seq in positions]
     assert [e["type"] for e in listed] == ["store.created"] + ["item.created"] * count
