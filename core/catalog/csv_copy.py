@@ -15,10 +15,11 @@ path, core/catalog/csv_import.py, whose rules this follows exactly).
 4. Then, unless nothing may be written: the store's missing tags in one INSERT, the
    changed items in one UPDATE, stock counts through the ledger's bulk writer
    (core/catalog/stock.py count_many), new items in one INSERT, their links in one,
-   and one event per item created or changed in one INSERT ... SELECT, the item's
-   JSON built by SQL (core/events/catalog.py ITEM_JSON); the new items' stock.moved
-   likewise (NEW_MOVED): no new row comes back to Python. (A changed item's count
-   goes through Python, for the thresholds it may cross.)
+   and one event per item changed, then one per item created, each kind in one
+   INSERT ... SELECT, the item's JSON built by SQL (core/events/catalog.py
+   item_json); the new items' stock.moved likewise (NEW_MOVED): no new row comes back
+   to Python. (A changed item's count goes through Python, for the thresholds it may
+   cross.)
 
 Each phase's time is logged at INFO on ``stores.import`` (bench/import_copy.py).
 
@@ -57,6 +58,7 @@ from core.events.catalog import (
     ITEM_JSON,
     PREVIOUS_JSON,
     TAGS_JSON,
+    item_json,
     movements_written,
     utc_text,
 )
@@ -293,34 +295,67 @@ LEFT JOIN ({TAGS_JSON} JOIN import_plan q ON q.item_id = l.item_id
            WHERE q.changed OR q.relink GROUP BY l.item_id) g ON g.item_id = i.id
 WHERE p.changed OR p.relink
 """  # noqa: S608 - fragments of our own, no input
-# One event per item created or changed (§10), as record() writes them (core/events/
-# outbox.py): the changed ones first, then the new ones, each in the file's order. An
-# item whose JSON did not change (a tag linked again under the same name) writes none.
-EVENTS = f"""
+# item.updated of each item the import changes (§10), as record() writes them (core/
+# events/outbox.py), in the file's order. An item whose JSON did not change (a tag
+# linked again under the same name) writes none.
+UPDATED_EVENTS = f"""
 WITH written AS (
-    SELECT p.line, p.old_stock IS NULL AS created, {ITEM_JSON} AS after, b.obj AS before
+    SELECT p.line, {ITEM_JSON} AS after, b.obj AS before
     FROM import_plan p
     JOIN items i ON i.id = p.item_id
     JOIN stores s ON s.id = i.store_id
     LEFT JOIN ({TAGS_JSON} JOIN import_plan q ON q.item_id = l.item_id
-               WHERE q.old_stock IS NULL OR q.changed OR q.relink
-               GROUP BY l.item_id) g ON g.item_id = i.id
-    LEFT JOIN import_before b ON b.item_id = i.id
-    WHERE p.old_stock IS NULL OR p.changed OR p.relink
+               WHERE q.changed OR q.relink GROUP BY l.item_id) g ON g.item_id = i.id
+    JOIN import_before b ON b.item_id = i.id
+    WHERE p.changed OR p.relink
 ), told AS (
-    SELECT line, created, after,
-           CASE WHEN NOT created THEN {PREVIOUS_JSON} END AS previous
-    FROM written
+    SELECT line, after, {PREVIOUS_JSON} AS previous FROM written
 )
 INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
                     created_at)
-SELECT CASE WHEN created THEN 'item.created' ELSE 'item.updated' END,
-       %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
-       CASE WHEN created THEN json_build_object('object', after)
-            ELSE json_build_object('object', after, 'previous', previous) END,
+SELECT 'item.updated', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
+       json_build_object('object', after, 'previous', previous), %(now)s
+FROM told WHERE previous IS NOT NULL
+ORDER BY line
+"""  # noqa: S608 - fragments of our own, no input
+
+
+def _written_at(column: str) -> str:
+    """SQL: the text of a new item's time, given once (``written_text``) for the time
+    the import wrote (a link's trigger may have moved ``updated_at`` on: then its own)."""
+    return (
+        f"CASE WHEN {column} = %(written_at)s THEN %(written_text)s::text "
+        f"ELSE {utc_text(column)} END"
+    )
+
+
+CREATED_JSON = item_json(
+    store="(SELECT json_build_object('id', s.id, 'name', s.name) FROM stores s "
+    "WHERE s.id = %(store)s)",
+    created_at=_written_at("i.created_at"),
+    updated_at=_written_at("i.updated_at"),
+)
+# item.created of each new item, after the changed items' events, in the file's order:
+# its tags from the row's (import_tags, joined to tags as LINK links them), its store's
+# JSON and the text of the time the import wrote built once, not per row. (Ordered by
+# line, not by kind and line as one statement for both kinds was: the planner then
+# sorted the built JSON, which spilled to disk at a million rows.)
+CREATED_EVENTS = f"""
+INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
+                    created_at)
+SELECT 'item.created', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
+       json_build_object('object', {CREATED_JSON}),
        %(now)s
-FROM told WHERE created OR previous IS NOT NULL
-ORDER BY created, line
+FROM import_plan p
+JOIN items i ON i.id = p.item_id
+LEFT JOIN (
+    SELECT w.line, json_agg(json_build_object('id', t.id, 'name', t.name)
+                            ORDER BY t.id) AS tags_json
+    FROM import_tags w JOIN tags t ON t.store_id = %(store)s AND lower(t.name) = w.lname
+    GROUP BY w.line
+) g ON g.line = p.line
+WHERE p.old_stock IS NULL
+ORDER BY p.line
 """  # noqa: S608 - fragments of our own, no input
 
 # The items whose counts an import may write (their stock.moved events): the changed
@@ -330,20 +365,25 @@ WHERE item_id IS NOT NULL AND (changed OR relink) ORDER BY line"""
 # stock.moved of each new item's count, after the changed items' (§10): a new item's
 # first count crosses no threshold, so its events are its movements alone, each as
 # StockMovementSchema dumps it, written by SQL in the movements' order (no row comes
-# back to Python, nothing is held until the commit).
-NEW_MOVED = f"""
+# back to Python, nothing is held until the commit). The movements are put in order
+# before their JSON is built; their time is the same for all, its text given once.
+NEW_MOVED = """
 INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
                     created_at)
 SELECT 'stock.moved', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
        json_build_object('object', json_build_object(
            'id', m.id, 'item_id', m.item_id, 'delta', m.delta, 'stock_after', m.stock_after,
            'reason', m.reason, 'reference', m.reference, 'user_id', m.user_id,
-           'created_at', {utc_text("m.created_at")})),
+           'created_at', %(written_text)s::text)),
        %(now)s
-FROM import_plan p JOIN stock_movements m ON m.item_id = p.item_id
-WHERE p.old_stock IS NULL AND m.created_at = %(moved_at)s
+FROM (
+    SELECT m.id, m.item_id, m.delta, m.stock_after, m.reason, m.reference, m.user_id
+    FROM import_plan p JOIN stock_movements m ON m.item_id = p.item_id
+    WHERE p.old_stock IS NULL AND m.created_at = %(written_at)s
+    ORDER BY m.id
+) m
 ORDER BY m.id
-"""  # noqa: S608 - fragments of our own, no input
+"""
 
 MESSAGES: dict[str, Callable[[str, int], str]] = {
     "duplicate": lambda value, other: f"{value!r} is on line {other} already.",
@@ -622,10 +662,14 @@ def import_items(
                 "actor_type": actor["type"],
                 "actor_id": actor.get("id"),
                 "request_id": current_request_id(),
-                "now": utcnow(),
-                "moved_at": now,
+                "now": utcnow(),  # the events' time
+                "written_at": now,  # the rows' (and the new items' movements')
+                "written_text": now.isoformat(),
             }
-            cursor.execute(EVENTS, told_by)
+            if summary.updated:
+                cursor.execute(UPDATED_EVENTS, told_by)
+            if summary.created:
+                cursor.execute(CREATED_EVENTS, told_by)
             recorded_in_bulk()
             clock.lap("events")
             # stock.moved for each count written: the changed items' (with the

@@ -120,21 +120,31 @@ def utc_text(column: str) -> str:
     )
 
 
-# SQL (PostgreSQL): the item ``i`` of store ``s`` as its GET returns it (schemas.py
-# ItemSchema, in its fields' order; the price a JSON number as Python writes a float),
-# its tags' JSON array given as ``tags_json`` (``TAGS_JSON`` of its links). What the importer
-# writes its events from without reading each item into Python (core/catalog/csv_copy.py);
-# tests/api/test_import.py compares the two.
-ITEM_JSON = f"""json_build_object(
+def item_json(
+    store: str = "json_build_object('id', s.id, 'name', s.name)",
+    created_at: str = utc_text("i.created_at"),
+    updated_at: str = utc_text("i.updated_at"),
+) -> str:
+    """SQL (PostgreSQL): the item ``i`` as its GET returns it (schemas.py ItemSchema, in
+    its fields' order; the price a JSON number as Python writes a float), its tags' JSON
+    array given as ``tags_json`` (``TAGS_JSON`` of its links). ``store`` is its store's
+    JSON (by default from the store ``s``), ``created_at`` and ``updated_at`` its times'
+    texts: a statement that knows them for every row gives them once."""
+    return f"""json_build_object(
     'id', i.id, 'name', i.name, 'description', i.description,
     'price', CASE WHEN i.price = trunc(i.price) THEN (trunc(i.price)::bigint || '.0')::json
                   ELSE to_json(i.price::float8) END,
     'stock', i.stock, 'store_id', i.store_id,
-    'store', json_build_object('id', s.id, 'name', s.name),
+    'store', {store},
     'tags', coalesce(tags_json, '[]'::json),
     'sku', i.sku, 'status', i.status, 'low_stock_threshold', i.low_stock_threshold,
     'metadata', i.metadata,
-    'created_at', {utc_text("i.created_at")}, 'updated_at', {utc_text("i.updated_at")})"""
+    'created_at', {created_at}, 'updated_at', {updated_at})"""
+
+
+# What the importer writes its events from without reading each item into Python
+# (core/catalog/csv_copy.py); tests/api/test_import.py compares the two.
+ITEM_JSON = item_json()
 # Items' tags as ``tags_json`` by ``item_id``, ordered by id as an item's ``tags`` are
 # (to be completed with a WHERE and ``GROUP BY l.item_id``).
 TAGS_JSON = """SELECT l.item_id, json_agg(json_build_object('id', t.id, 'name', t.name)

@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select, text, update
 
+from core.catalog import csv_copy
 from core.catalog.csv_import import import_items
 from db import db
 from helpers import CatalogFactory, Client, count_queries, query, snapshot, without_links
@@ -237,6 +238,35 @@ def test_an_import_leaves_fresh_statistics(app: Flask, store: Any, run: Any) -> 
     rows = [f"Item {n},1.00,,," for n in range(70)]
     assert run(store["id"], HEADER + "\r\n".join(rows) + "\r\n").exit_code == 0
     assert query(app, text("SELECT reltuples FROM pg_class WHERE relname = 'items'")) == [(70,)]
+
+
+@pytest.mark.postgres
+def test_a_new_items_event_shows_its_time_when_a_link_moved_it(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    store: Any,
+    run: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The importer gives a new item's times to its event as one text, for the time it
+    wrote; with the application's clock behind the database's, linking the item's tags
+    moves its `updated_at` on (the links' trigger), and the event shows that time."""
+    monkeypatch.setattr(csv_copy, "utcnow", lambda: datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC))
+    first = query(app, select(func.coalesce(func.max(Event.id), 0)))[0][0]
+    assert run(store["id"], HEADER + "Tea,2.50,,,hot\r\nMilk,1.00,,,\r\n").exit_code == 0
+    created = query(
+        app,
+        select(Event.data).where(Event.id > first, Event.type == "item.created").order_by(Event.id),
+    )
+    shown = [data["object"] for (data,) in created]
+    assert [item["name"] for item in shown] == ["Tea", "Milk"]
+    for item in shown:
+        assert item == without_links(client.get(f"/items/{item['id']}", headers=as_alice).json)
+        assert item["created_at"] == "2020-01-02T03:04:05+00:00"
+    tea, milk = shown
+    assert tea["updated_at"] > "2026"  # moved on by the link, to the database's clock
+    assert milk["updated_at"] == "2020-01-02T03:04:05+00:00"  # no tag: as written
 
 
 def test_text_starting_with_a_quote_round_trips(
