@@ -185,20 +185,18 @@ WHERE p.tags <> ''
 ORDER BY p.line, lower(t.name), t.pos;
 ANALYZE import_tags
 """
-# Matched items whose tags differ from the row's (by name, as the tags may not exist yet).
+# Matched items whose tags differ from the row's (by name, as the tags may not exist
+# yet): a name on one side only, found by one pass over each side (a full join).
 RELINK = """
 UPDATE import_plan p SET relink = true FROM (
-    (SELECT p.item_id, w.lname FROM import_tags w JOIN import_plan p ON p.line = w.line
-     WHERE p.item_id IS NOT NULL
-     EXCEPT
-     SELECT l.item_id, lower(t.name) FROM item_tags l JOIN tags t ON t.id = l.tag_id
-     JOIN import_plan p ON p.item_id = l.item_id)
-    UNION
-    (SELECT l.item_id, lower(t.name) FROM item_tags l JOIN tags t ON t.id = l.tag_id
-     JOIN import_plan p ON p.item_id = l.item_id
-     EXCEPT
-     SELECT p.item_id, w.lname FROM import_tags w JOIN import_plan p ON p.line = w.line
-     WHERE p.item_id IS NOT NULL)
+    SELECT DISTINCT coalesce(w.item_id, e.item_id) AS item_id
+    FROM (SELECT p.item_id, w.lname FROM import_tags w JOIN import_plan p ON p.line = w.line
+          WHERE p.item_id IS NOT NULL) w
+    FULL JOIN (SELECT l.item_id, lower(t.name) AS lname FROM item_tags l
+               JOIN tags t ON t.id = l.tag_id
+               JOIN import_plan p ON p.item_id = l.item_id) e
+      ON e.item_id = w.item_id AND e.lname = w.lname
+    WHERE w.item_id IS NULL OR e.item_id IS NULL
 ) d WHERE p.item_id = d.item_id
 """
 COUNTS = """

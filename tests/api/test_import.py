@@ -121,6 +121,48 @@ def test_rows_update_items_of_the_same_name(
     assert tea == [(0, "Green")]
 
 
+def test_a_row_that_differs_only_in_its_tags_updates_its_item(
+    app: Flask,
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    store: Any,
+    run: Any,
+) -> None:
+    """A row updates its item when the set of its tags' names differs from the item's
+    (one added, one left out, all left out); the same names in another order or case
+    leave it unchanged."""
+    hot, cold = api.tag(as_alice, store, "hot"), api.tag(as_alice, store, "cold")
+    items = {}
+    for name in ("Same", "Added", "Removed", "Cleared", "Bare"):
+        items[name] = api.item(as_alice, store, name=name, price="1.00")
+        if name != "Bare":
+            api.link(as_alice, items[name], hot)
+            if name != "Added":
+                api.link(as_alice, items[name], cold)
+    rows = [
+        "Same,1.00,,,COLD|Hot",
+        "Added,1.00,,,hot|cold",
+        "Removed,1.00,,,cold",
+        "Cleared,1.00,,,",
+        "Bare,1.00,,,",
+    ]
+    result = run(store["id"], HEADER + "\r\n".join(rows) + "\r\n")
+    assert result.exit_code == 0, result.output
+    assert "0 created, 3 updated, 2 unchanged, 0 invalid." in result.output
+    tags = {
+        name: [t["name"] for t in client.get(f"/items/{item['id']}").json["tags"]]
+        for name, item in items.items()
+    }
+    assert tags == {
+        "Same": ["hot", "cold"],
+        "Added": ["hot", "cold"],
+        "Removed": ["cold"],
+        "Cleared": [],
+        "Bare": [],
+    }
+
+
 def test_a_bom_and_windows_line_endings(client: Client, store: Any, run: Any) -> None:
     content = "\ufeff" + HEADER + 'Milk,1.50,"two\r\nlines",3,dairy\r\n'
     result = run(store["id"], content.encode("utf-8"))
