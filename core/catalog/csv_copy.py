@@ -594,10 +594,12 @@ def import_items(
     progress: Callable[[int], None] = lambda _rows: None,
     listed: int = MAX_REPORTED,
     commit: bool = True,
+    user_id: int | None = None,
 ) -> Summary:
     """Import ``raw`` (a binary file) into ``store``; commits unless nothing may be
     written (invalid rows without ``skip_invalid``, or ``dry_run``). With
-    ``commit=False`` the rows stay in the session's open transaction (a job's)."""
+    ``commit=False`` the rows stay in the session's open transaction (a job's). The
+    counts' movements are ``user_id``'s (None from the command line)."""
     summary = Summary(listed=listed)
     errors = _Errors(summary)
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
@@ -623,6 +625,7 @@ def import_items(
             "has_description": has.description,
             "has_sku": has.sku,
             "has_threshold": has.low_stock_threshold,
+            "user_id": user_id,
         }
         _run(cursor, MATCH, params)
         cursor.execute(CLAIMED_TWICE)
@@ -719,6 +722,7 @@ def _write(cursor: Any, params: dict[str, Any], clock: _Clock, summary: Summary)
             ).where(PLAN.c.stock.is_not(None), PLAN.c.stock != PLAN.c.old_stock),
             reference="import",
             now=params["now"],
+            user_id=params["user_id"],
         )
     clock.lap("new tags, updated items and their counts")
     if summary.created:
@@ -731,6 +735,7 @@ def _write(cursor: Any, params: dict[str, Any], clock: _Clock, summary: Summary)
             ),
             reference="import",
             now=params["now"],
+            user_id=params["user_id"],
             created=True,
         )
         clock.lap("stock ledger of new items")

@@ -200,9 +200,10 @@ class Importer:
     file, when a later row may have renamed that item: then the deferred rows are
     written together (two items may swap names), or each is an invalid row."""
 
-    def __init__(self, store: Store, summary: Summary) -> None:
+    def __init__(self, store: Store, summary: Summary, user_id: int | None = None) -> None:
         self.store = store
         self.summary = summary
+        self.user_id = user_id  # whose the counts' movements are
         found = db.session.execute(
             select(func.lower(Tag.name), Tag.id).where(Tag.store_id == store.id)
         )
@@ -381,7 +382,7 @@ class Importer:
                 update(Item),  # ORM bulk UPDATE by primary key: one executemany
                 updates,
             )
-        stock.set_counts(counts, reference="import", user_id=None, now=now)
+        stock.set_counts(counts, reference="import", user_id=self.user_id, now=now)
         if relink:
             db.session.execute(delete(item_tags).where(item_tags.c.item_id.in_(relink)))
         return relink, [row["id"] for row in updates]
@@ -437,7 +438,7 @@ class Importer:
         stock.initial_counts(
             {item_id: row["stock"] for item_id, (_, row) in pairs if row.get("stock") is not None},
             reference="import",
-            user_id=None,
+            user_id=self.user_id,
             now=now,
         )
         return [(item_id, wanted[key]) for item_id, (key, _) in pairs]
@@ -509,12 +510,15 @@ def import_items(
     progress: Callable[[int], None] = lambda _rows: None,
     listed: int = MAX_REPORTED,
     commit: bool = True,
+    user_id: int | None = None,
 ) -> Summary:
     """Import ``raw`` (a binary file) into ``store``; commits unless nothing may be
     written (invalid rows without ``skip_invalid``, or ``dry_run``), which rolls back.
     With ``commit=False`` the rows are left in the session's open transaction, for
-    the caller to commit with its own record of the import (a job's result). On
-    PostgreSQL, the file goes through COPY and set-based statements (csv_copy.py)."""
+    the caller to commit with its own record of the import (a job's result). The
+    counts' movements are ``user_id``'s (the caller's; None from the command line,
+    §8). On PostgreSQL, the file goes through COPY and set-based statements
+    (csv_copy.py)."""
     if db.session.get_bind().dialect.name == "postgresql":
         from core.catalog import csv_copy
 
@@ -526,11 +530,12 @@ def import_items(
             progress=progress,
             listed=listed,
             commit=commit,
+            user_id=user_id,
         )
     summary = Summary(listed=listed)
     # utf-8-sig drops a BOM; newline="" lets csv read line breaks inside quoted cells.
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-    importer = Importer(store, summary)
+    importer = Importer(store, summary, user_id)
     chunk: list[dict[str, Any]] = []
     try:
         for line, row in read_rows(text, summary):

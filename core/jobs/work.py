@@ -104,6 +104,7 @@ def import_job(job: Job) -> None:
             progress=progress,
             listed=LISTED_ERRORS,
             commit=False,
+            user_id=job.user_id,  # the caller's movements (§8)
         )
     except UnreadableFileError as exc:
         db.session.rollback()

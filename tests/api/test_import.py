@@ -107,9 +107,11 @@ def test_rows_update_items_of_the_same_name(
     assert (updated["name"], updated["price"], updated["description"]) == ("MILK", 1.2, None)
     assert [t["name"] for t in updated["tags"]] == ["new-tag", "Other"]
     assert updated["stock"] == 8
+    alice = client.get("/users/me", headers=as_alice).json["id"]
     assert [
-        (m["delta"], m["stock_after"]) for m in client.get(f"/items/{milk['id']}/stock").json
-    ] == [(3, 8), (5, 5)]
+        (m["delta"], m["stock_after"], m["user_id"])
+        for m in client.get(f"/items/{milk['id']}/stock").json
+    ] == [(3, 8, None), (5, 5, alice)]  # the command line's count is no user's (§8)
     # The old tag stays in the store, unlinked; new tags were created in it.
     assert sorted(n for (n,) in query(app, select(Tag.name))) == [
         "Other",

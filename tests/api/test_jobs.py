@@ -315,6 +315,14 @@ def test_an_import_job_runs_the_importer(
         assert_job(post_import(client, store, GOOD, as_alice))["links"]["self"], headers=as_alice
     ).json
     assert again["result"]["unchanged"] == 2 and again["result"]["created"] == 0
+    # The counts are the caller's (§8), a new item's and a changed item's alike.
+    counted = GOOD.replace("Milk,1.50,12", "Milk,1.50,7")
+    job = assert_job(post_import(client, store, counted, as_alice))
+    assert client.get(job["links"]["self"], headers=as_alice).json["result"]["updated"] == 1
+    alice = client.get("/users/me", headers=as_alice).json["id"]
+    milk = items[1]["id"]
+    moved = client.get(f"/items/{milk}/stock").json
+    assert [(m["stock_after"], m["user_id"]) for m in moved] == [(7, alice), (12, alice)]
 
 
 @pytest.mark.postgres
