@@ -57,6 +57,7 @@ from core.catalog.stock import MAX_STOCK
 from core.events.catalog import (
     ITEM_JSON,
     PREVIOUS_JSON,
+    TAG_LIST,
     TAGS_JSON,
     item_json,
     movements_written,
@@ -347,8 +348,7 @@ SELECT 'item.created', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(req
 FROM import_plan p
 JOIN items i ON i.id = p.item_id
 LEFT JOIN (
-    SELECT w.line, json_agg(json_build_object('id', t.id, 'name', t.name)
-                            ORDER BY t.id) AS tags_json
+    SELECT w.line, {TAG_LIST} AS tags_json
     FROM import_tags w JOIN tags t ON t.store_id = %(store)s AND lower(t.name) = w.lname
     GROUP BY w.line
 ) g ON g.line = p.line
