@@ -14,7 +14,8 @@ path, core/catalog/csv_import.py, whose rules this follows exactly).
    and their tags, so a dry run or a refused file reports what would have happened.
 4. Then, unless nothing may be written: the store's missing tags in one INSERT, the
    changed items in one UPDATE, stock counts through the ledger's bulk writer
-   (core/catalog/stock.py count_many), new items in one INSERT, their links in one,
+   (core/catalog/stock.py count_many), new items in one INSERT (their ids drawn first,
+   in the file's order: NEW_IDS), their links in one,
    and one event per item changed, then one per item created, each kind in one
    INSERT ... SELECT, the item's JSON built by SQL (core/events/catalog.py
    item_json); the new items' stock.moved likewise (NEW_MOVED): no new row comes back
@@ -242,17 +243,22 @@ UPDATE items i SET
 FROM import_plan p
 WHERE p.item_id = i.id AND (p.changed OR p.relink)
 """
+# The new items' ids, drawn in the file's order into a table of their own before the
+# INSERT gives each row its id: the later statements find a new item by its line here,
+# and nothing is written back into the plan (a second write of every new row, a
+# twelfth of the INSERT's time, bench/import_insert.py ``ids-first``).
+NEW_IDS = """
+CREATE TEMP TABLE import_new ON COMMIT DROP AS
+SELECT line, nextval('items_id_seq')::integer AS item_id
+FROM (SELECT line FROM import_plan WHERE item_id IS NULL ORDER BY line) p;
+ANALYZE import_new
+"""
 NEW_ITEMS = """
-WITH created AS (
-    INSERT INTO items (name, price, description, stock, store_id, sku, status,
-                       low_stock_threshold, created_at, updated_at)
-    SELECT name, price, description, coalesce(stock, 0), %(store)s, sku,
-           coalesce(status, 'active'), low_stock_threshold, %(now)s, %(now)s
-    FROM import_plan WHERE item_id IS NULL ORDER BY line
-    RETURNING id, lower(name) AS lname
-)
-UPDATE import_plan p SET item_id = c.id, old_stock = NULL
-FROM created c WHERE p.item_id IS NULL AND p.lname = c.lname
+INSERT INTO items (id, name, price, description, stock, store_id, sku, status,
+                   low_stock_threshold, created_at, updated_at)
+SELECT n.item_id, p.name, p.price, p.description, coalesce(p.stock, 0), %(store)s, p.sku,
+       coalesce(p.status, 'active'), p.low_stock_threshold, %(now)s, %(now)s
+FROM import_new n JOIN import_plan p USING (line) ORDER BY n.item_id
 """
 # The GIN indexes of items (full text, trigrams) take new entries into a pending list
 # and merge it into the index when it passes gin_pending_list_limit (4 MB by default,
@@ -276,11 +282,12 @@ DELETE FROM item_tags l USING import_plan p WHERE p.relink AND l.item_id = p.ite
 """
 LINK = """
 INSERT INTO item_tags (item_id, tag_id)
-SELECT p.item_id, t.id FROM import_tags w
+SELECT coalesce(p.item_id, n.item_id), t.id FROM import_tags w
 JOIN import_plan p ON p.line = w.line
+LEFT JOIN import_new n ON n.line = w.line
 JOIN tags t ON t.store_id = %(store)s AND lower(t.name) = w.lname
-WHERE p.relink OR p.old_stock IS NULL
-ORDER BY p.item_id, t.id
+WHERE p.relink OR p.item_id IS NULL
+ORDER BY 1, 2
 """
 
 # The changed items as GET showed them before the import: their events' `previous` (§10).
@@ -345,15 +352,14 @@ INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, 
 SELECT 'item.created', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
        json_build_object('object', {CREATED_JSON}),
        %(now)s
-FROM import_plan p
-JOIN items i ON i.id = p.item_id
+FROM import_new n
+JOIN items i ON i.id = n.item_id
 LEFT JOIN (
     SELECT w.line, {TAG_LIST} AS tags_json
     FROM import_tags w JOIN tags t ON t.store_id = %(store)s AND lower(t.name) = w.lname
     GROUP BY w.line
-) g ON g.line = p.line
-WHERE p.old_stock IS NULL
-ORDER BY p.line
+) g ON g.line = n.line
+ORDER BY n.line
 """  # noqa: S608 - fragments of our own, no input
 
 # The items whose counts an import may write (their stock.moved events): the changed
@@ -376,8 +382,8 @@ SELECT 'stock.moved', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(requ
        %(now)s
 FROM (
     SELECT m.id, m.item_id, m.delta, m.stock_after, m.reason, m.reference, m.user_id
-    FROM import_plan p JOIN stock_movements m ON m.item_id = p.item_id
-    WHERE p.old_stock IS NULL AND m.created_at = %(written_at)s
+    FROM import_new n JOIN stock_movements m ON m.item_id = n.item_id
+    WHERE m.created_at = %(written_at)s
     ORDER BY m.id
 ) m
 ORDER BY m.id
@@ -656,7 +662,6 @@ def import_items(
         _write(cursor, params, clock, summary)
         if told:
             actor = current_actor()
-            cursor.execute("ANALYZE import_plan")  # the new ids: a hash join, not a loop
             told_by = {
                 **params,
                 "owner": store.owner_id,
@@ -698,8 +703,10 @@ def import_items(
     return summary
 
 
+NEW = table("import_new", column("line"), column("item_id"))
 PLAN = table(
     "import_plan",
+    column("line"),
     column("item_id"),
     column("stock"),
     column("old_stock"),
@@ -712,6 +719,7 @@ def _write(cursor: Any, params: dict[str, Any], clock: _Clock, summary: Summary)
     would read the whole plan to find nothing)."""
     if summary.created or summary.updated:
         cursor.execute(NEW_TAGS, params)
+        _run(cursor, NEW_IDS)  # empty without new rows: LINK reads it
     if summary.updated:
         cursor.execute(LET_GO, params)
         cursor.execute(UPDATE_ITEMS, params)
@@ -730,9 +738,10 @@ def _write(cursor: Any, params: dict[str, Any], clock: _Clock, summary: Summary)
         clock.lap("new items")
         # New items were written with their stock: a count movement each that gave one.
         stock.count_many(
-            select(PLAN.c.item_id, literal(0).label("before"), PLAN.c.stock.label("after")).where(
-                PLAN.c.old_stock.is_(None), PLAN.c.stock.is_not(None)
-            ),
+            select(NEW.c.item_id, literal(0).label("before"), PLAN.c.stock.label("after"))
+            .join_from(NEW, PLAN, NEW.c.line == PLAN.c.line)
+            .where(PLAN.c.stock.is_not(None))
+            .order_by(NEW.c.item_id),  # the movements in the file's order too
             reference="import",
             now=params["now"],
             user_id=params["user_id"],
