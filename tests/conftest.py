@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
@@ -70,6 +71,12 @@ pytest_plugins = ["instances"]
 
 
 def pytest_configure(config: Any) -> None:
+    # A shell starts a background job (`make test &`, as .ci/run starts its two passes)
+    # with Ctrl-C ignored, and the servers the tests start would inherit that: a test of
+    # a terminal's Ctrl-C (tests/system/test_env.py) would find it ignored. As in a
+    # terminal's foreground, SIGINT interrupts (and the servers, on exec, get default).
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line("markers", "config(**values): app config overrides for the test")
     config.addinivalue_line("markers", "postgres: needs TEST_DATABASE_URL (PostgreSQL)")
     config.addinivalue_line("markers", "redis: needs REDIS_URL")
