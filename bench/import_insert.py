@@ -101,7 +101,7 @@ JOIN pg_class c ON c.oid = i.indexrelid
 WHERE i.indrelid = 'items'::regclass AND NOT i.indisprimary
 """
 
-# name -> (statements before the INSERT, the INSERT)
+# name -> (statements before the INSERT, the INSERT or the statements timed with it)
 VARIANTS: dict[str, tuple[list[str], str | list[str]]] = {
     "all": ([], INSERT),
     **{
