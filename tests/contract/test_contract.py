@@ -137,8 +137,8 @@ ALL_CHECKS = [REPLACED.get(check, check) for check in CHECKS.get_all()]
 
 # Per operation: Hypothesis examples in the fuzzing phase (the examples and coverage
 # phases are bounded by the schema itself); per role: stateful scenarios and steps.
-# 15, not 25: the four fuzzing runs were ~11 of CI's minutes on a slow day.
-EXAMPLES_PER_OPERATION = 15
+# 25: with CI's two passes side by side (.ci/run), the four fuzzing runs fit again.
+EXAMPLES_PER_OPERATION = 25
 STATEFUL_SCENARIOS = 15
 STATEFUL_STEPS = 10
 # Deterministic everywhere (tests/conftest.py's Hypothesis profile): the same
