@@ -30,11 +30,26 @@ SECRET = "k" * 40  # long enough for production
 REQUEST_TIMEOUT = 10  # seconds; a request that takes longer is a failure, not a wait
 
 
+# CI runs its two passes at once (.ci/run), each with its own TEST_PORT_CLASS: a pass
+# takes only ports of its class, so it never picks one the other pass has picked and
+# not bound yet (between free_port() and the server's bind, the port is free to all).
+PORT_CLASS = os.environ.get("TEST_PORT_CLASS")
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port free now; of this run's class (TEST_PORT_CLASS, 0 or 1) if it has one."""
+    held: list[socket.socket] = []  # the ports of the other class, refused until the end
+    try:
+        while True:
+            sock = socket.socket()
+            held.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+            if PORT_CLASS is None or port // 2 % 2 == int(PORT_CLASS):
+                return port
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def server_env(**values: str) -> dict[str, str]:
