@@ -145,10 +145,10 @@ def item_json(
 # What the importer writes its events from without reading each item into Python
 # (core/catalog/csv_copy.py); tests/api/test_import.py compares the two.
 ITEM_JSON = item_json()
-# Items' tags as ``tags_json`` by ``item_id``, ordered by id as an item's ``tags`` are
-# (to be completed with a WHERE and ``GROUP BY l.item_id``).
 # An item's tags ``t`` as its JSON shows them (to be aggregated by item).
 TAG_LIST = "json_agg(json_build_object('id', t.id, 'name', t.name) ORDER BY t.id)"
+# Items' tags as ``tags_json`` by ``item_id``, ordered by id as an item's ``tags`` are
+# (to be completed with a WHERE and ``GROUP BY l.item_id``).
 TAGS_JSON = f"""SELECT l.item_id, {TAG_LIST} AS tags_json
 FROM item_tags l JOIN tags t ON t.id = l.tag_id"""  # noqa: S608 - fragments of our own, no input
 # ``previous`` of an update, from ``before`` and ``after`` (json): the old value of each
