@@ -33,11 +33,20 @@ REQUEST_TIMEOUT = 10  # seconds; a request that takes longer is a failure, not a
 # CI runs its two passes at once (.ci/run), each with its own TEST_PORT_CLASS: a pass
 # takes only ports of its class, so it never picks one the other pass has picked and
 # not bound yet (between free_port() and the server's bind, the port is free to all).
-PORT_CLASS = os.environ.get("TEST_PORT_CLASS")
+def port_class(value: str | None) -> int | None:
+    """TEST_PORT_CLASS as a class of ports: None (unset or empty: any port), 0 or 1."""
+    if not value:
+        return None
+    if value not in ("0", "1"):
+        raise ValueError(f"TEST_PORT_CLASS is 0 or 1, not {value!r}")
+    return int(value)
 
 
-def free_port() -> int:
-    """A port free now; of this run's class (TEST_PORT_CLASS, 0 or 1) if it has one."""
+PORT_CLASS = port_class(os.environ.get("TEST_PORT_CLASS"))
+
+
+def free_port(of_class: int | None = PORT_CLASS) -> int:
+    """A port free now; of class ``of_class`` (``port // 2 % 2``) unless it is None."""
     held: list[socket.socket] = []  # the ports of the other class, refused until the end
     try:
         while True:
@@ -45,7 +54,7 @@ def free_port() -> int:
             held.append(sock)
             sock.bind(("127.0.0.1", 0))
             port: int = sock.getsockname()[1]
-            if PORT_CLASS is None or port // 2 % 2 == int(PORT_CLASS):
+            if of_class is None or port // 2 % 2 == of_class:
                 return port
     finally:
         for sock in held:
