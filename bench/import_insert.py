@@ -20,6 +20,7 @@ import argparse
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,7 @@ import psycopg  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from core.catalog.csv_copy import NEW_IDS, NEW_ITEMS  # noqa: E402
 from servers import BIN, server_env  # noqa: E402
 
 STAGE = """
@@ -65,7 +67,8 @@ ORDER BY lower(name)
 PLAN = """
 CREATE TEMP TABLE import_plan ON COMMIT DROP AS
 SELECT line, name, lower(name) AS lname, price, description, stock, sku, status,
-       NULL::integer AS item_id, NULL::integer AS old_stock
+       NULL::integer AS low_stock_threshold, NULL::integer AS item_id,
+       NULL::integer AS old_stock
 FROM staged
 """
 AS_IMPORT = f"""
@@ -78,16 +81,9 @@ WITH created AS (
 UPDATE import_plan p SET item_id = c.id, old_stock = NULL
 FROM created c WHERE p.item_id IS NULL AND p.lname = c.lname
 """  # noqa: S608 - our own text
-# The importer since: the new ids drawn first, in file order, into a narrow table of
-# their own, then the INSERT gives each row its id: nothing written back into the plan.
-IDS_FIRST = [
-    """CREATE TEMP TABLE import_new ON COMMIT DROP AS
-    SELECT line, nextval('items_id_seq')::integer AS item_id
-    FROM (SELECT line FROM import_plan WHERE item_id IS NULL ORDER BY line) p""",
-    f"""INSERT INTO items (id, {COLUMNS})
-    SELECT n.item_id, name, price, description, stock, %(store)s, sku, status, now(), now()
-    FROM import_plan p JOIN import_new n USING (line) ORDER BY n.item_id""",  # noqa: S608
-]
+# The importer since (its own statements): the new ids drawn first, in file order,
+# into a narrow table of their own, then the INSERT gives each row its id.
+IDS_FIRST = [*NEW_IDS.strip().split(";"), NEW_ITEMS]
 # What the search document costs to compute, without a write.
 DOCUMENT = """
 SELECT count(setweight(to_tsvector('english', name), 'A') ||
@@ -154,7 +150,7 @@ def measure(conn: psycopg.Connection, store: int, name: str, rows: int) -> None:
         lsn = cursor.fetchone()[0]  # type: ignore[index]
         start = time.perf_counter()
         for each in [statement] if isinstance(statement, str) else statement:
-            cursor.execute(each, {"store": store})
+            cursor.execute(each, {"store": store, "now": datetime.now(UTC)})
         took = time.perf_counter() - start
         wal = wal_bytes(cursor, lsn)
         conn.rollback()
