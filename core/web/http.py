@@ -11,6 +11,7 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 
 from core.web.errors import RETRY_AFTER_SECONDS, abort
+from core.web.idempotency import HEADER as IDEMPOTENCY_HEADER
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -72,25 +73,30 @@ def require_json_body() -> None:
     # is raised after this hook).
     if request.method not in BODY_METHODS or request.routing_exception is not None:
         return
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
     setting = _csv_limit_setting()
     if setting is not None:  # its own size limit, for whoever reads it (idempotency too)
-        request.max_content_length = current_app.config[setting]
+        limit = current_app.config[setting]
+        request.max_content_length = limit
+        # The view streams the body (Werkzeug refuses it past the limit), but an
+        # Idempotency-Key's fingerprint reads it whole with get_data(), which would
+        # stop at the limit without an error: the view would import a cut file.
+        if chunked and IDEMPOTENCY_HEADER in request.headers:
+            _buffer_chunked_body(limit)
         return
-    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
     if not (request.content_length or chunked):
         return
     mimetype = request.mimetype
     if not (mimetype == "application/json" or mimetype.endswith("+json")):
         abort(415)
     if chunked:
-        _buffer_chunked_body()
+        _buffer_chunked_body(current_app.config["MAX_CONTENT_LENGTH"])
 
 
-def _buffer_chunked_body() -> None:
+def _buffer_chunked_body(limit: int) -> None:
     """Read a chunked body (which has no Content-Length) up front, refusing it whole
-    when it is too large. Werkzeug would stop reading it at MAX_CONTENT_LENGTH
+    when it is over ``limit`` bytes. Werkzeug would stop reading it at the limit
     without an error, and the view would then parse a truncated body."""
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
     body = request.environ["wsgi.input"].read(limit + 1)
     if len(body) > limit:
         abort(413)

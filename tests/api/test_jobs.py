@@ -578,6 +578,35 @@ def test_an_import_sent_with_an_idempotency_key_is_made_once(
     assert done["status"] == "succeeded" and done["result"]["created"] == 2
 
 
+@pytest.mark.config(IMPORT_MAX_BYTES=1000)
+@pytest.mark.parametrize("key", [None, "chunked-1"])
+def test_a_chunked_import_over_the_limit_is_refused_not_cut(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory, key: str | None
+) -> None:
+    """A chunked body has no Content-Length. With an Idempotency-Key, whose fingerprint
+    reads the body whole, it was cut at the limit and imported in part (202)."""
+    store = api.store(as_alice)
+    headers = {**as_alice, "Content-Type": CSV, "Transfer-Encoding": "chunked"}
+    if key:
+        headers["Idempotency-Key"] = key
+    rows = "".join(f"Item {n:03},1\r\n" for n in range(100))  # 1,211 bytes in all
+
+    def send(body: str) -> Response:
+        return client.post(
+            f"/stores/{store['id']}/imports",
+            input_stream=io.BytesIO(body.encode()),
+            headers=headers,
+            environ_overrides={"wsgi.input_terminated": True},  # as gunicorn's chunked
+        )
+
+    before = snapshot(app)
+    assert_error(send("name,price\r\n" + rows), 413)
+    assert snapshot(app) == before
+    job = assert_job(send("name,price\r\n" + rows[:600]))  # 50 rows, under the limit
+    done = client.get(job["links"]["self"], headers=as_alice).json
+    assert done["status"] == "succeeded" and done["result"]["created"] == 50
+
+
 def test_a_finished_job_writes_its_event_for_its_creator(
     app: Flask,
     client: Client,
