@@ -141,16 +141,30 @@ WITH found AS (
 )
 DELETE FROM import_plan p USING found f WHERE p.line = f.line
 """
-# A name the merge would give two items: the row's, kept by an item that no row updates.
-# (Repeated while it finds any, since a row left out keeps its item's old name.)
+# A name the merge would give two items: the row's, kept by an item that no valid row
+# updates: no row at all, or a row refused here (that item keeps its name, so a row
+# renaming another item onto it is refused too: a chain of renames is refused from
+# its held-up end back; names that go round are fine). The rows whose name another
+# item holds first (few: a re-import's rows hold their own), then one recursive pass
+# along the chains, a step and an index probe per link, however long they are.
+HELD = """
+CREATE TEMP TABLE import_held ON COMMIT DROP AS
+SELECT p.line, p.item_id, n.id AS holder
+FROM import_plan p
+JOIN items n ON n.store_id = %(store)s AND lower(n.name) = p.lname
+WHERE n.id IS DISTINCT FROM p.item_id;
+CREATE INDEX ON import_held (holder);
+ANALYZE import_held
+"""
 NAME_TAKEN = """
-WITH found AS (
+WITH RECURSIVE refused AS (
+    SELECT h.line, h.item_id, h.holder FROM import_held h
+    WHERE NOT EXISTS (SELECT 1 FROM import_plan q WHERE q.item_id = h.holder)
+    UNION
+    SELECT h.line, h.item_id, h.holder FROM refused r JOIN import_held h ON h.holder = r.item_id
+), found AS (
     INSERT INTO import_errors (line, col, kind, value, other)
-    SELECT p.line, 'name', 'taken', p.name, n.id
-    FROM import_plan p
-    JOIN items n ON n.store_id = %(store)s AND lower(n.name) = p.lname
-    WHERE n.id IS DISTINCT FROM p.item_id
-      AND NOT EXISTS (SELECT 1 FROM import_plan q WHERE q.item_id = n.id)
+    SELECT r.line, 'name', 'taken', p.name, r.holder FROM refused r JOIN import_plan p USING (line)
     RETURNING line
 )
 DELETE FROM import_plan p USING found f WHERE p.line = f.line
@@ -396,7 +410,9 @@ ORDER BY m.id
 MESSAGES: dict[str, Callable[[str, int], str]] = {
     "duplicate": lambda value, other: f"{value!r} is on line {other} already.",
     "claimed": lambda value, other: f"Item {value} is updated by line {other} already.",
-    "taken": lambda value, other: f"{value!r} is the name of item {other}, which no row renames.",
+    "taken": lambda value, other: (
+        f"{value!r} is the name of item {other}, which no valid row renames."
+    ),
 }
 
 
@@ -639,10 +655,8 @@ def import_items(
         }
         _run(cursor, MATCH, params)
         cursor.execute(CLAIMED_TWICE)
-        while True:
-            cursor.execute(NAME_TAKEN, params)
-            if not cursor.rowcount or not skip_invalid:
-                break
+        _run(cursor, HELD, params)
+        cursor.execute(NAME_TAKEN)
         _sql_errors(cursor, errors)
         clock.lap("duplicates and matching")
         cursor.execute(COMPARE.format(only=""), params)

@@ -280,12 +280,10 @@ class Importer:
                 continue
             claimed[item.id] = row["_line"]
             matches[key] = item
-        for key, item in list(matches.items()):
+        for key in self._held(matches, named, claimed):
             # Matched by SKU, renamed to a name another item keeps: fine if a row of
             # this chunk renames that item; maybe if a later row does (wait and see).
-            holder = named.get(key)
-            if holder is None or holder.id == item.id or holder.id in claimed:
-                continue
+            item, holder = matches[key], named[key]
             row = by_name.pop(key)
             del matches[key]
             del claimed[item.id]
@@ -296,10 +294,31 @@ class Importer:
             self.summary.error(
                 row["_line"],
                 "name",
-                f"{row['name']!r} is the name of item {holder.id}, which no row renames.",
+                f"{row['name']!r} is the name of item {holder.id}, which no valid row renames.",
             )
         self.written.update(claimed)
         return matches
+
+    @staticmethod
+    def _held(
+        matches: dict[str, Item], named: dict[str, Item], claimed: dict[int, int]
+    ) -> list[str]:
+        """The matched rows (keys, in the file's order) whose new name another item
+        keeps, that no row of this chunk renames; then, along each chain, the row that
+        renames an item onto the name of one of those rows' items (that item keeps its
+        name while its row waits or is refused). Each row is found once: linear."""
+        holders = {key: named[key].id for key in matches if key in named}
+        holders = {key: held for key, held in holders.items() if held != matches[key].id}
+        follower = {held: key for key, held in holders.items()}  # item id: the row it holds up
+        found = [key for key, held in holders.items() if held not in claimed]
+        chained: set[str] = set()
+        while found:
+            key = found.pop()
+            if key not in chained:
+                chained.add(key)
+                if (after := follower.get(matches[key].id)) is not None:
+                    found.append(after)
+        return sorted(chained, key=lambda key: claimed[matches[key].id])
 
     def chunk(self, rows: list[dict[str, Any]]) -> None:
         """Create or update the items of ``rows``: a fixed number of statements."""
