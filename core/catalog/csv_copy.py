@@ -51,7 +51,7 @@ from core.catalog.csv_import import (
     Summary,
     UnreadableFileError,
     _cells,
-    _flatten,
+    problems_of,
     read_header,
 )
 from core.catalog.stock import MAX_STOCK
@@ -529,16 +529,19 @@ class _Clock:
 
 
 class _Errors:
-    """The first MAX_REPORTED errors by line (from Python and from SQL), and the count."""
+    """The errors of the first lines (``listed`` of them, from Python and from SQL),
+    and the count of invalid rows."""
 
     def __init__(self, summary: Summary) -> None:
         self.summary = summary
         self.found: list[tuple[int, str | None, str]] = []
 
-    def add(self, line: int, column: str | None, message: str) -> None:
+    def add(self, line: int, problems: list[tuple[str | None, str]]) -> None:
+        """An invalid row (counted once) and its problems (column, message). Python
+        finds them in line order: past the first ``listed``, none is kept."""
         self.summary.invalid += 1
-        if len(self.found) < self.summary.listed:
-            self.found.append((line, column, message))
+        room = max(0, self.summary.listed - len(self.found))
+        self.found += [(line, name, message) for name, message in problems[:room]]
 
     def report(self) -> None:
         """Into the summary, by line: Python's and SQL's errors come in two passes."""
@@ -566,7 +569,8 @@ def _load(cursor: Any, text: IO[str], errors: _Errors, progress: Callable[[int],
     line, since = reader.line_num + 1, 0
     with cursor.copy(COPY) as copy:
         for row in reader:
-            if not row:  # a blank line: DictReader reads on, the next row starts here
+            if not row:  # a blank line: DictReader reads on, the next row starts after it
+                line = reader.line_num + 1
                 continue
             start, line = line, reader.line_num + 1
             since += 1
@@ -574,7 +578,7 @@ def _load(cursor: Any, text: IO[str], errors: _Errors, progress: Callable[[int],
                 progress(since)
                 since = 0
             if len(row) > width:  # more cells than columns
-                errors.add(start, None, f"{len(row)} cells, expected at most {width}.")
+                errors.add(start, [(None, f"{len(row)} cells, expected at most {width}.")])
                 continue
             if len(row) < width:
                 row += [""] * (width - len(row))  # DictReader's None, read as ""
@@ -583,9 +587,7 @@ def _load(cursor: Any, text: IO[str], errors: _Errors, progress: Callable[[int],
                 try:
                     ready = _checked(schema.load(_cells(dict(zip(columns, row, strict=True)))))
                 except ma.ValidationError as exc:
-                    messages: dict[str, Any] = exc.messages  # type: ignore[assignment]
-                    for name, message in sorted(messages.items()):
-                        errors.add(start, name, " ".join(_flatten(message)))
+                    errors.add(start, problems_of(exc))
                     continue
             copy.write_row((start, *ready))
     progress(since)
@@ -606,9 +608,12 @@ def _sql_errors(cursor: Any, errors: _Errors) -> None:
         "SELECT line, col, kind, value, other FROM import_errors ORDER BY line LIMIT %s",
         (errors.summary.listed,),
     )
-    for line, col, kind, value, other in cursor.fetchall():
-        errors.add(line, col, MESSAGES[kind](value, other))
-    errors.summary.invalid += total - min(total, errors.summary.listed)
+    # The first lines' (one error a row), beside Python's: report() keeps the first.
+    errors.found += [
+        (line, col, MESSAGES[kind](value, other))
+        for line, col, kind, value, other in cursor.fetchall()
+    ]
+    errors.summary.invalid += total
 
 
 def import_items(

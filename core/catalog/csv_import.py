@@ -84,10 +84,16 @@ class Summary:
     listed: int = MAX_REPORTED
 
     def error(self, line: int, column: str | None, message: str) -> None:
-        """An invalid row; listed in line order (a deferred row is judged last)."""
+        """An invalid row, for one reason."""
+        self.invalid_row(line, [(column, message)])
+
+    def invalid_row(self, line: int, problems: list[tuple[str | None, str]]) -> None:
+        """An invalid row (counted once), each of its problems (column, message)
+        listed in line order (a deferred row is judged last)."""
         self.invalid += 1
-        entry = {"line": line, "column": column, "message": message}
-        bisect.insort(self.errors, entry, key=lambda e: int(e["line"]))
+        for column, message in problems:
+            entry = {"line": line, "column": column, "message": message}
+            bisect.insort(self.errors, entry, key=lambda e: int(e["line"]))
         del self.errors[self.listed :]
 
     def lines(self) -> list[str]:
@@ -150,27 +156,28 @@ def read_header(reader: csv.DictReader[str]) -> list[str]:
 
 def read_rows(text: IO[str], summary: Summary) -> Iterator[tuple[int, dict[str, Any]]]:
     """Valid rows with their line numbers; invalid ones go to ``summary``."""
-    reader = csv.DictReader(text)
-    columns = read_header(reader)
+    header = csv.DictReader(text)
+    columns = read_header(header)
     schema = RowSchema()
     seen: dict[str, int] = {}
     skus: dict[str, int] = {}
+    # The rows as csv.DictReader reads them (blank lines skipped, short rows padded),
+    # from its own reader: each row's first line counts the blank lines before it.
+    reader = header.reader
     line = reader.line_num + 1
-    for row in reader:
-        start, line = line, reader.line_num + 1
-        if None in row:  # more cells than columns
-            summary.error(
-                start,
-                None,
-                f"{len(columns) + len(row[None])} cells, expected at most {len(columns)}.",
-            )
+    for cells in reader:
+        if not cells:  # a blank line: the next row starts after it
+            line = reader.line_num + 1
             continue
+        start, line = line, reader.line_num + 1
+        if len(cells) > len(columns):
+            summary.error(start, None, f"{len(cells)} cells, expected at most {len(columns)}.")
+            continue
+        row = dict(zip(columns, cells + [""] * (len(columns) - len(cells)), strict=True))
         try:
             data = schema.load(_cells(row))
         except ma.ValidationError as exc:
-            messages_by_column: dict[str, Any] = exc.messages  # type: ignore[assignment]
-            for column, messages in sorted(messages_by_column.items()):
-                summary.error(start, column, " ".join(_flatten(messages)))
+            summary.invalid_row(start, problems_of(exc))
             continue
         key = unicode_lower(data["name"])  # as the database lowercases it
         if key in seen:
@@ -185,6 +192,12 @@ def read_rows(text: IO[str], summary: Summary) -> Iterator[tuple[int, dict[str, 
             skus[data["sku"]] = start
         seen[key] = start
         yield start, data
+
+
+def problems_of(exc: ma.ValidationError) -> list[tuple[str | None, str]]:
+    """What RowSchema found wrong with a row: (column, message), by column."""
+    by_column: dict[str, Any] = exc.messages  # type: ignore[assignment]
+    return [(column, " ".join(_flatten(text))) for column, text in sorted(by_column.items())]
 
 
 def _flatten(messages: Any) -> list[str]:
@@ -228,7 +241,10 @@ class Importer:
 
     def _ensure_tags(self, lowered: dict[str, str], names: list[str]) -> None:
         """Create the tags among ``names`` that the store lacks: one statement."""
-        new = {lowered[name]: name for name in names if lowered[name] not in self.tags}
+        new: dict[str, str] = {}  # lowered: the file's first spelling (as PostgreSQL's)
+        for name in names:
+            if lowered[name] not in self.tags:
+                new.setdefault(lowered[name], name)
         if new:
             created = db.session.execute(
                 insert(Tag).returning(func.lower(Tag.name), Tag.id, sort_by_parameter_order=True),

@@ -222,6 +222,60 @@ def test_invalid_rows_are_reported_by_line_and_column(app: Flask, store: Any, ru
     assert query(app, select(Item.name)) == [("Good",)]
 
 
+def test_a_row_counts_once_and_its_line_counts_the_blank_lines(
+    app: Flask, store: Any, run: Any
+) -> None:
+    """A row with three bad cells is one invalid row (each cell listed); its line is
+    where it is in the file, blank lines before it included."""
+    content = HEADER + "\r\n\r\nGood,1,,,\r\n\r\n,x,,y,\r\nGood,2,,,\r\n"
+    before = snapshot(app)
+    result = run(store["id"], content)
+    assert result.exit_code == 1
+    listed = [line.split(":")[0] for line in result.output.splitlines() if line[:5] == "line "]
+    assert listed == [
+        "line 6, column name",
+        "line 6, column price",
+        "line 6, column stock",
+        "line 7, column name",
+    ]
+    assert "line 7, column name: 'Good' is on line 4 already." in result.output
+    assert "Nothing written: 2 invalid rows" in result.output
+    assert "import the 1 valid row alone." in result.output
+    assert snapshot(app) == before
+
+
+def test_the_errors_listed_are_the_first_lines_whoever_finds_them(app: Flask, store: Any) -> None:
+    """Line 3 repeats line 2's name (on PostgreSQL found by SQL, after the file's
+    other errors were read): it is listed first, with the next lines' up to the cap."""
+    rows = "Milk,1,,,\r\nmilk,1,,,\r\n" + "".join(f"Bad {n},x,,,\r\n" for n in range(20))
+    with app.app_context():
+        summary = import_items(
+            db.session.get_one(Store, store["id"]), io.BytesIO((HEADER + rows).encode()), listed=5
+        )
+    assert summary.invalid == 21
+    assert [(e["line"], e["column"]) for e in summary.errors] == [
+        (3, "name"),
+        (4, "price"),
+        (5, "price"),
+        (6, "price"),
+        (7, "price"),
+    ]
+
+
+def test_a_new_tag_takes_the_files_first_spelling(
+    app: Flask, client: Client, store: Any, run: Any
+) -> None:
+    result = run(store["id"], HEADER + "A,1,,,Fresh\r\nB,1,,,fresh|FRESH\r\nC,1,,,x|X\r\n")
+    assert result.exit_code == 0, result.output
+    assert query(app, select(Tag.name).order_by(Tag.id)) == [("Fresh",), ("x",)]
+    listed = client.get(f"/stores/{store['id']}/items?sort=name").json
+    assert {i["name"]: [t["name"] for t in i["tags"]] for i in listed} == {
+        "A": ["Fresh"],
+        "B": ["Fresh"],
+        "C": ["x"],
+    }
+
+
 def test_a_dry_run_writes_nothing(app: Flask, store: Any, run: Any) -> None:
     before = snapshot(app)
     result = run(store["id"], HEADER + "Milk,1,,4,dairy\r\n", "--dry-run")
