@@ -53,14 +53,14 @@ def _lock_counter() -> int:
 
 
 def matches(webhook: Webhook, event: Event | Row[Any]) -> bool:
+    """Whether ``webhook`` receives ``event``: a webhook receives only what its owner
+    may read (the event's owner), a store-bound one only its store's, so a store given
+    to another owner takes its future events away from the old owner's webhooks."""
     if event.webhook_id is not None:
         return event.webhook_id == webhook.id
-    if not webhook.enabled:
+    if not webhook.enabled or webhook.owner_id != event.owner_id:
         return False
-    if webhook.store_id is not None:
-        if webhook.store_id != event.store_id:
-            return False
-    elif webhook.owner_id != event.owner_id:
+    if webhook.store_id is not None and webhook.store_id != event.store_id:
         return False
     return "*" in webhook.events or event.type in webhook.events
 
@@ -69,14 +69,10 @@ def _fan_out(events: list[Row[Any]]) -> list[dict[str, Any]]:
     if not events:
         return []
     owners = {e.owner_id for e in events if e.owner_id is not None}
-    stores = {e.store_id for e in events if e.store_id is not None}
     targeted = {e.webhook_id for e in events if e.webhook_id is not None}
     hooks = db.session.scalars(
         select(Webhook).where(
-            or_(
-                Webhook.enabled & or_(Webhook.owner_id.in_(owners), Webhook.store_id.in_(stores)),
-                Webhook.id.in_(targeted),
-            )
+            or_(Webhook.enabled & Webhook.owner_id.in_(owners), Webhook.id.in_(targeted))
         )
     ).all()
     if not hooks:

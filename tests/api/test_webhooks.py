@@ -155,6 +155,41 @@ def test_only_the_types_and_store_asked_for_are_sent(
 
 
 @LOCAL
+def test_a_store_given_away_takes_its_events_from_the_old_owners_webhooks(
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+    admin: User,
+    receiver: Receiver,
+) -> None:
+    store = api.store(as_alice)
+    create(client, as_alice, f"{receiver.url}?alice", store_id=store["id"])
+    api.item(as_alice, store, name="Alice's")
+    given = client.patch(f"/stores/{store['id']}", json={"owner_id": bob.id}, headers=auth(admin))
+    assert given.status_code == 200, given.json
+    as_bob = auth(bob)
+    create(client, as_bob, f"{receiver.url}?bob", store_id=store["id"])
+    secret = api.item(as_bob, store, name="Bob's secret", status="draft")
+
+    def sent_to(who: str) -> list[str]:  # deliveries are made in the request (eager)
+        return [json.loads(r.body)["id"] for r in receiver.received if r.path == f"/hook?{who}"]
+
+    # Alice's webhook got what Alice may read of the store (since it was made), and
+    # nothing of Bob's.
+    created, alices = client.get(f"/events?store_id={store['id']}", headers=as_alice).json
+    assert (created["type"], alices["type"]) == ("store.created", "item.created")
+    assert sent_to("alice") == [alices["id"]]
+    bodies = [json.loads(r.body) for r in receiver.received if r.path == "/hook?alice"]
+    assert all(b["data"]["object"].get("name") != "Bob's secret" for b in bodies)
+    # Bob's webhook on the store he now owns gets his item.
+    [bobs] = client.get(f"/events?store_id={store['id']}&type=item.created", headers=as_bob).json
+    assert bobs["data"]["object"]["id"] == secret["id"]
+    assert sent_to("bob") == [bobs["id"]]
+
+
+@LOCAL
 @pytest.mark.config(
     WEBHOOK_ALLOW_HTTP=True,
     WEBHOOK_ALLOW_PRIVATE_NETWORKS=True,
