@@ -70,10 +70,14 @@ def _fan_out(events: list[Row[Any]]) -> list[dict[str, Any]]:
         return []
     owners = {e.owner_id for e in events if e.owner_id is not None}
     targeted = {e.webhook_id for e in events if e.webhook_id is not None}
+    # FOR KEY SHARE until commit: a webhook deleted meanwhile (its owner, a cascade)
+    # waits for the deliveries made here, then takes them along, instead of failing
+    # their INSERT and with it the numbering of every owner's events in the batch.
+    # An UPDATE of a webhook's other columns (a failure counted) does not wait on it.
     hooks = db.session.scalars(
-        select(Webhook).where(
-            or_(Webhook.enabled & Webhook.owner_id.in_(owners), Webhook.id.in_(targeted))
-        )
+        select(Webhook)
+        .where(or_(Webhook.enabled & Webhook.owner_id.in_(owners), Webhook.id.in_(targeted)))
+        .with_for_update(read=True, key_share=True)
     ).all()
     if not hooks:
         return []

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, text, update
 from standardwebhooks.webhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from core.events import addresses, tasks
+from core.events import addresses, outbox, relay, tasks
+from core.events.tables import WEBHOOKS
 from db import db
 from helpers import CatalogFactory, Client, Response
 from models import Delivery, User
@@ -393,3 +396,64 @@ def api_store_without_delivery(
     with monkeypatch.context() as patched:
         patched.setattr(tasks, "queue_deliveries", lambda _ids: None)
         assert client.post("/stores", json={"name": "Quiet"}, headers=as_alice).status_code == 201
+
+
+@LOCAL
+@pytest.mark.postgres
+def test_a_webhook_deleted_during_the_fan_out_leaves_the_numbering_committed(
+    app: Flask,
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The relay has matched a webhook and not yet written its delivery when another
+    connection deletes the webhook: the delete waits for the relay's commit, so the
+    relay's numbering (every owner's events of its batch) commits, and the webhooks
+    still there get their deliveries."""
+    store = api.store(as_alice)
+    doomed = create(client, as_alice, f"{receiver.url}?doomed").json
+    create(client, as_alice, f"{receiver.url}?kept")
+    monkeypatch.setattr(outbox, "_after_commit", [])  # no relay at commit: the test runs it
+    item = api.item(as_alice, store)
+
+    def delete_the_webhook() -> None:
+        with app.app_context(), db.engine.begin() as conn:
+            conn.execute(delete(WEBHOOKS).where(WEBHOOKS.c.id == doomed["id"]))
+
+    def waiting_for_a_lock() -> bool:
+        with db.engine.connect() as conn:
+            return bool(
+                conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM webhooks%'"
+                    )
+                )
+            )
+
+    deleter = threading.Thread(target=delete_the_webhook)
+    fan_out = relay._fan_out
+
+    def fan_out_while_deleted(events: list[Any]) -> list[dict[str, Any]]:
+        rows = fan_out(events)
+        deleter.start()
+        deadline = time.monotonic() + 10
+        while deleter.is_alive() and not waiting_for_a_lock() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return rows
+
+    monkeypatch.setattr(relay, "_fan_out", fan_out_while_deleted)
+    with app.app_context():
+        numbered, made = relay.sequence()
+        deleter.join(timeout=10)
+        assert not deleter.is_alive()
+        tasks.queue_deliveries(made)
+    assert numbered == 1
+    [event] = client.get("/events?type=item.created", headers=as_alice).json
+    assert event["data"]["object"]["id"] == item["id"]
+    assert client.get(f"/webhooks/{doomed['id']}", headers=as_alice).status_code == 404
+    assert [(r.path, json.loads(r.body)["id"]) for r in receiver.received] == [
+        ("/hook?kept", event["id"])
+    ]
