@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, delete, event, func, select
+from sqlalchemy import ColumnElement, CursorResult, delete, event, func, select, update
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
 from core.events.catalog import store_deleted
+from core.events.tables import DELIVERIES, EVENTS, WEBHOOKS
 from db import db
-from models import Item, Store, Tag
+from models import Item, Store, Tag, Webhook
 from models.types import utcnow
 
 # Stores being deleted: few at any time, read through a partial index; PostgreSQL
@@ -115,13 +116,48 @@ def delete_store(
             break
         if pause:
             time.sleep(pause)
-    marked = db.session.execute(
+    found = db.session.execute(
         select(Store.deleted_at).where(Store.id == store_id), execution_options=SEE_DELETING
-    ).scalar_one_or_none()
-    if marked is None:  # a store deleted at once: its one event commits with its delete
+    ).one_or_none()
+    if found is None:  # marked, emptied and forgotten already (forget_deleted_stores)
+        db.session.commit()
+        return True
+    if found.deleted_at is None:  # a store deleted at once: its one event commits with it
         store_deleted(store_id)
-    db.session.execute(delete(Store).where(Store.id == store_id))
+    bound = select(Webhook.id).where(Webhook.store_id == store_id).exists()
+    if db.session.scalar(select(bound)):
+        # Its webhooks (ON DELETE CASCADE) must outlive it until they are told: the row
+        # stays, marked and empty, and forget_deleted_stores deletes it after that.
+        db.session.execute(
+            update(Store)
+            .where(Store.id == store_id, Store.deleted_at.is_(None))
+            .values(deleted_at=utcnow()),
+            execution_options={"synchronize_session": False},
+        )
+    else:
+        db.session.execute(delete(Store).where(Store.id == store_id))
     if also is not None:
         also()
     db.session.commit()
     return True
+
+
+def forget_deleted_stores() -> int:
+    """Delete the rows of deleted, emptied stores whose webhooks have been told: no
+    event of the store waits for the relay and no attempt of its webhooks is pending
+    (delivered or given up). The cascade takes those webhooks, their log and the
+    store's tags. One statement, so the relay (which holds the webhooks it fans out to)
+    and this never disagree on what is left to send; commits. Returns how many."""
+    stores = Store.__table__.c
+    statement = delete(Store).where(
+        stores.deleted_at.is_not(None),
+        ~select(Item.id).where(Item.store_id == stores.id).exists(),
+        ~select(EVENTS.c.id).where(EVENTS.c.store_id == stores.id, EVENTS.c.seq.is_(None)).exists(),
+        ~select(DELIVERIES.c.id)
+        .join(WEBHOOKS, WEBHOOKS.c.id == DELIVERIES.c.webhook_id)
+        .where(WEBHOOKS.c.store_id == stores.id, DELIVERIES.c.status == "pending")
+        .exists(),
+    )
+    result = db.session.execute(statement, execution_options={"synchronize_session": False})
+    db.session.commit()
+    return int(cast(CursorResult[Any], result).rowcount or 0)

@@ -7,7 +7,8 @@
   earlier release queued.
 - ``events.sweep`` (beat, every EVENTS_SWEEP_SECONDS): the relay's work again plus
   every attempt due and not queued: whatever a lost message or a broker down at
-  commit time left behind. It is why queueing may fail without losing anything.
+  commit time left behind. It is why queueing may fail without losing anything. It
+  also deletes the deleted stores kept until their webhooks were told.
 - ``events.purge`` (beat, hourly): events past EVENT_RETENTION_DAYS.
 
 Tasks carry ids only and are idempotent (a claimed or finished attempt is skipped).
@@ -23,6 +24,7 @@ import redis
 from celery import shared_task
 from flask import Flask, current_app
 
+from core.catalog import stores
 from core.events import delivery, outbox, relay
 
 log = logging.getLogger("stores.events")
@@ -57,6 +59,8 @@ def deliver(delivery_id: int) -> None:
 def sweep() -> None:
     relay_events()
     queue_deliveries(relay.due_deliveries())
+    # A deleted store's webhooks, once told (they got its store.deleted), go with it.
+    stores.forget_deleted_stores()
 
 
 @shared_task(name="events.purge")  # type: ignore[untyped-decorator]  # Celery ships no types

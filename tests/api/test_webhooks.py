@@ -457,3 +457,43 @@ def test_a_webhook_deleted_during_the_fan_out_leaves_the_numbering_committed(
     assert [(r.path, json.loads(r.body)["id"]) for r in receiver.received] == [
         ("/hook?kept", event["id"])
     ]
+
+
+@pytest.mark.config(
+    WEBHOOK_ALLOW_HTTP=True,
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS=True,
+    WEBHOOK_RETRY_SCHEDULE=[3600.0],
+    WEBHOOK_RETRY_JITTER=0.0,
+)
+def test_a_deleted_stores_webhooks_are_told_then_go(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], receiver: Receiver
+) -> None:
+    """A webhook bound to a store gets the store's store.deleted (its retries too),
+    and goes once it has: a mirror of that store learns it is gone."""
+    store = api.store(as_alice, name="Closing")
+    hook = create(client, as_alice, receiver.url, events=["store.deleted"], store_id=store["id"])
+    api.item(as_alice, store)
+    receiver.status = 500  # the first attempt fails: a retry is pending
+    assert client.delete(f"/stores/{store['id']}", headers=as_alice).status_code == 204
+    [gone] = client.get("/events?type=store.deleted", headers=as_alice).json
+    retry, failed = deliveries(client, as_alice, hook.json["id"])
+    assert (failed["event_id"], failed["status"]) == (gone["id"], "failed")
+    assert (retry["event_id"], retry["status"]) == (gone["id"], "pending")
+    # The store is gone for everyone at once, its name free again.
+    assert client.get(f"/stores/{store['id']}").status_code == 404
+    assert client.get(f"/stores/{store['id']}/items").status_code == 404
+    api.store(as_alice, name="Closing")
+    with app.app_context():
+        tasks.sweep.apply()  # the retry is not due yet: the webhook waits for it
+    assert client.get(f"/webhooks/{hook.json['id']}", headers=as_alice).status_code == 200
+    receiver.status = 200
+    with app.app_context():
+        db.session.execute(update(Delivery).values(next_attempt_at=utcnow(), queued_until=None))
+        db.session.commit()
+        tasks.sweep.apply()  # the retry is made, then the webhook goes
+    [told] = receiver.received
+    assert json.loads(told.body)["id"] == gone["id"]
+    assert json.loads(told.body)["data"] == {"object": {"id": store["id"]}}
+    with app.app_context():
+        tasks.sweep.apply()
+    assert client.get(f"/webhooks/{hook.json['id']}", headers=as_alice).status_code == 404
