@@ -22,6 +22,7 @@ from core.auth.permissions import (
     login_required,
     self_or_admin,
 )
+from core.catalog import stores
 from core.lists.listing import LIST_HEADERS, Listing
 from core.web.errors import abort
 from core.web.http import no_store
@@ -157,6 +158,8 @@ class UserById(MethodView):
         _keep_an_admin(user, _lock(user))
         blp.check_etag(user, UserSchema)
         audit.record("user.deleted", "user", user.id, audit.deleted(UserSchema().dump(user)))
+        # Stores deleted but kept until their webhooks are told: those are this user's.
+        stores.forget_deleted_stores(owner_id=user.id)
         db.session.delete(user)
         try:
             db.session.commit()

@@ -142,22 +142,32 @@ def delete_store(
     return True
 
 
-def forget_deleted_stores() -> int:
+def forget_deleted_stores(owner_id: int | None = None) -> int:
     """Delete the rows of deleted, emptied stores whose webhooks have been told: no
     event of the store waits for the relay and no attempt of its webhooks is pending
     (delivered or given up). The cascade takes those webhooks, their log and the
     store's tags. One statement, so the relay (which holds the webhooks it fans out to)
-    and this never disagree on what is left to send; commits. Returns how many."""
+    and this never disagree on what is left to send. With ``owner_id``, that user's
+    (being deleted: the webhooks are theirs and go with them), told or not, and the
+    caller commits; else commits. Returns how many."""
     stores = Store.__table__.c
     statement = delete(Store).where(
         stores.deleted_at.is_not(None),
         ~select(Item.id).where(Item.store_id == stores.id).exists(),
-        ~select(EVENTS.c.id).where(EVENTS.c.store_id == stores.id, EVENTS.c.seq.is_(None)).exists(),
-        ~select(DELIVERIES.c.id)
-        .join(WEBHOOKS, WEBHOOKS.c.id == DELIVERIES.c.webhook_id)
-        .where(WEBHOOKS.c.store_id == stores.id, DELIVERIES.c.status == "pending")
-        .exists(),
     )
+    if owner_id is not None:
+        statement = statement.where(stores.owner_id == owner_id)
+    else:
+        statement = statement.where(
+            ~select(EVENTS.c.id)
+            .where(EVENTS.c.store_id == stores.id, EVENTS.c.seq.is_(None))
+            .exists(),
+            ~select(DELIVERIES.c.id)
+            .join(WEBHOOKS, WEBHOOKS.c.id == DELIVERIES.c.webhook_id)
+            .where(WEBHOOKS.c.store_id == stores.id, DELIVERIES.c.status == "pending")
+            .exists(),
+        )
     result = db.session.execute(statement, execution_options={"synchronize_session": False})
-    db.session.commit()
+    if owner_id is None:
+        db.session.commit()
     return int(cast(CursorResult[Any], result).rowcount or 0)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from standardwebhooks.webhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
@@ -21,7 +21,7 @@ from core.events import addresses, outbox, relay, tasks
 from core.events.tables import WEBHOOKS
 from db import db
 from helpers import CatalogFactory, Client, Response
-from models import Delivery, User
+from models import Delivery, Store, User
 from models.types import utcnow
 from receiver import Receiver, receiving
 
@@ -497,3 +497,28 @@ def test_a_deleted_stores_webhooks_are_told_then_go(
     with app.app_context():
         tasks.sweep.apply()
     assert client.get(f"/webhooks/{hook.json['id']}", headers=as_alice).status_code == 404
+
+
+@LOCAL
+def test_a_user_whose_deleted_store_waits_for_its_webhooks_can_go(
+    app: Flask,
+    client: Client,
+    api: CatalogFactory,
+    alice: User,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+) -> None:
+    """The row of a deleted store kept for its webhooks (a retry pending) does not make
+    its owner one who "still owns stores": the user, their webhooks and it go."""
+    store = api.store(as_alice, name="Closing")
+    hook = create(client, as_alice, receiver.url, events=["store.deleted"], store_id=store["id"])
+    receiver.status = 500
+    assert client.delete(f"/stores/{store['id']}", headers=as_alice).status_code == 204
+    assert [d["status"] for d in deliveries(client, as_alice, hook.json["id"])] == [
+        "pending",
+        "failed",
+    ]
+    assert client.delete(f"/users/{alice.id}", headers=as_alice).status_code == 204
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Store)) == 0
+        assert db.session.scalar(select(func.count()).select_from(Delivery)) == 0
