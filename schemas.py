@@ -26,6 +26,7 @@ from core.web.fields import (
     Id,
     Integer,
     Line,
+    List,
     Metadata,
     Money,
     Name,
@@ -445,7 +446,7 @@ MAX_TAGS = 10  # every repeatable parameter is bounded (§4)
 
 
 class ItemQuerySchema(ma.Schema):
-    tag = fields.List(
+    tag = List(
         Name(),
         validate=validate.Length(max=MAX_TAGS),
         metadata={
@@ -513,9 +514,9 @@ class BatchUpdateSchema(ItemUpdateSchema):
 
 
 class BatchSchema(ma.Schema):
-    create = fields.List(fields.Nested(BatchCreateSchema), validate=validate.Length(max=MAX_BATCH))
-    update = fields.List(fields.Nested(BatchUpdateSchema), validate=validate.Length(max=MAX_BATCH))
-    delete = fields.List(Id(), validate=validate.Length(max=MAX_BATCH), metadata={"example": [3]})
+    create = List(fields.Nested(BatchCreateSchema), validate=validate.Length(max=MAX_BATCH))
+    update = List(fields.Nested(BatchUpdateSchema), validate=validate.Length(max=MAX_BATCH))
+    delete = List(Id(), validate=validate.Length(max=MAX_BATCH), metadata={"example": [3]})
 
     @ma.validates_schema(skip_on_field_errors=False)
     def _at_most_100(self, data: dict[str, Any], **_kwargs: Any) -> None:
@@ -652,7 +653,7 @@ class EventSchema(ResponseSchema):
 
 
 class EventQuerySchema(ma.Schema):
-    type = fields.List(
+    type = List(
         fields.String(validate=validate.OneOf(EVENT_TYPES)),
         validate=validate.Length(1, MAX_TYPE_FILTERS),
         metadata={"description": f"Event types (repeatable, at most {MAX_TYPE_FILTERS})"},
@@ -683,8 +684,8 @@ class WebhookCreatedSchema(WebhookSchema):
     )
 
 
-def EventTypes(**kwargs: Any) -> fields.List[str]:  # noqa: N802 - reads as a field type
-    return fields.List(
+def EventTypes(**kwargs: Any) -> List[str]:  # noqa: N802 - reads as a field type
+    return List(
         fields.String(validate=validate.OneOf([*SUBSCRIBABLE, "*"])),
         validate=validate.Length(1, len(SUBSCRIBABLE)),
         metadata={
@@ -757,7 +758,7 @@ class ApiKeyCreatedSchema(ApiKeySchema):
 
 class ApiKeyCreateSchema(ma.Schema):
     name = Name(required=True, metadata={"example": "ERP sync"})
-    scopes = fields.List(
+    scopes = List(
         fields.String(validate=validate.OneOf(SCOPES)),
         required=True,
         validate=validate.Length(1, len(SCOPES)),

@@ -48,6 +48,11 @@ MESSAGES = {
 # negotiation.py puts each there); another status is ``about:blank`` (RFC 9457 §4.2.1).
 DOCUMENTED_ERRORS = frozenset({*MESSAGES, 406})
 DEFAULT_AUTH_ERRORS = {401: "authorization_required", 403: "forbidden"}
+# The messages a 400 or 422 lists in ``errors`` at most (a batch of 100 items, each
+# missing its name, lists them all); the message says how many were left out. Lists
+# are bounded before their elements are read (core/web/fields.py ``List``), but a
+# body of 50,000 unknown fields is still 50,000 problems: the answer stays small.
+MAX_ERROR_MESSAGES = 100
 
 # flask-smorest's abort (the status and the envelope's fields, sent as the exception's
 # data), as what it is: a call that always raises. flask-smorest ships no types, and
@@ -79,6 +84,24 @@ def envelope(
         body["request_id"] = request_id
         body["trace_id"] = trace_id
     return body
+
+
+def first_messages(errors: dict[str, Any], most: int) -> tuple[dict[str, Any], int]:
+    """``errors`` (by location and field) with only its first ``most`` messages, in
+    order, and how many messages it held."""
+    seen = 0
+
+    def kept(node: Any) -> Any:
+        nonlocal seen
+        if isinstance(node, dict):
+            inner = {name: kept(value) for name, value in node.items()}
+            return {name: value for name, value in inner.items() if value is not None} or None
+        if isinstance(node, list | tuple):
+            return [value for value in map(kept, node) if value is not None] or None
+        seen += 1
+        return node if seen <= most else None
+
+    return kept(errors) or {}, seen
 
 
 def problem(body: dict[str, Any], *, docs: str, instance: str) -> dict[str, Any]:
@@ -120,6 +143,13 @@ def error_response(
     error: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> ResponseReturnValue:
+    if errors:
+        errors, count = first_messages(errors, MAX_ERROR_MESSAGES)
+        if count > MAX_ERROR_MESSAGES:
+            message = (
+                f"{message or MESSAGES.get(code, 'See errors.')} The first "
+                f"{MAX_ERROR_MESSAGES} of {count} messages are listed."
+            )
     body = envelope(
         code,
         message,

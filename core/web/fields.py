@@ -1,13 +1,13 @@
 """Marshmallow fields for the contract's value rules: trimmed text, ids, money,
-quantities, accounts. Each rule is defined here once: the API schemas (schemas.py),
-the CSV importer's rows and the CLI's account checks all use these."""
+quantities, accounts, bounded lists. Each rule is defined here once: the API schemas
+(schemas.py), the CSV importer's rows and the CLI's account checks all use these."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sized
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import marshmallow as ma
 from marshmallow import ValidationError, validate
@@ -326,16 +326,56 @@ def Sku(**kwargs: Any) -> Text:  # noqa: N802 - reads as a field type
     )
 
 
+# --- collections ---------------------------------------------------------------
+
+_T = TypeVar("_T")
+
+
+def _refuse_too_many(field: ma.fields.Field[Any], value: Sized) -> None:
+    """The field's ``Length`` bound, checked before its elements are: a body of 150,000
+    bad elements gets one message about the bound, not one per element (a 750 KB
+    request must not make a 38 MB answer, nor the work of reading every element)."""
+    for validator in field.validators:
+        if isinstance(validator, validate.Length):
+            most = validator.max if validator.equal is None else validator.equal
+            if most is not None and len(value) > most:
+                validator(value)  # raises the bound's own message
+
+
+class List(ma.fields.List[_T]):
+    """A JSON array whose length bound (``validate.Length``) is checked first: the
+    elements of a list within the bound are then validated one by one."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> list[_T | None]:
+        if ma.utils.is_collection(value) and isinstance(value, Sized):
+            _refuse_too_many(self, value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class Dict(ma.fields.Dict):
+    """A JSON object whose bound on its number of keys is checked before its keys
+    and values are."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> Any:
+        if isinstance(value, Mapping):
+            _refuse_too_many(self, value)
+        return super()._deserialize(value, attr, data, **kwargs)  # type: ignore[no-untyped-call]
+
+
 MAX_METADATA_KEYS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 50, 40, 500
 # No control characters but tab and line breaks (PostgreSQL's jsonb cannot even hold NUL).
 _METADATA_TEXT = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]"
 
 
-def Metadata(**kwargs: Any) -> ma.fields.Dict:  # noqa: N802 - reads as a field type
+def Metadata(**kwargs: Any) -> Dict:  # noqa: N802 - reads as a field type
     """The integrator's own key-value pairs (§13): at most 50 keys of 1 to 40
     characters, string values of at most 500. A null value removes its key (PATCH
     merges; core/catalog/metadata.py)."""
-    return ma.fields.Dict(
+    return Dict(
         keys=ma.fields.String(
             validate=validate.Regexp(
                 f"^{_METADATA_TEXT}{{1,{MAX_METADATA_KEY}}}$",

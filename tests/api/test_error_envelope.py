@@ -7,13 +7,16 @@ import logging
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+import marshmallow as ma
 import pytest
 from flask import Flask
 from sqlalchemy import select
 
+import schemas
 from core.auth.security import start_session
+from core.web import fields
 from helpers import Client, assert_error, client_of, query
-from models import Store, User
+from models import SCOPES, Store, User
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -178,3 +181,86 @@ class TestErrorEnvelope:
         assert_error(response, 503)
         assert response.headers["Retry-After"] == "5"
         assert "redis" in client.get("/ready").json["message"]
+
+
+MANY = 20_000  # a body of ~100 KB: without the bound checked first, a 422 of megabytes
+
+
+def over_long(store_id: int) -> list[tuple[str, dict[str, Any], str, str]]:
+    """Every bounded list and map of a body: (path, body, field, the bound's message)."""
+    batch = f"/stores/{store_id}/items/batch"
+    return [
+        ("/webhooks", {"url": "https://example.com/h", "events": ["x"] * MANY}, "events", "16"),
+        ("/api-keys", {"name": "k", "scopes": ["x"] * MANY}, "scopes", f"{len(SCOPES)}"),
+        (batch, {"create": [{}] * MANY}, "create", "100"),
+        (batch, {"update": [{}] * MANY}, "update", "100"),
+        (batch, {"delete": [0] * MANY}, "delete", "100"),
+        (
+            "/items",
+            {"name": "Tea", "price": 1, "store_id": store_id}
+            | {"metadata": {f"\x01{i}": "\x01" for i in range(MANY)}},
+            "metadata",
+            "50",
+        ),
+    ]
+
+
+class TestBoundedErrors:
+    """§2: every client-controlled parameter is bounded, and a 422 stays small."""
+
+    @pytest.mark.parametrize("case", range(6))
+    def test_an_over_long_list_gets_one_message_naming_its_bound(
+        self, client: Client, api: Any, as_alice: dict[str, str], case: int
+    ) -> None:
+        path, body, field, bound = over_long(api.store(as_alice)["id"])[case]
+        response = client.post(path, json=body, headers=as_alice)
+        errors = assert_error(response, 422)["errors"]["json"]
+        [message] = errors[field]
+        assert bound in message, message
+        assert len(response.get_data()) < 1000
+
+    @pytest.mark.parametrize("query_string", [{"tag": [""] * 11}, {"type": ["x"] * 21}])
+    def test_an_over_long_repeated_parameter_gets_one_message(
+        self, client: Client, as_alice: dict[str, str], query_string: dict[str, list[str]]
+    ) -> None:
+        path = "/items" if "tag" in query_string else "/events"
+        body = assert_error(client.get(path, query_string=query_string, headers=as_alice), 422)
+        [[name, messages]] = body["errors"]["query"].items()
+        assert name in query_string and len(messages) == 1
+
+    def test_a_list_within_its_bound_is_checked_element_by_element(
+        self, client: Client, as_alice: dict[str, str]
+    ) -> None:
+        body = {"url": "https://example.com/h", "events": ["x", "stock.out", "y"]}
+        errors = assert_error(client.post("/webhooks", json=body, headers=as_alice), 422)
+        assert set(errors["errors"]["json"]["events"]) == {"0", "2"}
+        keys = {"name": "k", "scopes": ["jobs", "nope"]}
+        errors = assert_error(client.post("/api-keys", json=keys, headers=as_alice), 422)
+        assert list(errors["errors"]["json"]["scopes"]) == ["1"]
+
+    def test_a_422_lists_at_most_100_messages_and_says_how_many_there_were(
+        self, client: Client, as_alice: dict[str, str]
+    ) -> None:
+        fields = {f"unknown_{i}": 1 for i in range(MANY)}
+        response = client.post("/stores", json={"name": "Shop", **fields}, headers=as_alice)
+        body = assert_error(response, 422)
+        listed = body["errors"]["json"]
+        assert len(listed) == 100 and set(listed) < set(fields)
+        assert all(messages == ["Unknown field."] for messages in listed.values())
+        assert body["message"] == (
+            f"Validation failed; see errors. The first 100 of {MANY} messages are listed."
+        )
+        assert len(response.get_data()) < 10_000
+
+    def test_every_bounded_list_in_the_schemas_is_checked_before_its_elements(self) -> None:
+        bounded = [
+            (schema.__name__, name, field)
+            for schema in vars(schemas).values()
+            if isinstance(schema, type) and issubclass(schema, ma.Schema)
+            for name, field in schema._declared_fields.items()
+            if isinstance(field, ma.fields.List | ma.fields.Mapping)
+            and any(isinstance(rule, ma.validate.Length) for rule in field.validators)
+        ]
+        assert len(bounded) >= 8
+        for schema_name, name, field in bounded:
+            assert isinstance(field, fields.List | fields.Dict), (schema_name, name)
