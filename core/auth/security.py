@@ -188,7 +188,8 @@ def caller_scope() -> str:
     """Whose request this is, as the request's own verification established it: the
     user (and their token key: a user id alone could name another user on a
     recreated database sharing the same Redis), else the client address. A request
-    made with an API key is its owner's (§16: its idempotency keys are the owner's)."""
+    made with an API key is its owner's (§16); its idempotency keys are the key's own
+    (core/web/idempotency.py), its daily quota of them the owner's."""
     claims = authenticate(optional=True)
     if claims is not None:
         return f"user:{claims['sub']}:{claims['user_key']}"

@@ -12,9 +12,13 @@ IDEMPOTENCY_TTL seconds, or the claim is let go when a retry should run afresh
 (``remembered``). A claim whose worker died is abandoned after
 IDEMPOTENCY_LOCK_SECONDS (longer than gunicorn lets a request run), then taken over.
 
-A key is scoped to its caller as the request's own token verification establishes
-it (core/auth/security.py ``caller_scope``): the user, or else the client IP. Each
-caller may store IDEMPOTENCY_QUOTA_KEYS keys and IDEMPOTENCY_QUOTA_BYTES of answers
+A key is scoped to the credential the request's own token verification establishes
+(core/auth/security.py ``caller_scope``, ``api_key``): the user's tokens (any of their
+sessions), each of their API keys apart, or else the client IP. A replay is given
+without the view, so without its checks: only the credential that made the first
+request may have it (a key bound to one store never gets its owner's answer for
+another store, nor that webhook's secret). Each caller (the user, all their keys
+together) may store IDEMPOTENCY_QUOTA_KEYS keys and IDEMPOTENCY_QUOTA_BYTES of answers
 a UTC day (then 429 ``idempotency_quota``); an answer over
 IDEMPOTENCY_MAX_ANSWER_BYTES is not kept (a retry runs afresh).
 """
@@ -31,7 +35,7 @@ from typing import Any
 from apispec import BasePlugin
 from flask import Flask, Response, current_app, g, request
 
-from core.auth.security import caller_scope
+from core.auth.security import api_key, caller_scope
 from core.web.body import MalformedBodyError, json_body
 from core.web.errors import abort
 from core.web.replay_stores import DAY, Answer, DatabaseStore, RedisStore, ReplayStore
@@ -120,9 +124,14 @@ def claim() -> Response | None:
         abort(422, message=f"Invalid {HEADER}.", errors={"headers": {HEADER: [message]}})
     # The caller as the request's own token verification establishes it (a bad or
     # revoked token: 401 here, before any replay); the view reuses that verification.
+    # The key is the credential's: an API key may do less than its owner (scopes are
+    # checked before this, a store binding only in the view), so it never gets the
+    # owner's answers, nor another key's.
     scope = caller_scope()
-    key = hashlib.sha256(f"{scope}\n{sent}".encode()).hexdigest()
-    owner = hashlib.sha256(scope.encode()).hexdigest()
+    key_used = api_key()
+    credential = scope if key_used is None else f"{scope}:api_key:{key_used['id']}"
+    key = hashlib.sha256(f"{credential}\n{sent}".encode()).hexdigest()
+    owner = hashlib.sha256(scope.encode()).hexdigest()  # the quota: the user's
     sent_as = fingerprint()
     lock_seconds = current_app.config["IDEMPOTENCY_LOCK_SECONDS"]
     found = get_store().claim(key, owner, sent_as, lock_seconds)

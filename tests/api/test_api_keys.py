@@ -332,18 +332,66 @@ class TestUse:
         assert client.get(f"/webhooks/{hooks['mine']['id']}", headers=headers).status_code == 200
         assert client.get(f"/jobs/{jobs['mine']['id']}", headers=headers).status_code == 200
 
-    def test_an_idempotency_key_sent_with_an_api_key_is_the_owners(
+    @pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
+    def test_a_key_bound_to_a_store_never_gets_its_owners_answers_by_idempotency_key(
+        self, app: Flask, client: Client, make_key: MakeKey, as_alice: dict[str, str], api: Any
+    ) -> None:
+        mine, other = api.store(as_alice, "Mine"), api.store(as_alice, "Other")
+        theirs = api.item(as_alice, other)
+        headers = key_headers(make_key(store_id=mine["id"]))
+        hook = {"url": "http://127.0.0.1:9/b-hook", "events": ["*"], "store_id": other["id"]}
+        owners = [
+            ("/webhooks", hook),
+            ("/webhooks", {"url": "http://127.0.0.1:9/every", "events": ["*"]}),
+            ("/items", {"name": "Tea", "price": 2, "store_id": other["id"]}),
+            (f"/items/{theirs['id']}/stock", {"delta": 1, "reason": "received"}),
+            ("/stores", {"name": "Another"}),
+        ]
+        for n, (path, body) in enumerate(owners):
+            keyed = {"Idempotency-Key": f"order-sync-{n}"}
+            first = client.post(path, json=body, headers=as_alice | keyed)
+            assert first.status_code == 201, first.json
+            without = client.post(path, json=body, headers=headers)
+            with_key = client.post(path, json=body, headers=headers | keyed)
+            # The same refusal with the header as without it: nothing of the answer.
+            assert_error(with_key, 403, error="insufficient_scope")
+            assert "Idempotent-Replayed" not in with_key.headers
+            assert with_key.json == without.json
+            for value in (first.json.get("secret"), first.headers["Location"]):
+                assert value is None or value not in with_key.get_data(as_text=True)
+            # The owner still gets their own answer again.
+            again = client.post(path, json=body, headers=as_alice | keyed)
+            assert again.headers["Idempotent-Replayed"] == "true" and again.json == first.json
+
+    def test_an_idempotency_key_is_its_credentials_own(
+        self, client: Client, make_key: MakeKey, as_alice: dict[str, str]
+    ) -> None:
+        keyed = {"Idempotency-Key": "k1"}
+        one, two = key_headers(make_key()), key_headers(make_key())
+        first = client.post("/stores", json={"name": "Once"}, headers=one | keyed)
+        assert first.status_code == 201
+        again = client.post("/stores", json={"name": "Once"}, headers=one | keyed)
+        assert again.headers["Idempotent-Replayed"] == "true" and again.json == first.json
+        # The owner's tokens and another key of theirs run it afresh (the name is taken).
+        for headers in (as_alice, two):
+            other = client.post("/stores", json={"name": "Once"}, headers=headers | keyed)
+            assert_error(other, 409)
+            assert "Idempotent-Replayed" not in other.headers
+
+    @pytest.mark.config(IDEMPOTENCY_QUOTA_KEYS=1)
+    def test_the_daily_quota_of_idempotency_keys_is_the_owners(
         self, client: Client, make_key: MakeKey, as_alice: dict[str, str]
     ) -> None:
         headers = key_headers(make_key())
         first = client.post(
-            "/stores", json={"name": "Once"}, headers=headers | {"Idempotency-Key": "k1"}
+            "/stores", json={"name": "A"}, headers=as_alice | {"Idempotency-Key": "a"}
         )
-        again = client.post(
-            "/stores", json={"name": "Once"}, headers=as_alice | {"Idempotency-Key": "k1"}
+        assert first.status_code == 201
+        # Its keys are its own, but not its allowance: more keys do not make more room.
+        refused = client.post(
+            "/stores", json={"name": "B"}, headers=headers | {"Idempotency-Key": "b"}
         )
-        assert first.status_code == again.status_code == 201
-        assert again.json["id"] == first.json["id"]
+        assert_error(refused, 429, error="idempotency_quota")
 
 
 class TestRefusedKeys:
