@@ -114,9 +114,10 @@ def import_job(job: Job) -> None:
     finally:
         body.close()
     result = summary.as_dict()
-    if summary.invalid and not params.get("skip_invalid", False):
+    refused = summary.invalid and not params.get("skip_invalid", False)
+    if refused:
         message = f"{summary.invalid} invalid row(s): nothing was written (see result.errors)."
-        engine.finish(
+        finished = engine.finish(
             job.id,
             "failed",
             result=result,
@@ -124,9 +125,12 @@ def import_job(job: Job) -> None:
         )
     else:
         engine.renew(job.id, raw.position)
-        engine.finish(job.id, "succeeded", result=result)
+        finished = engine.finish(job.id, "succeeded", result=result)
+    if not finished:
+        # Canceled after the last chunk's check (on PostgreSQL, while the set-based
+        # statements ran), or ended by another run: the rows must not commit.
+        raise JobCanceledError
     db.session.commit()
-    refused = summary.invalid and not params.get("skip_invalid", False)
     if (summary.created or summary.updated) and not (refused or params.get("dry_run", False)):
         # As the CLI does: fresh statistics at once, for the list counts and for the
         # plans of the next import into the same catalog (not autovacuum's next pass).

@@ -15,10 +15,20 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select, text, update
 
+from core.catalog.csv_import import import_items
 from core.jobs import engine, work
 from core.jobs.engine import JobCanceledError
 from db import db
-from helpers import CatalogFactory, Client, Response, assert_error, bearer, query, snapshot
+from helpers import (
+    CatalogFactory,
+    Client,
+    Response,
+    assert_error,
+    bearer,
+    client_of,
+    query,
+    snapshot,
+)
 from models import Item, Job, JobChunk, StockMovement, Store, Tag, User, item_tags
 from models.types import utcnow
 
@@ -562,6 +572,45 @@ def test_a_running_import_stops_at_its_next_chunk_when_canceled(
         db.session.rollback()
     assert query(app, select(func.count()).select_from(Item)) == [(0,)]
     assert client.get(f"/jobs/{job_id}", headers=as_alice).json["status"] == "canceled"
+
+
+@pytest.mark.postgres
+@pytest.mark.config(**QUEUED)
+def test_an_import_canceled_after_its_last_check_writes_nothing(
+    app: Flask,
+    make_app: Callable[..., Flask],
+    client: Client,
+    as_alice: dict[str, str],
+    api: CatalogFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cancel that lands after the import's last look at its job (the file loaded,
+    the set-based statements to come) is a cancel all the same: the rows, their events
+    and their movements go, the job stays canceled. (On SQLite the cancel cannot land
+    there: it waits for the import's write transaction to end, one writer at a time.)"""
+    store = api.store(as_alice)
+    api.item(as_alice, store, name="Milk", stock=5)  # the import changes it
+    job_id = assert_job(post_import(client, store, GOOD, as_alice))["id"]
+    before = snapshot(app)
+    # Another web process (its own connections), with the same secret.
+    web = client_of(make_app(**QUEUED, JWT_SECRET_KEY=app.config["JWT_SECRET_KEY"]))
+
+    def canceled_meanwhile(*args: Any, progress: Callable[[int], None], **kwargs: Any) -> Any:
+        def look_then_cancel(rows: int) -> None:
+            progress(rows)  # the job's progress, its last look: still running...
+            canceled = web.delete(f"/jobs/{job_id}", headers=as_alice)
+            assert assert_job(canceled)["status"] == "canceled"  # ...and canceled now
+
+        return import_items(*args, progress=look_then_cancel, **kwargs)
+
+    monkeypatch.setattr(work, "import_items", canceled_meanwhile)
+    run_job(app, job_id)
+    done = client.get(f"/jobs/{job_id}", headers=as_alice).json
+    assert done["status"] == "canceled" and done["result"] is None and done["error"] is None
+    after = snapshot(app)
+    for table in ("jobs", "job_chunks"):
+        del before[table], after[table]
+    assert after == before  # items, tags, movements, events: as before the import
 
 
 def test_an_import_sent_with_an_idempotency_key_is_made_once(
