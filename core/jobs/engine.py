@@ -18,7 +18,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import CursorResult, and_, delete, or_, select, update
 from sqlalchemy import event as sa_event
 
-from core.jobs import events
+from core.jobs import events, files
 from core.web import metrics
 from db import db
 from models import Job, JobChunk
@@ -124,7 +124,7 @@ def finish(
         .values(status=status, result=result, error=error, finished_at=now)
         .execution_options(synchronize_session=False)
     )
-    db.session.execute(delete(JobChunk).where(JobChunk.job_id == job_id, JobChunk.kind == "input"))
+    files.drop(job_id, "input")
     if _rowcount(finished) == 0:
         return False
     job = db.session.get_one(Job, job_id, populate_existing=True)
@@ -155,7 +155,8 @@ def _jobs_rolled_back(session: Any) -> None:
 
 def cancel(job: Job) -> bool:
     """Cancel a queued or running job in the caller's transaction; a running one
-    stops at its next batch. False when it had finished already."""
+    stops at its next batch. Its input file goes with it, as with every end (a
+    queued job never runs to drop it). False when it had finished already."""
     now = utcnow()
     canceled = db.session.execute(
         update(Job)
@@ -166,6 +167,7 @@ def cancel(job: Job) -> bool:
     db.session.refresh(job)
     if _rowcount(canceled) != 1:
         return False
+    files.drop(job.id, "input")
     _measure(job.type, "canceled", job.started_at or now, now)
     return True
 

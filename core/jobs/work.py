@@ -96,6 +96,8 @@ def import_job(job: Job) -> None:
 
     params = job.params
     try:
+        # A cancel drops the file: one that came while it was read left part of it.
+        engine.renew_apart(job.id, raw.position)
         summary = import_items(
             store,
             body,
