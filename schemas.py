@@ -870,7 +870,10 @@ class JobLinksSchema(ResponseSchema):
 
     self = fields.String(metadata={"example": "/jobs/7"})
     file = fields.String(
-        metadata={"description": "An export's CSV, for 24 hours", "example": "/jobs/7/file"}
+        metadata={
+            "description": "An export's CSV, for 24 hours; shown to its creator only",
+            "example": "/jobs/7/file",
+        }
     )
 
 

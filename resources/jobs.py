@@ -15,7 +15,7 @@ from sqlalchemy import Select, select
 from core.auth.permissions import key_store, login_required
 from core.catalog import csv_format
 from core.jobs import engine, files
-from core.jobs.document import has_file, job_document
+from core.jobs.document import job_document, serves_file
 from core.lists.listing import LIST_HEADERS, Listing, Rows
 from core.web.errors import abort
 from core.web.http import no_store
@@ -37,8 +37,9 @@ ACCEPTED = {
 
 
 def as_json(job: Any) -> dict[str, Any]:
-    """The job as JobSchema dumps it, its links under this request's root."""
-    return job_document(job, request.script_root)
+    """The job as JobSchema dumps it, for the caller, its links under this request's
+    root."""
+    return job_document(job, request.script_root, reader=current_user.id)
 
 
 def accepted(job: Job) -> Response:
@@ -135,7 +136,7 @@ class JobFile(MethodView):
         job = db.session.get(Job, job_id)
         if job is None or job.user_id != current_user.id:
             abort(404, message=f"Job {job_id} not found.")
-        if not has_file(job) or not files.has(job.id, "output"):
+        if not serves_file(job, current_user.id) or not files.has(job.id, "output"):
             abort(404, message=f"Job {job_id} has no file (not an export, not done, or expired).")
 
         def generate() -> Iterator[bytes]:

@@ -26,12 +26,19 @@ def has_file(job: Any) -> bool:
     )
 
 
-def job_document(job: Any, root: str = "") -> dict[str, Any]:
+def serves_file(job: Any, user_id: int | None) -> bool:
+    """Whether ``user_id`` may fetch the job's file now: its creator only (the rows an
+    export holds are the ones its creator saw), so not an admin reading the job."""
+    return user_id is not None and job.user_id == user_id and has_file(job)
+
+
+def job_document(job: Any, root: str = "", *, reader: int | None) -> dict[str, Any]:
     """``job`` (a Job, or a row with its columns) as its JSON: timestamps as datetimes
     (the schema, or the event's encoder, writes them); ``root``: the URL prefix the
-    service is mounted under (a request's script root)."""
+    service is mounted under (a request's script root); ``reader``: the user it is
+    shown to, who sees ``links.file`` only if they may fetch it."""
     links = {"self": f"{root}/jobs/{job.id}"}
-    if has_file(job):
+    if serves_file(job, reader):
         links["file"] = f"{root}/jobs/{job.id}/file"
     return {
         "id": job.id,

@@ -20,5 +20,5 @@ def job_finished(job: Job) -> None:
     if job.status not in ("succeeded", "failed") or job.user_id is None:
         return
     # As GET /jobs/{id} writes it: timestamps in the app's JSON form.
-    body = json.loads(current_app.json.dumps(job_document(job)))
+    body = json.loads(current_app.json.dumps(job_document(job, reader=job.user_id)))
     record(f"job.{job.status}", store_id=None, owner_id=job.user_id, obj=body)

@@ -486,6 +486,29 @@ def test_an_export_jobs_file_is_the_streamed_export(
     assert_error(client.get(done["links"]["file"]), 401)
 
 
+def test_an_export_file_link_is_shown_to_whoever_may_fetch_it(
+    client: Client,
+    as_alice: dict[str, str],
+    admin: User,
+    auth: Callable[[User], dict[str, str]],
+    api: CatalogFactory,
+) -> None:
+    """The file is its creator's only: an admin reads the job, in the list too, without
+    a link that would answer 404."""
+    api.item(as_alice, api.store(as_alice), name="Milk")
+    job = assert_job(client.post("/exports", json={}, headers=as_alice))
+    mine = client.get(f"/jobs/{job['id']}", headers=as_alice).json
+    assert mine["status"] == "succeeded"
+    assert client.get(mine["links"]["file"], headers=as_alice).status_code == 200
+    as_admin = auth(admin)
+    theirs = assert_job(client.get(f"/jobs/{job['id']}", headers=as_admin), 200)
+    assert theirs["links"] == {"self": f"/jobs/{job['id']}"}
+    assert theirs == {**mine, "links": theirs["links"]}
+    assert [j["links"] for j in client.get("/jobs", headers=as_admin).json] == [theirs["links"]]
+    assert [j["links"] for j in client.get("/jobs", headers=as_alice).json] == [mine["links"]]
+    assert_error(client.get(mine["links"]["file"], headers=as_admin), 404)
+
+
 def test_an_export_job_refuses_bad_filters(
     app: Flask, client: Client, as_alice: dict[str, str]
 ) -> None:
