@@ -133,11 +133,13 @@ class JobFile(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, job_id: int) -> Response:
         """An export job's CSV (its creator, for 24 hours after it finished)"""
-        job = db.session.get(Job, job_id)
-        if job is None or job.user_id != current_user.id:
-            abort(404, message=f"Job {job_id} not found.")
+        job = _visible_job(job_id)  # as GET /jobs/{id} finds it: a bound key, its store's
         if not serves_file(job, current_user.id) or not files.has(job.id, "output"):
-            abort(404, message=f"Job {job_id} has no file (not an export, not done, or expired).")
+            abort(
+                404,
+                message=f"Job {job_id} has no file for you "
+                "(not an export, not done, expired, or another user's).",
+            )
 
         def generate() -> Iterator[bytes]:
             yield from files.chunks(job.id, "output")

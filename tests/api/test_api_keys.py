@@ -332,6 +332,34 @@ class TestUse:
         assert client.get(f"/webhooks/{hooks['mine']['id']}", headers=headers).status_code == 200
         assert client.get(f"/jobs/{jobs['mine']['id']}", headers=headers).status_code == 200
 
+    def test_a_key_bound_to_a_store_fetches_that_stores_export_files_only(
+        self, client: Client, make_key: MakeKey, as_alice: dict[str, str], api: Any
+    ) -> None:
+        """An export's file is its job's: a key that cannot see the job (another
+        store's, or the whole catalog's) cannot fetch its file either."""
+        mine, other = api.store(as_alice, "Mine"), api.store(as_alice, "Other")
+        api.item(as_alice, other, name="Secret plan", status="draft")
+        exports = {
+            name: client.post("/exports", json=body, headers=as_alice).json["id"]
+            for name, body in (
+                ("mine", {"store_id": mine["id"]}),
+                ("other", {"store_id": other["id"], "status": "all"}),
+                ("every", {}),
+            )
+        }
+        headers = key_headers(make_key(["jobs"], store_id=mine["id"]))
+        for name in ("other", "every"):
+            job = exports[name]
+            assert client.get(f"/jobs/{job}/file", headers=as_alice).status_code == 200
+            assert_error(client.get(f"/jobs/{job}", headers=headers), 404)
+            refused = assert_error(client.get(f"/jobs/{job}/file", headers=headers), 404)
+            assert refused["message"] == f"Job {job} not found."
+        # Its own store's export: the job and its file, as the owner has them.
+        job = client.get(f"/jobs/{exports['mine']}", headers=headers).json
+        assert job["links"]["file"] == f"/jobs/{exports['mine']}/file"
+        fetched = client.get(job["links"]["file"], headers=headers)
+        assert fetched.status_code == 200 and fetched.mimetype == "text/csv"
+
     @pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
     def test_a_key_bound_to_a_store_never_gets_its_owners_answers_by_idempotency_key(
         self, app: Flask, client: Client, make_key: MakeKey, as_alice: dict[str, str], api: Any
