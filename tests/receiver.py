@@ -1,8 +1,10 @@
 """A real HTTP receiver of webhooks on 127.0.0.1, in a thread of the test: it
-records every POST (headers, body, when) and answers as the test tells it."""
+records every POST (headers, body, when) and answers as the test tells it. And one
+that never finishes its answer (``trickling``)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -103,3 +105,54 @@ def receiving(port: int = 0, **settings: Any) -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class Trickler:
+    """A receiver that reads a request, sends its status line, then one header byte
+    every ``every`` seconds: its answer never ends (a slow or hostile receiver)."""
+
+    url: str
+    requests: int = 0
+
+
+@contextmanager
+def trickling(every: float = 0.2, for_at_most: float = 10.0) -> Iterator[Trickler]:
+    """A trickling receiver until the block ends; each connection trickles until the
+    sender hangs up, or for ``for_at_most`` seconds."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)  # to see ``stop``
+    trickler = Trickler(f"http://127.0.0.1:{server.getsockname()[1]}/hook")
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            trickler.requests += 1
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            ends = time.monotonic() + for_at_most
+            while not stop.is_set() and time.monotonic() < ends:
+                try:
+                    conn.sendall(b"X")
+                except OSError:
+                    return  # the sender hung up
+                stop.wait(every)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _peer = server.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield trickler
+    finally:
+        stop.set()
+        thread.join()
+        server.close()

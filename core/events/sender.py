@@ -5,7 +5,8 @@ WEBHOOK_ALLOW_PRIVATE_NETWORKS), the connection goes to that address and the
 address connected to is checked again, while the request carries the name (Host
 header, TLS SNI and certificate check): a name that resolves elsewhere between the
 check and the connection (DNS rebinding) cannot reach a private address. Redirects
-are not followed; at most 64 KiB of the answer is read, all within the timeout.
+are not followed; at most 64 KiB of the answer is read. The timeout is the attempt's
+whole time, connect to last byte, however slowly the receiver answers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from core.events.addresses import (
     UnsafeURLError,
@@ -23,6 +25,9 @@ from core.events.addresses import (
     is_public,
     public_addresses,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 READ_LIMIT = 64 * 1024
 KEEP = 1024
@@ -39,8 +44,47 @@ class Result:
     timed_out: bool = False
 
 
-def _connect(address: str, port: int, timeout: float, allow_private: bool) -> socket.socket:
-    sock = socket.create_connection((address, port), timeout=timeout)
+def _time_left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the attempt's time is spent")
+    return left
+
+
+# An attempt's timeout is its whole time (docs/events.md). A socket timeout bounds one
+# read or write, and http.client reads the status line and headers a few bytes at a
+# time as they come: a receiver sending a byte a second would hold a worker for as long
+# as it likes. These sockets give each read and write only the time the attempt has
+# left, so an attempt ends by its deadline (set before it starts) whatever it waits on.
+class _TimedSocket(socket.socket):
+    deadline = 0.0
+
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
+        self.settimeout(_time_left(self.deadline))
+        return super().recv_into(buffer, nbytes, flags)
+
+    def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
+        self.settimeout(_time_left(self.deadline))
+        super().sendall(data, flags)  # sendall's timeout is its whole time
+
+
+class _TimedSSLSocket(ssl.SSLSocket):
+    deadline = 0.0
+
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int | None = None, flags: int = 0) -> int:
+        self.settimeout(_time_left(self.deadline))
+        return super().recv_into(buffer, nbytes, flags)
+
+    def send(self, data: ReadableBuffer, flags: int = 0) -> int:  # sendall's every write
+        self.settimeout(_time_left(self.deadline))
+        return super().send(data, flags)
+
+
+def _connect(address: str, port: int, deadline: float, allow_private: bool) -> _TimedSocket:
+    plain = socket.create_connection((address, port), timeout=_time_left(deadline))
+    sock = _TimedSocket(fileno=plain.detach())
+    sock.deadline = deadline
+    sock.settimeout(_time_left(deadline))
     # http.client writes a request's headers and body apart: sent at once, not held by
     # Nagle's algorithm until the receiver acknowledges the headers (as urllib3 does).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -52,30 +96,36 @@ def _connect(address: str, port: int, timeout: float, allow_private: bool) -> so
 
 
 class PinnedHTTPConnection(http.client.HTTPConnection):
-    """An HTTP connection to one address checked beforehand, whatever DNS says now."""
+    """An HTTP connection to one address checked beforehand, whatever DNS says now.
+    ``deadline`` (time.monotonic()) is the end of the attempt under way."""
 
-    def __init__(self, host: str, port: int, address: str, timeout: float, allow_private: bool):
-        super().__init__(host, port, timeout=timeout)
+    def __init__(self, host: str, port: int, address: str, allow_private: bool):
+        super().__init__(host, port)
         self.address = address
-        self.limit = timeout
         self.allow_private = allow_private
+        self.deadline = 0.0
 
     def connect(self) -> None:
-        self.sock = _connect(self.address, self.port, self.limit, self.allow_private)
+        self.sock = _connect(self.address, self.port, self.deadline, self.allow_private)
 
 
 class PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, address: str, timeout: float, allow_private: bool):
+    def __init__(self, host: str, port: int, address: str, allow_private: bool):
         self.tls = ssl.create_default_context()
-        super().__init__(host, port, timeout=timeout, context=self.tls)
+        self.tls.sslsocket_class = _TimedSSLSocket
+        super().__init__(host, port, context=self.tls)
         self.address = address
-        self.limit = timeout
         self.allow_private = allow_private
+        self.deadline = 0.0
 
     def connect(self) -> None:
-        sock = _connect(self.address, self.port, self.limit, self.allow_private)
+        sock = _connect(self.address, self.port, self.deadline, self.allow_private)
         # The name, not the address: SNI and the certificate are checked against it.
-        self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+        # The handshake's timeout (the time left) is its whole time.
+        tls = self.tls.wrap_socket(sock, server_hostname=self.host)
+        assert isinstance(tls, _TimedSSLSocket)
+        tls.deadline = self.deadline
+        self.sock = tls
 
 
 def _ack_at_once(sock: socket.socket | None) -> None:
@@ -99,7 +149,7 @@ class Target:
     def __init__(self, url: str, *, timeout: float, allow_http: bool, allow_private: bool):
         self.timeout = timeout
         self.refused: str | None = None
-        self.connection: http.client.HTTPConnection | None = None
+        self.connection: PinnedHTTPConnection | PinnedHTTPSConnection | None = None
         self.path = "/"
         try:
             parts = check_form(url, allow_http=allow_http)
@@ -111,7 +161,7 @@ class Target:
             self.refused = f"Refused: {exc}"
             return
         kind = PinnedHTTPSConnection if parts.scheme == "https" else PinnedHTTPConnection
-        self.connection = kind(host, port, address, timeout, allow_private)
+        self.connection = kind(host, port, address, allow_private)
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
     def __enter__(self) -> Target:
@@ -141,9 +191,11 @@ class Target:
         def took() -> int:
             return int((time.monotonic() - started) * 1000)
 
+        # The attempt's end: a new connection's sockets take it, a kept-alive one's is told.
+        connection.deadline = deadline
+        if isinstance(connection.sock, _TimedSocket | _TimedSSLSocket):
+            connection.sock.deadline = deadline
         try:
-            if connection.sock is not None:
-                connection.sock.settimeout(max(deadline - time.monotonic(), 0.001))
             connection.request(
                 "POST", self.path, body=body, headers={"User-Agent": USER_AGENT, **headers}
             )
@@ -151,11 +203,6 @@ class Target:
             response = connection.getresponse()
             chunks, size = [], 0
             while size < READ_LIMIT:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("read")
-                if connection.sock is not None:
-                    connection.sock.settimeout(left)
                 chunk = response.read1(READ_LIMIT - size)
                 if not chunk:
                     break

@@ -21,9 +21,9 @@ from core.events import addresses, outbox, relay, tasks
 from core.events.tables import WEBHOOKS
 from db import db
 from helpers import CatalogFactory, Client, Response
-from models import Delivery, Store, User
+from models import Delivery, Store, User, Webhook
 from models.types import utcnow
-from receiver import Receiver, receiving
+from receiver import Receiver, receiving, trickling
 
 LOCAL = pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
 
@@ -293,6 +293,35 @@ def test_slow_answers_and_redirects_fail(
     assert {d["error"].split(" ")[0] for d in log} == {"No", "HTTP"}
     assert any("within 1 s" in d["error"] for d in log)
     assert any(d["response_status"] == 302 for d in log)
+
+
+@pytest.mark.config(
+    WEBHOOK_ALLOW_HTTP=True,
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS=True,
+    WEBHOOK_TIMEOUT_SECONDS=1,
+    WEBHOOK_RETRY_SCHEDULE=[3600.0],
+)
+def test_a_receiver_trickling_its_answer_is_cut_off_at_the_timeout(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
+    """The timeout is an attempt's whole time, connect to last byte: a receiver that
+    sends a header byte every 0.2 s (each read well within the timeout) holds the
+    worker no longer than that, and the attempt fails and is retried like any other."""
+    with trickling(every=0.2, for_at_most=8) as trickler:
+        hook = create(client, as_alice, trickler.url).json
+        started = time.monotonic()
+        api.store(as_alice)  # delivered within the request: tasks run eagerly here
+        took = time.monotonic() - started
+    assert trickler.requests == 1
+    retry, first = deliveries(client, as_alice, hook["id"])
+    assert (first["attempt"], first["status"]) == (1, "failed")
+    assert first["error"] == "No answer within 1 s."
+    assert 1000 <= first["duration_ms"] < 1300
+    assert took < 3  # the request's own work, and the attempt's second
+    assert (retry["attempt"], retry["status"]) == (2, "pending")
+    assert retry["next_attempt_at"] is not None
+    with app.app_context():
+        assert db.session.get_one(Webhook, hook["id"]).consecutive_failures == 1
 
 
 # --- no server-side request forgery ------------------------------------------------
