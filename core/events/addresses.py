@@ -8,10 +8,18 @@ and again at every delivery against the address actually connected to.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 MAX_URL_LENGTH = 2048
+
+# The request line carries the path and query as they are written, and http.client
+# sends printable ASCII only: a space or a control character is refused (InvalidURL),
+# anything else non-ASCII cannot be encoded. Percent-encoded, they are sendable. (A
+# host may be non-ASCII: it is sent IDNA-encoded.)
+_UNSENDABLE = re.compile(r"[^\x21-\x7e]")
+_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
 class UnsafeURLError(ValueError):
@@ -49,7 +57,7 @@ def is_public(address: str) -> bool:
 
 def check_form(url: str, *, allow_http: bool) -> SplitResult:
     """The URL's own rules: https (http only if allowed), a host, no credentials,
-    at most 2,048 characters."""
+    at most 2,048 characters, a path and query that can be sent as written."""
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeURLError(f"At most {MAX_URL_LENGTH} characters.")
     try:
@@ -72,7 +80,20 @@ def check_form(url: str, *, allow_http: bool) -> SplitResult:
         raise UnsafeURLError("Port 0 is not a port.")
     if parts.fragment:
         raise UnsafeURLError("Must not carry a #fragment.")
+    # Anywhere: urlsplit drops tabs and line breaks that the URL saved would still show.
+    unsendable = _SPACE_OR_CONTROL.search(url) or _UNSENDABLE.search(request_target(parts))
+    if unsendable:
+        char = unsendable.group()
+        raise UnsafeURLError(
+            f"Must not contain {char!r}: the path and query are sent as written, so "
+            f"percent-encode it ({quote(char, safe='')})."
+        )
     return parts
+
+
+def request_target(parts: SplitResult) -> str:
+    """What a POST to the URL puts on its request line: the path, and the query."""
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
 def default_port(parts: SplitResult) -> int:

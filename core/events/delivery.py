@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import random
 import time
@@ -32,6 +33,8 @@ from db import db
 from models import Delivery, Event, Webhook
 from models.event import public_id
 from models.types import utcnow
+
+log = logging.getLogger("stores.events")
 
 LEASE_MARGIN = 5  # seconds a claim outlasts the timeout
 
@@ -148,12 +151,23 @@ def attempt_batch(delivery_ids: list[int]) -> list[int]:
                 if not webhook.enabled and not targeted:
                     result = sender.Result(ok=False, error="The webhook is disabled.")
                 else:
-                    body = json.dumps(outbox.event_json(attempt), separators=(",", ":"))
-                    headers = signed_headers(webhook.secret, public_id(attempt.seq), body)
-                    result = target.post(body.encode(), headers)
+                    result = _post(target, webhook.secret, attempt)
                 outcomes.append((attempt.id, result))
     _write(outcomes)
     return _release(left)
+
+
+def _post(target: sender.Target, secret: str, attempt: Row[Any]) -> sender.Result:
+    """One attempt: its event signed and POSTed. Whatever goes wrong is a failed
+    attempt (the sender's own errors already are), never a task that dies and leaves
+    the batch pending, to be run again and die again."""
+    try:
+        body = json.dumps(outbox.event_json(attempt), separators=(",", ":"))
+        headers = signed_headers(secret, public_id(attempt.seq), body)
+    except Exception as exc:
+        log.exception("delivery %s: its event could not be signed", attempt.id)
+        return sender.Result(ok=False, error=sender.describe(exc))
+    return target.post(body.encode(), headers)
 
 
 def _write(outcomes: list[tuple[int, sender.Result]]) -> None:

@@ -12,6 +12,7 @@ whole time, connect to last byte, however slowly the receiver answers.
 from __future__ import annotations
 
 import http.client
+import logging
 import socket
 import ssl
 import time
@@ -24,10 +25,13 @@ from core.events.addresses import (
     default_port,
     is_public,
     public_addresses,
+    request_target,
 )
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
+
+log = logging.getLogger("stores.events")
 
 READ_LIMIT = 64 * 1024
 KEEP = 1024
@@ -160,9 +164,13 @@ class Target:
         except UnsafeURLError as exc:
             self.refused = f"Refused: {exc}"
             return
+        except Exception as exc:  # unforeseen: every POST a failed attempt, not a crash
+            log.warning("webhook URL %r not usable", url, exc_info=True)
+            self.refused = describe(exc)
+            return
         kind = PinnedHTTPSConnection if parts.scheme == "https" else PinnedHTTPConnection
         self.connection = kind(host, port, address, allow_private)
-        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.path = request_target(parts)
 
     def __enter__(self) -> Target:
         return self
@@ -231,4 +239,15 @@ class Target:
             return Result(ok=False, error=error, duration_ms=took(), timed_out=True)
         except (OSError, http.client.HTTPException) as exc:
             connection.close()
-            return Result(ok=False, error=f"{type(exc).__name__}: {exc}"[:500], duration_ms=took())
+            return Result(ok=False, error=describe(exc), duration_ms=took())
+        except Exception as exc:
+            # Unforeseen (a bug, a library's surprise): still a failed attempt, retried
+            # and counted like any other, not a task that dies and leaves it pending.
+            log.warning("webhook POST to %s failed unexpectedly", self.path, exc_info=True)
+            connection.close()
+            return Result(ok=False, error=describe(exc), duration_ms=took())
+
+
+def describe(exc: Exception) -> str:
+    """An error as an attempt's log shows it."""
+    return f"{type(exc).__name__}: {exc}"[:500]

@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select, text, update
 from standardwebhooks.webhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from core.events import addresses, outbox, relay, tasks
+from core.events import addresses, delivery, outbox, relay, sender, tasks
 from core.events.tables import WEBHOOKS
 from db import db
 from helpers import CatalogFactory, Client, Response
@@ -367,11 +367,106 @@ def test_private_addresses_are_refused_and_nothing_is_sent(
         "https://127.0.0.1/" + "a" * 2048,
         "https:///nohost",
         "https://127.0.0.1:99999/",
+        "https://127.0.0.1/caf\u00e9",  # sent as written: non-ASCII must be percent-encoded
+        "https://127.0.0.1/a b",
+        "https://127.0.0.1/hook?q=a b",
+        "https://127.0.0.1/hook?q=\u00fc",
     ],
 )
 def test_urls_break_the_rules(client: Client, as_alice: dict[str, str], url: str) -> None:
     response = create(client, as_alice, url)
     assert response.status_code == 422, response.json
+
+
+@LOCAL
+def test_a_url_is_sent_as_written_so_it_must_be_percent_encoded(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str], receiver: Receiver
+) -> None:
+    """The sender puts the path and query on the request line as they are saved: a
+    character it cannot carry (non-ASCII, a space) is refused, with how to write it;
+    written percent-encoded, the URL is delivered to, that very path."""
+    cafe = receiver.url.replace("/hook", "/caf\u00e9")
+    for url, encoded in [(cafe, "%C3%A9"), (receiver.url + "?q=a b", "%20")]:
+        refused = create(client, as_alice, url)
+        assert refused.status_code == 422, refused.json
+        [message] = refused.json["errors"]["json"]["url"]
+        assert "percent-encode" in message and encoded in message
+    assert client.get("/webhooks", headers=as_alice).json == []
+    hook = create(client, as_alice, receiver.url.replace("/hook", "/caf%C3%A9"))
+    assert hook.status_code == 201, hook.json
+    changed = client.patch(f"/webhooks/{hook.json['id']}", json={"url": cafe}, headers=as_alice)
+    assert changed.status_code == 422 and "url" in changed.json["errors"]["json"]
+    api.store(as_alice)
+    receiver.wait_for(lambda got: len(got) == 1, timeout=5)
+    assert receiver.received[0].path == "/caf%C3%A9"
+
+
+@pytest.mark.config(
+    WEBHOOK_ALLOW_HTTP=True,
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS=True,
+    WEBHOOK_RETRY_SCHEDULE=[3600.0],
+)
+def test_a_url_saved_before_the_rule_fails_its_attempts(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], receiver: Receiver
+) -> None:
+    """A webhook saved before the rule with a URL the sender cannot send: its attempts
+    fail with the reason, are retried and counted like any other, never left pending."""
+    hook = create(client, as_alice, receiver.url).json
+    with app.app_context():
+        cafe = receiver.url.replace("/hook", "/caf\u00e9")
+        db.session.execute(update(Webhook).values(url=cafe))  # as an older release saved it
+        db.session.commit()
+    api.store(as_alice)
+    log = deliveries(client, as_alice, hook["id"])
+    assert [(d["attempt"], d["status"]) for d in log] == [(2, "pending"), (1, "failed")]
+    retry, first = log
+    assert first["error"].startswith("Refused:") and "percent-encode" in first["error"]
+    assert retry["next_attempt_at"] is not None
+    with app.app_context():
+        assert db.session.get_one(Webhook, hook["id"]).consecutive_failures == 1
+    assert receiver.hits == 0
+
+
+@pytest.mark.config(
+    WEBHOOK_ALLOW_HTTP=True,
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS=True,
+    WEBHOOK_RETRY_SCHEDULE=[3600.0],
+    WEBHOOK_DISABLE_AFTER=2,
+)
+@pytest.mark.parametrize(
+    ("where", "name"),
+    [(sender.PinnedHTTPConnection, "putrequest"), (delivery, "signed_headers")],
+    ids=["sending", "signing"],
+)
+def test_any_error_while_sending_is_a_failed_attempt(
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    where: object,
+    name: str,
+) -> None:
+    """Whatever goes wrong while an attempt is made, even what nobody foresaw, it is a
+    failed attempt: logged with its error, retried, counted towards disabling the
+    webhook; never a task that dies and leaves the attempt pending for ever."""
+    hook = create(client, as_alice, receiver.url).json
+
+    def unforeseen(*_args: Any, **_kwargs: Any) -> None:
+        "POST /caf\u00e9".encode("ascii")  # http.client's own failure on such a path
+
+    monkeypatch.setattr(where, name, unforeseen)
+    api.store(as_alice, name="One")
+    log = deliveries(client, as_alice, hook["id"])
+    assert [(d["attempt"], d["status"]) for d in log] == [(2, "pending"), (1, "failed")]
+    retry, first = log
+    assert first["error"].startswith("UnicodeEncodeError: 'ascii' codec")
+    assert retry["next_attempt_at"] is not None
+    api.store(as_alice, name="Two")  # the second failure in a row disables it
+    assert client.get(f"/webhooks/{hook['id']}", headers=as_alice).json["enabled"] is False
+    assert {d["status"] for d in deliveries(client, as_alice, hook["id"])} == {"failed"}
+    assert len(client.get("/events?type=webhook.disabled", headers=as_alice).json) == 1
+    assert receiver.hits == 0
 
 
 @pytest.mark.config(WEBHOOK_ALLOW_HTTP=True)

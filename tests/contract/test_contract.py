@@ -39,10 +39,11 @@ MISSING_ROW = re.compile(r"[A-Z]\w* \d+ does not exist\.|Store \d+ has no item \
 
 
 # What a 422 says of a webhook URL that its schema allows but the SSRF rules refuse
-# (core/events/addresses.py): its host does not resolve, or not to public addresses.
+# (core/events/addresses.py): its host does not resolve, or not to public addresses, or
+# its path cannot be sent as written.
 URL_REFUSED = re.compile(
-    r"Must start with https://.*|Must not carry .*|Must name a host\.|At most \d+ characters\."
-    r"|Not a URL: .*|Port 0 is not a port\."
+    r"Must start with https://.*|Must not (carry|contain) .*|Must name a host\."
+    r"|At most \d+ characters\.|Not a URL: .*|Port 0 is not a port\."
     r"|The host .* (does not resolve|resolves to a non-public).*",
     re.DOTALL,
 )
