@@ -221,7 +221,7 @@ def _succeeded(run: list[tuple[int, sender.Result]]) -> None:
         )
     db.session.commit()
     for delivery_id, _webhook_id in done:
-        metrics.webhook_delivered("delivered", results[delivery_id].duration_ms / 1000)
+        metrics.webhook_delivered("delivered", results[delivery_id].seconds)
 
 
 def _release(delivery_ids: list[int]) -> list[int]:
@@ -287,7 +287,7 @@ def _finish(delivery_id: int, result: sender.Result) -> None:
         disable(db.session.get_one(Webhook, delivery.webhook_id, populate_existing=True))
         outcome = "gave_up"  # the retry just scheduled ended as failed with it
     db.session.commit()
-    metrics.webhook_delivered(outcome, result.duration_ms / 1000)
+    metrics.webhook_delivered(outcome, result.seconds)
 
 
 def disable(webhook: Webhook) -> None:

@@ -44,8 +44,13 @@ class Result:
     status: int | None = None
     body: str | None = None
     error: str | None = None
-    duration_ms: int = 0
+    seconds: float = 0.0  # the attempt's time, as measured (the metrics' histogram)
     timed_out: bool = False
+
+    @property
+    def duration_ms(self) -> int:
+        """The time the delivery log shows, in whole milliseconds."""
+        return round(self.seconds * 1000)
 
 
 def _time_left(deadline: float) -> float:
@@ -196,8 +201,8 @@ class Target:
         assert connection is not None
         deadline = started + self.timeout
 
-        def took() -> int:
-            return int((time.monotonic() - started) * 1000)
+        def took() -> float:
+            return time.monotonic() - started
 
         # The attempt's end: a new connection's sockets take it, a kept-alive one's is told.
         connection.deadline = deadline
@@ -229,23 +234,23 @@ class Target:
                 if ok
                 else f"HTTP {response.status} (a 2xx was expected; redirects are not followed)"
             )
-            return Result(ok=ok, status=response.status, body=kept, error=error, duration_ms=took())
+            return Result(ok=ok, status=response.status, body=kept, error=error, seconds=took())
         except UnsafeURLError as exc:
             connection.close()
-            return Result(ok=False, error=f"Refused: {exc}", duration_ms=took())
+            return Result(ok=False, error=f"Refused: {exc}", seconds=took())
         except TimeoutError:
             connection.close()
             error = f"No answer within {self.timeout:g} s."
-            return Result(ok=False, error=error, duration_ms=took(), timed_out=True)
+            return Result(ok=False, error=error, seconds=took(), timed_out=True)
         except (OSError, http.client.HTTPException) as exc:
             connection.close()
-            return Result(ok=False, error=describe(exc), duration_ms=took())
+            return Result(ok=False, error=describe(exc), seconds=took())
         except Exception as exc:
             # Unforeseen (a bug, a library's surprise): still a failed attempt, retried
             # and counted like any other, not a task that dies and leaves it pending.
             log.warning("webhook POST to %s failed unexpectedly", self.path, exc_info=True)
             connection.close()
-            return Result(ok=False, error=describe(exc), duration_ms=took())
+            return Result(ok=False, error=describe(exc), seconds=took())
 
 
 def describe(exc: Exception) -> str:
