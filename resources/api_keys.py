@@ -14,6 +14,7 @@ from flask_jwt_extended import current_user
 from sqlalchemy import Select, select
 
 from core.auth import api_keys, audit
+from core.auth.limits import refuse_past_limit
 from core.auth.permissions import forbid, login_required
 from core.lists.listing import LIST_HEADERS, Listing
 from core.web.errors import abort
@@ -68,9 +69,12 @@ class ApiKeys(MethodView):
     @blp.arguments(ApiKeyCreateSchema)
     @blp.response(201, ApiKeyCreatedSchema, headers=LOCATION)
     @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(409, response="CONFLICT", description="API_KEY_MAX_PER_USER live keys")
     def post(self, data: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Make an API key; the answer holds the key, once"""
         _check_store(data.get("store_id"))
+        live = ApiKey.revoked_at.is_(None)  # a revoked key is kept (the audit), not held
+        refuse_past_limit(ApiKey, current_user.id, "API_KEY_MAX_PER_USER", "API keys", live)
         row, key = api_keys.new_key(current_user.id, **data)
         db.session.flush()
         shown = ApiKeySchema().dump(row)

@@ -10,6 +10,7 @@ from flask_jwt_extended import current_user
 from sqlalchemy import Row, Select, func, select
 
 from core.auth import scopes
+from core.auth.limits import refuse_past_limit
 from core.auth.permissions import forbid, key_store, login_required
 from core.auth.security import api_key
 from core.events import delivery as deliveries
@@ -112,10 +113,12 @@ class Webhooks(MethodView):
     @blp.arguments(WebhookCreateSchema)
     @blp.response(201, WebhookCreatedSchema, headers=LOCATION)
     @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(409, response="CONFLICT", description="WEBHOOK_MAX_PER_USER webhooks")
     def post(self, data: dict[str, Any]) -> tuple[Webhook, int, dict[str, str]]:
         """Send your events to a URL; the answer holds the signing secret, once"""
         _check_store(data.get("store_id"))
         _check_url(data["url"])
+        refuse_past_limit(Webhook, current_user.id, "WEBHOOK_MAX_PER_USER", "webhooks")
         webhook = Webhook(
             owner_id=current_user.id,
             url=data["url"],

@@ -249,6 +249,9 @@ class Config:
         )
         self.WEBHOOK_RETRY_JITTER = 0.2
         self.WEBHOOK_DISABLE_AFTER = self.env_int("WEBHOOK_DISABLE_AFTER", 50)
+        # How many webhooks and API keys one user may hold (core/auth/limits.py).
+        self.WEBHOOK_MAX_PER_USER = self.env_int("WEBHOOK_MAX_PER_USER", 16)
+        self.API_KEY_MAX_PER_USER = self.env_int("API_KEY_MAX_PER_USER", 100)
         self.WEBHOOK_ALLOW_HTTP = env_flag(self.environ, "WEBHOOK_ALLOW_HTTP")
         self.WEBHOOK_ALLOW_PRIVATE_NETWORKS = env_flag(
             self.environ, "WEBHOOK_ALLOW_PRIVATE_NETWORKS"

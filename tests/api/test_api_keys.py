@@ -46,6 +46,28 @@ def key_headers(created: dict[str, Any]) -> dict[str, str]:
 
 
 class TestCreateAndList:
+    @pytest.mark.config(API_KEY_MAX_PER_USER=2)
+    def test_a_user_holds_at_most_api_key_max_per_user_live_keys(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        auth: Callable[[User], dict[str, str]],
+        bob: User,
+    ) -> None:
+        body = {"name": "ERP", "scopes": ["catalog:read"]}
+        made = [client.post("/api-keys", json=body, headers=as_alice) for _ in range(2)]
+        assert [r.status_code for r in made] == [201, 201]
+        before = snapshot(app)
+        third = client.post("/api-keys", json=body, headers=as_alice)
+        refused = assert_error(third, 409, error="limit_reached")
+        assert "API_KEY_MAX_PER_USER" in refused["message"]
+        assert snapshot(app) == before
+        assert client.post("/api-keys", json=body, headers=auth(bob)).status_code == 201
+        # A revoked key is kept (the audit) but no longer held: room for a new one.
+        assert client.delete(made[0].headers["Location"], headers=as_alice).status_code == 204
+        assert client.post("/api-keys", json=body, headers=as_alice).status_code == 201
+
     def test_the_key_is_shown_once_and_stored_as_a_hash(
         self, app: Flask, client: Client, as_alice: dict[str, str], alice: User
     ) -> None:

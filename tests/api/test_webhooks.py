@@ -20,7 +20,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from core.events import addresses, delivery, outbox, relay, sender, tasks
 from core.events.tables import WEBHOOKS
 from db import db
-from helpers import CatalogFactory, Client, Response
+from helpers import CatalogFactory, Client, Response, snapshot
 from models import Delivery, Store, User, Webhook
 from models.types import utcnow
 from receiver import Receiver, receiving, trickling
@@ -43,6 +43,30 @@ def deliveries(client: Client, headers: dict[str, str], webhook_id: int) -> list
     assert response.status_code == 200, response.json
     listed: list[dict[str, Any]] = response.json
     return listed
+
+
+@pytest.mark.config(
+    WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True, WEBHOOK_MAX_PER_USER=2
+)
+def test_a_user_holds_at_most_webhook_max_per_user_webhooks(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+    receiver: Receiver,
+) -> None:
+    """Each webhook is a fan-out of every event: a user's are bounded (409)."""
+    made = [create(client, as_alice, receiver.url) for _ in range(2)]
+    assert [r.status_code for r in made] == [201, 201]
+    before = snapshot(app)
+    third = create(client, as_alice, receiver.url)
+    assert third.status_code == 409 and third.json["error"] == "limit_reached", third.json
+    assert "WEBHOOK_MAX_PER_USER" in third.json["message"]
+    assert snapshot(app) == before
+    assert create(client, auth(bob), receiver.url).status_code == 201
+    assert client.delete(made[0].headers["Location"], headers=as_alice).status_code == 204
+    assert create(client, as_alice, receiver.url).status_code == 201
 
 
 @LOCAL
