@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.events.tables import COUNTER, DELIVERIES, EVENTS
 from db import db
-from models import Delivery, Event, EventCounter, Webhook
+from models import Delivery, Event, EventCounter, User, Webhook
 from models.types import utcnow
 
 BATCH = 500  # events numbered per transaction
@@ -52,15 +52,21 @@ def _lock_counter() -> int:
     return int(db.session.execute(statement).scalar_one())
 
 
-def matches(webhook: Webhook, event: Event | Row[Any]) -> bool:
+def matches(webhook: Webhook, event: Event | Row[Any], *, admin: bool = False) -> bool:
     """Whether ``webhook`` receives ``event``: a webhook receives only what its owner
-    may read (the event's owner), a store-bound one only its store's, so a store given
-    to another owner takes its future events away from the old owner's webhooks."""
+    may read (the event's owner; an ``admin`` owner reads every store's), a store-bound
+    one only its store's, so a store given to another owner takes its future events
+    away from the old owner's webhooks."""
     if event.webhook_id is not None:
         return event.webhook_id == webhook.id
-    if not webhook.enabled or webhook.owner_id != event.owner_id:
+    if not webhook.enabled:
         return False
-    if webhook.store_id is not None and webhook.store_id != event.store_id:
+    if webhook.store_id is not None:
+        if webhook.store_id != event.store_id:
+            return False
+        if webhook.owner_id != event.owner_id and not admin:
+            return False
+    elif webhook.owner_id != event.owner_id:
         return False
     return "*" in webhook.events or event.type in webhook.events
 
@@ -69,17 +75,28 @@ def _fan_out(events: list[Row[Any]]) -> list[dict[str, Any]]:
     if not events:
         return []
     owners = {e.owner_id for e in events if e.owner_id is not None}
+    stores = {e.store_id for e in events if e.store_id is not None}
     targeted = {e.webhook_id for e in events if e.webhook_id is not None}
     # FOR KEY SHARE until commit: a webhook deleted meanwhile (its owner, a cascade)
     # waits for the deliveries made here, then takes them along, instead of failing
     # their INSERT and with it the numbering of every owner's events in the batch.
     # An UPDATE of a webhook's other columns (a failure counted) does not wait on it.
-    hooks = db.session.scalars(
-        select(Webhook)
-        .where(or_(Webhook.enabled & Webhook.owner_id.in_(owners), Webhook.id.in_(targeted)))
-        .with_for_update(read=True, key_share=True)
+    found = db.session.execute(
+        select(Webhook, (User.role == "admin").label("admin"))
+        .join(User, User.id == Webhook.owner_id)
+        .where(
+            or_(
+                Webhook.enabled
+                & or_(
+                    Webhook.owner_id.in_(owners),
+                    Webhook.store_id.in_(stores) & (User.role == "admin"),  # an admin's, bound
+                ),
+                Webhook.id.in_(targeted),
+            )
+        )
+        .with_for_update(of=Webhook, read=True, key_share=True)
     ).all()
-    if not hooks:
+    if not found:
         return []
     now = utcnow()
     queued = now + timedelta(seconds=current_app.config["WEBHOOK_REQUEUE_SECONDS"])
@@ -95,8 +112,8 @@ def _fan_out(events: list[Row[Any]]) -> list[dict[str, Any]]:
             "created_at": now,
         }
         for event in events
-        for hook in hooks
-        if matches(hook, event)
+        for hook, admin in found
+        if matches(hook, event, admin=admin)
     ]
 
 

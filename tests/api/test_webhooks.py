@@ -182,6 +182,32 @@ def test_only_the_types_and_store_asked_for_are_sent(
 
 
 @LOCAL
+def test_an_admins_webhook_bound_to_a_users_store_gets_its_events(
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    auth: Callable[[User], dict[str, str]],
+    admin: User,
+    receiver: Receiver,
+) -> None:
+    """An admin reads every store's events (GET /events), so a webhook an admin binds
+    to a user's store gets them; the admin's unbound webhook stays the admin's own."""
+    store = api.store(as_alice)
+    as_admin = auth(admin)
+    bound = create(client, as_admin, receiver.url, store_id=store["id"], events=["item.created"])
+    assert bound.status_code == 201, bound.json
+    assert create(client, as_admin, receiver.url + "/own").status_code == 201
+    item = api.item(as_alice, store, name="Tea")
+    listed = client.get(f"/events?store_id={store['id']}&type=item.created", headers=as_admin)
+    [event] = listed.json
+    receiver.wait_for(lambda got: len(got) >= 1, timeout=5)
+    assert [(r.path, json.loads(r.body)["id"]) for r in receiver.received] == [
+        ("/hook", event["id"])
+    ]
+    assert json.loads(receiver.received[0].body)["data"]["object"]["id"] == item["id"]
+
+
+@LOCAL
 def test_a_store_given_away_takes_its_events_from_the_old_owners_webhooks(
     client: Client,
     api: CatalogFactory,
