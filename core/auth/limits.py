@@ -22,7 +22,7 @@ def refuse_past_limit(
     locked first (until the commit), so that two requests at once are counted one
     after the other."""
     most = current_app.config[setting]
-    db.session.execute(select(User.id).where(User.id == owner_id).with_for_update())
+    db.session.execute(select(User.id).where(User.id == owner_id).with_for_update(key_share=True))
     held = db.session.scalar(
         select(func.count()).select_from(model).where(model.owner_id == owner_id, *where)
     )
