@@ -25,7 +25,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 from core.events.catalog import store_deleted
 from core.events.tables import DELIVERIES, EVENTS, WEBHOOKS
 from db import db
-from models import Item, Store, Tag, Webhook
+from models import ApiKey, Item, Store, Tag, Webhook
 from models.types import utcnow
 
 # Stores being deleted: few at any time, read through a partial index; PostgreSQL
@@ -76,6 +76,13 @@ def mark_deleting(store: Store) -> None:
     its one ``store.deleted`` event commits with it (the job deletes the rows later)."""
     store.deleted_at = utcnow()
     store_deleted(store.id)
+    _end_keys(store.id)
+
+
+def _end_keys(store_id: int) -> None:
+    """The API keys bound to a store whose row stays a while (marked): they end with it
+    at once, as its row's cascade would take them."""
+    db.session.execute(delete(ApiKey).where(ApiKey.store_id == store_id))
 
 
 def delete_store(
@@ -134,6 +141,7 @@ def delete_store(
             .values(deleted_at=utcnow()),
             execution_options={"synchronize_session": False},
         )
+        _end_keys(store_id)
     else:
         db.session.execute(delete(Store).where(Store.id == store_id))
     if also is not None:

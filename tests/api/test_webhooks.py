@@ -20,7 +20,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from core.events import addresses, delivery, outbox, relay, sender, tasks
 from core.events.tables import WEBHOOKS
 from db import db
-from helpers import CatalogFactory, Client, Response, snapshot
+from helpers import CatalogFactory, Client, Response, bearer, snapshot
 from models import Delivery, Store, User, Webhook
 from models.types import utcnow
 from receiver import Receiver, receiving, trickling
@@ -671,6 +671,24 @@ def test_a_deleted_stores_webhooks_are_told_then_go(
     with app.app_context():
         tasks.sweep.apply()
     assert client.get(f"/webhooks/{hook.json['id']}", headers=as_alice).status_code == 404
+
+
+@LOCAL
+def test_a_deleted_stores_api_keys_end_at_once_while_its_webhooks_wait(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str], receiver: Receiver
+) -> None:
+    """The store's row kept for its webhooks must not keep the keys bound to it: they
+    end with the store, as its row's cascade ends them when nothing waits."""
+    store = api.store(as_alice, name="Closing")
+    body = {"name": "ERP", "scopes": ["events:read", "webhooks:manage"], "store_id": store["id"]}
+    key = client.post("/api-keys", json=body, headers=as_alice).json
+    create(client, as_alice, receiver.url, events=["store.deleted"], store_id=store["id"])
+    receiver.status = 500  # a retry stays pending: the row is kept
+    assert client.get("/events", headers=bearer(key["key"])).status_code == 200
+    assert client.delete(f"/stores/{store['id']}", headers=as_alice).status_code == 204
+    assert client.get("/events", headers=bearer(key["key"])).status_code == 401
+    assert client.get("/webhooks", headers=bearer(key["key"])).status_code == 401
+    assert client.get("/api-keys", headers=as_alice).json == []
 
 
 @LOCAL
