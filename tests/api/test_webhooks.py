@@ -366,8 +366,10 @@ def test_a_receiver_trickling_its_answer_is_cut_off_at_the_timeout(
     retry, first = deliveries(client, as_alice, hook["id"])
     assert (first["attempt"], first["status"]) == (1, "failed")
     assert first["error"] == "No answer within 1 s."
-    assert 1000 <= first["duration_ms"] < 1300
-    assert took < 3  # the request's own work, and the attempt's second
+    # Cut at 1 s (before the fix: when the receiver stopped, 8 s); the margin is the
+    # scheduling of a loaded machine (CI runs two passes at once), not the sender's.
+    assert 1000 <= first["duration_ms"] < 3000
+    assert took < 5  # the request's own work, and the attempt's second
     assert (retry["attempt"], retry["status"]) == (2, "pending")
     assert retry["next_attempt_at"] is not None
     with app.app_context():
