@@ -46,8 +46,10 @@ log = logging.getLogger("stores.idempotency")
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 KEY = re.compile(r"[\x21-\x7e]{1,255}")  # 1 to 255 visible ASCII characters
-# Answers that hold a secret shown once (tokens, a new API key): never stored, never
-# replayed; the header is ignored there.
+# Answers that hold a secret the service keeps nowhere else (tokens; a new API key,
+# stored only as a hash): never stored, never replayed; the header is ignored there.
+# (A new webhook's answer is kept like any other: its signing secret is in the
+# webhooks table anyway, as signing needs it.)
 EXEMPT_PATHS = ("/login", "/refresh", "/logout", "/api-keys")
 KEPT_HEADERS = ("Content-Type", "Location", "ETag")
 RETRY_AFTER = "1"  # seconds: most requests are done by then
