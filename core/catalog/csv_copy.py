@@ -53,6 +53,7 @@ from core.catalog.csv_import import (
     _cells,
     problems_of,
     read_header,
+    reading,
 )
 from core.catalog.stock import MAX_STOCK
 from core.events.catalog import (
@@ -568,7 +569,7 @@ def _load(cursor: Any, text: IO[str], errors: _Errors, progress: Callable[[int],
     reader = header.reader
     line, since = reader.line_num + 1, 0
     with cursor.copy(COPY) as copy:
-        for row in reader:
+        for row in reading(reader):
             if not row:  # a blank line: DictReader reads on, the next row starts after it
                 line = reader.line_num + 1
                 continue

@@ -154,6 +154,19 @@ def read_header(reader: csv.DictReader[str]) -> list[str]:
     return columns
 
 
+def reading(reader: Any) -> Iterator[list[str]]:
+    """The rows of a csv reader; a file it cannot read (a cell over the csv module's
+    131,072 characters, a NUL byte) raises csv.Error naming the line it stopped at."""
+    while True:
+        try:
+            cells: list[str] = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise csv.Error(f"line {reader.line_num}: {exc}") from None
+        yield cells
+
+
 def read_rows(text: IO[str], summary: Summary) -> Iterator[tuple[int, dict[str, Any]]]:
     """Valid rows with their line numbers; invalid ones go to ``summary``."""
     header = csv.DictReader(text)
@@ -165,7 +178,7 @@ def read_rows(text: IO[str], summary: Summary) -> Iterator[tuple[int, dict[str, 
     # from its own reader: each row's first line counts the blank lines before it.
     reader = header.reader
     line = reader.line_num + 1
-    for cells in reader:
+    for cells in reading(reader):
         if not cells:  # a blank line: the next row starts after it
             line = reader.line_num + 1
             continue

@@ -181,6 +181,10 @@ def test_a_bom_and_windows_line_endings(client: Client, store: Any, run: Any) ->
         ("name,price,colour\r\nMilk,1,red\r\n", "unknown column(s) 'colour'. Expected"),
         ("nmae,price\r\nMilk,1\r\n", "missing column(s) name; unknown column(s) 'nmae'"),
         (b"name,price\r\nMilk,\xff\r\n", "not UTF-8"),
+        (
+            "name,price,description\r\nMilk,1,\r\nTea,1," + "x" * 131_073 + "\r\n",
+            "line 3: field larger than field limit (131072).",
+        ),
     ],
 )
 def test_unreadable_files_change_nothing(
