@@ -32,7 +32,8 @@ from sqlalchemy.exc import IntegrityError
 
 from core.auth.passwords import hash_password
 from core.web.extensions import limiter
-from db import db
+from core.web.fields import BLANKS
+from db import db, unicode_lower
 from models import PasswordReset, User, new_token_key
 from models.types import utcnow
 
@@ -54,8 +55,10 @@ def _token_for(nonce: str) -> str:
 
 def address_key(email: str) -> str:
     """How an address is known to the rate limiter: hashed, so that no address sits
-    in Redis, and case-insensitive."""
-    return hashlib.sha256(email.strip().casefold().encode()).hexdigest()[:32]
+    in Redis; trimmed as the email field trims it and lowered as the account lookup
+    lowers it (the database's lower), so that every spelling that reaches one account
+    shares its budget (a leading U+FEFF, "İ" for "i")."""
+    return hashlib.sha256(unicode_lower(email.strip(BLANKS)).encode()).hexdigest()[:32]
 
 
 def _limit_per_ip() -> str:

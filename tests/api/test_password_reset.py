@@ -233,6 +233,20 @@ class TestRateLimits:
         assert len(mailbox.wait_for(5)) == 5
         assert_asked(ask(client, "bob@example.com", ip="203.0.113.99"))  # another address
 
+    def test_every_spelling_that_reaches_an_account_shares_its_budget(
+        self, client: Client, alice: User, mailbox: Mailbox
+    ) -> None:
+        """The limiter knows the address as the account lookup does: trimmed as the
+        field trims it (a leading U+FEFF), lowered by the database's lower ("İ" is
+        "i"). Each spelling had a budget of its own: 5 more mails each."""
+        for n in range(5):
+            assert_asked(ask(client, "alice@example.com", ip=f"203.0.113.{n}"))
+        for n, spelling in enumerate(("\ufeffalice@example.com", "al\u0130ce@example.com ")):
+            assert_error(ask(client, spelling, ip=f"198.51.100.{n}"), 429)
+        assert len(mailbox.wait_for(5)) == 5
+        time.sleep(0.5)  # a sixth mail would have come by now
+        assert len(mailbox.received) == 5
+
     def test_20_an_hour_per_ip_asking_and_confirming(self, client: Client, alice: User) -> None:
         for n in range(15):
             assert_asked(ask(client, f"user{n}@example.com"))
