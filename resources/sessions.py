@@ -55,7 +55,9 @@ class Register(MethodView):
         db.session.add(user)
         conflict = "That username or email is already registered."
         flush(conflict=conflict)
-        audit.record("user.created", "user", user.id, audit.created(UserSchema().dump(user)))
+        # Anonymous, whatever token came along (the rate limiter reads one if sent).
+        created = audit.created(UserSchema().dump(user))
+        audit.record("user.created", "user", user.id, created, as_actor=audit.ANONYMOUS)
         commit(conflict=conflict)
         return user, 201, {"Location": url_for("users.UserById", user_id=user.id)}
 
@@ -76,7 +78,7 @@ class Login(MethodView):
                 "login failed", extra={"event": "login_failed", "username": data["username"]}
             )
             target = user.id if user is not None else None
-            audit.record_and_commit("user.sign_in_failed", "user", target)
+            audit.record_and_commit("user.sign_in_failed", "user", target, as_actor=audit.ANONYMOUS)
             abort(401, message="Invalid credentials.", error="invalid_credentials")
         assert user is not None  # check_password refuses a user that does not exist
         g.user_id = user.id

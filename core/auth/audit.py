@@ -39,6 +39,12 @@ SECRET_CHANGE: list[Any] = []  # a secret changed: its name, never a value
 Changes = dict[str, list[Any]]
 
 
+# The actor of what no credential does (a sign-up, a failed sign-in): said outright,
+# as a token sent along with such a request (which the rate limiter reads) is not its
+# actor.
+ANONYMOUS: tuple[str, int | None] = ("anonymous", None)
+
+
 def actor() -> tuple[str, int | None]:
     """Who is acting in this request: an API key (another module sets
     ``g.api_key_id``), a signed-in user (``g.user_id``, set by the token check or a
@@ -49,7 +55,7 @@ def actor() -> tuple[str, int | None]:
         return "api_key", g.api_key_id
     if g.get("user_id") is not None:
         return "user", g.user_id
-    return "anonymous", None
+    return ANONYMOUS
 
 
 def record(

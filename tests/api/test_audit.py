@@ -79,6 +79,25 @@ class TestSignIns:
         assert all(e["changes"] == {} and e["ip"] == "127.0.0.1" for e in failed)
         assert wrong.headers["X-Request-ID"] == failed[0]["request_id"]
 
+    def test_a_token_sent_along_does_not_make_its_user_the_actor(
+        self,
+        client: Client,
+        alice: User,
+        bob: User,
+        auth: Callable[[User], dict[str, str]],
+        as_admin: dict[str, str],
+    ) -> None:
+        """/login and /register need no token; one sent along (read by the rate
+        limiter) named its user as who failed to sign in as alice, or who signed up."""
+        as_bob = auth(bob)
+        wrong = {"username": "alice", "password": "not it at all"}
+        assert_error(client.post("/login", json=wrong, headers=as_bob), 401)
+        new = {"username": "carol", "email": "carol@example.com", "password": PASSWORD}
+        assert client.post("/register", json=new, headers=as_bob).status_code == 201
+        for action in ("user.sign_in_failed", "user.created"):
+            [entry] = entries(client, as_admin, f"action={action}")
+            assert entry["actor"] == {"type": "anonymous"}, action
+
 
 class TestAccounts:
     def test_register_role_email_password_delete(
