@@ -12,7 +12,10 @@ from db import Model
 from models.types import UTCDateTime, utcnow
 
 ACTOR_TYPES = ("user", "anonymous", "api_key")
-TARGET_TYPES = ("store", "item", "tag", "stock_movement", "user", "api_key", "webhook")
+# What a store owner is shown of their stores' entries: the catalog, never an account's
+# (an API key bound to the store is its maker's, who may be someone else).
+STORE_TARGETS = ("store", "item", "tag", "stock_movement")
+TARGET_TYPES = (*STORE_TARGETS, "user", "api_key", "webhook")
 
 
 class AuditEntry(Model):

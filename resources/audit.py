@@ -13,6 +13,7 @@ from core.lists.listing import LIST_HEADERS, Listing
 from core.web.http import no_store
 from core.web.smorest import Blueprint
 from models import AuditEntry, Store
+from models.audit_entry import STORE_TARGETS
 from schemas import AuditEntrySchema, AuditQuerySchema
 
 blp = Blueprint("audit", __name__, url_prefix="/audit", description="The audit log")
@@ -32,7 +33,9 @@ class Audit(MethodView):
         query = select(AuditEntry)
         if not current_user.is_admin:
             owned = select(Store.id).where(Store.owner_id == current_user.id)
-            query = query.where(AuditEntry.store_id.in_(owned))
+            query = query.where(
+                AuditEntry.store_id.in_(owned), AuditEntry.target_type.in_(STORE_TARGETS)
+            )
         for name in ("actor_id", "target_type", "target_id", "action"):
             if name in args:
                 query = query.where(getattr(AuditEntry, name) == args[name])

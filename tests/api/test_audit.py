@@ -312,6 +312,25 @@ class TestList:
         assert actions(rows) == ["store.created", "item.created"]
         assert rows[0]["target"] == {"type": "store", "id": mine["id"]}
 
+    def test_an_owner_sees_no_api_key_entry_of_their_stores(
+        self,
+        client: Client,
+        as_alice: dict[str, str],
+        as_admin: dict[str, str],
+        two_stores: tuple[Any, Any],
+    ) -> None:
+        """A key bound to a store is its maker's account, who may be someone else (an
+        admin; the store's owner before a transfer): not shown to the store's owner."""
+        mine, _ = two_stores
+        body = {"name": "admin tool", "scopes": ["catalog:read"], "store_id": mine["id"]}
+        made = client.post("/api-keys", json=body, headers=as_admin)
+        assert made.status_code == 201
+        assert client.delete(made.headers["Location"], headers=as_admin).status_code == 204
+        assert actions(entries(client, as_alice)) == ["store.created", "item.created"]
+        assert entries(client, as_alice, "target_type=api_key") == []
+        kept = actions(entries(client, as_admin, "target_type=api_key"))
+        assert kept == ["api_key.created", "api_key.revoked"]
+
     def test_an_admin_sees_everything(
         self, client: Client, as_admin: dict[str, str], two_stores: tuple[Any, Any]
     ) -> None:
