@@ -29,10 +29,14 @@ class Plan:
         self.deletes: list[int] = data.get("delete") or []
         self.errors: dict[str, dict[int, Any]] = {}
         ids = {*self.deletes, *(u["id"] for u in self.updates)}
+        # Locked until the commit, as PATCH and DELETE lock the one item they change:
+        # one committed meanwhile is read as it is now (its metadata merged into, its
+        # deletion an unknown id), not lost or met as a row that went away.
         found = ids and db.session.scalars(
             select(Item)
             .where(Item.id.in_(ids))
             .options(joinedload(Item.store), selectinload(Item.tags))
+            .with_for_update(of=Item)
         )
         self.items = {item.id: item for item in found or () if item.store_id == store.id}
         self._check_ids()

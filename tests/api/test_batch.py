@@ -1,14 +1,17 @@
 """Batch (§9): up to 100 creates, updates and deletes in one store, all or nothing."""
 
 import re
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import OperationalError
 
+from core.catalog.batch import Plan
 from db import db
 from helpers import (
     PG_URL,
@@ -16,6 +19,7 @@ from helpers import (
     Client,
     assert_error,
     bearer,
+    client_of,
     count_queries,
     query,
     snapshot,
@@ -377,3 +381,67 @@ def test_a_retried_batch_is_applied_once(
     assert (first.status_code, again.status_code) == (200, 200)
     assert again.headers["Idempotent-Replayed"] == "true" and again.json == first.json
     assert names(app) == ["Tea"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("meanwhile", ["patch", "delete"])
+def test_a_write_to_an_item_meanwhile_waits_for_the_batch(
+    app: Flask,
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    meanwhile: str,
+) -> None:
+    """Another request changes an item the batch has read: it waits for the batch's
+    commit, then applies to what the batch wrote. Before the batch locked its items,
+    a PATCH's metadata key was lost (the batch wrote its own merge over it) and a
+    DELETE made the batch answer 500 (its UPDATE matched no row)."""
+    store = api.store(as_alice)
+    item = api.item(as_alice, store, "X", metadata={"k": "v"})
+    answers: list[int] = []
+
+    def other_request() -> None:
+        other = client_of(app)
+        if meanwhile == "patch":
+            sent = other.patch(
+                f"/items/{item['id']}", json={"metadata": {"p": "1"}}, headers=as_alice
+            )
+        else:
+            sent = other.delete(f"/items/{item['id']}", headers=as_alice)
+        answers.append(sent.status_code)
+
+    def waiting_for_a_lock() -> bool:
+        with db.engine.connect() as conn:
+            found = conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                )
+            )
+        return bool(found)
+
+    other = threading.Thread(target=other_request)
+    plan = Plan.__init__
+
+    def planned_then_other(self: Plan, *args: Any) -> None:
+        plan(self, *args)
+        other.start()  # it waits for the batch's lock (before: it went through)
+        deadline = time.monotonic() + 10
+        while other.is_alive() and not waiting_for_a_lock() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    monkeypatch.setattr(Plan, "__init__", planned_then_other)
+    update = {"id": item["id"], "metadata": {"b": "1"}}
+    done = client.post(
+        f"/stores/{store['id']}/items/batch", json={"update": [update]}, headers=as_alice
+    )
+    other.join(10)
+    assert done.status_code == 200, done.json
+    assert done.json["updated"][0]["metadata"] == {"k": "v", "b": "1"}
+    if meanwhile == "patch":
+        assert answers == [200]
+        assert client.get(f"/items/{item['id']}").json["metadata"] == {"k": "v", "b": "1", "p": "1"}
+    else:
+        assert answers == [204]
+        assert client.get(f"/items/{item['id']}").status_code == 404
