@@ -291,7 +291,7 @@ class ItemTag(MethodView):
             return get_item(item.id), 200
         return item, 201
 
-    @store_owner_required(blp, _item_and_tag)
+    @store_owner_required(blp, _item_and_tag, etag_schema=ItemSchema)  # the item's ETag
     @blp.response(204)
     def delete(self, item: Item, tag: Tag) -> None:
         """Take a tag off an item"""

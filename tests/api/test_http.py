@@ -100,6 +100,31 @@ class TestConditionalRequests:
             client.delete(f"/tags/{tag['id']}", headers=as_alice | {"If-Match": tag_etag}), 412
         )
 
+    @pytest.mark.filterwarnings("default")
+    def test_taking_a_tag_off_checks_the_items_etag(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        api: CatalogFactory,
+    ) -> None:
+        """A link is part of its item: DELETE /items/{id}/tags/{tag_id} with a stale
+        If-Match (the item's, before a change) is a 412 and the tag stays on."""
+        item = api.item(as_alice, store)
+        tag = api.tag(as_alice, store)
+        api.link(as_alice, item, tag)
+        stale = client.get(f"/items/{item['id']}").headers["ETag"]
+        client.patch(f"/items/{item['id']}", json={"price": 9}, headers=as_alice)
+        path = f"/items/{item['id']}/tags/{tag['id']}"
+        before = snapshot(app)
+        for sent in (stale, '"garbage"'):
+            assert_error(client.delete(path, headers=as_alice | {"If-Match": sent}), 412)
+        assert snapshot(app) == before
+        current = client.get(f"/items/{item['id']}").headers["ETag"]
+        assert client.delete(path, headers=as_alice | {"If-Match": current}).status_code == 204
+        assert client.get(f"/items/{item['id']}").json["tags"] == []
+
     def test_if_match_star(
         self, app: Flask, client: Client, as_alice: dict[str, str], store: Any
     ) -> None:
