@@ -86,6 +86,13 @@ def envelope(
     return body
 
 
+def refused_early() -> None:
+    """Marks the coming 422 as found before the request's handler ran (a body or query
+    its schema refuses): Idempotency-Key keeps no such answer (§8), a retry runs afresh.
+    A 422 the handler decides (a batch naming another store's item) is kept."""
+    g.refused_early = True
+
+
 def first_messages(errors: dict[str, Any], most: int) -> tuple[dict[str, Any], int]:
     """``errors`` (by location and field) with only its first ``most`` messages, in
     order, and how many messages it held."""

@@ -57,9 +57,12 @@ RETRY_AFTER = "1"  # seconds: most requests are done by then
 
 def remembered(status: int) -> bool:
     """Answers a retry gets again: success, and what the view decided about the
-    resource (404, 409, 410, 412). Refusals a retry may overcome run afresh: a bad
-    request or body (400, 413, 415, 422), credentials (401, 403), the rate limit
-    (429) and server errors (5xx)."""
+    resource (404, 409, 410, 412, and a 422 of its own). Refusals a retry may overcome
+    run afresh: a bad request or body (400, 413, 415, a 422 found before the view:
+    core/web/errors.py ``refused_early``), credentials (401, 403), the rate limit (429)
+    and server errors (5xx)."""
+    if status == 422:
+        return not g.get("refused_early", False)
     return status < 400 or status in (404, 409, 410, 412)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import marshmallow as ma
 from flask import current_app, request
 
-from core.web.errors import abort
+from core.web.errors import abort, refused_early
 
 UNKNOWN = "Unknown query parameter."
 
@@ -66,6 +66,7 @@ def refuse_unknown(view: Any) -> None:
         return
     unknown = sorted(set(sent) - declared(view))
     if unknown:
+        refused_early()
         abort(
             422,
             message=f"Unknown query parameter(s): {', '.join(unknown)}.",

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, cast
 
 import flask_smorest
 import marshmallow as ma
@@ -59,6 +59,20 @@ class JSONParser(FlaskParser):
     standard library cannot take (digits beyond Python's limit, nesting deeper than
     its recursion limit, NaN) is malformed JSON: 400, not a crash.
     """
+
+    def handle_error(
+        self,
+        error: ma.ValidationError,
+        req: Request,
+        schema: ma.Schema,
+        *,
+        error_status_code: int | None,
+        error_headers: Mapping[str, str] | None,
+    ) -> NoReturn:
+        errors.refused_early()  # the view never ran: Idempotency-Key keeps no answer
+        super().handle_error(
+            error, req, schema, error_status_code=error_status_code, error_headers=error_headers
+        )
 
     def _raw_load_json(self, req: Request) -> Any:
         raw = req.get_data(cache=True)

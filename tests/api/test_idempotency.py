@@ -113,6 +113,30 @@ class TestReplay:
         assert again.headers["Idempotent-Replayed"] == "true"
         assert again.json == refused.json
 
+    def test_a_422_the_handler_decides_is_remembered_one_of_the_schema_is_not(
+        self,
+        client: Client,
+        api: CatalogFactory,
+        as_alice: dict[str, str],
+        item: Any,
+    ) -> None:
+        """§8: a 4xx decided by the handler is kept (a batch naming another store's
+        item: the handler looked it up); a 422 refused before the handler (by the
+        body's schema) is not: the same body runs afresh."""
+        other = api.store(as_alice, "Other")
+        path = f"/stores/{other['id']}/items/batch"
+        body = {"update": [{"id": item["id"], "price": 3}]}  # the item is another store's
+        first = client.post(path, json=body, headers=keyed(as_alice, "batch-1"))
+        assert_error(first, 422)
+        assert "update" in first.json["errors"]["json"]
+        again = client.post(path, json=body, headers=keyed(as_alice, "batch-1"))
+        assert again.headers["Idempotent-Replayed"] == "true" and again.json == first.json
+        bad = {"update": [{"id": item["id"], "price": "x"}]}
+        for _ in range(2):
+            refused = client.post(path, json=bad, headers=keyed(as_alice, "batch-2"))
+            assert_error(refused, 422)
+            assert "Idempotent-Replayed" not in refused.headers
+
     def test_other_callers_keys_are_other_keys(
         self,
         app: Flask,
