@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from celery._state import _set_task_join_will_block
 from flask import Flask
 from sqlalchemy import Engine, event, text
 
@@ -137,6 +138,18 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Any:
         db.create_all()
         db.engine.dispose()
     return path
+
+
+@pytest.fixture(autouse=True)
+def _joins_allowed() -> Iterator[None]:
+    """Celery runs an eager task inside ``denied_join_result()``, which saves and then
+    restores one process-wide flag ("a .get() would block"), not one per thread: two
+    requests of a test in threads, each committing and so running its relay eagerly,
+    can leave it set (the second saves the first's True, and restores it last). Every
+    later .get() of an eager result then raises "Never call result.get() within a
+    task!" (CI saw it once, in tests after a threaded one). Each test starts clear."""
+    _set_task_join_will_block(False)
+    yield
 
 
 @pytest.fixture
