@@ -6,6 +6,8 @@ Fixtures live in conftest.py; everything a test imports lives here.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event
+from sqlalchemy import event, text
 from werkzeug.test import TestResponse
 
 from core.auth.passwords import hash_password
@@ -107,6 +109,23 @@ def count_queries(app: Flask) -> Iterator[list[str]]:
 # Logs, not state: a sign-in writes an entry without changing anything. The audit
 # tests (tests/api/test_audit.py) look at it themselves.
 NOT_STATE = ("audit_log",)
+
+
+def start_until_blocked(thread: threading.Thread, query: str = "%", timeout: float = 10) -> None:
+    """Start ``thread`` (another request) and return once it has ended or a session of
+    the test database (PostgreSQL, within an app context) waits for a lock running a
+    query LIKE ``query``: the caller, holding its locks, then goes on."""
+    thread.start()
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND query LIKE :query"
+    )
+    deadline = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < deadline:
+        with db.engine.connect() as conn:
+            if conn.scalar(waiting, {"query": query}):
+                return
+        time.sleep(0.02)
 
 
 def snapshot(app: Flask) -> dict[str, list[tuple[Any, ...]]]:

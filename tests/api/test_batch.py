@@ -2,13 +2,12 @@
 
 import re
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, select, text
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
 from core.catalog.batch import Plan
@@ -23,6 +22,7 @@ from helpers import (
     count_queries,
     query,
     snapshot,
+    start_until_blocked,
 )
 from models import Item, StockMovement, User
 
@@ -411,25 +411,12 @@ def test_a_write_to_an_item_meanwhile_waits_for_the_batch(
             sent = other.delete(f"/items/{item['id']}", headers=as_alice)
         answers.append(sent.status_code)
 
-    def waiting_for_a_lock() -> bool:
-        with db.engine.connect() as conn:
-            found = conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock'"
-                )
-            )
-        return bool(found)
-
     other = threading.Thread(target=other_request)
     plan = Plan.__init__
 
     def planned_then_other(self: Plan, *args: Any) -> None:
         plan(self, *args)
-        other.start()  # it waits for the batch's lock (before: it went through)
-        deadline = time.monotonic() + 10
-        while other.is_alive() and not waiting_for_a_lock() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        start_until_blocked(other)  # it waits for the batch's lock (before: it went through)
 
     monkeypatch.setattr(Plan, "__init__", planned_then_other)
     update = {"id": item["id"], "metadata": {"b": "1"}}

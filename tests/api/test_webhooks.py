@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, select, update
 from standardwebhooks.webhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from core.events import addresses, delivery, outbox, relay, sender, tasks
 from core.events.tables import WEBHOOKS
 from db import db
-from helpers import CatalogFactory, Client, Response, bearer, snapshot
+from helpers import CatalogFactory, Client, Response, bearer, snapshot, start_until_blocked
 from models import Delivery, Store, User, Webhook
 from models.types import utcnow
 from receiver import Receiver, receiving, trickling
@@ -598,26 +598,12 @@ def test_a_webhook_deleted_during_the_fan_out_leaves_the_numbering_committed(
         with app.app_context(), db.engine.begin() as conn:
             conn.execute(delete(WEBHOOKS).where(WEBHOOKS.c.id == doomed["id"]))
 
-    def waiting_for_a_lock() -> bool:
-        with db.engine.connect() as conn:
-            return bool(
-                conn.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                        " AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM webhooks%'"
-                    )
-                )
-            )
-
     deleter = threading.Thread(target=delete_the_webhook)
     fan_out = relay._fan_out
 
     def fan_out_while_deleted(events: list[Any]) -> list[dict[str, Any]]:
         rows = fan_out(events)
-        deleter.start()
-        deadline = time.monotonic() + 10
-        while deleter.is_alive() and not waiting_for_a_lock() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        start_until_blocked(deleter, "DELETE FROM webhooks%")
         return rows
 
     monkeypatch.setattr(relay, "_fan_out", fan_out_while_deleted)
