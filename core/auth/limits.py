@@ -20,13 +20,15 @@ def refuse_past_limit(
     """409 ``limit_reached`` when the user already holds as many ``model`` rows (those
     ``where`` says count) as the config value ``setting`` allows. The user's row is
     locked first (until the commit), so that two requests at once are counted one
-    after the other."""
+    after the other: FOR NO KEY UPDATE, which the foreign-key checks on users (FOR KEY
+    SHARE: a batch's movement, a new job) do not wait for. FOR UPDATE made them wait,
+    and deadlocked with a request holding a store this one's new row refers to."""
     most = current_app.config[setting]
     db.session.execute(select(User.id).where(User.id == owner_id).with_for_update(key_share=True))
-    held = db.session.scalar(
+    held = db.session.execute(
         select(func.count()).select_from(model).where(model.owner_id == owner_id, *where)
-    )
-    if (held or 0) >= most:
+    ).scalar_one()
+    if held >= most:
         abort(
             409,
             message=f"You have {held} {what}, the most one user may have "
