@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -55,10 +56,12 @@ def _token_for(nonce: str) -> str:
 
 def address_key(email: str) -> str:
     """How an address is known to the rate limiter: hashed, so that no address sits
-    in Redis; trimmed as the email field trims it and lowered as the account lookup
-    lowers it (the database's lower), so that every spelling that reaches one account
-    shares its budget (a leading U+FEFF, "İ" for "i")."""
-    return hashlib.sha256(unicode_lower(email.strip(BLANKS)).encode()).hexdigest()[:32]
+    in Redis; trimmed and composed as the email field trims and composes it, and
+    lowered as the account lookup lowers it (the database's lower), so that every
+    spelling that reaches one account shares its budget (a leading U+FEFF, "İ" for
+    "i", an accent typed apart)."""
+    address = unicodedata.normalize("NFC", email.strip(BLANKS))
+    return hashlib.sha256(unicode_lower(address).encode()).hexdigest()[:32]
 
 
 def _limit_per_ip() -> str:

@@ -5,6 +5,7 @@ quantities, accounts, bounded lists. Each rule is defined here once: the API sch
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sized
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -64,6 +65,8 @@ class Text(ma.fields.String):
     """A string, trimmed of surrounding blanks, matching ``pattern`` (if given).
 
     With ``blank_is_none``, a value that is blank (once trimmed) is stored as null.
+    With ``composed``, the text is kept in Unicode's composed form (NFC), so that
+    "é" typed as one character or as "e" and a combining accent is one value.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class Text(ma.fields.String):
         trim: bool = True,
         blank_is_none: bool = False,
         max_length: int | None = None,
+        composed: bool = False,
         **kwargs: Any,
     ) -> None:
         if pattern is not None:  # first, then any validators of the field's own
@@ -87,15 +91,18 @@ class Text(ma.fields.String):
         self.blank_is_none = blank_is_none
         self.max_length = max_length
         self.error = error
+        self.composed = composed
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
     ) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
-        if self.max_length is not None and len(text) > self.max_length:
-            raise ValidationError(self.error)
         if _SURROGATE.search(text):
             raise ValidationError("Not valid Unicode text.")
+        if self.composed:  # before the length: composing lengthens a few characters
+            text = unicodedata.normalize("NFC", text)
+        if self.max_length is not None and len(text) > self.max_length:
+            raise ValidationError(self.error)
         return text.strip(BLANKS) if self.trim else text
 
     # The base's overloads promise a str for any value but None: here a blank one
@@ -257,13 +264,15 @@ EMAIL = rf"[^@{NOT_VISIBLE}]+@[^@{NOT_VISIBLE}]+\.[^@.{NOT_VISIBLE}]+"
 
 
 def Email(*, optional: bool = False, **kwargs: Any) -> Text:  # noqa: N802 - reads as a field type
-    """An email address; ``optional``: blank or null clears it."""
+    """An email address, composed (NFC: one account per address however its accents
+    were typed, migration 0014); ``optional``: blank or null clears it."""
     if optional:
         kwargs |= {"allow_none": True, "blank_is_none": True}
     return Text(
         pattern=trimmed(EMAIL, optional=optional),
         error="Must be an email address (name@example.com) of at most 254 characters.",
         max_length=254,
+        composed=True,
         metadata={"example": "alice@example.com"},
         **kwargs,
     )

@@ -57,6 +57,28 @@ class TestRegister:
         assert "already registered" in body["message"]
         assert snapshot(app) == before
 
+    def test_an_accent_typed_apart_is_the_same_address(self, app: Flask, client: Client) -> None:
+        """An address is kept composed (NFC): "é" typed as "e" and a combining accent
+        (as some keyboards and macOS file names send it) reaches the same account."""
+        decomposed = "jose\u0301@example.com"
+        response = register(client, email=decomposed)
+        assert response.status_code == 201
+        assert response.json["email"] == "jos\u00e9@example.com"
+        before = snapshot(app)
+        for spelling in (decomposed, "JOS\u00c9@example.com", "JOSE\u0301@example.com"):
+            body = assert_error(register(client, username="other", email=spelling), 409)
+            assert "already registered" in body["message"]
+        assert snapshot(app) == before
+        assert query(app, select(User.email)) == [("jos\u00e9@example.com",)]
+
+    def test_an_address_is_measured_composed(self, app: Flask, client: Client) -> None:
+        """Composing lengthens a few characters (U+0958 is two once composed): the
+        254-character bound holds for what is stored, a clear 422, nothing written."""
+        lengthened = "\u0958" * 126 + "@x.io"  # 131 characters sent, 257 composed
+        body = assert_error(register(client, email=lengthened), 422)
+        assert "email" in body["errors"]["json"]
+        assert query(app, select(User.id)) == []
+
     @pytest.mark.parametrize(
         ("overrides", "field"),
         [

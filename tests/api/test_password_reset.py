@@ -247,6 +247,13 @@ class TestRateLimits:
         time.sleep(0.5)  # a sixth mail would have come by now
         assert len(mailbox.received) == 5
 
+    def test_an_accent_typed_apart_shares_the_budget(self, client: Client) -> None:
+        """Addresses are kept composed (NFC): "zoe" and a combining diaeresis is "zoë",
+        known or not, and had 5 more mails of its own."""
+        for n in range(5):
+            assert_asked(ask(client, "zo\u00eb@example.com", ip=f"203.0.113.{n}"))
+        assert_error(ask(client, "zoe\u0308@example.com", ip="198.51.100.1"), 429)
+
     def test_20_an_hour_per_ip_asking_and_confirming(self, client: Client, alice: User) -> None:
         for n in range(15):
             assert_asked(ask(client, f"user{n}@example.com"))

@@ -15,7 +15,7 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, inspect, text
 
 from db import db, include_object
-from helpers import PG_URL, client_of
+from helpers import PASSWORD, PG_URL, client_of
 from servers import postgres_database
 
 
@@ -206,3 +206,53 @@ def test_postgresql_catalog_identity_upgrade(make_app: Callable[..., Flask]) -> 
             db.session.remove()
             db.engine.dispose()
         assert touched is True
+
+
+def check_composed_emails_upgrade(app: Flask) -> None:
+    """0014 composes the stored addresses (NFC), except one whose composed form another
+    account already has: both accounts stay as they were."""
+    users = [
+        (1, "jose", "jose\u0301@example.com"),  # decomposed: composed by the upgrade
+        (2, "rene_nfd", "rene\u0301@example.com"),  # decomposed, but taken composed by 3
+        (3, "rene_nfc", "REN\u00c9@example.com"),
+        (4, "plain", "plain@example.com"),
+    ]
+    with app.app_context():
+        upgrade(revision="0013_one_store_name_index")
+        for id_, username, email in users:
+            db.session.execute(
+                text(
+                    "INSERT INTO users (id, username, email, password_hash, role, token_key,"
+                    " created_at) VALUES (:id, :username, :email, 'x', 'user', 'k',"
+                    " '2026-01-01 00:00:00')"
+                ),
+                {"id": id_, "username": username, "email": email},
+            )
+        db.session.commit()
+        upgrade()
+        emails: dict[int, str] = dict(db.session.execute(text("SELECT id, email FROM users")).all())
+        db.session.remove()
+    assert emails == {
+        1: "jos\u00e9@example.com",
+        2: "rene\u0301@example.com",
+        3: "REN\u00c9@example.com",
+        4: "plain@example.com",
+    }
+    # The upgraded address is the account's: its decomposed spelling is taken.
+    taken = {"username": "newcomer", "email": "JOSE\u0301@example.com", "password": PASSWORD}
+    assert client_of(app).post("/register", json=taken).status_code == 409
+
+
+def test_sqlite_composed_emails_upgrade(tmp_path: Path, make_app: Callable[..., Flask]) -> None:
+    check_composed_emails_upgrade(
+        make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'old.db'}")
+    )
+
+
+@pytest.mark.postgres
+def test_postgresql_composed_emails_upgrade(make_app: Callable[..., Flask]) -> None:
+    with postgres_database(PG_URL, prefix="stores_upgrade_") as url:
+        app = make_app(SQLALCHEMY_DATABASE_URI=url)
+        check_composed_emails_upgrade(app)
+        with app.app_context():
+            db.engine.dispose()  # before DROP DATABASE
