@@ -1,4 +1,6 @@
-"""Unknown query parameters are refused (contract §14): 422 naming them, on every endpoint.
+"""Unknown query parameters are refused (contract §14): 422 naming them, on every endpoint;
+so is a parameter that takes one value sent more than once (``?sort=name&sort=-price``:
+no reading of it is the obvious one, and a cache or proxy in front may read the other).
 
 One check for the whole API, before any view runs: the parameters a view takes are the
 query schemas it declares to flask-smorest (``@blp.arguments(..., location="query")``,
@@ -19,6 +21,7 @@ from flask import current_app, request
 from core.web.errors import abort, refused_early
 
 UNKNOWN = "Unknown query parameter."
+REPEATED = "Give this parameter once; it takes one value."
 
 
 def view_of(endpoint: str | None, method: str) -> Any:
@@ -35,32 +38,48 @@ def view_of(endpoint: str | None, method: str) -> Any:
 
 def declared(view: Any) -> frozenset[str]:
     """The query parameters a view declares to flask-smorest (read once per view)."""
+    return _read(view)[0]
+
+
+def repeatable(view: Any) -> frozenset[str]:
+    """Those of them that take a list, one value per repetition (``?tag=a&tag=b``)."""
+    return _read(view)[1]
+
+
+_declared: dict[Any, tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def _read(view: Any) -> tuple[frozenset[str], frozenset[str]]:
     if view not in _declared:
-        _declared[view] = frozenset(_read_declared(view))
+        _declared[view] = _read_declared(view)
     return _declared[view]
 
 
-_declared: dict[Any, frozenset[str]] = {}
-
-
-def _read_declared(view: Any) -> set[str]:
+def _read_declared(view: Any) -> tuple[frozenset[str], frozenset[str]]:
     apidoc = getattr(view, "_apidoc", None) or {}
     names: set[str] = set()
+    lists: set[str] = set()
     for parameter in apidoc.get("arguments", {}).get("parameters", []):
         if parameter.get("in") != "query":
             continue
         schema = parameter["schema"]
         schema = schema() if isinstance(schema, type) else schema
         if isinstance(schema, ma.Schema):
-            names |= {field.data_key or name for name, field in schema.fields.items()}
+            for name, field in schema.fields.items():
+                names.add(field.data_key or name)
+                if isinstance(field, ma.fields.List):
+                    lists.add(field.data_key or name)
     for parameter in apidoc.get("manual_doc", {}).get("parameters", []):
         if isinstance(parameter, dict) and parameter.get("in") == "query":
             names.add(parameter["name"])
-    return names
+            if parameter.get("schema", {}).get("type") == "array":
+                lists.add(parameter["name"])
+    return frozenset(names), frozenset(lists)
 
 
 def refuse_unknown(view: Any) -> None:
-    """422 naming each query parameter ``view`` does not take."""
+    """422 naming each query parameter ``view`` does not take, or takes once and was
+    sent more than once."""
     sent = [name for name in request.args if not name.startswith("_")]
     if not sent:
         return
@@ -71,4 +90,13 @@ def refuse_unknown(view: Any) -> None:
             422,
             message=f"Unknown query parameter(s): {', '.join(unknown)}.",
             errors={"query": {name: [UNKNOWN] for name in unknown}},
+        )
+    lists = repeatable(view)
+    repeated = [name for name in sent if name not in lists and len(request.args.getlist(name)) > 1]
+    if repeated:
+        refused_early()
+        abort(
+            422,
+            message=f"Query parameter(s) given more than once: {', '.join(repeated)}.",
+            errors={"query": {name: [REPEATED] for name in repeated}},
         )
