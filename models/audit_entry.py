@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from db import Model
 from models.types import UTCDateTime, utcnow
 
-ACTOR_TYPES = ("user", "anonymous", "api_key")
+ACTOR_TYPES = ("user", "anonymous", "api_key", "system")  # system: the command line
 # What a store owner is shown of their stores' entries: the catalog, never an account's
 # (an API key bound to the store is its maker's, who may be someone else).
 STORE_TARGETS = ("store", "item", "tag", "stock_movement")
@@ -49,8 +49,8 @@ class AuditEntry(Model):
 
     @property
     def actor(self) -> dict[str, Any]:
-        if self.actor_type == "anonymous":
-            return {"type": "anonymous"}
+        if self.actor_id is None:  # anonymous, or the command line
+            return {"type": self.actor_type}
         return {"type": self.actor_type, "id": self.actor_id}
 
     @property

@@ -4,12 +4,14 @@ with a job, and a worker runs it through the importer of ``flask import-items``.
 from __future__ import annotations
 
 import io
+from dataclasses import asdict
 from typing import Any
 
 from flask import Response, current_app, request
 from flask.views import MethodView
 from flask_jwt_extended import current_user
 
+from core.auth import audit
 from core.auth.permissions import store_owner_required
 from core.catalog import csv_format
 from core.jobs import engine, files
@@ -57,7 +59,12 @@ class StoreImports(MethodView):
             "import",
             current_user.id,
             store_id=store.id,
-            params={"dry_run": args["dry_run"], "skip_invalid": args["skip_invalid"]},
+            params={
+                "dry_run": args["dry_run"],
+                "skip_invalid": args["skip_invalid"],
+                # The audit entries of the rows are this request's (§15).
+                "origin": asdict(audit.origin()),
+            },
         )
         size, seq = 0, 0
         # Read already (and kept) when an Idempotency-Key made it part of a fingerprint.

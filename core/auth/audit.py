@@ -9,6 +9,9 @@ actor, request id and client IP come from the request. ``changes`` maps a field 
 ``deleted`` build it from two dumps); a password is listed by name only, ``[]``.
 Nothing secret is ever written: ``record`` refuses a field named like one.
 
+Work a job does later (an import) is recorded as the request that asked for it: the
+request's ``origin()`` is kept with the job and given to ``record``.
+
 A failed sign-in is recorded although the request fails: ``record_and_commit``.
 Entries older than AUDIT_RETENTION_DAYS are dropped by ``purge`` (a beat job).
 """
@@ -16,6 +19,7 @@ Entries older than AUDIT_RETENTION_DAYS are dropped by ``purge`` (a beat job).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -58,6 +62,28 @@ def actor() -> tuple[str, int | None]:
     return ANONYMOUS
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Who made a change and from where, as an entry records it."""
+
+    actor_type: str
+    actor_id: int | None
+    request_id: str | None = None
+    ip: str | None = None
+
+
+# The command line (`flask import-items`): an operator on the server, no request.
+SYSTEM = Origin("system", None)
+
+
+def origin() -> Origin:
+    """This request's: its actor, request id and client IP."""
+    actor_type, actor_id = actor()
+    if not has_request_context():
+        return Origin(actor_type, actor_id)
+    return Origin(actor_type, actor_id, g.get("request_id"), request.remote_addr)
+
+
 def record(
     action: str,
     target_type: str,
@@ -66,13 +92,16 @@ def record(
     *,
     store_id: int | None = None,
     as_actor: tuple[str, int | None] | None = None,
+    source: Origin | None = None,
 ) -> None:
-    """Add an entry to the session's transaction (the caller commits)."""
+    """Add an entry to the session's transaction (the caller commits). ``source``:
+    the request that asked for the change, when a job makes it (else this one)."""
     changes = dict(changes or {})
     for field, values in changes.items():
         if field in SECRET_FIELDS and values != SECRET_CHANGE:
             raise ValueError(f"the audit log never holds the value of {field!r}")
-    actor_type, actor_id = as_actor or actor()
+    source = source or origin()
+    actor_type, actor_id = as_actor or (source.actor_type, source.actor_id)
     entry = {
         "actor_type": actor_type,
         "actor_id": actor_id,
@@ -81,8 +110,8 @@ def record(
         "target_id": target_id,
         "store_id": store_id,
         "changes": changes,
-        "request_id": g.get("request_id") if has_request_context() else None,
-        "ip": request.remote_addr if has_request_context() else None,
+        "request_id": source.request_id,
+        "ip": source.ip,
         "created_at": utcnow(),
     }
     db.session().info.setdefault(PENDING, []).append(entry)

@@ -43,6 +43,7 @@ from typing import IO, Any
 import marshmallow as ma
 from sqlalchemy import column, literal, select, table
 
+from core.auth import audit
 from core.catalog import stock
 from core.catalog.csv_import import (
     MAX_REPORTED,
@@ -320,9 +321,31 @@ LEFT JOIN ({TAGS_JSON} JOIN import_plan q ON q.item_id = l.item_id
            WHERE q.changed OR q.relink GROUP BY l.item_id) g ON g.item_id = i.id
 WHERE p.changed OR p.relink
 """  # noqa: S608 - fragments of our own, no input
+# Each event of ``sent`` (an item's, just written) as an audit entry (§15), as
+# core/auth/audit.py writes them: ``changes`` built from the event's object and
+# previous, whoever asked for the import its actor.
+NOT_CHANGES = ", ".join(f"'{key}'" for key in sorted(audit.NOT_CHANGES))
+CREATED_CHANGES = f"""(SELECT json_object_agg(f.key, json_build_array(NULL, f.value) ORDER BY f.n)
+ FROM json_each(data -> 'object') WITH ORDINALITY AS f(key, value, n)
+ WHERE f.key NOT IN ({NOT_CHANGES}))"""  # noqa: S608 - fragments of our own, no input
+UPDATED_CHANGES = f"""(SELECT json_object_agg(
+    f.key, json_build_array(f.value, data -> 'object' -> f.key) ORDER BY f.key)
+ FROM json_each(data -> 'previous') AS f(key, value)
+ WHERE f.key NOT IN ({NOT_CHANGES}))"""  # noqa: S608 - fragments of our own, no input
+
+
+def audit_entries(action: str, changes: str) -> str:
+    return f"""INSERT INTO audit_log (actor_type, actor_id, action, target_type, target_id,
+                       store_id, changes, request_id, ip, created_at)
+SELECT %(audit_actor_type)s, %(audit_actor_id)s, '{action}', 'item',
+       (data -> 'object' ->> 'id')::int, %(store)s, COALESCE({changes}, '{{}}'::json),
+       %(audit_request_id)s, %(audit_ip)s, %(now)s
+FROM sent ORDER BY id"""  # noqa: S608 - fragments of our own, no input
+
+
 # item.updated of each item the import changes (§10), as record() writes them (core/
-# events/outbox.py), in the file's order. An item whose JSON did not change (a tag
-# linked again under the same name) writes none.
+# events/outbox.py), in the file's order, each with its audit entry. An item whose
+# JSON did not change (a tag linked again under the same name) writes neither.
 UPDATED_EVENTS = f"""
 WITH written AS (
     SELECT p.line, {ITEM_JSON} AS after, b.obj AS before
@@ -335,13 +358,16 @@ WITH written AS (
     WHERE p.changed OR p.relink
 ), told AS (
     SELECT line, after, {PREVIOUS_JSON} AS previous FROM written
+), sent AS (
+    INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
+                        created_at)
+    SELECT 'item.updated', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
+           json_build_object('object', after, 'previous', previous), %(now)s
+    FROM told WHERE previous IS NOT NULL
+    ORDER BY line
+    RETURNING id, data
 )
-INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
-                    created_at)
-SELECT 'item.updated', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
-       json_build_object('object', after, 'previous', previous), %(now)s
-FROM told WHERE previous IS NOT NULL
-ORDER BY line
+{audit_entries("item.updated", UPDATED_CHANGES)}
 """  # noqa: S608 - fragments of our own, no input
 
 
@@ -360,25 +386,30 @@ CREATED_JSON = item_json(
     created_at=_written_at("i.created_at"),
     updated_at=_written_at("i.updated_at"),
 )
-# item.created of each new item, after the changed items' events, in the file's order:
-# its tags from the row's (import_tags, joined to tags as LINK links them), its store's
-# JSON and the text of the time the import wrote built once, not per row. (Ordered by
-# line, not by kind and line as one statement for both kinds was: the planner then
-# sorted the built JSON, which spilled to disk at a million rows.)
+# item.created of each new item, after the changed items' events, in the file's order,
+# each with its audit entry: its tags from the row's (import_tags, joined to tags as
+# LINK links them), its store's JSON and the text of the time the import wrote built
+# once, not per row. (Ordered by line, not by kind and line as one statement for both
+# kinds was: the planner then sorted the built JSON, which spilled to disk at a
+# million rows.)
 CREATED_EVENTS = f"""
-INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
-                    created_at)
-SELECT 'item.created', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
-       json_build_object('object', {CREATED_JSON}),
-       %(now)s
-FROM import_new n
-JOIN items i ON i.id = n.item_id
-LEFT JOIN (
-    SELECT w.line, {TAG_LIST} AS tags_json
-    FROM import_tags w JOIN tags t ON t.store_id = %(store)s AND lower(t.name) = w.lname
-    GROUP BY w.line
-) g ON g.line = n.line
-ORDER BY n.line
+WITH sent AS (
+    INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
+                        created_at)
+    SELECT 'item.created', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
+           json_build_object('object', {CREATED_JSON}),
+           %(now)s
+    FROM import_new n
+    JOIN items i ON i.id = n.item_id
+    LEFT JOIN (
+        SELECT w.line, {TAG_LIST} AS tags_json
+        FROM import_tags w JOIN tags t ON t.store_id = %(store)s AND lower(t.name) = w.lname
+        GROUP BY w.line
+    ) g ON g.line = n.line
+    ORDER BY n.line
+    RETURNING id, data
+)
+{audit_entries("item.created", CREATED_CHANGES)}
 """  # noqa: S608 - fragments of our own, no input
 
 # The items whose counts an import may write (their stock.moved events): the changed
@@ -627,11 +658,13 @@ def import_items(
     listed: int = MAX_REPORTED,
     commit: bool = True,
     user_id: int | None = None,
+    source: audit.Origin = audit.SYSTEM,
 ) -> Summary:
     """Import ``raw`` (a binary file) into ``store``; commits unless nothing may be
     written (invalid rows without ``skip_invalid``, or ``dry_run``). With
     ``commit=False`` the rows stay in the session's open transaction (a job's). The
-    counts' movements are ``user_id``'s (None from the command line)."""
+    counts' movements are ``user_id``'s (None from the command line); the audit
+    entries' actor is ``source``'s."""
     summary = Summary(listed=listed)
     errors = _Errors(summary)
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
@@ -692,7 +725,11 @@ def import_items(
                 "actor_type": actor["type"],
                 "actor_id": actor.get("id"),
                 "request_id": current_request_id(),
-                "now": utcnow(),  # the events' time
+                "audit_actor_type": source.actor_type,
+                "audit_actor_id": source.actor_id,
+                "audit_request_id": source.request_id,
+                "audit_ip": source.ip,
+                "now": utcnow(),  # the events' and audit entries' time
                 "written_at": now,  # the rows' (and the new items' movements')
                 "written_text": now.isoformat(),
             }

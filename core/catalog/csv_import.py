@@ -25,6 +25,7 @@ import marshmallow as ma
 from sqlalchemy import String, cast, delete, func, insert, literal, or_, select, update
 from sqlalchemy.orm import joinedload, selectinload
 
+from core.auth import audit
 from core.catalog import stock
 from core.catalog.csv_format import COLUMNS, restore
 from core.catalog.stock import MAX_STOCK
@@ -226,10 +227,17 @@ class Importer:
     file, when a later row may have renamed that item: then the deferred rows are
     written together (two items may swap names), or each is an invalid row."""
 
-    def __init__(self, store: Store, summary: Summary, user_id: int | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        summary: Summary,
+        user_id: int | None = None,
+        source: audit.Origin = audit.SYSTEM,
+    ) -> None:
         self.store = store
         self.summary = summary
         self.user_id = user_id  # whose the counts' movements are
+        self.source = source  # who asked for the import, as the audit log names them
         found = db.session.execute(
             select(func.lower(Tag.name), Tag.id).where(Tag.store_id == store.id)
         )
@@ -374,7 +382,7 @@ class Importer:
         if link_rows:
             db.session.execute(insert(item_tags), link_rows)
         new_ids = [item_id for item_id, _ in created]
-        record_item_events(self.store, before, updated, new_ids)
+        record_item_events(self.store, before, updated, new_ids, self.source)
         movements_written(self.store, [*updated, *new_ids], now, set(new_ids))
 
     def _update(
@@ -493,10 +501,15 @@ class Importer:
 
 
 def record_item_events(
-    store: Store, before: dict[int, Any], updated: list[int], created: list[int]
+    store: Store,
+    before: dict[int, Any],
+    updated: list[int],
+    created: list[int],
+    source: audit.Origin,
 ) -> None:
-    """One event per item an import created or changed, committed with the rows (§10);
-    ``before``: the changed items as GET returned them before the import."""
+    """One event and one audit entry per item an import created or changed, committed
+    with the rows (§10, §15); ``before``: the changed items as GET returned them before
+    the import; ``source``: who asked for it."""
     after = items_as_json([*updated, *created], release=True)
     for item_id in updated:
         previous = changes(before[item_id], after[item_id])
@@ -508,8 +521,12 @@ def record_item_events(
                 previous=previous,
                 owner_id=store.owner_id,
             )
+            changed = audit.updated(before[item_id], after[item_id])
+            audit.record("item.updated", "item", item_id, changed, store_id=store.id, source=source)
     for item_id in created:
         record("item.created", store_id=store.id, obj=after[item_id], owner_id=store.owner_id)
+        changed = audit.created(after[item_id])
+        audit.record("item.created", "item", item_id, changed, store_id=store.id, source=source)
 
 
 def items_as_json(ids: list[int], *, release: bool = False) -> dict[int, Any]:
@@ -559,13 +576,15 @@ def import_items(
     listed: int = MAX_REPORTED,
     commit: bool = True,
     user_id: int | None = None,
+    source: audit.Origin = audit.SYSTEM,
 ) -> Summary:
     """Import ``raw`` (a binary file) into ``store``; commits unless nothing may be
     written (invalid rows without ``skip_invalid``, or ``dry_run``), which rolls back.
     With ``commit=False`` the rows are left in the session's open transaction, for
     the caller to commit with its own record of the import (a job's result). The
     counts' movements are ``user_id``'s (the caller's; None from the command line,
-    §8). On PostgreSQL, the file goes through COPY and set-based statements
+    §8); the audit entries' actor is ``source``'s (the command line's: system). On
+    PostgreSQL, the file goes through COPY and set-based statements
     (csv_copy.py)."""
     if db.session.get_bind().dialect.name == "postgresql":
         from core.catalog import csv_copy
@@ -579,11 +598,12 @@ def import_items(
             listed=listed,
             commit=commit,
             user_id=user_id,
+            source=source,
         )
     summary = Summary(listed=listed)
     # utf-8-sig drops a BOM; newline="" lets csv read line breaks inside quoted cells.
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-    importer = Importer(store, summary, user_id)
+    importer = Importer(store, summary, user_id, source)
     chunk: list[dict[str, Any]] = []
     try:
         for line, row in read_rows(text, summary):

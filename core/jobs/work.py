@@ -20,6 +20,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func, select, update
 
+from core.auth import audit
 from core.catalog.csv_export import csv_text
 from core.catalog.csv_import import UnreadableFileError, import_items
 from core.catalog.queries import Viewer, item_search
@@ -107,6 +108,7 @@ def import_job(job: Job) -> None:
             listed=LISTED_ERRORS,
             commit=False,
             user_id=job.user_id,  # the caller's movements (§8)
+            source=_origin(job),
         )
     except UnreadableFileError as exc:
         db.session.rollback()
@@ -137,6 +139,13 @@ def import_job(job: Job) -> None:
         # As the CLI does: fresh statistics at once, for the list counts and for the
         # plans of the next import into the same catalog (not autovacuum's next pass).
         analyze(*BULK_TABLES)
+
+
+def _origin(job: Job) -> audit.Origin:
+    """Who asked for the import, from where: its rows' audit entries' (§15). A job
+    queued before the request's origin was kept with it: its creator."""
+    kept = job.params.get("origin")
+    return audit.Origin(**kept) if kept else audit.Origin("user", job.user_id)
 
 
 def _by_line(errors: list[dict[str, Any]]) -> dict[str, Any]:

@@ -257,6 +257,74 @@ class TestCatalog:
         ]
         assert rows[1]["changes"] == {"price": [1.5, 3.0]}
 
+    def test_an_import_writes_an_entry_per_item_as_the_request_that_asked(
+        self,
+        client: Client,
+        alice: User,
+        as_alice: dict[str, str],
+        api: CatalogFactory,
+        as_admin: dict[str, str],
+    ) -> None:
+        """The job writes the rows later, in a worker: its entries name the request
+        that asked for it (actor, request id, IP), one per item, as a batch's."""
+        store = api.store(as_alice)
+        tea = api.item(as_alice, store, "Tea")
+        body = "name,price,stock,tags\r\nTea,3.00,,\r\nBread,2.00,4,daily\r\n"
+        response = client.post(
+            f"/stores/{store['id']}/imports",
+            data=body,
+            headers=as_alice | {"Content-Type": "text/csv", "X-Request-ID": "req-import-1"},
+            environ_base={"REMOTE_ADDR": "203.0.113.5"},
+        )
+        assert response.status_code == 202, response.json
+        job = client.get(response.headers["Location"], headers=as_alice).json
+        assert job["status"] == "succeeded", job
+        (bread,) = client.get(f"/stores/{store['id']}/items?q=Bread").json
+        rows = entries(client, as_admin, "target_type=item&sort=id")[1:]
+        assert [(r["action"], r["target"]["id"]) for r in rows] == [
+            ("item.updated", tea["id"]),
+            ("item.created", bread["id"]),
+        ]
+        for row in rows:
+            assert row["actor"] == {"type": "user", "id": alice.id}
+            assert (row["request_id"], row["ip"]) == ("req-import-1", "203.0.113.5")
+        assert rows[0]["changes"] == {"price": [1.5, 3.0]}
+        created = rows[1]["changes"]
+        assert created == audit.created(bread)  # as POST /items writes it
+        assert created["price"] == [None, 2.0] and created["stock"] == [None, 4]
+        assert created["tags"] == [None, [{"id": bread["tags"][0]["id"], "name": "daily"}]]
+
+    def test_an_import_by_a_key_or_the_command_line(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        api: CatalogFactory,
+        as_admin: dict[str, str],
+        tmp_path: Any,
+    ) -> None:
+        store = api.store(as_alice)
+        made = client.post(
+            "/api-keys", json={"name": "erp", "scopes": ["catalog:write", "jobs"]}, headers=as_alice
+        )
+        assert made.status_code == 201, made.json
+        by_key = bearer(made.json["key"]) | {"Content-Type": "text/csv"}
+        response = client.post(
+            f"/stores/{store['id']}/imports", data="name,price\nJam,4\n", headers=by_key
+        )
+        assert response.status_code == 202, response.json
+        path = tmp_path / "items.csv"
+        path.write_text("name,price\nHoney,5\n")
+        ran = app.test_cli_runner().invoke(args=["import-items", str(store["id"]), str(path)])
+        assert ran.exit_code == 0, ran.output
+        rows = entries(client, as_admin, "target_type=item&sort=id")
+        assert [(r["action"], r["actor"]) for r in rows] == [
+            ("item.created", {"type": "api_key", "id": made.json["id"]}),
+            ("item.created", {"type": "system"}),  # an operator on the server
+        ]
+        assert rows[1]["changes"]["name"] == [None, "Honey"]
+        assert (rows[1]["request_id"], rows[1]["ip"]) == (None, None)
+
     def test_a_change_that_fails_writes_no_entry(
         self,
         app: Flask,
