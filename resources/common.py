@@ -16,8 +16,15 @@ T = TypeVar("T")
 
 def get_or_404(model: type[T], ident: int, *options: Any, for_update: bool = False) -> T:
     """The row, or 404. ``for_update`` locks it until the request commits, so that a
-    check made on it (ownership, If-Match) still holds when the change is written."""
-    lock = {"of": model} if for_update else None
+    check made on it (ownership, If-Match) still holds when the change is written.
+
+    The lock is an UPDATE's own, FOR NO KEY UPDATE (on PostgreSQL): requests that lock
+    the row take turns, but a foreign-key check of a row that references it (FOR KEY
+    SHARE: an item created in a locked store, a movement of a locked item) goes
+    through. FOR UPDATE made that check wait while holding the new row's unique
+    entries, which the lock's holder could then wait for: a deadlock (a batch and a
+    POST /items of the same name)."""
+    lock = {"of": model, "key_share": True} if for_update else None
     obj = db.session.get(model, ident, options=options, with_for_update=lock)
     if obj is None:
         abort(404, message=f"{model.__name__} {ident} not found.")

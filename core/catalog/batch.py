@@ -101,13 +101,19 @@ class Plan:
         return None
 
     def duplicate_name(self) -> str | None:
-        """A name the batch would give two items of the store, if any."""
+        """A name the batch would give two items of the store, if any, as the batch
+        spells it."""
         deleted = set(self.deletes)
         # Lowercased as the database does (db.unicode_lower), to compare with lower(name).
+        sent = [
+            *(u["name"] for u in self.updates if "name" in u),
+            *(c["name"] for c in self.creates),
+        ]
+        spelled: dict[str, str] = {unicode_lower(n): n for n in reversed(sent)}  # first spelling
         renamed = {u["id"]: unicode_lower(u["name"]) for u in self.updates if "name" in u}
         wanted = [*renamed.values(), *(unicode_lower(c["name"]) for c in self.creates)]
         if len(set(wanted)) < len(wanted):
-            return str(next(name for name in wanted if wanted.count(name) > 1))
+            return spelled[next(name for name in wanted if wanted.count(name) > 1)]
         if not wanted:
             return None
         holders = db.session.execute(
@@ -118,7 +124,7 @@ class Plan:
         for item_id, name in holders:
             # Kept by an item the batch neither deletes nor renames, and wanted by another.
             if item_id not in deleted and item_id not in renamed:
-                return str(name)
+                return spelled.get(name, str(name))
         return None
 
     def _free_names(self) -> None:

@@ -241,7 +241,7 @@ class TestRefuses:
             update = [{"id": items[1]["id"], "name": "Milk"}]
         before = snapshot(app)
         body = assert_error(batch(client, as_alice, store, create=create, update=update), 409)
-        name = "tea" if create and create[0]["name"] == "Tea" else "milk"
+        name = create[0]["name"] if create else "Milk"  # as the batch spells it first
         assert body["message"] == (
             f"Store {store['id']} would have two items named {name!r}; nothing was applied."
         )
@@ -381,6 +381,41 @@ def test_a_retried_batch_is_applied_once(
     assert (first.status_code, again.status_code) == (200, 200)
     assert again.headers["Idempotent-Replayed"] == "true" and again.json == first.json
     assert names(app) == ["Tea"]
+
+
+@pytest.mark.postgres
+def test_a_single_create_of_the_same_name_meanwhile_is_no_deadlock(
+    app: Flask,
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batch holds its store's lock while a POST /items of the name it creates
+    runs. The POST's foreign-key check (FOR KEY SHARE of the store) waited for a
+    FOR UPDATE lock, holding its new name, which the batch then waited for: a
+    deadlock, a 503 to one of them. The store's lock is FOR NO KEY UPDATE now: the
+    POST goes through, the batch's create is the 409 that names the name."""
+    store = api.store(as_alice)
+    answers: list[int] = []
+
+    def other_request() -> None:
+        body = {"name": "Twin", "price": 1, "store_id": store["id"]}
+        answers.append(client_of(app).post("/items", json=body, headers=as_alice).status_code)
+
+    other = threading.Thread(target=other_request)
+    plan = Plan.__init__
+
+    def planned_then_other(self: Plan, *args: Any) -> None:
+        plan(self, *args)
+        start_until_blocked(other)
+
+    monkeypatch.setattr(Plan, "__init__", planned_then_other)
+    done = batch(client, as_alice, store, create=[{"name": "Twin", "price": 2}])
+    other.join(10)
+    assert answers == [201]
+    assert "'Twin'" in assert_error(done, 409)["message"]
+    assert names(app) == ["Twin"]
 
 
 @pytest.mark.postgres
