@@ -73,7 +73,11 @@ def count_items(store_id: int, limit: int | None = None) -> int:
 
 def mark_deleting(store: Store) -> None:
     """From the commit of the caller's transaction, the store is gone for readers;
-    its one ``store.deleted`` event commits with it (the job deletes the rows later)."""
+    its one ``store.deleted`` event commits with it (the job deletes the rows later).
+    The row is locked FOR UPDATE first: the changes of the store under way (each holds
+    it FOR KEY SHARE, core/events/outbox.py ``hold_stores``) commit before the mark,
+    and those that come after it find the store gone."""
+    db.session.execute(select(_stores.id).where(_stores.id == store.id).with_for_update())
     store.deleted_at = utcnow()
     store_deleted(store.id)
     _end_keys(store.id)

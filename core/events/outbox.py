@@ -6,6 +6,10 @@ Nothing here commits. After a commit that wrote events, the relay is queued
 deliveries); the periodic sweep does the same for anything that queueing missed (a
 broker down at commit time, a command line run with no worker).
 
+An event of a store commits only while its store lives: the first event of a store
+in a transaction holds the store's row (``hold_stores``), so that no change of a store
+commits after its ``store.deleted``.
+
 ``data.object`` is the resource as its GET returns it. Core modules cannot use the
 output schemas (schemas.py sits above them), so a model object is turned into JSON by
 the serializer the resource layer registered for its table (``register_serializer``);
@@ -24,6 +28,7 @@ from sqlalchemy import Row, insert, select
 from sqlalchemy import event as sa_event
 
 from core.web import metrics
+from core.web.errors import abort
 from db import db
 from models import Event, Store
 from models.event import public_id
@@ -52,6 +57,7 @@ SYSTEM = {"type": "system", "id": None}
 PENDING = "events_pending"  # db.session.info: this transaction wrote events
 BUFFER = "events_buffer"  # db.session.info: rows recorded, inserted before commit
 WRITTEN = "events_written"  # db.session.info: types of the rows inserted, counted at commit
+HELD = "events_stores_held"  # db.session.info: stores held until the commit (hold_stores)
 
 _serializers: dict[str, Callable[[Any], dict[str, Any]]] = {}
 
@@ -111,6 +117,8 @@ def record(
     """
     if type not in EVENT_TYPES:
         raise ValueError(f"Unknown event type {type!r}.")
+    if store_id is not None and type != "store.deleted":  # the store's last, as it goes
+        hold_stores({store_id})
     if owner_id is None and store_id is not None:
         owner_id = db.session.scalar(select(Store.owner_id).where(Store.id == store_id))
     actor = actor if actor is not None else current_actor()
@@ -131,6 +139,31 @@ def record(
     db.session.connection()  # a transaction is begun: its commit writes the rows
     db.session.info.setdefault(BUFFER, []).append(row)
     db.session.info[PENDING] = True
+
+
+def hold_stores(store_ids: set[int]) -> None:
+    """404 unless each store is there and not being deleted; each is then held until
+    the transaction ends (FOR KEY SHARE, which writers share with one another and with
+    a store's own changes). A deletion's mark (core/catalog/stores.py
+    ``mark_deleting``) locks the row FOR UPDATE: it waits for the changes that held
+    the store first, and a change that asks after it finds the store gone and rolls
+    back (before, it committed after ``store.deleted``, its events after the store's
+    last, or failed re-reading its item: a 500)."""
+    held: set[int] = db.session.info.setdefault(HELD, set())
+    wanted = store_ids - held
+    if not wanted:
+        return
+    stores = Store.__table__.c  # the table: the ORM's hiding of deleted stores aside
+    found = set(
+        db.session.scalars(
+            select(stores.id)
+            .where(stores.id.in_(wanted), stores.deleted_at.is_(None))
+            .with_for_update(read=True, key_share=True)
+        )
+    )
+    if found != wanted:
+        abort(404, message=f"Store {min(wanted - found)} not found.")
+    held |= wanted
 
 
 def recorded_in_bulk() -> None:
@@ -195,6 +228,7 @@ def _write_before_commit(session: Any) -> None:
 
 @sa_event.listens_for(db.session, "after_commit")
 def _events_committed(session: Any) -> None:
+    session.info.pop(HELD, None)  # the commit let go of them
     # Counted once committed: a rolled-back change wrote no event, and counts none.
     for type, count in Counter(session.info.pop(WRITTEN, ())).items():
         metrics.event_written(type, count)
@@ -207,4 +241,5 @@ def _events_committed(session: Any) -> None:
 def _events_rolled_back(session: Any) -> None:
     session.info.pop(PENDING, None)
     session.info.pop(BUFFER, None)
+    session.info.pop(HELD, None)
     session.info.pop(WRITTEN, None)

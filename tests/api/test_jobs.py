@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -15,7 +16,9 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select, text, update
 
+from core.catalog import stores as catalog_stores
 from core.catalog.csv_import import import_items
+from core.events import catalog as catalog_events
 from core.jobs import engine, work
 from core.jobs.engine import JobCanceledError
 from db import db
@@ -28,9 +31,11 @@ from helpers import (
     client_of,
     query,
     snapshot,
+    start_until_blocked,
 )
-from models import Item, Job, JobChunk, StockMovement, Store, Tag, User, item_tags
+from models import Event, Item, Job, JobChunk, StockMovement, Store, Tag, User, item_tags
 from models.types import utcnow
+from resources import stores as stores_resource
 
 # A broker nobody reads: the job stays queued until the test runs it (run_job).
 QUEUED = {"CELERY_TASK_ALWAYS_EAGER": False, "CELERY_BROKER_URL": "memory://"}
@@ -168,6 +173,92 @@ def test_a_small_store_still_goes_at_once(
     response = client.delete(f"/stores/{store['id']}", headers=as_alice)
     assert response.status_code == 204 and "Location" not in response.headers
     assert query(app, select(func.count()).select_from(Job)) == [(0,)]
+
+
+def store_events(app: Flask, store_id: int) -> list[str]:
+    return [
+        t
+        for (t,) in query(
+            app, select(Event.type).where(Event.store_id == store_id).order_by(Event.id)
+        )
+    ]
+
+
+@pytest.mark.postgres
+@pytest.mark.config(STORE_DELETE_SYNC_MAX=1, **QUEUED)
+def test_a_change_that_comes_after_the_mark_finds_the_store_gone(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    api: CatalogFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stock movement of the store arrives while its deletion's mark is being
+    committed: it waits for the mark, then answers 404 and writes nothing. Before, it
+    committed (201) after the mark, its event after the store's last."""
+    store = big_store(api, as_alice, items=2)
+    item = client.get(f"/stores/{store['id']}/items").json[0]
+    answers: list[Any] = []
+
+    def other_request() -> None:
+        body = {"delta": 1, "reason": "received"}
+        sent = client_of(app).post(f"/items/{item['id']}/stock", json=body, headers=as_alice)
+        answers.append((sent.status_code, sent.json))
+
+    other = threading.Thread(target=other_request)
+    mark = catalog_stores.mark_deleting  # as resources/stores.py imported it
+
+    def marked_then_other(row: Store) -> None:
+        mark(row)
+        start_until_blocked(other)  # the movement waits for the mark's lock
+
+    monkeypatch.setattr(stores_resource, "mark_deleting", marked_then_other)
+    movements = query(app, select(func.count()).select_from(StockMovement))
+    assert_job(client.delete(f"/stores/{store['id']}", headers=as_alice))
+    other.join(10)
+    [(status, body)] = answers
+    assert status == 404 and body["message"] == f"Store {store['id']} not found."
+    assert query(app, select(func.count()).select_from(StockMovement)) == movements
+    assert store_events(app, store["id"])[-1] == "store.deleted"
+
+
+@pytest.mark.postgres
+@pytest.mark.config(STORE_DELETE_SYNC_MAX=1, **QUEUED)
+def test_a_change_under_way_commits_before_the_mark(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    api: CatalogFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A movement that crosses a threshold reads its item again to tell it: a
+    deletion marked meanwhile made that read find nothing, a 500. The movement holds
+    its store now: the mark waits for its commit, and its events come first."""
+    store = big_store(api, as_alice, items=2)
+    item = client.get(f"/stores/{store['id']}/items?sort=stock&page_size=1").json[0]
+    assert item["stock"] == 1  # -1 crosses to 0: stock.out
+    answers: list[int] = []
+
+    def deleting() -> None:
+        sent = client_of(app).delete(f"/stores/{store['id']}", headers=as_alice)
+        answers.append(sent.status_code)
+
+    other = threading.Thread(target=deleting)
+    crossings = catalog_events.crossings
+
+    def deletion_meanwhile(*args: Any) -> list[str]:
+        if not other.is_alive() and not answers:
+            start_until_blocked(other)  # the mark waits for the movement's hold
+        return crossings(*args)
+
+    monkeypatch.setattr(catalog_events, "crossings", deletion_meanwhile)
+    moved = client.post(
+        f"/items/{item['id']}/stock", json={"delta": -1, "reason": "sale"}, headers=as_alice
+    )
+    other.join(10)
+    assert moved.status_code == 201, moved.json
+    assert answers == [202]
+    assert store_events(app, store["id"])[-3:] == ["stock.moved", "stock.out", "store.deleted"]
 
 
 @pytest.mark.config(STORE_DELETE_SYNC_MAX=1, **QUEUED)
