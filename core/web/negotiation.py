@@ -100,9 +100,14 @@ def negotiate() -> ResponseReturnValue | None:
 
 
 def label(response: Response) -> Response:
-    """The chosen JSON media type as the Content-Type, and Vary."""
-    if g.get("media_type") in versions.VENDOR_TYPES and response.mimetype == JSON:
-        response.mimetype = g.media_type
+    """The chosen JSON media type as the Content-Type, and Vary. An error raised before
+    negotiation (routing, the request head, the body) has none chosen: it comes in the
+    JSON type ``Accept`` prefers."""
+    media_type = g.get("media_type")
+    if media_type is None and response.status_code >= 400:
+        media_type = request.accept_mimetypes.best_match(JSON_TYPES)
+    if media_type in versions.VENDOR_TYPES and response.mimetype == JSON:
+        response.mimetype = media_type
     if g.get("negotiated") or response.status_code >= 400:  # an error's form too
         response.vary.add("Accept")
     origins = current_app.config.get("CORS_ORIGINS") or []

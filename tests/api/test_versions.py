@@ -1,5 +1,7 @@
 """API versions (§14, §16): /v1 and the vendor media type, API-Version, unknown versions."""
 
+import io
+import json
 from typing import Any
 
 import pytest
@@ -130,6 +132,58 @@ class TestMediaType:
         assert response.status_code == 404
         assert response.headers["Content-Type"] == VENDOR
         assert response.json["message"] == "Item 999 not found."
+
+    @pytest.mark.config(MAX_CONTENT_LENGTH=200)
+    def test_errors_raised_before_negotiation_come_in_it_too(
+        self, app: Flask, client: Client
+    ) -> None:
+        """Routing, the request head and the body are refused before an operation is
+        chosen: those errors are the ones a view raises, in the type asked for."""
+        asked = {"Accept": VENDOR}
+        user = {"username": "zoe", "email": "zoe@example.com", "password": "correct horse"}
+        chunked = {**asked, "Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+        before = snapshot(app)
+        for response, status, message in (
+            (client.get("/nothing", headers=asked), 404, "Not found: no resource at this path."),
+            (client.get("/v2/items", headers=asked), 404, "API version 2 does not exist; "),
+            (client.delete("/items", headers=asked), 405, "Method not allowed."),
+            (
+                client.get(f"/items?x={'a' * 8200}", headers=asked),
+                414,
+                "The request target is over 8190 bytes.",
+            ),
+            (
+                client.get("/items", headers={**asked, "X-Long": "y" * 8200}),
+                431,
+                "The X-Long header is over 8190 bytes.",
+            ),
+            (
+                client.post(
+                    "/register",
+                    data=json.dumps(user),
+                    headers={**asked, "Content-Type": "text/plain"},
+                ),
+                415,
+                "Request bodies must be JSON (Content-Type: application/json).",
+            ),
+            (
+                client.post(
+                    "/register",
+                    input_stream=io.BytesIO(json.dumps(user | {"bio": "a" * 300}).encode()),
+                    headers=chunked,
+                ),
+                413,
+                "Request body too large.",
+            ),
+        ):
+            assert response.status_code == status, response.get_data(as_text=True)
+            assert response.headers["Content-Type"] == VENDOR, status
+            assert response.json["code"] == status
+            assert response.json["message"].startswith(message)
+            assert set(response.json) == {"code", "status", "message"}
+            assert "Accept" in response.vary
+            assert response.headers["API-Version"] == "1"
+        assert snapshot(app) == before
 
     def test_a_write_in_the_vendor_type(
         self, client: Client, as_alice: dict[str, str], api: CatalogFactory
