@@ -7,7 +7,8 @@ items also offer ``text/csv``: they answer it with their export (§9, resources/
 the whole filtered list, streamed, with the export's parameters and refusals. An
 ``Accept`` that none of them satisfies is 406 in the envelope, naming what is offered
 (and the versions, when it asked for one that does not exist). ``application/problem+json``
-never causes a 406: it asks for errors as problem details (core/web/errors.py).
+asks for errors as problem details (core/web/errors.py): it never causes a 406 nor
+stops one, the other types in ``Accept`` are judged without it.
 
 The docs, Swagger UI's files and ``/metrics`` are not negotiated.
 
@@ -25,6 +26,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from flask.typing import ResponseReturnValue
+from werkzeug.datastructures import MIMEAccept
 
 from core.web import query, versions
 from core.web.errors import DOCUMENTED_ERRORS, PROBLEM_TYPE, abort
@@ -54,9 +56,12 @@ def offered(view: Any, endpoint: str | None) -> list[str]:
     return types
 
 
-def _asks_problem() -> bool:
-    return any(
-        value.lower() == PROBLEM_TYPE and quality > 0 for value, quality in request.accept_mimetypes
+def _judged(accept: MIMEAccept) -> MIMEAccept:
+    """``Accept`` without the application/problem+json it asks for, which is the form of
+    errors: that never causes a 406 and never stops one, the other types are judged
+    alone."""
+    return MIMEAccept(
+        [(value, q) for value, q in accept if not (value.lower() == PROBLEM_TYPE and q > 0)]
     )
 
 
@@ -86,8 +91,9 @@ def negotiate() -> ResponseReturnValue | None:
     types = offered(view, endpoint)
     g.negotiated = bool(types)
     if types and request.accept_mimetypes:
-        chosen = request.accept_mimetypes.best_match(types)
-        if chosen is None and not _asks_problem():
+        accept = _judged(request.accept_mimetypes)
+        chosen = accept.best_match(types)
+        if chosen is None and accept:  # problem+json alone refuses nothing
             _refuse(types)
         g.media_type = chosen or types[0]
     if g.get("media_type") == CSV and endpoint in CSV_ALTERNATIVES and CSV in types:

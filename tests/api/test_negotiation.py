@@ -1,6 +1,7 @@
 """Negotiation (§14, §16): 406, CSV lists, Vary, problem details, unknown query parameters."""
 
 import re
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -10,6 +11,20 @@ from core.web import query
 from helpers import CatalogFactory, Client, assert_error, snapshot
 
 PROBLEM = "application/problem+json"
+JSON = "application/json"
+
+
+def assert_problem(response: Any, status: int, instance: str) -> dict[str, Any]:
+    """An error as the problem details its Accept asked for."""
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
+    assert response.headers["Content-Type"] == PROBLEM
+    assert "Accept" in response.vary
+    body = dict(response.json)
+    assert body["status"] == body["code"] == status
+    assert body["title"] == HTTPStatus(status).phrase
+    assert body["type"].endswith(f"#/components/responses/{HTTPStatus(status).name}")
+    assert body["instance"] == instance
+    return body
 
 
 @pytest.fixture
@@ -71,6 +86,36 @@ class TestNotAcceptable:
         assert response.status_code == 200
         assert response.mimetype == "application/json"
         assert len(response.json) == 3
+        for path, accept, mimetype in (
+            ("/items.csv", PROBLEM, "text/csv"),
+            ("/items.csv", f"text/csv, {PROBLEM}", "text/csv"),
+            (f"/items/{catalog['milk']['id']}", f"application/json, {PROBLEM}", JSON),
+        ):
+            answer = client.get(path, headers={"Accept": accept})
+            answer.get_data()
+            assert answer.status_code == 200, accept
+            assert answer.mimetype == mimetype, accept
+
+    def test_problem_json_does_not_stop_a_406(
+        self, app: Flask, client: Client, catalog: Any
+    ) -> None:
+        """The other types in Accept are judged as if problem+json were not there; the
+        406 is then written as the problem details asked for."""
+        milk = f"/items/{catalog['milk']['id']}"
+        v2 = "application/vnd.stores.v2+json"
+        for path, accept, detail in (
+            (milk, f"{v2}, {PROBLEM}", "API version 2 does not exist; supported versions: 1"),
+            (milk, f"text/html, {PROBLEM}", "Cannot answer with Accept: text/html, "),
+            ("/items.csv", f"application/json, {PROBLEM}", "Cannot answer with Accept: "),
+        ):
+            response = client.get(path, headers={"Accept": accept})
+            body = assert_problem(response, 406, path)
+            assert body["detail"].startswith(detail), accept
+        before = snapshot(app)
+        user = {"username": "zoe", "email": "zoe@example.com", "password": "correct horse"}
+        response = client.post("/register", json=user, headers={"Accept": f"{v2}, {PROBLEM}"})
+        assert assert_problem(response, 406, "/register")["detail"].startswith("API version 2")
+        assert snapshot(app) == before
 
 
 class TestCsvLists:
