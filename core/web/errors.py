@@ -17,6 +17,7 @@ from flask import Flask, Response, g, has_request_context, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.datastructures import MIMEAccept
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -132,11 +133,21 @@ def problem(body: dict[str, Any], *, docs: str, instance: str) -> dict[str, Any]
     return details | extensions
 
 
+def accepted() -> MIMEAccept:
+    """The request's ``Accept``, each media type without its parameters (``q`` apart):
+    the API answers in UTF-8, a CSV with its header row, so ``charset=utf-8`` or
+    ``header=present`` asks for nothing else. (Werkzeug matches a type only to one with
+    the same parameters.)"""
+    return MIMEAccept(
+        [(value.split(";", 1)[0].strip(), q) for value, q in request.accept_mimetypes]
+    )
+
+
 def wants_problem() -> bool:
     """``Accept`` names application/problem+json, at least as high as plain JSON."""
     if not has_request_context():
         return False
-    accept = request.accept_mimetypes
+    accept = accepted()
     asked = max((q for value, q in accept if value.lower() == PROBLEM_TYPE), default=0.0)
     plain = max((q for value, q in accept if value.lower() == "application/json"), default=0.0)
     return asked > 0 and asked >= plain

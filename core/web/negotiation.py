@@ -6,9 +6,10 @@ then the response's ``Content-Type``), or what it declares instead (CSV). The li
 items also offer ``text/csv``: they answer it with their export (§9, resources/exports.py),
 the whole filtered list, streamed, with the export's parameters and refusals. An
 ``Accept`` that none of them satisfies is 406 in the envelope, naming what is offered
-(and the versions, when it asked for one that does not exist). ``application/problem+json``
-asks for errors as problem details (core/web/errors.py): it never causes a 406 nor
-stops one, the other types in ``Accept`` are judged without it.
+(and the versions, when it asked for one that does not exist). A type's parameters
+other than ``q`` are not matched (``text/csv; charset=utf-8`` is the CSV).
+``application/problem+json`` asks for errors as problem details (core/web/errors.py): it
+never causes a 406 nor stops one, the other types in ``Accept`` are judged without it.
 
 The docs, Swagger UI's files and ``/metrics`` are not negotiated.
 
@@ -29,7 +30,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import MIMEAccept
 
 from core.web import query, versions
-from core.web.errors import DOCUMENTED_ERRORS, PROBLEM_TYPE, abort
+from core.web.errors import DOCUMENTED_ERRORS, PROBLEM_TYPE, abort, accepted
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -91,7 +92,7 @@ def negotiate() -> ResponseReturnValue | None:
     types = offered(view, endpoint)
     g.negotiated = bool(types)
     if types and request.accept_mimetypes:
-        accept = _judged(request.accept_mimetypes)
+        accept = _judged(accepted())
         chosen = accept.best_match(types)
         if chosen is None and accept:  # problem+json alone refuses nothing
             _refuse(types)
@@ -111,7 +112,7 @@ def label(response: Response) -> Response:
     JSON type ``Accept`` prefers."""
     media_type = g.get("media_type")
     if media_type is None and response.status_code >= 400:
-        media_type = request.accept_mimetypes.best_match(JSON_TYPES)
+        media_type = accepted().best_match(JSON_TYPES)
     if media_type in versions.VENDOR_TYPES and response.mimetype == JSON:
         response.mimetype = media_type
     if g.get("negotiated") or response.status_code >= 400:  # an error's form too

@@ -12,6 +12,7 @@ from helpers import CatalogFactory, Client, assert_error, snapshot
 
 PROBLEM = "application/problem+json"
 JSON = "application/json"
+VENDOR = "application/vnd.stores.v1+json"
 
 
 def assert_problem(response: Any, status: int, instance: str) -> dict[str, Any]:
@@ -161,6 +162,73 @@ class TestCsvLists:
     def test_single_items_have_no_csv(self, client: Client, catalog: Any) -> None:
         response = client.get(f"/items/{catalog['milk']['id']}", headers={"Accept": "text/csv"})
         assert_error(response, 406)
+
+
+class TestParameters:
+    """A media type's parameters other than q are not matched: the API answers UTF-8,
+    its CSV with a header row."""
+
+    @pytest.mark.parametrize(
+        "accept", ["text/csv; charset=utf-8", "text/csv; header=present", "Text/CSV;Charset=UTF-8"]
+    )
+    def test_the_csv_with_parameters(self, client: Client, catalog: Any, accept: str) -> None:
+        response = client.get("/items", headers={"Accept": accept})
+        body = response.get_data()
+        assert response.status_code == 200, body
+        assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
+        assert "Accept" in response.vary
+        assert body == client.get("/items.csv").get_data()
+        export = client.get("/items.csv", headers={"Accept": accept})
+        assert export.status_code == 200 and export.get_data() == body
+
+    @pytest.mark.parametrize("accept", [JSON, VENDOR])
+    def test_json_with_a_charset(
+        self, client: Client, catalog: Any, as_alice: dict[str, str], accept: str
+    ) -> None:
+        headers = {"Accept": f"{accept}; charset=utf-8"}
+        response = client.get(f"/items/{catalog['milk']['id']}", headers=headers)
+        assert response.status_code == 200, response.json
+        assert response.headers["Content-Type"] == accept
+        assert response.json["id"] == catalog["milk"]["id"]
+        assert "Accept" in response.vary
+        created = client.post("/stores", json={"name": "New"}, headers=as_alice | headers)
+        assert created.status_code == 201, created.json
+        assert created.headers["Content-Type"] == accept
+        missing = client.get("/items/999", headers=headers)
+        assert missing.status_code == 404
+        assert missing.headers["Content-Type"] == accept
+        assert missing.json == {
+            "code": 404,
+            "status": "Not Found",
+            "message": "Item 999 not found.",
+        }
+        nowhere = client.get("/nothing", headers=headers)
+        assert nowhere.status_code == 404 and nowhere.headers["Content-Type"] == accept
+
+    def test_q_still_counts(
+        self, app: Flask, client: Client, catalog: Any, as_alice: dict[str, str]
+    ) -> None:
+        both = "text/csv; charset=utf-8; q=0.5, application/json; charset=utf-8"
+        assert client.get("/items", headers={"Accept": both}).mimetype == JSON
+        csv_first = "text/csv; header=present, application/json; charset=utf-8; q=0.5"
+        assert client.get("/items", headers={"Accept": csv_first}).mimetype == "text/csv"
+        refused = "text/csv; header=present; q=0"
+        body = assert_error(client.get("/items.csv", headers={"Accept": refused}), 406)
+        assert body["message"] == (
+            f"Cannot answer with Accept: {refused}; this resource is available as text/csv."
+        )
+        before = snapshot(app)
+        no_json = {"Accept": "application/json; charset=utf-8; q=0"}
+        response = client.post("/stores", json={"name": "New"}, headers=as_alice | no_json)
+        assert_error(response, 406)
+        assert "Accept" in response.vary
+        assert snapshot(app) == before
+
+    def test_problem_json_with_a_charset(self, client: Client) -> None:
+        response = client.get("/items/999", headers={"Accept": f"{PROBLEM}; charset=utf-8"})
+        assert assert_problem(response, 404, "/items/999")["detail"] == "Item 999 not found."
+        plain_first = f"{JSON}; charset=utf-8, {PROBLEM}; q=0.5"
+        assert_error(client.get("/items/999", headers={"Accept": plain_first}), 404)
 
 
 class TestVary:
