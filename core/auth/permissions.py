@@ -15,8 +15,9 @@ from typing import Any, NoReturn
 
 from flask import g
 from flask_jwt_extended import current_user, get_jwt, get_jwt_header
-from flask_jwt_extended.exceptions import FreshTokenRequired
+from flask_jwt_extended.exceptions import FreshTokenRequired, JWTExtendedException
 from flask_smorest import Blueprint
+from jwt import PyJWTError
 
 from core.auth import scopes
 from core.auth.security import api_key, authenticate
@@ -60,7 +61,12 @@ def may_see(status: str, owner_id: int, store_id: int) -> bool:
     one is the caller's own (never kept by a shared cache)."""
     if status == "active":
         return True
-    caller = optional_caller()
+    try:
+        caller = optional_caller()
+    except (JWTExtendedException, PyJWTError):
+        # A bad token reads as none, as on every public read: a 401 here, where an item
+        # that does not exist is a 404, would tell anyone which ids are hidden items.
+        return False
     if caller is None or not (caller.is_admin or caller.id == owner_id):
         return False
     if key_store() not in (None, store_id):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from click.testing import Result
 from flask import Flask
+from flask_jwt_extended import create_access_token
 from sqlalchemy import select, text
 from werkzeug.test import TestResponse
 
@@ -287,6 +288,24 @@ def test_a_single_item_not_active_is_404_to_others(
             assert response.headers["Cache-Control"] == "private, no-cache"
             assert client.get(f"{url}/stock", headers=headers).status_code == 200
     assert client.get(f"/items/{statuses['active']['id']}").status_code == 200
+
+
+def test_a_bad_token_does_not_tell_a_hidden_item_from_none(
+    app: Flask, client: Client, alice: User, statuses: dict[str, Any]
+) -> None:
+    """A public read ignores a bad token; a hidden item answered 401 to one, where an
+    item that does not exist answers 404: anyone could tell which ids are drafts."""
+    with app.app_context():
+        expired = create_access_token(
+            str(alice.id), expires_delta=timedelta(seconds=-1), additional_claims={"sid": "s"}
+        )
+    for headers in ({"Authorization": "Bearer junk"}, {"Authorization": f"Bearer {expired}"}):
+        for path in ("", "/stock"):
+            missing = assert_error(client.get(f"/items/999999{path}", headers=headers), 404)
+            hidden = client.get(f"/items/{statuses['draft']['id']}{path}", headers=headers)
+            assert assert_error(hidden, 404)["code"] == missing["code"]
+        active = client.get(f"/items/{statuses['active']['id']}", headers=headers)
+        assert active.status_code == 200
 
 
 def test_archived_stock_moves_only_by_a_count(
