@@ -62,6 +62,7 @@ from core.events.catalog import (
     PREVIOUS_JSON,
     TAG_LIST,
     TAGS_JSON,
+    created_changes,
     item_json,
     movements_written,
     utc_text,
@@ -321,24 +322,18 @@ LEFT JOIN ({TAGS_JSON} JOIN import_plan q ON q.item_id = l.item_id
            WHERE q.changed OR q.relink GROUP BY l.item_id) g ON g.item_id = i.id
 WHERE p.changed OR p.relink
 """  # noqa: S608 - fragments of our own, no input
-# Each event of ``sent`` (an item's, just written) as an audit entry (§15), as
-# core/auth/audit.py writes them: ``changes`` built from the event's object and
-# previous, whoever asked for the import its actor.
+# Each event of ``sent`` (the changed items', just written) as an audit entry (§15), as
+# core/auth/audit.py ``updated`` writes them: ``changes`` built from the event's object
+# and previous, whoever asked for the import its actor.
 NOT_CHANGES = ", ".join(f"'{key}'" for key in sorted(audit.NOT_CHANGES))
-CREATED_CHANGES = f"""(SELECT json_object_agg(f.key, json_build_array(NULL, f.value) ORDER BY f.n)
- FROM json_each(data -> 'object') WITH ORDINALITY AS f(key, value, n)
- WHERE f.key NOT IN ({NOT_CHANGES}))"""  # noqa: S608 - fragments of our own, no input
 UPDATED_CHANGES = f"""(SELECT json_object_agg(
     f.key, json_build_array(f.value, data -> 'object' -> f.key) ORDER BY f.key)
  FROM json_each(data -> 'previous') AS f(key, value)
  WHERE f.key NOT IN ({NOT_CHANGES}))"""  # noqa: S608 - fragments of our own, no input
-
-
-def audit_entries(action: str, changes: str) -> str:
-    return f"""INSERT INTO audit_log (actor_type, actor_id, action, target_type, target_id,
+UPDATED_AUDIT = f"""INSERT INTO audit_log (actor_type, actor_id, action, target_type, target_id,
                        store_id, changes, request_id, ip, created_at)
-SELECT %(audit_actor_type)s, %(audit_actor_id)s, '{action}', 'item',
-       (data -> 'object' ->> 'id')::int, %(store)s, COALESCE({changes}, '{{}}'::json),
+SELECT %(audit_actor_type)s, %(audit_actor_id)s, 'item.updated', 'item',
+       (data -> 'object' ->> 'id')::int, %(store)s, COALESCE({UPDATED_CHANGES}, '{{}}'::json),
        %(audit_request_id)s, %(audit_ip)s, %(now)s
 FROM sent ORDER BY id"""  # noqa: S608 - fragments of our own, no input
 
@@ -367,7 +362,7 @@ WITH written AS (
     ORDER BY line
     RETURNING id, data
 )
-{audit_entries("item.updated", UPDATED_CHANGES)}
+{UPDATED_AUDIT}
 """  # noqa: S608 - fragments of our own, no input
 
 
@@ -380,37 +375,44 @@ def _written_at(column: str) -> str:
     )
 
 
+# The store's JSON, built once per statement, not per row (as the time's text is).
+CREATED_STORE = (
+    "(SELECT json_build_object('id', s.id, 'name', s.name) FROM stores s WHERE s.id = %(store)s)"
+)
 CREATED_JSON = item_json(
-    store="(SELECT json_build_object('id', s.id, 'name', s.name) FROM stores s "
-    "WHERE s.id = %(store)s)",
+    store=CREATED_STORE,
     created_at=_written_at("i.created_at"),
     updated_at=_written_at("i.updated_at"),
 )
-# item.created of each new item, after the changed items' events, in the file's order,
-# each with its audit entry: its tags from the row's (import_tags, joined to tags as
-# LINK links them), its store's JSON and the text of the time the import wrote built
-# once, not per row. (Ordered by line, not by kind and line as one statement for both
-# kinds was: the planner then sorted the built JSON, which spilled to disk at a
-# million rows.)
+# The new items ``i`` in the file's order, each with its tags' JSON from the row's
+# (import_tags, joined to tags as LINK links them).
+NEW_ITEMS_BUILT = f"""FROM import_new n
+JOIN items i ON i.id = n.item_id
+LEFT JOIN (
+    SELECT w.line, {TAG_LIST} AS tags_json
+    FROM import_tags w JOIN tags t ON t.store_id = %(store)s AND lower(t.name) = w.lname
+    GROUP BY w.line
+) g ON g.line = n.line
+ORDER BY n.line"""  # noqa: S608 - fragments of our own, no input
+# item.created of each new item, after the changed items' events. (Ordered by line, not
+# by kind and line as one statement for both kinds was: the planner then sorted the
+# built JSON, which spilled to disk at a million rows.)
 CREATED_EVENTS = f"""
-WITH sent AS (
-    INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
-                        created_at)
-    SELECT 'item.created', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
-           json_build_object('object', {CREATED_JSON}),
-           %(now)s
-    FROM import_new n
-    JOIN items i ON i.id = n.item_id
-    LEFT JOIN (
-        SELECT w.line, {TAG_LIST} AS tags_json
-        FROM import_tags w JOIN tags t ON t.store_id = %(store)s AND lower(t.name) = w.lname
-        GROUP BY w.line
-    ) g ON g.line = n.line
-    ORDER BY n.line
-    RETURNING id, data
-)
-{audit_entries("item.created", CREATED_CHANGES)}
-"""  # noqa: S608 - fragments of our own, no input
+INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
+                    created_at)
+SELECT 'item.created', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
+       json_build_object('object', {CREATED_JSON}), %(now)s
+{NEW_ITEMS_BUILT}
+"""
+# The audit entry (§15) of each new item, its changes built from the row as the event's
+# object is (reading the events' JSON back cost 3 times as much).
+CREATED_AUDIT = f"""
+INSERT INTO audit_log (actor_type, actor_id, action, target_type, target_id, store_id,
+                       changes, request_id, ip, created_at)
+SELECT %(audit_actor_type)s, %(audit_actor_id)s, 'item.created', 'item', i.id, %(store)s,
+       {created_changes(CREATED_STORE)}, %(audit_request_id)s, %(audit_ip)s, %(now)s
+{NEW_ITEMS_BUILT}
+"""
 
 # The items whose counts an import may write (their stock.moved events): the changed
 # ones, read before the write (each in the file's order).
@@ -737,6 +739,7 @@ def import_items(
                 cursor.execute(UPDATED_EVENTS, told_by)
             if summary.created:
                 cursor.execute(CREATED_EVENTS, told_by)
+                cursor.execute(CREATED_AUDIT, told_by)
             recorded_in_bulk()
             clock.lap("events")
             # stock.moved for each count written: the changed items' (with the

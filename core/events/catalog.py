@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload, selectinload
 
+from core.auth.audit import NOT_CHANGES
 from core.events.outbox import record
 from db import db
 from models import Item, StockMovement, Store
@@ -120,8 +121,35 @@ def utc_text(column: str) -> str:
     )
 
 
+def _item_fields(store: str, created_at: str, updated_at: str) -> list[tuple[str, str]]:
+    """The item ``i``'s JSON fields in ItemSchema's order, each with its SQL."""
+    price = (
+        "CASE WHEN i.price = trunc(i.price) THEN (trunc(i.price)::bigint || '.0')::json "
+        "ELSE to_json(i.price::float8) END"
+    )
+    return [
+        ("id", "i.id"),
+        ("name", "i.name"),
+        ("description", "i.description"),
+        ("price", price),
+        ("stock", "i.stock"),
+        ("store_id", "i.store_id"),
+        ("store", store),
+        ("tags", "coalesce(tags_json, '[]'::json)"),
+        ("sku", "i.sku"),
+        ("status", "i.status"),
+        ("low_stock_threshold", "i.low_stock_threshold"),
+        ("metadata", "i.metadata"),
+        ("created_at", created_at),
+        ("updated_at", updated_at),
+    ]
+
+
+STORE_JSON = "json_build_object('id', s.id, 'name', s.name)"
+
+
 def item_json(
-    store: str = "json_build_object('id', s.id, 'name', s.name)",
+    store: str = STORE_JSON,
     created_at: str = utc_text("i.created_at"),
     updated_at: str = utc_text("i.updated_at"),
 ) -> str:
@@ -130,16 +158,19 @@ def item_json(
     array given as ``tags_json`` (``TAGS_JSON`` of its links). ``store`` is its store's
     JSON (by default from the store ``s``), ``created_at`` and ``updated_at`` its times'
     texts: a statement that knows them for every row gives them once."""
-    return f"""json_build_object(
-    'id', i.id, 'name', i.name, 'description', i.description,
-    'price', CASE WHEN i.price = trunc(i.price) THEN (trunc(i.price)::bigint || '.0')::json
-                  ELSE to_json(i.price::float8) END,
-    'stock', i.stock, 'store_id', i.store_id,
-    'store', {store},
-    'tags', coalesce(tags_json, '[]'::json),
-    'sku', i.sku, 'status', i.status, 'low_stock_threshold', i.low_stock_threshold,
-    'metadata', i.metadata,
-    'created_at', {created_at}, 'updated_at', {updated_at})"""
+    pairs = (f"'{key}', {sql}" for key, sql in _item_fields(store, created_at, updated_at))
+    return f"json_build_object({', '.join(pairs)})"
+
+
+def created_changes(store: str = STORE_JSON) -> str:
+    """SQL (PostgreSQL): the audit entry's ``changes`` of the new item ``i``, as
+    core/auth/audit.py ``created`` writes them from its JSON (``[null, value]`` of each
+    field but the id and the times), from the row itself: no JSON is read back."""
+    fields = _item_fields(store, "NULL", "NULL")
+    pairs = (
+        f"'{key}', json_build_array(NULL, {sql})" for key, sql in fields if key not in NOT_CHANGES
+    )
+    return f"json_build_object({', '.join(pairs)})"
 
 
 # What the importer writes its events from without reading each item into Python
