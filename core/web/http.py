@@ -112,6 +112,10 @@ def _buffer_chunked_body(limit: int) -> None:
 
 def security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    # No error is kept by a cache: those of the views say so already; a routing 404 or
+    # 405 said nothing, and a 404 is cacheable by default (RFC 9111 §4.2.2).
+    if response.status_code >= 400:
+        response.headers.setdefault("Cache-Control", "no-store")
     # Flask-Limiter writes its reset time as Retry-After on every response, over
     # ours too. It belongs on its own 429s; a 503 gets the service's retry hint.
     if response.status_code == 503:

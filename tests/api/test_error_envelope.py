@@ -33,6 +33,12 @@ class TestErrorEnvelope:
         assert_error(response, 405)
         assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST", "OPTIONS"}
 
+    def test_routing_errors_are_never_cached(self, client: Client) -> None:
+        """A 404 is cacheable by default (RFC 9111): a path that exists later would
+        still answer 404 from a cache in front."""
+        for response in (client.get("/nowhere"), client.delete("/stores")):
+            assert response.headers["Cache-Control"] == "no-store"
+
     @pytest.mark.parametrize(
         "payload",
         [
