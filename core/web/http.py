@@ -9,11 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
+from gunicorn.http.errors import ParseException
 
 from core.web.errors import RETRY_AFTER_SECONDS, abort
 from core.web.idempotency import HEADER as IDEMPOTENCY_HEADER
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+MALFORMED_CHUNKS = "The body's chunked encoding is malformed or cut off."
 
 # For the origins in CORS_ORIGINS: the request headers a browser client may send,
 # and the response headers its scripts may read.
@@ -74,6 +76,8 @@ def require_json_body() -> None:
     if request.method not in BODY_METHODS or request.routing_exception is not None:
         return
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if chunked:  # before anything reads it (request.stream is made once, from it)
+        request.environ["wsgi.input"] = ChunkedInput(request.environ["wsgi.input"])
     setting = _csv_limit_setting()
     if setting is not None:  # its own size limit, for whoever reads it (idempotency too)
         limit = current_app.config[setting]
@@ -91,6 +95,31 @@ def require_json_body() -> None:
         abort(415)
     if chunked:
         _buffer_chunked_body(current_app.config["MAX_CONTENT_LENGTH"])
+
+
+class ChunkedInput:
+    """A chunked body's ``wsgi.input``: the server decodes the chunks as the app reads,
+    so a malformed chunk, or a body cut off before its last chunk, surfaces from a
+    read, wherever the app reads (a JSON body, an import's CSV stream). It is the
+    client's error: 400 in the envelope, where the request would otherwise end in a 500
+    and roll back. gunicorn raises its ParseException (InvalidChunkSize,
+    ChunkMissingTerminator, ...) or NoMoreData, an OSError; werkzeug's dev server, an
+    OSError."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def read(self, *size: int | None) -> bytes:
+        try:
+            return bytes(self.stream.read(*size))
+        except (ParseException, OSError):
+            abort(400, message=MALFORMED_CHUNKS)
+
+    def readline(self, *size: int | None) -> bytes:
+        try:
+            return bytes(self.stream.readline(*size))
+        except (ParseException, OSError):
+            abort(400, message=MALFORMED_CHUNKS)
 
 
 def _buffer_chunked_body(limit: int) -> None:
