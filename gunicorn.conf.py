@@ -7,7 +7,7 @@ from typing import Protocol
 
 from gunicorn.glogging import Logger
 
-from core.web.config import config_from_env, env_int, env_str, load_env_file
+from core.web.config import config_from_env, env_int, env_str, head_limits, load_env_file
 
 # gunicorn started from the project directory reads its .env before anything else,
 # so PORT, WEB_CONCURRENCY and LOG_FORMAT may come from it too; the workers inherit
@@ -55,13 +55,21 @@ forwarded_allow_ips = ""
 secure_scheme_headers: dict[str, str] = {}
 
 # The request head's limits are the app's (MAX_URI_BYTES, MAX_HEADER_BYTES,
-# MAX_HEADER_FIELDS: 414/431 in the JSON envelope, core/web/http.py). gunicorn's own
-# refusals are HTML, so its limits sit above the app's: the request line unlimited
-# (0; gunicorn allows nothing between 8190 and that), a field up to 64 KiB, up to
-# 1000 fields. A proxy in front (docs/deploying.md) bounds what reaches gunicorn.
-limit_request_line = 0
-limit_request_field_size = 64 * 1024
-limit_request_fields = 1000
+# MAX_HEADER_FIELDS; core/web/config.py). gunicorn reads and parses the head before the
+# app sees it, in a time that grows with the square of its size: left unbounded, one
+# request of megabytes held a worker until the timeout killed it. So gunicorn refuses
+# first, at the app's bounds, and its refusals are the app's JSON envelope, not HTML
+# (core/web/gunicorn_errors.py, installed in each worker by post_fork); the app's own
+# checks (core/web/http.py) remain for other servers (flask run) and for the headers'
+# total (MAX_HEADERS_TOTAL_BYTES). With the defaults, a head is parsed up to ~0.8 MB.
+# - The request line is the target, the method, two spaces and "HTTP/1.1": 32 bytes
+#   more than the target, but gunicorn takes at most 8190 (above, only 0: unlimited),
+#   so with the default bound a line over 8190 bytes is its 414, whatever the target.
+# - gunicorn counts a field's line with its CRLF; the app, its name, ": " and value.
+MAX_URI_BYTES, MAX_HEADER_BYTES, MAX_HEADER_FIELDS = head_limits(os.environ)
+limit_request_line = max(1, min(MAX_URI_BYTES + 32, 8190))
+limit_request_field_size = max(1, MAX_HEADER_BYTES + 2)
+limit_request_fields = max(1, MAX_HEADER_FIELDS)
 
 # Workers are managed by signals and the orchestrator; a control socket under a
 # shared $HOME would also collide between instances on one host.
@@ -122,9 +130,24 @@ def on_starting(server: object) -> None:
 
 
 class _Worker(Protocol):
-    """What child_exit reads of gunicorn's (untyped) worker."""
+    """What post_fork and child_exit read of gunicorn's (untyped) worker."""
 
     pid: int
+
+
+def post_fork(_server: object, _worker: _Worker) -> None:
+    """In each worker, before its first request: gunicorn's own refusals (a head over
+    the limits above, a method or an Expect it refuses) in the API's envelope."""
+    from core.web import gunicorn_errors  # imported here: after the metrics' variable
+
+    gunicorn_errors.install(
+        gunicorn_errors.Limits(
+            request_line=limit_request_line,
+            field_bytes=limit_request_field_size - 2,
+            fields=limit_request_fields,
+            hsts_seconds=env_int(os.environ, "HSTS_SECONDS", 0),
+        )
+    )
 
 
 def child_exit(_server: object, worker: _Worker) -> None:

@@ -67,6 +67,16 @@ def env_int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}.") from None
 
 
+def head_limits(environ: Mapping[str, str]) -> tuple[int, int, int]:
+    """MAX_URI_BYTES, MAX_HEADER_BYTES and MAX_HEADER_FIELDS: read here for the app's
+    config and for gunicorn.conf.py alike, so that gunicorn bounds the head as the app does."""
+    return (
+        env_int(environ, "MAX_URI_BYTES", 8190),
+        env_int(environ, "MAX_HEADER_BYTES", 8190),
+        env_int(environ, "MAX_HEADER_FIELDS", 100),
+    )
+
+
 def env_flag(environ: Mapping[str, str], name: str) -> bool:
     return env_str(environ, name).lower() in ("1", "true", "yes", "on")
 
@@ -157,12 +167,12 @@ class Config:
     def _read_http(self) -> None:
         """Requests and responses: body size, proxies, CORS, HSTS, logs."""
         self.MAX_CONTENT_LENGTH = self.env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
-        # The request head (core/web/http.py; gunicorn's own limits are set higher,
+        # The request head (core/web/http.py; gunicorn is given the same bounds,
         # gunicorn.conf.py): the request target (414), one header field, their number
         # and their total (431).
-        self.MAX_URI_BYTES = self.env_int("MAX_URI_BYTES", 8190)
-        self.MAX_HEADER_BYTES = self.env_int("MAX_HEADER_BYTES", 8190)
-        self.MAX_HEADER_FIELDS = self.env_int("MAX_HEADER_FIELDS", 100)
+        self.MAX_URI_BYTES, self.MAX_HEADER_BYTES, self.MAX_HEADER_FIELDS = head_limits(
+            self.environ
+        )
         self.MAX_HEADERS_TOTAL_BYTES = self.env_int("MAX_HEADERS_TOTAL_BYTES", 64 * 1024)
         self.TRUSTED_PROXIES = self.env_int("TRUSTED_PROXIES", 0)
         self.CORS_ORIGINS = [

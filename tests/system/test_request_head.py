@@ -1,22 +1,25 @@
-"""A request head out of bounds (§2): 414 / 431 in the JSON envelope, decided by the
-app, under the real gunicorn (whose own refusals are HTML; its limits sit above the
-app's, gunicorn.conf.py). Malformed protocol bytes keep gunicorn's plain 400. A body
-whose chunked encoding is malformed is the client's error too: 400, nothing written."""
+"""The request head under the real gunicorn (§2). gunicorn parses it before the app
+sees it; its limits are the app's (gunicorn.conf.py), so no head costs more than a
+bounded parse, and whatever it refuses itself (a head out of bounds: 414 / 431, an
+unknown Expect: 417, a method it refuses or bytes it cannot read: 400) is answered in
+the JSON envelope, as the app answers (core/web/gunicorn_errors.py). A body whose
+chunked encoding is malformed is the client's error too: 400, nothing written."""
 
 from __future__ import annotations
 
 import http.client
 import socket
 import sqlite3
+import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from helpers import assert_error
-from servers import Response, call, gunicorns, migrate, server_env, sign_up
+from servers import Response, Server, call, gunicorns, migrate, server_env, sign_up
 
 
 @pytest.fixture(scope="module")
@@ -25,21 +28,28 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def base(database: Path) -> Iterator[str]:
+def server(database: Path) -> Iterator[Server]:
     env = server_env(APP_ENV="development", DATABASE_URL=f"sqlite:///{database}")
     migrate(env)
     with gunicorns(env, count=1, workers=1) as (server,):
-        yield server.url
+        yield server
         errors = [line for line in server.log().splitlines() if '"level": "ERROR"' in line]
         assert not errors, errors[:2]
 
 
+@pytest.fixture(scope="module")
+def base(server: Server) -> str:
+    return server.url
+
+
 def raw(base: str, data: bytes, *, half_close: bool = False) -> Response:
     """``data`` sent as is on a connection of its own (closed for writing after it, with
-    ``half_close``), and the answer."""
+    ``half_close``), and the answer. The server may answer and close before it has read
+    all of ``data`` (a head past its bounds): what it answered is still read."""
     parts = urlsplit(base)
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-        sock.sendall(data)
+        with suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)
         if half_close:
             sock.shutdown(socket.SHUT_WR)
         answer = http.client.HTTPResponse(sock)
@@ -52,6 +62,17 @@ def count(database: Path, table: str) -> int:
         return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
+def assert_refused(response: Response, status: int, message: str | None = None) -> None:
+    """gunicorn's own refusal, in the envelope, with a request id; the connection closed."""
+    body = assert_error(response, status)
+    if message is not None:
+        assert body["message"] == message
+    assert set(body) == {"code", "status", "message"}
+    assert len(response.headers["X-Request-ID"]) == 32
+    assert response.headers["API-Version"] == "1"
+    assert response.headers["Connection"] == "close"
+
+
 def test_a_target_within_the_bound_is_served(base: str) -> None:
     # Past gunicorn's default 4094-byte request line: served.
     response = call("GET", f"{base}/items?q={'x' * 5000}")
@@ -61,20 +82,17 @@ def test_a_target_within_the_bound_is_served(base: str) -> None:
 @pytest.mark.parametrize("length", [8200, 70_000])
 def test_a_long_target_is_414_in_the_envelope(base: str, length: int) -> None:
     response = call("GET", f"{base}/items?q={'x' * length}")
-    body = assert_error(response, 414)
-    assert body["message"] == "The request target is over 8190 bytes."
+    assert_refused(response, 414, "The request line is over 8190 bytes.")
 
 
 def test_a_long_header_is_431_in_the_envelope(base: str) -> None:
     response = call("GET", f"{base}/items", headers={"X-Long": "y" * 9000})
-    body = assert_error(response, 431)
-    assert body["message"] == "The X-Long header is over 8190 bytes."
+    assert_refused(response, 431, "A header field is over 8190 bytes.")
 
 
 def test_too_many_headers_is_431_in_the_envelope(base: str) -> None:
     headers = {f"X-Field-{n}": "1" for n in range(120)}
-    body = assert_error(call("GET", f"{base}/items", headers=headers), 431)
-    assert body["message"] == "More than 100 header fields."
+    assert_refused(call("GET", f"{base}/items", headers=headers), 431)
 
 
 def test_a_header_within_the_bounds_is_served(base: str) -> None:
@@ -82,12 +100,48 @@ def test_a_header_within_the_bounds_is_served(base: str) -> None:
     assert call("GET", f"{base}/items", headers=headers).status_code == 200
 
 
-def test_malformed_protocol_bytes_keep_the_servers_plain_400(base: str) -> None:
-    parts = urlsplit(base)
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-        sock.sendall(b"GET /items HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n")
-        answer = sock.recv(65536)
-    assert answer.startswith(b"HTTP/1.1 400")
+HUGE_LINE = b"GET /items?q=" + b"x" * (26 * 1024 * 1024) + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+HUGE_FIELDS = b"".join(b"X-Field-%d: %s\r\n" % (n, b"y" * 60_000) for n in range(300))
+HUGE_HEAD = b"GET /items HTTP/1.1\r\nHost: x\r\n" + HUGE_FIELDS + b"\r\n"
+MANY_FIELDS = b"".join(b"X-F-%d: 1\r\n" % n for n in range(1200))
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "message"),
+    [
+        (HUGE_LINE, 414, "The request line is over 8190 bytes."),
+        (HUGE_HEAD, 431, None),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-L: " + b"y" * 70_000 + b"\r\n\r\n", 431, None),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + MANY_FIELDS + b"\r\n", 431, None),
+    ],
+    ids=["26 MiB line", "300 fields of 60 KB", "a 70 KB field", "1,200 fields"],
+)
+def test_a_huge_head_is_refused_at_once_in_the_envelope(
+    server: Server, request_bytes: bytes, status: int, message: str | None
+) -> None:
+    """gunicorn's parse grows with the square of the head: unbounded, a 26 MiB line or
+    18 MB of fields held the worker until the timeout killed it (an HTML 500)."""
+    workers = server.workers()
+    started = time.monotonic()
+    assert_refused(raw(server.url, request_bytes), status, message)
+    assert time.monotonic() - started < 3
+    assert server.workers() == workers  # the same worker, never killed
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /items HTTP/1.1\r\nHost: x\r\nExpect: bogus\r\n\r\n", 417),
+        (b"get /items HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"%s /items HTTP/1.1\r\nHost: x\r\n\r\n" % (b"A" * 32), 400),
+        (b"GET /items HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n", 400),
+    ],
+    ids=["Expect: bogus", "lowercase method", "32-letter method", "control byte"],
+)
+def test_what_gunicorn_refuses_itself_is_in_the_envelope(
+    base: str, request_bytes: bytes, status: int
+) -> None:
+    assert_refused(raw(base, request_bytes), status)
 
 
 # --- a malformed chunked body ------------------------------------------------------
