@@ -73,6 +73,10 @@ def create_app(config: Config | None = None) -> Flask:
     config = config if config is not None else config_from_env()
     config.validate()
     app = Flask(__name__, static_folder=None, instance_path=config.INSTANCE_PATH)
+    # An empty path segment (/items//3) is no route: 404 (core/web/http.py). Werkzeug
+    # would merge the slashes by a redirect (an HTML 308 whose Location it builds from
+    # the Host header). Set before any rule is added: each rule copies it then.
+    app.url_map.merge_slashes = False
     app.config.from_object(config)
     app.json = JSONKeysInOrder(app)
 

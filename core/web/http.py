@@ -218,8 +218,19 @@ def refuse_oversized_head() -> None:
         abort(431, message=f"The headers are over {config['MAX_HEADERS_TOTAL_BYTES']} bytes.")
 
 
+def refuse_empty_segments() -> None:
+    """A path with an empty segment (``/items//3``, ``//items``, ``/v1//items``) is no
+    route: 404, as the router answers an unknown path. The router would otherwise
+    strip the leading slashes (``//items`` served as ``/items``); merging the others is
+    off (app.py), as werkzeug merges them by a redirect built from the Host header."""
+    if "//" in request.environ.get("PATH_INFO", ""):
+        abort(404)
+
+
 def init_app(app: Flask) -> None:
-    """Call right after request logging: a head out of bounds is refused first."""
+    """Call right after request logging: a head out of bounds is refused first, then a
+    path that is no route, before its body is judged."""
     app.before_request(refuse_oversized_head)
+    app.before_request(refuse_empty_segments)
     app.before_request(require_json_body)
     app.after_request(security_headers)

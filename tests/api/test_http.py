@@ -445,6 +445,7 @@ def test_hooks_run_in_the_boot_order(app: Flask) -> None:
         "_start",  # metrics: the request's clock
         "_continue_trace",
         "refuse_oversized_head",
+        "refuse_empty_segments",  # before a body is judged: no route, whatever it is
         "require_json_body",
         "refuse_unknown_version",
         "Limiter._check_request_limit",
@@ -496,3 +497,34 @@ class TestRequestHead:
         headers = {f"X-F{n}": "z" * 7000 for n in range(10)}
         body = assert_error(client.get("/items", headers=headers), 431)
         assert body["message"] == "The headers are over 65536 bytes."
+
+
+class TestEmptyPathSegments:
+    """A path with an empty segment is not a route: 404 in the envelope. Werkzeug merged
+    the slashes by redirecting (308, HTML), to a Location built from the Host header."""
+
+    @pytest.mark.parametrize("path", ["/items//1", "//items", "/stores//1/items", "/v1//items"])
+    @pytest.mark.parametrize("method", ["GET", "POST"])
+    def test_is_404_with_no_redirect(
+        self, app: Flask, client: Client, as_alice: dict[str, str], path: str, method: str
+    ) -> None:
+        before = snapshot(app)
+        response = client.open(
+            method=method,
+            json={"name": "Slashed"},
+            headers=as_alice | {"Host": "evil.example"},
+            # As a server sets them from the request target (as a test client's path,
+            # "//items" would name a host).
+            environ_overrides={"PATH_INFO": path, "RAW_URI": path},
+        )
+        body = assert_error(response, 404)
+        assert body["message"] == "Not found: no resource at this path."
+        assert "Location" not in response.headers
+        assert snapshot(app) == before
+
+    def test_no_route_redirects(self, app: Flask) -> None:
+        """Nor does any rule redirect another way (strict slashes: only / ends in one)."""
+        for rule in app.url_map.iter_rules():
+            assert rule.merge_slashes is False, rule
+            assert rule.redirect_to is None, rule
+            assert not rule.rule.endswith("/") or rule.rule == "/", rule
