@@ -7,7 +7,8 @@ worker's live gauges are dropped (``child_exit``). Without that variable (``flas
 tests) the process's own registry is served.
 
 ``/metrics`` is off (404) unless ``METRICS_TOKEN`` is set; then it answers only a request
-that carries ``Authorization: Bearer <METRICS_TOKEN>``. It is never rate limited, and is
+that carries ``Authorization: Bearer <METRICS_TOKEN>`` (401 otherwise). Both errors are
+the API's envelope, like every other (§2). It is never rate limited, and is
 not part of the API's OpenAPI document.
 
 The metrics of work done outside a request (events written, webhook deliveries, jobs)
@@ -237,11 +238,18 @@ def _authorized(token: str) -> bool:
 
 
 def serve_metrics() -> Response:
+    """The samples, to a request with the token; errors in the envelope like any other:
+    404 when metrics are served to no one (as for an unknown path), 401 (with
+    ``WWW-Authenticate: Bearer``) without the token or with another."""
+    from core.web.errors import abort  # imported here: errors imports this module
+
     token = current_app.config["METRICS_TOKEN"]
     if not token:
-        return current_app.response_class(status=404)
+        abort(404)
     if not _authorized(token):
-        return current_app.response_class(status=401, headers={"WWW-Authenticate": "Bearer"})
+        if "Authorization" not in request.headers:
+            abort(401)  # authorization_required
+        abort(401, message="The metrics token is not valid.", error="invalid_token")
     depth = current_app.extensions.get("metrics_queue_depth")
     output = generate_latest(registry())
     if depth is not None:

@@ -27,7 +27,7 @@ from prometheus_client import REGISTRY
 
 from core.web import request_log, tracing
 from core.web.config import DevelopmentConfig
-from helpers import CatalogFactory, Client, Response, client_of
+from helpers import CatalogFactory, Client, Response, assert_error, client_of
 from servers import BIN, free_port, serve, server_env, wait_until_up
 
 TOKEN = "metrics-token-0123456789"
@@ -76,11 +76,17 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 @pytest.mark.config(METRICS_TOKEN=TOKEN)
 def test_metrics_need_the_token(client: Client) -> None:
-    assert client.get("/metrics").status_code == 401
-    assert scrape(client, "wrong-token-0123456789").status_code == 401
-    answer = client.get("/metrics", headers={"Authorization": f"Basic {TOKEN}"})
-    assert answer.status_code == 401
+    """Refusals in the envelope (§2), not an empty body."""
+    answer = client.get("/metrics")
+    assert_error(answer, 401, error="authorization_required")
     assert answer.headers["WWW-Authenticate"] == "Bearer"
+    for answer in (
+        scrape(client, "wrong-token-0123456789"),
+        client.get("/metrics", headers={"Authorization": f"Basic {TOKEN}"}),
+    ):
+        body = assert_error(answer, 401, error="invalid_token")
+        assert body["message"] == "The metrics token is not valid."
+        assert answer.headers["WWW-Authenticate"] == "Bearer"
     answer = scrape(client)
     assert answer.status_code == 200
     assert answer.mimetype == "text/plain"
@@ -88,7 +94,10 @@ def test_metrics_need_the_token(client: Client) -> None:
 
 
 def test_without_a_token_there_are_no_metrics(client: Client) -> None:
-    assert client.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 404
+    """404 in the envelope, as for any path that names nothing (§2)."""
+    for headers in ({}, {"Authorization": "Bearer "}):
+        body = assert_error(client.get("/metrics", headers=headers), 404)
+        assert body["message"] == "Not found: no resource at this path."
     assert "/metrics" not in json.dumps(client.get("/openapi.json").json["paths"])
 
 
