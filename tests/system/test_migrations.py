@@ -216,6 +216,9 @@ def check_composed_emails_upgrade(app: Flask) -> None:
         (2, "rene_nfd", "rene\u0301@example.com"),  # decomposed, but taken composed by 3
         (3, "rene_nfc", "REN\u00c9@example.com"),
         (4, "plain", "plain@example.com"),
+        # Two spellings, neither composed, that compose alike: the older one is composed.
+        (5, "older", "a\u0323\u0302@example.com"),
+        (6, "newer", "a\u0302\u0323@example.com"),
     ]
     with app.app_context():
         upgrade(revision="0013_one_store_name_index")
@@ -237,6 +240,8 @@ def check_composed_emails_upgrade(app: Flask) -> None:
         2: "rene\u0301@example.com",
         3: "REN\u00c9@example.com",
         4: "plain@example.com",
+        5: "\u1ead@example.com",
+        6: "a\u0302\u0323@example.com",
     }
     # The upgraded address is the account's: its decomposed spelling is taken.
     taken = {"username": "newcomer", "email": "JOSE\u0301@example.com", "password": PASSWORD}
