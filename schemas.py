@@ -201,7 +201,12 @@ class UserUpdateSchema(ma.Schema):
 
 
 class UserQuerySchema(ma.Schema):
-    q = Line(254, metadata={"description": "Case-insensitive substring of username or email"})
+    # Composed as emails are kept (NFC): an accent typed apart still finds the address.
+    q = Line(
+        254,
+        composed=True,
+        metadata={"description": "Case-insensitive substring of username or email"},
+    )
 
 
 class PasswordResetRequestSchema(ma.Schema):

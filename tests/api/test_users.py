@@ -33,6 +33,16 @@ class TestList:
         by_email = client.get("/users?q=bob@EXAMPLE", headers=headers).json
         assert [u["username"] for u in by_email] == ["bob"]
 
+    def test_an_accent_typed_apart_finds_the_address(
+        self, client: Client, admin: User, auth: Callable[[User], dict[str, str]]
+    ) -> None:
+        """Emails are kept composed (NFC): so is the search for one."""
+        body = {"username": "zoe", "email": "zoe\u0308@example.com", "password": PASSWORD}
+        assert client.post("/register", json=body).status_code == 201
+        for q in ("zo%C3%AB", "zoe%CC%88"):  # composed, and typed apart
+            found = client.get(f"/users?q={q}", headers=auth(admin)).json
+            assert [u["username"] for u in found] == ["zoe"], q
+
     def test_a_like_pattern_is_matched_literally(
         self,
         client: Client,
