@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from core.events.outbox import as_json, changes, record
+from core.events.outbox import as_json, changes, hold_stores, record
 from core.web.errors import abort
 from db import db
+from models import Item, Tag
 
 T = TypeVar("T")
 
@@ -25,6 +27,14 @@ def get_or_404(model: type[T], ident: int, *options: Any, for_update: bool = Fal
     entries, which the lock's holder could then wait for: a deadlock (a batch and a
     POST /items of the same name)."""
     lock = {"of": model, "key_share": True} if for_update else None
+    if for_update and (model is Item or model is Tag):
+        # Its store first (FOR KEY SHARE, what the change's events would take later):
+        # the order a store's deletion locks in, the store then its rows. Taken after
+        # the row's lock, it deadlocked with a deletion waiting for that row.
+        row: Any = model  # Item or Tag
+        store_id = db.session.scalar(select(row.store_id).where(row.id == ident))
+        if store_id is not None:
+            hold_stores({store_id})
     obj = db.session.get(model, ident, options=options, with_for_update=lock)
     if obj is None:
         abort(404, message=f"{model.__name__} {ident} not found.")

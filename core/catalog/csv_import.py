@@ -30,7 +30,7 @@ from core.catalog import stock
 from core.catalog.csv_format import COLUMNS, restore
 from core.catalog.stock import MAX_STOCK
 from core.events.catalog import BULK_IDS, movements_written
-from core.events.outbox import as_json, changes, record
+from core.events.outbox import as_json, changes, hold_stores, record
 from core.web.fields import TAG_SEPARATOR, Description, Integer, Money, Name, Quantity, Sku, TagName
 from db import BULK_TABLES, analyze, db, unicode_lower
 from models import Item, Store, Tag, item_tags
@@ -586,6 +586,9 @@ def import_items(
     §8); the audit entries' actor is ``source``'s (the command line's: system). On
     PostgreSQL, the file goes through COPY and set-based statements
     (csv_copy.py)."""
+    # The store held first, until the commit (core/events/outbox.py hold_stores): a
+    # deletion of it waits for the import, whose events come before its store.deleted.
+    hold_stores({store.id})
     if db.session.get_bind().dialect.name == "postgresql":
         from core.catalog import csv_copy
 

@@ -19,11 +19,13 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, delete, event, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, delete, event, func, select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
 from core.events.catalog import store_deleted
 from core.events.tables import DELIVERIES, EVENTS, WEBHOOKS
+from core.web.errors import abort
 from db import db
 from models import ApiKey, Item, Store, Tag, Webhook
 from models.types import utcnow
@@ -41,6 +43,10 @@ def live_items(store_id: Any = Item.store_id) -> ColumnElement[bool]:
     return cast(ColumnElement[bool], store_id.not_in(DELETING_STORES.scalar_subquery()))
 
 
+# How long a deletion's mark waits for the store's changes under way (below the
+# requests' statement timeout, DB_STATEMENT_TIMEOUT_MS).
+BUSY_SECONDS = 3
+LOCK_NOT_AVAILABLE = "55P03"
 SEE_DELETING = {"include_deleting": True}  # an ORM statement that sees them all
 
 
@@ -77,10 +83,29 @@ def mark_deleting(store: Store) -> None:
     The row is locked FOR UPDATE first: the changes of the store under way (each holds
     it FOR KEY SHARE, core/events/outbox.py ``hold_stores``) commit before the mark,
     and those that come after it find the store gone."""
-    db.session.execute(select(_stores.id).where(_stores.id == store.id).with_for_update())
+    _lock_for_deletion(store.id)
     store.deleted_at = utcnow()
     store_deleted(store.id)
     _end_keys(store.id)
+
+
+def _lock_for_deletion(store_id: int) -> None:
+    """The store's row FOR UPDATE, waiting at most BUSY_SECONDS for the changes under
+    way (an import holds its store for its whole run): then 409 ``store_busy``."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text(f"SET LOCAL lock_timeout = '{BUSY_SECONDS}s'"))
+    try:
+        db.session.execute(select(_stores.id).where(_stores.id == store_id).with_for_update())
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        db.session.rollback()
+        abort(
+            409,
+            message=f"Store {store_id} has a change under way (an import?): "
+            "try again once it has finished.",
+            error="store_busy",
+        )
 
 
 def _end_keys(store_id: int) -> None:

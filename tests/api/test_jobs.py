@@ -16,6 +16,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select, text, update
 
+from core.catalog import csv_copy
 from core.catalog import stores as catalog_stores
 from core.catalog.csv_import import import_items
 from core.events import catalog as catalog_events
@@ -35,7 +36,9 @@ from helpers import (
 )
 from models import Event, Item, Job, JobChunk, StockMovement, Store, Tag, User, item_tags
 from models.types import utcnow
+from resources import common
 from resources import stores as stores_resource
+from resources import tags as tags_resource
 
 # A broker nobody reads: the job stays queued until the test runs it (run_job).
 QUEUED = {"CELERY_TASK_ALWAYS_EAGER": False, "CELERY_BROKER_URL": "memory://"}
@@ -259,6 +262,108 @@ def test_a_change_under_way_commits_before_the_mark(
     assert moved.status_code == 201, moved.json
     assert answers == [202]
     assert store_events(app, store["id"])[-3:] == ["stock.moved", "stock.out", "store.deleted"]
+
+
+@pytest.mark.postgres
+def test_a_tag_change_and_its_stores_deletion_take_turns(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    api: CatalogFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A small store goes in the request: its DELETE cascades to its tags. A tag's
+    PATCH locked the tag, then its store with its event: the DELETE, holding the store
+    and waiting for the tag, made a deadlock (503). The PATCH holds the store first
+    now, the order the deletion locks in: the DELETE waits for it."""
+    store = api.store(as_alice)
+    tag = api.tag(as_alice, store, "old")
+    answers: list[int] = []
+
+    def deleting() -> None:
+        answers.append(
+            client_of(app).delete(f"/stores/{store['id']}", headers=as_alice).status_code
+        )
+
+    other = threading.Thread(target=deleting)
+    locked = common.get_or_404  # as resources/tags.py imported it
+
+    def locked_then_delete(*args: Any, **kwargs: Any) -> Any:
+        row = locked(*args, **kwargs)
+        start_until_blocked(other)  # the DELETE waits for the PATCH's locks
+        return row
+
+    monkeypatch.setattr(tags_resource, "get_or_404", locked_then_delete)
+    patched = client.patch(f"/tags/{tag['id']}", json={"name": "new"}, headers=as_alice)
+    other.join(10)
+    assert patched.status_code == 200, patched.json
+    assert answers == [204]
+    assert store_events(app, store["id"])[-2:] == ["tag.updated", "store.deleted"]
+
+
+@pytest.mark.postgres
+@pytest.mark.config(STORE_DELETE_SYNC_MAX=1, **QUEUED)
+def test_an_import_under_way_commits_before_its_stores_deletion(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    api: CatalogFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deletion is asked for while an import writes into the store: it waits for
+    the import's commit. Before, the import held nothing: its events came after
+    store.deleted, its counts' stock.moved were lost (their items hidden already)."""
+    store = big_store(api, as_alice, items=2)
+    answers: list[int] = []
+
+    def deleting() -> None:
+        answers.append(
+            client_of(app).delete(f"/stores/{store['id']}", headers=as_alice).status_code
+        )
+
+    other = threading.Thread(target=deleting)
+    write = csv_copy._write
+
+    def deletion_meanwhile(*args: Any) -> None:
+        start_until_blocked(other)  # the mark waits for the import's hold
+        write(*args)
+
+    monkeypatch.setattr(csv_copy, "_write", deletion_meanwhile)
+    body = b"name,price,stock\nThing 0,9,50\nNew,1,1\n"
+    with app.app_context():
+        summary = import_items(db.session.get_one(Store, store["id"]), io.BytesIO(body))
+    other.join(10)
+    assert (summary.created, summary.updated) == (1, 1)
+    assert answers == [202]
+    events = store_events(app, store["id"])
+    assert events[-1] == "store.deleted"
+    assert sorted(events[-5:-1]) == ["item.created", "item.updated", "stock.moved", "stock.moved"]
+
+
+@pytest.mark.postgres
+@pytest.mark.config(STORE_DELETE_SYNC_MAX=1, **QUEUED)
+def test_a_store_is_busy_while_an_import_holds_it(
+    app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
+    """An import holds its store for its whole run: a deletion meanwhile would wait
+    for it past the request's time. It waits a few seconds, then 409, nothing done."""
+    store = big_store(api, as_alice, items=2)
+    with app.app_context():
+        importing = db.engine.connect()
+        importing.execute(  # as an import's transaction holds the store
+            text("SELECT id FROM stores WHERE id = :id FOR KEY SHARE"), {"id": store["id"]}
+        )
+        try:
+            before = snapshot(app)
+            body = assert_error(
+                client.delete(f"/stores/{store['id']}", headers=as_alice), 409, error="store_busy"
+            )
+            assert "under way" in body["message"]
+            assert snapshot(app) == before
+        finally:
+            importing.rollback()
+            importing.close()
+    assert_job(client.delete(f"/stores/{store['id']}", headers=as_alice))
 
 
 @pytest.mark.config(STORE_DELETE_SYNC_MAX=1, **QUEUED)
