@@ -178,7 +178,11 @@ class Items(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def post(self, data: dict[str, Any]) -> tuple[Item, int, dict[str, str]]:
         """Create an item in one of your stores"""
-        store = db.session.get_one(Store, data["store_id"])  # the schema checked it exists
+        # The schema checked it exists; a deletion may have come since.
+        store = db.session.get(Store, data["store_id"])
+        if store is None:
+            message = f"Store {data['store_id']} does not exist."
+            abort(422, message=message, errors={"json": {"store_id": [message]}})
         authorize_store(store)
         initial_stock = data.pop("stock", None)
         with_metadata(None, data, merge=False)

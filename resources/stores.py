@@ -176,7 +176,9 @@ class StoreById(MethodView):
 
         most = current_app.config["STORE_DELETE_SYNC_MAX"]
         if count_items(store.id, limit=most) <= most:
-            delete_store(store.id, current_app.config["STORE_DELETE_BATCH"], also=record)
+            delete_store(
+                store.id, current_app.config["STORE_DELETE_BATCH"], also=record, at_once=True
+            )
             return None
         mark_deleting(store)  # the job counts the items (its total) when it starts
         record()  # the store is gone for clients from this commit on

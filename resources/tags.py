@@ -27,7 +27,7 @@ blp.after_request(public_cache)
 def _tag(tag_id: int) -> tuple[Store, Tag]:
     """The tag to change, locked until the request commits, so that the checks made
     on it (ownership, If-Match) still hold when the change is written."""
-    tag = get_or_404(Tag, tag_id, for_update=True)
+    tag = get_or_404(Tag, tag_id, for_update=True)  # its store held first (404 if gone)
     return db.session.get_one(Store, tag.store_id), tag
 
 

@@ -80,6 +80,7 @@ from models.item import STATUSES
 from models.types import utcnow
 
 log = logging.getLogger("stores.import")
+IMPORT_LOCK = 19  # the advisory lock's first key: (19, store id) is a store's imports
 PROGRESS_EVERY = 10_000  # rows between two calls of ``progress``
 
 # The common case of each rule, as the fields check it once trimmed (core/web/fields.py);
@@ -678,6 +679,9 @@ def import_items(
         # they fit.
         cursor.execute("SET LOCAL statement_timeout = 0")
         cursor.execute("SET LOCAL work_mem = '256MB'")
+        # Imports of one store take turns: each matches the file against the store as
+        # it finds it, so two at once could both create a name (a unique violation).
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", (IMPORT_LOCK, store.id))
         _run(cursor, GIN_SETTINGS)
         _run(cursor, STAGING)
         has = _load(cursor, text, errors, progress)

@@ -121,6 +121,7 @@ def delete_store(
     *,
     pause: float = 0,
     also: Callable[[], None] | None = None,
+    at_once: bool = False,
 ) -> bool:
     """A store and everything in it, whatever its size. Its items go in batches, each
     one short statement committed on its own (their links and any other rows of an
@@ -133,8 +134,16 @@ def delete_store(
     each batch, inside its transaction (a job's progress commits with the rows); when
     it answers False the work stops there and this returns False. ``pause`` (seconds)
     after each batch leaves the disk to other work. ``also`` adds what must be written
-    with the store's deletion (its audit entry)."""
-    db.session.commit()  # the checks are done: from here each batch holds its own locks
+    with the store's deletion (its audit entry).
+
+    ``at_once`` (a small store, in its request): all in the caller's transaction, the
+    store locked first as a mark locks it (its changes under way commit first, later
+    ones find it gone; 409 ``store_busy`` after a few seconds, nothing done), so that no
+    change of the store commits after its ``store.deleted`` and no item is left."""
+    if at_once:
+        _lock_for_deletion(store_id)
+    else:
+        db.session.commit()  # the checks are done: from here each batch holds its own locks
     first_items = select(Item.id).where(Item.store_id == store_id).order_by(Item.id).limit(batch)
     while True:
         deleted = cast(
@@ -145,7 +154,8 @@ def delete_store(
             ),
         ).rowcount
         go_on = on_batch(deleted) if on_batch is not None else True
-        db.session.commit()
+        if not at_once:
+            db.session.commit()
         if not go_on:
             return False
         if deleted < batch:

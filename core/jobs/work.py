@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import func, select, update
+from werkzeug.exceptions import NotFound
 
 from core.auth import audit
 from core.catalog.csv_export import csv_text
@@ -113,6 +114,12 @@ def import_job(job: Job) -> None:
     except UnreadableFileError as exc:
         db.session.rollback()
         engine.finish(job.id, "failed", error=envelope(422, str(exc)))
+        db.session.commit()
+        return
+    except NotFound as exc:  # the store's deletion came first (hold_stores)
+        db.session.rollback()
+        message = getattr(exc, "data", {}).get("message") or f"Store {job.store_id} not found."
+        engine.finish(job.id, "failed", error=envelope(404, message))
         db.session.commit()
         return
     finally:

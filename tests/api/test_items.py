@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from helpers import CatalogFactory, Client, assert_error, bearer, query, snapshot
 from models import Item, User, item_tags
+from schemas import ItemCreateSchema
 
 
 @pytest.fixture
@@ -153,6 +154,19 @@ class TestCreate:
         )
         body = assert_error(response, 422)
         assert body["errors"]["json"]["store_id"] == ["Store 77 does not exist."]
+
+    def test_a_store_gone_after_the_check_is_the_same_422(
+        self, app: Flask, client: Client, as_alice: dict[str, str], monkeypatch: Any
+    ) -> None:
+        """Its deletion may commit between the body's check and the view (a 500)."""
+        monkeypatch.setattr(ItemCreateSchema, "_store_exists", lambda *_a, **_k: None)
+        before = snapshot(app)
+        response = client.post(
+            "/items", json={"name": "x", "price": 1, "store_id": 77}, headers=as_alice
+        )
+        body = assert_error(response, 422)
+        assert body["errors"]["json"]["store_id"] == ["Store 77 does not exist."]
+        assert snapshot(app) == before
 
     @pytest.mark.parametrize(
         ("fields", "field"),

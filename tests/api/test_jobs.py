@@ -265,19 +265,27 @@ def test_a_change_under_way_commits_before_the_mark(
 
 
 @pytest.mark.postgres
+@pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
+@pytest.mark.parametrize("bound_webhook", [False, True])
 def test_a_tag_change_and_its_stores_deletion_take_turns(
     app: Flask,
     client: Client,
     as_alice: dict[str, str],
     api: CatalogFactory,
     monkeypatch: pytest.MonkeyPatch,
+    bound_webhook: bool,
 ) -> None:
     """A small store goes in the request: its DELETE cascades to its tags. A tag's
     PATCH locked the tag, then its store with its event: the DELETE, holding the store
     and waiting for the tag, made a deadlock (503). The PATCH holds the store first
-    now, the order the deletion locks in: the DELETE waits for it."""
+    now, the order the deletion locks in: the DELETE waits for it. A store with a
+    webhook bound to it is kept, marked, until the webhook is told: that mark waited
+    for nothing (the PATCH then answered 500, its event after store.deleted)."""
     store = api.store(as_alice)
     tag = api.tag(as_alice, store, "old")
+    if bound_webhook:
+        hook = {"url": "http://127.0.0.1:9/hook", "events": ["*"], "store_id": store["id"]}
+        assert client.post("/webhooks", json=hook, headers=as_alice).status_code == 201
     answers: list[int] = []
 
     def deleting() -> None:
@@ -492,6 +500,67 @@ def post_import(
         data=data,
         headers={**headers, "Content-Type": content_type},
     )
+
+
+@pytest.mark.config(**QUEUED)
+def test_an_import_whose_store_goes_meanwhile_fails_with_404(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    api: CatalogFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store's deletion is marked between the job's start and the import's hold
+    of the store: the job fails with the 404 its store's absence is (it failed as
+    "unexpectedly", a 500, its store's hold raising outside a request)."""
+    store = api.store(as_alice)
+    job = assert_job(post_import(client, store, GOOD, as_alice))
+    importer = import_items  # as core/jobs/work.py imported it
+
+    def marked_first(*args: Any, **kwargs: Any) -> Any:
+        with db.engine.begin() as conn:  # another transaction, committed
+            conn.execute(update(Store).where(Store.id == store["id"]).values(deleted_at=utcnow()))
+        return importer(*args, **kwargs)
+
+    monkeypatch.setattr(work, "import_items", marked_first)
+    run_job(app, job["id"])
+    done = client.get(job["links"]["self"], headers=as_alice).json
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == 404
+    assert done["error"]["message"] == f"Store {store['id']} not found."
+    assert query(app, select(func.count()).select_from(Item)) == [(0,)]
+
+
+@pytest.mark.postgres
+def test_imports_of_one_store_take_turns(
+    app: Flask, as_alice: dict[str, str], api: CatalogFactory
+) -> None:
+    """Each import matches its file against the store as it finds it: two at once
+    could both create a name, one then failing on the unique index (a 500). An import
+    waits for the store's running one (an advisory lock per store)."""
+    store = api.store(as_alice)
+    done: list[Any] = []
+
+    def importing() -> None:
+        with app.app_context():
+            row = db.session.get_one(Store, store["id"])
+            done.append(import_items(row, io.BytesIO(b"name,price\nTwin,1\n")))
+
+    other = threading.Thread(target=importing)
+    with app.app_context():
+        running = db.engine.connect()  # as a running import of the store holds it
+        running.execute(
+            text("SELECT pg_advisory_xact_lock(:kind, :store)"),
+            {"kind": csv_copy.IMPORT_LOCK, "store": store["id"]},
+        )
+        try:
+            start_until_blocked(other, query="%pg_advisory_xact_lock%")
+            assert other.is_alive() and done == []  # it waits
+        finally:
+            running.rollback()
+            running.close()
+    other.join(10)
+    assert [summary.created for summary in done] == [1]
 
 
 def test_an_import_job_runs_the_importer(
