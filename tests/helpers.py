@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -126,6 +126,27 @@ def start_until_blocked(thread: threading.Thread, query: str = "%", timeout: flo
             if conn.scalar(waiting, {"query": query}):
                 return
         time.sleep(0.02)
+
+
+def meanwhile(
+    monkeypatch: Any, owner: Any, name: str, request: Callable[[], None], *, first: bool = False
+) -> threading.Thread:
+    """Patch ``owner.name`` so that its first call starts ``request`` (another request,
+    in a thread) and lets it run until it blocks on a lock or ends (start_until_blocked),
+    after the original call, or before it with ``first``. The thread, to join."""
+    thread = threading.Thread(target=request)
+    original = getattr(owner, name)
+
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        if first and thread.ident is None:
+            start_until_blocked(thread)
+        result = original(*args, **kwargs)
+        if thread.ident is None:
+            start_until_blocked(thread)
+        return result
+
+    monkeypatch.setattr(owner, name, patched)
+    return thread
 
 
 def snapshot(app: Flask) -> dict[str, list[tuple[Any, ...]]]:

@@ -1,7 +1,6 @@
 """Batch (§9): up to 100 creates, updates and deletes in one store, all or nothing."""
 
 import re
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -20,9 +19,9 @@ from helpers import (
     bearer,
     client_of,
     count_queries,
+    meanwhile,
     query,
     snapshot,
-    start_until_blocked,
 )
 from models import Item, StockMovement, User
 
@@ -403,14 +402,7 @@ def test_a_single_create_of_the_same_name_meanwhile_is_no_deadlock(
         body = {"name": "Twin", "price": 1, "store_id": store["id"]}
         answers.append(client_of(app).post("/items", json=body, headers=as_alice).status_code)
 
-    other = threading.Thread(target=other_request)
-    plan = Plan.__init__
-
-    def planned_then_other(self: Plan, *args: Any) -> None:
-        plan(self, *args)
-        start_until_blocked(other)
-
-    monkeypatch.setattr(Plan, "__init__", planned_then_other)
+    other = meanwhile(monkeypatch, Plan, "__init__", other_request)  # once planned
     done = batch(client, as_alice, store, create=[{"name": "Twin", "price": 2}])
     other.join(10)
     assert answers == [201]
@@ -419,14 +411,14 @@ def test_a_single_create_of_the_same_name_meanwhile_is_no_deadlock(
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("meanwhile", ["patch", "delete"])
+@pytest.mark.parametrize("other_write", ["patch", "delete"])
 def test_a_write_to_an_item_meanwhile_waits_for_the_batch(
     app: Flask,
     client: Client,
     api: CatalogFactory,
     as_alice: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
-    meanwhile: str,
+    other_write: str,
 ) -> None:
     """Another request changes an item the batch has read: it waits for the batch's
     commit, then applies to what the batch wrote. Before the batch locked its items,
@@ -438,7 +430,7 @@ def test_a_write_to_an_item_meanwhile_waits_for_the_batch(
 
     def other_request() -> None:
         other = client_of(app)
-        if meanwhile == "patch":
+        if other_write == "patch":
             sent = other.patch(
                 f"/items/{item['id']}", json={"metadata": {"p": "1"}}, headers=as_alice
             )
@@ -446,14 +438,8 @@ def test_a_write_to_an_item_meanwhile_waits_for_the_batch(
             sent = other.delete(f"/items/{item['id']}", headers=as_alice)
         answers.append(sent.status_code)
 
-    other = threading.Thread(target=other_request)
-    plan = Plan.__init__
-
-    def planned_then_other(self: Plan, *args: Any) -> None:
-        plan(self, *args)
-        start_until_blocked(other)  # it waits for the batch's lock (before: it went through)
-
-    monkeypatch.setattr(Plan, "__init__", planned_then_other)
+    # Once planned: it waits for the batch's lock (before: it went through).
+    other = meanwhile(monkeypatch, Plan, "__init__", other_request)
     update = {"id": item["id"], "metadata": {"b": "1"}}
     done = client.post(
         f"/stores/{store['id']}/items/batch", json={"update": [update]}, headers=as_alice
@@ -461,7 +447,7 @@ def test_a_write_to_an_item_meanwhile_waits_for_the_batch(
     other.join(10)
     assert done.status_code == 200, done.json
     assert done.json["updated"][0]["metadata"] == {"k": "v", "b": "1"}
-    if meanwhile == "patch":
+    if other_write == "patch":
         assert answers == [200]
         assert client.get(f"/items/{item['id']}").json["metadata"] == {"k": "v", "b": "1", "p": "1"}
     else:

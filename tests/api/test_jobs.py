@@ -17,7 +17,6 @@ from flask import Flask
 from sqlalchemy import func, select, text, update
 
 from core.catalog import csv_copy
-from core.catalog import stores as catalog_stores
 from core.catalog.csv_import import import_items
 from core.events import catalog as catalog_events
 from core.jobs import engine, work
@@ -30,13 +29,13 @@ from helpers import (
     assert_error,
     bearer,
     client_of,
+    meanwhile,
     query,
     snapshot,
     start_until_blocked,
 )
 from models import Event, Item, Job, JobChunk, StockMovement, Store, Tag, User, item_tags
 from models.types import utcnow
-from resources import common
 from resources import stores as stores_resource
 from resources import tags as tags_resource
 
@@ -208,14 +207,8 @@ def test_a_change_that_comes_after_the_mark_finds_the_store_gone(
         sent = client_of(app).post(f"/items/{item['id']}/stock", json=body, headers=as_alice)
         answers.append((sent.status_code, sent.json))
 
-    other = threading.Thread(target=other_request)
-    mark = catalog_stores.mark_deleting  # as resources/stores.py imported it
-
-    def marked_then_other(row: Store) -> None:
-        mark(row)
-        start_until_blocked(other)  # the movement waits for the mark's lock
-
-    monkeypatch.setattr(stores_resource, "mark_deleting", marked_then_other)
+    # Once marked: the movement waits for the mark's lock.
+    other = meanwhile(monkeypatch, stores_resource, "mark_deleting", other_request)
     movements = query(app, select(func.count()).select_from(StockMovement))
     assert_job(client.delete(f"/stores/{store['id']}", headers=as_alice))
     other.join(10)
@@ -246,15 +239,8 @@ def test_a_change_under_way_commits_before_the_mark(
         sent = client_of(app).delete(f"/stores/{store['id']}", headers=as_alice)
         answers.append(sent.status_code)
 
-    other = threading.Thread(target=deleting)
-    crossings = catalog_events.crossings
-
-    def deletion_meanwhile(*args: Any) -> list[str]:
-        if not other.is_alive() and not answers:
-            start_until_blocked(other)  # the mark waits for the movement's hold
-        return crossings(*args)
-
-    monkeypatch.setattr(catalog_events, "crossings", deletion_meanwhile)
+    # Before the crossings' read of the item: the mark waits for the movement's hold.
+    other = meanwhile(monkeypatch, catalog_events, "crossings", deleting, first=True)
     moved = client.post(
         f"/items/{item['id']}/stock", json={"delta": -1, "reason": "sale"}, headers=as_alice
     )
@@ -293,15 +279,8 @@ def test_a_tag_change_and_its_stores_deletion_take_turns(
             client_of(app).delete(f"/stores/{store['id']}", headers=as_alice).status_code
         )
 
-    other = threading.Thread(target=deleting)
-    locked = common.get_or_404  # as resources/tags.py imported it
-
-    def locked_then_delete(*args: Any, **kwargs: Any) -> Any:
-        row = locked(*args, **kwargs)
-        start_until_blocked(other)  # the DELETE waits for the PATCH's locks
-        return row
-
-    monkeypatch.setattr(tags_resource, "get_or_404", locked_then_delete)
+    # Once the tag is locked: the DELETE waits for the PATCH's locks.
+    other = meanwhile(monkeypatch, tags_resource, "get_or_404", deleting)
     patched = client.patch(f"/tags/{tag['id']}", json={"name": "new"}, headers=as_alice)
     other.join(10)
     assert patched.status_code == 200, patched.json
@@ -329,14 +308,8 @@ def test_an_import_under_way_commits_before_its_stores_deletion(
             client_of(app).delete(f"/stores/{store['id']}", headers=as_alice).status_code
         )
 
-    other = threading.Thread(target=deleting)
-    write = csv_copy._write
-
-    def deletion_meanwhile(*args: Any) -> None:
-        start_until_blocked(other)  # the mark waits for the import's hold
-        write(*args)
-
-    monkeypatch.setattr(csv_copy, "_write", deletion_meanwhile)
+    # Before the import writes: the mark waits for the import's hold.
+    other = meanwhile(monkeypatch, csv_copy, "_write", deleting, first=True)
     body = b"name,price,stock\nThing 0,9,50\nNew,1,1\n"
     with app.app_context():
         summary = import_items(db.session.get_one(Store, store["id"]), io.BytesIO(body))
