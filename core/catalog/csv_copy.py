@@ -60,6 +60,7 @@ from core.catalog.stock import MAX_STOCK
 from core.events.catalog import (
     ITEM_JSON,
     PREVIOUS_JSON,
+    STORE_JSON,
     TAG_LIST,
     TAGS_JSON,
     created_changes,
@@ -377,9 +378,7 @@ def _written_at(column: str) -> str:
 
 
 # The store's JSON, built once per statement, not per row (as the time's text is).
-CREATED_STORE = (
-    "(SELECT json_build_object('id', s.id, 'name', s.name) FROM stores s WHERE s.id = %(store)s)"
-)
+CREATED_STORE = f"(SELECT {STORE_JSON} FROM stores s WHERE s.id = %(store)s)"  # noqa: S608
 CREATED_JSON = item_json(
     store=CREATED_STORE,
     created_at=_written_at("i.created_at"),
