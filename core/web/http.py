@@ -141,6 +141,8 @@ def _buffer_chunked_body(limit: int) -> None:
 
 def security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.status_code in (204, 304):  # no body, so no type (RFC 9110 §8.3)
+        response.headers.pop("Content-Type", None)
     # No error is kept by a cache: those of the views say so already; a routing 404 or
     # 405 said nothing, and a 404 is cacheable by default (RFC 9111 §4.2.2).
     if response.status_code >= 400:

@@ -250,6 +250,21 @@ class TestHeaders:
         assert "Strict-Transport-Security" not in client.get("/health").headers
         assert "Retry-After" not in client.get("/stores").headers
 
+    def test_no_content_has_no_content_type(
+        self, client: Client, as_alice: dict[str, str], api: CatalogFactory
+    ) -> None:
+        """A 204 or 304 has no body, so nothing to give a type (RFC 9110 §8.3)."""
+        store = api.store(as_alice)
+        item = api.item(as_alice, store)
+        etag = client.get(f"/items/{item['id']}").headers["ETag"]
+        not_modified = client.get(f"/items/{item['id']}", headers={"If-None-Match": etag})
+        deleted = client.delete(f"/items/{item['id']}", headers=as_alice)
+        assert (not_modified.status_code, deleted.status_code) == (304, 204)
+        for response in (not_modified, deleted):
+            assert response.get_data() == b""
+            assert "Content-Type" not in response.headers
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+
     @pytest.mark.config(HSTS_SECONDS=31536000)
     def test_hsts_when_configured(self, client: Client) -> None:
         assert (
