@@ -35,8 +35,8 @@ from flask import Blueprint as FlaskBlueprint
 from flask import Request, Response, current_app, g, request, send_from_directory
 from flask.typing import ResponseReturnValue
 from flask_smorest import etag as fs_etag
-from flask_smorest.exceptions import NotModified
-from flask_smorest.utils import prepare_response
+from flask_smorest.exceptions import NotModified, PreconditionFailed
+from flask_smorest.utils import prepare_response, resolve_schema_instance
 from swagger_ui_bundle import swagger_ui_path
 from typing_extensions import override
 from webargs import core
@@ -214,9 +214,16 @@ class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
             super()._verify_check_etag()
 
     def check_etag(self, etag_data: Any, etag_schema: Any = None) -> None:
-        """412 when an If-Match header was sent and no longer matches."""
+        """412 when an If-Match header was sent and no longer matches, or an
+        If-None-Match was sent and matches (weakly; "*" matches any representation:
+        RFC 9110 13.1.2, a change's "only if it is not what I have")."""
         if request.if_match:
             super().check_etag(etag_data, etag_schema)
+        if request.if_none_match:
+            if etag_schema is not None:
+                etag_data = resolve_schema_instance(etag_schema).dump(etag_data)
+            if request.if_none_match.contains_weak(self._generate_etag(etag_data)):
+                raise PreconditionFailed
 
     def check_preconditions(
         self, etag_data: Any, etag_schema: Any, last_modified: datetime | None
@@ -267,6 +274,8 @@ class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
     ) -> dict[str, Any]:
         doc = super()._prepare_etag_doc(doc, doc_info, api=api, spec=spec, method=method, **kwargs)
         doc.get("responses", {}).pop(428, None)
+        if "IF_MATCH" in doc.get("parameters", []):  # a change checks If-None-Match too
+            doc["parameters"].append("IF_NONE_MATCH")
         # The date preconditions beside the ETag's: on a read that sends Last-Modified,
         # and on a change that checks them (core/auth/permissions.py).
         ok = doc.get("responses", {}).get(200, {})

@@ -176,6 +176,31 @@ class TestConditionalRequests:
         assert snapshot(app) == before
         assert client.get(f"/stores/{store['id']}").json == store
 
+    @pytest.mark.filterwarnings("default")
+    @pytest.mark.parametrize("method", ["put", "patch", "delete"])
+    @pytest.mark.parametrize("header", ["*", "{etag}", 'W/{etag}, "other"'])
+    def test_if_none_match_on_a_change(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        method: Any,
+        header: Any,
+    ) -> None:
+        """RFC 9110 13.1.2: on a change, an If-None-Match that matches the current
+        representation ("*" matches any) is false: 412, nothing changes."""
+        etag = client.get(f"/stores/{store['id']}").headers["ETag"]
+        before = snapshot(app)
+        body = None if method == "delete" else {"name": "New"}
+        headers = as_alice | {"If-None-Match": header.format(etag=etag)}
+        response = getattr(client, method)(f"/stores/{store['id']}", json=body, headers=headers)
+        assert_error(response, 412)
+        assert snapshot(app) == before
+        other = as_alice | {"If-None-Match": '"other"'}
+        response = getattr(client, method)(f"/stores/{store['id']}", json=body, headers=other)
+        assert response.status_code == (204 if method == "delete" else 200)
+
 
 class TestRequestIdAndLogs:
     def test_a_sane_request_id_is_echoed(self, client: Client) -> None:
