@@ -16,6 +16,7 @@ from core.web.idempotency import HEADER as IDEMPOTENCY_HEADER
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 MALFORMED_CHUNKS = "The body's chunked encoding is malformed or cut off."
+CUT_BODY = "The body ended before its Content-Length."
 
 # For the origins in CORS_ORIGINS: the request headers a browser client may send,
 # and the response headers its scripts may read.
@@ -76,12 +77,18 @@ def require_json_body() -> None:
     if request.method not in BODY_METHODS or request.routing_exception is not None:
         return
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    if chunked:  # before anything reads it (request.stream is made once, from it)
-        request.environ["wsgi.input"] = ChunkedInput(request.environ["wsgi.input"])
+    length = None if chunked else request.content_length
+    if chunked or length:  # before anything reads it (request.stream is made once, from it)
+        request.environ["wsgi.input"] = BodyInput(request.environ["wsgi.input"], length)
     setting = _csv_limit_setting()
     if setting is not None:  # its own size limit, for whoever reads it (idempotency too)
         limit = current_app.config[setting]
-        request.max_content_length = limit
+        if length is not None and length > limit:
+            abort(413, message=f"The file is over {limit:,} bytes ({setting}).")
+        # One byte more: where the server terminates the input (gunicorn), Werkzeug's
+        # limit refuses the read after the last byte, so a body of exactly the limit,
+        # read to its end, was a 413. Over the limit, the reader refuses it (the view).
+        request.max_content_length = limit + 1
         # The view streams the body (Werkzeug refuses it past the limit), but an
         # Idempotency-Key's fingerprint reads it whole with get_data(), which would
         # stop at the limit without an error: the view would import a cut file.
@@ -97,29 +104,47 @@ def require_json_body() -> None:
         _buffer_chunked_body(current_app.config["MAX_CONTENT_LENGTH"])
 
 
-class ChunkedInput:
-    """A chunked body's ``wsgi.input``: the server decodes the chunks as the app reads,
-    so a malformed chunk, or a body cut off before its last chunk, surfaces from a
-    read, wherever the app reads (a JSON body, an import's CSV stream). It is the
-    client's error: 400 in the envelope, where the request would otherwise end in a 500
-    and roll back. gunicorn raises its ParseException (InvalidChunkSize,
-    ChunkMissingTerminator, ...) or NoMoreData, an OSError; werkzeug's dev server, an
-    OSError."""
+class BodyInput:
+    """The body's ``wsgi.input``, read through the checks the server leaves to the app,
+    wherever the app reads (a JSON body, an import's CSV stream):
 
-    def __init__(self, stream: Any) -> None:
+    - chunked: the server decodes the chunks as the app reads, so a malformed chunk, or
+      a body cut off before its last chunk, surfaces from a read: gunicorn raises its
+      ParseException (InvalidChunkSize, ChunkMissingTerminator, ...) or NoMoreData, an
+      OSError; werkzeug's dev server, an OSError.
+    - with a Content-Length: gunicorn hands over what arrived, and a body cut off before
+      its length just ends early (Werkzeug trusts a server that terminates the input),
+      so an import took the half of a file that came, a JSON body what parsed. A read
+      that ends before the length, or fails, is the cut.
+
+    Either is the client's error: 400 in the envelope, where the request would otherwise
+    end in a 500, or go through with a part of its body."""
+
+    def __init__(self, stream: Any, length: int | None) -> None:
         self.stream = stream
+        self.left = length  # None: chunked
+        self.message = MALFORMED_CHUNKS if length is None else CUT_BODY
 
     def read(self, *size: int | None) -> bytes:
-        try:
-            return bytes(self.stream.read(*size))
-        except (ParseException, OSError):
-            abort(400, message=MALFORMED_CHUNKS)
+        to_end = not size or size[0] is None or size[0] < 0
+        return self._checked(self.stream.read, size, to_end=to_end)
 
     def readline(self, *size: int | None) -> bytes:
+        return self._checked(self.stream.readline, size, to_end=False)
+
+    def _checked(
+        self, read: Callable[..., Any], size: tuple[int | None, ...], *, to_end: bool
+    ) -> bytes:
         try:
-            return bytes(self.stream.readline(*size))
+            data = bytes(read(*size))
         except (ParseException, OSError):
-            abort(400, message=MALFORMED_CHUNKS)
+            abort(400, message=self.message)
+        if self.left is not None:
+            self.left -= len(data)
+            ended = to_end or (not data and size != (0,))
+            if self.left > 0 and ended:
+                abort(400, message=self.message)
+        return data
 
 
 def _buffer_chunked_body(limit: int) -> None:

@@ -21,6 +21,8 @@ import pytest
 from helpers import assert_error
 from servers import Response, Server, call, gunicorns, migrate, server_env, sign_up
 
+IMPORT_MAX_BYTES = 5000
+
 
 @pytest.fixture(scope="module")
 def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -29,7 +31,11 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(database: Path) -> Iterator[Server]:
-    env = server_env(APP_ENV="development", DATABASE_URL=f"sqlite:///{database}")
+    env = server_env(
+        APP_ENV="development",
+        DATABASE_URL=f"sqlite:///{database}",
+        IMPORT_MAX_BYTES=str(IMPORT_MAX_BYTES),
+    )
     migrate(env)
     with gunicorns(env, count=1, workers=1) as (server,):
         yield server
@@ -200,3 +206,65 @@ def test_a_malformed_chunked_import_is_400_and_no_job_is_made(
     body = assert_error(response, 400)
     assert body["message"] == "The body's chunked encoding is malformed or cut off."
     assert (count(database, "jobs"), count(database, "job_chunks")) == before
+
+
+# --- a body shorter than its Content-Length ----------------------------------------
+
+
+def sized(target: str, content_type: str, body: bytes, length: int, **headers: str) -> bytes:
+    fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (
+        f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n{fields}"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode() + body
+
+
+def test_a_json_body_cut_before_its_length_is_400_and_nothing_is_written(
+    base: str, database: Path
+) -> None:
+    user = b'{"username": "cutshort", "email": "cut@example.com", "password": "a long passw0rd"}'
+    before = count(database, "users")
+    response = raw(
+        base, sized("/register", "application/json", user, len(user) + 40), half_close=True
+    )
+    body = assert_error(response, 400)
+    assert body["message"] == "The body ended before its Content-Length."
+    assert count(database, "users") == before
+
+
+@pytest.mark.parametrize("key", [None, "cut-import"])
+def test_an_import_cut_before_its_length_is_400_and_no_job_is_made(
+    base: str, database: Path, store: tuple[dict[str, str], int], key: str | None
+) -> None:
+    """Cut at a line's end, what arrived is a valid CSV: imported, it was half the file."""
+    auth, store_id = store
+    headers = auth | ({"Idempotency-Key": key} if key else {})
+    rows = b"".join(b"Item %d,1\r\n" % n for n in range(100))
+    csv = b"name,price\r\n" + rows
+    sent = csv[: csv.index(b"Item 50,")]
+    request = sized(f"/stores/{store_id}/imports", "text/csv", sent, len(csv), **headers)
+    before = count(database, "jobs"), count(database, "job_chunks")
+    response = raw(base, request, half_close=True)
+    body = assert_error(response, 400)
+    assert body["message"] == "The body ended before its Content-Length."
+    assert (count(database, "jobs"), count(database, "job_chunks")) == before
+
+
+@pytest.mark.parametrize("key", [None, "limit-import"])
+@pytest.mark.parametrize("extra", [0, 1])
+def test_an_import_of_exactly_the_limit_is_taken(
+    base: str, store: tuple[dict[str, str], int], key: str | None, extra: int
+) -> None:
+    """ "Up to IMPORT_MAX_BYTES": a file of that size is taken, one byte more is 413."""
+    auth, store_id = store
+    headers = auth | ({"Idempotency-Key": f"{key}-{extra}"} if key else {})
+    header = b"name,price\r\n"
+    filler = b"x" * (IMPORT_MAX_BYTES + extra - len(header) - len(b",1\r\n"))
+    csv = header + filler + b",1\r\n"
+    assert len(csv) == IMPORT_MAX_BYTES + extra
+    request = sized(f"/stores/{store_id}/imports", "text/csv", csv, len(csv), **headers)
+    response = raw(base, request)
+    if extra:
+        assert_error(response, 413)
+    else:
+        assert response.status_code == 202, response.body
