@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import csv
 import io
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -144,8 +145,13 @@ def read_header(reader: csv.DictReader[str]) -> list[str]:
     reader.fieldnames = columns
     missing = [name for name in REQUIRED if name not in columns]
     unknown = [name for name in columns if name not in COLUMNS]
+    # Twice, a column's last cell won silently: which one the file meant is unknown.
+    repeated = sorted(n for n, times in Counter(columns).items() if times > 1 and n in COLUMNS)
     problems = [f"missing column(s) {', '.join(missing)}"] if missing else []
     problems += [f"unknown column(s) {', '.join(repr(n) for n in unknown)}"] if unknown else []
+    problems += (
+        [f"column(s) {', '.join(repr(n) for n in repeated)} more than once"] if repeated else []
+    )
     if problems:
         raise UnreadableFileError(
             f"Line 1: {'; '.join(problems)}. Expected the export's header, "

@@ -180,6 +180,8 @@ def test_a_bom_and_windows_line_endings(client: Client, store: Any, run: Any) ->
         ("price,description\r\n1,x\r\n", "missing column(s) name"),
         ("name,price,colour\r\nMilk,1,red\r\n", "unknown column(s) 'colour'. Expected"),
         ("nmae,price\r\nMilk,1\r\n", "missing column(s) name; unknown column(s) 'nmae'"),
+        ("name,price,price\r\nMilk,1,2\r\n", "column(s) 'price' more than once. Expected"),
+        ("Name,price,description, NAME\r\nA,1,x,B\r\n", "column(s) 'name' more than once"),
         (b"name,price\r\nMilk,\xff\r\n", "not UTF-8"),
         (
             "name,price,description\r\nMilk,1,\r\nTea,1," + "x" * 131_073 + "\r\n",
