@@ -18,7 +18,8 @@ depends_on = None
 
 def _repair_tag_names():
     """`a|b` becomes `a/b`; where that name is taken in the store, the tag's id is
-    added (`a/b 17`), so no two tags of a store collide."""
+    added (`a/b 17`), and where that is taken too, a count after it (`a/b 17-2`), so
+    no two tags of a store collide."""
     conn = op.get_bind()
     tags = sa.table(
         "tags", sa.column("id", sa.Integer), sa.column("name"), sa.column("store_id", sa.Integer)
@@ -26,17 +27,26 @@ def _repair_tag_names():
     rows = conn.execute(
         sa.select(tags.c.id, tags.c.name, tags.c.store_id).where(tags.c.name.contains("|"))
     ).all()
+
+    def taken(store_id, tag_id, name):
+        return (
+            conn.execute(
+                sa.select(tags.c.id).where(
+                    tags.c.store_id == store_id,
+                    sa.func.lower(tags.c.name) == sa.func.lower(name),
+                    tags.c.id != tag_id,
+                )
+            ).first()
+            is not None
+        )
+
     for tag_id, name, store_id in rows:
         repaired = name.replace("|", "/")
-        taken = conn.execute(
-            sa.select(tags.c.id).where(
-                tags.c.store_id == store_id,
-                sa.func.lower(tags.c.name) == repaired.lower(),
-                tags.c.id != tag_id,
-            )
-        ).first()
-        if taken is not None:
-            repaired = f"{repaired[: 80 - len(str(tag_id)) - 1]} {tag_id}"
+        count = 1
+        while taken(store_id, tag_id, repaired):
+            suffix = f" {tag_id}" if count == 1 else f" {tag_id}-{count}"
+            repaired = f"{name.replace('|', '/')[: 80 - len(suffix)]}{suffix}"
+            count += 1
         conn.execute(sa.update(tags).where(tags.c.id == tag_id).values(name=repaired))
 
 

@@ -112,7 +112,8 @@ INSERT INTO items (id, name, description, price, store_id, created_at, updated_a
   (2, 'Pine shelf', 'Three boards of oak-coloured pine', 35.50, 1, '{t}', '{t}'),
   (3, 'Lamp', NULL, 19.99, 1, '{t}', '{t}');
 INSERT INTO tags (id, name, store_id) VALUES
-  (1, 'Wood', 1), (2, 'Oak|Pine', 1), (3, 'oak/pine', 1), (4, 'a|b|c', 1);
+  (1, 'Wood', 1), (2, 'Oak|Pine', 1), (3, 'oak/pine', 1), (4, 'a|b|c', 1),
+  (5, 'oak/pine 2', 1);
 INSERT INTO item_tags (item_id, tag_id) VALUES (1, 1), (2, 1)
 """
 
@@ -141,9 +142,11 @@ def check_upgrade_with_rows(app: Flask) -> None:
     assert names("/stores/1/items?sort=-name") == ["Pine shelf", "Oak table", "Lamp"]
     item = client.get("/items/1").json
     assert item["tags"] == [{"id": 1, "name": "Wood"}] and item["store"]["name"] == "Old Shop"
-    # 0006: no tag name keeps a `|` (§4); a repaired name that is taken gets its id.
+    # 0008: no tag name keeps a `|` (§4); a repaired name that is taken gets its id,
+    # and a count where that is taken too.
     tags = client.get("/stores/1/tags").json
-    assert [tag["name"] for tag in tags] == ["Wood", "Oak/Pine 2", "oak/pine", "a/b/c"]
+    expected = ["Wood", "Oak/Pine 2-2", "oak/pine", "a/b/c", "oak/pine 2"]
+    assert [tag["name"] for tag in tags] == expected
 
 
 def test_sqlite_upgrade_with_rows(tmp_path: Path, make_app: Callable[..., Flask]) -> None:
