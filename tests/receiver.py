@@ -30,6 +30,7 @@ class Receiver:
     delay: float = 0.0
     extra_headers: dict[str, str] = field(default_factory=dict)
     refuse: Callable[[bytes], bool] | None = None  # these bodies are answered 500
+    answer: bytes | None = None  # the body of every answer (else "ok", or "nope")
     received: list[Received] = field(default_factory=list)
     hits: int = 0  # every request, accepted or not
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -76,7 +77,9 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                             self.client_address[1],
                         )
                     )
-            payload = b"ok" if status < 300 else b"nope"
+            payload = receiver.answer
+            if payload is None:
+                payload = b"ok" if status < 300 else b"nope"
             self.send_response(status)
             for name, value in receiver.extra_headers.items():
                 self.send_header(name, value)

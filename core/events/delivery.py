@@ -17,6 +17,8 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from itertools import groupby
 from typing import Any
@@ -178,10 +180,32 @@ def _write(outcomes: list[tuple[int, sender.Result]]) -> None:
         if result.ok:
             run.append((delivery_id, result))
             continue
-        _succeeded(run)
+        _recorded(_succeeded, run)
         run = []
-        _finish(delivery_id, result)
-    _succeeded(run)
+        _recorded(lambda failed: _finish(*failed[0]), [(delivery_id, result)])
+    _recorded(_succeeded, run)
+
+
+UNRECORDED = "The answer could not be recorded."
+
+
+def _recorded(
+    write: Callable[[list[tuple[int, sender.Result]]], None],
+    outcomes: list[tuple[int, sender.Result]],
+) -> None:
+    """``write`` the outcomes. Should the database refuse them for what they hold (a
+    receiver's text nobody foresaw), they are written again without the answers' text:
+    the attempts still end, succeeded or failed as they were, rather than stay claimed
+    and be sent again, and fail to be written again, for ever. A second failure (the
+    database gone) is raised: the claim's expiry has them sent again."""
+    if not outcomes:
+        return
+    try:
+        write(outcomes)
+    except Exception:
+        db.session.rollback()
+        log.exception("deliveries %s: outcomes not recorded as they were", [i for i, _ in outcomes])
+        write([(i, replace(r, body=None, error=UNRECORDED)) for i, r in outcomes])
 
 
 def _succeeded(run: list[tuple[int, sender.Result]]) -> None:
@@ -205,7 +229,8 @@ def _succeeded(run: list[tuple[int, sender.Result]]) -> None:
             status="succeeded",
             response_status=each("status"),
             response_body=each("body"),
-            error=None,
+            # None but for a success whose answer could not be recorded (_recorded).
+            error=each("error") if any(r.error for r in results.values()) else None,
             duration_ms=each("duration_ms"),
             running_until=None,
             next_attempt_at=None,

@@ -38,6 +38,12 @@ KEEP = 1024
 USER_AGENT = "stores-webhooks/1"
 
 
+def _storable(text: str | None) -> str | None:
+    """``text`` as a text column holds it: a NUL (which PostgreSQL refuses in text)
+    becomes U+FFFD, as undecodable bytes do."""
+    return None if text is None else text.replace("\x00", "\ufffd")
+
+
 @dataclass
 class Result:
     ok: bool
@@ -46,6 +52,13 @@ class Result:
     error: str | None = None
     seconds: float = 0.0  # the attempt's time, as measured (the metrics' histogram)
     timed_out: bool = False
+
+    def __post_init__(self) -> None:
+        # The answer's text is the receiver's (a body ``ok\x00``, UTF-16 JSON, a status
+        # line in an exception's message): every Result is made storable here, or the
+        # outcome's write fails and the batch, left claimed, is sent again for ever.
+        self.body = _storable(self.body)
+        self.error = _storable(self.error)
 
     @property
     def duration_ms(self) -> int:

@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import update
 
-from core.events import sender, tasks
+from core.events import delivery, sender, tasks
 from db import db
 from helpers import Client
 from models import Delivery, Webhook
@@ -180,3 +180,89 @@ def test_a_connection_the_receiver_closed_is_opened_again() -> None:
     assert (first.ok, first.status, first.body) == (True, 200, "ok")
     assert (second.ok, second.status, second.body) == (True, 200, "ok")
     assert len(accepted) == 2 and accepted[0] != accepted[1]
+
+
+@pytest.mark.config(**LOCAL, WEBHOOK_RETRY_SCHEDULE=[3600.0])
+@pytest.mark.parametrize(
+    ("status", "answer", "kept"),
+    [
+        (200, b"ok\x00ok", "ok\ufffdok"),
+        (500, b"ok\x00ok", "ok\ufffdok"),
+        (200, '{"ok":true}'.encode("utf-16-le"), '{\ufffd"\ufffdo\ufffdk\ufffd"'),
+    ],
+    ids=["2xx", "5xx", "utf-16"],
+)
+def test_an_answer_holding_a_nul_byte_is_recorded_without_it(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+    answer: bytes,
+    kept: str,
+) -> None:
+    """PostgreSQL refuses a NUL in text: an answer holding one (a C string, UTF-16)
+    once failed the outcomes' write, left the batch claimed, and the sweep sent it
+    again for ever. The answer is kept with U+FFFD for the NUL, and the batch ends."""
+    hook = client.post(
+        "/webhooks", json={"url": receiver.url, "events": ["*"]}, headers=as_alice
+    ).json
+    quiet_stores(app, client, as_alice, ["One", "Two"], monkeypatch)
+    receiver.status, receiver.answer = status, answer
+    with app.app_context():
+        tasks.sweep.apply()
+    assert receiver.hits == 2
+    log = log_of(client, as_alice, hook["id"])
+    made = [d for d in log if d["status"] != "pending"]
+    assert [d["response_status"] for d in made] == [status, status]
+    assert all(d["response_body"].startswith(kept) for d in made), made
+    if status == 200:
+        assert [d["status"] for d in log] == ["succeeded", "succeeded"]
+    else:
+        assert [(d["attempt"], d["status"]) for d in log] == [
+            (1, "failed"),
+            (1, "failed"),
+            (2, "pending"),
+            (2, "pending"),
+        ]
+        assert all(d["error"].startswith("HTTP 500") for d in made)
+    with app.app_context():
+        tasks.sweep.apply()  # nothing left to send again
+    assert receiver.hits == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.config(**LOCAL, WEBHOOK_RETRY_SCHEDULE=[3600.0])
+def test_outcomes_the_database_refuses_are_recorded_without_their_answers(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The safety net under the fix above: an answer the database refuses for a
+    reason nobody foresaw (here the NUL, let through) still ends its attempt, succeeded
+    or failed as it was, noted as not recorded; it is not sent again and again."""
+    monkeypatch.setattr(sender, "_storable", lambda text: text)
+    hook = client.post(
+        "/webhooks", json={"url": receiver.url, "events": ["*"]}, headers=as_alice
+    ).json
+    quiet_stores(app, client, as_alice, ["One", "Bad", "Three"], monkeypatch)
+    receiver.answer = b"ok\x00"
+    receiver.refuse = lambda body: b'"Bad"' in body
+    with app.app_context():
+        tasks.sweep.apply()
+        tasks.sweep.apply()  # nothing left to send again
+    assert receiver.hits == 3
+    log = log_of(client, as_alice, hook["id"])
+    assert [(d["attempt"], d["status"], d["response_status"]) for d in log] == [
+        (1, "succeeded", 200),
+        (1, "failed", 500),
+        (1, "succeeded", 200),
+        (2, "pending", None),  # the failure's retry, scheduled
+    ]
+    assert [d["response_body"] for d in log[:3]] == [None, None, None]
+    assert {d["error"] for d in log[:3]} == {delivery.UNRECORDED}
+    with app.app_context():
+        assert db.session.get_one(Webhook, hook["id"]).consecutive_failures == 0
