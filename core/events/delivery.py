@@ -69,6 +69,7 @@ _ATTEMPT = (
     WEBHOOKS.c.url,
     WEBHOOKS.c.enabled,
     WEBHOOKS.c.secret,
+    WEBHOOKS.c.consecutive_failures,
     EVENTS.c.seq,
     EVENTS.c.type,
     EVENTS.c.created_at,
@@ -126,11 +127,18 @@ def attempt_batch(delivery_ids: list[int]) -> list[int]:
     """Make the attempts of ``delivery_ids`` that are due and that nobody makes: in id
     order, one webhook after another, each webhook's over one connection (its address
     checked once for the batch). Returns the ids left for another task: claimed but
-    not started within the timeout (a slow receiver), released and marked queued.
+    not started within the timeout (a slow receiver) or past a failure that disables
+    the webhook (none, once it has), released and marked queued.
 
     Few round trips to the database, whatever the batch's size: the claim and the
     read, then the outcomes, a run of successes in one UPDATE (a failure keeps its
-    own path, which schedules its retry)."""
+    own path, which schedules its retry).
+
+    The outcomes are written after the POSTs, so a webhook's failures are counted
+    here too, as they go (from its count at the claim, a success resetting it): once
+    they reach WEBHOOK_DISABLE_AFTER, writing them disables the webhook, and its
+    attempts not yet made are not made (they end as the disable ends them). A POST
+    made past that point would be logged as "disabled" though the receiver got it."""
     config = current_app.config
     rows = _claim(delivery_ids)
     stop_at = time.monotonic() + config["WEBHOOK_TIMEOUT_SECONDS"]
@@ -139,6 +147,7 @@ def attempt_batch(delivery_ids: list[int]) -> list[int]:
     for _hook_id, group in groupby(rows, key=lambda row: row.hook_id):
         attempts = list(group)
         webhook = attempts[0]  # every row of the group carries its webhook's columns
+        failures, made = webhook.consecutive_failures, 0
         with sender.Target(
             webhook.url,
             timeout=config["WEBHOOK_TIMEOUT_SECONDS"],
@@ -146,14 +155,21 @@ def attempt_batch(delivery_ids: list[int]) -> list[int]:
             allow_private=config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"],
         ) as target:
             for attempt in attempts:
-                if time.monotonic() > stop_at:
-                    left.append(attempt.id)
+                # Past the limit at the claim (a lowered setting): one more is made,
+                # and its failure disables, rather than none and the batch released
+                # and queued again, for ever.
+                disabling = (
+                    webhook.enabled and made > 0 and failures >= config["WEBHOOK_DISABLE_AFTER"]
+                )
+                if disabling or time.monotonic() > stop_at:
+                    left.append(attempt.id)  # released, unless the disable ended it
                     continue
                 targeted = attempt.webhook_id is not None or attempt.manual
                 if not webhook.enabled and not targeted:
                     result = sender.Result(ok=False, error="The webhook is disabled.")
                 else:
                     result = _post(target, webhook.secret, attempt)
+                failures, made = (0 if result.ok else failures + 1), made + 1
                 outcomes.append((attempt.id, result))
     _write(outcomes)
     return _release(left)

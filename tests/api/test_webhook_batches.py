@@ -52,7 +52,7 @@ def quiet_stores(
 
 def log_of(client: Client, headers: dict[str, str], webhook_id: int) -> list[dict[str, Any]]:
     """The delivery log, oldest first."""
-    response = client.get(f"/webhooks/{webhook_id}/deliveries", headers=headers)
+    response = client.get(f"/webhooks/{webhook_id}/deliveries?page_size=100", headers=headers)
     assert response.status_code == 200, response.json
     return list(reversed(response.json))
 
@@ -266,3 +266,53 @@ def test_outcomes_the_database_refuses_are_recorded_without_their_answers(
     assert {d["error"] for d in log[:3]} == {delivery.UNRECORDED}
     with app.app_context():
         assert db.session.get_one(Webhook, hook["id"]).consecutive_failures == 0
+
+
+@pytest.mark.config(**LOCAL, WEBHOOK_RETRY_SCHEDULE=[3600.0], WEBHOOK_DISABLE_AFTER=3)
+def test_a_batch_that_disables_its_webhook_sends_nothing_past_that_failure(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch's outcomes are written after its POSTs: counting its failures only then,
+    it once POSTed the whole batch and the disable then logged the attempts after the
+    limit as "The webhook was disabled.", unanswered, though the receiver had got (and
+    even accepted) them. It counts them as it goes (from the webhook's count at the
+    claim, a success resetting it) and stops at the limit; each POST made keeps its
+    own answer in the log, and only the attempts not made end as disabled."""
+    hook = client.post(
+        "/webhooks", json={"url": receiver.url, "events": ["*"]}, headers=as_alice
+    ).json
+    stores = ["A", "OK", "C", "D", "E", "F", "G"]
+    quiet_stores(app, client, as_alice, stores, monkeypatch)
+    with app.app_context():
+        db.session.execute(update(Webhook).values(consecutive_failures=1))
+        db.session.commit()
+    receiver.refuse = lambda body: b'"OK"' not in body  # 500, but for "OK"
+    with app.app_context():
+        tasks.sweep.apply()
+    # A: 2 failures, OK: 0, C, D: 2, E: 3, the limit: F and G are not sent.
+    assert receiver.hits == 5
+    assert client.get(f"/webhooks/{hook['id']}", headers=as_alice).json["enabled"] is False
+    events = client.get("/events?type=store.created", headers=as_alice).json
+    name_of = {e["id"]: e["data"]["object"]["name"] for e in events}
+    firsts = [d for d in log_of(client, as_alice, hook["id"]) if d["attempt"] == 1]
+    assert [
+        (name_of[d["event_id"]], d["status"], d["response_status"], d["error"]) for d in firsts
+    ] == [
+        ("A", "failed", 500, firsts[0]["error"]),
+        ("OK", "succeeded", 200, None),
+        ("C", "failed", 500, firsts[0]["error"]),
+        ("D", "failed", 500, firsts[0]["error"]),
+        ("E", "failed", 500, firsts[0]["error"]),
+        ("F", "failed", None, "The webhook was disabled."),
+        ("G", "failed", None, "The webhook was disabled."),
+    ]
+    assert firsts[0]["error"].startswith("HTTP 500")
+    answered = [d for d in firsts if d["response_status"] is not None]
+    assert len(answered) == receiver.hits
+    with app.app_context():
+        tasks.sweep.apply()  # nothing left to send
+    assert receiver.hits == 5
