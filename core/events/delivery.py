@@ -351,6 +351,31 @@ def disable(webhook: Webhook) -> None:
     )
 
 
+def send_test(webhook: Webhook) -> Delivery:
+    """A ``webhook.test`` event to ``webhook`` and its attempt, written together (the
+    caller answers this attempt, not one it would have to find). The attempt is not
+    due until the relay has given the event its position: the relay then makes it
+    due and queues it, and makes no other for the event (core/events/relay.py).
+    Does not commit."""
+    event_id = outbox.record_now(
+        "webhook.test",
+        store_id=None,
+        owner_id=webhook.owner_id,
+        obj=webhook,
+        webhook_id=webhook.id,
+    )
+    delivery = Delivery(
+        webhook_id=webhook.id,
+        event_id=event_id,
+        attempt=1,
+        status="pending",
+        manual=False,  # retried on the schedule, as the relay's attempts are
+        next_attempt_at=None,
+    )
+    db.session.add(delivery)
+    return delivery
+
+
 def send_now(webhook: Webhook, event: Event, *, attempt: int = 1) -> Delivery:
     """A manual attempt of ``event`` to ``webhook`` (test, retry), due now; does not
     commit (queue it after the commit with ``tasks.queue_deliveries``)."""

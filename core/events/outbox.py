@@ -141,6 +141,17 @@ def record(
     db.session.info[PENDING] = True
 
 
+def record_now(type: str, **fields: Any) -> int:
+    """``record``, the event inserted at once: returns its id, for a row that the same
+    transaction writes with it (a ``webhook.test``'s own attempt)."""
+    write_pending()  # the transaction's earlier events first, as at commit
+    record(type, **fields)
+    [row] = db.session.info.pop(BUFFER)
+    event_id = db.session.execute(insert(Event).returning(Event.id), row).scalar_one()
+    db.session.info.setdefault(WRITTEN, []).append(row["type"])
+    return int(event_id)
+
+
 def hold_stores(store_ids: set[int]) -> None:
     """404 unless each store is there and not being deleted; each is then held until
     the transaction ends (FOR KEY SHARE, which writers share with one another and with

@@ -117,6 +117,32 @@ def _fan_out(events: list[Row[Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _made_with_their_events(events: list[Row[Any]]) -> list[tuple[int, int, int]]:
+    """The attempts written with their targeted event, in its transaction (a
+    ``webhook.test``'s, core/events/delivery.py ``send_test``), not due until the event
+    has its position: due now and queued with the fan-out's. Returns (webhook id,
+    delivery id, event id) of each: those events get no other delivery."""
+    targeted = [event.id for event in events if event.webhook_id is not None]
+    if not targeted:
+        return []
+    now = utcnow()
+    queued = now + timedelta(seconds=current_app.config["WEBHOOK_REQUEUE_SECONDS"])
+    deliveries = DELIVERIES.c
+    return [
+        (row[0], row[1], row[2])
+        for row in db.session.execute(
+            update(DELIVERIES)
+            .where(
+                deliveries.event_id.in_(targeted),
+                deliveries.status == "pending",
+                deliveries.next_attempt_at.is_(None),
+            )
+            .values(next_attempt_at=now, queued_until=queued)
+            .returning(deliveries.webhook_id, deliveries.id, deliveries.event_id)
+        )
+    ]
+
+
 def _number(last: int) -> list[Row[Any]]:
     """Give the next ``BATCH`` unnumbered events, in id order, the positions after
     ``last``: one UPDATE ... FROM, which returns what the fan-out needs, by id.
@@ -144,10 +170,12 @@ def sequence() -> tuple[int, list[tuple[int, int]]]:
     events = _number(last)
     if events:
         db.session.execute(update(COUNTER).where(COUNTER.c.id == 1).values(last=last + len(events)))
-    rows = _fan_out(events)
-    made: list[tuple[int, int]] = []
+    waiting = _made_with_their_events(events)
+    made = [(webhook_id, delivery_id) for webhook_id, delivery_id, _event_id in waiting]
+    have = {event_id for _webhook_id, _delivery_id, event_id in waiting}
+    rows = [row for row in _fan_out(events) if row["event_id"] not in have]
     if rows:
-        made = [
+        made += [
             (row[0], row[1])
             for row in db.session.execute(
                 insert(DELIVERIES).returning(

@@ -322,6 +322,96 @@ def test_the_test_endpoint_sends_a_webhook_test_now(
 
 
 @LOCAL
+def test_a_test_call_answers_its_own_attempt_when_another_is_made_meanwhile(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another test call of the same webhook commits its event after this one's and
+    before this one's event is numbered: each call answers its own attempt (before,
+    both answered the newest webhook.test delivery of the webhook: the other's)."""
+    hook = create(client, as_alice, receiver.url, events=["stock.out"]).json
+    answers: list[Response] = []
+
+    def other_call() -> None:
+        answers.append(client.post(f"/webhooks/{hook['id']}/test", headers=as_alice))
+
+    other = threading.Thread(target=other_call)
+    sequence = relay.sequence
+
+    def other_call_first() -> tuple[int, list[tuple[int, int]]]:
+        if other.ident is None:  # the first numbering, this call's: the other's first
+            other.start()
+            other.join(timeout=30)
+        return sequence()
+
+    monkeypatch.setattr(relay, "sequence", other_call_first)
+    answers.append(client.post(f"/webhooks/{hook['id']}/test", headers=as_alice))
+    assert [a.status_code for a in answers] == [202, 202], [a.json for a in answers]
+    other_answer, own = (a.json for a in answers)
+    assert own["id"] != other_answer["id"] and own["event_id"] != other_answer["event_id"]
+    tests = client.get("/events?type=webhook.test", headers=as_alice).json
+    assert sorted(e["id"] for e in tests) == sorted([own["event_id"], other_answer["event_id"]])
+    receiver.wait_for(lambda got: len(got) == 2, timeout=5)
+    sent = sorted(json.loads(r.body)["id"] for r in receiver.received)
+    assert sent == sorted(e["id"] for e in tests)  # one attempt each, none twice
+    assert len(deliveries(client, as_alice, hook["id"])) == 2
+
+
+@LOCAL
+def test_a_test_call_answers_its_own_pending_attempt_behind_a_backlog(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    alice: User,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More unnumbered events than the relay numbers at once (relay.BATCH) wait before
+    the test's: the call still answers its own new attempt, pending, its event numbered
+    after all of them (before: the previous test's attempt, or a 503 although its event
+    was recorded and later sent)."""
+    hook = create(client, as_alice, receiver.url, events=["stock.out"]).json
+    earlier = client.post(f"/webhooks/{hook['id']}/test", headers=as_alice).json
+    with app.app_context(), monkeypatch.context() as patched:
+        patched.setattr(outbox, "_after_commit", [])  # no relay at commit: a backlog
+        for n in range(relay.BATCH + 20):
+            outbox.record("store.updated", store_id=None, owner_id=alice.id, obj={"id": n})
+        db.session.commit()
+    with monkeypatch.context() as patched:
+        # As on a server: the relay its commit queues runs later, in a worker; and its
+        # attempt is left pending (its message lost).
+        patched.setattr(outbox, "_after_commit", [])
+        patched.setattr(tasks, "queue_deliveries", lambda _made: None)
+        response = client.post(f"/webhooks/{hook['id']}/test", headers=as_alice)
+    assert response.status_code == 202, response.json
+    own = response.json
+    assert own["id"] != earlier["id"] and own["event_id"] != earlier["event_id"]
+    assert (own["attempt"], own["status"], own["next_attempt_at"] is not None) == (
+        1,
+        "pending",
+        True,
+    )
+    newest = client.get("/events?type=webhook.test", headers=as_alice).json[-1]
+    assert newest["id"] == own["event_id"]
+    last = client.get("/events?type=store.updated&page_size=100", headers=as_alice)
+    assert max(e["id"] for e in last.json) < own["event_id"]  # numbered after the backlog
+    with app.app_context():
+        db.session.execute(update(Delivery).values(queued_until=None))  # as if lost
+        db.session.commit()
+        tasks.sweep.apply()
+    receiver.wait_for(lambda got: len(got) == 2, timeout=5)
+    assert json.loads(receiver.received[1].body)["id"] == own["event_id"]
+    log = deliveries(client, as_alice, hook["id"])
+    assert [(d["id"], d["status"]) for d in log] == [
+        (own["id"], "succeeded"),
+        (earlier["id"], "succeeded"),
+    ]
+
+
+@LOCAL
 @pytest.mark.config(
     WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True, WEBHOOK_TIMEOUT_SECONDS=1
 )
