@@ -719,7 +719,14 @@ class WebhookCreateSchema(WebhookUpdateSchema):
 
 class DeliverySchema(ResponseSchema):
     id = fields.Integer(metadata={"example": 1})
-    event_id = fields.String(metadata={"example": "evt_0000000000000042"})
+    event_id = fields.String(
+        allow_none=True,
+        metadata={
+            "example": "evt_0000000000000042",
+            "description": "null only in a test call's answer, while a backlog of events "
+            "waits for the relay before its own",
+        },
+    )
     attempt = fields.Integer(metadata={"example": 1})
     status = fields.String(metadata={"enum": list(DELIVERY_STATUSES), "example": "succeeded"})
     response_status = fields.Integer(allow_none=True, metadata={"example": 200})

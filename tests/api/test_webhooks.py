@@ -24,6 +24,7 @@ from helpers import CatalogFactory, Client, Response, bearer, snapshot, start_un
 from models import Delivery, Store, User, Webhook
 from models.types import utcnow
 from receiver import Receiver, receiving, trickling
+from resources import webhooks
 
 LOCAL = pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
 
@@ -409,6 +410,43 @@ def test_a_test_call_answers_its_own_pending_attempt_behind_a_backlog(
         (own["id"], "succeeded"),
         (earlier["id"], "succeeded"),
     ]
+
+
+@LOCAL
+def test_a_test_call_leaves_a_long_backlog_to_the_relay(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    alice: User,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backlog past what a call numbers itself (a big import's events): the call
+    answers its own attempt at once, without its event's id yet (numbering it would
+    mean numbering the whole backlog within the request); the relay then numbers and
+    sends it."""
+    hook = create(client, as_alice, receiver.url, events=["stock.out"]).json
+    monkeypatch.setattr(relay, "BATCH", 5)  # rounds of 5: the call numbers 20 at most
+    with app.app_context(), monkeypatch.context() as patched:
+        patched.setattr(outbox, "_after_commit", [])  # no relay at commit: a backlog
+        for n in range(5 * webhooks.TEST_NUMBERING_ROUNDS + 3):
+            outbox.record("store.updated", store_id=None, owner_id=alice.id, obj={"id": n})
+        db.session.commit()
+    with monkeypatch.context() as patched:
+        patched.setattr(outbox, "_after_commit", [])  # its relay runs later, in a worker
+        response = client.post(f"/webhooks/{hook['id']}/test", headers=as_alice)
+    assert response.status_code == 202, response.json
+    own = response.json
+    assert (own["event_id"], own["status"], own["next_attempt_at"]) == (None, "pending", None)
+    assert receiver.hits == 0
+    with app.app_context():
+        tasks.relay_events.apply()
+    receiver.wait_for(lambda got: len(got) == 1, timeout=5)
+    [logged] = deliveries(client, as_alice, hook["id"])
+    assert logged["id"] == own["id"] and logged["status"] == "succeeded"
+    assert json.loads(receiver.received[0].body)["id"] == logged["event_id"]
+    newest = client.get("/events?type=webhook.test", headers=as_alice).json[-1]
+    assert newest["id"] == logged["event_id"]
 
 
 @LOCAL
