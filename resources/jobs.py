@@ -12,7 +12,9 @@ from flask.views import MethodView
 from flask_jwt_extended import current_user
 from sqlalchemy import Select, select
 
+from core.auth import scopes
 from core.auth.permissions import key_store, login_required
+from core.auth.security import api_key
 from core.catalog import csv_format
 from core.jobs import engine, files
 from core.jobs.document import job_document, serves_file
@@ -38,8 +40,10 @@ ACCEPTED = {
 
 def as_json(job: Any) -> dict[str, Any]:
     """The job as JobSchema dumps it, for the caller, its links under this request's
-    root."""
-    return job_document(job, request.script_root, reader=current_user.id)
+    root (``links.file`` only for a caller who may fetch it: not a key without the
+    scopes of the file)."""
+    reader = current_user.id if scopes.allows(api_key(), "jobs.JobFile") else None
+    return job_document(job, request.script_root, reader=reader)
 
 
 def accepted(job: Job) -> Response:

@@ -52,7 +52,8 @@ ENDPOINT_SCOPES: dict[str, Needs] = {
     "imports.StoreImports": needs(write=("jobs", "catalog:write")),
     "jobs.Jobs": needs(read=("jobs",)),
     "jobs.JobById": needs(read=("jobs",), write=("jobs",)),
-    "jobs.JobFile": needs(read=("jobs",)),
+    # An export's rows (drafts too): read with the scopes that made it (ExportJobs).
+    "jobs.JobFile": needs(read=("jobs", "catalog:read")),
     "events.Events": needs(read=("events:read",)),
     "events.EventById": needs(read=("events:read",)),
     "webhooks.Webhooks": needs(read=("webhooks:manage",), write=("webhooks:manage",)),
@@ -84,6 +85,15 @@ def check_endpoint(key: dict[str, Any]) -> None:
     missing = sorted(required - set(key["scopes"]))
     if missing:
         refuse(f"This API key lacks the scope {', '.join(missing)}.")
+
+
+def allows(key: dict[str, Any] | None, endpoint: str, method: str = "GET") -> bool:
+    """Whether the request's key (None: a person's token, not narrowed) may call
+    ``endpoint``: what a view that links to another endpoint asks before it does."""
+    if key is None:
+        return True
+    required = ENDPOINT_SCOPES.get(endpoint, {}).get(method)
+    return required is not None and required <= set(key["scopes"])
 
 
 def check_store(key: dict[str, Any] | None, store_id: int | None) -> None:

@@ -369,7 +369,7 @@ class TestUse:
                 ("every", {}),
             )
         }
-        headers = key_headers(make_key(["jobs"], store_id=mine["id"]))
+        headers = key_headers(make_key(["jobs", "catalog:read"], store_id=mine["id"]))
         for name in ("other", "every"):
             job = exports[name]
             assert client.get(f"/jobs/{job}/file", headers=as_alice).status_code == 200
@@ -381,6 +381,32 @@ class TestUse:
         assert job["links"]["file"] == f"/jobs/{exports['mine']}/file"
         fetched = client.get(job["links"]["file"], headers=headers)
         assert fetched.status_code == 200 and fetched.mimetype == "text/csv"
+
+    def test_an_export_file_needs_the_scopes_of_the_export(
+        self, client: Client, make_key: MakeKey, as_alice: dict[str, str], api: Any
+    ) -> None:
+        """§16: exports need ``jobs`` and ``catalog:read``. The file holds the rows the
+        export read (drafts included): a key that could not read them, nor make the
+        export, cannot download them either."""
+        store = api.store(as_alice)
+        api.item(as_alice, store, name="Secret plan", status="draft")
+        made = client.post("/exports", json={"status": "draft"}, headers=as_alice)
+        job = made.json["id"]
+        jobs_only = key_headers(make_key(["jobs"]))
+        for path in ("/items?status=draft", "/items.csv", f"/jobs/{job}/file"):
+            refused = assert_error(
+                client.get(path, headers=jobs_only), 403, error="insufficient_scope"
+            )
+            assert "catalog:read" in refused["message"], path
+        assert_error(
+            client.post("/exports", json={}, headers=jobs_only), 403, error="insufficient_scope"
+        )
+        # The job itself is a job: its status, without the rows (nor a link to them).
+        shown = client.get(f"/jobs/{job}", headers=jobs_only).json
+        assert shown["status"] == "succeeded" and "file" not in shown["links"]
+        reader = key_headers(make_key(["jobs", "catalog:read"]))
+        fetched = client.get(f"/jobs/{job}/file", headers=reader)
+        assert fetched.status_code == 200 and "Secret plan" in fetched.get_data(as_text=True)
 
     @pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
     def test_a_key_bound_to_a_store_never_gets_its_owners_answers_by_idempotency_key(
