@@ -12,6 +12,7 @@ from sqlalchemy import Select, select
 from core.auth.permissions import login_required
 from core.auth.security import api_key
 from core.events import outbox
+from core.jobs.document import job_document
 from core.lists.listing import LIST_HEADERS, Listing
 from core.web.errors import abort
 from core.web.smorest import Blueprint
@@ -21,6 +22,7 @@ from schemas import (
     EventQuerySchema,
     EventSchema,
     ItemRecordSchema,
+    JobSchema,
     StockMovementSchema,
     StoreRecordSchema,
     TagRecordSchema,
@@ -39,6 +41,10 @@ for table, schema in (
     ("webhooks", WebhookSchema()),
 ):
     outbox.register_serializer(table, schema.dump)
+# A job as GET /jobs/{id} shows it to its creator, the one its events are for (§16).
+outbox.register_serializer(
+    "jobs", lambda job: JobSchema().dump(job_document(job, reader=job.user_id))
+)
 
 PUBLIC_ID = re.compile(r"evt_([0-9]{1,18})")
 

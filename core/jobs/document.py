@@ -34,7 +34,7 @@ def serves_file(job: Any, user_id: int | None) -> bool:
 
 def job_document(job: Any, root: str = "", *, reader: int | None) -> dict[str, Any]:
     """``job`` (a Job, or a row with its columns) as its JSON: timestamps as datetimes
-    (the schema, or the event's encoder, writes them); ``root``: the URL prefix the
+    (JobSchema writes them, for a response and for an event alike); ``root``: the URL prefix the
     service is mounted under (a request's script root); ``reader``: the user it is
     shown to, who sees ``links.file`` only if they may fetch it."""
     links = {"self": f"{root}/jobs/{job.id}"}

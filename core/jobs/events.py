@@ -4,12 +4,7 @@ finishes the job."""
 
 from __future__ import annotations
 
-import json
-
-from flask import current_app
-
 from core.events.outbox import record
-from core.jobs.document import job_document
 from models import Job
 
 
@@ -19,6 +14,6 @@ def job_finished(job: Job) -> None:
     deleted (user_id null) has nobody to tell."""
     if job.status not in ("succeeded", "failed") or job.user_id is None:
         return
-    # As GET /jobs/{id} writes it: timestamps in the app's JSON form.
-    body = json.loads(current_app.json.dumps(job_document(job, reader=job.user_id)))
-    record(f"job.{job.status}", store_id=None, owner_id=job.user_id, obj=body)
+    # Written by the jobs table's serializer (resources/events.py): as GET /jobs/{id}
+    # shows it to its creator, JobSchema's ISO 8601 timestamps included.
+    record(f"job.{job.status}", store_id=None, owner_id=job.user_id, obj=job)

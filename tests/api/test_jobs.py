@@ -944,3 +944,19 @@ def test_a_finished_job_writes_its_event_for_its_creator(
     assert events[0]["data"]["object"]["status"] == "succeeded"
     others = client.get("/events?type=job.succeeded", headers=auth(bob))
     assert all(e["data"]["object"]["id"] != job_id for e in others.json)
+
+
+def test_a_job_event_shows_the_job_as_its_get_does(
+    client: Client, api: CatalogFactory, as_alice: dict[str, str]
+) -> None:
+    """§10: data.object is the resource as its GET returns it; §1: timestamps in ISO
+    8601 with +00:00 (they were written as HTTP dates, "Mon, 07 Dec 2026 ... GMT")."""
+    store = api.store(as_alice)
+    exported = assert_job(client.post("/exports", json={}, headers=as_alice))
+    imported = assert_job(post_import(client, store, BAD, as_alice))
+    listed = client.get("/events?type=job.succeeded&type=job.failed", headers=as_alice).json
+    shown = {e["data"]["object"]["id"]: (e["type"], e["data"]["object"]) for e in listed}
+    for job, kind in ((exported, "job.succeeded"), (imported, "job.failed")):
+        now = client.get(f"/jobs/{job['id']}", headers=as_alice).json
+        assert shown[job["id"]] == (kind, now)
+        assert now["finished_at"].endswith("+00:00")
