@@ -41,7 +41,8 @@ class Job(Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    # The running worker's lease: renewed at every batch; stale = the worker died.
+    # The running worker's lease: renewed by its heartbeat (core/jobs/engine.py) while
+    # the run lasts; stale = the worker died. A run's writes name its claim (attempts).
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (

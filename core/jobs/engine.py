@@ -1,22 +1,27 @@
 """The life of a job (§12): made by a request, claimed by a worker under a lease,
-its progress and lease renewed at every batch, finished once. The sweep queues again
-the jobs whose worker died (or that no worker took); the purge forgets finished ones.
+the lease renewed by a heartbeat while the run lasts, its progress written at every
+batch, finished once. The sweep queues again the jobs whose worker died (or that no
+worker took); the purge forgets finished ones.
 
 Every step is one conditional UPDATE, so a task delivered twice (a redelivery after
 its worker died, and the sweep's) runs once at a time, and a canceled job stays
-canceled whatever its worker was doing.
+canceled whatever its worker was doing. A run's writes name its claim (``Lease``): a
+run whose job finished, or was taken over after its lease expired, writes nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from flask import current_app
 from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy import CursorResult, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, Connection, CursorResult, and_, delete, or_, select, update
 from sqlalchemy import event as sa_event
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.jobs import events, files
 from core.web import metrics
@@ -28,7 +33,24 @@ log = logging.getLogger("stores.jobs")
 
 
 class JobCanceledError(Exception):
-    """The job was canceled while it ran: stop, write nothing more."""
+    """The job is no longer this run's (canceled, or finished or taken over by another
+    run after this one's lease expired): stop, write nothing more."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A run's hold on its job: the job, and the claim that took it (its attempt)."""
+
+    job_id: int
+    attempt: int
+
+    @classmethod
+    def of(cls, job: Job) -> Lease:
+        return cls(job.id, job.attempts)
+
+    def mine(self) -> ColumnElement[bool]:
+        """The job's row, while it is this run's: running, under this claim."""
+        return and_(Job.id == self.job_id, Job.status == "running", Job.attempts == self.attempt)
 
 
 def create(kind: str, user_id: int, **fields: Any) -> Job:
@@ -81,53 +103,110 @@ def claim(job_id: int) -> Job | None:
     return job
 
 
-def renew(job_id: int, done: int) -> None:
-    """Write progress and renew the lease, in the caller's transaction."""
-    db.session.execute(
+def renew(lease: Lease, done: int) -> None:
+    """Write progress and renew the lease, in the caller's transaction; raises
+    JobCanceledError when the job is no longer this run's."""
+    renewed = db.session.execute(
         update(Job)
-        .where(Job.id == job_id)
+        .where(lease.mine())
         .values(done=done, heartbeat_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-
-
-def renew_apart(job_id: int, done: int) -> None:
-    """Progress and lease written on a connection of their own (committed now), for
-    work that keeps its rows in one long transaction (an import, an export); raises
-    JobCanceledError when the job was canceled meanwhile. SQLite (one writer at a time,
-    development only) cannot write beside an import's open transaction: there the job
-    is only checked for cancellation."""
-    with db.engine.begin() as connection:
-        if connection.dialect.name != "sqlite":
-            connection.execute(
-                update(Job).where(Job.id == job_id).values(done=done, heartbeat_at=utcnow())
-            )
-        status = connection.execute(select(Job.status).where(Job.id == job_id)).scalar()
-    if status != "running":
+    if _rowcount(renewed) == 0:
         raise JobCanceledError
 
 
+def renew_apart(lease: Lease, done: int) -> None:
+    """Progress and lease written on a connection of their own (committed now), for
+    an import, which keeps its rows in one long transaction; raises JobCanceledError
+    when the job is no longer this run's (canceled meanwhile). SQLite (one writer at
+    a time, development only) cannot write beside the import's open transaction:
+    there the job is only checked."""
+    with db.engine.begin() as connection:
+        if connection.dialect.name != "sqlite":
+            hold(lease, connection, done=done)
+        elif connection.execute(select(Job.id).where(lease.mine())).first() is None:
+            raise JobCanceledError
+
+
+def hold(lease: Lease, connection: Connection, **values: Any) -> None:
+    """Write ``values`` (progress) on ``connection`` with a renewed lease, if the job
+    is still this run's (else JobCanceledError): what the run then writes in the same
+    transaction (an export's chunk) commits only if the job was its own, the job's row
+    locked until then."""
+    renewed = connection.execute(
+        update(Job).where(lease.mine()).values(heartbeat_at=utcnow(), **values)
+    )
+    if _rowcount(renewed) == 0:
+        raise JobCanceledError
+
+
+class Heartbeat:
+    """The lease renewed from a thread of the worker, on a connection of its own,
+    every third of JOB_STALE_SECONDS while the run lasts: a live job's lease does not
+    depend on how long one of its statements takes (an import's set-based phase runs
+    for minutes without a batch). It stops with the run, or at once when the job is no
+    longer the run's. Not on SQLite (development): one writer at a time, a write
+    beside an import's open transaction would wait for it; there the lease is renewed
+    at each batch only."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.every = current_app.config["JOB_STALE_SECONDS"] / 3
+        self.engine = db.engine
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        if self.engine.dialect.name != "sqlite":
+            name = f"job-{self.lease.job_id}-heartbeat"
+            self.thread = threading.Thread(target=self._beat, name=name, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stopped.set()
+        if self.thread is not None:
+            # Bounded: a beat waiting for the job's row (locked by the run's own open
+            # transaction) ends on its own, writing nothing once the job has finished.
+            self.thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(self.every):
+            try:
+                with self.engine.begin() as connection:
+                    renewed = connection.execute(
+                        update(Job).where(self.lease.mine()).values(heartbeat_at=utcnow())
+                    )
+            except SQLAlchemyError:  # the database away a moment: the next beat tries
+                log.warning("job %s: lease not renewed", self.lease.job_id, exc_info=True)
+                continue
+            if _rowcount(renewed) == 0:
+                return  # finished, canceled, or taken over: nothing of this run's to renew
+
+
 def finish(
-    job_id: int,
+    lease: Lease,
     status: str,
     *,
     result: dict[str, Any] | None = None,
     error: dict[str, Any] | None = None,
 ) -> bool:
-    """Mark the job finished in the caller's transaction, unless it was canceled (or
-    finished by another run) meanwhile: False then. Its input file goes with it, and
-    its event (job.succeeded, job.failed) is written in the same transaction."""
+    """Mark the job finished in the caller's transaction, unless it is no longer this
+    run's (canceled, or finished or taken over by another run): False then, and
+    nothing written. Its input file goes with it, and its event (job.succeeded,
+    job.failed) is written in the same transaction."""
     now = utcnow()
     finished = db.session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "running")
+        .where(lease.mine())
         .values(status=status, result=result, error=error, finished_at=now)
         .execution_options(synchronize_session=False)
     )
-    files.drop(job_id, "input")
     if _rowcount(finished) == 0:
         return False
-    job = db.session.get_one(Job, job_id, populate_existing=True)
+    files.drop(lease.job_id, "input")
+    job = db.session.get_one(Job, lease.job_id, populate_existing=True)
     events.job_finished(job)
     _measure(job.type, status, job.started_at or now, now)
     return True

@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from werkzeug.exceptions import NotFound
 
 from core.auth import audit
@@ -42,22 +42,26 @@ def run(job_id: int) -> None:
     job = engine.claim(job_id)
     if job is None:
         return
-    try:
-        WORK[job.type](job)
-    except JobCanceledError:
-        db.session.rollback()
-        files.drop(job_id, "output")  # an export's part
-        db.session.commit()
-        log.info("job %s: canceled, stopped", job_id)
-    except Exception:
-        db.session.rollback()
-        log.exception("job %s (%s) failed", job_id, job.type)
-        error = envelope(500, f"Job {job_id} failed unexpectedly; it was logged.")
-        engine.finish(job_id, "failed", error=error)
-        db.session.commit()
+    lease = engine.Lease.of(job)
+    with engine.Heartbeat(lease):
+        try:
+            WORK[job.type](job, lease)
+        except JobCanceledError:
+            db.session.rollback()
+            status = db.session.scalar(select(Job.status).where(Job.id == job_id))
+            if status == "canceled":  # an export's part (another run's file stays its own)
+                files.drop(job_id, "output")
+            db.session.commit()
+            log.info("job %s: %s, no longer this run's: stopped", job_id, status)
+        except Exception:
+            db.session.rollback()
+            log.exception("job %s (%s) failed", job_id, job.type)
+            error = envelope(500, f"Job {job_id} failed unexpectedly; it was logged.")
+            engine.finish(lease, "failed", error=error)
+            db.session.commit()
 
 
-def delete_store_job(job: Job) -> None:
+def delete_store_job(job: Job, lease: engine.Lease) -> None:
     """The rows of a store marked deleted, in batches; progress commits with each."""
     config = current_app.config
     pause = config["STORE_DELETE_PAUSE_MS"] / 1000
@@ -65,7 +69,7 @@ def delete_store_job(job: Job) -> None:
 
     def on_batch(deleted: int) -> bool:
         done["items"] += deleted
-        engine.renew(job.id, done["items"])
+        engine.renew(lease, done["items"])
         return True
 
     assert job.store_id is not None
@@ -73,16 +77,16 @@ def delete_store_job(job: Job) -> None:
         job.total = count_items(job.store_id)
         db.session.commit()
     delete_store(job.store_id, config["STORE_DELETE_BATCH"], on_batch, pause=pause)
-    engine.finish(job.id, "succeeded", result={"store_id": job.store_id, "deleted": done["items"]})
+    engine.finish(lease, "succeeded", result={"store_id": job.store_id, "deleted": done["items"]})
     db.session.commit()
 
 
-def import_job(job: Job) -> None:
+def import_job(job: Job, lease: engine.Lease) -> None:
     """The CSV body stored with the job, through the CLI's importer. The rows and the
     job's end commit together: a worker killed before that commit wrote nothing."""
     store = db.session.get(Store, job.store_id)
     if store is None:  # deleted since the request
-        engine.finish(job.id, "failed", error=envelope(404, f"Store {job.store_id} not found."))
+        engine.finish(lease, "failed", error=envelope(404, f"Store {job.store_id} not found."))
         db.session.commit()
         return
     raw = files.ChunkReader(job.id, "input")
@@ -94,12 +98,12 @@ def import_job(job: Job) -> None:
     body.seek(0)
 
     def progress(_rows: int) -> None:
-        engine.renew_apart(job.id, raw.position)
+        engine.renew_apart(lease, raw.position)
 
     params = job.params
     try:
         # A cancel drops the file: one that came while it was read left part of it.
-        engine.renew_apart(job.id, raw.position)
+        engine.renew_apart(lease, raw.position)
         summary = import_items(
             store,
             body,
@@ -113,13 +117,13 @@ def import_job(job: Job) -> None:
         )
     except UnreadableFileError as exc:
         db.session.rollback()
-        engine.finish(job.id, "failed", error=envelope(422, str(exc)))
+        engine.finish(lease, "failed", error=envelope(422, str(exc)))
         db.session.commit()
         return
     except NotFound as exc:  # the store's deletion came first (hold_stores)
         db.session.rollback()
         message = getattr(exc, "data", {}).get("message") or f"Store {job.store_id} not found."
-        engine.finish(job.id, "failed", error=envelope(404, message))
+        engine.finish(lease, "failed", error=envelope(404, message))
         db.session.commit()
         return
     finally:
@@ -129,14 +133,14 @@ def import_job(job: Job) -> None:
     if refused:
         message = f"{summary.invalid} invalid row(s): nothing was written (see result.errors)."
         finished = engine.finish(
-            job.id,
+            lease,
             "failed",
             result=result,
             error=envelope(422, message, errors=_by_line(summary.errors)),
         )
     else:
-        engine.renew(job.id, raw.position)
-        finished = engine.finish(job.id, "succeeded", result=result)
+        engine.renew(lease, raw.position)
+        finished = engine.finish(lease, "succeeded", result=result)
     if not finished:
         # Canceled after the last chunk's check (on PostgreSQL, while the set-based
         # statements ran), or ended by another run: the rows must not commit.
@@ -164,7 +168,7 @@ def _by_line(errors: list[dict[str, Any]]) -> dict[str, Any]:
     return {"csv": lines}
 
 
-def export_job(job: Job) -> None:
+def export_job(job: Job, lease: engine.Lease) -> None:
     """The CSV of §9 for the job's filters, into the job's file a chunk at a time.
     The rows are read in one transaction (one snapshot on PostgreSQL); the file is
     written on a connection of its own, so the reading never holds a write."""
@@ -179,12 +183,14 @@ def export_job(job: Job) -> None:
     counting = select(func.count()).select_from(item_search(args, viewer).subquery())
     total = int(db.session.execute(counting).scalar_one())
     with db.engine.begin() as connection:
-        connection.execute(update(Job).where(Job.id == job.id).values(total=total))
+        engine.hold(lease, connection, total=total)
     buffer, seq, rows, size = io.BytesIO(), 0, 0, 0
 
     def flush() -> None:
         nonlocal buffer, seq
         with db.engine.begin() as connection:
+            # The chunk is this run's only while the job is (not another run's file).
+            engine.hold(lease, connection, done=rows)
             files.add_chunk(job.id, "output", seq, buffer.getvalue(), on=connection)
         seq += 1
         buffer = io.BytesIO()
@@ -196,13 +202,11 @@ def export_job(job: Job) -> None:
         size += len(data)
         if buffer.tell() >= files.CHUNK_BYTES:
             flush()
-            engine.renew_apart(job.id, rows)
     flush()
     db.session.rollback()  # the reading transaction
-    engine.renew(job.id, rows)
-    if not engine.finish(job.id, "succeeded", result={"rows": rows, "bytes": size}):
-        with db.engine.begin() as connection:
-            files.drop(job.id, "output", on=connection)
+    engine.renew(lease, rows)
+    if not engine.finish(lease, "succeeded", result={"rows": rows, "bytes": size}):
+        raise JobCanceledError  # run() drops the file of a canceled job
     db.session.commit()
 
 

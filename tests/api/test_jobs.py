@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -385,11 +386,12 @@ def test_a_job_whose_worker_died_is_taken_over_by_the_sweep(
     job_id = client.delete(f"/stores/{store['id']}", headers=as_alice).json["id"]
     with app.app_context():
         # A worker claimed it, deleted one batch, then died.
-        assert engine.claim(job_id) is not None
+        claimed = engine.claim(job_id)
+        assert claimed is not None
         assert engine.claim(job_id) is None  # held: a second delivery leaves it alone
         first = select(func.min(Item.id)).where(Item.store_id == store["id"]).scalar_subquery()
         db.session.execute(db.delete(Item).where(Item.id == first))
-        engine.renew(job_id, 1)
+        engine.renew(engine.Lease.of(claimed), 1)
         db.session.commit()
         assert engine.sweep() == []  # its lease still runs
         long_ago = utcnow() - timedelta(seconds=61)
@@ -415,6 +417,79 @@ def test_a_job_no_worker_took_is_queued_again(
         db.session.execute(update(Job).where(Job.id == job_id).values(created_at=long_ago))
         db.session.commit()
         assert engine.sweep() == [job_id]
+
+
+@pytest.mark.postgres
+@pytest.mark.config(JOB_STALE_SECONDS=2, **QUEUED)
+def test_a_live_job_keeps_its_lease_whatever_one_statement_takes(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    api: CatalogFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An import's set-based phase renews no batch: its lease expired while it ran,
+    the sweep queued it again every JOB_STALE_SECONDS, and the extra runs waited on
+    its lock holding worker slots. The worker's heartbeat keeps a live job's lease."""
+    store = api.store(as_alice)
+    job_id = assert_job(post_import(client, store, GOOD, as_alice))["id"]
+    queued: list[int] = []
+    monkeypatch.setattr(engine, "enqueue", queued.append)  # what the sweep would queue
+    swept: list[list[int]] = []
+
+    def sweep_later() -> None:
+        time.sleep(3.5)  # the statement runs on, past JOB_STALE_SECONDS
+        with app.app_context():
+            swept.append(engine.sweep())
+
+    # A statement of the set-based phase that takes longer than the lease lasts.
+    thread = meanwhile(monkeypatch, csv_copy, "_sql_errors", sweep_later)
+    run_job(app, job_id)
+    thread.join(10)
+    assert swept == [[]] and queued == []
+    done = client.get(f"/jobs/{job_id}", headers=as_alice).json
+    assert done["status"] == "succeeded" and done["result"]["created"] == 2
+    assert query(app, select(Job.attempts)) == [(1,)]
+
+
+@pytest.mark.postgres
+@pytest.mark.config(JOB_STALE_SECONDS=60, **QUEUED)
+def test_a_run_whose_job_is_no_longer_its_own_writes_nothing(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    api: CatalogFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run whose lease expired (its worker paused past JOB_STALE_SECONDS) is taken
+    over by another run, which waits for the store's import lock. The first run's
+    writes name its claim: it ends without writing, and the second does the import.
+    (The first finished the job; the second, let in by its commit, then wrote its
+    progress and lease on the finished job.)"""
+    store = api.store(as_alice)
+    job_id = assert_job(post_import(client, store, GOOD, as_alice))["id"]
+
+    def taken_over() -> None:
+        with app.app_context():
+            long_ago = utcnow() - timedelta(seconds=61)
+            db.session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=long_ago))
+            db.session.commit()
+            work.run(job_id)  # claims it, then waits for the first run's import lock
+
+    thread = meanwhile(monkeypatch, csv_copy, "_sql_errors", taken_over)
+    run_job(app, job_id)  # the first run
+    thread.join(10)
+    assert not thread.is_alive()
+    [(status, attempts, done, total, heartbeat, finished)] = query(
+        app,
+        select(Job.status, Job.attempts, Job.done, Job.total, Job.heartbeat_at, Job.finished_at),
+    )
+    assert (status, attempts) == ("succeeded", 2)
+    assert heartbeat <= finished  # nothing written after the job finished
+    assert done == total
+    assert query(app, select(func.count()).select_from(Item)) == [(2,)]
+    created = select(func.count()).where(Event.type == "item.created")
+    assert query(app, created) == [(2,)]  # the first run's rows rolled back
 
 
 # --- reading and listing -------------------------------------------------------------
@@ -827,13 +902,15 @@ def test_a_running_import_stops_at_its_next_chunk_when_canceled(
     rows = "".join(f"Item {n},1.00\r\n" for n in range(2500))
     job_id = post_import(client, store, "name,price\r\n" + rows, as_alice).json["id"]
     with app.app_context():
-        job = engine.claim(job_id)  # a worker took it...
+        claimed = engine.claim(job_id)  # a worker took it...
+        assert claimed is not None
+        lease = engine.Lease.of(claimed)
     assert assert_job(client.delete(f"/jobs/{job_id}", headers=as_alice))["status"] == "canceled"
     assert query(app, select(func.count()).select_from(JobChunk)) == [(0,)]  # its body went
     with app.app_context():  # ...and runs it: it sees the cancel once it has read the body
         job = db.session.get_one(Job, job_id)
         with pytest.raises(JobCanceledError):
-            work.WORK["import"](job)
+            work.WORK["import"](job, lease)
         db.session.rollback()
     assert query(app, select(func.count()).select_from(Item)) == [(0,)]
     assert client.get(f"/jobs/{job_id}", headers=as_alice).json["status"] == "canceled"
