@@ -873,8 +873,20 @@ class IndexSchema(ResponseSchema):
 
 
 class JobProgressSchema(ResponseSchema):
-    done = fields.Integer(metadata={"example": 5000})
-    total = fields.Integer(allow_none=True, metadata={"example": 400000})
+    done = fields.Integer(
+        metadata={
+            "description": "Items deleted (store_delete), bytes of the file read (import), "
+            "rows written (export)",
+            "example": 5000,
+        }
+    )
+    total = fields.Integer(
+        allow_none=True,
+        metadata={
+            "description": "Counted when the job starts: null while queued",
+            "example": 400000,
+        },
+    )
 
 
 class JobLinksSchema(ResponseSchema):

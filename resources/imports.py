@@ -77,5 +77,4 @@ class StoreImports(MethodView):
             seq += 1
         if size == 0:
             abort(422, message="The body is empty: send the CSV file (a header row, then rows).")
-        job.total = size
-        return start(job)
+        return start(job)  # its progress.total (the file's size) is set when it starts

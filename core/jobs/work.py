@@ -95,15 +95,19 @@ def import_job(job: Job, lease: engine.Lease) -> None:
     # IMPORT_MAX_BYTES, on disk past 8 MiB).
     body = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 - closed below
     shutil.copyfileobj(io.BufferedReader(raw), body)
+    size = body.tell()
     body.seek(0)
 
     def progress(_rows: int) -> None:
-        engine.renew_apart(lease, raw.position)
+        # The bytes of the file the importer has read so far (its reader's position).
+        engine.renew_apart(lease, body.tell())
 
     params = job.params
     try:
-        # A cancel drops the file: one that came while it was read left part of it.
-        engine.renew_apart(lease, raw.position)
+        # The file's size is the total; a cancel drops the file: one that came while
+        # it was read left part of it. (No transaction of the import is open yet.)
+        with db.engine.begin() as connection:
+            engine.hold(lease, connection, done=0, total=size)
         summary = import_items(
             store,
             body,
@@ -130,6 +134,7 @@ def import_job(job: Job, lease: engine.Lease) -> None:
         body.close()
     result = summary.as_dict()
     refused = summary.invalid and not params.get("skip_invalid", False)
+    engine.renew(lease, size)  # the whole file read
     if refused:
         message = f"{summary.invalid} invalid row(s): nothing was written (see result.errors)."
         finished = engine.finish(
@@ -139,7 +144,6 @@ def import_job(job: Job, lease: engine.Lease) -> None:
             error=envelope(422, message, errors=_by_line(summary.errors)),
         )
     else:
-        engine.renew(lease, raw.position)
         finished = engine.finish(lease, "succeeded", result=result)
     if not finished:
         # Canceled after the last chunk's check (on PostgreSQL, while the set-based

@@ -616,7 +616,7 @@ def test_an_import_job_runs_the_importer(
 ) -> None:
     store = api.store(as_alice)
     job = assert_job(post_import(client, store, GOOD, as_alice))
-    assert job["type"] == "import" and job["progress"] == {"done": 0, "total": len(GOOD)}
+    assert job["type"] == "import" and job["progress"] == {"done": 0, "total": None}
     done = client.get(job["links"]["self"], headers=as_alice).json
     assert done["status"] == "succeeded", done
     assert done["result"] == {
@@ -646,6 +646,47 @@ def test_an_import_job_runs_the_importer(
     milk = items[1]["id"]
     moved = client.get(f"/items/{milk}/stock").json
     assert [(m["stock_after"], m["user_id"]) for m in moved] == [(7, alice), (12, alice)]
+
+
+@pytest.mark.config(**QUEUED)
+def test_an_imports_progress_is_the_bytes_it_has_read(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    api: CatalogFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """progress.total is the file's size, counted when the job starts (null while it
+    is queued); done, the bytes of it the importer has read so far. (done was the size
+    from the first second: the body is copied to a local file before it is read.)"""
+    store = api.store(as_alice)
+    body = "name,price\r\n" + "".join(f"Item {n:04},1.00\r\n" for n in range(3000))
+    size = len(body)
+    job = assert_job(post_import(client, store, body, as_alice))
+    assert job["progress"] == {"done": 0, "total": None}
+    monkeypatch.setattr(csv_copy, "PROGRESS_EVERY", 1000)  # as often as SQLite's chunks
+    told: list[int] = []
+    written: list[tuple[int, int]] = []
+    renew = engine.renew_apart
+
+    def watched(lease: engine.Lease, done: int) -> None:
+        renew(lease, done)
+        told.append(done)
+        with db.engine.connect() as connection:  # as GET /jobs/{id} reads it meanwhile
+            row = connection.execute(select(Job.done, Job.total)).one()
+            written.append((row.done, row.total))
+
+    monkeypatch.setattr(engine, "renew_apart", watched)
+    run_job(app, job["id"])
+    assert len(told) >= 3 and told == sorted(told)
+    assert 0 < told[0] < size and told[-1] <= size
+    assert all(total == size for _done, total in written)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        # (SQLite cannot write beside the import's transaction: there done waits.)
+        assert [done for done, _total in written] == told
+    done = client.get(job["links"]["self"], headers=as_alice).json
+    assert done["status"] == "succeeded"
+    assert done["progress"] == {"done": size, "total": size}
 
 
 @pytest.mark.postgres
