@@ -40,6 +40,11 @@ log = logging.getLogger("stores.events")
 
 LEASE_MARGIN = 5  # seconds a claim outlasts the timeout
 
+# Lock order: writing an outcome locks the webhook, then its delivery, the order in
+# which deleting a webhook (itself, with its owner or its store) locks them: the webhook,
+# then its deliveries by the cascade. In the other order each waited for the other, and
+# PostgreSQL ended one of them (the deletion's request: a 503).
+
 
 def new_secret() -> str:
     """``whsec_`` + standard base64 of 24 random bytes (contract §16)."""
@@ -238,6 +243,15 @@ def _succeeded(run: list[tuple[int, sender.Result]]) -> None:
     def each(field: str) -> Any:
         return case({i: getattr(r, field) for i, r in results.items()}, value=deliveries.id)
 
+    # The webhooks first (lock order, above), locked only where a count is reset.
+    pending = select(deliveries.webhook_id).where(
+        deliveries.id.in_(list(results)), deliveries.status == "pending"
+    )
+    db.session.execute(
+        update(WEBHOOKS)
+        .where(WEBHOOKS.c.id.in_(pending), WEBHOOKS.c.consecutive_failures != 0)
+        .values(consecutive_failures=0)
+    )
     done = db.session.execute(
         update(DELIVERIES)
         .where(deliveries.id.in_(list(results)), deliveries.status == "pending")
@@ -253,13 +267,6 @@ def _succeeded(run: list[tuple[int, sender.Result]]) -> None:
         )
         .returning(deliveries.id, deliveries.webhook_id)
     ).all()
-    webhooks = {webhook_id for _id, webhook_id in done}
-    if webhooks:
-        db.session.execute(
-            update(WEBHOOKS)
-            .where(WEBHOOKS.c.id.in_(webhooks), WEBHOOKS.c.consecutive_failures != 0)
-            .values(consecutive_failures=0)
-        )
     db.session.commit()
     for delivery_id, _webhook_id in done:
         metrics.webhook_delivered("delivered", results[delivery_id].seconds)
@@ -288,6 +295,17 @@ def _finish(delivery_id: int, result: sender.Result) -> None:
     """A failed attempt: written, its retry scheduled (or not), its webhook's failures
     counted and the webhook disabled after too many."""
     config = current_app.config
+    # Its webhook first (lock order, above), as the count's UPDATE below locks it.
+    db.session.execute(
+        select(WEBHOOKS.c.id)
+        .where(
+            WEBHOOKS.c.id
+            == select(DELIVERIES.c.webhook_id)
+            .where(DELIVERIES.c.id == delivery_id)
+            .scalar_subquery()
+        )
+        .with_for_update(key_share=True)
+    )
     delivery = db.session.get(Delivery, delivery_id, with_for_update=True, populate_existing=True)
     if delivery is None or delivery.status != "pending":
         db.session.commit()

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from core.events import delivery, sender, tasks
 from db import db
-from helpers import Client
+from helpers import Client, meanwhile
 from models import Delivery, Webhook
 from receiver import Receiver, receiving
 
@@ -316,3 +316,45 @@ def test_a_batch_that_disables_its_webhook_sends_nothing_past_that_failure(
     with app.app_context():
         tasks.sweep.apply()  # nothing left to send
     assert receiver.hits == 5
+
+
+@pytest.mark.postgres
+@pytest.mark.config(**LOCAL)
+@pytest.mark.parametrize("ok", [False, True], ids=["failure", "success"])
+def test_an_outcome_written_while_its_webhook_is_deleted_does_not_deadlock(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    ok: bool,
+) -> None:
+    """Deleting a webhook (itself, its owner, its store) locks it, then its deliveries
+    (the cascade). An outcome's write locked the delivery, then the webhook (its failure
+    count): each waited for the other, PostgreSQL ended one, and the deletion answered
+    503. The write now takes the webhook first. The deletion starts while the write
+    holds its first lock: before a failure's first statement (the delivery was already
+    locked), after a success's."""
+    hook = client.post(
+        "/webhooks", json={"url": receiver.url, "events": ["*"]}, headers=as_alice
+    ).json
+    quiet_stores(app, client, as_alice, ["Shop"], monkeypatch)
+    answers: list[int] = []
+
+    def delete_the_webhook() -> None:
+        answers.append(client.delete(f"/webhooks/{hook['id']}", headers=as_alice).status_code)
+
+    with app.app_context():
+        # A count to reset: a success writes the webhook only then.
+        db.session.execute(update(Webhook).values(consecutive_failures=1))
+        db.session.commit()
+        [delivery_id] = db.session.scalars(select(Delivery.id)).all()
+        result = sender.Result(ok=ok, status=200 if ok else 500, body="", error=None)
+        thread = meanwhile(monkeypatch, db.session, "execute", delete_the_webhook, first=not ok)
+        delivery._write([(delivery_id, result)])
+        thread.join(timeout=30)
+        db.session.remove()
+    assert answers == [204]
+    assert client.get(f"/webhooks/{hook['id']}", headers=as_alice).status_code == 404
+    with app.app_context():
+        assert db.session.scalars(select(Delivery.id)).all() == []
