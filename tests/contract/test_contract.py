@@ -111,11 +111,10 @@ def positive_data_acceptance_but_missing_rows(ctx: Any, response: Any, case: Any
 
 def negative_data_rejection_after_preconditions(ctx: Any, response: Any, case: Any) -> Any:
     """``negative_data_rejection``, except for a 412: a stale If-Match (or an
-    If-Unmodified-Since before the last change) is answered before the body is read
-    (RFC 9110 §13.2.1: preconditions come before the content)."""
-    if response.status_code == 412 and {"If-Match", "If-Unmodified-Since"} & set(
-        case.headers or {}
-    ):
+    If-Unmodified-Since before the last change, an If-None-Match of "*") is answered
+    before the body is read (RFC 9110 §13.2.1: preconditions come before the content)."""
+    preconditions = {"If-Match", "If-Unmodified-Since", "If-None-Match"}
+    if response.status_code == 412 and preconditions & set(case.headers or {}):
         return None
     if _null_in_query(case):
         return None
