@@ -16,11 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import load_dotenv
+from limits import parse_many
 
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-do-not-deploy-0123456789"  # noqa: S105
 
 
 LOG_FORMATS = ("json", "text")
+# Every setting given to Flask-Limiter: a mistyped one would not stop the app, it would
+# switch its limit off (Flask-Limiter logs the parse error and lets every request by).
+RATE_LIMIT_SETTINGS = (
+    "AUTH_RATE_LIMIT",
+    "RATE_LIMIT_DEFAULT",
+    "PASSWORD_RESET_RATE_LIMIT_ADDRESS",
+    "PASSWORD_RESET_RATE_LIMIT_IP",
+)
 
 
 class ConfigError(RuntimeError):
@@ -79,6 +88,16 @@ def head_limits(environ: Mapping[str, str]) -> tuple[int, int, int]:
 
 def env_flag(environ: Mapping[str, str], name: str) -> bool:
     return env_str(environ, name).lower() in ("1", "true", "yes", "on")
+
+
+def check_rate_limit(name: str, value: str) -> None:
+    """Refuse ``value`` unless it parses as Flask-Limiter parses it (``limits``)."""
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be rate limits such as '5 per minute;20 per hour', got {value!r}."
+        ) from None
 
 
 SCHEDULE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -344,6 +363,8 @@ class Config:
             raise ConfigError("DATABASE_URL is not set.")
         if not self.JWT_SECRET_KEY:
             raise ConfigError("JWT_SECRET_KEY is not set.")
+        for name in RATE_LIMIT_SETTINGS:
+            check_rate_limit(name, getattr(self, name))
 
 
 class DevelopmentConfig(Config):

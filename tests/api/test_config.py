@@ -8,6 +8,7 @@ import pytest
 from app import create_app
 from core.web.config import (
     DEV_JWT_SECRET,
+    RATE_LIMIT_SETTINGS,
     ConfigError,
     DevelopmentConfig,
     ProductionConfig,
@@ -115,3 +116,14 @@ def test_production_starts_with_a_safe_configuration() -> None:
     assert options["pool_pre_ping"] is True
     assert options["connect_args"]["options"] == "-c statement_timeout=5000"
     assert options["connect_args"]["connect_timeout"] == 3
+
+
+@pytest.mark.parametrize("name", RATE_LIMIT_SETTINGS)
+@pytest.mark.parametrize("value", ["2 per minit", "2/minute;garbage", "garbage"])
+def test_a_mistyped_rate_limit_is_refused_not_switched_off(name: str, value: str) -> None:
+    """Flask-Limiter would log the parse error at every request and let them all by."""
+    config = DevelopmentConfig({"DATABASE_URL": "sqlite://", name: value})
+    with pytest.raises(ConfigError, match=f"^{name} must be rate limits") as refused:
+        create_app(config)
+    assert "\n" not in str(refused.value)
+    DevelopmentConfig({"DATABASE_URL": "sqlite://", name: "2/minute; 3 per hour"}).validate()
