@@ -17,6 +17,8 @@ from typing import Any
 
 from dotenv import load_dotenv
 from limits import parse_many
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-do-not-deploy-0123456789"  # noqa: S105
 
@@ -90,6 +92,22 @@ def env_flag(environ: Mapping[str, str], name: str) -> bool:
     return env_str(environ, name).lower() in ("1", "true", "yes", "on")
 
 
+def check_database_url(name: str, url: str) -> None:
+    """Refuse a URL SQLAlchemy cannot read, or whose port is not one, before anything
+    connects; the message names the variable, never the URL (it holds the password)."""
+    try:
+        parts = make_url(url)
+        port = parts.port
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            f"{name} is not a database URL such as postgresql://user:password@host:5432/dbname."
+        ) from None
+    if parts.get_backend_name() not in ("postgresql", "sqlite"):
+        raise ConfigError(f"{name} must be a PostgreSQL (or SQLite) URL.")
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"{name} has port {port}; a port is a number from 1 to 65535.")
+
+
 def check_rate_limit(name: str, value: str) -> None:
     """Refuse ``value`` unless it parses as Flask-Limiter parses it (``limits``)."""
     try:
@@ -121,6 +139,8 @@ class Config:
     """Defaults shared by every environment, read from ``environ``."""
 
     APP_ENV = "base"
+    # Where SQLALCHEMY_DATABASE_URI comes from, for messages.
+    DATABASE_VARIABLE = "DATABASE_URL"
     DEBUG = False
     TESTING = False
 
@@ -361,6 +381,7 @@ class Config:
         """Refuse to start with a configuration that cannot work."""
         if not self.SQLALCHEMY_DATABASE_URI:
             raise ConfigError("DATABASE_URL is not set.")
+        check_database_url(self.DATABASE_VARIABLE, self.SQLALCHEMY_DATABASE_URI)
         if not self.JWT_SECRET_KEY:
             raise ConfigError("JWT_SECRET_KEY is not set.")
         for name in RATE_LIMIT_SETTINGS:
@@ -386,6 +407,7 @@ class TestingConfig(Config):
 
     __test__ = False  # not a pytest test class, despite its name
     APP_ENV = "testing"
+    DATABASE_VARIABLE = "TEST_DATABASE_URL"
     TESTING = True
 
     def configure(self) -> None:

@@ -107,6 +107,25 @@ def test_production_refuses_unsafe_configuration(environ: Any, variable: Any) ->
         create_app(ProductionConfig(environ))
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://u:secret-pw@db:notaport/x",
+        "notaurl",
+        "postgresql://u:secret-pw@db:99999/x",
+        "mysql://u:secret-pw@db/x",
+    ],
+)
+def test_a_malformed_database_url_is_refused_without_its_password(url: str) -> None:
+    config = ProductionConfig({"DATABASE_URL": url, "JWT_SECRET_KEY": GOOD_SECRET})
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL ") as refused:
+        create_app(config)
+    assert "secret-pw" not in str(refused.value)
+    # The tests' database is named by its own variable.
+    with pytest.raises(ConfigError, match=r"^TEST_DATABASE_URL "):
+        TestingConfig({"TEST_DATABASE_URL": url}).validate()
+
+
 def test_production_starts_with_a_safe_configuration() -> None:
     app = create_app(
         ProductionConfig({"DATABASE_URL": PG, "JWT_SECRET_KEY": GOOD_SECRET, "FLASK_DEBUG": "0"})

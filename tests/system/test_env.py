@@ -215,6 +215,25 @@ def test_production_start_reads_the_file_only_if_present(with_file: Any, tmp_pat
         assert "configuration refused: DATABASE_URL is not set." in result.stderr
 
 
+@pytest.mark.parametrize("url", ["postgres://u:pw@db:notaport/x", "notaurl"])
+def test_production_start_refuses_a_malformed_database_url_in_one_line(url: str) -> None:
+    """The entrypoint's first step: the refusal docs/deploying.md promises, not the
+    traceback of SQLAlchemy's parser."""
+    env = production_env(JWT_SECRET_KEY=SECRET, DATABASE_URL=url, LOG_FORMAT="text")
+    result = subprocess.run(
+        [str(BIN / "python"), "-m", "prestart"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert "configuration refused: DATABASE_URL is not a database URL such as " in line
+
+
 def test_no_env_file_is_committed_or_copied_into_the_image() -> None:
     ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, check=False)
     assert ignored.returncode == 0
