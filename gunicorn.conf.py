@@ -1,13 +1,39 @@
-"""gunicorn settings, from the environment (see .env.example and README "Deploying")."""
+"""gunicorn settings, from the environment (see .env.example and docs/deploying.md)."""
 
 import os
 import shutil
 import tempfile
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar
 
 from gunicorn.glogging import Logger
 
-from core.web.config import config_from_env, env_int, env_str, head_limits, load_env_file
+from core.web.config import (
+    ConfigError,
+    config_from_env,
+    env_int,
+    env_str,
+    head_limits,
+    load_env_file,
+    log_level,
+)
+
+T = TypeVar("T")
+
+
+def setting(read: Callable[[Mapping[str, str]], T]) -> T:
+    """``read(os.environ)``; a value it refuses ends gunicorn with one line naming the
+    variable, as a refusal in on_starting does. gunicorn prints the traceback of any
+    exception this file raises, but lets SystemExit through: it prints its message."""
+    try:
+        return read(os.environ)
+    except ConfigError as exc:
+        raise SystemExit(f"Error: {exc}") from None
+
+
+def integer(name: str, default: int) -> int:
+    return setting(lambda environ: env_int(environ, name, default))
+
 
 # gunicorn started from the project directory reads its .env before anything else,
 # so PORT, WEB_CONCURRENCY and LOG_FORMAT may come from it too; the workers inherit
@@ -22,20 +48,20 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="stores-metrics-")
 
 # PORT is what a PaaS sets; a container listens on every interface, a laptop may not.
-bind = f"{env_str(os.environ, 'GUNICORN_HOST', '0.0.0.0')}:{env_int(os.environ, 'PORT', 8000)}"  # noqa: S104
+bind = f"{env_str(os.environ, 'GUNICORN_HOST', '0.0.0.0')}:{integer('PORT', 8000)}"  # noqa: S104
 # Sync workers: the app is I/O-bound on PostgreSQL. The cap keeps a big host from
 # opening workers x (DB_POOL_SIZE + DB_MAX_OVERFLOW) connections by surprise.
-workers = env_int(os.environ, "WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 1, 8))
-threads = env_int(os.environ, "GUNICORN_THREADS", 1)
-timeout = env_int(os.environ, "GUNICORN_TIMEOUT", 30)
+workers = integer("WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 1, 8))
+threads = integer("GUNICORN_THREADS", 1)
+timeout = integer("GUNICORN_TIMEOUT", 30)
 # On SIGTERM, requests in flight get this long to finish before workers are killed.
-graceful_timeout = env_int(os.environ, "GUNICORN_GRACEFUL_TIMEOUT", 30)
+graceful_timeout = integer("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # Recycle workers now and then (jittered, so they do not all restart at once), seldom:
 # the soak's workers hold their memory flat, and each new worker costs ~0.5 s of CPU
 # (making the app, compiling its first statements): every 1,000 requests, that would
 # be a quarter of a cheap request's own CPU (docs/performance.md).
-max_requests = env_int(os.environ, "GUNICORN_MAX_REQUESTS", 10000)
-max_requests_jitter = env_int(os.environ, "GUNICORN_MAX_REQUESTS_JITTER", 1000)
+max_requests = integer("GUNICORN_MAX_REQUESTS", 10000)
+max_requests_jitter = integer("GUNICORN_MAX_REQUESTS_JITTER", 1000)
 
 # Workers' heartbeat files in memory (gunicorn's advice for containers): a slow
 # container filesystem cannot make a healthy worker look hung.
@@ -66,7 +92,7 @@ secure_scheme_headers: dict[str, str] = {}
 #   more than the target, but gunicorn takes at most 8190 (above, only 0: unlimited),
 #   so with the default bound a line over 8190 bytes is its 414, whatever the target.
 # - gunicorn counts a field's line with its CRLF; the app, its name, ": " and value.
-MAX_URI_BYTES, MAX_HEADER_BYTES, MAX_HEADER_FIELDS = head_limits(os.environ)
+MAX_URI_BYTES, MAX_HEADER_BYTES, MAX_HEADER_FIELDS = setting(head_limits)
 limit_request_line = max(1, min(MAX_URI_BYTES + 32, 8190))
 limit_request_field_size = max(1, MAX_HEADER_BYTES + 2)
 limit_request_fields = max(1, MAX_HEADER_FIELDS)
@@ -88,7 +114,7 @@ class AppLogger(Logger):  # type: ignore[misc]  # gunicorn ships no types
 # development terminal).
 logger_class = AppLogger
 accesslog = None
-loglevel = env_str(os.environ, "LOG_LEVEL", "INFO").lower()
+loglevel = setting(log_level).lower()
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -8,6 +8,7 @@ DB_WAIT_ATTEMPTS times, DB_WAIT_DELAY seconds apart, before giving up.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -15,7 +16,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from core.web.config import Config, ConfigError, config_from_env, load_env_file
+from core.web.config import Config, ConfigError, config_from_env, env_int, load_env_file
 from core.web.request_log import configure_logging
 from db import engine_options
 
@@ -74,6 +75,9 @@ def main() -> int:
     try:
         config = config_from_env()
         config.validate()
+        # gunicorn reads WEB_CONCURRENCY itself when it is imported, before
+        # gunicorn.conf.py can refuse a bad value in one line: checked here instead.
+        env_int(os.environ, "WEB_CONCURRENCY", 1)
     except ConfigError as exc:
         log.error("configuration refused: %s", exc)
         return 2

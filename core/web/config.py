@@ -8,10 +8,12 @@ a copy of it named `.env` in the directory the service starts from is read too
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from collections.abc import Mapping
 from datetime import timedelta
+from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-do-not-deploy-0123456789"  # noqa
 
 
 LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # gunicorn's too
+TOKEN_LIFETIMES = ("JWT_ACCESS_TOKEN_EXPIRES", "JWT_REFRESH_TOKEN_EXPIRES", "PASSWORD_RESET_TTL")
 # Every setting given to Flask-Limiter: a mistyped one would not stop the app, it would
 # switch its limit off (Flask-Limiter logs the parse error and lets every request by).
 RATE_LIMIT_SETTINGS = (
@@ -88,6 +92,14 @@ def head_limits(environ: Mapping[str, str]) -> tuple[int, int, int]:
     )
 
 
+def log_level(environ: Mapping[str, str]) -> str:
+    """LOG_LEVEL, upper-case: read here for the app and for gunicorn.conf.py alike."""
+    level = env_str(environ, "LOG_LEVEL", "INFO").upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}; got {level!r}.")
+    return level
+
+
 def env_flag(environ: Mapping[str, str], name: str) -> bool:
     return env_str(environ, name).lower() in ("1", "true", "yes", "on")
 
@@ -122,17 +134,38 @@ SCHEDULE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_schedule(text: str) -> list[float]:
-    """``"5s,5m,2h"`` -> seconds; a bare number is seconds."""
+    """``"5s,5m,2h"`` -> seconds; a bare number is seconds. At least one delay: an
+    empty schedule (``","``) would silently turn retries off."""
     delays = []
     for part in (p.strip().lower() for p in text.split(",") if p.strip()):
         unit = SCHEDULE_UNITS.get(part[-1])
         try:
-            delays.append(float(part[:-1]) * unit if unit else float(part))
+            delay = float(part[:-1]) * unit if unit else float(part)
         except ValueError:
+            delay = math.nan
+        if not 0 <= delay < math.inf:
             raise ConfigError(
                 f"WEBHOOK_RETRY_SCHEDULE: {part!r} is not a delay such as 5s, 5m or 2h."
-            ) from None
+            )
+        delays.append(delay)
+    if not delays:
+        raise ConfigError(
+            f"WEBHOOK_RETRY_SCHEDULE has no delay (got {text!r}); give some, such as 5s,5m,2h."
+        )
     return delays
+
+
+def check_http_date(name: str, value: str) -> None:
+    """Refuse anything but an HTTP date as HTTP writes it (RFC 9110's IMF-fixdate),
+    ``Sat, 01 May 2027 00:00:00 GMT``: the value is sent as a header as it is."""
+    try:
+        written = format_datetime(parsedate_to_datetime(value), usegmt=True)
+    except (TypeError, ValueError):
+        written = None
+    if written != value:
+        raise ConfigError(
+            f"{name} must be an HTTP date such as 'Sat, 01 May 2027 00:00:00 GMT', got {value!r}."
+        )
 
 
 class Config:
@@ -218,7 +251,7 @@ class Config:
             o.strip() for o in self.env_str("CORS_ORIGINS").split(",") if o.strip()
         ]
         self.HSTS_SECONDS = self.env_int("HSTS_SECONDS", 0)
-        self.LOG_LEVEL = self.env_str("LOG_LEVEL", "INFO").upper()
+        self.LOG_LEVEL = log_level(self.environ)
         # json or text; empty = chosen by environment (core.web.request_log.choose_format).
         self.LOG_FORMAT = self.env_str("LOG_FORMAT").lower()
         if self.LOG_FORMAT not in ("", *LOG_FORMATS):
@@ -386,6 +419,13 @@ class Config:
             raise ConfigError("JWT_SECRET_KEY is not set.")
         for name in RATE_LIMIT_SETTINGS:
             check_rate_limit(name, getattr(self, name))
+        # A lifetime of 0 or less would make every token (or reset link) expired at birth.
+        for name in TOKEN_LIFETIMES:
+            seconds = getattr(self, name)
+            seconds = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
+            if seconds <= 0:
+                raise ConfigError(f"{name} must be a number of seconds above 0, got {seconds:g}.")
+        check_http_date("LEGACY_SUNSET", self.LEGACY_SUNSET)
 
 
 class DevelopmentConfig(Config):

@@ -126,6 +126,30 @@ def test_a_malformed_database_url_is_refused_without_its_password(url: str) -> N
         TestingConfig({"TEST_DATABASE_URL": url}).validate()
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LOG_LEVEL", "bogus"),
+        ("LEGACY_SUNSET", "tomorrow"),
+        ("LEGACY_SUNSET", "2027-05-01"),
+        ("LEGACY_SUNSET", "Sun, 01 May 2027 00:00:00 GMT"),  # a Saturday
+        ("JWT_ACCESS_TOKEN_EXPIRES", "-5"),
+        ("JWT_ACCESS_TOKEN_EXPIRES", "0"),
+        ("JWT_REFRESH_TOKEN_EXPIRES", "0"),
+        ("PASSWORD_RESET_TTL", "-1"),
+        ("WEBHOOK_RETRY_SCHEDULE", ","),
+        ("WEBHOOK_RETRY_SCHEDULE", "5s,-1s"),
+        ("WEBHOOK_RETRY_SCHEDULE", "inf"),
+    ],
+)
+def test_a_value_that_cannot_work_is_refused_naming_its_variable(name: str, value: str) -> None:
+    """Accepted, these ended as a traceback later, a malformed Sunset header, tokens
+    expired at birth, or webhooks never retried."""
+    with pytest.raises(ConfigError, match=f"^{name}") as refused:
+        create_app(DevelopmentConfig({"DATABASE_URL": "sqlite://", name: value}))
+    assert "\n" not in str(refused.value)
+
+
 def test_production_starts_with_a_safe_configuration() -> None:
     app = create_app(
         ProductionConfig({"DATABASE_URL": PG, "JWT_SECRET_KEY": GOOD_SECRET, "FLASK_DEBUG": "0"})

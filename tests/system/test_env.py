@@ -25,6 +25,7 @@ from servers import BIN, ROOT, SECRET, call, free_port, production_env, serve, s
 SUNSET = "Fri, 01 Jan 2100 00:00:00 GMT"
 FILE_ORIGIN = "https://from-the-file.example"
 REAL_ORIGIN = "https://from-the-environment.example"
+PG_NOWHERE = "postgresql://app@127.0.0.1:1/stores"
 
 
 def project_copy(tmp_path: Path, dotenv: str | None) -> Path:
@@ -232,6 +233,45 @@ def test_production_start_refuses_a_malformed_database_url_in_one_line(url: str)
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert "configuration refused: DATABASE_URL is not a database URL such as " in line
+
+
+@pytest.mark.parametrize(
+    "setting", ["PORT=abc", "GUNICORN_TIMEOUT=abc", "LOG_LEVEL=bogus", "MAX_URI_BYTES=x"]
+)
+def test_gunicorn_refuses_a_bad_setting_in_one_line(setting: str) -> None:
+    """gunicorn.conf.py's own settings: one line naming the variable, as gunicorn
+    writes a refusal, not the traceback it prints for a failing config file."""
+    name, value = setting.split("=")
+    result = subprocess.run(
+        [str(BIN / "gunicorn"), "app:create_app()"],
+        cwd=ROOT,
+        env=production_env(**{name: value}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"Error: {name} must be ")
+
+
+def test_production_start_refuses_a_worker_count_gunicorn_cannot_read() -> None:
+    """gunicorn reads WEB_CONCURRENCY when imported, before its config file: the
+    entrypoint's first step refuses it in one line instead."""
+    env = production_env(JWT_SECRET_KEY=SECRET, DATABASE_URL=PG_NOWHERE, WEB_CONCURRENCY="abc")
+    result = subprocess.run(
+        [str(BIN / "python"), "-m", "prestart"],
+        cwd=ROOT,
+        env=env | {"LOG_FORMAT": "text"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert "configuration refused: WEB_CONCURRENCY must be an integer, got 'abc'." in line
 
 
 def test_no_env_file_is_committed_or_copied_into_the_image() -> None:
