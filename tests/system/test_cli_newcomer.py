@@ -88,17 +88,30 @@ def test_an_unmigrated_database_is_one_line_saying_what_to_run(tmp_path: Path) -
 def test_a_missing_postgresql_database_is_one_line_saying_what_to_do() -> None:
     name = "stores_never_created_h5"
     url = PG_URL.rsplit("/", 1)[0] + "/" + name
-    result = flask(
-        development_env(url),
-        *["create-admin", "--username", "boss", "--email", "b@example.com"],
-        *["--password", PASSWORD],
-    )
+    for command in (
+        ["create-admin", "--username", "boss", "--email", "b@example.com"],
+        ["db", "upgrade"],  # Flask-Migrate's, as `make migrate` runs it
+    ):
+        password = ["--password", PASSWORD] if command[0] == "create-admin" else []
+        result = flask(development_env(url), *command, *password)
+        assert result.returncode == 1
+        [line] = result.stderr.splitlines()
+        assert line.startswith("Error: Cannot use the database ")
+        assert line.endswith(
+            f'database "{name}" does not exist. Create it (`createdb {name}`), then {MIGRATE}.'
+        )
+
+
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "current"], ["seed"]])
+def test_an_unreachable_database_is_one_line_for_the_migrations_too(command: list[str]) -> None:
+    """Nothing listens on port 1: the connection itself fails, before any SQL."""
+    result = flask(development_env("postgresql://app:pw@127.0.0.1:1/stores"), *command)
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
-    assert line.startswith("Error: Cannot use the database ")
-    assert line.endswith(
-        f'database "{name}" does not exist. Create it (`createdb {name}`), then {MIGRATE}.'
+    assert line.startswith(
+        "Error: Cannot connect to the database postgresql+psycopg://app:***@127.0.0.1:1/stores: "
     )
+    assert line.endswith("Check DATABASE_URL and that the server is running.")
 
 
 def test_refusals_and_summaries_read_as_sentences(tmp_path: Path) -> None:
