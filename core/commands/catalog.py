@@ -14,6 +14,7 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from core.web.fields import MAX_ID
 from db import db
 from models import Store, User
 
@@ -62,7 +63,9 @@ def import_items_command(store_id: int, file: Path, dry_run: bool, skip_invalid:
     """Create or update a store's items from a CSV file (the export's columns)."""
     from core.catalog.csv_import import UnreadableFileError, import_items
 
-    store = db.session.get(Store, store_id)
+    # Ids are 32-bit in the database: a larger number is no store (as in a URL), not
+    # a query the driver cannot send (OverflowError, or PostgreSQL's out of range).
+    store = db.session.get(Store, store_id) if 1 <= store_id <= MAX_ID else None
     if store is None:
         raise click.ClickException(f"Store {store_id} not found.")
     with file.open("rb") as raw, progress(file.stat().st_size, "B") as advance:

@@ -293,9 +293,12 @@ def test_a_dry_run_writes_nothing(app: Flask, store: Any, run: Any) -> None:
     assert snapshot(app) == before
 
 
-def test_an_unknown_store(run: Any) -> None:
-    result = run(999, HEADER)
-    assert result.exit_code == 1 and "Store 999 not found." in result.output
+@pytest.mark.parametrize("store_id", [999, 0, 2**31, 2**63])
+def test_an_unknown_store(run: Any, store_id: int) -> None:
+    """Beyond the ids' 32 bits too: no store, not the driver's overflow."""
+    result = run(store_id, HEADER)
+    assert result.exit_code == 1, result.exception
+    assert result.output.splitlines() == [f"Error: Store {store_id} not found."]
 
 
 class Recording(io.RawIOBase):
