@@ -15,7 +15,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from core.web.fields import MAX_ID
-from db import db
+from db import db, iequals
 from models import Store, User
 
 PLAIN_EVERY = 10_000  # rows between two progress lines when not on a terminal
@@ -126,7 +126,10 @@ def seed_command(stores: int, items: int, owner: str | None, seed_value: int | N
     from core.catalog.seed import seed
 
     query = select(User).order_by(User.id)
-    query = query.where(User.username == owner) if owner else query.where(User.role == "admin")
+    # Usernames match as at login: in any case.
+    query = (
+        query.where(iequals(User.username, owner)) if owner else query.where(User.role == "admin")
+    )
     user = db.session.scalars(query.limit(1)).first()
     if user is None:
         raise click.ClickException(

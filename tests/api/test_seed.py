@@ -69,5 +69,7 @@ def test_needs_an_owner(app: Flask, alice: User) -> None:
     assert result.exit_code == 1 and "flask create-admin" in result.output
     result = runner.invoke(args=["seed", "--owner", "nobody"])
     assert result.exit_code == 1 and "No user 'nobody'" in result.output
-    result = runner.invoke(args=["seed", "--owner", "alice", "--stores", "1", "--items", "3"])
+    # In any case, as login matches usernames.
+    result = runner.invoke(args=["seed", "--owner", "ALICE", "--stores", "1", "--items", "3"])
     assert result.exit_code == 0 and "Seeded 1 stores, 3 items" in result.output
+    assert "(owner 'alice')" in result.output
