@@ -1,4 +1,4 @@
-# The API image: docker build -t stores-api .   (see README "Deploying")
+# The API image: docker build -t stores-api .   (see docs/deploying.md)
 
 # --- build: wheels for every pinned dependency, compiled here if PyPI has none for
 # this platform; the compilers stay in this stage.

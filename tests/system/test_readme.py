@@ -80,3 +80,25 @@ def test_the_repository_stands_alone() -> None:
         path = ROOT / name
         if path.is_file() and path.suffix not in (".png", ".whl"):
             assert outside not in path.read_text(errors="replace"), name
+
+
+def test_the_docs_describe_what_is_there() -> None:
+    """The session's note is said once and says what the test above does; a pointer to
+    a README section names one that exists; .env.example does not deny that the
+    service reads a .env (core/web/config.py: load_env_file)."""
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count("`tests/system/test_readme.py` runs this block") == 1
+    assert "runs this block, verbatim and twice on one database" in readme
+    headings = set(re.findall(r"^##+ (.+)$", readme, re.M))
+    pointers = subprocess.run(
+        ["git", "grep", "-h", "-o", 'README "[^"]*"', "--", ".", ":!tests/system/test_readme.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for section in re.findall(r'README "([^"]*)"', pointers):
+        assert section in headings, section
+    example = (ROOT / ".env.example").read_text()
+    header = example.split("\n\n", 1)[0]
+    assert "does not read .env" not in header
+    assert "a copy of this file named .env" in header
