@@ -17,6 +17,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import click
 from dotenv import load_dotenv
 from limits import parse_many
 from sqlalchemy.engine import make_url
@@ -38,8 +39,13 @@ RATE_LIMIT_SETTINGS = (
 )
 
 
-class ConfigError(RuntimeError):
-    """The configuration is unsafe or incomplete; the message names the variable."""
+class ConfigError(click.ClickException, RuntimeError):
+    """The configuration is unsafe or incomplete; the message names the variable.
+
+    A ClickException, so that a ``flask`` command (``flask routes``, ``flask seed``)
+    refused while it makes the app ends as the servers do: one line, "Error: ...",
+    not a traceback. A RuntimeError, which gunicorn writes that way when on_starting
+    raises one; prestart.py catches it by name."""
 
 
 def load_env_file(path: str | Path = ".env") -> bool:

@@ -114,6 +114,24 @@ def test_an_unreachable_database_is_one_line_for_the_migrations_too(command: lis
     assert line.endswith("Check DATABASE_URL and that the server is running.")
 
 
+@pytest.mark.parametrize(
+    ("command", "setting", "message"),
+    [
+        ("routes", ("LOG_LEVEL", "bogus"), "LOG_LEVEL must be one of DEBUG, INFO, WARNING, "),
+        ("seed", ("RATE_LIMIT_DEFAULT", "garbage"), "RATE_LIMIT_DEFAULT must be rate limits "),
+    ],
+)
+def test_a_refused_setting_is_one_line(
+    command: str, setting: tuple[str, str], message: str, tmp_path: Path
+) -> None:
+    """A command refused while it makes the app says why as the servers do."""
+    env = development_env(f"sqlite:///{tmp_path / 'app.db'}") | dict([setting])
+    result = flask(env, command)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"Error: {message}")
+
+
 def test_refusals_and_summaries_read_as_sentences(tmp_path: Path) -> None:
     env = development_env(f"sqlite:///{tmp_path / 'app.db'}")
     migrate(env)

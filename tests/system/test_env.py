@@ -256,6 +256,22 @@ def test_gunicorn_refuses_a_bad_setting_in_one_line(setting: str) -> None:
     assert line.startswith(f"Error: {name} must be ")
 
 
+def test_gunicorn_refuses_an_unsafe_configuration_in_one_line() -> None:
+    """The app's own refusal (on_starting): gunicorn's "Error: ..." line, no traceback."""
+    result = subprocess.run(
+        [str(BIN / "gunicorn"), "app:create_app()"],
+        cwd=ROOT,
+        env=production_env(JWT_SECRET_KEY=SECRET, LOG_FORMAT="text"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "Error: DATABASE_URL is not set."
+
+
 def test_production_start_refuses_a_worker_count_gunicorn_cannot_read() -> None:
     """gunicorn reads WEB_CONCURRENCY when imported, before its config file: the
     entrypoint's first step refuses it in one line instead."""
