@@ -197,15 +197,20 @@ class WebhookTest(MethodView):
             tasks.queue_deliveries(made)
             if numbered < relay.BATCH:
                 break
-        return _delivery_json(_row_of(attempt.id))
+        return _delivery_json(_row_of(webhook_id, attempt.id))
 
 
-def _row_of(delivery_id: int) -> Row[Any]:
-    return db.session.execute(
+def _row_of(webhook_id: int, delivery_id: int) -> Row[Any]:
+    """The attempt a call just committed, read back: 404 if its webhook was deleted
+    meanwhile (its log goes with it)."""
+    row = db.session.execute(
         select(*DELIVERY_COLUMNS)
         .join(Event, Event.id == Delivery.event_id)
         .where(Delivery.id == delivery_id)
-    ).one()
+    ).one_or_none()
+    if row is None:
+        abort(404, message=f"Webhook {webhook_id} not found.")
+    return row
 
 
 @blp.route("/<id:webhook_id>/deliveries")
@@ -244,4 +249,4 @@ class DeliveryRetry(MethodView):
         attempt = deliveries.send_now(webhook, event, attempt=(last or 0) + 1)
         db.session.commit()
         tasks.queue_deliveries([(webhook.id, attempt.id)])
-        return _delivery_json(_row_of(attempt.id))
+        return _delivery_json(_row_of(webhook_id, attempt.id))

@@ -20,7 +20,15 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from core.events import addresses, delivery, outbox, relay, sender, tasks
 from core.events.tables import WEBHOOKS
 from db import db
-from helpers import CatalogFactory, Client, Response, bearer, snapshot, start_until_blocked
+from helpers import (
+    CatalogFactory,
+    Client,
+    Response,
+    assert_error,
+    bearer,
+    snapshot,
+    start_until_blocked,
+)
 from models import Delivery, Store, User, Webhook
 from models.types import utcnow
 from receiver import Receiver, receiving, trickling
@@ -410,6 +418,39 @@ def test_a_test_call_answers_its_own_pending_attempt_behind_a_backlog(
         (own["id"], "succeeded"),
         (earlier["id"], "succeeded"),
     ]
+
+
+@LOCAL
+def test_a_test_call_whose_webhook_is_deleted_meanwhile_is_a_404(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The webhook is deleted between the call's commit and its answer (its attempt
+    goes with it, by the cascade): a 404, not a 500 reading the attempt back."""
+    hook = create(client, as_alice, receiver.url, events=["stock.out"]).json
+    deleted: list[int] = []
+
+    def delete_it() -> None:
+        deleted.append(client.delete(f"/webhooks/{hook['id']}", headers=as_alice).status_code)
+
+    sequence = relay.sequence
+
+    def deleted_first() -> tuple[int, list[tuple[int, int]]]:
+        if not deleted:  # the call has committed and holds nothing: the other runs through
+            other = threading.Thread(target=delete_it)
+            other.start()
+            other.join(timeout=30)
+        return sequence()
+
+    monkeypatch.setattr(relay, "sequence", deleted_first)
+    response = client.post(f"/webhooks/{hook['id']}/test", headers=as_alice)
+    assert deleted == [204]
+    assert_error(response, 404)
+    assert response.json["message"] == f"Webhook {hook['id']} not found."
+    assert receiver.hits == 0
 
 
 @LOCAL
