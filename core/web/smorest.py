@@ -35,7 +35,7 @@ from flask import Blueprint as FlaskBlueprint
 from flask import Request, Response, current_app, g, request, send_from_directory
 from flask.typing import ResponseReturnValue
 from flask_smorest import etag as fs_etag
-from flask_smorest.exceptions import NotModified, PreconditionFailed
+from flask_smorest.exceptions import NotModified
 from flask_smorest.utils import prepare_response, resolve_schema_instance
 from swagger_ui_bundle import swagger_ui_path
 from typing_extensions import override
@@ -213,6 +213,11 @@ class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
         if request.if_match:
             super()._verify_check_etag()
 
+    IF_NONE_MATCH_FAILED = (
+        'The resource is as If-None-Match says you have it (or "*": it exists): '
+        "nothing was changed."
+    )
+
     def check_etag(self, etag_data: Any, etag_schema: Any = None) -> None:
         """412 when an If-Match header was sent and no longer matches, or an
         If-None-Match was sent and matches (weakly; "*" matches any representation:
@@ -223,7 +228,7 @@ class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
             if etag_schema is not None:
                 etag_data = resolve_schema_instance(etag_schema).dump(etag_data)
             if request.if_none_match.contains_weak(self._generate_etag(etag_data)):
-                raise PreconditionFailed
+                errors.abort(412, message=self.IF_NONE_MATCH_FAILED)
 
     def check_preconditions(
         self, etag_data: Any, etag_schema: Any, last_modified: datetime | None
