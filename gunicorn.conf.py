@@ -9,6 +9,7 @@ from typing import Protocol, TypeVar
 from gunicorn.glogging import Logger
 
 from core.web.config import (
+    SERVER_BOUNDS,
     ConfigError,
     config_from_env,
     env_int,
@@ -16,6 +17,7 @@ from core.web.config import (
     head_limits,
     load_env_file,
     log_level,
+    server_int,
 )
 
 T = TypeVar("T")
@@ -32,7 +34,8 @@ def setting(read: Callable[[Mapping[str, str]], T]) -> T:
 
 
 def integer(name: str, default: int) -> int:
-    return setting(lambda environ: env_int(environ, name, default))
+    read = server_int if name in SERVER_BOUNDS else env_int
+    return setting(lambda environ: read(environ, name, default))
 
 
 # gunicorn started from the project directory reads its .env before anything else,

@@ -16,7 +16,14 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from core.web.config import Config, ConfigError, config_from_env, env_int, load_env_file
+from core.web.config import (
+    SERVER_BOUNDS,
+    Config,
+    ConfigError,
+    config_from_env,
+    load_env_file,
+    server_int,
+)
 from core.web.request_log import configure_logging
 from db import engine_options
 
@@ -76,8 +83,10 @@ def main() -> int:
         config = config_from_env()
         config.validate()
         # gunicorn reads WEB_CONCURRENCY itself when it is imported, before
-        # gunicorn.conf.py can refuse a bad value in one line: checked here instead.
-        env_int(os.environ, "WEB_CONCURRENCY", 1)
+        # gunicorn.conf.py can refuse a bad value in one line, and a PORT out of range
+        # fails at bind: checked here, before the migrations, instead.
+        for name in SERVER_BOUNDS:
+            server_int(os.environ, name, 1)
     except ConfigError as exc:
         log.error("configuration refused: %s", exc)
         return 2

@@ -78,14 +78,37 @@ def env_str(environ: Mapping[str, str], name: str, default: str = "") -> str:
     return environ.get(name, "").strip() or default
 
 
-def env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+def env_int(
+    environ: Mapping[str, str],
+    name: str,
+    default: int,
+    *,
+    low: int | None = None,
+    high: int | None = None,
+) -> int:
+    """``name`` as an integer (``default`` when unset), from ``low`` to ``high`` if given."""
     raw = env_str(environ, name)
     if not raw:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {raw!r}.") from None
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"{low} or more" if high is None else f"from {low} to {high}"
+        raise ConfigError(f"{name} must be {bounds}, got {value}.")
+    return value
+
+
+# gunicorn's own numbers that would fail past the configuration (a port out of range
+# fails at bind, with a traceback; no worker serves nothing, every request hangs):
+# checked by gunicorn.conf.py, and by prestart.py before the image migrates.
+SERVER_BOUNDS = {"PORT": (1, 65535), "WEB_CONCURRENCY": (1, None), "GUNICORN_THREADS": (1, None)}
+
+
+def server_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    low, high = SERVER_BOUNDS[name]
+    return env_int(environ, name, default, low=low, high=high)
 
 
 def head_limits(environ: Mapping[str, str]) -> tuple[int, int, int]:

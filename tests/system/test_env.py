@@ -236,7 +236,17 @@ def test_production_start_refuses_a_malformed_database_url_in_one_line(url: str)
 
 
 @pytest.mark.parametrize(
-    "setting", ["PORT=abc", "GUNICORN_TIMEOUT=abc", "LOG_LEVEL=bogus", "MAX_URI_BYTES=x"]
+    "setting",
+    [
+        "PORT=abc",
+        "PORT=70000",
+        "PORT=-1",
+        "WEB_CONCURRENCY=0",
+        "GUNICORN_THREADS=0",
+        "GUNICORN_TIMEOUT=abc",
+        "LOG_LEVEL=bogus",
+        "MAX_URI_BYTES=x",
+    ],
 )
 def test_gunicorn_refuses_a_bad_setting_in_one_line(setting: str) -> None:
     """gunicorn.conf.py's own settings: one line naming the variable, as gunicorn
@@ -272,10 +282,22 @@ def test_gunicorn_refuses_an_unsafe_configuration_in_one_line() -> None:
     assert result.stderr.strip().splitlines()[-1] == "Error: DATABASE_URL is not set."
 
 
-def test_production_start_refuses_a_worker_count_gunicorn_cannot_read() -> None:
-    """gunicorn reads WEB_CONCURRENCY when imported, before its config file: the
-    entrypoint's first step refuses it in one line instead."""
-    env = production_env(JWT_SECRET_KEY=SECRET, DATABASE_URL=PG_NOWHERE, WEB_CONCURRENCY="abc")
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("WEB_CONCURRENCY=abc", "WEB_CONCURRENCY must be an integer, got 'abc'."),
+        ("WEB_CONCURRENCY=0", "WEB_CONCURRENCY must be 1 or more, got 0."),
+        ("PORT=70000", "PORT must be from 1 to 65535, got 70000."),
+    ],
+)
+def test_production_start_refuses_a_server_number_gunicorn_cannot_use(
+    setting: str, message: str
+) -> None:
+    """gunicorn reads WEB_CONCURRENCY when imported, before its config file, and a port
+    out of range fails at bind: the entrypoint's first step refuses them in one line,
+    before the migrations."""
+    name, value = setting.split("=")
+    env = production_env(JWT_SECRET_KEY=SECRET, DATABASE_URL=PG_NOWHERE, **{name: value})
     result = subprocess.run(
         [str(BIN / "python"), "-m", "prestart"],
         cwd=ROOT,
@@ -287,7 +309,7 @@ def test_production_start_refuses_a_worker_count_gunicorn_cannot_read() -> None:
     )
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
-    assert "configuration refused: WEB_CONCURRENCY must be an integer, got 'abc'." in line
+    assert f"configuration refused: {message}" in line
 
 
 def test_no_env_file_is_committed_or_copied_into_the_image() -> None:
