@@ -369,6 +369,16 @@ def test_a_test_call_answers_its_own_attempt_when_another_is_made_meanwhile(
     assert len(deliveries(client, as_alice, hook["id"])) == 2
 
 
+def backlog(app: Flask, monkeypatch: pytest.MonkeyPatch, owner: User, count: int) -> None:
+    """``count`` events of ``owner``'s committed and not numbered: no relay queued at
+    their commit, as when the relay is behind (a big import's events)."""
+    with app.app_context(), monkeypatch.context() as patched:
+        patched.setattr(outbox, "_after_commit", [])
+        for n in range(count):
+            outbox.record("store.updated", store_id=None, owner_id=owner.id, obj={"id": n})
+        db.session.commit()
+
+
 @LOCAL
 def test_a_test_call_answers_its_own_pending_attempt_behind_a_backlog(
     app: Flask,
@@ -384,11 +394,7 @@ def test_a_test_call_answers_its_own_pending_attempt_behind_a_backlog(
     was recorded and later sent)."""
     hook = create(client, as_alice, receiver.url, events=["stock.out"]).json
     earlier = client.post(f"/webhooks/{hook['id']}/test", headers=as_alice).json
-    with app.app_context(), monkeypatch.context() as patched:
-        patched.setattr(outbox, "_after_commit", [])  # no relay at commit: a backlog
-        for n in range(relay.BATCH + 20):
-            outbox.record("store.updated", store_id=None, owner_id=alice.id, obj={"id": n})
-        db.session.commit()
+    backlog(app, monkeypatch, alice, relay.BATCH + 20)
     with monkeypatch.context() as patched:
         # As on a server: the relay its commit queues runs later, in a worker; and its
         # attempt is left pending (its message lost).
@@ -468,11 +474,7 @@ def test_a_test_call_leaves_a_long_backlog_to_the_relay(
     sends it."""
     hook = create(client, as_alice, receiver.url, events=["stock.out"]).json
     monkeypatch.setattr(relay, "BATCH", 5)  # rounds of 5: the call numbers 20 at most
-    with app.app_context(), monkeypatch.context() as patched:
-        patched.setattr(outbox, "_after_commit", [])  # no relay at commit: a backlog
-        for n in range(5 * webhooks.TEST_NUMBERING_ROUNDS + 3):
-            outbox.record("store.updated", store_id=None, owner_id=alice.id, obj={"id": n})
-        db.session.commit()
+    backlog(app, monkeypatch, alice, 5 * webhooks.TEST_NUMBERING_ROUNDS + 3)
     with monkeypatch.context() as patched:
         patched.setattr(outbox, "_after_commit", [])  # its relay runs later, in a worker
         response = client.post(f"/webhooks/{hook['id']}/test", headers=as_alice)
