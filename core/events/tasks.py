@@ -3,8 +3,9 @@
 - ``events.relay``: queued after every commit that wrote events (outbox's hook);
   numbers them and queues their deliveries.
 - ``events.deliver_batch``: due attempts of one webhook, in order over one
-  connection (core/events/delivery.py); ``events.deliver``, one attempt, is what an
-  earlier release queued.
+  connection (core/events/delivery.py), made by the process's delivery threads
+  (core/events/lanes.py); ``events.deliver``, one attempt, is what an earlier release
+  queued.
 - ``events.sweep`` (beat, every EVENTS_SWEEP_SECONDS): the relay's work again plus
   every attempt due and not queued: whatever a lost message or a broker down at
   commit time left behind. It is why queueing may fail without losing anything. It
@@ -25,7 +26,7 @@ from celery import shared_task
 from flask import Flask, current_app
 
 from core.catalog import stores
-from core.events import delivery, outbox, relay
+from core.events import delivery, lanes, outbox, relay
 
 log = logging.getLogger("stores.events")
 
@@ -44,10 +45,17 @@ def relay_events() -> int:
 
 
 @shared_task(name="events.deliver_batch")  # type: ignore[untyped-decorator]  # Celery ships no types
-def deliver_batch(delivery_ids: list[int]) -> None:
+def deliver_batch(delivery_ids: list[int], webhook_id: int | None = None) -> None:
+    """Attempts of one webhook: handed to this process's delivery threads (core/events/
+    lanes.py), or made here (no threads, eager tasks, a message of an earlier release
+    that names no webhook)."""
+    pool = lanes.lanes(BATCH)
+    if pool is not None and webhook_id is not None:
+        pool.submit(webhook_id, delivery_ids)
+        return
     left = delivery.attempt_batch(delivery_ids)
     if left:  # those a slow receiver left no time for: the next task's, at once
-        _queue(left)
+        _queue(left, webhook_id)
 
 
 @shared_task(name="events.deliver")  # type: ignore[untyped-decorator]  # Celery ships no types
@@ -123,16 +131,16 @@ def queue_deliveries(made: Iterable[tuple[int, int]]) -> None:
     batches: dict[int, list[int]] = {}
     for webhook_id, delivery_id in made:
         batches.setdefault(webhook_id, []).append(delivery_id)
-    for ids in batches.values():
+    for webhook_id, ids in batches.items():
         ids.sort()
         for start in range(0, len(ids), BATCH):
-            if not _queue(ids[start : start + BATCH]):
+            if not _queue(ids[start : start + BATCH], webhook_id):
                 return
 
 
-def _queue(delivery_ids: list[int]) -> bool:
+def _queue(delivery_ids: list[int], webhook_id: int | None) -> bool:
     try:
-        deliver_batch.apply_async((delivery_ids,), retry=False)
+        deliver_batch.apply_async((delivery_ids, webhook_id), retry=False)
     except Exception:
         log.warning("deliveries %s not queued; the sweep will", delivery_ids, exc_info=True)
         return False

@@ -370,6 +370,13 @@ class Config:
         # A queued attempt not started after this long (its message lost with a broker
         # restart) is queued again by the sweep.
         self.WEBHOOK_REQUEUE_SECONDS = self.env_int("WEBHOOK_REQUEUE_SECONDS", 60)
+        # Each worker process's delivery threads (core/events/lanes.py): the fast lane,
+        # and the slow lane of webhooks whose last batch took the whole timeout. Both 0:
+        # deliveries are made in the task, holding the process (an earlier release).
+        self.WEBHOOK_DELIVERY_THREADS = env_int(
+            self.environ, "WEBHOOK_DELIVERY_THREADS", 8, low=0, high=64
+        )
+        self.WEBHOOK_SLOW_THREADS = env_int(self.environ, "WEBHOOK_SLOW_THREADS", 2, low=0, high=64)
 
     def _read_observability(self) -> None:
         """Metrics and traces."""

@@ -140,6 +140,8 @@ def test_a_malformed_database_url_is_refused_without_its_password(url: str) -> N
         ("WEBHOOK_RETRY_SCHEDULE", ","),
         ("WEBHOOK_RETRY_SCHEDULE", "5s,-1s"),
         ("WEBHOOK_RETRY_SCHEDULE", "inf"),
+        ("WEBHOOK_DELIVERY_THREADS", "-1"),
+        ("WEBHOOK_SLOW_THREADS", "65"),
     ],
 )
 def test_a_value_that_cannot_work_is_refused_naming_its_variable(name: str, value: str) -> None:

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from helpers import PG_URL
-from receiver import Received, Receiver, receiving
+from receiver import Received, Receiver, Trickler, receiving, trickling
 from servers import (
     BIN,
     ROOT,
@@ -102,7 +102,9 @@ def delivered(receiver: Receiver) -> Counter[str]:
         return Counter(r.headers["webhook-id"] for r in receiver.received)
 
 
-def subscribe(base: str, auth: dict[str, str], receiver: Receiver, **fields: Any) -> dict[str, Any]:
+def subscribe(
+    base: str, auth: dict[str, str], receiver: Receiver | Trickler, **fields: Any
+) -> dict[str, Any]:
     body = {"url": receiver.url, "events": ["*"], **fields}
     response = call("POST", f"{base}/webhooks", body, headers=auth)
     assert response.status_code == 201, response
@@ -285,6 +287,35 @@ def test_a_receiver_down_gets_everything_once_it_is_back(stack: dict[str, Any]) 
             time.sleep(0.2)
         with receiving(port=port) as back:
             all_delivered(stack, owner, back, timeout=60, worker_logs=started)
+
+
+def test_receivers_that_hang_hold_back_no_other_webhooks_attempts(
+    stack: dict[str, Any],
+) -> None:
+    """Six webhooks whose receivers accept and never answer, each with events coming,
+    and one worker process: another user's event still reaches its receiver within
+    §11's 5 seconds. The process hands each batch to its delivery threads and takes
+    the next task; a webhook that hangs holds one thread, then waits in the slow lane
+    (before: the process waited the timeout on each hanging receiver in turn, and the
+    event came 10 s late)."""
+    base = stack["base"]
+    hanging_auth, _hanging = sign_up(base)
+    auth, _owner = sign_up(base)
+    with trickling(every=0.5, for_at_most=60) as trickler, receiving() as receiver:
+        for _ in range(6):
+            subscribe(base, hanging_auth, trickler)
+        subscribe(base, auth, receiver)
+        with workers(stack["env"], concurrency=1) as [worker]:
+            for n in range(4):
+                make_store(base, hanging_auth, f"Hanging {n}")
+            deadline = time.monotonic() + 30
+            while trickler.requests < 1:  # the worker is up and a receiver hangs
+                assert time.monotonic() < deadline, worker.tail()
+                time.sleep(0.05)
+            made = time.monotonic()
+            make_store(base, auth, "Answered")
+            receiver.wait_for(lambda got: len(got) == 1, timeout=30)
+            assert time.monotonic() - made < 5, worker.tail()
 
 
 def test_a_delivery_carries_the_trace_of_the_request_that_made_its_event(

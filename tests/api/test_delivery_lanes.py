@@ -1,0 +1,199 @@
+"""A worker process's delivery threads (core/events/lanes.py): a receiver that hangs
+holds one thread of the slow lane, not the process nor another webhook's turn; a
+webhook's batches go one at a time, in order. The lanes run here as in a worker, in
+threads of the test, against real receivers on 127.0.0.1 (a trickling one hangs)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from core.events import delivery, lanes, tasks
+from db import db
+from helpers import Client
+from models import Delivery
+from receiver import Receiver, receiving, trickling
+
+SETTINGS = pytest.mark.config(
+    WEBHOOK_ALLOW_HTTP=True,
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS=True,
+    WEBHOOK_TIMEOUT_SECONDS=1,
+    WEBHOOK_RETRY_SCHEDULE=[3600.0],
+)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with receiving() as r:
+        yield r
+
+
+@pytest.fixture
+def make_lanes(app: Flask) -> Iterator[Callable[[int, int], lanes.Lanes]]:
+    """Lanes of so many fast and slow threads, as a worker process makes them."""
+    made: list[lanes.Lanes] = []
+
+    def make(fast: int, slow: int) -> lanes.Lanes:
+        made.append(lanes.Lanes(app, fast=fast, slow=slow, batch=tasks.BATCH))
+        return made[-1]
+
+    yield make
+    for pool in made:
+        pool.fast.shutdown(wait=True)
+        pool.slow.shutdown(wait=True)
+
+
+def hook(client: Client, headers: dict[str, str], url: str) -> int:
+    response = client.post("/webhooks", json={"url": url, "events": ["*"]}, headers=headers)
+    assert response.status_code == 201, response.json
+    webhook_id: int = response.json["id"]
+    return webhook_id
+
+
+def quiet_stores(
+    client: Client, headers: dict[str, str], count: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stores whose attempts are due and queued to no one (the test hands them out)."""
+    with monkeypatch.context() as patched:
+        patched.setattr(tasks, "queue_deliveries", lambda _made: None)
+        for n in range(count):
+            response = client.post("/stores", json={"name": f"Store {n}"}, headers=headers)
+            assert response.status_code == 201, response.json
+
+
+def attempts(app: Flask, webhook_id: int, attempt: int = 1) -> list[Delivery]:
+    """``webhook_id``'s attempts (the first ones, or their retries), oldest first."""
+    with app.app_context():
+        found = db.session.scalars(
+            select(Delivery)
+            .where(Delivery.webhook_id == webhook_id, Delivery.attempt == attempt)
+            .order_by(Delivery.id)
+        ).all()
+        db.session.expunge_all()
+        return list(found)
+
+
+def failed(app: Flask, webhook_id: int) -> int:
+    return sum(d.status == "failed" for d in attempts(app, webhook_id))
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.02)
+
+
+@SETTINGS
+def test_a_hanging_receiver_goes_to_the_slow_lane_and_others_pass_it(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    make_lanes: Callable[[int, int], lanes.Lanes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One fast thread: a webhook whose receiver hangs takes it once, for the timeout;
+    its next batch then runs in the slow lane while another webhook's attempts go
+    through the fast one."""
+    pool = make_lanes(1, 1)
+    with trickling(every=0.2, for_at_most=30) as trickler:
+        hanging = hook(client, as_alice, trickler.url)
+        answering = hook(client, as_alice, receiver.url)
+        quiet_stores(client, as_alice, 3, monkeypatch)
+        first, second, third = (d.id for d in attempts(app, hanging))
+        pool.submit(hanging, [first])
+        pool.submit(hanging, [second])
+        wait_until(lambda: pool.webhooks[hanging].slow)
+        for d in attempts(app, answering):
+            pool.submit(answering, [d.id])
+        receiver.wait_for(lambda got: len(got) == 3, timeout=10)
+        # Meanwhile the slow lane still makes the second (in the fast lane: after it).
+        in_flight = attempts(app, hanging)[1]
+        assert (in_flight.status, in_flight.running_until is not None) == ("pending", True)
+        pool.submit(hanging, [third])
+        wait_until(lambda: failed(app, hanging) == 3)
+        wait_until(lambda: not pool.webhooks)  # nothing kept
+    assert trickler.requests == 3
+    assert all(d.status == "succeeded" for d in attempts(app, answering))
+
+
+@SETTINGS
+def test_attempts_a_hanging_receiver_left_no_time_for_are_made_next_in_order(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    make_lanes: Callable[[int, int], lanes.Lanes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A webhook's batches go one at a time, even with threads free: a batch stops
+    starting attempts at the timeout, and the rest go first in the webhook's next
+    batch, in id order; what would wait past WAITING_MAX is left to the sweep (due,
+    never claimed)."""
+    pool = make_lanes(2, 1)
+    monkeypatch.setattr(lanes, "WAITING_MAX", 2)
+    with trickling(every=0.2, for_at_most=30) as trickler:
+        hanging = hook(client, as_alice, trickler.url)
+        quiet_stores(client, as_alice, 5, monkeypatch)
+        first = attempts(app, hanging)
+        ids = [d.id for d in first]
+        pool.submit(hanging, ids[:2])  # one is made, one is left for the next batch
+        pool.submit(hanging, ids[2:])  # two wait for it, one is past the cap
+        wait_until(lambda: trickler.requests == 1)
+        time.sleep(0.5)
+        assert trickler.requests == 1  # not two at once: the other fast thread is idle
+        wait_until(lambda: failed(app, hanging) == 4)
+        wait_until(lambda: hanging not in pool.webhooks)
+    made = attempts(app, hanging)
+    assert [d.status for d in made] == ["failed"] * 4 + ["pending"]
+    assert made[4].running_until is None
+    # Their retries were written as each failed: in the order the attempts were made.
+    retried = [d.event_id for d in attempts(app, hanging, attempt=2)]
+    assert retried == [d.event_id for d in first[:4]]
+    assert trickler.requests == 4
+
+
+@SETTINGS
+def test_the_task_hands_a_webhooks_batch_to_the_lanes_and_survives_its_errors(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Outside eager mode the task returns at once and the process's lanes deliver; a
+    batch whose writes fail is logged, and the webhook's next batch still runs."""
+    answering = hook(client, as_alice, receiver.url)
+    quiet_stores(client, as_alice, 2, monkeypatch)
+    first, second = (d.id for d in attempts(app, answering))
+    real = delivery.attempt_batch
+    calls: list[list[int]] = []
+
+    def failing_once(ids: list[int]) -> list[int]:
+        calls.append(ids)
+        if len(calls) == 1:
+            raise RuntimeError("the database went away")
+        return real(ids)
+
+    monkeypatch.setattr(delivery, "attempt_batch", failing_once)
+    app.config.update(CELERY_TASK_ALWAYS_EAGER=False)
+    with app.app_context():
+        pool = lanes.lanes(tasks.BATCH)
+        assert pool is not None and lanes.lanes(tasks.BATCH) is pool  # one per process
+        tasks.deliver_batch.run([first], answering)
+        tasks.deliver_batch.run([second], answering)
+    receiver.wait_for(lambda got: len(got) == 1, timeout=10)
+    wait_until(lambda: answering not in pool.webhooks)
+    assert calls == [[first], [second]]
+    assert [d.status for d in attempts(app, answering)] == ["pending", "succeeded"]
+    with app.app_context():
+        app.config.update(WEBHOOK_DELIVERY_THREADS=0, WEBHOOK_SLOW_THREADS=0)
+        assert lanes.lanes(tasks.BATCH) is None  # made in the task, as before
+        app.config.update(CELERY_TASK_ALWAYS_EAGER=True, WEBHOOK_DELIVERY_THREADS=8)
+        assert lanes.lanes(tasks.BATCH) is None
+    pool.fast.shutdown(wait=True)
+    pool.slow.shutdown(wait=True)
