@@ -167,6 +167,21 @@ def test_development_servers_read_the_project_env_file(
     assert processes_in(project.resolve()) == []
 
 
+def start(
+    program: str, *args: str, env: dict[str, str], cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """Run ``program`` of the virtualenv (prestart, gunicorn) to its end: its result."""
+    return subprocess.run(
+        [str(BIN / program), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def processes_in(folder: Path) -> list[str]:
     """The command lines of the processes running in ``folder``."""
     found: list[str] = []
@@ -198,15 +213,7 @@ def test_production_start_reads_the_file_only_if_present(with_file: Any, tmp_pat
     project = project_copy(tmp_path, (dotenv + "DB_WAIT_ATTEMPTS=1\n") if with_file else None)
     env = production_env()
     env.pop("FLASK_SKIP_DOTENV", None)
-    result = subprocess.run(
-        [str(BIN / "python"), "-m", "prestart"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = start("python", "-m", "prestart", env=env, cwd=project)
     assert result.returncode != 0
     assert all(line.startswith('{"time"') for line in result.stderr.splitlines())
     if with_file:  # past the configuration check: it tried the file's database, once
@@ -221,15 +228,7 @@ def test_production_start_refuses_a_malformed_database_url_in_one_line(url: str)
     """The entrypoint's first step: the refusal docs/deploying.md promises, not the
     traceback of SQLAlchemy's parser."""
     env = production_env(JWT_SECRET_KEY=SECRET, DATABASE_URL=url, LOG_FORMAT="text")
-    result = subprocess.run(
-        [str(BIN / "python"), "-m", "prestart"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = start("python", "-m", "prestart", env=env)
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert "configuration refused: DATABASE_URL is not a database URL such as " in line
@@ -252,15 +251,7 @@ def test_gunicorn_refuses_a_bad_setting_in_one_line(setting: str) -> None:
     """gunicorn.conf.py's own settings: one line naming the variable, as gunicorn
     writes a refusal, not the traceback it prints for a failing config file."""
     name, value = setting.split("=")
-    result = subprocess.run(
-        [str(BIN / "gunicorn"), "app:create_app()"],
-        cwd=ROOT,
-        env=production_env(**{name: value}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = start("gunicorn", "app:create_app()", env=production_env(**{name: value}))
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert line.startswith(f"Error: {name} must be ")
@@ -268,14 +259,8 @@ def test_gunicorn_refuses_a_bad_setting_in_one_line(setting: str) -> None:
 
 def test_gunicorn_refuses_an_unsafe_configuration_in_one_line() -> None:
     """The app's own refusal (on_starting): gunicorn's "Error: ..." line, no traceback."""
-    result = subprocess.run(
-        [str(BIN / "gunicorn"), "app:create_app()"],
-        cwd=ROOT,
-        env=production_env(JWT_SECRET_KEY=SECRET, LOG_FORMAT="text"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = start(
+        "gunicorn", "app:create_app()", env=production_env(JWT_SECRET_KEY=SECRET, LOG_FORMAT="text")
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -298,15 +283,7 @@ def test_production_start_refuses_a_server_number_gunicorn_cannot_use(
     before the migrations."""
     name, value = setting.split("=")
     env = production_env(JWT_SECRET_KEY=SECRET, DATABASE_URL=PG_NOWHERE, **{name: value})
-    result = subprocess.run(
-        [str(BIN / "python"), "-m", "prestart"],
-        cwd=ROOT,
-        env=env | {"LOG_FORMAT": "text"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = start("python", "-m", "prestart", env=env | {"LOG_FORMAT": "text"})
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert f"configuration refused: {message}" in line
