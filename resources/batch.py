@@ -87,6 +87,7 @@ class ItemsBatch(MethodView):
                 409,
                 message=f"Store {store.id} would have two items named {name!r}; "
                 "nothing was applied.",
+                error="already_exists",
             )
         sku = plan.duplicate_sku()
         if sku is not None:
@@ -94,6 +95,7 @@ class ItemsBatch(MethodView):
                 409,
                 message=f"Store {store.id} would have two items with SKU {sku!r}; "
                 "nothing was applied.",
+                error="already_exists",
             )
         before = {item_id: ItemRecordSchema().dump(item) for item_id, item in plan.items.items()}
         result = plan.apply(current_user.id)

@@ -58,7 +58,8 @@ def commit(
     *, conflict: str | Callable[[str], str], events: Callable[[], None] | None = None
 ) -> None:
     """Commit the request's work. The database judges uniqueness, so that two racing
-    requests cannot both win: a unique violation is a 409 with ``conflict`` as message
+    requests cannot both win: a unique violation is a 409 ``already_exists`` with
+    ``conflict`` as message
     (or ``conflict(what the violation names)``, where one row has two unique keys).
     ``events`` records the change's events once it is flushed (ids and timestamps
     set), in the same transaction.
@@ -85,7 +86,8 @@ def _judged(write: Callable[[], None], conflict: str | Callable[[str], str]) -> 
     except IntegrityError as exc:
         db.session.rollback()
         if is_unique_violation(exc):
-            abort(409, message=conflict if isinstance(conflict, str) else conflict(violated(exc)))
+            message = conflict if isinstance(conflict, str) else conflict(violated(exc))
+            abort(409, message=message, error="already_exists")
         raise
 
 

@@ -74,4 +74,8 @@ class TagById(MethodView):
             db.session.commit()
         except IntegrityError:
             db.session.rollback()
-            abort(409, message=f"Tag {tag.id} is still on items; take it off them first.")
+            abort(
+                409,
+                message=f"Tag {tag.id} is still on items; take it off them first.",
+                error="tag_in_use",
+            )

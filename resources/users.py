@@ -54,7 +54,7 @@ def _lock(user: User) -> list[int]:
 
 def _keep_an_admin(user: User, admins: list[int]) -> None:
     if admins == [user.id]:
-        abort(409, message="This is the last admin; make another admin first.")
+        abort(409, message="This is the last admin; make another admin first.", error="last_admin")
 
 
 @blp.route("/me")
@@ -165,4 +165,8 @@ class UserById(MethodView):
             db.session.commit()
         except IntegrityError:
             db.session.rollback()
-            abort(409, message=f"User {user_id} still owns stores; transfer or delete them first.")
+            abort(
+                409,
+                message=f"User {user_id} still owns stores; transfer or delete them first.",
+                error="user_owns_stores",
+            )

@@ -176,6 +176,8 @@ def assert_error(response: Any, status: int, *, error: str | None = None) -> dic
     assert body["code"] == status
     assert isinstance(body["status"], str) and body["status"]
     assert isinstance(body["message"], str) and body["message"]
+    if status in (401, 403, 409):  # §2: a stable code a program can test, always
+        assert isinstance(body.get("error"), str) and body["error"], body
     if error is not None:
         assert body["error"] == error
     return dict(body)

@@ -48,7 +48,8 @@ MESSAGES = {
 # The statuses a problem's ``type`` links to in the OpenAPI document (core/web/
 # negotiation.py puts each there); another status is ``about:blank`` (RFC 9457 §4.2.1).
 DOCUMENTED_ERRORS = frozenset({*MESSAGES, 406})
-DEFAULT_AUTH_ERRORS = {401: "authorization_required", 403: "forbidden"}
+# Every 401, 403 and 409 carries a code (§2); these where the view names none.
+DEFAULT_ERRORS = {401: "authorization_required", 403: "forbidden", 409: "conflict"}
 # The messages a 400 or 422 lists in ``errors`` at most (a batch of 100 items, each
 # missing its name, lists them all); the message says how many were left out. Lists
 # are bounded before their elements are read (core/web/fields.py ``List``), but a
@@ -78,9 +79,9 @@ def envelope(
     }
     if errors:
         body["errors"] = errors
-    if error or code in DEFAULT_AUTH_ERRORS:
-        # Always on 401/403; on a 409 or 422 when the view names the rule (§7, §8).
-        body["error"] = error or DEFAULT_AUTH_ERRORS[code]
+    if error or code in DEFAULT_ERRORS:
+        # Always on 401/403/409; on a 422 or 429 when the view names the rule (§8, §15).
+        body["error"] = error or DEFAULT_ERRORS[code]
     if code >= 500:
         body["request_id"] = request_id
         body["trace_id"] = trace_id

@@ -111,9 +111,12 @@ class ErrorSchema(ResponseSchema):
         metadata={
             "description": "On 401/403: authorization_required, invalid_token, token_expired, "
             "token_revoked, fresh_token_required, user_not_found, forbidden or "
-            "insufficient_scope (an API key outside its scopes); on 409: "
-            "insufficient_stock, stock_changed, stock_overflow or idempotency_key_in_use; "
-            "on 422: idempotency_key_reused",
+            "insufficient_scope (an API key outside its scopes); on 409: already_exists "
+            "(a name, SKU, username or email taken), tag_in_use, user_owns_stores, "
+            "last_admin, insufficient_stock, stock_changed, stock_overflow, item_archived, "
+            "store_busy, job_not_cancelable, limit_reached, idempotency_key_in_use, or "
+            "conflict (another state the change cannot be made in); on 422: "
+            "idempotency_key_reused, invalid_reset_token",
             "example": "token_revoked",
         }
     )

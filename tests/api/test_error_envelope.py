@@ -15,7 +15,7 @@ from sqlalchemy import select
 import schemas
 from core.auth.security import start_session
 from core.web import fields
-from helpers import Client, assert_error, client_of, query
+from helpers import CatalogFactory, Client, assert_error, client_of, query
 from models import SCOPES, Store, User
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -270,3 +270,42 @@ class TestBoundedErrors:
         assert len(bounded) >= 8
         for schema_name, name, field in bounded:
             assert isinstance(field, fields.List | fields.Dict), (schema_name, name)
+
+
+def test_every_409_names_its_rule(
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    alice: User,
+    admin: User,
+    auth: Callable[[User], dict[str, str]],
+) -> None:
+    """A program tells the conflicts apart by ``error`` (§2), not by the message."""
+    store = api.store(as_alice, name="Corner")
+    item = api.item(as_alice, store, name="Milk")
+    tag = api.tag(as_alice, store, name="dairy")
+    api.link(as_alice, item, tag)
+    taken = {
+        "a store name": client.post("/stores", json={"name": "corner"}, headers=as_alice),
+        "a username": client.post(
+            "/register",
+            json={
+                "username": alice.username,
+                "email": "x@example.com",
+                "password": "a l0ng passw0rd",
+            },
+        ),
+        "a name twice in one batch": client.post(
+            f"/stores/{store['id']}/items/batch",
+            json={"create": [{"name": "Tea", "price": 1}, {"name": "tea", "price": 2}]},
+            headers=as_alice,
+        ),
+    }
+    for what, response in taken.items():
+        assert assert_error(response, 409)["error"] == "already_exists", what
+    in_use = client.delete(f"/tags/{tag['id']}", headers=as_alice)
+    assert_error(in_use, 409, error="tag_in_use")
+    owner = client.delete(f"/users/{alice.id}", headers=auth(admin))
+    assert_error(owner, 409, error="user_owns_stores")
+    last = client.patch(f"/users/{admin.id}", json={"role": "user"}, headers=auth(admin))
+    assert_error(last, 409, error="last_admin")
