@@ -2,14 +2,21 @@
 URL's form, and the addresses its host resolves to, checked when the webhook is saved
 and again at every delivery against the address actually connected to.
 
-``resolve`` is the one DNS lookup (a test replaces it to play a rebinding name).
+``resolve`` is the one DNS lookup (a test replaces it to play a rebinding name). It
+has a deadline of its own (``LOOKUP_SECONDS``): the system's resolver may wait far
+longer on a name server that does not answer, and a lookup runs in a request (a
+webhook being saved) or holds a delivery thread.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as LookupTimeout
 from urllib.parse import SplitResult, quote, urlsplit
 
 MAX_URL_LENGTH = 2048
@@ -26,10 +33,32 @@ class UnsafeURLError(ValueError):
     """A URL a webhook may not use; the message says why."""
 
 
+LOOKUP_SECONDS = 5.0
+LOOKUP_THREADS = 8  # lookups at once in a process; more wait their turn (and deadline)
+_lookups: tuple[int, ThreadPoolExecutor] | None = None
+_lookups_made = threading.Lock()
+
+
+def _lookup_pool() -> ThreadPoolExecutor:
+    """This process's lookup threads (made again in a forked child, which has none)."""
+    global _lookups
+    with _lookups_made:
+        if _lookups is None or _lookups[0] != os.getpid():
+            _lookups = (os.getpid(), ThreadPoolExecutor(LOOKUP_THREADS, "dns-lookup"))
+        return _lookups[1]
+
+
 def resolve(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to (one lookup)."""
+    """Every address ``host`` resolves to (one lookup), within LOOKUP_SECONDS: the
+    lookup runs in a thread, which a resolver that never answers keeps only until its
+    own timeout, while the caller goes on at the deadline."""
+    lookup = _lookup_pool().submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = lookup.result(timeout=LOOKUP_SECONDS)
+    except LookupTimeout:
+        raise UnsafeURLError(
+            f"The host {host!r} did not resolve within {LOOKUP_SECONDS:g} s."
+        ) from None
     except (socket.gaierror, UnicodeError) as exc:
         raise UnsafeURLError(f"The host {host!r} does not resolve ({exc}).") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))

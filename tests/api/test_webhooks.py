@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -712,6 +713,60 @@ def test_a_rebinding_name_is_refused_at_delivery(
     [entry] = deliveries(client, as_alice, hook.json["id"])[-1:]
     assert entry["status"] == "failed"
     assert entry["error"].startswith("Refused") and "127.0.0.1" in entry["error"]
+    assert receiver.hits == 0
+
+
+@pytest.fixture
+def silent_name_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[str]]:
+    """The system resolver, except that names put in the set wait for a name server
+    that does not answer (as a lookup does until the resolver's own timeout); the
+    lookup deadline is 0.3 s."""
+    silent: set[str] = set()
+    released = threading.Event()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host in silent:
+            released.wait(20)
+            raise socket.gaierror("Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(addresses, "LOOKUP_SECONDS", 0.3)
+    yield silent
+    released.set()
+
+
+@LOCAL
+def test_a_lookup_has_a_deadline_of_its_own(
+    app: Flask,
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    silent_name_server: set[str],
+) -> None:
+    """A host whose name server does not answer: the webhook is refused when saved,
+    and an attempt fails, both at the deadline, not after the resolver's timeout."""
+    silent_name_server.add("silent.example")
+    before = snapshot(app)
+    started = time.monotonic()
+    refused = create(client, as_alice, "https://silent.example/hook")
+    assert time.monotonic() - started < 5
+    body = assert_error(refused, 422)
+    assert body["errors"]["json"]["url"] == [
+        "The host 'silent.example' did not resolve within 0.3 s."
+    ]
+    assert snapshot(app) == before
+    url = receiver.url.replace("127.0.0.1", "localhost")
+    hook = create(client, as_alice, url).json
+    silent_name_server.add("localhost")  # it answered when saved, not when sent to
+    started = time.monotonic()
+    api.store(as_alice)  # delivered within the request: tasks run eagerly here
+    assert time.monotonic() - started < 5
+    [entry] = deliveries(client, as_alice, hook["id"])[-1:]
+    assert entry["status"] == "failed"
+    assert entry["error"] == "Refused: The host 'localhost' did not resolve within 0.3 s."
     assert receiver.hits == 0
 
 
