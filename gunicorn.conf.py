@@ -8,10 +8,10 @@ from typing import Protocol, TypeVar
 
 from gunicorn.glogging import Logger
 
-from core.web.config import (
+from core.web.config import config_from_env
+from core.web.env import (
     SERVER_BOUNDS,
     ConfigError,
-    config_from_env,
     env_int,
     env_str,
     head_limits,
@@ -84,7 +84,7 @@ forwarded_allow_ips = ""
 secure_scheme_headers: dict[str, str] = {}
 
 # The request head's limits are the app's (MAX_URI_BYTES, MAX_HEADER_BYTES,
-# MAX_HEADER_FIELDS; core/web/config.py). gunicorn reads and parses the head before the
+# MAX_HEADER_FIELDS; core/web/env.py). gunicorn reads and parses the head before the
 # app sees it, in a time that grows with the square of its size: left unbounded, one
 # request of megabytes held a worker until the timeout killed it. So gunicorn refuses
 # first, at the app's bounds, and its refusals are the app's JSON envelope, not HTML

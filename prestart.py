@@ -16,14 +16,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from core.web.config import (
-    SERVER_BOUNDS,
-    Config,
-    ConfigError,
-    config_from_env,
-    load_env_file,
-    server_int,
-)
+from core.web.config import Config, config_from_env
+from core.web.env import SERVER_BOUNDS, ConfigError, load_env_file, server_int
 from core.web.request_log import configure_logging
 from db import engine_options
 

@@ -28,7 +28,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from core.web.config import normalize_database_url  # noqa: E402
+from core.web.env import normalize_database_url  # noqa: E402
 from servers import BIN, gunicorns, migrate, postgres_database, server_env  # noqa: E402
 
 SEED = """

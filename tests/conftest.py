@@ -48,7 +48,7 @@ from helpers import (
 from mailserver import Mailbox, smtp_server
 from models import User
 
-# A developer's .env must not change what the tests see (core.web.config.load_env_file,
+# A developer's .env must not change what the tests see (core.web.env.load_env_file,
 # and the flask command's own loading); the servers the tests start inherit this.
 # tests/system/test_env.py turns it off where it tests the file.
 os.environ["FLASK_SKIP_DOTENV"] = "1"

@@ -20,7 +20,8 @@ from sqlalchemy import event, text
 from werkzeug.test import TestResponse
 
 from core.auth.passwords import hash_password
-from core.web.config import TestingConfig, normalize_database_url
+from core.web.config import TestingConfig
+from core.web.env import normalize_database_url
 from db import db
 from models import User
 

@@ -8,14 +8,12 @@ import pytest
 from app import create_app
 from core.web.config import (
     DEV_JWT_SECRET,
-    RATE_LIMIT_SETTINGS,
-    ConfigError,
     DevelopmentConfig,
     ProductionConfig,
     TestingConfig,
     config_from_env,
-    normalize_database_url,
 )
+from core.web.env import RATE_LIMIT_SETTINGS, ConfigError, normalize_database_url
 from core.web.request_log import WARNED
 
 GOOD_SECRET = "s" * 32

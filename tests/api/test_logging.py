@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from core.web.config import ConfigError, DevelopmentConfig
+from core.web.config import DevelopmentConfig
+from core.web.env import ConfigError
 from core.web.request_log import JsonFormatter, TextFormatter, choose_format
 from helpers import Client
 from servers import BIN, ROOT, SECRET, call, free_port, production_env, server_env, stop

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from dotenv import dotenv_values
 
-from core.web.config import DevelopmentConfig, ProductionConfig, config_from_env, load_env_file
+from core.web.config import DevelopmentConfig, ProductionConfig, config_from_env
+from core.web.env import load_env_file
 from servers import BIN, ROOT, SECRET, call, free_port, production_env, serve, server_env
 
 # The file sets these; the real environment of every server below sets CORS_ORIGINS too.

@@ -85,7 +85,7 @@ def test_the_repository_stands_alone() -> None:
 def test_the_docs_describe_what_is_there() -> None:
     """The session's note is said once and says what the test above does; a pointer to
     a README section names one that exists; .env.example does not deny that the
-    service reads a .env (core/web/config.py: load_env_file)."""
+    service reads a .env (core/web/env.py: load_env_file)."""
     readme = (ROOT / "README.md").read_text()
     assert readme.count("`tests/system/test_readme.py` runs this block") == 1
     assert "runs this block, verbatim and twice on one database" in readme
