@@ -664,7 +664,7 @@ class EventQuerySchema(ma.Schema):
         metadata={"description": f"Event types (repeatable, at most {MAX_TYPE_FILTERS})"},
     )
     store_id = Id(strict=False, metadata={"description": "Only events of this store"})
-    created_after = fields.AwareDateTime(
+    created_after = UtcDateTime(
         metadata={"description": "Only events written after this instant (ISO 8601, with zone)"}
     )
 
@@ -829,11 +829,17 @@ class AuditEntrySchema(ResponseSchema):
 
 
 class AuditQuerySchema(ma.Schema):
-    actor_id = Id(strict=False, metadata={"description": "Entries of this user (or API key)"})
+    actor_id = Id(
+        strict=False,
+        metadata={
+            "description": "Entries whose actor has this id: a user's or an API key's (an "
+            "entry's actor.type tells them apart)"
+        },
+    )
     target_type = fields.String(validate=validate.OneOf(TARGET_TYPES))
     target_id = Id(strict=False, metadata={"description": "With or without target_type"})
     action = Line(64, metadata={"description": "e.g. item.updated, user.sign_in_failed"})
-    created_after = fields.AwareDateTime(
+    created_after = UtcDateTime(
         metadata={"description": "Strictly after this instant (ISO 8601 with an offset)"}
     )
 

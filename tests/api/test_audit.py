@@ -79,6 +79,20 @@ class TestSignIns:
         assert all(e["changes"] == {} and e["ip"] == "127.0.0.1" for e in failed)
         assert wrong.headers["X-Request-ID"] == failed[0]["request_id"]
 
+    @pytest.mark.config(TRUSTED_PROXIES=1)
+    def test_a_forwarded_address_that_is_none_is_recorded_as_unknown(
+        self, client: Client, alice: User, as_admin: dict[str, str]
+    ) -> None:
+        """Behind a proxy the address comes from X-Forwarded-For, which a client that
+        reaches the server directly writes itself: 60 characters failed the entry's
+        write on PostgreSQL (a 500, and no entry of the failed sign-in)."""
+        wrong = {"username": "alice", "password": "not it at all"}
+        for forwarded in ("x" * 60, "203.0.113.7"):
+            response = client.post("/login", json=wrong, headers={"X-Forwarded-For": forwarded})
+            assert_error(response, 401, error="invalid_credentials")
+        failed = entries(client, as_admin, "action=user.sign_in_failed")
+        assert [e["ip"] for e in failed] == [None, "203.0.113.7"]
+
     def test_a_token_sent_along_does_not_make_its_user_the_actor(
         self,
         client: Client,
@@ -457,6 +471,8 @@ class TestList:
             "target_id=x",
             "created_after=yesterday",
             "created_after=2026-01-01T00:00:00",  # no offset
+            "created_after=9999-12-31T23:59:59-14:00",  # past what UTC can write (was a 500)
+            "created_after=0001-01-01T00:00:00%2B14:00",
             "action=" + "a" * 65,
             "sort=created_at",
         ],

@@ -17,7 +17,7 @@ from core.catalog.csv_import import import_items
 from core.events import catalog, relay
 from core.events.outbox import record, write_pending
 from db import db
-from helpers import CatalogFactory, Client, Response, without_links
+from helpers import CatalogFactory, Client, Response, assert_error, without_links
 from models import Event, EventCounter, Item, Store, User
 
 NEXT = re.compile(r'<([^>]+)>; rel="next"')
@@ -358,6 +358,8 @@ def test_filters(client: Client, api: CatalogFactory, as_alice: dict[str, str]) 
     assert client.get(f"/events?{eleven[1:]}", headers=as_alice).status_code == 422
     assert client.get("/events?type=nope", headers=as_alice).status_code == 422
     assert client.get("/events?created_after=yesterday", headers=as_alice).status_code == 422
+    for beyond in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00%2B14:00"):  # was a 500
+        assert_error(client.get(f"/events?created_after={beyond}", headers=as_alice), 422)
 
 
 def test_every_page_links_a_next_one_and_a_poller_sees_each_change_once(
