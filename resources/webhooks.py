@@ -9,7 +9,7 @@ from flask.views import MethodView
 from flask_jwt_extended import current_user
 from sqlalchemy import Row, Select, func, select
 
-from core.auth import scopes
+from core.auth import audit, scopes
 from core.auth.limits import refuse_past_limit
 from core.auth.permissions import forbid, key_store, login_required
 from core.auth.security import api_key
@@ -70,6 +70,10 @@ def _webhook(webhook_id: int, *, for_update: bool = False) -> Webhook:
     ):
         abort(404, message=f"Webhook {webhook_id} not found.")
     return webhook
+
+
+def _audit(action: str, webhook: Webhook, changes: audit.Changes) -> None:
+    audit.record(action, "webhook", webhook.id, changes, store_id=webhook.store_id)
 
 
 def _check_url(url: str) -> None:
@@ -135,6 +139,8 @@ class Webhooks(MethodView):
             consecutive_failures=0,
         )
         db.session.add(webhook)
+        db.session.flush()
+        _audit("webhook.created", webhook, audit.created(WebhookSchema().dump(webhook)))
         db.session.commit()
         location = url_for("webhooks.WebhookById", webhook_id=webhook.id)
         return webhook, 201, {"Location": location}
@@ -156,6 +162,7 @@ class WebhookById(MethodView):
     def patch(self, data: dict[str, Any], webhook_id: int) -> Webhook:
         """Change a webhook (enabling it again clears its failure count)"""
         webhook = _webhook(webhook_id, for_update=True)
+        before = WebhookSchema().dump(webhook)
         if "url" in data:
             _check_url(data["url"])
         if "events" in data:
@@ -164,6 +171,10 @@ class WebhookById(MethodView):
             webhook.consecutive_failures = 0
         for key, value in data.items():
             setattr(webhook, key, value)
+        db.session.flush()
+        changes = audit.updated(before, WebhookSchema().dump(webhook))
+        if changes:
+            _audit("webhook.updated", webhook, changes)
         db.session.commit()
         return webhook
 
@@ -172,7 +183,9 @@ class WebhookById(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def delete(self, webhook_id: int) -> None:
         """Delete a webhook and its delivery log"""
-        db.session.delete(_webhook(webhook_id, for_update=True))
+        webhook = _webhook(webhook_id, for_update=True)
+        _audit("webhook.deleted", webhook, audit.deleted(WebhookSchema().dump(webhook)))
+        db.session.delete(webhook)
         db.session.commit()
 
 

@@ -35,7 +35,16 @@ from models.types import utcnow
 # Field names whose values must never reach the log: record() refuses them, whatever
 # the caller passes (a password change is written as {"password": []}).
 SECRET_FIELDS = frozenset(
-    {"password", "new_password", "current_password", "password_hash", "token", "token_key", "key"}
+    {
+        "password",
+        "new_password",
+        "current_password",
+        "password_hash",
+        "token",
+        "token_key",
+        "key",
+        "secret",
+    }
 )
 # Bookkeeping a change of a resource always moves: not part of what changed.
 NOT_CHANGES = frozenset({"id", "created_at", "updated_at", "links"})

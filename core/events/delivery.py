@@ -28,6 +28,7 @@ from opentelemetry import propagate
 from sqlalchemy import Row, case, or_, select, update
 from standardwebhooks.webhooks import Webhook as Signer
 
+from core.auth import audit
 from core.events import outbox, sender
 from core.events.tables import DELIVERIES, EVENTS, WEBHOOKS
 from core.web import metrics
@@ -353,6 +354,15 @@ def disable(webhook: Webhook) -> None:
     """Turn ``webhook`` off after too many failed attempts: its pending attempts end
     as failed, and a ``webhook.disabled`` event tells its owner. Does not commit."""
     webhook.enabled = False
+    changes = {"enabled": [True, False]}
+    audit.record(
+        "webhook.disabled",
+        "webhook",
+        webhook.id,
+        changes,
+        store_id=webhook.store_id,
+        source=audit.SYSTEM,
+    )
     db.session.execute(
         update(Delivery)
         .where(Delivery.webhook_id == webhook.id, Delivery.status == "pending")

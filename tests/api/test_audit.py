@@ -179,6 +179,30 @@ class TestAccounts:
         assert stored(app) == before
 
 
+class TestWebhooks:
+    @pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
+    def test_a_webhook_saved_changed_and_deleted_never_shows_its_secret(
+        self, client: Client, alice: User, as_alice: dict[str, str], as_admin: dict[str, str]
+    ) -> None:
+        body = {"url": "http://127.0.0.1:9/hook", "events": ["item.created"]}
+        made = client.post("/webhooks", json=body, headers=as_alice).json
+        hook = f"/webhooks/{made['id']}"
+        change = {"url": "http://127.0.0.1:9/other", "enabled": False}
+        assert client.patch(hook, json=change, headers=as_alice).status_code == 200
+        assert client.patch(hook, json=change, headers=as_alice).status_code == 200  # no change
+        assert client.delete(hook, headers=as_alice).status_code == 204
+        found = entries(client, as_admin, f"target_type=webhook&target_id={made['id']}")
+        assert actions(found) == ["webhook.created", "webhook.updated", "webhook.deleted"]
+        assert all(e["actor"] == {"type": "user", "id": alice.id} for e in found)
+        created, updated, deleted = (e["changes"] for e in found)
+        assert created["url"] == [None, body["url"]]
+        assert created["events"] == [None, ["item.created"]]
+        assert updated == {"url": [body["url"], change["url"]], "enabled": [True, False]}
+        assert deleted["url"] == [change["url"], None]
+        assert made["secret"] not in str(found)
+        assert entries(client, as_alice, "target_type=webhook") == []  # an account's entries
+
+
 class TestCatalog:
     def test_every_catalog_change(
         self,

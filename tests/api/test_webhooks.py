@@ -30,7 +30,7 @@ from helpers import (
     snapshot,
     start_until_blocked,
 )
-from models import Delivery, Store, User, Webhook
+from models import AuditEntry, Delivery, Store, User, Webhook
 from models.types import utcnow
 from receiver import Receiver, receiving, trickling
 from resources import webhooks
@@ -296,7 +296,11 @@ def test_a_failed_attempt_is_retried_then_given_up(
     WEBHOOK_DISABLE_AFTER=3,
 )
 def test_too_many_failed_attempts_disable_the_webhook(
-    client: Client, api: CatalogFactory, as_alice: dict[str, str], receiver: Receiver
+    app: Flask,
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    receiver: Receiver,
 ) -> None:
     receiver.status = 503
     hook = create(client, as_alice, receiver.url).json
@@ -307,6 +311,12 @@ def test_too_many_failed_attempts_disable_the_webhook(
     assert len(disabled) == 1 and disabled[0]["store_id"] is None
     assert disabled[0]["data"]["object"]["id"] == hook["id"]
     assert disabled[0]["actor"] == {"type": "system", "id": None}
+    with app.app_context():
+        entry = db.session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "webhook.disabled")
+        ).one()
+        assert (entry.actor_type, entry.target_id) == ("system", hook["id"])
+        assert entry.changes == {"enabled": [True, False]}
     log = deliveries(client, as_alice, hook["id"])
     assert {d["status"] for d in log} == {"failed"}  # the scheduled retries ended with it
     receiver.status = 200
