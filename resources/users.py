@@ -10,7 +10,7 @@ from flask_jwt_extended import current_user
 from sqlalchemy import Select, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from core.auth import audit
+from core.auth import audit, reset
 from core.auth.passwords import check_password, hash_password, password_attempts
 from core.auth.permissions import (
     ADMIN,
@@ -140,6 +140,8 @@ class UserById(MethodView):
             user.password_hash = hash_password(data["password"])
             user.token_key = new_token_key()  # every session ends: sign in again
             changes["password"] = audit.SECRET_CHANGE
+        if "password" in changes or "email" in changes:
+            reset.use_up_links(user)  # the links mailed before go with the old ones
         if changes:
             audit.record("user.updated", "user", user.id, changes)
         commit(conflict="That email is already registered.")

@@ -183,6 +183,13 @@ def _use_up(*conditions: Any) -> int:
     return result.rowcount
 
 
+def use_up_links(user: User) -> None:
+    """Every outstanding link of ``user`` can no longer be redeemed: their email or
+    password changed (one changed because the old mailbox or password was taken over
+    must not leave a link to it that still works). The caller commits."""
+    _use_up(PasswordReset.user_id == user.id)
+
+
 def redeem(reset: PasswordReset, user: User, new_password: str) -> None:
     """Set the password; this token and every other outstanding one of the user are
     used up, and every session ends. The caller commits."""

@@ -138,6 +138,31 @@ class TestTheMailedLink:
         assert snapshot(app) == before
         assert confirm(client, token).status_code == 204
 
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"email": "alice.new@example.org"},
+            {"password": "another lantern orchard"},
+        ],
+    )
+    def test_a_new_email_or_password_uses_up_the_links_mailed_before(
+        self,
+        client: Client,
+        alice: User,
+        as_alice: dict[str, str],
+        mailbox: Mailbox,
+        change: dict[str, str],
+    ) -> None:
+        """Changed because the old mailbox or password was taken over: a link mailed
+        before must not still give the account to whoever reads it."""
+        assert_asked(ask(client, "alice@example.com"))
+        token = follow(mailbox.wait_for(1)[0])
+        changed = client.patch(
+            f"/users/{alice.id}", json={**change, "current_password": PASSWORD}, headers=as_alice
+        )
+        assert changed.status_code == 200, changed.json
+        assert_error(confirm(client, token), 422, error="invalid_reset_token")
+
     def test_a_deleted_user_takes_their_links_along(
         self, app: Flask, client: Client, alice: User, as_alice: dict[str, str], mailbox: Mailbox
     ) -> None:
