@@ -47,6 +47,7 @@ from helpers import (
 )
 from mailserver import Mailbox, smtp_server
 from models import User
+from receiver import Receiver, receiving
 
 # A developer's .env must not change what the tests see (core.web.env.load_env_file,
 # and the flask command's own loading); the servers the tests start inherit this.
@@ -256,3 +257,10 @@ def mailbox(app: Flask) -> Iterator[Mailbox]:
         app.config.update(MAIL_SERVER=box.host, MAIL_PORT=box.port)
         mail.init_app(app)  # Flask-Mailman reads its settings when it is set up
         yield box
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on 127.0.0.1 (tests/receiver.py) for the test's length."""
+    with receiving() as r:
+        yield r

@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, text
+from sqlalchemy import event, text, update
 from werkzeug.test import TestResponse
 
 from core.auth.passwords import hash_password
+from core.events import tasks
 from core.web.config import TestingConfig
 from core.web.env import normalize_database_url
 from db import db
-from models import User
+from models import Delivery, User
 
 PG_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", ""))
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -220,3 +221,18 @@ class CatalogFactory:
 def without_links(shown: dict[str, Any]) -> dict[str, Any]:
     """A resource as an event records it: as its GET shows it, without its links."""
     return {k: v for k, v in shown.items() if k != "links"}
+
+
+def quiet_stores(
+    app: Flask, client: Client, headers: dict[str, str], names: list[str], monkeypatch: Any
+) -> None:
+    """Stores created while no delivery is queued (as if their messages were lost):
+    their attempts are due, queued to no one; the sweep (or the test) hands them out."""
+    with monkeypatch.context() as patched:
+        patched.setattr(tasks, "queue_deliveries", lambda _made: None)
+        for name in names:
+            response = client.post("/stores", json={"name": name}, headers=headers)
+            assert response.status_code == 201, response.json
+    with app.app_context():
+        db.session.execute(update(Delivery).values(queued_until=None))
+        db.session.commit()

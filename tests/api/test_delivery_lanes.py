@@ -14,9 +14,9 @@ from sqlalchemy import select
 
 from core.events import delivery, lanes, tasks
 from db import db
-from helpers import Client
+from helpers import Client, quiet_stores
 from models import Delivery
-from receiver import Receiver, receiving, trickling
+from receiver import Receiver, trickling
 
 SETTINGS = pytest.mark.config(
     WEBHOOK_ALLOW_HTTP=True,
@@ -24,12 +24,6 @@ SETTINGS = pytest.mark.config(
     WEBHOOK_TIMEOUT_SECONDS=1,
     WEBHOOK_RETRY_SCHEDULE=[3600.0],
 )
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with receiving() as r:
-        yield r
 
 
 @pytest.fixture
@@ -54,15 +48,8 @@ def hook(client: Client, headers: dict[str, str], url: str) -> int:
     return webhook_id
 
 
-def quiet_stores(
-    client: Client, headers: dict[str, str], count: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Stores whose attempts are due and queued to no one (the test hands them out)."""
-    with monkeypatch.context() as patched:
-        patched.setattr(tasks, "queue_deliveries", lambda _made: None)
-        for n in range(count):
-            response = client.post("/stores", json={"name": f"Store {n}"}, headers=headers)
-            assert response.status_code == 201, response.json
+def stores(count: int) -> list[str]:
+    return [f"Store {n}" for n in range(count)]
 
 
 def attempts(app: Flask, webhook_id: int, attempt: int = 1) -> list[Delivery]:
@@ -104,7 +91,7 @@ def test_a_hanging_receiver_goes_to_the_slow_lane_and_others_pass_it(
     with trickling(every=0.2, for_at_most=30) as trickler:
         hanging = hook(client, as_alice, trickler.url)
         answering = hook(client, as_alice, receiver.url)
-        quiet_stores(client, as_alice, 3, monkeypatch)
+        quiet_stores(app, client, as_alice, stores(3), monkeypatch)
         first, second, third = (d.id for d in attempts(app, hanging))
         pool.submit(hanging, [first])
         pool.submit(hanging, [second])
@@ -138,7 +125,7 @@ def test_attempts_a_hanging_receiver_left_no_time_for_are_made_next_in_order(
     monkeypatch.setattr(lanes, "WAITING_MAX", 2)
     with trickling(every=0.2, for_at_most=30) as trickler:
         hanging = hook(client, as_alice, trickler.url)
-        quiet_stores(client, as_alice, 5, monkeypatch)
+        quiet_stores(app, client, as_alice, stores(5), monkeypatch)
         first = attempts(app, hanging)
         ids = [d.id for d in first]
         pool.submit(hanging, ids[:2])  # one is made, one is left for the next batch
@@ -168,7 +155,7 @@ def test_the_task_hands_a_webhooks_batch_to_the_lanes_and_survives_its_errors(
     """Outside eager mode the task returns at once and the process's lanes deliver; a
     batch whose writes fail is logged, and the webhook's next batch still runs."""
     answering = hook(client, as_alice, receiver.url)
-    quiet_stores(client, as_alice, 2, monkeypatch)
+    quiet_stores(app, client, as_alice, stores(2), monkeypatch)
     first, second = (d.id for d in attempts(app, answering))
     real = delivery.attempt_batch
     calls: list[list[int]] = []

@@ -9,7 +9,6 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,36 +17,11 @@ from sqlalchemy import select, update
 
 from core.events import delivery, sender, tasks
 from db import db
-from helpers import Client, meanwhile
+from helpers import Client, meanwhile, quiet_stores
 from models import Delivery, Webhook
-from receiver import Receiver, receiving
+from receiver import Receiver
 
 LOCAL = {"WEBHOOK_ALLOW_HTTP": True, "WEBHOOK_ALLOW_PRIVATE_NETWORKS": True}
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with receiving() as r:
-        yield r
-
-
-def quiet_stores(
-    app: Flask,
-    client: Client,
-    headers: dict[str, str],
-    names: list[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Stores created while no delivery is queued (as if their messages were lost):
-    their attempts wait for the sweep, which then queues them together, one batch."""
-    with monkeypatch.context() as patched:
-        patched.setattr(tasks, "queue_deliveries", lambda _made: None)
-        for name in names:
-            response = client.post("/stores", json={"name": name}, headers=headers)
-            assert response.status_code == 201, response.json
-    with app.app_context():
-        db.session.execute(update(Delivery).values(queued_until=None))
-        db.session.commit()
 
 
 def log_of(client: Client, headers: dict[str, str], webhook_id: int) -> list[dict[str, Any]]:

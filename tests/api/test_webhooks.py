@@ -38,12 +38,6 @@ from resources import webhooks
 LOCAL = pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with receiving() as r:
-        yield r
-
-
 def create(client: Client, headers: dict[str, str], url: str, **fields: Any) -> Response:
     return client.post("/webhooks", json={"url": url, "events": ["*"], **fields}, headers=headers)
 

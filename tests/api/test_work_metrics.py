@@ -6,7 +6,7 @@ tests/system/test_events_worker.py and test_job_worker.py scrape a real worker's
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,19 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from core.jobs import worker_metrics
 from core.web import metrics
 from helpers import CatalogFactory, Client
-from receiver import Receiver, receiving
+from receiver import Receiver
 from servers import call, sample, scrape
 
 TOKEN = "metrics-token-0123456789"
 LOCAL = pytest.mark.config(
     METRICS_TOKEN=TOKEN, WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True
 )
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with receiving() as r:
-        yield r
 
 
 def scraped(client: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
