@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -129,12 +130,13 @@ def _claim(delivery_ids: list[int]) -> list[Row[Any]]:
     return rows
 
 
-def attempt_batch(delivery_ids: list[int]) -> list[int]:
+def attempt_batch(delivery_ids: list[int], *, stopping: threading.Event | None = None) -> list[int]:
     """Make the attempts of ``delivery_ids`` that are due and that nobody makes: in id
     order, one webhook after another, each webhook's over one connection (its address
     checked once for the batch). Returns the ids left for another task: claimed but
     not started within the timeout (a slow receiver) or past a failure that disables
-    the webhook (none, once it has), released and marked queued.
+    the webhook (none, once it has), or once ``stopping`` is set (the worker stops),
+    released and marked queued.
 
     Few round trips to the database, whatever the batch's size: the claim and the
     read, then the outcomes, a run of successes in one UPDATE (a failure keeps its
@@ -167,7 +169,8 @@ def attempt_batch(delivery_ids: list[int]) -> list[int]:
                 disabling = (
                     webhook.enabled and made > 0 and failures >= config["WEBHOOK_DISABLE_AFTER"]
                 )
-                if disabling or time.monotonic() > stop_at:
+                ending = stopping is not None and stopping.is_set()
+                if disabling or ending or time.monotonic() > stop_at:
                     left.append(attempt.id)  # released, unless the disable ended it
                     continue
                 targeted = attempt.webhook_id is not None or attempt.manual

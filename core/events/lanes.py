@@ -1,17 +1,19 @@
 """Where a worker process makes its deliveries: threads of their own, in two lanes, so
 that receivers slow to answer hold neither the worker's processes nor other webhooks'
-turn (docs/events.md, "Worker slots").
+turn (docs/events.md, "Deliveries have threads of their own").
 
 A delivery waits on its receiver; it does not compute. ``events.deliver_batch`` hands
 its batch to this process's delivery threads and returns at once, so the process takes
 its next task (another webhook's batch, a relay, an import) while the POSTs wait.
 
-- **The fast lane** (``WEBHOOK_DELIVERY_THREADS``) makes every webhook's batches until
-  one of its batches takes the whole timeout (a receiver that hangs, or one slow
-  answer after another).
-- **The slow lane** (``WEBHOOK_SLOW_THREADS``) makes that webhook's batches from then
-  on, until one of them is done within the timeout: receivers that hang wait behind
-  each other, never in front of one that answers.
+- **The fast lane** (``WEBHOOK_DELIVERY_THREADS``) makes the batches of webhooks that
+  answer: ones not seen failing.
+- **The slow lane** (``WEBHOOK_SLOW_THREADS``) makes those of a webhook whose last
+  batch here took half the timeout or more per attempt (a receiver that hangs, or
+  answers in seconds), until one of its batches does better; and, the first time this
+  process sees a webhook, of one whose last attempt failed (its failure count in the
+  database: another process, or this one before a restart, saw it hang). Receivers
+  that hang wait behind each other, never in front of one that answers.
 - **One batch per webhook at a time** in a process: its later batches wait for it, in
   id order, and take no thread meanwhile, so a webhook with a backlog and a hanging
   receiver holds one thread, not all of them. What waits is capped (``WAITING_MAX``
@@ -20,9 +22,10 @@ its next task (another webhook's batch, a relay, an import) while the POSTs wait
 Nothing is lost when the process dies: a batch being made is claimed in the database
 (core/events/delivery.py) and made again by the sweep when the claim expires; a batch
 waiting here is not claimed, its attempts stay due and marked queued, and the sweep
-queues them again when the mark expires (``WEBHOOK_REQUEUE_SECONDS``). With no
-threads (both settings 0) or tasks run eagerly (tests, ``flask`` commands) a batch is
-made in the task, as before.
+queues them again when the mark expires (``WEBHOOK_REQUEUE_SECONDS``). A worker that
+stops (a deploy) is not a death: its processes finish the attempts under way, start
+no more, and queue again what waits (``close``). With no threads (both settings 0) or
+tasks run eagerly (tests, ``flask`` commands) a batch is made in the task, as before.
 """
 
 from __future__ import annotations
@@ -32,35 +35,45 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
+from celery.signals import worker_process_shutdown
 from flask import Flask, current_app
+from sqlalchemy import select
 
 from core.events import delivery
+from core.events.tables import WEBHOOKS
+from db import db
 
 log = logging.getLogger("stores.events")
 
 WAITING_MAX = 1000  # attempts of one webhook waiting in a process, at most
 
+# Queues attempts of a webhook again (core/events/tasks.py); False if it could not.
+Requeue = Callable[[list[int], int], bool]
+
 
 @dataclass
 class _Webhook:
     """One webhook's state in this process: the attempts waiting for its batch in
-    flight, and whether its last batch took the whole timeout."""
+    flight, and whether it is slow. Kept while it has work, or while it is slow."""
 
+    slow: bool
     waiting: set[int] = field(default_factory=set)
-    slow: bool = False
     running: bool = False
 
 
 class Lanes:
     """The two lanes of one worker process (made after the fork, at its first task)."""
 
-    def __init__(self, app: Flask, fast: int, slow: int, batch: int) -> None:
+    def __init__(self, app: Flask, fast: int, slow: int, batch: int, requeue: Requeue) -> None:
         self.app = app
         self.pid = os.getpid()
         self.batch = batch
+        self.requeue = requeue
         self.timeout = app.config["WEBHOOK_TIMEOUT_SECONDS"]
         # A lane of 0 threads sends its webhooks to the other one.
         self.fast = ThreadPoolExecutor(fast or slow, thread_name_prefix="delivery-fast")
@@ -69,52 +82,99 @@ class Lanes:
         )
         self.lock = threading.Lock()
         self.webhooks: dict[int, _Webhook] = {}
+        self.stopping = threading.Event()
 
     def submit(self, webhook_id: int, delivery_ids: list[int]) -> None:
         """Make ``delivery_ids`` (attempts of ``webhook_id``) in its lane, or after the
         batch of it already in flight here."""
+        if self.stopping.is_set():
+            self.requeue(sorted(delivery_ids), webhook_id)
+            return
+        failing = webhook_id not in self.webhooks and self._failing(webhook_id)
         with self.lock:
-            hook = self.webhooks.setdefault(webhook_id, _Webhook())
+            hook = self.webhooks.setdefault(webhook_id, _Webhook(slow=failing))
             room = WAITING_MAX - len(hook.waiting)
             hook.waiting.update(sorted(set(delivery_ids) - hook.waiting)[: max(room, 0)])
-            if hook.running or not hook.waiting:
-                return  # the batch in flight takes these next (or the sweep does)
-            hook.running = True
-            self._start(webhook_id, hook)
+            if not hook.running and hook.waiting:
+                self._start(webhook_id, hook)
+
+    def _failing(self, webhook_id: int) -> bool:
+        """Whether the webhook's last attempt failed (one indexed read)."""
+        with self.app.app_context():
+            failures = db.session.scalar(
+                select(WEBHOOKS.c.consecutive_failures).where(WEBHOOKS.c.id == webhook_id)
+            )
+        return bool(failures)
 
     def _start(self, webhook_id: int, hook: _Webhook) -> None:
-        """Start ``hook``'s next batch in its lane; under the lock."""
+        """Start ``hook``'s next batch in its lane; under the lock. Raises (and changes
+        nothing) if the lane takes no more work."""
         ids = sorted(hook.waiting)[: self.batch]
-        hook.waiting.difference_update(ids)
         lane = self.slow if hook.slow else self.fast
         # The task's context (its trace: the receiver gets the request's traceparent).
         context = contextvars.copy_context()
         lane.submit(context.run, self._run, webhook_id, ids)
+        hook.waiting.difference_update(ids)
+        hook.running = True
 
     def _run(self, webhook_id: int, delivery_ids: list[int]) -> None:
         started = time.monotonic()
         left: list[int] = []
+        per_attempt: float | None = None  # unknown: the lane stays as it was
         try:
             with self.app.app_context():
-                left = delivery.attempt_batch(delivery_ids)
+                left = delivery.attempt_batch(delivery_ids, stopping=self.stopping)
+            made = len(delivery_ids) - len(left)
+            if made:
+                per_attempt = (time.monotonic() - started) / made
         except Exception:  # the claim's expiry has them made again
             log.exception("deliveries %s of webhook %s failed", delivery_ids, webhook_id)
-        took = time.monotonic() - started
+        finally:
+            self._next(webhook_id, left, per_attempt)
+
+    def _next(self, webhook_id: int, left: list[int], per_attempt: float | None) -> None:
+        """After a batch: the webhook's lane from what its attempts took, then its next
+        batch (what was left first), or what waits handed back when stopping."""
+        handed_back: list[int] = []
         with self.lock:
             hook = self.webhooks[webhook_id]
-            hook.slow = took >= self.timeout
+            hook.running = False
+            if per_attempt is not None:
+                hook.slow = per_attempt >= self.timeout / 2
             hook.waiting.update(left)  # not started in time: first of what comes next
-            if hook.waiting:
-                self._start(webhook_id, hook)
-            else:
+            if self.stopping.is_set():
+                handed_back, hook.waiting = sorted(hook.waiting), set()
+            elif hook.waiting:
+                try:
+                    self._start(webhook_id, hook)
+                except RuntimeError:  # the process is ending: the sweep's
+                    log.warning("deliveries of webhook %s left to the sweep", webhook_id)
+            if not (hook.running or hook.waiting or hook.slow):
                 del self.webhooks[webhook_id]
+        if handed_back:
+            self.requeue(handed_back, webhook_id)
+
+    def close(self) -> None:
+        """The worker stops: batches under way finish the attempt they are making and
+        start no other; what waits is queued again at once, for another process (else
+        the sweep would, after WEBHOOK_REQUEUE_SECONDS)."""
+        self.stopping.set()
+        with self.lock:
+            waiting = {i: sorted(h.waiting) for i, h in self.webhooks.items() if h.waiting}
+            for hook in self.webhooks.values():
+                hook.waiting.clear()
+        with self.app.app_context():
+            for webhook_id, ids in waiting.items():
+                self.requeue(ids, webhook_id)
+            self.fast.shutdown(wait=True)  # the batches under way write their outcomes
+            self.slow.shutdown(wait=True)
 
 
 _lanes: Lanes | None = None
 _made = threading.Lock()
 
 
-def lanes(batch: int) -> Lanes | None:
+def lanes(batch: int, requeue: Requeue) -> Lanes | None:
     """This process's lanes, or None where batches are made in the task."""
     global _lanes
     config = current_app.config
@@ -125,5 +185,14 @@ def lanes(batch: int) -> Lanes | None:
     with _made:
         # Made in the process that runs tasks (a prefork child, after the fork).
         if _lanes is None or _lanes.app is not app or _lanes.pid != os.getpid():
-            _lanes = Lanes(app, fast, slow, batch)
+            _lanes = Lanes(app, fast, slow, batch, requeue)
         return _lanes
+
+
+def _process_ends(**_kwargs: Any) -> None:
+    """A worker's pool process ends (Celery's worker_process_shutdown): close its lanes."""
+    if _lanes is not None and _lanes.pid == os.getpid():
+        _lanes.close()
+
+
+worker_process_shutdown.connect(_process_ends, weak=False, dispatch_uid="stores-lanes")

@@ -49,7 +49,7 @@ def deliver_batch(delivery_ids: list[int], webhook_id: int | None = None) -> Non
     """Attempts of one webhook: handed to this process's delivery threads (core/events/
     lanes.py), or made here (no threads, eager tasks, a message of an earlier release
     that names no webhook)."""
-    pool = lanes.lanes(BATCH)
+    pool = lanes.lanes(BATCH, _queue)
     if pool is not None and webhook_id is not None:
         pool.submit(webhook_id, delivery_ids)
         return

@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core.events import delivery, lanes, tasks
 from db import db
 from helpers import Client, quiet_stores
-from models import Delivery
+from models import Delivery, Webhook
 from receiver import Receiver, trickling
 
 SETTINGS = pytest.mark.config(
@@ -26,13 +26,26 @@ SETTINGS = pytest.mark.config(
 )
 
 
+class Requeued(list[tuple[int, list[int]]]):
+    """What lanes hand back to the queue: (webhook id, attempt ids), in order."""
+
+    def __call__(self, delivery_ids: list[int], webhook_id: int) -> bool:
+        self.append((webhook_id, delivery_ids))
+        return True
+
+
 @pytest.fixture
-def make_lanes(app: Flask) -> Iterator[Callable[[int, int], lanes.Lanes]]:
+def requeued() -> Requeued:
+    return Requeued()
+
+
+@pytest.fixture
+def make_lanes(app: Flask, requeued: Requeued) -> Iterator[Callable[[int, int], lanes.Lanes]]:
     """Lanes of so many fast and slow threads, as a worker process makes them."""
     made: list[lanes.Lanes] = []
 
     def make(fast: int, slow: int) -> lanes.Lanes:
-        made.append(lanes.Lanes(app, fast=fast, slow=slow, batch=tasks.BATCH))
+        made.append(lanes.Lanes(app, fast, slow, tasks.BATCH, requeued))
         return made[-1]
 
     yield make
@@ -104,9 +117,90 @@ def test_a_hanging_receiver_goes_to_the_slow_lane_and_others_pass_it(
         assert (in_flight.status, in_flight.running_until is not None) == ("pending", True)
         pool.submit(hanging, [third])
         wait_until(lambda: failed(app, hanging) == 3)
-        wait_until(lambda: not pool.webhooks)  # nothing kept
+        # The slow one is remembered, idle; the one that answers is not kept.
+        wait_until(lambda: list(pool.webhooks) == [hanging] and not pool.webhooks[hanging].running)
+    assert pool.webhooks[hanging].slow and not pool.webhooks[hanging].waiting
     assert trickler.requests == 3
     assert all(d.status == "succeeded" for d in attempts(app, answering))
+
+
+@SETTINGS
+def test_a_webhook_seen_failing_elsewhere_starts_in_the_slow_lane(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    make_lanes: Callable[[int, int], lanes.Lanes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process (just started, or another one) that has not seen a webhook yet reads
+    its failure count: one that failed last goes to the slow lane at once, and the fast
+    thread stays free for the webhook that answers."""
+    pool = make_lanes(1, 1)
+    with trickling(every=0.2, for_at_most=30) as trickler:
+        hanging = hook(client, as_alice, trickler.url)
+        answering = hook(client, as_alice, receiver.url)
+        quiet_stores(app, client, as_alice, stores(1), monkeypatch)
+        with app.app_context():
+            db.session.execute(
+                update(Webhook).where(Webhook.id == hanging).values(consecutive_failures=1)
+            )
+            db.session.commit()
+        pool.submit(hanging, [d.id for d in attempts(app, hanging)])
+        wait_until(lambda: trickler.requests == 1)
+        pool.submit(answering, [d.id for d in attempts(app, answering)])
+        receiver.wait_for(lambda got: len(got) == 1, timeout=10)
+        assert attempts(app, hanging)[0].status == "pending"  # still hanging meanwhile
+        wait_until(lambda: failed(app, hanging) == 1)
+
+
+@SETTINGS
+def test_a_receiver_busy_with_many_quick_answers_stays_in_the_fast_lane(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    make_lanes: Callable[[int, int], lanes.Lanes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch cut at the timeout by the number of its attempts, each answered in
+    50 ms, is not a slow receiver's: the lane is judged per attempt."""
+    pool = make_lanes(1, 1)
+    receiver.delay = 0.05
+    answering = hook(client, as_alice, receiver.url)
+    quiet_stores(app, client, as_alice, stores(40), monkeypatch)
+    pool.submit(answering, [d.id for d in attempts(app, answering)])
+    receiver.wait_for(lambda got: len(got) == 40, timeout=30)
+    wait_until(lambda: answering not in pool.webhooks)  # never slow: not kept
+
+
+@SETTINGS
+def test_a_stopping_worker_finishes_the_attempt_under_way_and_queues_the_rest(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    make_lanes: Callable[[int, int], lanes.Lanes],
+    requeued: Requeued,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deploy stops the worker: the attempt under way ends and is written (not sent
+    again when its claim expires), its batch starts no other, and what is left or
+    waits is queued again at once for another process, as is what comes after."""
+    pool = make_lanes(1, 1)
+    receiver.delay = 0.4
+    answering = hook(client, as_alice, receiver.url)
+    quiet_stores(app, client, as_alice, stores(5), monkeypatch)
+    ids = [d.id for d in attempts(app, answering)]
+    pool.submit(answering, ids[:3])
+    pool.submit(answering, ids[3:4])
+    receiver.wait_for(lambda _got: receiver.hits == 1, timeout=10)
+    pool.close()  # returns once the attempt under way has ended
+    assert [d.status for d in attempts(app, answering)] == ["succeeded"] + ["pending"] * 4
+    assert all(d.running_until is None for d in attempts(app, answering))
+    pool.submit(answering, ids[4:])
+    assert receiver.hits == 1
+    assert requeued == [(answering, ids[3:4]), (answering, ids[1:3]), (answering, ids[4:])]
 
 
 @SETTINGS
@@ -134,7 +228,8 @@ def test_attempts_a_hanging_receiver_left_no_time_for_are_made_next_in_order(
         time.sleep(0.5)
         assert trickler.requests == 1  # not two at once: the other fast thread is idle
         wait_until(lambda: failed(app, hanging) == 4)
-        wait_until(lambda: hanging not in pool.webhooks)
+        wait_until(lambda: not pool.webhooks[hanging].running)
+    assert pool.webhooks[hanging].waiting == set()  # remembered as slow, nothing kept
     made = attempts(app, hanging)
     assert [d.status for d in made] == ["failed"] * 4 + ["pending"]
     assert made[4].running_until is None
@@ -150,6 +245,7 @@ def test_the_task_hands_a_webhooks_batch_to_the_lanes_and_survives_its_errors(
     client: Client,
     as_alice: dict[str, str],
     receiver: Receiver,
+    requeued: Requeued,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Outside eager mode the task returns at once and the process's lanes deliver; a
@@ -160,17 +256,17 @@ def test_the_task_hands_a_webhooks_batch_to_the_lanes_and_survives_its_errors(
     real = delivery.attempt_batch
     calls: list[list[int]] = []
 
-    def failing_once(ids: list[int]) -> list[int]:
+    def failing_once(ids: list[int], **_options: object) -> list[int]:
         calls.append(ids)
         if len(calls) == 1:
             raise RuntimeError("the database went away")
-        return real(ids)
+        return real(ids, **_options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(delivery, "attempt_batch", failing_once)
     app.config.update(CELERY_TASK_ALWAYS_EAGER=False)
     with app.app_context():
-        pool = lanes.lanes(tasks.BATCH)
-        assert pool is not None and lanes.lanes(tasks.BATCH) is pool  # one per process
+        pool = lanes.lanes(tasks.BATCH, requeued)
+        assert pool is not None and lanes.lanes(tasks.BATCH, requeued) is pool  # one a process
         tasks.deliver_batch.run([first], answering)
         tasks.deliver_batch.run([second], answering)
     receiver.wait_for(lambda got: len(got) == 1, timeout=10)
@@ -179,8 +275,8 @@ def test_the_task_hands_a_webhooks_batch_to_the_lanes_and_survives_its_errors(
     assert [d.status for d in attempts(app, answering)] == ["pending", "succeeded"]
     with app.app_context():
         app.config.update(WEBHOOK_DELIVERY_THREADS=0, WEBHOOK_SLOW_THREADS=0)
-        assert lanes.lanes(tasks.BATCH) is None  # made in the task, as before
+        assert lanes.lanes(tasks.BATCH, requeued) is None  # made in the task, as before
         app.config.update(CELERY_TASK_ALWAYS_EAGER=True, WEBHOOK_DELIVERY_THREADS=8)
-        assert lanes.lanes(tasks.BATCH) is None
+        assert lanes.lanes(tasks.BATCH, requeued) is None
     pool.fast.shutdown(wait=True)
     pool.slow.shutdown(wait=True)
