@@ -66,9 +66,10 @@ class Delivery(Model):
     __table_args__ = (
         # The delivery log of a webhook, newest first, by keyset.
         Index("ix_webhook_deliveries_webhook_id_id", "webhook_id", "id"),
-        # The sweep's work: attempts due.
+        # The sweep's work: each webhook's attempts due (core/events/relay.py).
         Index(
-            "ix_webhook_deliveries_due",
+            "ix_webhook_deliveries_webhook_id_due",
+            "webhook_id",
             "next_attempt_at",
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),

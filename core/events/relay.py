@@ -13,10 +13,10 @@ from datetime import timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Row, delete, func, insert, or_, select, update
+from sqlalchemy import Row, delete, func, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 
-from core.events.tables import COUNTER, DELIVERIES, EVENTS
+from core.events.tables import COUNTER, DELIVERIES, EVENTS, WEBHOOKS
 from db import db
 from models import Delivery, Event, EventCounter, User, Webhook
 from models.types import utcnow
@@ -188,26 +188,49 @@ def sequence() -> tuple[int, list[tuple[int, int]]]:
     return len(events), made
 
 
-def due_deliveries(limit: int = 1000) -> list[tuple[int, int]]:
+SWEEP_PER_WEBHOOK = 200  # due attempts of one webhook a sweep takes, at most
+
+
+def due_deliveries(
+    limit: int = 1000, per_webhook: int = SWEEP_PER_WEBHOOK
+) -> list[tuple[int, int]]:
     """Attempts due and neither queued nor running (a lost message, a dead worker, a
     retry whose time has come): marked queued again; commits. Returns (webhook id,
-    delivery id) of each."""
+    delivery id) of each: each webhook's oldest, ``per_webhook`` at most, taken in
+    turns (every webhook's oldest, then every second oldest, ...), so that one
+    webhook's backlog (a receiver that hangs, its attempts due again every
+    WEBHOOK_REQUEUE_SECONDS) never keeps another's retry out of the sweep."""
     now = utcnow()
-    due = [
-        (row[0], row[1])
-        for row in db.session.execute(
-            select(Delivery.webhook_id, Delivery.id)
-            .where(
-                Delivery.status == "pending",
-                Delivery.next_attempt_at <= now,
-                or_(Delivery.queued_until.is_(None), Delivery.queued_until < now),
-                or_(Delivery.running_until.is_(None), Delivery.running_until < now),
-            )
-            .order_by(Delivery.next_attempt_at)
-            .limit(limit)
+    d = DELIVERIES.c
+    waiting = (
+        d.status == "pending",
+        d.next_attempt_at <= now,
+        or_(d.queued_until.is_(None), d.queued_until < now),
+        or_(d.running_until.is_(None), d.running_until < now),
+    )
+    if db.session.get_bind().dialect.name == "postgresql":
+        # Each webhook's oldest through its own probe of the index (webhook_id,
+        # next_attempt_at) of pending attempts; rows another sweep holds are skipped.
+        each = (
+            select(d.id, d.webhook_id, d.next_attempt_at)
+            .where(d.webhook_id == WEBHOOKS.c.id, *waiting)
+            .order_by(d.next_attempt_at)
+            .limit(per_webhook)
             .with_for_update(skip_locked=True)
+            .lateral("due")
         )
-    ]
+        found = select(each).select_from(WEBHOOKS).join(each, true()).subquery()
+    else:  # SQLite (one writer, development's numbers): every due attempt
+        found = select(d.id, d.webhook_id, d.next_attempt_at).where(*waiting).subquery()
+    turn = func.row_number().over(partition_by=found.c.webhook_id, order_by=found.c.next_attempt_at)
+    ranked = select(found, turn.label("turn")).subquery()
+    query = (
+        select(ranked.c.webhook_id, ranked.c.id)
+        .where(ranked.c.turn <= per_webhook)
+        .order_by(ranked.c.turn, ranked.c.next_attempt_at)
+        .limit(limit)
+    )
+    due = [(row[0], row[1]) for row in db.session.execute(query)]
     ids = [delivery_id for _webhook_id, delivery_id in due]
     if ids:
         queued = now + timedelta(seconds=current_app.config["WEBHOOK_REQUEUE_SECONDS"])

@@ -9,13 +9,14 @@ import json
 import socket
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
 from flask import Flask
 from sqlalchemy import select, update
 
-from core.events import delivery, sender, tasks
+from core.events import delivery, relay, sender, tasks
 from db import db
 from helpers import Client, meanwhile, quiet_stores
 from models import Delivery, Webhook
@@ -332,3 +333,29 @@ def test_an_outcome_written_while_its_webhook_is_deleted_does_not_deadlock(
     assert client.get(f"/webhooks/{hook['id']}", headers=as_alice).status_code == 404
     with app.app_context():
         assert db.session.scalars(select(Delivery.id)).all() == []
+
+
+@pytest.mark.config(**LOCAL)
+def test_one_webhooks_backlog_leaves_room_in_the_sweep_for_another(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sweep takes each webhook's oldest due attempts in turns, so many at most: a
+    backlog older than another webhook's attempt (a receiver that hangs, due again and
+    again) does not keep that one out (before: the oldest of all, the backlog's only)."""
+    body = {"url": receiver.url, "events": ["*"]}
+    backlog = client.post("/webhooks", json=body, headers=as_alice).json["id"]
+    quiet_stores(app, client, as_alice, [f"Old {n}" for n in range(6)], monkeypatch)
+    other = client.post("/webhooks", json=body, headers=as_alice).json["id"]
+    quiet_stores(app, client, as_alice, ["New"], monkeypatch)
+    with app.app_context():
+        # In turns: each webhook's oldest first, then each one's next.
+        due = relay.due_deliveries(limit=2, per_webhook=3)
+        assert Counter(webhook for webhook, _ in due) == {backlog: 1, other: 1}
+        # Those are queued now; the backlog's next, three at most in one sweep.
+        for left in (3, 3, 0):
+            due = relay.due_deliveries(limit=10, per_webhook=3)
+            assert Counter(webhook for webhook, _ in due) == ({backlog: left} if left else {})
