@@ -369,7 +369,12 @@ def disable(webhook: Webhook) -> None:
     db.session.execute(
         update(Delivery)
         .where(Delivery.webhook_id == webhook.id, Delivery.status == "pending")
-        .values(status="failed", error="The webhook was disabled.", next_attempt_at=None),
+        .values(
+            status="failed",
+            error="The webhook was disabled.",
+            next_attempt_at=None,
+            running_until=None,  # a claimed one is not running any more either
+        ),
         execution_options={"synchronize_session": False},
     )
     db.session.flush()

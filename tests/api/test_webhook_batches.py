@@ -289,6 +289,9 @@ def test_a_batch_that_disables_its_webhook_sends_nothing_past_that_failure(
     answered = [d for d in firsts if d["response_status"] is not None]
     assert len(answered) == receiver.hits
     with app.app_context():
+        # The attempts it ended, claimed by the batch, are not left "running".
+        claimed = select(Delivery.id).where(Delivery.running_until.is_not(None))
+        assert db.session.scalars(claimed).all() == []
         tasks.sweep.apply()  # nothing left to send
     assert receiver.hits == 5
 
