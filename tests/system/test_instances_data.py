@@ -201,7 +201,7 @@ def test_racing_registrations_of_one_username_make_one_user(three: Any) -> None:
             for server in three:
                 me = server.request("GET", "/users/me", token=token)
                 assert me.json == winner.json, (server, me)
-    assert outcomes == {((201, None), (409, None)): RACES}, server_logs(three)
+    assert outcomes == {((201, None), (409, "already_exists")): RACES}, server_logs(three)
     print(f"\nregistration races: {dict(outcomes)}")
 
 
@@ -217,7 +217,7 @@ def test_racing_stores_of_one_name_make_one_store(three: Any) -> None:
         for server in three:
             found = server.request("GET", f"/stores?q={quote(name)}").json
             assert found == created, (server, found)
-    assert outcomes == {((201, None), (409, None)): RACES}, server_logs(three)
+    assert outcomes == {((201, None), (409, "already_exists")): RACES}, server_logs(three)
     print(f"\nstore races: {dict(outcomes)}")
 
 
