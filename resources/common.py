@@ -59,8 +59,8 @@ def commit(
 ) -> None:
     """Commit the request's work. The database judges uniqueness, so that two racing
     requests cannot both win: a unique violation is a 409 ``already_exists`` with
-    ``conflict`` as message
-    (or ``conflict(what the violation names)``, where one row has two unique keys).
+    ``conflict`` as message (or ``conflict(what the violation names)``, where one row
+    has two unique keys).
     ``events`` records the change's events once it is flushed (ids and timestamps
     set), in the same transaction.
     """
