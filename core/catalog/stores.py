@@ -23,6 +23,7 @@ from sqlalchemy import ColumnElement, CursorResult, delete, event, func, select,
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
+from core.auth import audit
 from core.events.catalog import store_deleted
 from core.events.tables import DELIVERIES, EVENTS, WEBHOOKS
 from core.web.errors import abort
@@ -109,9 +110,19 @@ def _lock_for_deletion(store_id: int) -> None:
 
 
 def _end_keys(store_id: int) -> None:
-    """The API keys bound to a store whose row stays a while (marked): they end with it
-    at once, as its row's cascade would take them."""
-    db.session.execute(delete(ApiKey).where(ApiKey.store_id == store_id))
+    """The API keys bound to a store end with it, at once (a marked store's row stays a
+    while), each live one with its ``api_key.revoked`` entry: the audit log keeps what
+    the cascade would take silently. (Their rows go, so such a key then answers
+    ``invalid_token``.)"""
+    ended = db.session.execute(
+        delete(ApiKey).where(ApiKey.store_id == store_id).returning(ApiKey.id, ApiKey.revoked_at),
+        execution_options={"synchronize_session": False},
+    ).all()
+    now = utcnow().isoformat()
+    for key_id, revoked_at in ended:
+        if revoked_at is None:
+            changes = {"revoked_at": [None, now]}
+            audit.record("api_key.revoked", "api_key", key_id, changes, store_id=store_id)
 
 
 def delete_store(
@@ -182,6 +193,7 @@ def delete_store(
         )
         _end_keys(store_id)
     else:
+        _end_keys(store_id)
         db.session.execute(delete(Store).where(Store.id == store_id))
     if also is not None:
         also()

@@ -492,6 +492,45 @@ class TestRefusedKeys:
         assert created["key"] not in repr([vars(r) for (r,) in rows])
         assert created["key"][3:] not in repr([vars(r) for (r,) in rows])
 
+    @pytest.mark.parametrize("sync_max", [10, 0], ids=["at-once", "by-a-job"])
+    def test_a_stores_deletion_revokes_its_keys_with_entries(
+        self,
+        app: Flask,
+        client: Client,
+        make_key: MakeKey,
+        as_alice: dict[str, str],
+        api: Any,
+        auth: Any,
+        admin: User,
+        sync_max: int,
+    ) -> None:
+        """Both ways a store goes (§12): its keys end with it, each in the audit log."""
+        app.config["STORE_DELETE_SYNC_MAX"] = sync_max
+        store, kept = api.store(as_alice, "Going"), api.store(as_alice, "Staying")
+        api.item(as_alice, store)
+        keys = [
+            make_key(store_id=store["id"]),
+            make_key(store_id=store["id"], headers=auth(admin)),
+            make_key(store_id=store["id"]),
+        ]
+        other = make_key(store_id=kept["id"])
+        assert client.delete(f"/api-keys/{keys[2]['id']}", headers=as_alice).status_code == 204
+        assert client.delete(f"/stores/{store['id']}", headers=as_alice).status_code in (202, 204)
+        for created in keys:
+            assert_error(client.get("/stores", headers=key_headers(created)), 401)
+        assert client.get("/stores", headers=key_headers(other)).status_code == 200
+        rows = query(
+            app,
+            select(AuditEntry.target_id, AuditEntry.store_id, AuditEntry.changes)
+            .where(AuditEntry.action == "api_key.revoked")
+            .order_by(AuditEntry.id),
+        )
+        assert {store_id for _, store_id, _ in rows} == {store["id"]}
+        assert rows[0][0] == keys[2]["id"]  # revoked before: no second entry
+        assert sorted(target for target, *_ in rows[1:]) == [keys[0]["id"], keys[1]["id"]]
+        assert all(list(changes) == ["revoked_at"] for *_, changes in rows)
+        assert query(app, select(ApiKey.id).where(ApiKey.store_id == store["id"])) == []
+
     def test_only_the_owner_or_an_admin_revokes(
         self, client: Client, make_key: MakeKey, auth: Any, bob: User, admin: User
     ) -> None:
