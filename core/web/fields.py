@@ -51,6 +51,17 @@ _ASCII_DECIMAL = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
+class FullMatch(validate.Regexp):
+    """``validate.Regexp`` over the whole value: a pattern's ``$`` would also match
+    before a trailing newline, which ``fullmatch`` does not let through. (The pattern
+    stays as written for the OpenAPI document, whose ECMA regexes have no ``\\Z``.)"""
+
+    def __call__(self, value: Any) -> Any:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 def trimmed(core: str, *, optional: bool = False) -> str:
     """A full-match pattern: ``core`` (or nothing, if optional) with blanks around it."""
     return f"^{_BLANK}*{f'(?:{core})?' if optional else core}{_BLANK}*$"
@@ -83,7 +94,7 @@ class Text(ma.fields.String):
         if pattern is not None:  # first, then any validators of the field's own
             given = kwargs.get("validate") or []
             given = list(given) if isinstance(given, list | tuple) else [given]
-            kwargs["validate"] = [validate.Regexp(pattern, error=error), *given]
+            kwargs["validate"] = [FullMatch(pattern, error=error), *given]
         if max_length is not None:  # a cap on the text as sent, blanks included
             kwargs["metadata"] = {"maxLength": max_length, **kwargs.get("metadata", {})}
         super().__init__(**kwargs)
@@ -386,14 +397,14 @@ def Metadata(**kwargs: Any) -> Dict:  # noqa: N802 - reads as a field type
     merges; core/catalog/metadata.py)."""
     return Dict(
         keys=ma.fields.String(
-            validate=validate.Regexp(
+            validate=FullMatch(
                 f"^{_METADATA_TEXT}{{1,{MAX_METADATA_KEY}}}$",
                 error=f"A key is 1 to {MAX_METADATA_KEY} characters, without control characters.",
             )
         ),
         values=ma.fields.String(
             allow_none=True,
-            validate=validate.Regexp(
+            validate=FullMatch(
                 f"^{_METADATA_TEXT}{{0,{MAX_METADATA_VALUE}}}$",
                 error=f"A value is text of at most {MAX_METADATA_VALUE} characters, "
                 "without control characters.",

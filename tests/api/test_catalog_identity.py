@@ -84,6 +84,8 @@ def test_fields_are_stored_and_shown(
         ("metadata", {"k" * 41: "v"}),
         ("metadata", {"": "v"}),
         ("metadata", {"k": "v" * 501}),
+        ("metadata", {"k": "v" * 500 + "\n"}),  # "$" would let a final newline by
+        ("metadata", {"k" * 40 + "\n": "v"}),
         ("metadata", {"k": 1}),
         ("metadata", {f"k{i}": "v" for i in range(51)}),
         ("metadata", ["not", "an", "object"]),
@@ -138,6 +140,7 @@ def test_sku_filter_is_exact(
     assert ids(client.get("/items?sku=X-1")) == [a["id"]]
     assert ids(client.get(f"/stores/{store['id']}/items?sku=X-1")) == [a["id"]]
     assert_error(client.get("/items?sku=has%20space"), 422)
+    assert_error(client.get("/items?sku=X-1%0A"), 422)
 
 
 @pytest.mark.postgres
