@@ -98,9 +98,15 @@ def _item(item_id: int) -> tuple[Store, Item]:
 
 def _item_and_tag(item_id: int, tag_id: int) -> tuple[Store, Item, Tag]:
     # The item is locked: concurrent links and unlinks of it take turns, so the
-    # tags it is answered with are the ones it has.
+    # tags it is answered with are the ones it has. The tag FOR KEY SHARE (as the
+    # link's foreign key would hold it, other links go on): a deletion of it under way
+    # finishes first and this finds no tag (404), or waits and finds it in use (409).
     item = get_item(item_id, for_update=True)
-    return item.store, item, get_or_404(Tag, tag_id)
+    lock = {"read": True, "key_share": True}
+    tag = db.session.get(Tag, tag_id, with_for_update=lock)
+    if tag is None:
+        abort(404, message=f"Tag {tag_id} not found.")
+    return item.store, item, tag
 
 
 def _duplicate(item: Item) -> Any:

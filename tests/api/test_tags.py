@@ -6,8 +6,9 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from helpers import CatalogFactory, Client, assert_error, query, snapshot
-from models import Tag
+import resources.items as items_resource
+from helpers import CatalogFactory, Client, assert_error, client_of, meanwhile, query, snapshot
+from models import Tag, item_tags
 
 
 @pytest.fixture
@@ -127,6 +128,39 @@ class TestTags:
         body = assert_error(client.delete(f"/tags/{tag['id']}", headers=as_alice), 409)
         assert "still on items" in body["message"]
         assert snapshot(app) == before
+
+    @pytest.mark.postgres
+    def test_a_link_and_the_tags_deletion_take_turns(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        store: Any,
+        api: CatalogFactory,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The tag is deleted while a link of it is under way: the deletion waits for
+        the link and finds the tag in use. (It used to commit first, and the link's
+        commit failed on its foreign key: a 409 ``conflict`` for a tag now gone.)"""
+        tag, item = api.tag(as_alice, store), api.item(as_alice, store)
+        answers: list[Any] = []
+
+        def deletion() -> None:
+            sent = client_of(app).delete(f"/tags/{tag['id']}", headers=as_alice)
+            answers.append((sent.status_code, sent.json))
+
+        other = meanwhile(monkeypatch, items_resource, "_record_update", deletion)
+        linked = client.post(f"/items/{item['id']}/tags/{tag['id']}", headers=as_alice)
+        other.join(10)
+        assert linked.status_code == 201, linked.json
+        [(status, body)] = answers
+        assert (status, body["error"]) == (409, "tag_in_use")
+        assert query(app, select(item_tags)) == [(item["id"], tag["id"])]
+        # Once it is gone, a link of it is 404.
+        client.delete(f"/items/{item['id']}/tags/{tag['id']}", headers=as_alice)
+        assert client.delete(f"/tags/{tag['id']}", headers=as_alice).status_code == 204
+        response = client.post(f"/items/{item['id']}/tags/{tag['id']}", headers=as_alice)
+        assert_error(response, 404)
 
     def test_unknown_tag(self, client: Client, as_alice: dict[str, str]) -> None:
         assert_error(client.get("/tags/5"), 404)
