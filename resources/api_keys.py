@@ -22,6 +22,7 @@ from core.web.http import no_store
 from core.web.smorest import Blueprint
 from db import db
 from models import ApiKey, Store
+from resources.common import KEY_SHARE
 from schemas import ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeySchema
 
 blp = Blueprint("api_keys", __name__, url_prefix="/api-keys", description="API keys")
@@ -48,7 +49,7 @@ def _key(key_id: int, *, for_update: bool = False) -> ApiKey:
 def _check_store(store_id: int | None) -> None:
     if store_id is None:
         return
-    store = db.session.get(Store, store_id)
+    store = db.session.get(Store, store_id, with_for_update=KEY_SHARE)  # held, as for an item
     if store is None or store.deleted_at is not None:
         message = f"Store {store_id} does not exist."
         abort(422, message=message, errors={"json": {"store_id": [message]}})

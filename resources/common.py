@@ -16,7 +16,15 @@ from models import Item, Tag
 T = TypeVar("T")
 
 
-def get_or_404(model: type[T], ident: int, *options: Any, for_update: bool = False) -> T:
+# A row held as a row that references it holds it (its foreign key's check): a
+# deletion of it under way finishes first, and the reader finds it gone; one that
+# comes later waits for the reader's commit. Other holders go on.
+KEY_SHARE = {"read": True, "key_share": True}
+
+
+def get_or_404(
+    model: type[T], ident: int, *options: Any, for_update: bool = False, held: bool = False
+) -> T:
     """The row, or 404. ``for_update`` locks it until the request commits, so that a
     check made on it (ownership, If-Match) still holds when the change is written.
 
@@ -25,8 +33,12 @@ def get_or_404(model: type[T], ident: int, *options: Any, for_update: bool = Fal
     SHARE: an item created in a locked store, a movement of a locked item) goes
     through. FOR UPDATE made that check wait while holding the new row's unique
     entries, which the lock's holder could then wait for: a deadlock (a batch and a
-    POST /items of the same name)."""
-    lock = {"of": model, "key_share": True} if for_update else None
+    POST /items of the same name).
+
+    ``held``: FOR KEY SHARE (``KEY_SHARE``), for a row the request's new rows will
+    reference (a store, for its new tag): its deletion cannot commit in between, where
+    the new row's foreign key would fail at the commit (a bare 409)."""
+    lock = {"of": model, "key_share": True} if for_update else KEY_SHARE if held else None
     if for_update and (model is Item or model is Tag):
         # Its store first (FOR KEY SHARE, what the change's events would take later):
         # the order a store's deletion locks in, the store then its rows. Taken after

@@ -34,7 +34,15 @@ from core.web.sparse import sparse
 from db import db
 from models import Item, Store, Tag, item_tags
 from models.types import utcnow
-from resources.common import commit, created, flush, get_or_404, is_unique_violation, updated
+from resources.common import (
+    KEY_SHARE,
+    commit,
+    created,
+    flush,
+    get_or_404,
+    is_unique_violation,
+    updated,
+)
 from schemas import (
     ItemCreateSchema,
     ItemQuerySchema,
@@ -102,8 +110,7 @@ def _item_and_tag(item_id: int, tag_id: int) -> tuple[Store, Item, Tag]:
     # link's foreign key would hold it, other links go on): a deletion of it under way
     # finishes first and this finds no tag (404), or waits and finds it in use (409).
     item = get_item(item_id, for_update=True)
-    lock = {"read": True, "key_share": True}
-    tag = db.session.get(Tag, tag_id, with_for_update=lock)
+    tag = db.session.get(Tag, tag_id, with_for_update=KEY_SHARE)
     if tag is None:
         abort(404, message=f"Tag {tag_id} not found.")
     return item.store, item, tag
@@ -184,8 +191,9 @@ class Items(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def post(self, data: dict[str, Any]) -> tuple[Item, int, dict[str, str]]:
         """Create an item in one of your stores"""
-        # The schema checked it exists; a deletion may have come since.
-        store = db.session.get(Store, data["store_id"])
+        # The schema checked it exists; a deletion may have come since (and is held
+        # off from here on, get_or_404's ``held``).
+        store = db.session.get(Store, data["store_id"], with_for_update=KEY_SHARE)
         if store is None:
             message = f"Store {data['store_id']} does not exist."
             abort(422, message=message, errors={"json": {"store_id": [message]}})

@@ -70,8 +70,9 @@ def _store(store_id: int) -> tuple[Store, Store]:
     return store, store
 
 
-def _store_unlocked(store_id: int) -> tuple[Store, Store]:
-    store = get_or_404(Store, store_id)
+def _store_held(store_id: int) -> tuple[Store, Store]:
+    """The store a new row goes in, held until the request commits (``held``)."""
+    store = get_or_404(Store, store_id, held=True)
     return store, store
 
 
@@ -216,7 +217,7 @@ class StoreTags(MethodView):
             query = query.where(Tag.updated_at > args["updated_after"])
         return query
 
-    @store_owner_required(blp, _store_unlocked)
+    @store_owner_required(blp, _store_held)
     @blp.arguments(TagInputSchema)
     @blp.response(201, TagSchema, headers=TAG_LOCATION)
     @blp.alt_response(409, response="CONFLICT")

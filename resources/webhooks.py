@@ -22,6 +22,7 @@ from core.web.smorest import Blueprint
 from db import db
 from models import Delivery, Event, Store, Webhook
 from models.event import public_id
+from resources.common import KEY_SHARE
 from schemas import (
     DeliverySchema,
     WebhookCreatedSchema,
@@ -92,7 +93,7 @@ def _check_store(store_id: int | None) -> None:
     scopes.check_store(api_key(), store_id)  # a key bound to a store: that store only
     if store_id is None:
         return
-    store = db.session.get(Store, store_id)
+    store = db.session.get(Store, store_id, with_for_update=KEY_SHARE)  # held, as for an item
     if store is None:
         message = f"Store {store_id} does not exist."
         abort(422, message=message, errors={"json": {"store_id": [message]}})

@@ -8,8 +8,21 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
-from helpers import CatalogFactory, Client, assert_error, bearer, count_queries, query, snapshot
-from models import Item, Store, Tag, User, item_tags
+import core.auth.api_keys as api_keys_module
+import resources.items as items_resource
+import resources.stores as stores_resource
+from helpers import (
+    CatalogFactory,
+    Client,
+    assert_error,
+    bearer,
+    client_of,
+    count_queries,
+    meanwhile,
+    query,
+    snapshot,
+)
+from models import ApiKey, Item, Store, Tag, User, item_tags
 
 
 class TestCreate:
@@ -341,6 +354,45 @@ class TestDelete:
         assert query(app, select(Tag.id)) == [(kept_tag["id"],)]
         assert query(app, select(func.count()).select_from(item_tags)) == [(1,)]
         assert_error(client.get(f"/stores/{store['id']}"), 404)
+
+    @pytest.mark.postgres
+    @pytest.mark.parametrize("made", ["item", "tag", "api_key"])
+    def test_a_row_made_in_the_store_meanwhile_is_deleted_with_it(
+        self,
+        app: Flask,
+        client: Client,
+        as_alice: dict[str, str],
+        api: CatalogFactory,
+        monkeypatch: pytest.MonkeyPatch,
+        made: str,
+    ) -> None:
+        """The store is deleted while a row is being made in it: the deletion waits for
+        that row, then takes it. (It used to commit first, and the new row's foreign
+        key then failed: a bare 409 "conflict".)"""
+        store = api.store(as_alice, "Gone")
+        answers: list[int] = []
+
+        def deletion() -> None:
+            answers.append(
+                client_of(app).delete(f"/stores/{store['id']}", headers=as_alice).status_code
+            )
+
+        in_store = {"store_id": store["id"]}
+        owner, name, path, body = {
+            "item": (items_resource, "flush", "/items", {"name": "Tea", "price": 2, **in_store}),
+            "tag": (stores_resource, "flush", f"/stores/{store['id']}/tags", {"name": "t"}),
+            "api_key": (api_keys_module, "new_key", "/api-keys", {"name": "k", **in_store}),
+        }[made]
+        body |= {"scopes": ["jobs"]} if made == "api_key" else {}
+        other = meanwhile(monkeypatch, owner, name, deletion, first=True)
+        response = client.post(path, json=body, headers=as_alice)
+        other.join(10)
+        assert response.status_code == 201, response.json
+        assert answers == [204]
+        assert query(app, select(Store.id)) == []
+        assert query(app, select(func.count()).select_from(Item)) == [(0,)]
+        assert query(app, select(func.count()).select_from(Tag)) == [(0,)]
+        assert query(app, select(func.count()).select_from(ApiKey)) == [(0,)]
 
     @pytest.mark.config(STORE_DELETE_BATCH=2)
     def test_a_big_store_goes_in_batches(
