@@ -213,7 +213,7 @@ class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
         """If-Match is optional: without it, a write goes ahead (no 428)."""
 
     def _verify_check_etag(self) -> None:
-        if request.if_match:
+        if "If-Match" in request.headers:
             super()._verify_check_etag()
 
     IF_NONE_MATCH_FAILED = (
@@ -224,8 +224,10 @@ class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
     def check_etag(self, etag_data: Any, etag_schema: Any = None) -> None:
         """412 when an If-Match header was sent and no longer matches, or an
         If-None-Match was sent and matches (weakly; "*" matches any representation:
-        RFC 9110 13.1.2, a change's "only if it is not what I have")."""
-        if request.if_match:
+        RFC 9110 13.1.2, a change's "only if it is not what I have"). An If-Match
+        with no entity-tag one can read (``,``) matches nothing: 412, as any other
+        that does not match (Werkzeug's parsed, empty, list would read as no header)."""
+        if "If-Match" in request.headers:
             super().check_etag(etag_data, etag_schema)
         if request.if_none_match:
             if etag_schema is not None:

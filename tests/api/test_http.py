@@ -43,6 +43,8 @@ class TestConditionalRequests:
     @pytest.mark.parametrize(
         ("method", "body"), [("put", {"name": "New"}), ("patch", {"name": "New"}), ("delete", None)]
     )
+    # An If-Match with no entity-tag to read matches nothing either (RFC 9110 13.1.1).
+    @pytest.mark.parametrize("sent", ['"stale"', ",", '"', "W/"])
     def test_stale_if_match_changes_nothing(
         self,
         app: Flask,
@@ -51,9 +53,10 @@ class TestConditionalRequests:
         store: Any,
         method: Any,
         body: Any,
+        sent: str,
     ) -> None:
         before = snapshot(app)
-        headers = as_alice | {"If-Match": '"stale"'}
+        headers = as_alice | {"If-Match": sent}
         response = getattr(client, method)(f"/stores/{store['id']}", json=body, headers=headers)
         assert_error(response, 412)
         assert snapshot(app) == before
