@@ -10,7 +10,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from core.web.request_log import JsonFormatter
-from helpers import CatalogFactory, Client, assert_error, count_queries, query, snapshot
+from helpers import CatalogFactory, Client, assert_error, bearer, count_queries, query, snapshot
 from models import Store, User
 
 
@@ -401,9 +401,15 @@ class TestLegacyPaths:
 
 
 class TestProbesAndDocs:
-    def test_health_does_not_touch_the_database(self, app: Flask, client: Client) -> None:
+    # With credentials too: a gateway that adds its Authorization header to the probe
+    # must not make liveness depend on the database (the token's user, the key's row).
+    @pytest.mark.parametrize("sent", [None, "token", "sk_" + "A" * 43, "garbage"])
+    def test_health_does_not_touch_the_database(
+        self, app: Flask, client: Client, as_alice: dict[str, str], sent: str | None
+    ) -> None:
+        headers = {} if sent is None else as_alice if sent == "token" else bearer(sent)
         with count_queries(app) as statements:
-            response = client.get("/health")
+            response = client.get("/health", headers=headers)
         assert response.json == {"status": "ok"}
         assert statements == []
 
