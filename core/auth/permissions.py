@@ -175,15 +175,20 @@ def store_owner_required(
     blp: Blueprint, find: Callable[..., Found], *, etag_schema: Any = None, fresh: bool = False
 ) -> Decorator:
     """The view acts on a store's catalog: ``find(**view_args)`` looks its rows up
-    (404, and locks what the change needs), only the store's owner or an admin may go
-    on (403), and with ``etag_schema`` a sent If-Match must match the first row, or
-    else a sent If-Unmodified-Since must not be older than its ``last_modified`` (412).
-    The view is given the rows in place of their ids: ``patch(self, item, data)``."""
+    (404, and locks what the change needs; an item that is not active is 404 to anyone
+    who may not see it, §13, so that a write tells no more than a read), only the
+    store's owner or an admin may go on (403), and with ``etag_schema`` a sent If-Match
+    must match the first row, or else a sent If-Unmodified-Since must not be older than
+    its ``last_modified`` (412). The view is given the rows in place of their ids:
+    ``patch(self, item, data)``."""
 
     def decorator(func: View) -> View:
         @wraps(func)
         def wrapper(view: Any, **view_args: Any) -> Any:
             store, *rows = find(**view_args)
+            for row in rows:  # a hidden item is 404 to a stranger here too, as on a read
+                if not may_see(getattr(row, "status", "active"), store.owner_id, store.id):
+                    abort(404, message=f"{type(row).__name__} {row.id} not found.")
             authorize_store(store)
             if etag_schema is not None:
                 blp.check_preconditions(rows[0], etag_schema, rows[0].last_modified)

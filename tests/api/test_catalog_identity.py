@@ -293,6 +293,39 @@ def test_a_single_item_not_active_is_404_to_others(
     assert client.get(f"/items/{statuses['active']['id']}").status_code == 200
 
 
+def test_a_write_to_a_hidden_item_is_404_to_others_as_a_read(
+    app: Flask,
+    client: Client,
+    api: CatalogFactory,
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+    as_alice: dict[str, str],
+    store: Any,
+    statuses: dict[str, Any],
+) -> None:
+    """A 403 where a read says 404 told anyone signed in which ids are hidden items."""
+    tag = api.tag(as_alice, store)
+    before = snapshot(app)
+    for status in ("draft", "archived"):
+        item = statuses[status]["id"]
+        writes = [
+            ("PATCH", f"/items/{item}", {"price": 1}),
+            ("PUT", f"/items/{item}", {"name": "x", "price": 1}),
+            ("DELETE", f"/items/{item}", None),
+            ("POST", f"/items/{item}/stock", {"set": 1, "expected": 0, "reason": "count"}),
+            ("POST", f"/items/{item}/tags/{tag['id']}", None),
+            ("DELETE", f"/items/{item}/tags/{tag['id']}", None),
+        ]
+        for method, path, body in writes:
+            response = client.open(path, method=method, json=body, headers=auth(bob))
+            assert_error(response, 404)
+            assert response.json["message"] == f"Item {item} not found."
+    # An active item of another's store is theirs to refuse: 403.
+    active = f"/items/{statuses['active']['id']}"
+    assert_error(client.patch(active, json={"price": 1}, headers=auth(bob)), 403)
+    assert snapshot(app) == before
+
+
 def test_a_bad_token_does_not_tell_a_hidden_item_from_none(
     app: Flask, client: Client, alice: User, statuses: dict[str, Any]
 ) -> None:
