@@ -131,8 +131,11 @@ class Plan:
         """Give every renamed item a placeholder name first (one statement; the
         store is locked, so nobody else sees it): the unique index, checked row by
         row, then judges only the final names, whatever order the rows are written
-        in (two items may swap names)."""
-        renamed = [u["id"] for u in self.updates if "name" in u]
+        in (two items may swap names). A name sent unchanged is left alone: written,
+        it would move the item's ``updated_at`` with no change to tell (no event)."""
+        renamed = [
+            u["id"] for u in self.updates if "name" in u and u["name"] != self.items[u["id"]].name
+        ]
         if renamed:
             db.session.execute(
                 update(Item)

@@ -23,7 +23,7 @@ from helpers import (
     query,
     snapshot,
 )
-from models import Item, StockMovement, User
+from models import Event, Item, StockMovement, User
 
 
 @pytest.fixture
@@ -326,9 +326,16 @@ class TestFinalState:
         self, app: Flask, client: Client, as_alice: dict[str, str], store: Any, items: Any
     ) -> None:
         milk = items[0]
+        etag = client.get(f"/items/{milk['id']}").headers["ETag"]
+        events = query(app, select(Event.id))
         response = batch(client, as_alice, store, update=[{"id": milk["id"], "name": "Milk"}])
         assert response.status_code == 200
         assert names(app) == ["Bread", "Eggs", "Milk"]
+        # Nothing changed: the item is as it was (its updated_at, its ETag), no event.
+        assert response.json["updated"] == [client.get(f"/items/{milk['id']}").json]
+        assert response.json["updated"][0]["updated_at"] == milk["updated_at"]
+        assert client.get(f"/items/{milk['id']}").headers["ETag"] == etag
+        assert query(app, select(Event.id)) == events
 
 
 class TestWho:
