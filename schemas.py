@@ -6,6 +6,7 @@ body from setting ``role``, ``owner_id`` or ``id``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -450,6 +451,16 @@ class ItemCreateSchema(ItemReplaceSchema):
 MAX_TAGS = 10  # every repeatable parameter is bounded (§4)
 
 
+# PostgreSQL's web-search parser stacks at most 32 "-" (not) before a word: one more is
+# the database's error ("tsquery stack too small"), which was a 500.
+_NEGATIONS = re.compile(r"(?:-\s*){33}")
+
+
+def _bounded_negation(value: str) -> None:
+    if _NEGATIONS.search(value):
+        raise ValidationError("At most 32 '-' (not) in a row.")
+
+
 class ItemQuerySchema(ma.Schema):
     tag = List(
         Name(),
@@ -462,10 +473,11 @@ class ItemQuerySchema(ma.Schema):
     q = Line(80, metadata={"description": "Case-insensitive substring of the name or description"})
     search = Line(
         200,
+        validate=_bounded_negation,
         metadata={
             "description": 'Full-text search, web-search syntax: words, "a phrase", or, -word '
-            "(PostgreSQL; on SQLite every word is a substring). Orders by relevance unless "
-            "sort says otherwise"
+            "(PostgreSQL; on SQLite every word is a substring; at most 32 '-' in a row). "
+            "Orders by relevance unless sort says otherwise"
         },
     )
     # No example: Swagger UI would send it as a filter on "Try it out".

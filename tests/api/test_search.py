@@ -155,6 +155,8 @@ class TestFilters:
             ("q=", "q"),
             ("q=" + "x" * 81, "q"),
             ("q=%00", "q"),
+            ("search=" + "-" * 33 + "x", "search"),  # the database's parser stacks 32
+            ("search=" + "-%20" * 33 + "x", "search"),
             ("page=0", "page"),
             ("page=x", "page"),
             ("page_size=0", "page_size"),
@@ -277,6 +279,8 @@ class TestFullText:
         assert names(client.get("/items?search=tofu or butter")) == ["Tofu", "butter"]
         assert names(client.get("/items?search=apple")) == ["Apples"]  # one stem
         assert names(client.get("/items?search=the")) == []  # only a stop word
+        assert names(client.get("/items?search=" + "-" * 32 + "tofu")) == ["Tofu"]  # even: not not
+        assert "Tofu" not in names(client.get("/items?search=" + "-" * 31 + "tofu"))
 
     def test_relevance_needs_search(self, client: Client, catalog: Any) -> None:
         body = assert_error(client.get("/items?sort=relevance"), 422)
