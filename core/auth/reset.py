@@ -28,10 +28,12 @@ from typing import Any, cast
 from celery import shared_task
 from flask import current_app, request
 from flask_mailman import EmailMessage
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.auth.passwords import hash_password
+from core.web.errors import abort
 from core.web.extensions import limiter
 from core.web.fields import BLANKS
 from db import db, unicode_lower
@@ -94,10 +96,15 @@ def reset_rate_limits(*, per_address: bool) -> list[Callable[..., Any]]:
 
 
 def request_reset(email: str) -> None:
-    """Enqueue the mail. Nothing here depends on whether the address is known."""
+    """Enqueue the mail. Nothing here depends on whether the address is known: a broker
+    that is down is a 503 (try again) for every address alike."""
     nonce = secrets.token_urlsafe(16)
     celery = current_app.extensions["celery"]
-    celery.tasks[TASK].delay(email, nonce, utcnow().isoformat())
+    try:
+        celery.tasks[TASK].delay(email, nonce, utcnow().isoformat())
+    except BrokerError:
+        log.warning("password reset: broker unavailable; nothing was queued")
+        abort(503, message="The mail could not be queued just now: try again shortly.")
 
 
 def _find_user(email: str) -> User | None:

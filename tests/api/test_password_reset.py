@@ -314,6 +314,21 @@ def test_the_user_row_changes_only_its_password_and_token_key(
         assert getattr(after, name) == getattr(before, name)
 
 
+@pytest.mark.config(CELERY_TASK_ALWAYS_EAGER=False, CELERY_BROKER_URL="amqp://127.0.0.1:1//")
+def test_a_broker_that_is_down_is_a_503_for_any_address(
+    app: Flask, client: Client, alice: User
+) -> None:
+    """Nothing can be queued: a 503 to try again (it was a 500), the same for a known
+    address and an unknown one, so it tells nothing of which exist."""
+    before = snapshot(app)
+    answers = [ask(client, address) for address in ("alice@example.com", "nobody@example.com")]
+    for response in answers:
+        assert_error(response, 503)
+        assert response.headers["Retry-After"]
+    assert answers[0].json["message"] == answers[1].json["message"]
+    assert snapshot(app) == before
+
+
 @pytest.mark.redis
 @pytest.mark.config(
     CELERY_TASK_ALWAYS_EAGER=False,
