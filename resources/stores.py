@@ -22,6 +22,7 @@ from core.catalog.stores import count_items, delete_store, mark_deleting
 from core.events.outbox import as_json
 from core.jobs import engine
 from core.lists.listing import LIST_HEADERS, Listing
+from core.lists.settled import settled
 from core.web.conditions import LAST_MODIFIED
 from core.web.errors import abort
 from core.web.http import public_cache
@@ -112,7 +113,7 @@ class Stores(MethodView):
             query = query.where(Store.owner_id == args["owner_id"])
         if "updated_after" in args:
             query = query.where(Store.updated_at > args["updated_after"])
-        return query
+        return settled(query, Store.updated_at, args)
 
     @login_required(blp)
     @any_store_key(blp)
@@ -215,7 +216,7 @@ class StoreTags(MethodView):
         query = select(Tag).where(Tag.store_id == store_id)
         if "updated_after" in args:
             query = query.where(Tag.updated_at > args["updated_after"])
-        return query
+        return settled(query, Tag.updated_at, args)
 
     @store_owner_required(blp, _store_held)
     @blp.arguments(TagInputSchema)

@@ -38,6 +38,7 @@ from core.auth import scopes
 from core.auth.permissions import forbid, key_store, sees_own_catalog
 from core.catalog.stores import live_items
 from core.lists.listing import Listing, Ranked, Rows
+from core.lists.settled import settled
 from db import db, icontains, lower
 from models import Item, Store, Tag, item_tags
 from models.item import ITEM_TEXT, SEARCH_CONFIG
@@ -210,6 +211,7 @@ def item_search(args: dict[str, Any], viewer: Viewer | None = None) -> Select[An
         query = query.where(Item.sku == args["sku"])
     if args.get("updated_after") is not None:
         query = query.where(Item.updated_at > args["updated_after"])
+    query = settled(query, Item.updated_at, args)
     if args.get("min_price") is not None:
         query = query.where(Item.price >= args["min_price"])
     if args.get("max_price") is not None:

@@ -118,6 +118,10 @@ class Config:
             o.strip() for o in self.env_str("CORS_ORIGINS").split(",") if o.strip()
         ]
         self.HSTS_SECONDS = self.env_int("HSTS_SECONDS", 0)
+        # A list read as a sync reads it (updated_after, sort=updated_at) ends this long
+        # before the oldest transaction still open (core/lists/settled.py): the time
+        # between stamping a row and writing it, and the hosts' clocks apart.
+        self.SYNC_SETTLE_MS = self.env_int("SYNC_SETTLE_MS", 1000)
         self.LOG_LEVEL = log_level(self.environ)
         # json or text; empty = chosen by environment (core.web.request_log.choose_format).
         self.LOG_FORMAT = self.env_str("LOG_FORMAT").lower()
@@ -335,6 +339,8 @@ class TestingConfig(Config):
         self.RATE_LIMIT_DEFAULT = "10000 per minute"
         # In-process tests run tasks in the request; tests of the worker start a real one.
         self.CELERY_TASK_ALWAYS_EAGER = True
+        # A sync's list at once (one process, one clock): the open transactions decide.
+        self.SYNC_SETTLE_MS = 0
 
 
 class ProductionConfig(Config):

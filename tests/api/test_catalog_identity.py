@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from click.testing import Result
@@ -494,6 +495,44 @@ def test_a_cursor_walk_by_updated_at_misses_nothing_changed_meanwhile(
     assert seen[:2] == [items[0]["id"], items[1]["id"]]
     assert set(seen) == {item["id"] for item in items}
     assert seen[-2:] == [items[0]["id"], items[4]["id"]]
+
+
+@pytest.mark.postgres
+def test_a_sync_never_misses_a_change_that_commits_late(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any
+) -> None:
+    """A change stamped before a later one but committed after it: a poller that
+    resumes from the last updated_at it saw still gets it. (The list used to show the
+    later change at once; the poller went on from its time and never saw the first.)"""
+    late, quick = api.item(as_alice, store, name="Late"), api.item(as_alice, store, name="Quick")
+    last = quick["updated_at"]
+    seen: list[int] = []
+
+    def poll() -> None:
+        nonlocal last
+        url: str | None = f"/items?sort=updated_at&updated_after={quote(last)}"
+        while url:
+            response = client.get(url)
+            seen.extend(ids(response))
+            last = response.json[-1]["updated_at"] if response.json else last
+            url = next_link(response)
+
+    with app.app_context():
+        engine = db.engine
+    with engine.connect() as other:  # a change under way: stamped now, not committed
+        other.execute(text("UPDATE items SET description = 'late' WHERE id = :id"), late)
+        response = client.patch(f"/items/{quick['id']}", json={"price": 3}, headers=as_alice)
+        assert response.status_code == 200
+        poll()
+        assert seen == []  # the quick change waits for the one under way
+        other.commit()
+    poll()
+    assert seen == [late["id"], quick["id"]]
+    # A list in another order is not held back.
+    with engine.connect() as other:
+        other.execute(text("UPDATE items SET description = 'again' WHERE id = :id"), late)
+        assert ids(client.get("/items?sort=-updated_at"))[0] == quick["id"]
+        other.rollback()
 
 
 def test_tags_have_timestamps_and_a_rename_changes_updated_at(
