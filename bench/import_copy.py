@@ -4,7 +4,8 @@ For each size (100,000 then 1,000,000 rows by default): a new database at the he
 migration, a user and a store, a CSV file of new items (name, description, price,
 stock, two of 50 tags, a SKU, a status) stored as an import job's input, then the
 job run by the worker's own function (core/jobs/work.py ``run``) in this process;
-then the same file again (every row matched, none changed). Prints rows/s, this
+then the same file again (every row matched, none changed), then a file that changes
+every row's description (every row matched and updated). Prints rows/s, this
 process's peak RSS and the time of each phase the importer logs (core/catalog/
 csv_copy.py, logger ``stores.import``); "job commit" is what follows the last phase
 (the job's result, the commit: before f062a2e, the events' INSERT too).
@@ -55,7 +56,8 @@ class Phases(logging.Handler):
             self.found.append((str(name), float(str(seconds))))
 
 
-def write_csv(path: Path, rows: int) -> None:
+def write_csv(path: Path, rows: int, *, edited: bool = False) -> None:
+    """``edited``: every description changed (a re-import that updates every row)."""
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["name", "description", "price", "stock", "tags", "sku", "status"])
@@ -63,7 +65,7 @@ def write_csv(path: Path, rows: int) -> None:
             writer.writerow(
                 [
                     f"Imported {i}",
-                    f"Item number {i}, imported",
+                    f"Item number {i}, imported" + (", edited" if edited else ""),
                     f"{i % 10_000}.{i % 100:02}",
                     i % 50,
                     f"tag{i % TAGS}|tag{(i * 7 + 1) % TAGS}",
@@ -110,6 +112,8 @@ def measure(url: Any, rows: int, phases: Phases) -> None:
     app = create_app(ProductionConfig(env))
     path = Path(tempfile.mkdtemp(prefix="bench-import-")) / f"{rows}.csv"
     write_csv(path, rows)
+    edited = path.with_name(f"{rows}-edited.csv")
+    write_csv(edited, rows, edited=True)
     size = path.stat().st_size / 2**20
     with app.app_context():
         user = User(username="bench", email="bench@example.com", password_hash="x" * 60)
@@ -119,8 +123,9 @@ def measure(url: Any, rows: int, phases: Phases) -> None:
         db.session.add(store)
         db.session.commit()
         store_id, user_id = store.id, user.id
-        for label in ("new items", "same file again (unchanged)"):
-            took, job = import_job(path, store_id, user_id, phases)
+        runs = [("new items", path), ("same file again (unchanged)", path)]
+        for label, source in [*runs, ("every row edited (updated)", edited)]:
+            took, job = import_job(source, store_id, user_id, phases)
             assert job.status == "succeeded", (job.status, job.error, job.result)
             counts = {k: v for k, v in (job.result or {}).items() if k != "errors"}
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -143,6 +148,7 @@ def measure(url: Any, rows: int, phases: Phases) -> None:
         db.session.remove()
         db.engine.dispose()
     path.unlink()
+    edited.unlink()
     path.parent.rmdir()
 
 

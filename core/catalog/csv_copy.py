@@ -353,8 +353,9 @@ WITH written AS (
                WHERE q.changed OR q.relink GROUP BY l.item_id) g ON g.item_id = i.id
     JOIN import_before b ON b.item_id = i.id
     WHERE p.changed OR p.relink
-), told AS (
-    SELECT line, after, {PREVIOUS_JSON} AS previous FROM written
+), told AS MATERIALIZED (  -- once per row (its filter and its use would each run it)
+    SELECT line, after, {PREVIOUS_JSON} AS previous
+    FROM (SELECT line, after, before, after::jsonb AS after_b FROM written) w
 ), sent AS (
     INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
                         created_at)
@@ -708,6 +709,10 @@ def import_items(
         cursor.execute(RELINK)
         cursor.execute(LOCK)
         cursor.execute(COMPARE.format(only="AND (p.changed OR p.relink)"), params)
+        # The plan's statistics again, now that it says which rows change: ANALYZEd
+        # while every flag was false, the planner read "changed OR relink" as one row
+        # and joined the tags once per changed row (10,000 updates: 199 s, not 0.1 s).
+        cursor.execute("ANALYZE import_plan")
         cursor.execute(COUNTS)
         summary.created, summary.updated, summary.unchanged = cursor.fetchone()
         errors.report()

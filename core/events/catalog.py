@@ -182,8 +182,10 @@ TAG_LIST = "json_agg(json_build_object('id', t.id, 'name', t.name) ORDER BY t.id
 # (to be completed with a WHERE and ``GROUP BY l.item_id``).
 TAGS_JSON = f"""SELECT l.item_id, {TAG_LIST} AS tags_json
 FROM item_tags l JOIN tags t ON t.id = l.tag_id"""  # noqa: S608 - fragments of our own, no input
-# ``previous`` of an update, from ``before`` and ``after`` (json): the old value of each
-# field that changed, but ``updated_at`` (core/events/outbox.py ``changes``); NULL if none.
+# ``previous`` of an update, from ``before`` (json, whose key order it keeps) and
+# ``after_b`` (the new JSON as jsonb, converted once: ``->`` on json parses the whole
+# text again for each key): the old value of each field that changed, but
+# ``updated_at`` (core/events/outbox.py ``changes``); NULL if none.
 PREVIOUS_JSON = """(SELECT json_object_agg(b.key, b.value ORDER BY b.n)
  FROM json_each(before) WITH ORDINALITY AS b(key, value, n)
- WHERE b.key <> 'updated_at' AND (after -> b.key)::jsonb IS DISTINCT FROM b.value::jsonb)"""
+ WHERE b.key <> 'updated_at' AND after_b -> b.key IS DISTINCT FROM b.value::jsonb)"""
