@@ -42,7 +42,7 @@ def run(job_id: int) -> None:
     job = engine.claim(job_id)
     if job is None:
         return
-    lease = engine.Lease.of(job)
+    kind, lease = job.type, engine.Lease.of(job)
     with engine.Heartbeat(lease):
         try:
             WORK[job.type](job, lease)
@@ -55,10 +55,23 @@ def run(job_id: int) -> None:
             log.info("job %s: %s, no longer this run's: stopped", job_id, status)
         except Exception:
             db.session.rollback()
-            log.exception("job %s (%s) failed", job_id, job.type)
+            if kind in RESUMED:
+                # The store is gone for clients already: its rows must go. This run ends
+                # as a dead worker's would; the sweep hands the job over again once its
+                # lease is stale (JOB_STALE_SECONDS apart: a lock held for long, the
+                # database away a while), and the next run resumes where this one
+                # stopped.
+                log.exception("job %s (%s): this run failed; it resumes later", job_id, kind)
+                return
+            log.exception("job %s (%s) failed", job_id, kind)
             error = envelope(500, f"Job {job_id} failed unexpectedly; it was logged.")
             engine.finish(lease, "failed", error=error)
             db.session.commit()
+
+
+# Jobs that must finish (a deletion cannot be canceled, §16): a run that fails is
+# tried again later, never finished as failed.
+RESUMED = frozenset({"store_delete"})
 
 
 def delete_store_job(job: Job, lease: engine.Lease) -> None:

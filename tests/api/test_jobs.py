@@ -156,6 +156,54 @@ def test_a_big_store_is_gone_at_once_and_its_rows_go_in_batches(
     assert client.get(f"/jobs/{job['id']}", headers=as_alice).json == done
 
 
+@pytest.mark.config(STORE_DELETE_SYNC_MAX=3, STORE_DELETE_BATCH=2, **QUEUED)
+def test_a_deletion_whose_run_fails_resumes_and_finishes(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    api: CatalogFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that fails mid-way (a lock held too long, the database away) ends as a
+    dead worker's would: the job stays running, the sweep hands it over once its lease
+    is stale, and the next run finishes it. (It was finished as failed, the store's
+    rows left for good: nobody could delete them again.)"""
+    store = big_store(api, as_alice)
+    job = assert_job(client.delete(f"/stores/{store['id']}", headers=as_alice))
+    original = work.delete_store  # type: ignore[attr-defined]
+
+    def fails_after_a_batch(*args: Any, **kwargs: Any) -> bool:
+        on_batch, batches = args[2], []
+
+        def then_fails(deleted: int) -> bool:
+            batches.append(deleted)
+            if len(batches) > 1:  # the second batch: rolled back, as by the database
+                raise RuntimeError("canceling statement due to lock timeout")
+            return bool(on_batch(deleted))
+
+        return bool(original(args[0], args[1], then_fails, **kwargs))
+
+    monkeypatch.setattr(work, "delete_store", fails_after_a_batch)
+    run_job(app, job["id"])
+    left = assert_job(client.get(f"/jobs/{job['id']}", headers=as_alice), 200)
+    assert left["status"] == "running" and left["error"] is None
+    assert left["progress"] == {"done": 2, "total": 5}  # the batch before the failure
+    monkeypatch.undo()
+    with app.app_context():
+        assert engine.sweep() == []  # its lease is fresh: nobody takes it over yet
+        stale = utcnow() - timedelta(seconds=app.config["JOB_STALE_SECONDS"] + 1)
+        db.session.execute(update(Job).values(heartbeat_at=stale))
+        db.session.commit()
+        assert engine.sweep() == [job["id"]]
+    run_job(app, job["id"])
+    done = assert_job(client.get(f"/jobs/{job['id']}", headers=as_alice), 200)
+    assert done["status"] == "succeeded" and done["result"] == {
+        "store_id": store["id"],
+        "deleted": 5,
+    }
+    assert query(app, select(Store.id).where(Store.id == store["id"])) == []
+
+
 @pytest.mark.config(STORE_DELETE_SYNC_MAX=3, STORE_DELETE_BATCH=2)
 def test_with_a_worker_at_hand_the_job_finishes(
     app: Flask, client: Client, as_alice: dict[str, str], api: CatalogFactory
