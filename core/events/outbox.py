@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import g, has_app_context, has_request_context
@@ -92,7 +93,26 @@ def current_actor() -> dict[str, Any]:
 
 
 def current_request_id() -> str | None:
+    """The request the change answers: this one, or the one a job works for."""
+    if not has_app_context():
+        return None
+    asked: str | None = g.get("event_request_id")
+    if asked is not None:
+        return asked
     return g.get("request_id") if has_request_context() else None
+
+
+@contextmanager
+def acting_for(actor: dict[str, Any], request_id: str | None) -> Iterator[None]:
+    """Events recorded meanwhile name ``actor`` and ``request_id``: those of the
+    request a job works for (an import's changes are its caller's, §10), not the
+    worker's system."""
+    saved = g.get("event_actor"), g.get("event_request_id")
+    g.event_actor, g.event_request_id = actor, request_id
+    try:
+        yield
+    finally:
+        g.event_actor, g.event_request_id = saved
 
 
 def record(

@@ -26,6 +26,7 @@ from core.catalog.csv_export import csv_text
 from core.catalog.csv_import import UnreadableFileError, import_items
 from core.catalog.queries import Viewer, item_search
 from core.catalog.stores import count_items, delete_store
+from core.events.outbox import acting_for
 from core.jobs import engine, files
 from core.jobs.engine import JobCanceledError
 from core.web.errors import envelope
@@ -121,17 +122,20 @@ def import_job(job: Job, lease: engine.Lease) -> None:
         # it was read left part of it. (No transaction of the import is open yet.)
         with db.engine.begin() as connection:
             engine.hold(lease, connection, done=0, total=size)
-        summary = import_items(
-            store,
-            body,
-            dry_run=params.get("dry_run", False),
-            skip_invalid=params.get("skip_invalid", False),
-            progress=progress,
-            listed=LISTED_ERRORS,
-            commit=False,
-            user_id=job.user_id,  # the caller's movements (§8)
-            source=_origin(job),
-        )
+        source = _origin(job)  # the request's caller: its events' and entries' actor
+        actor = {"type": source.actor_type, "id": source.actor_id}
+        with acting_for(actor, source.request_id):
+            summary = import_items(
+                store,
+                body,
+                dry_run=params.get("dry_run", False),
+                skip_invalid=params.get("skip_invalid", False),
+                progress=progress,
+                listed=LISTED_ERRORS,
+                commit=False,
+                user_id=job.user_id,  # the caller's movements (§8)
+                source=source,
+            )
     except UnreadableFileError as exc:
         db.session.rollback()
         engine.finish(lease, "failed", error=envelope(422, str(exc)))

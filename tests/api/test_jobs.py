@@ -697,6 +697,25 @@ def test_an_import_job_runs_the_importer(
 
 
 @pytest.mark.config(**QUEUED)
+def test_an_import_jobs_events_name_its_caller_and_request(
+    app: Flask, client: Client, as_alice: dict[str, str], alice: User, api: CatalogFactory
+) -> None:
+    """Run by a worker, not in the request: the changes are still the caller's, in
+    their events as in their audit entries (they were the system's, with no request)."""
+    store = api.store(as_alice)
+    response = post_import(client, store, GOOD, as_alice | {"X-Request-ID": "import-1"})
+    job = assert_job(response)
+    run_job(app, job["id"])
+    assert client.get(job["links"]["self"], headers=as_alice).json["status"] == "succeeded"
+    written = select(Event.type, Event.actor_type, Event.actor_id, Event.request_id).where(
+        Event.store_id == store["id"], Event.type != "store.created"
+    )
+    rows = query(app, written)
+    assert {kind for kind, *_ in rows} == {"item.created", "stock.moved"}
+    assert {tuple(by) for _kind, *by in rows} == {("user", alice.id, "import-1")}
+
+
+@pytest.mark.config(**QUEUED)
 def test_an_imports_progress_is_the_bytes_it_has_read(
     app: Flask,
     client: Client,
