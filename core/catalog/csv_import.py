@@ -137,6 +137,14 @@ def _cells(row: dict[str, str]) -> dict[str, Any]:
     return data
 
 
+def _some(names: list[str], most: int = 5, longest: int = 40) -> str:
+    """The first ``most`` names, each cut at ``longest`` characters, and how many more:
+    the message goes into the job's error and its event, whatever the header holds."""
+    shown = [repr(n if len(n) <= longest else n[:longest] + "...") for n in names[:most]]
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(shown) + more
+
+
 def read_header(reader: csv.DictReader[str]) -> list[str]:
     """The file's columns (lowercased), or UnreadableFileError."""
     if reader.fieldnames is None:
@@ -148,7 +156,7 @@ def read_header(reader: csv.DictReader[str]) -> list[str]:
     # Twice, a column's last cell won silently: which one the file meant is unknown.
     repeated = sorted(n for n, times in Counter(columns).items() if times > 1 and n in COLUMNS)
     problems = [f"missing column(s) {', '.join(missing)}"] if missing else []
-    problems += [f"unknown column(s) {', '.join(repr(n) for n in unknown)}"] if unknown else []
+    problems += [f"unknown column(s) {_some(unknown)}"] if unknown else []
     problems += (
         [f"column(s) {', '.join(repr(n) for n in repeated)} more than once"] if repeated else []
     )

@@ -181,6 +181,12 @@ def test_a_bom_and_windows_line_endings(client: Client, store: Any, run: Any) ->
         ("name,price,colour\r\nMilk,1,red\r\n", "unknown column(s) 'colour'. Expected"),
         ("nmae,price\r\nMilk,1\r\n", "missing column(s) name; unknown column(s) 'nmae'"),
         ("name,price,price\r\nMilk,1,2\r\n", "column(s) 'price' more than once. Expected"),
+        # A header of many unknown columns: a message of bounded size.
+        (
+            "name,price," + ",".join(f"c{n}" for n in range(9999)) + ",x" * 2 + "y" * 100 + "\r\n",
+            "unknown column(s) 'c0', 'c1', 'c2', 'c3', 'c4' and 9996 more. Expected",
+        ),
+        ("name,price," + "z" * 100 + "\r\n", "unknown column(s) '" + "z" * 40 + "...'. Expected"),
         ("Name,price,description, NAME\r\nA,1,x,B\r\n", "column(s) 'name' more than once"),
         (b"name,price\r\nMilk,\xff\r\n", "not UTF-8"),
         (
