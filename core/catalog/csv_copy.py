@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import marshmallow as ma
+from psycopg.errors import UniqueViolation
 from sqlalchemy import column, literal, select, table
 
 from core.auth import audit
@@ -48,6 +49,7 @@ from core.catalog import stock
 from core.catalog.csv_import import (
     MAX_REPORTED,
     ROW_COLUMNS,
+    ImportConflictError,
     RowSchema,
     Summary,
     UnreadableFileError,
@@ -763,6 +765,9 @@ def import_items(
     except csv.Error as exc:
         db.session.rollback()
         raise UnreadableFileError(f"Not a CSV file this importer can read: {exc}.") from None
+    except UniqueViolation as exc:  # the store's names were matched unlocked (MATCH)
+        db.session.rollback()
+        raise _taken(exc, store.id) from None
     except BaseException:
         db.session.rollback()
         raise
@@ -773,6 +778,20 @@ def import_items(
         analyze(*BULK_TABLES)  # commits, then fresh statistics for the list counts
         clock.lap("commit and analyze")
     return summary
+
+
+def _taken(exc: UniqueViolation, store_id: int) -> ImportConflictError:
+    """What the unique index says was taken: ``Key (store_id, lower(name::text))=(7,
+    milk) already exists`` (uq_items_store_id_name_lower), or ``Key (sku,
+    store_id)=(M-1, 7) ...`` (uq_items_sku_store_id)."""
+    sku = "sku" in (exc.diag.constraint_name or "")
+    key = re.search(r"\)=\((.*)\) already exists", exc.diag.message_detail or "")
+    value = None
+    if key:
+        around = rf"^(.*), {store_id}$" if sku else rf"^{store_id}, (.*)$"
+        found = re.match(around, key.group(1))
+        value = found.group(1) if found else None
+    return ImportConflictError("SKU" if sku else "name", value)
 
 
 NEW = table("import_new", column("line"), column("item_id"))

@@ -48,6 +48,18 @@ class UnreadableFileError(Exception):
     """The file cannot be imported at all (no header, a missing column)."""
 
 
+class ImportConflictError(Exception):
+    """Another change took a name or SKU of the file while the import ran (matched
+    against the store before, inserted after): nothing was written."""
+
+    def __init__(self, what: str, value: str | None) -> None:
+        named = f" {value!r}" if value is not None else ""
+        super().__init__(
+            f"An item with the {what}{named} was made in the store while the import ran: "
+            "nothing was written. Import the file again (its row then updates that item)."
+        )
+
+
 class RowSchema(ma.Schema):
     """A row as the API takes an item (the same field rules); a cell is text."""
 

@@ -61,7 +61,7 @@ def progress(total: int, unit: str) -> Iterator[Callable[[int], None]]:
 @click.option("--skip-invalid", is_flag=True, help="Import the valid rows, report the others.")
 def import_items_command(store_id: int, file: Path, dry_run: bool, skip_invalid: bool) -> None:
     """Create or update a store's items from a CSV file (the export's columns)."""
-    from core.catalog.csv_import import UnreadableFileError, import_items
+    from core.catalog.csv_import import ImportConflictError, UnreadableFileError, import_items
 
     # Ids are 32-bit in the database: a larger number is no store (as in a URL), not
     # a query the driver cannot send (OverflowError, or PostgreSQL's out of range).
@@ -81,7 +81,7 @@ def import_items_command(store_id: int, file: Path, dry_run: bool, skip_invalid:
             summary = import_items(
                 store, raw, dry_run=dry_run, skip_invalid=skip_invalid, progress=read
             )
-        except UnreadableFileError as exc:
+        except (UnreadableFileError, ImportConflictError) as exc:
             raise click.ClickException(str(exc)) from None
     for error in summary.lines():
         click.echo(error, err=True)

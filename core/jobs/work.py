@@ -23,7 +23,7 @@ from werkzeug.exceptions import NotFound
 
 from core.auth import audit
 from core.catalog.csv_export import csv_text
-from core.catalog.csv_import import UnreadableFileError, import_items
+from core.catalog.csv_import import ImportConflictError, UnreadableFileError, import_items
 from core.catalog.queries import Viewer, item_search
 from core.catalog.stores import count_items, delete_store
 from core.events.outbox import acting_for
@@ -139,6 +139,11 @@ def import_job(job: Job, lease: engine.Lease) -> None:
     except UnreadableFileError as exc:
         db.session.rollback()
         engine.finish(lease, "failed", error=envelope(422, str(exc)))
+        db.session.commit()
+        return
+    except ImportConflictError as exc:
+        db.session.rollback()
+        engine.finish(lease, "failed", error=envelope(409, str(exc), error="already_exists"))
         db.session.commit()
         return
     except NotFound as exc:  # the store's deletion came first (hold_stores)

@@ -628,6 +628,53 @@ def test_an_import_whose_store_goes_meanwhile_fails_with_404(
 
 
 @pytest.mark.postgres
+@pytest.mark.config(**QUEUED)
+@pytest.mark.parametrize(
+    ("made", "what"), [({"name": "milk"}, "name 'milk'"), ({"sku": "M-1"}, "SKU 'M-1'")]
+)
+def test_a_name_taken_while_an_import_runs_fails_it_with_409(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    api: CatalogFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    made: dict[str, str],
+    what: str,
+) -> None:
+    """An item made between the import's matching and its writes takes a name (or
+    SKU) of the file: the job fails with a 409 that says so, nothing written (it was
+    a 500, "failed unexpectedly"). Run again, the file updates that item."""
+    store = api.store(as_alice)
+    job = assert_job(post_import(client, store, "name,price,sku\r\nMilk,1.50,M-1\r\n", as_alice))
+    made_meanwhile: list[int] = []
+
+    def other_request() -> None:
+        body = {"name": "Other", "price": 1, "store_id": store["id"]} | made
+        made_meanwhile.append(
+            client_of(app).post("/items", json=body, headers=as_alice).status_code
+        )
+
+    meanwhile(monkeypatch, csv_copy, "_write", other_request, first=True)
+    run_job(app, job["id"])
+    assert made_meanwhile == [201]
+    done = client.get(job["links"]["self"], headers=as_alice).json
+    assert done["status"] == "failed" and done["result"] is None
+    assert done["error"]["code"] == 409 and done["error"]["error"] == "already_exists"
+    assert (
+        f"An item with the {what} was made in the store while the import ran"
+        in (done["error"]["message"])
+    )
+    assert [i["name"] for i in client.get(f"/stores/{store['id']}/items").json] == [
+        made.get("name", "Other")
+    ]
+    monkeypatch.undo()
+    again = assert_job(post_import(client, store, "name,price\r\nMilk,1.50\r\n", as_alice))
+    run_job(app, again["id"])
+    result = client.get(again["links"]["self"], headers=as_alice).json["result"]
+    assert (result["created"], result["updated"]) == ((1, 0) if "sku" in made else (0, 1))
+
+
+@pytest.mark.postgres
 def test_imports_of_one_store_take_turns(
     app: Flask, as_alice: dict[str, str], api: CatalogFactory
 ) -> None:
