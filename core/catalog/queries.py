@@ -32,7 +32,7 @@ from sqlalchemy import (
     true,
     union_all,
 )
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import InstrumentedAttribute, joinedload, selectinload
 
 from core.auth import scopes
 from core.auth.permissions import forbid, key_store, sees_own_catalog
@@ -197,8 +197,14 @@ def _visible(query: Select[Any], args: dict[str, Any], viewer: Viewer | None) ->
             if owner != viewer.user_id:
                 forbid(f"status={status} lists only the items of your own stores.")
         else:
-            mine = select(Store.id).where(Store.owner_id == viewer.user_id)
-            query = query.where(Item.store_id.in_(mine))
+            # The viewer's stores as values, not a subquery: the planner then knows
+            # how many items they hold, and reads a few stores' items by their own
+            # index rather than walking the whole catalog's sort order for them (a
+            # user with no store, status=all: every item read, 0.5-1 s at 200,000).
+            mine = list(
+                db.session.scalars(select(Store.id).where(Store.owner_id == viewer.user_id))
+            )
+            query = query.where(_any(Item.store_id, mine) if mine else false())
     return query if status == "all" else query.where(Item.status == status)
 
 
@@ -228,7 +234,9 @@ def item_search(args: dict[str, Any], viewer: Viewer | None = None) -> Select[An
     return query
 
 
-def _any(column: ColumnElement[int], values: list[int]) -> ColumnElement[bool]:
+def _any(
+    column: ColumnElement[int] | InstrumentedAttribute[int], values: list[int]
+) -> ColumnElement[bool]:
     """``column`` is one of ``values``: one array parameter on PostgreSQL (the
     statement, and its plan, the same for any number of values)."""
     if _postgresql():
