@@ -15,7 +15,7 @@ from sqlalchemy import Select, select
 
 from core.auth import api_keys, audit
 from core.auth.limits import refuse_past_limit
-from core.auth.permissions import forbid, login_required
+from core.auth.permissions import forbid, login_required, store_in_body
 from core.lists.listing import LIST_HEADERS, Listing
 from core.web.errors import abort
 from core.web.http import no_store
@@ -67,6 +67,7 @@ class ApiKeys(MethodView):
         return select(ApiKey).where(ApiKey.owner_id == current_user.id, ApiKey.revoked_at.is_(None))
 
     @login_required(blp, fresh=True)  # a key outlives sessions: made from a sign-in
+    @store_in_body(_check_store)
     @blp.arguments(ApiKeyCreateSchema)
     @blp.response(201, ApiKeyCreatedSchema, headers=LOCATION)
     @blp.alt_response(403, response="FORBIDDEN")

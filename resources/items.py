@@ -11,7 +11,13 @@ from sqlalchemy import Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from core.auth import audit
-from core.auth.permissions import authorize_store, login_required, may_see, store_owner_required
+from core.auth.permissions import (
+    authorize_store,
+    login_required,
+    may_see,
+    store_in_body,
+    store_owner_required,
+)
 from core.catalog import stock
 from core.catalog.metadata import TooManyKeysError, merged, replaced
 from core.catalog.queries import (
@@ -104,6 +110,13 @@ def _item(item_id: int) -> tuple[Store, Item]:
     return item.store, item
 
 
+def _may_add_to(store_id: int) -> None:
+    """The body's store, when it exists, is the caller's to add to (else 403)."""
+    store = db.session.get(Store, store_id)
+    if store is not None:
+        authorize_store(store)
+
+
 def _item_and_tag(item_id: int, tag_id: int) -> tuple[Store, Item, Tag]:
     # The item is locked: concurrent links and unlinks of it take turns, so the
     # tags it is answered with are the ones it has. The tag FOR KEY SHARE (as the
@@ -185,6 +198,7 @@ class Items(MethodView):
         return item_search(args)
 
     @login_required(blp)
+    @store_in_body(_may_add_to)
     @blp.arguments(ItemCreateSchema)
     @blp.response(201, ItemSchema, headers=LOCATION)
     @blp.alt_response(403, response="FORBIDDEN")  # the store is named in the body

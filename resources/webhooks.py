@@ -11,7 +11,7 @@ from sqlalchemy import Row, Select, func, select
 
 from core.auth import audit, scopes
 from core.auth.limits import refuse_past_limit
-from core.auth.permissions import forbid, key_store, login_required
+from core.auth.permissions import forbid, key_store, login_required, store_in_body
 from core.auth.security import api_key
 from core.events import delivery as deliveries
 from core.events import relay, tasks
@@ -120,6 +120,7 @@ class Webhooks(MethodView):
         return query if bound is None else query.where(Webhook.store_id == bound)
 
     @login_required(blp)
+    @store_in_body(_check_store)
     @blp.arguments(WebhookCreateSchema)
     @blp.response(201, WebhookCreatedSchema, headers=LOCATION)
     @blp.alt_response(403, response="FORBIDDEN")

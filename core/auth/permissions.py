@@ -23,6 +23,7 @@ from core.auth import scopes
 from core.auth.security import api_key, authenticate
 from core.web.body import body_object
 from core.web.errors import abort
+from core.web.fields import MAX_ID
 from models import Store
 
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
@@ -201,6 +202,26 @@ def store_owner_required(
             blp.alt_response(403, response="FORBIDDEN")(wrapper)
         )
         return login_required(blp, fresh=fresh)(documented)
+
+    return decorator
+
+
+def store_in_body(check: Callable[[int], None]) -> Decorator:
+    """A create that names its store in the body (``POST /items``): ``check`` (may the
+    caller act on that store?) runs on a well-formed ``store_id`` before the body's
+    other fields are judged, so that a caller who may not act there gets its 403
+    whatever the rest holds, never a 422 (§3). Put it below the decorator that
+    authenticates; the view checks again what it was given."""
+
+    def decorator(func: View) -> View:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            store_id = body_object().get("store_id")
+            if type(store_id) is int and 1 <= store_id <= MAX_ID:
+                check(store_id)
+            return func(*args, **kwargs)
+
+        return wrapper
 
     return decorator
 

@@ -405,3 +405,31 @@ class TestTagging:
         )
         assert body["message"] == f"Item {item['id']} does not carry tag {tag['id']}."
         assert query(app, select(func.count()).select_from(item_tags)) == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/items", {"name": "", "price": "bad", "stock": -1, "colour": "red"}),
+        ("/webhooks", {"url": "not a url", "events": ["nothing.happened"]}),
+        ("/api-keys", {"name": "", "scopes": ["everything"]}),
+    ],
+)
+def test_another_users_store_in_a_body_is_403_whatever_else_it_holds(
+    app: Flask,
+    client: Client,
+    store: Any,
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+    path: str,
+    body: dict[str, Any],
+) -> None:
+    """Permission is decided before the body's details (§3): a 422 for the rest of
+    the body told the caller first what they might never do."""
+    before = snapshot(app)
+    response = client.post(path, json={**body, "store_id": store["id"]}, headers=auth(bob))
+    assert_error(response, 403, error="forbidden")
+    # A store that does not exist: the body's errors, that one with them.
+    response = client.post(path, json={**body, "store_id": 999}, headers=auth(bob))
+    assert "store_id" in assert_error(response, 422)["errors"]["json"]
+    assert snapshot(app) == before
