@@ -12,13 +12,14 @@ IDEMPOTENCY_TTL seconds, or the claim is let go when a retry should run afresh
 (``remembered``). A claim whose worker died is abandoned after
 IDEMPOTENCY_LOCK_SECONDS (longer than gunicorn lets a request run), then taken over.
 
-A key is scoped to the credential the request's own token verification establishes
-(core/auth/security.py ``caller_scope``, ``api_key``): the user's tokens (any of their
-sessions), each of their API keys apart, or else the client IP. A replay is given
-without the view, so without its checks: only the credential that made the first
-request may have it (a key bound to one store never gets its owner's answer for
-another store, nor that webhook's secret). Each caller (the user, all their keys
-together) may store IDEMPOTENCY_QUOTA_KEYS keys and IDEMPOTENCY_QUOTA_BYTES of answers
+A key belongs to the caller the request's own token verification establishes
+(core/auth/security.py ``caller_scope``): the user (any of their sessions and API
+keys, §16), or else the client IP. A replay is given without the view, so without its
+checks: only the credential that made the first request may have it (a key bound to
+one store never gets its owner's answer for another store, nor that webhook's
+secret). The same key and body from another credential of the same user is a 422
+``idempotency_key_reused``: the key is taken, and nothing is done twice. Each caller
+may store IDEMPOTENCY_QUOTA_KEYS keys and IDEMPOTENCY_QUOTA_BYTES of answers
 a UTC day (then 429 ``idempotency_quota``); an answer over
 IDEMPOTENCY_MAX_ANSWER_BYTES is not kept (a retry runs afresh).
 """
@@ -81,16 +82,16 @@ def _secret() -> bytes:
     return hashlib.sha256(f"idempotency\n{config['JWT_SECRET_KEY']}".encode()).digest()
 
 
-def fingerprint() -> str:
-    """The request a key was first sent with: method, path and body, as an HMAC with
-    a server-side key, so that a stored fingerprint does not let anyone test guesses
-    of a body (a password sent to /register). A JSON body counts by its meaning (key
-    order and spacing aside)."""
+def fingerprint(credential: str = "") -> str:
+    """The request a key was first sent with: the credential that sent it, method, path
+    and body, as an HMAC with a server-side key, so that a stored fingerprint does not
+    let anyone test guesses of a body (a password sent to /register). A JSON body
+    counts by its meaning (key order and spacing aside)."""
     try:
         body = json.dumps(json_body(), sort_keys=True, separators=(",", ":"), default=str)
     except MalformedBodyError as exc:
         body = exc.text
-    text = f"{request.method}\n{request.full_path}\n{body}"
+    text = f"{credential}\n{request.method}\n{request.full_path}\n{body}"
     return hmac.new(_secret(), text.encode("utf-8", "surrogatepass"), "sha256").hexdigest()
 
 
@@ -129,15 +130,16 @@ def claim() -> Response | None:
         abort(422, message=f"Invalid {HEADER}.", errors={"headers": {HEADER: [message]}})
     # The caller as the request's own token verification establishes it (a bad or
     # revoked token: 401 here, before any replay); the view reuses that verification.
-    # The key is the credential's: an API key may do less than its owner (scopes are
-    # checked before this, a store binding only in the view), so it never gets the
-    # owner's answers, nor another key's.
+    # The key is the user's (§16), the answer the credential's: an API key may do less
+    # than its owner (scopes are checked before this, a store binding only in the
+    # view), so it never gets the owner's answers, nor another key's: the credential
+    # is part of the fingerprint, and another one's request is "another request".
     scope = caller_scope()
     key_used = api_key()
-    credential = scope if key_used is None else f"{scope}:api_key:{key_used['id']}"
-    key = hashlib.sha256(f"{credential}\n{sent}".encode()).hexdigest()
+    credential = "" if key_used is None else f"api_key:{key_used['id']}"
+    key = hashlib.sha256(f"{scope}\n{sent}".encode()).hexdigest()
     owner = hashlib.sha256(scope.encode()).hexdigest()  # the quota: the user's
-    sent_as = fingerprint()
+    sent_as = fingerprint(credential)
     lock_seconds = current_app.config["IDEMPOTENCY_LOCK_SECONDS"]
     found = get_store().claim(key, owner, sent_as, lock_seconds)
     if isinstance(found, str):
@@ -147,8 +149,9 @@ def claim() -> Response | None:
     if found.fingerprint != sent_as:
         abort(
             422,
-            message=f"This {HEADER} was used for another request (another body or path); "
-            "use a new key for a new request.",
+            message=f"This {HEADER} was used for another request (another body or path, "
+            "or sent with another of your credentials: your sign-in or one of your API "
+            "keys); use a new key for a new request.",
             error="idempotency_key_reused",
         )
     if found.status is None:

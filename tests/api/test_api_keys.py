@@ -428,31 +428,42 @@ class TestUse:
             first = client.post(path, json=body, headers=as_alice | keyed)
             assert first.status_code == 201, first.json
             without = client.post(path, json=body, headers=headers)
+            assert_error(without, 403, error="insufficient_scope")
             with_key = client.post(path, json=body, headers=headers | keyed)
-            # The same refusal with the header as without it: nothing of the answer.
-            assert_error(with_key, 403, error="insufficient_scope")
+            # The owner's key, sent by another of their credentials: refused, nothing
+            # of the answer.
+            assert_error(with_key, 422, error="idempotency_key_reused")
             assert "Idempotent-Replayed" not in with_key.headers
-            assert with_key.json == without.json
             for value in (first.json.get("secret"), first.headers["Location"]):
                 assert value is None or value not in with_key.get_data(as_text=True)
             # The owner still gets their own answer again.
             again = client.post(path, json=body, headers=as_alice | keyed)
             assert again.headers["Idempotent-Replayed"] == "true" and again.json == first.json
 
-    def test_an_idempotency_key_is_its_credentials_own(
-        self, client: Client, make_key: MakeKey, as_alice: dict[str, str]
+    def test_an_idempotency_key_is_its_owners_and_its_answer_its_credentials(
+        self, app: Flask, client: Client, make_key: MakeKey, as_alice: dict[str, str], api: Any
     ) -> None:
+        """§16: the key belongs to the key's owner, so the owner's token and keys
+        never do one request twice under it; the answer is only the credential's that
+        made it (the others get 422, never a replay: a key may do less than its owner)."""
         keyed = {"Idempotency-Key": "k1"}
         one, two = key_headers(make_key()), key_headers(make_key())
         first = client.post("/stores", json={"name": "Once"}, headers=one | keyed)
         assert first.status_code == 201
         again = client.post("/stores", json={"name": "Once"}, headers=one | keyed)
         assert again.headers["Idempotent-Replayed"] == "true" and again.json == first.json
-        # The owner's tokens and another key of theirs run it afresh (the name is taken).
         for headers in (as_alice, two):
             other = client.post("/stores", json={"name": "Once"}, headers=headers | keyed)
-            assert_error(other, 409)
+            assert_error(other, 422, error="idempotency_key_reused")
             assert "Idempotent-Replayed" not in other.headers
+        # A movement sent with the owner's token, then with their key: moved once.
+        item = api.item(as_alice, api.store(as_alice, "Shop"), stock=1)
+        move = {"delta": 1, "reason": "received"}
+        keyed = {"Idempotency-Key": "move-1"}
+        path = f"/items/{item['id']}/stock"
+        assert client.post(path, json=move, headers=as_alice | keyed).status_code == 201
+        assert_error(client.post(path, json=move, headers=one | keyed), 422)
+        assert client.get(f"/items/{item['id']}").json["stock"] == 2
 
     @pytest.mark.config(IDEMPOTENCY_QUOTA_KEYS=1)
     def test_the_daily_quota_of_idempotency_keys_is_the_owners(
