@@ -166,6 +166,10 @@ def _buffer_chunked_body(limit: int) -> None:
 
 def security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if request.method == "OPTIONS" and response.status_code == 200 and not response.data:
+        # Flask's own OPTIONS (and a CORS preflight): an Allow and no body, said as a
+        # 204, not an empty text/html 200.
+        response.status_code = 204
     if response.status_code in (204, 304):  # no body, so no type (RFC 9110 §8.3)
         response.headers.pop("Content-Type", None)
     # No error is kept by a cache: those of the views say so already; a routing 404 or

@@ -33,6 +33,13 @@ class TestErrorEnvelope:
         assert_error(response, 405)
         assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST", "OPTIONS"}
 
+    def test_options_is_a_204_with_allow(self, client: Client) -> None:
+        """Flask's own answer was an empty 200 said to be text/html."""
+        response = client.options("/stores")
+        assert response.status_code == 204 and response.data == b""
+        assert "Content-Type" not in response.headers
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST", "OPTIONS"}
+
     def test_routing_errors_are_never_cached(self, client: Client) -> None:
         """A 404 is cacheable by default (RFC 9111): a path that exists later would
         still answer 404 from a cache in front."""
