@@ -205,8 +205,8 @@ class Items(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def post(self, data: dict[str, Any]) -> tuple[Item, int, dict[str, str]]:
         """Create an item in one of your stores"""
-        # The schema checked it exists; a deletion may have come since (and is held
-        # off from here on, get_or_404's ``held``).
+        # The schema checked it exists; a deletion may have come since (and waits from
+        # here on: the store is held FOR KEY SHARE, resources/common.py KEY_SHARE).
         store = db.session.get(Store, data["store_id"], with_for_update=KEY_SHARE)
         if store is None:
             message = f"Store {data['store_id']} does not exist."
