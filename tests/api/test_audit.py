@@ -3,6 +3,7 @@ with its change; GET /audit for admins (all) and store owners (their stores').""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,6 +79,31 @@ class TestSignIns:
         ]
         assert all(e["changes"] == {} and e["ip"] == "127.0.0.1" for e in failed)
         assert wrong.headers["X-Request-ID"] == failed[0]["request_id"]
+
+    @pytest.mark.parametrize(("length", "kept"), [(64, True), (65, False), (128, False)])
+    def test_a_request_id_is_kept_only_as_long_as_its_columns(
+        self, client: Client, alice: User, as_admin: dict[str, str], length: int, kept: bool
+    ) -> None:
+        # A 65- to 128-character id was kept and overflowed the events' and entries'
+        # VARCHAR(64) on PostgreSQL: every write and sign-in a 500, none recorded.
+        sent = "r" * length
+        wrong = client.post(
+            "/login",
+            json={"username": "alice", "password": "not it at all"},
+            headers={"X-Request-ID": sent},
+        )
+        assert_error(wrong, 401, error="invalid_credentials")
+        made = client.post(
+            "/stores", json={"name": "Ids"}, headers=as_admin | {"X-Request-ID": sent}
+        )
+        assert made.status_code == 201, made.json
+        for response in (wrong, made):
+            assert (response.headers["X-Request-ID"] == sent) is kept
+            assert re.fullmatch(r"[\x21-\x7e]{1,64}", response.headers["X-Request-ID"])
+        (failed,) = entries(client, as_admin, "action=user.sign_in_failed")
+        (created,) = entries(client, as_admin, "action=store.created")
+        assert failed["request_id"] == wrong.headers["X-Request-ID"]
+        assert created["request_id"] == made.headers["X-Request-ID"]
 
     @pytest.mark.config(TRUSTED_PROXIES=1)
     def test_a_forwarded_address_that_is_none_is_recorded_as_unknown(
