@@ -19,6 +19,7 @@ from core.web.fields import Email, Password, Username
 from core.web.idempotency import get_store as get_idempotency_store
 from db import db
 from models import User
+from schemas import UserSchema
 
 # The rules of POST /register, from the same field definitions.
 ACCOUNT = ma.Schema.from_dict(
@@ -62,6 +63,10 @@ def create_admin(username: str, email: str, password: str) -> None:
     )
     db.session.add(user)
     try:
+        db.session.flush()
+        # An operator on the server: the entry's actor is the system, as for import-items.
+        created = audit.created(UserSchema().dump(user))
+        audit.record("user.created", "user", user.id, created, source=audit.SYSTEM)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()

@@ -358,6 +358,20 @@ class TestCreateAdmin:
         assert query(app, select(User.username, User.role)) == [("boss", "admin")]
         headers = bearer(login("boss")["access_token"])
         assert client.get("/users", headers=headers).status_code == 200
+        # The new admin is in the audit log, made by the system (an operator).
+        (boss,) = query(app, select(User.id))
+        made = client.get("/audit?action=user.created", headers=headers).json
+        assert [(e["actor"], e["target"], e["changes"]) for e in made] == [
+            (
+                {"type": "system"},
+                {"type": "user", "id": boss[0]},
+                {
+                    "username": [None, "boss"],
+                    "email": [None, "boss@example.com"],
+                    "role": [None, "admin"],
+                },
+            )
+        ]
 
     def test_refuses_a_duplicate_clearly(self, app: Flask, alice: User) -> None:
         result = self.run(
