@@ -269,9 +269,15 @@ def Username(**kwargs: Any) -> Text:  # noqa: N802 - reads as a field type
     )
 
 
-# Something@domain.tld, of visible characters only (the text rules above);
-# deliverability is for a confirmation mail to prove, not for a regular expression.
-EMAIL = rf"[^@{NOT_VISIBLE}]+@[^@{NOT_VISIBLE}]+\.[^@.{NOT_VISIBLE}]+"
+# Something@domain.tld, of visible characters only (the text rules above) and none of
+# RFC 5322's specials, which a mail header reads as syntax: "d<x@example.com" was
+# mailed to x@example.com, "a,b@example.com" to no one (quoted local parts and address
+# literals are refused with them). Deliverability is for a mail to prove, not for a
+# regular expression.
+_SPECIALS = r'()<>\[\]:;\\,"'
+EMAIL = (
+    rf"[^@{NOT_VISIBLE}{_SPECIALS}]+@[^@{NOT_VISIBLE}{_SPECIALS}]+\.[^@.{NOT_VISIBLE}{_SPECIALS}]+"
+)
 
 
 def Email(*, optional: bool = False, **kwargs: Any) -> Text:  # noqa: N802 - reads as a field type

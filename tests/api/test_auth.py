@@ -90,6 +90,15 @@ class TestRegister:
             ({"email": "a\u202eb@example.com"}, "email"),
             ({"email": "\u200balice@example.com"}, "email"),
             ({"email": "a" * 250 + "@x.io"}, "email"),
+            # What a mail header reads as syntax: mailed elsewhere (x@example.com), or
+            # to no one.
+            ({"email": "d<x@example.com"}, "email"),
+            ({"email": "a,b@example.com"}, "email"),
+            ({"email": "e;f@example.com"}, "email"),
+            ({"email": "c(x)y@example.com"}, "email"),
+            ({"email": '"q r"@example.com'}, "email"),
+            ({"email": "a@[192.0.2.1]"}, "email"),
+            ({"email": "a\\b@example.com"}, "email"),
             ({"password": "short"}, "password"),
             ({"password": "p" * 129}, "password"),
             ({"password": 12345678}, "password"),
