@@ -86,7 +86,7 @@ def mark_deleting(store: Store) -> None:
     and those that come after it find the store gone."""
     _lock_for_deletion(store.id)
     store.deleted_at = utcnow()
-    store_deleted(store.id)
+    store_deleted(store.id, store.owner_id)
     _end_keys(store.id)
 
 
@@ -174,13 +174,14 @@ def delete_store(
         if pause:
             time.sleep(pause)
     found = db.session.execute(
-        select(Store.deleted_at).where(Store.id == store_id), execution_options=SEE_DELETING
+        select(Store.deleted_at, Store.owner_id).where(Store.id == store_id),
+        execution_options=SEE_DELETING,
     ).one_or_none()
     if found is None:  # marked, emptied and forgotten already (forget_deleted_stores)
         db.session.commit()
         return True
     if found.deleted_at is None:  # a store deleted at once: its one event commits with it
-        store_deleted(store_id)
+        store_deleted(store_id, found.owner_id)
     bound = select(Webhook.id).where(Webhook.store_id == store_id).exists()
     if db.session.scalar(select(bound)):
         # Its webhooks (ON DELETE CASCADE) must outlive it until they are told: the row

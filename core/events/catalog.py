@@ -105,9 +105,11 @@ def movements_written(store: Store, ids: Iterable[int], at: datetime, created: s
             db.session.expunge(movement)  # an import holds no ORM object per row
 
 
-def store_deleted(store_id: int) -> None:
-    """One ``store.deleted``; its items and tags write none (contract §16)."""
-    record("store.deleted", store_id=store_id, obj={"id": store_id})
+def store_deleted(store_id: int, owner_id: int) -> None:
+    """One ``store.deleted``; its items and tags write none (contract §16). Its owner
+    is given: a store marked for deletion is hidden from the lookup ``record`` makes
+    (the event of a deletion by a job went to no one but admins, and no webhook)."""
+    record("store.deleted", store_id=store_id, owner_id=owner_id, obj={"id": store_id})
 
 
 def utc_text(column: str) -> str:
