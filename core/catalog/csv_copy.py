@@ -228,18 +228,42 @@ SELECT count(*) FILTER (WHERE item_id IS NULL),
        count(*) FILTER (WHERE item_id IS NOT NULL AND NOT (changed OR relink))
 FROM import_plan
 """
-# The store's tags the file names and the store lacks, in the order the file names them.
+# The store's tags the file names and the store lacks, in the order the file names them,
+# their ids drawn first (their events and audit entries find them there).
 NEW_TAGS = """
-INSERT INTO tags (name, store_id, created_at, updated_at)
-SELECT name, %(store)s, %(now)s, %(now)s FROM (
+CREATE TEMP TABLE import_new_tags ON COMMIT DROP AS
+SELECT nextval('tags_id_seq')::integer AS tag_id, name FROM (
     -- Each name's first row (a row names a tag once): grouped by hashing, not by
     -- sorting every link of the file.
     SELECT w.name, w.lname, w.line, w.pos
     FROM (SELECT lname, min(line) AS line FROM import_tags GROUP BY lname) earliest
     JOIN import_tags w USING (lname, line)
-) f
-WHERE NOT EXISTS (SELECT 1 FROM tags t WHERE t.store_id = %(store)s AND lower(t.name) = f.lname)
-ORDER BY line, pos
+    WHERE NOT EXISTS (
+        SELECT 1 FROM tags t WHERE t.store_id = %(store)s AND lower(t.name) = w.lname
+    )
+    ORDER BY line, pos
+) f;
+INSERT INTO tags (id, name, store_id, created_at, updated_at)
+SELECT tag_id, name, %(store)s, %(now)s, %(now)s FROM import_new_tags ORDER BY tag_id
+"""
+# tag.created of each new tag, first (a new item's JSON names them), and its audit
+# entry: as TagRecordSchema dumps it, its times the rows' (``written_text``).
+NEW_TAG_EVENTS = """
+INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
+                    created_at)
+SELECT 'tag.created', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
+       json_build_object('object', json_build_object(
+           'id', n.tag_id, 'name', n.name, 'store_id', %(store)s,
+           'created_at', %(written_text)s::text, 'updated_at', %(written_text)s::text)),
+       %(now)s
+FROM import_new_tags n ORDER BY n.tag_id;
+INSERT INTO audit_log (actor_type, actor_id, action, target_type, target_id, store_id,
+                       changes, request_id, ip, created_at)
+SELECT %(audit_actor_type)s, %(audit_actor_id)s, 'tag.created', 'tag', n.tag_id, %(store)s,
+       json_build_object('name', json_build_array(NULL, n.name),
+                         'store_id', json_build_array(NULL, %(store)s)),
+       %(audit_request_id)s, %(audit_ip)s, %(now)s
+FROM import_new_tags n ORDER BY n.tag_id
 """
 # Names and SKUs that move are first let go of, so that two items may swap theirs
 # (a unique index is checked row by row); chr(31) is in no name.
@@ -745,6 +769,7 @@ def import_items(
                 "written_at": now,  # the rows' (and the new items' movements')
                 "written_text": now.isoformat(),
             }
+            _run(cursor, NEW_TAG_EVENTS, told_by)
             if summary.updated:
                 cursor.execute(UPDATED_EVENTS, told_by)
             if summary.created:
@@ -809,7 +834,7 @@ def _write(cursor: Any, params: dict[str, Any], clock: _Clock, summary: Summary)
     """The plan's changes; a kind of change no row makes costs no statement (each
     would read the whole plan to find nothing)."""
     if summary.created or summary.updated:
-        cursor.execute(NEW_TAGS, params)
+        _run(cursor, NEW_TAGS, params)
         _run(cursor, NEW_IDS)  # empty without new rows: LINK reads it
     if summary.updated:
         cursor.execute(LET_GO, params)

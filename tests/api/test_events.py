@@ -413,10 +413,12 @@ def test_an_import_writes_its_events_with_its_rows(
     if dry_run:
         assert listed == []
         return
-    assert [e["type"] for e in listed] == ["item.updated", "item.created", "stock.moved"]
-    milk, tea = listed[0]["data"], listed[1]["data"]
+    kinds = ["tag.created", "item.updated", "item.created", "stock.moved"]
+    assert [e["type"] for e in listed] == kinds
+    dairy, milk, tea = listed[0]["data"], listed[1]["data"], listed[2]["data"]
+    assert dairy["object"] == without_links(client.get(f"/tags/{dairy['object']['id']}").json)
     [tea_moved] = client.get(f"/items/{tea['object']['id']}/stock", headers=as_alice).json
-    assert listed[2]["data"] == {"object": tea_moved} and tea_moved["reference"] == "import"
+    assert listed[3]["data"] == {"object": tea_moved} and tea_moved["reference"] == "import"
     assert milk["previous"] == {"price": 1.5, "tags": []}
     assert milk["object"]["tags"][0]["name"] == "dairy"
     assert milk["object"] == without_links(client.get(f"/items/{milk['object']['id']}").json)

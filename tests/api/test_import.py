@@ -15,7 +15,7 @@ from core.catalog import csv_copy
 from core.catalog.csv_import import import_items
 from db import db
 from helpers import CatalogFactory, Client, count_queries, query, snapshot, without_links
-from models import Event, Item, StockMovement, Store, Tag
+from models import AuditEntry, Event, Item, StockMovement, Store, Tag
 
 HEADER = "name,price,description,stock,tags\r\n"
 
@@ -434,6 +434,20 @@ def test_each_event_shows_the_item_as_get_does(
     result = run(store["id"], header + "\r\n".join(rows) + "\r\n")
     assert result.exit_code == 0, result.output
     events = query(app, select(Event.type, Event.data).where(Event.id > first).order_by(Event.id))
+    # The tags the file made come first, in its order, each as GET shows it, each with
+    # its audit entry (they had neither: a mirror met them only inside items).
+    made = [data["object"] for _, data in events[:3]]
+    assert [kind for kind, _ in events[:3]] == ["tag.created"] * 3
+    assert [tag["name"] for tag in made] == ["leaf", "cup", "dairy"]
+    for tag in made:
+        assert tag == without_links(client.get(f"/tags/{tag['id']}", headers=as_alice).json)
+    entries = select(AuditEntry.target_id, AuditEntry.changes, AuditEntry.actor_type).where(
+        AuditEntry.action == "tag.created", AuditEntry.target_id != hot
+    )
+    assert query(app, entries.order_by(AuditEntry.id)) == [
+        (tag["id"], {"name": [None, tag["name"]], "store_id": [None, store["id"]]}, "system")
+        for tag in made
+    ]
     written = [(kind, data) for kind, data in events if kind.startswith("item.")]
     assert [kind for kind, _ in written] == ["item.updated"] + ["item.created"] * 3
     # Each count written moves stock (a count of 0 too; Salt has none); Tea's 0 -> 7
