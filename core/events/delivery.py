@@ -41,6 +41,12 @@ from models.types import utcnow
 log = logging.getLogger("stores.events")
 
 LEASE_MARGIN = 5  # seconds a claim outlasts the timeout
+# How stale a batch's view of its webhook may grow: past it, the webhook is read again
+# before the next POST, and a webhook deleted, disabled or given another address or
+# secret meanwhile gets nothing more from this batch (the rest are released, for the
+# next task to make as the webhook now is). A batch POSTed on for seconds to an address
+# its owner had just removed.
+RECHECK_SECONDS = 1.0
 
 # Lock order: writing an outcome locks the webhook, then its delivery, the order in
 # which deleting a webhook (itself, with its owner or its store) locks them: the webhook,
@@ -135,8 +141,8 @@ def attempt_batch(delivery_ids: list[int], *, stopping: threading.Event | None =
     order, one webhook after another, each webhook's over one connection (its address
     checked once for the batch). Returns the ids left for another task: claimed but
     not started within the timeout (a slow receiver) or past a failure that disables
-    the webhook (none, once it has), or once ``stopping`` is set (the worker stops),
-    released and marked queued.
+    the webhook (none, once it has), once its webhook changed (``RECHECK_SECONDS``),
+    or once ``stopping`` is set (the worker stops), released and marked queued.
 
     Few round trips to the database, whatever the batch's size: the claim and the
     read, then the outcomes, a run of successes in one UPDATE (a failure keeps its
@@ -152,10 +158,11 @@ def attempt_batch(delivery_ids: list[int], *, stopping: threading.Event | None =
     stop_at = time.monotonic() + config["WEBHOOK_TIMEOUT_SECONDS"]
     outcomes: list[tuple[int, sender.Result]] = []
     left: list[int] = []
-    for _hook_id, group in groupby(rows, key=lambda row: row.hook_id):
+    for hook_id, group in groupby(rows, key=lambda row: row.hook_id):
         attempts = list(group)
         webhook = attempts[0]  # every row of the group carries its webhook's columns
         failures, made = webhook.consecutive_failures, 0
+        seen, changed = time.monotonic(), False
         with sender.Target(
             webhook.url,
             timeout=config["WEBHOOK_TIMEOUT_SECONDS"],
@@ -170,7 +177,9 @@ def attempt_batch(delivery_ids: list[int], *, stopping: threading.Event | None =
                     webhook.enabled and made > 0 and failures >= config["WEBHOOK_DISABLE_AFTER"]
                 )
                 ending = stopping is not None and stopping.is_set()
-                if disabling or ending or time.monotonic() > stop_at:
+                if not changed and time.monotonic() - seen >= RECHECK_SECONDS:
+                    changed, seen = _changed(hook_id, webhook), time.monotonic()
+                if changed or disabling or ending or time.monotonic() > stop_at:
                     left.append(attempt.id)  # released, unless the disable ended it
                     continue
                 targeted = attempt.webhook_id is not None or attempt.manual
@@ -182,6 +191,18 @@ def attempt_batch(delivery_ids: list[int], *, stopping: threading.Event | None =
                 outcomes.append((attempt.id, result))
     _write(outcomes)
     return _release(left)
+
+
+def _changed(hook_id: int, claimed: Row[Any]) -> bool:
+    """Whether the webhook is gone, or its address, secret or state is not what the
+    batch read at its claim (a read of its row; no transaction is kept)."""
+    now = db.session.execute(
+        select(WEBHOOKS.c.url, WEBHOOKS.c.secret, WEBHOOKS.c.enabled).where(
+            WEBHOOKS.c.id == hook_id
+        )
+    ).one_or_none()
+    db.session.rollback()
+    return now is None or tuple(now) != (claimed.url, claimed.secret, claimed.enabled)
 
 
 def _post(target: sender.Target, secret: str, attempt: Row[Any]) -> sender.Result:

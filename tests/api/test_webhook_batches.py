@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 
 from core.events import delivery, relay, sender, tasks
 from db import db
-from helpers import Client, meanwhile, quiet_stores
+from helpers import Client, client_of, meanwhile, quiet_stores
 from models import Delivery, Webhook
 from receiver import Receiver
 
@@ -294,6 +294,48 @@ def test_a_batch_that_disables_its_webhook_sends_nothing_past_that_failure(
         assert db.session.scalars(claimed).all() == []
         tasks.sweep.apply()  # nothing left to send
     assert receiver.hits == 5
+
+
+@pytest.mark.config(**LOCAL, WEBHOOK_RETRY_SCHEDULE=[3600.0])
+@pytest.mark.parametrize("change", ["deleted", "disabled", "moved"])
+def test_a_webhook_changed_mid_batch_gets_nothing_more_as_it_was(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+) -> None:
+    """Its owner deletes the webhook, disables it or points it elsewhere while a batch
+    POSTs to it: the batch reads the webhook again before its next POST (here before
+    each) and sends the old address nothing more. It POSTed on for seconds, the rest
+    of the batch."""
+    hook = client.post(
+        "/webhooks", json={"url": receiver.url, "events": ["*"]}, headers=as_alice
+    ).json
+    quiet_stores(app, client, as_alice, ["A", "B", "C", "D"], monkeypatch)
+    monkeypatch.setattr(delivery, "RECHECK_SECONDS", 0.0)
+    path = f"/webhooks/{hook['id']}"
+    other = client_of(app)
+    answers = []
+
+    def change_on_the_first(_body: bytes) -> bool:
+        if receiver.hits == 1:
+            if change == "deleted":
+                answers.append(other.delete(path, headers=as_alice).status_code)
+            else:
+                body = {"enabled": False} if change == "disabled" else {"url": receiver.url + "2"}
+                answers.append(other.patch(path, json=body, headers=as_alice).status_code)
+        return False
+
+    receiver.refuse = change_on_the_first
+    with app.app_context():
+        tasks.sweep.apply()
+        tasks.sweep.apply()  # what was released: made as the webhook now is
+    assert answers == [204 if change == "deleted" else 200]
+    sent = Counter(r.path for r in receiver.received)
+    assert sent["/hook"] == 1
+    assert sent["/hook2"] == (3 if change == "moved" else 0)
 
 
 @pytest.mark.postgres
