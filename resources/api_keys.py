@@ -22,6 +22,7 @@ from core.web.http import no_store
 from core.web.smorest import Blueprint
 from db import db
 from models import ApiKey, Store
+from models.types import utcnow
 from resources.common import KEY_SHARE
 from schemas import ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeySchema
 
@@ -75,7 +76,10 @@ class ApiKeys(MethodView):
     def post(self, data: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Make an API key; the answer holds the key, once"""
         _check_store(data.get("store_id"))
-        live = ApiKey.revoked_at.is_(None)  # a revoked key is kept (the audit), not held
+        # A revoked key is kept (the audit), not held; nor is an expired one (it had to
+        # be revoked, one by one, before another could be made).
+        expired = ApiKey.expires_at.is_not(None) & (ApiKey.expires_at <= utcnow())
+        live = ApiKey.revoked_at.is_(None) & ~expired
         refuse_past_limit(ApiKey, current_user.id, "API_KEY_MAX_PER_USER", "API keys", live)
         row, key = api_keys.new_key(current_user.id, **data)
         db.session.flush()

@@ -67,6 +67,16 @@ class TestCreateAndList:
         # A revoked key is kept (the audit) but no longer held: room for a new one.
         assert client.delete(made[0].headers["Location"], headers=as_alice).status_code == 204
         assert client.post("/api-keys", json=body, headers=as_alice).status_code == 201
+        # Nor is an expired one (it had to be revoked first).
+        assert_error(client.post("/api-keys", json=body, headers=as_alice), 409)
+        with app.app_context():
+            db.session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == made[1].json["id"])
+                .values(expires_at=utcnow() - timedelta(seconds=1))
+            )
+            db.session.commit()
+        assert client.post("/api-keys", json=body, headers=as_alice).status_code == 201
 
     def test_the_key_is_shown_once_and_stored_as_a_hash(
         self, app: Flask, client: Client, as_alice: dict[str, str], alice: User
