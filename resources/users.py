@@ -29,9 +29,10 @@ from core.web.http import no_store
 from core.web.smorest import Blueprint
 from core.web.sparse import sparse
 from db import db, icontains
-from models import User, new_token_key
+from models import ApiKey, User, Webhook, new_token_key
+from models.types import utcnow
 from resources.common import commit, get_or_404
-from schemas import CREDENTIALS, UserQuerySchema, UserSchema, UserUpdateSchema
+from schemas import CREDENTIALS, UserQuerySchema, UserSchema, UserUpdateSchema, WebhookSchema
 
 blp = Blueprint("users", __name__, url_prefix="/users", description="User accounts")
 blp.after_request(no_store)
@@ -55,6 +56,22 @@ def _lock(user: User) -> list[int]:
 def _keep_an_admin(user: User, admins: list[int]) -> None:
     if admins == [user.id]:
         abort(409, message="This is the last admin; make another admin first.", error="last_admin")
+
+
+def _end_keys_and_webhooks(user_id: int) -> None:
+    """A deleted user's API keys and webhooks go with the row (ON DELETE CASCADE): each
+    gets the entry its own DELETE writes (``api_key.revoked`` for a live key,
+    ``webhook.deleted``), so that the audit log keeps what the cascade takes silently."""
+    now = utcnow().isoformat()
+    live = select(ApiKey.id, ApiKey.store_id).where(
+        ApiKey.owner_id == user_id, ApiKey.revoked_at.is_(None)
+    )
+    for key_id, store_id in db.session.execute(live):
+        changes = {"revoked_at": [None, now]}
+        audit.record("api_key.revoked", "api_key", key_id, changes, store_id=store_id)
+    for webhook in db.session.scalars(select(Webhook).where(Webhook.owner_id == user_id)):
+        changes = audit.deleted(WebhookSchema().dump(webhook))
+        audit.record("webhook.deleted", "webhook", webhook.id, changes, store_id=webhook.store_id)
 
 
 @blp.route("/me")
@@ -160,6 +177,7 @@ class UserById(MethodView):
         _keep_an_admin(user, _lock(user))
         blp.check_etag(user, UserSchema)
         audit.record("user.deleted", "user", user.id, audit.deleted(UserSchema().dump(user)))
+        _end_keys_and_webhooks(user.id)
         # Stores deleted but kept until their webhooks are told: those are this user's.
         stores.forget_deleted_stores(owner_id=user.id)
         db.session.delete(user)

@@ -188,6 +188,37 @@ class TestAccounts:
         assert removed["actor"] == {"type": "user", "id": admin.id}
         assert removed["changes"]["username"] == ["carol", None]
 
+    @pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
+    def test_a_deleted_users_keys_and_webhooks_each_have_their_entry(
+        self,
+        client: Client,
+        alice: User,
+        as_alice: dict[str, str],
+        as_admin: dict[str, str],
+    ) -> None:
+        # They went with the user's row, silently (a store's keys already had theirs).
+        key = client.post(
+            "/api-keys", json={"name": "ERP", "scopes": ["catalog:read"]}, headers=as_alice
+        )
+        revoked = client.post(
+            "/api-keys", json={"name": "Old", "scopes": ["catalog:read"]}, headers=as_alice
+        )
+        assert client.delete(revoked.headers["Location"], headers=as_alice).status_code == 204
+        hook = client.post(
+            "/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["*"]}, headers=as_alice
+        )
+        assert (key.status_code, hook.status_code) == (201, 201)
+        assert client.delete(f"/users/{alice.id}", headers=as_alice).status_code == 204
+        ended = entries(client, as_admin, "action=api_key.revoked")
+        assert [(e["target"]["id"], e["actor"]) for e in ended] == [
+            (revoked.json["id"], {"type": "user", "id": alice.id}),
+            (key.json["id"], {"type": "user", "id": alice.id}),
+        ]
+        assert ended[1]["changes"]["revoked_at"][0] is None
+        (gone,) = entries(client, as_admin, "action=webhook.deleted")
+        assert gone["target"]["id"] == hook.json["id"]
+        assert gone["changes"]["url"] == ["http://127.0.0.1:9/hook", None]
+
     def test_a_refused_change_writes_nothing(
         self,
         app: Flask,
