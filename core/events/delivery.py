@@ -275,7 +275,8 @@ def _succeeded(run: list[tuple[int, sender.Result]]) -> None:
     db.session.execute(
         update(WEBHOOKS)
         .where(WEBHOOKS.c.id.in_(pending), WEBHOOKS.c.consecutive_failures != 0)
-        .values(consecutive_failures=0)
+        # A count the webhook's JSON does not show: its updated_at (and ETag) stay.
+        .values(consecutive_failures=0, updated_at=WEBHOOKS.c.updated_at)
     )
     done = db.session.execute(
         update(DELIVERIES)
@@ -346,7 +347,9 @@ def _finish(delivery_id: int, result: sender.Result) -> None:
     failures, enabled = db.session.execute(
         update(Webhook)
         .where(Webhook.id == delivery.webhook_id)
-        .values(consecutive_failures=Webhook.consecutive_failures + 1)
+        .values(
+            consecutive_failures=Webhook.consecutive_failures + 1, updated_at=Webhook.updated_at
+        )
         .returning(Webhook.consecutive_failures, Webhook.enabled),
         execution_options={"synchronize_session": False},
     ).one()

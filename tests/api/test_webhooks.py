@@ -259,6 +259,9 @@ def test_a_failed_attempt_is_retried_then_given_up(
     receiver.status = 500
     hook = create(client, as_alice, receiver.url).json
     api.store(as_alice)
+    # Its failures are counted where its JSON does not show them: it did not change.
+    again = client.get(f"/webhooks/{hook['id']}", headers=as_alice)
+    assert again.json["updated_at"] == hook["updated_at"]
     [first] = deliveries(client, as_alice, hook["id"])[1:]
     assert first["status"] == "failed" and first["response_status"] == 500
     assert "HTTP 500" in first["error"] and first["next_attempt_at"] is not None
@@ -281,6 +284,8 @@ def test_a_failed_attempt_is_retried_then_given_up(
     assert retried.json["attempt"] == 4
     assert deliveries(client, as_alice, hook["id"])[0]["status"] == "succeeded"
     assert len(receiver.received) == 1
+    # Nor by the success that reset the count.
+    assert client.get(f"/webhooks/{hook['id']}", headers=as_alice).json == again.json
 
 
 @pytest.mark.config(
