@@ -275,7 +275,7 @@ def _succeeded(run: list[tuple[int, sender.Result]]) -> None:
     db.session.execute(
         update(WEBHOOKS)
         .where(WEBHOOKS.c.id.in_(pending), WEBHOOKS.c.consecutive_failures != 0)
-        # A count the webhook's JSON does not show: its updated_at (and ETag) stay.
+        # A count the webhook's JSON does not show: its updated_at stays.
         .values(consecutive_failures=0, updated_at=WEBHOOKS.c.updated_at)
     )
     done = db.session.execute(
