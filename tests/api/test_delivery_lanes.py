@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from core.events import delivery, lanes, tasks
 from db import db
 from helpers import Client, quiet_stores
-from models import Delivery, Webhook
+from models import Delivery, User, Webhook
 from receiver import Receiver, trickling
 
 SETTINGS = pytest.mark.config(
@@ -152,6 +152,38 @@ def test_a_webhook_seen_failing_elsewhere_starts_in_the_slow_lane(
         receiver.wait_for(lambda got: len(got) == 1, timeout=10)
         assert attempts(app, hanging)[0].status == "pending"  # still hanging meanwhile
         wait_until(lambda: failed(app, hanging) == 1)
+
+
+@SETTINGS
+def test_one_owners_hanging_webhooks_hold_only_their_share_of_the_fast_lane(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+    receiver: Receiver,
+    make_lanes: Callable[[int, int], lanes.Lanes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two fast threads, an owner's share one: Alice's two new webhooks (never seen
+    failing) hang, one in the fast lane, the other in the slow one, and Bob's attempt
+    goes through the fast thread left while both still hang. They took both fast
+    threads: Bob's waited for the timeout."""
+    pool, as_bob = make_lanes(2, 1), auth(bob)
+    with trickling(every=0.2, for_at_most=30) as trickler:
+        hanging = [hook(client, as_alice, trickler.url) for _ in range(2)]
+        answering = hook(client, as_bob, receiver.url)
+        quiet_stores(app, client, as_alice, stores(1), monkeypatch)
+        quiet_stores(app, client, as_bob, ["Bob's"], monkeypatch)
+        for webhook_id in hanging:
+            pool.submit(webhook_id, [d.id for d in attempts(app, webhook_id)])
+        wait_until(lambda: trickler.requests == 2)
+        assert [pool.webhooks[w].fast for w in hanging] == [True, False]
+        pool.submit(answering, [d.id for d in attempts(app, answering)])
+        receiver.wait_for(lambda got: len(got) == 1, timeout=10)
+        assert [attempts(app, w)[0].status for w in hanging] == ["pending", "pending"]
+        wait_until(lambda: sum(failed(app, w) for w in hanging) == 2)
+        wait_until(lambda: not pool.held)  # every thread it held given back
 
 
 @SETTINGS
