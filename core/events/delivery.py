@@ -193,6 +193,28 @@ def attempt_batch(delivery_ids: list[int], *, stopping: threading.Event | None =
     return _release(left)
 
 
+def due_attempts(webhook_id: int, limit: int) -> list[int]:
+    """The webhook's due attempts that nobody makes, queued or not, oldest first, at
+    most ``limit`` (through the index of its pending attempts by due time)."""
+    now = utcnow()
+    d = DELIVERIES.c
+    found = list(
+        db.session.scalars(
+            select(d.id)
+            .where(
+                d.webhook_id == webhook_id,
+                d.status == "pending",
+                d.next_attempt_at <= now,
+                or_(d.running_until.is_(None), d.running_until < now),
+            )
+            .order_by(d.next_attempt_at, d.id)
+            .limit(limit)
+        )
+    )
+    db.session.rollback()
+    return found
+
+
 def _changed(hook_id: int, claimed: Row[Any]) -> bool:
     """Whether the webhook is gone, or its address, secret or state is not what the
     batch read at its claim (a read of its row; no transaction is kept)."""

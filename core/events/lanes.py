@@ -22,7 +22,10 @@ its next task (another webhook's batch, a relay, an import) while the POSTs wait
 - **One batch per webhook at a time** in a process: its later batches wait for it, in
   id order, and take no thread meanwhile, so a webhook with a backlog and a hanging
   receiver holds one thread, not all of them. What waits is capped (``WAITING_MAX``
-  attempts a webhook); past it the attempts are left to the sweep.
+  attempts a webhook); past it the attempts are turned away, and read back from the
+  database once what waits is done (a burst, an import's events, goes out at the
+  receiver's pace, not after the sweep's WEBHOOK_REQUEUE_SECONDS: a reviewer's 10,001
+  events took 98 s to one receiver, most of it waiting for the sweep).
 
 Nothing is lost when the process dies: a batch being made is claimed in the database
 (core/events/delivery.py) and made again by the sweep when the claim expires; a batch
@@ -72,6 +75,7 @@ class _Webhook:
     waiting: set[int] = field(default_factory=set)
     running: bool = False
     fast: bool = False  # its batch in flight holds one of its owner's fast threads
+    turned_away: bool = False  # attempts past WAITING_MAX, left in the database
 
 
 class Lanes:
@@ -106,8 +110,10 @@ class Lanes:
             if hook is None:
                 failing, owner = seen or (False, None)
                 hook = self.webhooks[webhook_id] = _Webhook(slow=failing, owner=owner)
-            room = WAITING_MAX - len(hook.waiting)
-            hook.waiting.update(sorted(set(delivery_ids) - hook.waiting)[: max(room, 0)])
+            room = max(WAITING_MAX - len(hook.waiting), 0)
+            fresh = sorted(set(delivery_ids) - hook.waiting)
+            hook.waiting.update(fresh[:room])
+            hook.turned_away |= len(fresh) > room
             if not hook.running and hook.waiting:
                 self._start(webhook_id, hook)
 
@@ -141,13 +147,29 @@ class Lanes:
         try:
             with self.app.app_context():
                 left = delivery.attempt_batch(delivery_ids, stopping=self.stopping)
-            made = len(delivery_ids) - len(left)
-            if made:
-                per_attempt = (time.monotonic() - started) / made
+                made = len(delivery_ids) - len(left)
+                if made:
+                    per_attempt = (time.monotonic() - started) / made
+                left += self._turned_away(webhook_id)
         except Exception:  # the claim's expiry has them made again
             log.exception("deliveries %s of webhook %s failed", delivery_ids, webhook_id)
         finally:
             self._next(webhook_id, left, per_attempt)
+
+    def _turned_away(self, webhook_id: int) -> list[int]:
+        """The webhook's attempts this process turned away (past WAITING_MAX), read
+        back once nothing of it waits here: its due attempts nobody makes, oldest
+        first. Another process may hold some of them too; the claim makes each once."""
+        with self.lock:
+            hook = self.webhooks[webhook_id]
+            if not hook.turned_away or hook.waiting or self.stopping.is_set():
+                return []
+            hook.turned_away = False
+        found = delivery.due_attempts(webhook_id, WAITING_MAX)
+        if len(found) == WAITING_MAX:  # more may be left behind them
+            with self.lock:
+                hook.turned_away = True
+        return found
 
     def _next(self, webhook_id: int, left: list[int], per_attempt: float | None) -> None:
         """After a batch: the webhook's lane from what its attempts took, then its next
