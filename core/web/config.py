@@ -264,7 +264,9 @@ class Config:
         return env_str(self.environ, name, default)
 
     def env_int(self, name: str, default: int) -> int:
-        return env_int(self.environ, name, default)
+        # Every count, size, time and limit here is 0 or more: a negative one was taken
+        # (AUDIT_RETENTION_DAYS=-5 kept every entry for ever, silently).
+        return env_int(self.environ, name, default, low=0)
 
     def env_bool(self, name: str, default: bool) -> bool:
         raw = self.env_str(name).lower()

@@ -89,6 +89,12 @@ def test_a_non_integer_value_names_its_variable() -> None:
         ProductionConfig({"DB_POOL_SIZE": "many"})
 
 
+@pytest.mark.parametrize("name", ["AUDIT_RETENTION_DAYS", "EVENT_RETENTION_DAYS", "DB_POOL_SIZE"])
+def test_a_negative_number_names_its_variable(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name} must be 0 or more, got -5"):
+        ProductionConfig({name: "-5"})
+
+
 @pytest.mark.parametrize(
     ("environ", "variable"),
     [
