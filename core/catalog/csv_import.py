@@ -37,7 +37,6 @@ from db import BULK_TABLES, analyze, db, unicode_lower
 from models import Item, Store, Tag, item_tags
 from models.item import STATUSES
 from models.types import utcnow
-from schemas import TagRecordSchema
 
 CHUNK = 1000  # rows per round of statements
 IGNORED = {"id", "store_id", "created_at", "updated_at"}  # the export's, not the importer's
@@ -295,26 +294,20 @@ class Importer:
                 new.setdefault(lowered[name], name)
         if not new:
             return
-        made = db.session.execute(
-            insert(Tag).returning(
-                Tag.id,
-                Tag.name,
-                Tag.store_id,
-                Tag.created_at,
-                Tag.updated_at,
-                sort_by_parameter_order=True,
-            ),
+        made = db.session.scalars(
+            insert(Tag).returning(Tag, sort_by_parameter_order=True),
             [{"name": name, "store_id": self.store.id} for name in new.values()],
         ).all()
         for tag in made:
             self.tags[lowered[tag.name]] = tag.id
             # tag.created, before the events of the items that name it (§10).
-            dumped = TagRecordSchema().dump(tag._asdict())
-            record("tag.created", store_id=self.store.id, obj=dumped, owner_id=self.store.owner_id)
-            changes = audit.created(dumped)
+            shown = as_json(tag)
+            record("tag.created", store_id=self.store.id, obj=shown, owner_id=self.store.owner_id)
+            changes = audit.created(shown)
             audit.record(
                 "tag.created", "tag", tag.id, changes, store_id=self.store.id, source=self.source
             )
+            db.session.expunge(tag)  # an import holds no ORM object per row
 
     def _matches(self, by_name: dict[str, dict[str, Any]]) -> dict[str, Item]:
         """The items the rows update, locked, by the rows' lowered names: the item with

@@ -19,7 +19,6 @@ from core.web.fields import Email, Password, Username
 from core.web.idempotency import get_store as get_idempotency_store
 from db import db
 from models import User
-from schemas import UserSchema
 
 # The rules of POST /register, from the same field definitions.
 ACCOUNT = ma.Schema.from_dict(
@@ -65,7 +64,7 @@ def create_admin(username: str, email: str, password: str) -> None:
     try:
         db.session.flush()
         # An operator on the server: the entry's actor is the system, as for import-items.
-        created = audit.created(UserSchema().dump(user))
+        created = audit.created({"username": user.username, "email": user.email, "role": user.role})
         audit.record("user.created", "user", user.id, created, source=audit.SYSTEM)
         db.session.commit()
     except IntegrityError:

@@ -758,7 +758,7 @@ def test_an_import_jobs_events_name_its_caller_and_request(
         Event.store_id == store["id"], Event.type != "store.created"
     )
     rows = query(app, written)
-    assert {kind for kind, *_ in rows} == {"item.created", "stock.moved"}
+    assert {kind for kind, *_ in rows} == {"tag.created", "item.created", "stock.moved"}
     assert {tuple(by) for _kind, *by in rows} == {("user", alice.id, "import-1")}
 
 
