@@ -836,7 +836,15 @@ class AuditEntrySchema(ResponseSchema):
         },
     )
     request_id = fields.String(allow_none=True, metadata={"example": "4bf92f3577b34da6"})
-    ip = fields.String(allow_none=True, metadata={"example": "203.0.113.7"})
+    ip = fields.String(
+        attribute="shown_ip",
+        allow_none=True,
+        metadata={
+            "example": "203.0.113.7",
+            "description": "Where the change came from: null for the command line, and "
+            "for anyone but an admin, on a change someone else made",
+        },
+    )
     created_at = Timestamp()
 
 

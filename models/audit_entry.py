@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Index, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, query_expression
 
 from db import Model
 from models.types import UTCDateTime, utcnow
@@ -37,6 +37,9 @@ class AuditEntry(Model):
     request_id: Mapped[str | None] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(45))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    # ``ip`` as GET /audit shows it to its reader (an admin: every entry's; anyone else:
+    # only their own entries' and their keys'), set by the list's query.
+    shown_ip: Mapped[str | None] = query_expression()
 
     # Each filter of GET /audit with the id order it is listed in.
     __table_args__ = (

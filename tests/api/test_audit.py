@@ -494,6 +494,44 @@ class TestList:
         kept = actions(entries(client, as_admin, "target_type=api_key"))
         assert kept == ["api_key.created", "api_key.revoked"]
 
+    def test_an_owner_sees_only_their_own_ip(
+        self,
+        client: Client,
+        as_alice: dict[str, str],
+        as_admin: dict[str, str],
+        two_stores: tuple[Any, Any],
+    ) -> None:
+        """Where an admin (or the store's owner before a transfer) worked from is not
+        the owner's to see; their own changes' and their keys' addresses are."""
+        mine, _ = two_stores
+        made = client.post(
+            "/api-keys", json={"name": "erp", "scopes": ["catalog:write"]}, headers=as_alice
+        )
+        assert made.status_code == 201, made.json
+        for headers, name, ip in (
+            (as_admin, "Admin's", "198.51.100.1"),
+            (as_alice, "Alice's", "198.51.100.2"),
+            (bearer(made.json["key"]), "Key's", "198.51.100.3"),
+        ):
+            response = client.post(
+                "/items",
+                json={"name": name, "price": 1, "store_id": mine["id"]},
+                headers=headers,
+                environ_base={"REMOTE_ADDR": ip},
+            )
+            assert response.status_code == 201, response.json
+        query_string = "action=item.created&sort=-id"
+        shown = [
+            (r["changes"]["name"][1], r["ip"]) for r in entries(client, as_alice, query_string)
+        ]
+        assert shown[:3] == [
+            ("Key's", "198.51.100.3"),
+            ("Alice's", "198.51.100.2"),
+            ("Admin's", None),
+        ]
+        seen = [r["ip"] for r in entries(client, as_admin, query_string)]
+        assert seen[:3] == ["198.51.100.3", "198.51.100.2", "198.51.100.1"]
+
     def test_an_admin_sees_everything(
         self, client: Client, as_admin: dict[str, str], two_stores: tuple[Any, Any]
     ) -> None:
