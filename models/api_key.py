@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, String
+from sqlalchemy import JSON, ColumnElement, ForeignKey, Index, String, and_, or_
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db import Model
@@ -41,6 +41,16 @@ class ApiKey(Model):
         Index("ix_api_keys_store_id", "store_id"),
         {"sqlite_autoincrement": True},
     )
+
+    # A live key signs requests and counts against API_KEY_MAX_PER_USER; an expired one
+    # is still listed until revoked. The rule, on a row and in SQL, side by side:
+
+    def live_at(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    @classmethod
+    def live_at_sql(cls, now: datetime) -> ColumnElement[bool]:
+        return and_(cls.revoked_at.is_(None), or_(cls.expires_at.is_(None), cls.expires_at > now))
 
     def __repr__(self) -> str:
         return f"<ApiKey {self.id} {self.prefix}...{self.last_four}>"

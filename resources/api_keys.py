@@ -78,8 +78,7 @@ class ApiKeys(MethodView):
         _check_store(data.get("store_id"))
         # A revoked key is kept (the audit), not held; nor is an expired one (it had to
         # be revoked, one by one, before another could be made).
-        expired = ApiKey.expires_at.is_not(None) & (ApiKey.expires_at <= utcnow())
-        live = ApiKey.revoked_at.is_(None) & ~expired
+        live = ApiKey.live_at_sql(utcnow())
         refuse_past_limit(ApiKey, current_user.id, "API_KEY_MAX_PER_USER", "API keys", live)
         row, key = api_keys.new_key(current_user.id, **data)
         db.session.flush()

@@ -78,7 +78,7 @@ def claims_for(key: str) -> dict[str, Any]:
         raise InvalidTokenError("unknown API key")
     row, token_key = found
     now = utcnow()
-    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+    if not row.live_at(now):
         raise KeyRefusedError(row.id)
     touch(row, now)
     return {
