@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
@@ -121,10 +122,23 @@ def summary_line(summary: Any, *, dry_run: bool, skip_invalid: bool) -> str:
 )
 @click.option("--owner", help="Username of the stores' owner (default: the first admin).")
 @click.option("--seed", "seed_value", type=int, help="Same number, same data.")
-def seed_command(stores: int, items: int, owner: str | None, seed_value: int | None) -> None:
+@click.option(
+    "--in-production",
+    is_flag=True,
+    help="Seed although APP_ENV is production (a demo deployment).",
+)
+def seed_command(
+    stores: int, items: int, owner: str | None, seed_value: int | None, in_production: bool
+) -> None:
     """Fill the database with realistic fake stores, items, tags and stock (demos)."""
     from core.catalog.seed import seed
 
+    if current_app.config["APP_ENV"] == "production" and not in_production:
+        raise click.ClickException(
+            "APP_ENV is production: the seed writes demo data with no events or audit "
+            "entries, which webhooks, GET /events and the audit log never show. Pass "
+            "--in-production to seed a demo deployment anyway."
+        )
     query = select(User).order_by(User.id)
     # Usernames match as at login: in any case.
     query = (

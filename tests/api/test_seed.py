@@ -73,3 +73,15 @@ def test_needs_an_owner(app: Flask, alice: User) -> None:
     result = runner.invoke(args=["seed", "--owner", "ALICE", "--stores", "1", "--items", "3"])
     assert result.exit_code == 0 and "Seeded 1 stores, 3 items" in result.output
     assert "(owner 'alice')" in result.output
+
+
+def test_a_production_database_is_seeded_only_when_asked(app: Flask, admin: User) -> None:
+    """Demo data writes no events or audit entries: not into production by mistake."""
+    runner = app.test_cli_runner()
+    app.config["APP_ENV"] = "production"
+    refused = runner.invoke(args=["seed", "--stores", "1", "--items", "3"])
+    assert refused.exit_code == 1 and "--in-production" in refused.output
+    assert query(app, select(func.count()).select_from(Store)) == [(0,)]
+    asked = ["seed", "--stores", "1", "--items", "3", "--in-production"]
+    result = runner.invoke(args=asked)
+    assert result.exit_code == 0 and "Seeded 1 stores, 3 items" in result.output
