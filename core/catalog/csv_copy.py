@@ -350,25 +350,27 @@ LEFT JOIN ({TAGS_JSON} JOIN import_plan q ON q.item_id = l.item_id
            WHERE q.changed OR q.relink GROUP BY l.item_id) g ON g.item_id = i.id
 WHERE p.changed OR p.relink
 """  # noqa: S608 - fragments of our own, no input
-# Each event of ``sent`` (the changed items', just written) as an audit entry (§15), as
-# core/auth/audit.py ``updated`` writes them: ``changes`` built from the event's object
-# and previous, whoever asked for the import its actor.
+# Each changed item (``told``) as an audit entry (§15), as core/auth/audit.py
+# ``updated`` writes them: ``changes`` built from its new JSON and ``previous``, whoever
+# asked for the import its actor. A change of the stock alone has its entry too.
 NOT_CHANGES = ", ".join(f"'{key}'" for key in sorted(audit.NOT_CHANGES))
 UPDATED_CHANGES = f"""(SELECT json_object_agg(
-    f.key, json_build_array(f.value, data -> 'object' -> f.key) ORDER BY f.key)
- FROM json_each(data -> 'previous') AS f(key, value)
+    f.key, json_build_array(f.value, after_b -> f.key) ORDER BY f.key)
+ FROM json_each(previous) AS f(key, value)
  WHERE f.key NOT IN ({NOT_CHANGES}))"""  # noqa: S608 - fragments of our own, no input
 UPDATED_AUDIT = f"""INSERT INTO audit_log (actor_type, actor_id, action, target_type, target_id,
                        store_id, changes, request_id, ip, created_at)
 SELECT %(audit_actor_type)s, %(audit_actor_id)s, 'item.updated', 'item',
-       (data -> 'object' ->> 'id')::int, %(store)s, COALESCE({UPDATED_CHANGES}, '{{}}'::json),
+       (after_b ->> 'id')::int, %(store)s, COALESCE({UPDATED_CHANGES}, '{{}}'::json),
        %(audit_request_id)s, %(audit_ip)s, %(now)s
-FROM sent ORDER BY id"""  # noqa: S608 - fragments of our own, no input
+FROM told WHERE previous IS NOT NULL ORDER BY line"""  # noqa: S608 - fragments of our own
 
 
 # item.updated of each item the import changes (§10), as record() writes them (core/
 # events/outbox.py), in the file's order, each with its audit entry. An item whose
-# JSON did not change (a tag linked again under the same name) writes neither.
+# JSON did not change (a tag linked again under the same name) writes neither; one
+# whose stock alone changed writes its entry and no event: its count's stock.moved
+# tells it (§16, a movement writes no item.updated).
 UPDATED_EVENTS = f"""
 WITH written AS (
     SELECT p.line, {ITEM_JSON} AS after, b.obj AS before
@@ -380,16 +382,17 @@ WITH written AS (
     JOIN import_before b ON b.item_id = i.id
     WHERE p.changed OR p.relink
 ), told AS MATERIALIZED (  -- once per row (its filter and its use would each run it)
-    SELECT line, after, {PREVIOUS_JSON} AS previous
+    SELECT line, after, after_b, {PREVIOUS_JSON} AS previous
     FROM (SELECT line, after, before, after::jsonb AS after_b FROM written) w
-), sent AS (
+), sent AS (  -- run although nothing reads it (PostgreSQL runs every write of a WITH)
     INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
                         created_at)
     SELECT 'item.updated', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
            json_build_object('object', after, 'previous', previous), %(now)s
-    FROM told WHERE previous IS NOT NULL
+    FROM told
+    WHERE previous IS NOT NULL
+      AND EXISTS (SELECT FROM json_object_keys(previous) AS k(key) WHERE key <> 'stock')
     ORDER BY line
-    RETURNING id, data
 )
 {UPDATED_AUDIT}
 """  # noqa: S608 - fragments of our own, no input

@@ -544,12 +544,13 @@ def record_item_events(
     source: audit.Origin,
 ) -> None:
     """One event and one audit entry per item an import created or changed, committed
-    with the rows (§10, §15); ``before``: the changed items as GET returned them before
+    with the rows (§10, §15), but no event where the stock alone changed (its count's
+    stock.moved tells it); ``before``: the changed items as GET returned them before
     the import; ``source``: who asked for it."""
     after = items_as_json([*updated, *created], release=True)
     for item_id in updated:
         previous = changes(before[item_id], after[item_id])
-        if previous:
+        if set(previous) - {"stock"}:  # the stock alone: its count's stock.moved (§16)
             record(
                 "item.updated",
                 store_id=store.id,
@@ -557,6 +558,7 @@ def record_item_events(
                 previous=previous,
                 owner_id=store.owner_id,
             )
+        if previous:
             changed = audit.updated(before[item_id], after[item_id])
             audit.record("item.updated", "item", item_id, changed, store_id=store.id, source=source)
     for item_id in created:

@@ -410,6 +410,30 @@ def test_an_empty_stock_cell_leaves_the_stock_as_it_is(
     assert query(app, select(StockMovement.id)) == before  # no movement
 
 
+def test_a_stock_only_change_writes_stock_moved_and_an_entry_but_no_item_updated(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any, run: Any
+) -> None:
+    """A movement writes no item.updated (§16): a row that changes only the stock
+    tells it by its count's stock.moved; the audit log still has the change."""
+    milk = api.item(as_alice, store, name="Milk", price="1.00", stock=5)
+    first = query(app, select(func.max(Event.id)))[0][0]
+    result = run(store["id"], HEADER + "Milk,1.00,,0,\r\n")
+    assert result.exit_code == 0, result.output
+    assert "0 created, 1 updated, 0 unchanged, 0 invalid." in result.output
+    events = query(app, select(Event.type, Event.data).where(Event.id > first).order_by(Event.id))
+    assert [kind for kind, _ in events] == ["stock.moved", "stock.out"]
+    moved = events[0][1]["object"]
+    assert (moved["item_id"], moved["delta"], moved["stock_after"]) == (milk["id"], -5, 0)
+    entries = select(AuditEntry.action, AuditEntry.target_id, AuditEntry.changes).where(
+        AuditEntry.action.like("item.%")
+    )
+    assert query(app, entries.order_by(AuditEntry.id))[-1] == (
+        "item.updated",
+        milk["id"],
+        {"stock": [5, 0]},
+    )
+
+
 def test_each_event_shows_the_item_as_get_does(
     app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], store: Any, run: Any
 ) -> None:
