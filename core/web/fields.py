@@ -272,10 +272,13 @@ def Username(**kwargs: Any) -> Text:  # noqa: N802 - reads as a field type
 # Something@domain.tld, of visible characters only (the text rules above) and none of
 # RFC 5322's specials, which a mail header reads as syntax: "d<x@example.com" was
 # mailed to x@example.com, "a,b@example.com" to no one (quoted local parts and address
-# literals are refused with them). Deliverability is for a mail to prove, not for a
-# regular expression.
+# literals are refused with them), nor "=?", which starts an RFC 2047 encoded word
+# that the mailer decodes: "=?utf-8?q?victim?=@example.com" was mailed to
+# victim@example.com. Deliverability is for a mail to prove, not for a regular
+# expression.
 _SPECIALS = r'()<>\[\]:;\\,"'
 EMAIL = (
+    r"(?!.*=\?)"
     rf"[^@{NOT_VISIBLE}{_SPECIALS}]+@[^@{NOT_VISIBLE}{_SPECIALS}]+\.[^@.{NOT_VISIBLE}{_SPECIALS}]+"
 )
 

@@ -99,6 +99,9 @@ class TestRegister:
             ({"email": '"q r"@example.com'}, "email"),
             ({"email": "a@[192.0.2.1]"}, "email"),
             ({"email": "a\\b@example.com"}, "email"),
+            # RFC 2047 encoded words, which the mailer decodes: mailed elsewhere.
+            ({"email": "=?utf-8?q?victim?=@example.com"}, "email"),
+            ({"email": "x@=?us-ascii?q?evil?=.=?us-ascii?q?com?="}, "email"),
             ({"password": "short"}, "password"),
             ({"password": "p" * 129}, "password"),
             ({"password": 12345678}, "password"),
