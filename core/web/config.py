@@ -83,7 +83,7 @@ class Config:
         self.DB_CONNECT_TIMEOUT = self.env_int("DB_CONNECT_TIMEOUT", 3)
         self.DB_STATEMENT_TIMEOUT_MS = self.env_int("DB_STATEMENT_TIMEOUT_MS", 5000)
         # Items deleted per statement when a store goes (each batch its own transaction).
-        self.STORE_DELETE_BATCH = self.env_int("STORE_DELETE_BATCH", 5000)
+        self.STORE_DELETE_BATCH = self.env_int("STORE_DELETE_BATCH", 5000, low=1)
         # How long the entrypoint waits for the database to answer (prestart.py).
         self.DB_WAIT_ATTEMPTS = self.env_int("DB_WAIT_ATTEMPTS", 30)
         self.DB_WAIT_DELAY = self.env_int("DB_WAIT_DELAY", 1)
@@ -93,15 +93,15 @@ class Config:
         """Tokens and password hashing."""
         self.JWT_SECRET_KEY = self.env_str("JWT_SECRET_KEY")
         self.JWT_ACCESS_TOKEN_EXPIRES = timedelta(
-            seconds=self.env_int("JWT_ACCESS_TOKEN_EXPIRES", 15 * 60)
+            seconds=self.env_int("JWT_ACCESS_TOKEN_EXPIRES", 15 * 60, low=1)
         )
         self.JWT_REFRESH_TOKEN_EXPIRES = timedelta(
-            seconds=self.env_int("JWT_REFRESH_TOKEN_EXPIRES", 30 * 24 * 3600)
+            seconds=self.env_int("JWT_REFRESH_TOKEN_EXPIRES", 30 * 24 * 3600, low=1)
         )
         # Argon2id at OWASP's first recommended setting: 19 MiB, 2 passes, 1 lane.
         self.ARGON2_MEMORY_KIB = self.env_int("ARGON2_MEMORY_KIB", 19 * 1024)
-        self.ARGON2_TIME_COST = self.env_int("ARGON2_TIME_COST", 2)
-        self.ARGON2_PARALLELISM = self.env_int("ARGON2_PARALLELISM", 1)
+        self.ARGON2_TIME_COST = self.env_int("ARGON2_TIME_COST", 2, low=1)
+        self.ARGON2_PARALLELISM = self.env_int("ARGON2_PARALLELISM", 1, low=1)
 
     def _read_http(self) -> None:
         """Requests and responses: body size, proxies, CORS, HSTS, logs."""
@@ -141,7 +141,7 @@ class Config:
         # long a claim whose request never finished (a killed worker) is abandoned:
         # longer than gunicorn lets a request run (GUNICORN_TIMEOUT).
         self.IDEMPOTENCY_TTL = self.env_int("IDEMPOTENCY_TTL", 24 * 3600)
-        self.IDEMPOTENCY_LOCK_SECONDS = self.env_int("IDEMPOTENCY_LOCK_SECONDS", 60)
+        self.IDEMPOTENCY_LOCK_SECONDS = self.env_int("IDEMPOTENCY_LOCK_SECONDS", 60, low=1)
         # What one caller (user, or IP when anonymous) may store a UTC day (§8), and
         # the largest answer kept (a larger one is not remembered: a retry runs afresh).
         self.IDEMPOTENCY_QUOTA_KEYS = self.env_int("IDEMPOTENCY_QUOTA_KEYS", 1000)
@@ -153,12 +153,12 @@ class Config:
         self.IDEMPOTENCY_SECRET = self.env_str("IDEMPOTENCY_SECRET")
         # Rows per statement when expired keys are purged (flask idempotency purge),
         # and how often beat purges them (core/jobs/upkeep.py).
-        self.IDEMPOTENCY_PURGE_BATCH = self.env_int("IDEMPOTENCY_PURGE_BATCH", 1000)
-        self.IDEMPOTENCY_PURGE_SECONDS = self.env_int("IDEMPOTENCY_PURGE_SECONDS", 3600)
+        self.IDEMPOTENCY_PURGE_BATCH = self.env_int("IDEMPOTENCY_PURGE_BATCH", 1000, low=1)
+        self.IDEMPOTENCY_PURGE_SECONDS = self.env_int("IDEMPOTENCY_PURGE_SECONDS", 3600, low=1)
         # How often beat drops revocations of tokens expired anyway (database blocklist).
-        self.BLOCKLIST_PURGE_SECONDS = self.env_int("BLOCKLIST_PURGE_SECONDS", 3600)
+        self.BLOCKLIST_PURGE_SECONDS = self.env_int("BLOCKLIST_PURGE_SECONDS", 3600, low=1)
         # Rows per statement of a CSV export: memory per worker, and statements per export.
-        self.EXPORT_CHUNK_SIZE = self.env_int("EXPORT_CHUNK_SIZE", 5000)
+        self.EXPORT_CHUNK_SIZE = self.env_int("EXPORT_CHUNK_SIZE", 5000, low=1)
         self.LEGACY_SUNSET = self.env_str("LEGACY_SUNSET", "Sat, 01 May 2027 00:00:00 GMT")
 
     def _read_jobs(self) -> None:
@@ -169,7 +169,7 @@ class Config:
         self.CELERY_BROKER_URL = (
             self.env_str("CELERY_BROKER_URL") or self.REDIS_URL or "filesystem://"
         )
-        self.CELERY_VISIBILITY_TIMEOUT = self.env_int("CELERY_VISIBILITY_TIMEOUT", 300)
+        self.CELERY_VISIBILITY_TIMEOUT = self.env_int("CELERY_VISIBILITY_TIMEOUT", 300, low=1)
         # The app's own folder of files (the SQLite database, that broker's queue):
         # instance/ beside the code unless set (the image: /var/lib/stores, writable
         # where the code is not). An absolute path.
@@ -183,19 +183,19 @@ class Config:
         # A running job renews its lease at every batch; one not renewed for this long
         # lost its worker, and the sweep (every JOB_SWEEP_SECONDS, from beat) queues it
         # again, as it does a job queued this long ago that no worker took.
-        self.JOB_STALE_SECONDS = self.env_int("JOB_STALE_SECONDS", 120)
-        self.JOB_SWEEP_SECONDS = self.env_int("JOB_SWEEP_SECONDS", 60)
+        self.JOB_STALE_SECONDS = self.env_int("JOB_STALE_SECONDS", 120, low=1)
+        self.JOB_SWEEP_SECONDS = self.env_int("JOB_SWEEP_SECONDS", 60, low=1)
         # An export's file is kept this long; finished jobs are forgotten after
         # JOB_RETENTION_SECONDS (purged hourly by beat).
         self.JOB_FILE_TTL = self.env_int("JOB_FILE_TTL", 24 * 3600)
         self.JOB_RETENTION_SECONDS = self.env_int("JOB_RETENTION_SECONDS", 7 * 24 * 3600)
-        self.JOB_PURGE_SECONDS = self.env_int("JOB_PURGE_SECONDS", 3600)
+        self.JOB_PURGE_SECONDS = self.env_int("JOB_PURGE_SECONDS", 3600, low=1)
         # Events and webhooks (§10, §11; docs/events.md).
         self.EVENT_RETENTION_DAYS = self.env_int("EVENT_RETENTION_DAYS", 30)
-        self.EVENT_PURGE_BATCH = self.env_int("EVENT_PURGE_BATCH", 5000)
+        self.EVENT_PURGE_BATCH = self.env_int("EVENT_PURGE_BATCH", 5000, low=1)
         # How often beat runs the outbox sweep (positions, deliveries due, lost tasks).
-        self.EVENTS_SWEEP_SECONDS = self.env_int("EVENTS_SWEEP_SECONDS", 2)
-        self.WEBHOOK_TIMEOUT_SECONDS = self.env_int("WEBHOOK_TIMEOUT_SECONDS", 10)
+        self.EVENTS_SWEEP_SECONDS = self.env_int("EVENTS_SWEEP_SECONDS", 2, low=1)
+        self.WEBHOOK_TIMEOUT_SECONDS = self.env_int("WEBHOOK_TIMEOUT_SECONDS", 10, low=1)
         # Delays before each retry of a failed attempt (s, m, h suffixes), each +-jitter.
         self.WEBHOOK_RETRY_SCHEDULE = parse_schedule(
             self.env_str("WEBHOOK_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h")
@@ -211,7 +211,7 @@ class Config:
         )
         # A queued attempt not started after this long (its message lost with a broker
         # restart) is queued again by the sweep.
-        self.WEBHOOK_REQUEUE_SECONDS = self.env_int("WEBHOOK_REQUEUE_SECONDS", 60)
+        self.WEBHOOK_REQUEUE_SECONDS = self.env_int("WEBHOOK_REQUEUE_SECONDS", 60, low=1)
         # Each worker process's delivery threads (core/events/lanes.py): the fast lane,
         # and the slow lane of webhooks whose last batch took the whole timeout. Both 0:
         # deliveries are made in the task, holding the process (an earlier release).
@@ -238,7 +238,7 @@ class Config:
         # Password reset (API.md §15, core/auth/reset.py): the link mailed is
         # PUBLIC_BASE_URL/password-reset?token=..., a page of the site's front end.
         self.PUBLIC_BASE_URL = self.env_str("PUBLIC_BASE_URL", "http://localhost:5000").rstrip("/")
-        self.PASSWORD_RESET_TTL = self.env_int("PASSWORD_RESET_TTL", 30 * 60)
+        self.PASSWORD_RESET_TTL = self.env_int("PASSWORD_RESET_TTL", 30 * 60, low=1)
         self.PASSWORD_RESET_RATE_LIMIT_ADDRESS = self.env_str(
             "PASSWORD_RESET_RATE_LIMIT_ADDRESS", "5 per hour"
         )
@@ -248,7 +248,7 @@ class Config:
         # Audit log entries older than this are purged (core/auth/audit.py); 0 keeps all.
         self.AUDIT_RETENTION_DAYS = self.env_int("AUDIT_RETENTION_DAYS", 365)
         # How often beat purges them (core/jobs/upkeep.py).
-        self.AUDIT_PURGE_SECONDS = self.env_int("AUDIT_PURGE_SECONDS", 24 * 3600)
+        self.AUDIT_PURGE_SECONDS = self.env_int("AUDIT_PURGE_SECONDS", 24 * 3600, low=1)
         # Outgoing mail through SMTP, Flask-Mail's setting names (Flask-Mailman reads them).
         self.MAIL_BACKEND = "smtp"  # Flask-Mailman would keep test mail in memory otherwise
         self.MAIL_SERVER = self.env_str("MAIL_SERVER", "localhost")
@@ -258,15 +258,17 @@ class Config:
         self.MAIL_USERNAME = self.env_str("MAIL_USERNAME") or None
         self.MAIL_PASSWORD = self.env_str("MAIL_PASSWORD") or None
         self.MAIL_DEFAULT_SENDER = self.env_str("MAIL_DEFAULT_SENDER", "no-reply@localhost")
-        self.MAIL_TIMEOUT = self.env_int("MAIL_TIMEOUT", 10)
+        self.MAIL_TIMEOUT = self.env_int("MAIL_TIMEOUT", 10, low=1)
 
     def env_str(self, name: str, default: str = "") -> str:
         return env_str(self.environ, name, default)
 
-    def env_int(self, name: str, default: int) -> int:
+    def env_int(self, name: str, default: int, *, low: int = 0) -> int:
         # Every count, size, time and limit here is 0 or more: a negative one was taken
-        # (AUDIT_RETENTION_DAYS=-5 kept every entry for ever, silently).
-        return env_int(self.environ, name, default, low=0)
+        # (AUDIT_RETENTION_DAYS=-5 kept every entry for ever, silently). Where 0 cannot
+        # work (a batch, a period, a timeout), 1 or more: STORE_DELETE_BATCH=0 deleted
+        # nothing, for ever, and a DELETE of an empty store timed the worker out.
+        return env_int(self.environ, name, default, low=low)
 
     def env_bool(self, name: str, default: bool) -> bool:
         raw = self.env_str(name).lower()

@@ -96,6 +96,17 @@ def test_a_negative_number_names_its_variable(name: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "name",
+    ["STORE_DELETE_BATCH", "EXPORT_CHUNK_SIZE", "WEBHOOK_TIMEOUT_SECONDS", "JOB_SWEEP_SECONDS"],
+)
+def test_zero_is_refused_where_it_cannot_work(name: str) -> None:
+    """A batch of 0 rows never ends; a period or a timeout of 0 s spins or fails."""
+    with pytest.raises(ConfigError, match=f"^{name} must be 1 or more, got 0"):
+        ProductionConfig({name: "0"})
+    assert getattr(ProductionConfig({name: "1"}), name) == 1
+
+
+@pytest.mark.parametrize(
     ("environ", "variable"),
     [
         ({"JWT_SECRET_KEY": GOOD_SECRET}, "DATABASE_URL"),
