@@ -11,7 +11,7 @@ from typing import Any
 from flask import url_for
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, update
 
 from core.auth import api_keys, audit
 from core.auth.limits import refuse_past_limit
@@ -77,8 +77,22 @@ class ApiKeys(MethodView):
         """Make an API key; the answer holds the key, once"""
         _check_store(data.get("store_id"))
         # A revoked key is kept (the audit), not held; nor is an expired one (it had to
-        # be revoked, one by one, before another could be made).
-        live = ApiKey.live_at_sql(utcnow())
+        # be revoked, one by one, before another could be made). The caller's expired
+        # keys end here, revoked as of their expiry: listed until another key is made,
+        # not for ever (keys expiring in seconds, made in a loop, grew the list and a
+        # user's deletion without bound).
+        now = utcnow()
+        db.session.execute(
+            update(ApiKey)
+            .where(
+                ApiKey.owner_id == current_user.id,
+                ApiKey.revoked_at.is_(None),
+                ApiKey.expires_at <= now,
+            )
+            .values(revoked_at=ApiKey.expires_at),
+            execution_options={"synchronize_session": False},
+        )
+        live = ApiKey.live_at_sql(now)
         refuse_past_limit(ApiKey, current_user.id, "API_KEY_MAX_PER_USER", "API keys", live)
         row, key = api_keys.new_key(current_user.id, **data)
         db.session.flush()

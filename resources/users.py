@@ -62,12 +62,12 @@ def _end_keys_and_webhooks(user_id: int) -> None:
     """A deleted user's API keys and webhooks go with the row (ON DELETE CASCADE): each
     gets the entry its own DELETE writes (``api_key.revoked`` for a live key,
     ``webhook.deleted``), so that the audit log keeps what the cascade takes silently."""
-    now = utcnow().isoformat()
+    now = utcnow()
     live = select(ApiKey.id, ApiKey.store_id).where(
-        ApiKey.owner_id == user_id, ApiKey.revoked_at.is_(None)
+        ApiKey.owner_id == user_id, ApiKey.live_at_sql(now)
     )
     for key_id, store_id in db.session.execute(live):
-        changes = {"revoked_at": [None, now]}
+        changes = {"revoked_at": [None, now.isoformat()]}
         audit.record("api_key.revoked", "api_key", key_id, changes, store_id=store_id)
     for webhook in db.session.scalars(select(Webhook).where(Webhook.owner_id == user_id)):
         changes = audit.deleted(WebhookSchema().dump(webhook))

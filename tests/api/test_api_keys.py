@@ -66,7 +66,8 @@ class TestCreateAndList:
         assert client.post("/api-keys", json=body, headers=auth(bob)).status_code == 201
         # A revoked key is kept (the audit) but no longer held: room for a new one.
         assert client.delete(made[0].headers["Location"], headers=as_alice).status_code == 204
-        assert client.post("/api-keys", json=body, headers=as_alice).status_code == 201
+        again = client.post("/api-keys", json=body, headers=as_alice)
+        assert again.status_code == 201
         # Nor is an expired one (it had to be revoked first).
         assert_error(client.post("/api-keys", json=body, headers=as_alice), 409)
         with app.app_context():
@@ -76,7 +77,17 @@ class TestCreateAndList:
                 .values(expires_at=utcnow() - timedelta(seconds=1))
             )
             db.session.commit()
-        assert client.post("/api-keys", json=body, headers=as_alice).status_code == 201
+        listed = client.get("/api-keys", headers=as_alice).json
+        assert made[1].json["id"] in [k["id"] for k in listed]  # seen expired, until ...
+        newest = client.post("/api-keys", json=body, headers=as_alice)
+        assert newest.status_code == 201
+        # ... another key is made: it ends as of its expiry (keys expiring in seconds,
+        # made in a loop, grew the list without bound).
+        listed = client.get("/api-keys", headers=as_alice).json
+        assert [k["id"] for k in listed] == [again.json["id"], newest.json["id"]]
+        expired = select(ApiKey.revoked_at, ApiKey.expires_at)
+        [(revoked_at, expires_at)] = query(app, expired.where(ApiKey.id == made[1].json["id"]))
+        assert revoked_at is not None and revoked_at == expires_at
 
     def test_the_key_is_shown_once_and_stored_as_a_hash(
         self, app: Flask, client: Client, as_alice: dict[str, str], alice: User

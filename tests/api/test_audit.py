@@ -15,7 +15,7 @@ from sqlalchemy import func, insert, select, update
 from core.auth import audit
 from db import db
 from helpers import PASSWORD, CatalogFactory, Client, assert_error, bearer, query
-from models import AuditEntry, User
+from models import ApiKey, AuditEntry, User
 from models.types import utcnow
 
 FIELDS = {"id", "actor", "action", "target", "changes", "request_id", "ip", "created_at"}
@@ -191,6 +191,7 @@ class TestAccounts:
     @pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
     def test_a_deleted_users_keys_and_webhooks_each_have_their_entry(
         self,
+        app: Flask,
         client: Client,
         alice: User,
         as_alice: dict[str, str],
@@ -204,6 +205,16 @@ class TestAccounts:
             "/api-keys", json={"name": "Old", "scopes": ["catalog:read"]}, headers=as_alice
         )
         assert client.delete(revoked.headers["Location"], headers=as_alice).status_code == 204
+        expired = client.post(
+            "/api-keys", json={"name": "Gone", "scopes": ["catalog:read"]}, headers=as_alice
+        )
+        with app.app_context():  # no longer live: its end was its expiry, not the deletion
+            db.session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == expired.json["id"])
+                .values(expires_at=utcnow() - timedelta(seconds=1))
+            )
+            db.session.commit()
         hook = client.post(
             "/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["*"]}, headers=as_alice
         )
