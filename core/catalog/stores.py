@@ -25,6 +25,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
 from core.auth import audit
 from core.events.catalog import store_deleted
+from core.events.outbox import as_json
 from core.events.tables import DELIVERIES, EVENTS, WEBHOOKS
 from core.web.errors import abort
 from db import db
@@ -206,19 +207,21 @@ def forget_deleted_stores(owner_id: int | None = None) -> int:
     """Delete the rows of deleted, emptied stores whose webhooks have been told: no
     event of the store waits for the relay and no attempt of its webhooks is pending
     (delivered or given up). The cascade takes those webhooks, their log and the
-    store's tags. One statement, so the relay (which holds the webhooks it fans out to)
-    and this never disagree on what is left to send. With ``owner_id``, that user's
-    (being deleted: the webhooks are theirs and go with them), told or not, and the
-    caller commits; else commits. Returns how many."""
+    store's tags; each webhook gets the ``webhook.deleted`` entry its own DELETE would
+    write. The relay (which holds the webhooks it fans out to) and this never disagree
+    on what is left to send: a store that qualifies stays so (a marked store gets no
+    new event). With ``owner_id``, that user's (being deleted: their own webhooks have
+    their entries already, and go with them), told or not, and the caller commits;
+    else commits. Returns how many."""
     stores = Store.__table__.c
-    statement = delete(Store).where(
+    done = select(stores.id).where(
         stores.deleted_at.is_not(None),
         ~select(Item.id).where(Item.store_id == stores.id).exists(),
     )
     if owner_id is not None:
-        statement = statement.where(stores.owner_id == owner_id)
+        done = done.where(stores.owner_id == owner_id)
     else:
-        statement = statement.where(
+        done = done.where(
             ~select(EVENTS.c.id)
             .where(EVENTS.c.store_id == stores.id, EVENTS.c.seq.is_(None))
             .exists(),
@@ -227,7 +230,26 @@ def forget_deleted_stores(owner_id: int | None = None) -> int:
             .where(WEBHOOKS.c.store_id == stores.id, DELIVERIES.c.status == "pending")
             .exists(),
         )
-    result = db.session.execute(statement, execution_options={"synchronize_session": False})
+    ids = list(db.session.scalars(done))
+    if ids:
+        bound = select(Webhook).where(Webhook.store_id.in_(ids))
+        if owner_id is not None:
+            bound = bound.where(Webhook.owner_id != owner_id)
+        source = audit.SYSTEM if owner_id is None else None  # the sweep, or the request
+        for webhook in db.session.scalars(bound.order_by(Webhook.id)):
+            changes = audit.deleted(as_json(webhook))
+            audit.record(
+                "webhook.deleted",
+                "webhook",
+                webhook.id,
+                changes,
+                store_id=webhook.store_id,
+                source=source,
+            )
+        db.session.execute(
+            delete(Store).where(stores.id.in_(ids)),
+            execution_options={"synchronize_session": False},
+        )
     if owner_id is None:
         db.session.commit()
-    return int(cast(CursorResult[Any], result).rowcount or 0)
+    return len(ids)

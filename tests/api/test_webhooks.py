@@ -27,6 +27,7 @@ from helpers import (
     Response,
     assert_error,
     bearer,
+    query,
     snapshot,
     start_until_blocked,
 )
@@ -903,6 +904,12 @@ def test_a_deleted_stores_webhooks_are_told_then_go(
     with app.app_context():
         tasks.sweep.apply()
     assert client.get(f"/webhooks/{hook.json['id']}", headers=as_alice).status_code == 404
+    # It went with the store's row: the audit log says so, as its own DELETE would.
+    gone_entries = select(AuditEntry.actor_type, AuditEntry.target_id, AuditEntry.changes).where(
+        AuditEntry.action == "webhook.deleted"
+    )
+    [(actor, target, changes)] = query(app, gone_entries)
+    assert (actor, target, changes["url"]) == ("system", hook.json["id"], [receiver.url, None])
 
 
 @LOCAL
@@ -946,3 +953,6 @@ def test_a_user_whose_deleted_store_waits_for_its_webhooks_can_go(
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Store)) == 0
         assert db.session.scalar(select(func.count()).select_from(Delivery)) == 0
+    # One entry for the webhook, whichever way it went (the user's, or the store's).
+    gone_entries = select(AuditEntry.target_id).where(AuditEntry.action == "webhook.deleted")
+    assert query(app, gone_entries) == [(hook.json["id"],)]
