@@ -17,7 +17,8 @@ dictionary over every substring once per way of reading the symbols as letters, 
 736 ways, so a 128-character password of such symbols took 13 s and a random one of
 all printable characters 7 s, a worker held meanwhile. It judges the longest prefix
 it can judge in about a tenth of a second: at least the first 14 characters, the whole
-password when it is plain.
+password when it is plain; then, if that prefix alone is too weak, the pieces after it
+in the same way, at most MAX_PIECES in all.
 
 Applies where a password is chosen: /register, a password change, a reset.
 ``flask create-admin`` only warns. Existing hashes are never re-judged: a user keeps
@@ -39,11 +40,17 @@ from zxcvbn import matching, zxcvbn
 from core.web.extensions import limiter
 from models import User
 
-MIN_SCORE = 3
+# zxcvbn's score 3 and up (its scoring.guesses_to_score): 10^8 + 5 guesses or more.
+MIN_GUESSES_LOG10 = math.log10(1e8 + 5)
 MAX_LENGTH = 128  # the field's own limit; zxcvbn's default stops at 72
 # zxcvbn's work on a password, in (ways to read its symbols + 1) x length²: 150,000
 # takes about 0.15 s here (736 ways at 14 characters; a plain password of 128 has 1).
 JUDGE_BUDGET = 150_000
+# A password longer than its judged prefix is judged on in pieces, at most so many, the
+# pieces' guesses multiplied: a strong password whose symbols made the prefix short
+# ("1234567890123456789 Quixotic-Zebra-...", the prefix 12345678901234) is not refused
+# for its first characters alone.
+MAX_PIECES = 3
 TOO_WEAK = "This password is too easy to guess."
 MIN_PERSONAL = 3  # the shortest username; shorter local parts are not searched for
 CONTAINS_NAME = "A password must not contain your username or email address."
@@ -76,10 +83,15 @@ def password_problems(
     folded = password.casefold()
     if any(word in folded for word in words):
         return [CONTAINS_NAME]
-    result = zxcvbn(_judged(password[:MAX_LENGTH]), user_inputs=words, max_length=MAX_LENGTH)
-    if result["score"] >= MIN_SCORE:
-        return []
-    feedback = result["feedback"]
+    judged: list[Any] = []  # zxcvbn's results; a piece's guesses multiply the others'
+    rest = password[:MAX_LENGTH]
+    while rest and len(judged) < MAX_PIECES:
+        piece = _judged(rest)
+        judged.append(zxcvbn(piece, user_inputs=words, max_length=MAX_LENGTH))
+        rest = rest[len(piece) :]
+        if sum(result["guesses_log10"] for result in judged) >= MIN_GUESSES_LOG10:
+            return []
+    feedback = judged[0]["feedback"] if judged else {}
     messages = [TOO_WEAK]
     if feedback.get("warning"):
         messages.append(feedback["warning"])

@@ -13,7 +13,7 @@ from flask import Flask
 from sqlalchemy import select
 from zxcvbn import matching
 
-from core.auth.passwords import CONTAINS_NAME, JUDGE_BUDGET, TOO_WEAK
+from core.auth.passwords import CONTAINS_NAME, JUDGE_BUDGET, MAX_PIECES, TOO_WEAK
 from helpers import PASSWORD, Client, Response, assert_error, create_user, query, snapshot
 from models import User
 
@@ -111,6 +111,36 @@ class TestRegister:
         assert response.status_code == 201, response.json
         assert query(app, select(User.username)) == [("alice",)]
         assert 0 < sum(scanned) <= 2 * JUDGE_BUDGET
+
+    @pytest.mark.parametrize(
+        ("password", "status"),
+        [
+            # Its symbols make the judged prefix "12345678901234"; the rest is strong.
+            ("1234567890123456789 Quixotic-Zebra-Harmonica-Vortex 8({[<369|7%2$+@!", 201),
+            ("p@ssw0rd" * 16, 422),  # weak however many pieces are judged
+        ],
+        ids=["strong-after-a-weak-prefix", "weak-throughout"],
+    )
+    def test_a_long_password_is_judged_beyond_its_prefix_in_bounded_pieces(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        app: Flask,
+        client: Client,
+        password: str,
+        status: int,
+    ) -> None:
+        scanned: list[int] = []
+        scan = matching.dictionary_match
+
+        def counted(text: str, *args: Any, **kwargs: Any) -> Any:
+            scanned.append(len(text) ** 2)
+            return scan(text, *args, **kwargs)
+
+        monkeypatch.setattr(matching, "dictionary_match", counted)
+        response = register(client, password)
+        assert response.status_code == status, response.json
+        assert len(query(app, select(User.username))) == (status == 201)
+        assert 0 < sum(scanned) <= MAX_PIECES * 2 * JUDGE_BUDGET
 
     def test_other_field_errors_are_reported_with_the_password(self, client: Client) -> None:
         body = assert_error(register(client, "password123", username="a"), 422)
