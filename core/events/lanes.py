@@ -18,7 +18,11 @@ its next task (another webhook's batch, a relay, an import) while the POSTs wait
   one owner's webhooks at a time; that owner's next batches go to the slow lane until
   one ends. An account whose webhooks hang (and look new, replaced as they fail) holds
   the threads it is given, not every other owner's turn (a user's 16 such webhooks
-  delayed another user's first attempts by 6 to 25 s).
+  delayed another user's first attempts by 6 to 25 s). Past its share, a webhook whose
+  last batch here answered in time (``proven``) still takes a fast thread that is idle:
+  an owner's busy, healthy webhooks do not wait in the slow lane behind another's
+  receiver that hangs while a fast thread has nothing to do. The share is per account:
+  several accounts together hold several shares (signing up is limited per address).
 - **One batch per webhook at a time** in a process: its later batches wait for it, in
   id order, and take no thread meanwhile, so a webhook with a backlog and a hanging
   receiver holds one thread, not all of them. What waits is capped (``WAITING_MAX``
@@ -43,7 +47,7 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,6 +64,7 @@ from db import db
 log = logging.getLogger("stores.events")
 
 WAITING_MAX = 1000  # attempts of one webhook waiting in a process, at most
+PROVEN_MAX = 10_000  # webhooks remembered as answering in time, the latest kept
 
 # Queues attempts of a webhook again (core/events/tasks.py); False if it could not.
 Requeue = Callable[[list[int], int], bool]
@@ -92,10 +97,13 @@ class Lanes:
         self.slow = (
             ThreadPoolExecutor(slow, thread_name_prefix="delivery-slow") if slow else self.fast
         )
-        self.share = max(1, (fast or slow) // 2)  # fast threads one owner may hold
+        self.size = fast or slow  # fast threads
+        self.share = max(1, self.size // 2)  # fast threads one owner may hold
         self.lock = threading.Lock()
         self.webhooks: dict[int, _Webhook] = {}
         self.held: Counter[int | None] = Counter()  # fast threads held, by owner
+        # Webhooks whose last batch here answered in time, least recently first.
+        self.proven: OrderedDict[int, None] = OrderedDict()
         self.stopping = threading.Event()
 
     def submit(self, webhook_id: int, delivery_ids: list[int]) -> None:
@@ -131,7 +139,9 @@ class Lanes:
         """Start ``hook``'s next batch in its lane; under the lock. Raises (and changes
         nothing) if the lane takes no more work."""
         ids = sorted(hook.waiting)[: self.batch]
-        fast = not hook.slow and self.held[hook.owner] < self.share
+        idle = self.size - sum(self.held.values())
+        within_share = self.held[hook.owner] < self.share
+        fast = not hook.slow and (within_share or (webhook_id in self.proven and idle > 0))
         # The task's context (its trace: the receiver gets the request's traceparent).
         context = contextvars.copy_context()
         (self.fast if fast else self.slow).submit(context.run, self._run, webhook_id, ids)
@@ -184,6 +194,7 @@ class Lanes:
             hook.running = hook.fast = False
             if per_attempt is not None:
                 hook.slow = per_attempt >= self.timeout / 2
+                self._prove(webhook_id, answered=not hook.slow)
             hook.waiting.update(left)  # not started in time: first of what comes next
             if self.stopping.is_set():
                 handed_back, hook.waiting = sorted(hook.waiting), set()
@@ -196,6 +207,17 @@ class Lanes:
                 del self.webhooks[webhook_id]
         if handed_back:
             self.requeue(handed_back, webhook_id)
+
+    def _prove(self, webhook_id: int, *, answered: bool) -> None:
+        """Remember (or forget) that the webhook's last batch answered in time; under
+        the lock."""
+        if not answered:
+            self.proven.pop(webhook_id, None)
+            return
+        self.proven[webhook_id] = None
+        self.proven.move_to_end(webhook_id)
+        if len(self.proven) > PROVEN_MAX:
+            self.proven.popitem(last=False)
 
     def close(self) -> None:
         """The worker stops: batches under way finish the attempt they are making and

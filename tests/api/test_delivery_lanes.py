@@ -17,7 +17,7 @@ from core.events import delivery, lanes, tasks
 from db import db
 from helpers import Client, quiet_stores
 from models import Delivery, User, Webhook
-from receiver import Receiver, trickling
+from receiver import Receiver, receiving, trickling
 
 SETTINGS = pytest.mark.config(
     WEBHOOK_ALLOW_HTTP=True,
@@ -185,6 +185,50 @@ def test_one_owners_hanging_webhooks_hold_only_their_share_of_the_fast_lane(
         assert [attempts(app, w)[0].status for w in hanging] == ["pending", "pending"]
         wait_until(lambda: sum(failed(app, w) for w in hanging) == 2)
         wait_until(lambda: not pool.held)  # every thread it held given back
+
+
+@SETTINGS
+def test_past_its_share_a_webhook_seen_answering_takes_an_idle_fast_thread(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    auth: Callable[[User], dict[str, str]],
+    bob: User,
+    receiver: Receiver,
+    make_lanes: Callable[[int, int], lanes.Lanes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two fast threads, an owner's share one, the slow thread held by Bob's receiver
+    that hangs: Alice's webhook that answered here before takes the idle fast thread
+    while her other one holds her share. It went to the slow lane, behind Bob's, and
+    waited for his timeout (a new webhook past the share still does: the test above)."""
+    app.config["WEBHOOK_TIMEOUT_SECONDS"] = 3
+    pool, as_bob = make_lanes(2, 1), auth(bob)
+    with trickling(every=0.2, for_at_most=30) as trickler, receiving(delay=0.2) as busy_one:
+        hanging = hook(client, as_bob, trickler.url)
+        with app.app_context():  # seen failing: the slow lane from the start
+            db.session.execute(
+                update(Webhook).where(Webhook.id == hanging).values(consecutive_failures=1)
+            )
+            db.session.commit()
+        busy, answering = hook(client, as_alice, busy_one.url), hook(client, as_alice, receiver.url)
+        quiet_stores(app, client, as_alice, ["Alice's first"], monkeypatch)
+        pool.submit(answering, [d.id for d in attempts(app, answering)])
+        receiver.wait_for(lambda got: len(got) == 1, timeout=10)
+        wait_until(lambda: answering not in pool.webhooks)  # done, and answered in time
+        quiet_stores(app, client, as_bob, ["Bob's"], monkeypatch)
+        pool.submit(hanging, [d.id for d in attempts(app, hanging)])
+        wait_until(lambda: trickler.requests == 1)
+        quiet_stores(app, client, as_alice, ["Alice's second"], monkeypatch)
+        pool.submit(busy, [d.id for d in attempts(app, busy)])  # her share
+        assert pool.webhooks[busy].fast and pool.held[pool.webhooks[busy].owner] == 1
+        pool.submit(answering, [d.id for d in attempts(app, answering)][1:])
+        assert pool.webhooks[answering].fast  # past her share, on the idle fast thread
+        receiver.wait_for(lambda got: len(got) == 2, timeout=10)
+        assert attempts(app, hanging)[0].status == "pending"  # Bob's still hangs
+        wait_until(lambda: failed(app, hanging) == 1)
+        wait_until(lambda: not pool.held)
+    assert [d.status for d in attempts(app, busy)] == ["succeeded", "succeeded"]
 
 
 @SETTINGS
