@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from itertools import groupby
 from typing import Any
@@ -136,7 +136,17 @@ def _claim(delivery_ids: list[int]) -> list[Row[Any]]:
     return rows
 
 
-def attempt_batch(delivery_ids: list[int], *, stopping: threading.Event | None = None) -> list[int]:
+@dataclass(frozen=True)
+class Made:
+    """What a batch did: the ids it left for another task, and the seconds each attempt
+    it made took (its receiver's time, as the metrics measure it; none for the
+    attempts another task held, which it did not make)."""
+
+    left: list[int]
+    seconds: list[float]
+
+
+def attempt_batch(delivery_ids: list[int], *, stopping: threading.Event | None = None) -> Made:
     """Make the attempts of ``delivery_ids`` that are due and that nobody makes: in id
     order, one webhook after another, each webhook's over one connection (its address
     checked once for the batch). Returns the ids left for another task: claimed but
@@ -190,7 +200,7 @@ def attempt_batch(delivery_ids: list[int], *, stopping: threading.Event | None =
                 failures, made = (0 if result.ok else failures + 1), made + 1
                 outcomes.append((attempt.id, result))
     _write(outcomes)
-    return _release(left)
+    return Made(_release(left), [result.seconds for _, result in outcomes])
 
 
 def due_attempts(webhook_id: int, limit: int) -> list[int]:

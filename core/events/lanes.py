@@ -9,7 +9,8 @@ its next task (another webhook's batch, a relay, an import) while the POSTs wait
 - **The fast lane** (``WEBHOOK_DELIVERY_THREADS``) makes the batches of webhooks that
   answer: ones not seen failing.
 - **The slow lane** (``WEBHOOK_SLOW_THREADS``) makes those of a webhook whose last
-  batch here took half the timeout or more per attempt (a receiver that hangs, or
+  batch here took half the timeout or more per attempt, in the receiver's time (the
+  attempts' own durations, not the database's writes: a receiver that hangs, or
   answers in seconds), until one of its batches does better; and, the first time this
   process sees a webhook, of one whose last attempt failed (its failure count in the
   database: another process, or this one before a restart, saw it hang). Receivers
@@ -46,7 +47,6 @@ import contextvars
 import logging
 import os
 import threading
-import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -151,16 +151,17 @@ class Lanes:
             self.held[hook.owner] += 1
 
     def _run(self, webhook_id: int, delivery_ids: list[int]) -> None:
-        started = time.monotonic()
         left: list[int] = []
         per_attempt: float | None = None  # unknown: the lane stays as it was
         try:
             with self.app.app_context():
-                left = delivery.attempt_batch(delivery_ids, stopping=self.stopping)
-                made = len(delivery_ids) - len(left)
-                if made:
-                    per_attempt = (time.monotonic() - started) / made
-                left += self._turned_away(webhook_id)
+                made = delivery.attempt_batch(delivery_ids, stopping=self.stopping)
+                # The receiver's time per attempt made: not the database's (a loaded
+                # one made a healthy webhook look slow), nor attempts another process
+                # held (counted as made, they made a hanging one look fast).
+                if made.seconds:
+                    per_attempt = sum(made.seconds) / len(made.seconds)
+                left = made.left + self._turned_away(webhook_id)
         except Exception:  # the claim's expiry has them made again
             log.exception("deliveries %s of webhook %s failed", delivery_ids, webhook_id)
         finally:

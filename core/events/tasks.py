@@ -53,7 +53,7 @@ def deliver_batch(delivery_ids: list[int], webhook_id: int | None = None) -> Non
     if pool is not None and webhook_id is not None:
         pool.submit(webhook_id, delivery_ids)
         return
-    left = delivery.attempt_batch(delivery_ids)
+    left = delivery.attempt_batch(delivery_ids).left
     if left:  # those a slow receiver left no time for: the next task's, at once
         _queue(left, webhook_id)
 
