@@ -92,10 +92,12 @@ class Lanes:
         self.batch = batch
         self.requeue = requeue
         self.timeout = app.config["WEBHOOK_TIMEOUT_SECONDS"]
-        # A lane of 0 threads sends its webhooks to the other one.
+        # A lane of 0 threads sends its webhooks to the other one (one pool, not two).
         self.fast = ThreadPoolExecutor(fast or slow, thread_name_prefix="delivery-fast")
         self.slow = (
-            ThreadPoolExecutor(slow, thread_name_prefix="delivery-slow") if slow else self.fast
+            ThreadPoolExecutor(slow, thread_name_prefix="delivery-slow")
+            if slow and fast
+            else self.fast
         )
         self.size = fast or slow  # fast threads
         self.share = max(1, self.size // 2)  # fast threads one owner may hold

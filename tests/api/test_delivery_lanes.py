@@ -279,6 +279,16 @@ def test_a_receiver_busy_with_many_quick_answers_stays_in_the_fast_lane(
     wait_until(lambda: answering not in pool.webhooks)  # never slow: not kept
 
 
+@pytest.mark.parametrize(("fast", "slow"), [(0, 2), (2, 0)])
+def test_a_lane_of_no_threads_leaves_one_pool_of_the_others(
+    make_lanes: Callable[[int, int], lanes.Lanes], fast: int, slow: int
+) -> None:
+    """The threads a process starts are the settings' (0 and 2 made four)."""
+    pool = make_lanes(fast, slow)
+    assert pool.slow is pool.fast and pool.fast._max_workers == 2
+    assert pool.size == 2 and pool.share == 1
+
+
 @SETTINGS
 def test_a_slow_database_does_not_make_a_receiver_slow(
     app: Flask,
