@@ -83,7 +83,9 @@ def failed(app: Flask, webhook_id: int) -> int:
     return sum(d.status == "failed" for d in attempts(app, webhook_id))
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 20) -> None:
+def wait_until(check: Callable[[], bool], timeout: float = 60) -> None:
+    """Until ``check`` holds. The bound only ends a test that would never pass: five
+    hanging batches of a few commits each took more than 20 s on a loaded machine."""
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "not reached in time"
@@ -102,6 +104,10 @@ def test_a_hanging_receiver_goes_to_the_slow_lane_and_others_pass_it(
     """One fast thread: a webhook whose receiver hangs takes it once, for the timeout;
     its next batch then runs in the slow lane while another webhook's attempts go
     through the fast one."""
+    # The answering webhook's three batches must all be made while the second hangs,
+    # and each stay under half the timeout: 5 s, whatever the database takes on a
+    # loaded machine (with 1 s, three batches of a few commits outlasted the hang).
+    app.config["WEBHOOK_TIMEOUT_SECONDS"] = 5
     pool = make_lanes(1, 1)
     with trickling(every=0.2, for_at_most=30) as trickler:
         hanging = hook(client, as_alice, trickler.url)

@@ -316,6 +316,10 @@ class TestInProgress:
         key, token, sent_as = start_elsewhere(app, as_alice, item)
         store = app.extensions["idempotency"]
         wait_until_claim_expires(app, store, key)
+        # The takeover's own claim must outlast its request however slow the machine
+        # (a Redis claim of 1 s expired under a sale that took longer: nothing was
+        # recorded, and the retry ran afresh).
+        app.config["IDEMPOTENCY_LOCK_SECONDS"] = 60
         taken_over = sale(client, keyed(as_alice), item)
         assert taken_over.status_code == 201
         with app.app_context():  # the original worker wakes up and records its answer

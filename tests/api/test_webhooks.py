@@ -539,7 +539,7 @@ def test_a_receiver_trickling_its_answer_is_cut_off_at_the_timeout(
     """The timeout is an attempt's whole time, connect to last byte: a receiver that
     sends a header byte every 0.2 s (each read well within the timeout) holds the
     worker no longer than that, and the attempt fails and is retried like any other."""
-    with trickling(every=0.2, for_at_most=8) as trickler:
+    with trickling(every=0.2, for_at_most=60) as trickler:
         hook = create(client, as_alice, trickler.url).json
         started = time.monotonic()
         api.store(as_alice)  # delivered within the request: tasks run eagerly here
@@ -548,10 +548,12 @@ def test_a_receiver_trickling_its_answer_is_cut_off_at_the_timeout(
     retry, first = deliveries(client, as_alice, hook["id"])
     assert (first["attempt"], first["status"]) == (1, "failed")
     assert first["error"] == "No answer within 1 s."
-    # Cut at 1 s (before the fix: when the receiver stopped, 8 s); the margin is the
+    # Cut at 1 s (before the fix: when the receiver stopped, 60 s); the margin is the
     # scheduling of a loaded machine (CI runs two passes at once), not the sender's.
     assert 1000 <= first["duration_ms"] < 3000
-    assert took < 5  # the request's own work, and the attempt's second
+    # The request's own work, and the attempt's second: far from the receiver's 60 s,
+    # whatever its dozens of statements take on a loaded machine (5 s was exceeded).
+    assert took < 30
     assert (retry["attempt"], retry["status"]) == (2, "pending")
     assert retry["next_attempt_at"] is not None
     with app.app_context():
@@ -737,7 +739,7 @@ def silent_name_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[str]]:
 
     def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
         if host in silent:
-            released.wait(20)
+            released.wait(60)
             raise socket.gaierror("Temporary failure in name resolution")
         return real(host, *args, **kwargs)
 
@@ -762,7 +764,7 @@ def test_a_lookup_has_a_deadline_of_its_own(
     before = snapshot(app)
     started = time.monotonic()
     refused = create(client, as_alice, "https://silent.example/hook")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # not the resolver's 60 s, however slow
     body = assert_error(refused, 422)
     assert body["errors"]["json"]["url"] == [
         "The host 'silent.example' did not resolve within 0.3 s."
@@ -773,7 +775,7 @@ def test_a_lookup_has_a_deadline_of_its_own(
     silent_name_server.add("localhost")  # it answered when saved, not when sent to
     started = time.monotonic()
     api.store(as_alice)  # delivered within the request: tasks run eagerly here
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # not the resolver's 60 s, however slow
     [entry] = deliveries(client, as_alice, hook["id"])[-1:]
     assert entry["status"] == "failed"
     assert entry["error"] == "Refused: The host 'localhost' did not resolve within 0.3 s."
