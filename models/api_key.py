@@ -43,7 +43,8 @@ class ApiKey(Model):
     )
 
     # A live key signs requests and counts against API_KEY_MAX_PER_USER; an expired one
-    # is still listed until revoked. The rule, on a row and in SQL, side by side:
+    # is still listed until revoked, or ended by its owner's next key. The rule, on a
+    # row and in SQL, side by side:
 
     def live_at(self, now: datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
