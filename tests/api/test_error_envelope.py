@@ -204,7 +204,13 @@ def over_long(store_id: int) -> list[tuple[str, dict[str, Any], str, str]]:
     batch = f"/stores/{store_id}/items/batch"
     return [
         ("/webhooks", {"url": "https://example.com/h", "events": ["x"] * MANY}, "events", "16"),
-        ("/api-keys", {"name": "k", "scopes": ["x"] * MANY}, "scopes", f"{len(SCOPES)}"),
+        # Distinct: scopes are a set, a repeated one counts once.
+        (
+            "/api-keys",
+            {"name": "k", "scopes": [f"x{i}" for i in range(MANY)]},
+            "scopes",
+            f"{len(SCOPES)}",
+        ),
         (batch, {"create": [{}] * MANY}, "create", "100"),
         (batch, {"update": [{}] * MANY}, "update", "100"),
         (batch, {"delete": [0] * MANY}, "delete", "100"),
