@@ -1,7 +1,9 @@
 """gunicorn settings, from the environment (see .env.example and docs/deploying.md)."""
 
 import os
+import queue
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
@@ -164,9 +166,44 @@ class _Worker(Protocol):
     pid: int
 
 
-def post_fork(_server: object, _worker: _Worker) -> None:
-    """In each worker, before its first request: gunicorn's own refusals (a head over
-    the limits above, a method or an Expect it refuses) in the API's envelope."""
+class _Arbiter(Protocol):
+    """What post_fork reads of gunicorn's (untyped) master."""
+
+    SIG_QUEUE: queue.SimpleQueue[int]
+
+
+# A worker's stop signals and the methods of gunicorn's worker that heed them.
+_STOPS = {
+    signal.SIGTERM: "handle_exit",
+    signal.SIGINT: "handle_quit",
+    signal.SIGQUIT: "handle_quit",
+}
+
+
+def heed_stops_from_the_fork(server: _Arbiter, worker: _Worker) -> None:
+    """The worker stops on a stop signal from now on, and on one it got since the fork.
+
+    gunicorn sets a worker's own handlers only after post_fork. Until then the master's
+    handler is in place. It only puts the signal in this process's copy of the master's
+    queue, which nobody reads. A stop signal sent to the group in that moment was lost,
+    and the master waited its graceful_timeout (30 s) to kill the worker: a `make serve`
+    stopped by Ctrl-C or SIGTERM just as a worker was forked took 30 s to stop."""
+    for stop, method in _STOPS.items():
+        signal.signal(stop, getattr(worker, method))
+    while True:
+        try:
+            got = server.SIG_QUEUE.get_nowait()
+        except queue.Empty:
+            return
+        if got in _STOPS:
+            getattr(worker, _STOPS[signal.Signals(got)])(got, None)
+
+
+def post_fork(server: _Arbiter, worker: _Worker) -> None:
+    """In each worker, before its first request: stop signals heeded, and gunicorn's
+    own refusals (a head over the limits above, a method or an Expect it refuses) in
+    the API's envelope."""
+    heed_stops_from_the_fork(server, worker)
     from core.web import gunicorn_errors  # imported here: after the metrics' variable
 
     gunicorn_errors.install(

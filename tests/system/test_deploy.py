@@ -268,6 +268,61 @@ def test_gunicorn_logs_json_and_the_app_finds_the_client_behind_a_proxy(tmp_path
     assert access["client_ip"] == "198.51.100.7"
 
 
+# gunicorn.conf.py, with the moment between a worker's fork and its own signal
+# handlers (where gunicorn's hook post_fork runs) held open for a few seconds.
+HELD_OPEN_AFTER_FORK = """
+import os, time
+exec(open("gunicorn.conf.py").read())
+project_post_fork = post_fork
+
+
+def post_fork(server, worker):
+    open(os.environ["FORKED_MARK"], "w").write(str(os.getpid()))
+    time.sleep(3)
+    project_post_fork(server, worker)
+"""
+
+
+def test_a_worker_signalled_right_after_its_fork_stops_on_its_own(tmp_path: Path) -> None:
+    """SIGTERM to the group (Ctrl-C on `make serve`, an IDE's stop) while a worker is
+    just forked: the worker stops by itself once booted, and the master exits. Before,
+    the signal reached the master's handler in the worker and was lost: the master
+    waited its graceful_timeout, then killed the worker."""
+    config, mark, log = tmp_path / "held.conf.py", tmp_path / "forked", tmp_path / "gunicorn.log"
+    config.write_text(HELD_OPEN_AFTER_FORK)
+    port = free_port()
+    env = server_env(
+        APP_ENV="development",
+        DATABASE_URL="sqlite://",
+        LOG_LEVEL="INFO",
+        WEB_CONCURRENCY="1",
+        GUNICORN_GRACEFUL_TIMEOUT="120",
+        FORKED_MARK=str(mark),
+    )
+    command = [str(BIN / "gunicorn"), "-c", str(config), "--bind", f"127.0.0.1:{port}"]
+    with log.open("wb") as stderr:
+        master = subprocess.Popen(
+            [*command, "app:create_app()"],
+            cwd=ROOT,
+            env=env,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not mark.exists() or not mark.read_text():
+            assert master.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        os.killpg(master.pid, signal.SIGTERM)
+        assert master.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if master.poll() is None:
+            os.killpg(master.pid, signal.SIGKILL)
+    out = log.read_text()
+    assert f"Worker exiting (pid: {mark.read_text()})" in out, out
+    assert "SIGKILL" not in out, out
+
+
 # --- the entrypoint on PostgreSQL: migrate, serve, and drain on SIGTERM
 
 
