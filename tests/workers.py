@@ -113,6 +113,12 @@ class RedisServer:
                 time.sleep(0.05)
         raise TimeoutError("redis-server did not start")
 
+    def empty(self) -> None:
+        """Drop every message and mark it holds."""
+        client = redis.Redis(port=self.port)
+        client.flushdb()
+        client.close()
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.kill()

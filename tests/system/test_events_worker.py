@@ -66,6 +66,14 @@ def stack() -> Iterator[dict[str, Any]]:
             yield {"url": url, "env": env, "broker": broker, "base": base}
 
 
+@pytest.fixture(autouse=True)
+def empty_broker(stack: dict[str, Any]) -> None:
+    """Each test starts with nothing queued: an earlier test's beat may have queued a
+    sweep that no worker took, and the next test's worker would run it first (the
+    trace test's event once went out in that sweep's trace)."""
+    stack["broker"].empty()
+
+
 def events_in_db(url: str, kind: str | None, owner: int) -> list[str | None]:
     """Every event of ``owner`` written (of ``kind``): its public id, or None until it
     is numbered."""
