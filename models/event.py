@@ -37,6 +37,9 @@ class Event(Model):
     actor_type: Mapped[str] = mapped_column(String(16))
     actor_id: Mapped[int | None]
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # The span it was written in, as a W3C ``traceparent``: its deliveries are sent in
+    # that trace, however late and by whichever task (NULL: written with tracing off).
+    traceparent: Mapped[str | None] = mapped_column(String(55))
     data: Mapped[dict[str, Any]] = mapped_column(JSON())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 

@@ -73,11 +73,9 @@ class Worker:
 
 
 @contextmanager
-def workers(
-    env: dict[str, str], count: int = 1, *, beat: bool = True, **options: int
-) -> Iterator[list[Worker]]:
-    """``count`` workers; the first runs beat too (unless ``beat`` is False)."""
-    started = [Worker(env, beat=beat and i == 0, **options).start() for i in range(count)]
+def workers(env: dict[str, str], count: int = 1, **options: int) -> Iterator[list[Worker]]:
+    """``count`` workers; the first runs beat too."""
+    started = [Worker(env, beat=i == 0, **options).start() for i in range(count)]
     try:
         yield started
     finally:

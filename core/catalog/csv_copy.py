@@ -76,6 +76,7 @@ from core.events.outbox import (
     recorded_in_bulk,
     write_pending,
 )
+from core.web import tracing
 from core.web.fields import BLANKS, MAX_QUANTITY, SKU_PATTERN, TAG_SEPARATOR, text_pattern
 from db import BULK_TABLES, analyze, db
 from models import Store
@@ -249,10 +250,10 @@ SELECT tag_id, name, %(store)s, %(now)s, %(now)s FROM import_new_tags ORDER BY t
 # tag.created of each new tag, first (a new item's JSON names them), and its audit
 # entry: as TagRecordSchema dumps it, its times the rows' (``written_text``).
 NEW_TAG_EVENTS = """
-INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
-                    created_at)
+INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, traceparent,
+                    data, created_at)
 SELECT 'tag.created', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
-       json_build_object('object', json_build_object(
+       %(traceparent)s, json_build_object('object', json_build_object(
            'id', n.tag_id, 'name', n.name, 'store_id', %(store)s,
            'created_at', %(written_text)s::text, 'updated_at', %(written_text)s::text)),
        %(now)s
@@ -385,10 +386,10 @@ WITH written AS (
     SELECT line, after, after_b, {PREVIOUS_JSON} AS previous
     FROM (SELECT line, after, before, after::jsonb AS after_b FROM written) w
 ), sent AS (  -- run although nothing reads it (PostgreSQL runs every write of a WITH)
-    INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
-                        created_at)
+    INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id,
+                        traceparent, data, created_at)
     SELECT 'item.updated', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
-           json_build_object('object', after, 'previous', previous), %(now)s
+           %(traceparent)s, json_build_object('object', after, 'previous', previous), %(now)s
     FROM told
     WHERE previous IS NOT NULL
       AND EXISTS (SELECT FROM json_object_keys(previous) AS k(key) WHERE key <> 'stock')
@@ -428,10 +429,10 @@ ORDER BY n.line"""  # noqa: S608 - fragments of our own, no input
 # by kind and line as one statement for both kinds was: the planner then sorted the
 # built JSON, which spilled to disk at a million rows.)
 CREATED_EVENTS = f"""
-INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
-                    created_at)
+INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, traceparent,
+                    data, created_at)
 SELECT 'item.created', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
-       json_build_object('object', {CREATED_JSON}), %(now)s
+       %(traceparent)s, json_build_object('object', {CREATED_JSON}), %(now)s
 {NEW_ITEMS_BUILT}
 """
 # The audit entry (§15) of each new item, its changes built from the row as the event's
@@ -454,10 +455,10 @@ WHERE item_id IS NOT NULL AND (changed OR relink) ORDER BY line"""
 # back to Python, nothing is held until the commit). The movements are put in order
 # before their JSON is built; their time is the same for all, its text given once.
 NEW_MOVED = """
-INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, data,
-                    created_at)
+INSERT INTO events (type, store_id, owner_id, actor_type, actor_id, request_id, traceparent,
+                    data, created_at)
 SELECT 'stock.moved', %(store)s, %(owner)s, %(actor_type)s, %(actor_id)s, %(request_id)s,
-       json_build_object('object', json_build_object(
+       %(traceparent)s, json_build_object('object', json_build_object(
            'id', m.id, 'item_id', m.item_id, 'delta', m.delta, 'stock_after', m.stock_after,
            'reason', m.reason, 'reference', m.reference, 'user_id', m.user_id,
            'created_at', %(written_text)s::text)),
@@ -764,6 +765,7 @@ def import_items(
                 "actor_type": actor["type"],
                 "actor_id": actor.get("id"),
                 "request_id": current_request_id(),
+                "traceparent": tracing.current_traceparent(),
                 "audit_actor_type": source.actor_type,
                 "audit_actor_id": source.actor_id,
                 "audit_request_id": source.request_id,

@@ -32,7 +32,7 @@ from standardwebhooks.webhooks import Webhook as Signer
 from core.auth import audit
 from core.events import outbox, sender
 from core.events.tables import DELIVERIES, EVENTS, WEBHOOKS
-from core.web import metrics
+from core.web import metrics, tracing
 from db import db
 from models import Delivery, Event, Webhook
 from models.event import public_id
@@ -60,9 +60,9 @@ def new_secret() -> str:
 
 
 def signed_headers(secret: str, event_id: str, body: str) -> dict[str, str]:
-    """Standard Webhooks' three headers, and ``traceparent``: the trace the task runs
-    in (the request's that queued the relay, carried by Celery's message headers) goes
-    on to the receiver, as an instrumented HTTP client would send it."""
+    """Standard Webhooks' three headers, and ``traceparent``: the current span (an
+    attempt's, in its event's trace: ``_post``) goes on to the receiver, as an
+    instrumented HTTP client would send it."""
     now = utcnow()
     headers = {
         "Content-Type": "application/json",
@@ -90,6 +90,7 @@ _ATTEMPT = (
     EVENTS.c.actor_type,
     EVENTS.c.actor_id,
     EVENTS.c.request_id,
+    EVENTS.c.traceparent,
     EVENTS.c.data,
     EVENTS.c.webhook_id,
 )
@@ -238,16 +239,18 @@ def _changed(hook_id: int, claimed: Row[Any]) -> bool:
 
 
 def _post(target: sender.Target, secret: str, attempt: Row[Any]) -> sender.Result:
-    """One attempt: its event signed and POSTed. Whatever goes wrong is a failed
+    """One attempt: its event signed and POSTed, in a span of the trace the event was
+    written in (the receiver's ``traceparent``). Whatever goes wrong is a failed
     attempt (the sender's own errors already are), never a task that dies and leaves
     the batch pending, to be run again and die again."""
-    try:
-        body = json.dumps(outbox.event_json(attempt), separators=(",", ":"))
-        headers = signed_headers(secret, public_id(attempt.seq), body)
-    except Exception as exc:
-        log.exception("delivery %s: its event could not be signed", attempt.id)
-        return sender.Result(ok=False, error=sender.describe(exc))
-    return target.post(body.encode(), headers)
+    with tracing.continuing(attempt.traceparent, "webhook delivery"):
+        try:
+            body = json.dumps(outbox.event_json(attempt), separators=(",", ":"))
+            headers = signed_headers(secret, public_id(attempt.seq), body)
+        except Exception as exc:
+            log.exception("delivery %s: its event could not be signed", attempt.id)
+            return sender.Result(ok=False, error=sender.describe(exc))
+        return target.post(body.encode(), headers)
 
 
 def _write(outcomes: list[tuple[int, sender.Result]]) -> None:

@@ -144,7 +144,8 @@ class Lanes:
         idle = self.size - sum(self.held.values())
         within_share = self.held[hook.owner] < self.share
         fast = not hook.slow and (within_share or (webhook_id in self.proven and idle > 0))
-        # The task's context (its trace: the receiver gets the request's traceparent).
+        # The task's context: its trace, in the batch's log lines (each POST is sent in
+        # its own event's trace: delivery._post).
         context = contextvars.copy_context()
         (self.fast if fast else self.slow).submit(context.run, self._run, webhook_id, ids)
         hook.waiting.difference_update(ids)

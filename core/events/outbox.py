@@ -28,7 +28,7 @@ from flask import g, has_app_context, has_request_context
 from sqlalchemy import Row, insert, select
 from sqlalchemy import event as sa_event
 
-from core.web import metrics
+from core.web import metrics, tracing
 from core.web.errors import abort
 from db import db
 from models import Event, Store
@@ -153,6 +153,7 @@ def record(
         "actor_type": actor["type"],
         "actor_id": actor.get("id"),
         "request_id": request_id if request_id is not None else current_request_id(),
+        "traceparent": tracing.current_traceparent(),
         "data": data,
         "created_at": utcnow(),
     }

@@ -2,9 +2,11 @@
 
 A request's ``traceparent`` header (W3C Trace Context) is continued; a Celery task runs
 in the trace of the request that queued it (the task's headers carry the context), and
-an HTTP call made with requests or urllib3 sends ``traceparent`` on (a webhook delivery
-adds it itself: core/events/delivery.py). The trace and span ids are in every log line
-(core/web/request_log.py) and the trace id in the 500 envelope beside the request id.
+an HTTP call made with requests or urllib3 sends ``traceparent`` on. An event keeps the
+trace it was written in, and each of its deliveries is a span of that trace, its
+``traceparent`` sent to the receiver (core/events/delivery.py), however late. The
+trace and span ids are in every log line (core/web/request_log.py) and the trace id in
+the 500 envelope beside the request id.
 
 Spans are exported by OTLP over HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (the
 exporter reads its other ``OTEL_EXPORTER_OTLP_*`` variables itself), sampled as
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask, g, request
@@ -34,7 +38,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler, SamplingResult
 from opentelemetry.sdk.trace.sampling import _get_from_env_or_default as sampler_from_env
-from opentelemetry.trace import NonRecordingSpan, SpanContext
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind
 
 SERVICE = "stores-api"
 # Probes and scrapes come every few seconds: they are not traced.
@@ -157,6 +161,31 @@ def current_ids() -> tuple[str | None, str | None]:
 
 def current_trace_id() -> str | None:
     return current_ids()[0]
+
+
+def current_traceparent() -> str | None:
+    """The current span as a ``traceparent`` value (W3C, version 00: 55 characters),
+    or None outside any. An event keeps the one it was written in (core/events/
+    outbox.py), and its deliveries continue that trace (``continuing``)."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+
+
+@contextmanager
+def continuing(traceparent: str | None, name: str) -> Iterator[None]:
+    """Meanwhile a span ``name`` of its own (a client's: an outgoing call) is current,
+    the child of the span ``traceparent`` names, in its trace. Without a valid one (an
+    event written before events kept their trace, or with tracing off), the current
+    context stays."""
+    parent = propagate.extract({"traceparent": traceparent}) if traceparent else None
+    if parent is None or not trace.get_current_span(parent).get_span_context().is_valid:
+        yield
+        return
+    tracer = trace.get_tracer(__name__)
+    with tracer.start_as_current_span(name, context=parent, kind=SpanKind.CLIENT):
+        yield
 
 
 def add_span_processor(processor: Any) -> None:

@@ -277,6 +277,30 @@ def test_a_received_traceparent_is_continued_through_sql_and_outgoing_calls(
     assert [e["span_id"] for e in entries] == [format(s.context.span_id, "016x") for s in servers]
 
 
+@pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
+def test_a_delivery_is_a_span_of_the_trace_its_event_was_written_in(
+    client: Client, as_alice: dict[str, str], spans: Any, receiver: str
+) -> None:
+    """Recorded: each attempt is a client span, the child of the span its event was
+    written in (the request's), and the receiver gets that span as its parent."""
+    hook = client.post("/webhooks", json={"url": receiver, "events": ["*"]}, headers=as_alice)
+    assert hook.status_code == 201, hook.json
+    spans.clear()
+    answer = client.post(
+        "/stores", json={"name": "Told"}, headers={**as_alice, "traceparent": TRACEPARENT}
+    )
+    assert answer.status_code == 201, answer.json
+    finished = spans.get_finished_spans()
+    [server] = [s for s in finished if s.kind == SpanKind.SERVER]
+    [delivery] = [s for s in finished if s.name == "webhook delivery"]
+    assert delivery.kind == SpanKind.CLIENT
+    assert format(delivery.context.trace_id, "032x") == TRACE_ID
+    assert delivery.parent.span_id == server.context.span_id
+    [headers] = Receiver.received
+    sent = {k.lower(): v for k, v in headers.items()}["traceparent"]
+    assert sent == f"00-{TRACE_ID}-{format(delivery.context.span_id, '016x')}-01"
+
+
 def test_a_request_without_traceparent_starts_a_trace_of_its_own(app: Flask, spans: Any) -> None:
     spans.clear()
     app.test_client().get("/stores")

@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -79,6 +80,42 @@ def test_one_failure_in_a_batch_is_retried_alone_and_the_rest_succeed(
         "succeeded",
         200,
     )
+
+
+@pytest.mark.config(**LOCAL, WEBHOOK_RETRY_SCHEDULE=[0.0], WEBHOOK_RETRY_JITTER=0.0)
+def test_each_attempt_is_sent_in_the_trace_of_the_request_that_made_its_event(
+    app: Flask,
+    client: Client,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two requests in traces of their own; their events sent later, in one batch of
+    the sweep, and one again as a retry: each POST's ``traceparent`` is its event's
+    trace, with a span of its own. Before, an attempt went in the trace of the task
+    that made it: the sweep's own, or the first request's when one relay gathered
+    several requests' events."""
+    client.post("/webhooks", json={"url": receiver.url, "events": ["*"]}, headers=as_alice)
+    traces = {name: uuid.uuid4().hex for name in ("First", "Second")}
+    for name, trace_id in traces.items():
+        caller = {**as_alice, "traceparent": f"00-{trace_id}-{'ab' * 8}-01"}
+        quiet_stores(app, client, caller, [name], monkeypatch)
+    receiver.refuse = lambda body: b'"Second"' in body
+    with app.app_context():
+        tasks.sweep.apply()
+        receiver.refuse = None
+        tasks.sweep.apply()  # the retry
+    sent = [
+        (json.loads(r.body)["data"]["object"]["name"], r.headers["traceparent"].split("-"))
+        for r in receiver.received
+    ]
+    assert receiver.hits == 3  # the refused attempt, then its retry: accepted
+    assert [(name, parts[1]) for name, parts in sent] == [
+        ("First", traces["First"]),
+        ("Second", traces["Second"]),  # the retry, still in its request's trace
+    ]
+    spans = [parts[2] for _name, parts in sent]
+    assert len(set(spans)) == 2 and "ab" * 8 not in spans  # each attempt a span of its own
 
 
 @pytest.mark.config(**LOCAL, WEBHOOK_DISABLE_AFTER=50)

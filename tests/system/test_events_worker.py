@@ -359,13 +359,13 @@ def test_a_delivery_carries_the_trace_of_the_request_that_made_its_event(
     stack: dict[str, Any],
 ) -> None:
     """request → event → Celery relay → delivery task → the receiver: one trace id
-    (issue 22), sent as ``traceparent`` with the delivery. A worker without beat: the
-    sweep (every second here) may number an event before the relay the commit queued,
-    and an event the sweep delivers carries the sweep's own trace (it failed one CI
-    run that way)."""
+    (issue 22), sent as ``traceparent`` with the delivery. With beat: the sweep (every
+    second here) may number and send the event before the relay the commit queued,
+    and the event still goes out in its request's trace (before events kept it, it
+    went in the sweep's, and failed CI runs that way)."""
     base, (auth, owner) = stack["base"], sign_up(stack["base"])
     trace_id = uuid.uuid4().hex
-    with receiving() as receiver, workers(stack["env"], beat=False) as started:
+    with receiving() as receiver, workers(stack["env"]) as started:
         subscribe(base, auth, receiver, events=["store.created"])
         parent = {"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"}
         make_store_response = call(
