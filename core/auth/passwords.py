@@ -1,7 +1,10 @@
 """Passwords: how they are hashed and checked, how often they may be tried, and
 their quality.
 
-Hashing: Argon2id; older pbkdf2_sha256 hashes verify and are upgraded in place.
+Hashing: Argon2id; older pbkdf2_sha256 hashes verify and are upgraded in place. A
+password is hashed and checked in Unicode's compatibility composed form (NFKC, as NIST
+SP 800-63B asks), so the same password typed where an accent arrives as a separate
+mark (macOS) or a letter as its full-width form (an IME) is still the same password.
 
 Quality (API.md §15): long enough and hard to guess, not composed by rule.
 
@@ -28,6 +31,7 @@ their password until they change it.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -133,23 +137,37 @@ def _passwords() -> CryptContext:
     return context
 
 
+def _normalized(password: str) -> str:
+    return unicodedata.normalize("NFKC", password)
+
+
 def hash_password(password: str) -> str:
-    return _passwords().hash(password)
+    return _passwords().hash(_normalized(password))
 
 
 def check_password(user: User | None, password: str) -> bool:
     """Verify, upgrading an outdated hash in place (the caller commits).
 
-    An unknown user costs a dummy verification, so that timing does not tell
-    which usernames exist.
+    The password is checked normalized (NFKC); one that normalizing changes is also
+    checked as sent, against a hash made before passwords were normalized, and that
+    hash is then made again from the normalized form. An unknown user costs the same
+    verifications, so that timing does not tell which usernames exist.
     """
+    normalized = _normalized(password)
+    tries = [normalized] if normalized == password else [normalized, password]
     if user is None:
-        _passwords().dummy_verify()
+        for _ in tries:
+            _passwords().dummy_verify()
         return False
-    ok, new_hash = _passwords().verify_and_update(password, user.password_hash)
-    if ok and new_hash:
-        user.password_hash = new_hash
-    return ok
+    for tried in tries:
+        ok, new_hash = _passwords().verify_and_update(tried, user.password_hash)
+        if ok:
+            if tried is not normalized:
+                new_hash = hash_password(password)
+            if new_hash:
+                user.password_hash = new_hash
+            return True
+    return False
 
 
 def _auth_rate_limit() -> str:

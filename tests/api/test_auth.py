@@ -2,6 +2,7 @@
 
 import logging
 import time
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -157,8 +158,18 @@ class TestLogin:
         assert body["message"] == "Invalid credentials."
         assert body["error"] == "invalid_credentials"
 
+    # A password that normalizing changes is checked twice for a known user: as
+    # normalized, then as sent (a hash from before passwords were normalized).
+    @pytest.mark.parametrize(
+        ("password", "verifications"), [("x" * 8, 1), ("\uff58" * 8, 2)], ids=["plain", "wide"]
+    )
     def test_unknown_user_still_costs_a_password_verification(
-        self, app: Flask, client: Client, monkeypatch: pytest.MonkeyPatch
+        self,
+        app: Flask,
+        client: Client,
+        monkeypatch: pytest.MonkeyPatch,
+        password: str,
+        verifications: int,
     ) -> None:
         context = app.extensions["passwords"]
         calls = []
@@ -169,8 +180,40 @@ class TestLogin:
             return real()
 
         monkeypatch.setattr(context, "dummy_verify", counted)
-        assert_error(client.post("/login", json={"username": "ghost", "password": "x" * 8}), 401)
-        assert calls == [1]
+        assert_error(client.post("/login", json={"username": "ghost", "password": password}), 401)
+        assert len(calls) == verifications
+
+    def test_a_password_is_the_same_however_its_characters_are_typed(self, client: Client) -> None:
+        """Composed accents (most keyboards) or a letter and a combining mark (macOS),
+        ASCII digits or full-width ones (an IME): one password (NFKC, NIST SP 800-63B)."""
+        composed = unicodedata.normalize("NFC", "Crème brûlée 42 à la carte")
+        user = {"username": "chef", "email": "chef@example.com", "password": composed}
+        assert client.post("/register", json=user).status_code == 201
+        typed = unicodedata.normalize("NFD", composed).replace("42", "\uff14\uff12")
+        assert typed != composed
+        for password in (composed, typed):
+            login = client.post("/login", json={"username": "chef", "password": password})
+            assert login.status_code == 200, login.json
+        wrong = client.post("/login", json={"username": "chef", "password": typed + "!"})
+        assert_error(wrong, 401)
+
+    def test_a_hash_made_before_passwords_were_normalized_still_verifies(
+        self, app: Flask, client: Client, alice: User
+    ) -> None:
+        """Its password, as it was sent, signs in, and the hash is made again from the
+        normalized form: from then on the other spellings sign in too."""
+        sent = unicodedata.normalize("NFD", "Crème brûlée à la carte")
+        with app.app_context():
+            old = app.extensions["passwords"].hash(sent)
+            db.session.get_one(User, alice.id).password_hash = old
+            db.session.commit()
+        login = client.post("/login", json={"username": "alice", "password": sent})
+        assert login.status_code == 200, login.json
+        [(remade,)] = query(app, select(User.password_hash))
+        assert remade != old
+        composed = unicodedata.normalize("NFC", sent)
+        login = client.post("/login", json={"username": "alice", "password": composed})
+        assert login.status_code == 200, login.json
 
     def test_a_pbkdf2_hash_from_older_data_is_upgraded(
         self, app: Flask, client: Client, alice: User
