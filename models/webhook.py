@@ -41,7 +41,8 @@ class Webhook(Timestamps, Model):
 
 class Delivery(Model):
     """One attempt to send one event to one webhook: the delivery log. A failed
-    attempt with retries left is followed by a new pending row (attempt + 1)."""
+    attempt with retries left is followed by a new pending row, numbered after the
+    event's attempts so far (a manual retry takes a number too)."""
 
     __tablename__ = "webhook_deliveries"
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from flask import current_app
 from opentelemetry import propagate
-from sqlalchemy import Row, case, or_, select, update
+from sqlalchemy import Row, case, func, or_, select, update
 from standardwebhooks.webhooks import Webhook as Signer
 
 from core.auth import audit
@@ -352,6 +352,23 @@ def _release(delivery_ids: list[int]) -> list[int]:
     return sorted(released)
 
 
+def _retry_of(delivery: Delivery) -> tuple[int, float] | None:
+    """The number and delay (before jitter) of the attempt that follows ``delivery``, a
+    scheduled one that failed, or None once the schedule is spent. Manual retries take
+    numbers too but leave the schedule as it was: the next attempt is numbered after
+    every one so far, its delay set by the scheduled ones alone (``delivery`` the last
+    of them). Few rows: one event's attempts to one webhook."""
+    schedule = current_app.config["WEBHOOK_RETRY_SCHEDULE"]
+    last, scheduled = db.session.execute(
+        select(func.max(Delivery.attempt), func.count().filter(~Delivery.manual)).where(
+            Delivery.webhook_id == delivery.webhook_id, Delivery.event_id == delivery.event_id
+        )
+    ).one()
+    if scheduled > len(schedule):
+        return None
+    return last + 1, schedule[scheduled - 1]
+
+
 def _finish(delivery_id: int, result: sender.Result) -> None:
     """A failed attempt: written, its retry scheduled (or not), its webhook's failures
     counted and the webhook disabled after too many."""
@@ -388,16 +405,17 @@ def _finish(delivery_id: int, result: sender.Result) -> None:
         .returning(Webhook.consecutive_failures, Webhook.enabled),
         execution_options={"synchronize_session": False},
     ).one()
-    schedule = config["WEBHOOK_RETRY_SCHEDULE"]
-    if enabled and not delivery.manual and delivery.attempt <= len(schedule):
+    retry = _retry_of(delivery) if enabled and not delivery.manual else None
+    if retry is not None:
+        number, delay = retry
         jitter = config["WEBHOOK_RETRY_JITTER"]
-        delay = schedule[delivery.attempt - 1] * random.uniform(1 - jitter, 1 + jitter)  # noqa: S311
+        delay *= random.uniform(1 - jitter, 1 + jitter)  # noqa: S311
         delivery.next_attempt_at = now + timedelta(seconds=delay)
         db.session.add(
             Delivery(
                 webhook_id=delivery.webhook_id,
                 event_id=delivery.event_id,
-                attempt=delivery.attempt + 1,
+                attempt=number,
                 status="pending",
                 manual=False,
                 next_attempt_at=delivery.next_attempt_at,

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -287,6 +288,39 @@ def test_a_failed_attempt_is_retried_then_given_up(
     assert len(receiver.received) == 1
     # Nor by the success that reset the count.
     assert client.get(f"/webhooks/{hook['id']}", headers=as_alice).json == again.json
+
+
+@pytest.mark.config(
+    WEBHOOK_ALLOW_HTTP=True,
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS=True,
+    WEBHOOK_RETRY_SCHEDULE=[0.0, 3600.0],
+    WEBHOOK_RETRY_JITTER=0.0,
+)
+def test_a_manual_retry_takes_a_number_of_its_own_and_leaves_the_schedule_as_it_was(
+    app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], receiver: Receiver
+) -> None:
+    """Attempt 1 failed and 2 is scheduled; a manual retry meanwhile is attempt 3.
+    When 2 fails, its retry is attempt 4 (before: a second attempt 3), due after the
+    schedule's second delay, as if there had been no manual retry."""
+    receiver.status = 500
+    hook = create(client, as_alice, receiver.url).json
+    api.store(as_alice)
+    [scheduled, first] = deliveries(client, as_alice, hook["id"])
+    assert (first["attempt"], scheduled["attempt"], scheduled["status"]) == (1, 2, "pending")
+    retry = f"/webhooks/{hook['id']}/deliveries/{first['id']}/retry"
+    manual = client.post(retry, headers=as_alice)
+    assert manual.status_code == 202 and manual.json["attempt"] == 3, manual.json
+    with app.app_context():
+        tasks.sweep.apply()  # attempt 2's time has come; it fails
+    log = deliveries(client, as_alice, hook["id"])
+    assert [(d["attempt"], d["status"]) for d in log] == [
+        (4, "pending"),
+        (3, "failed"),
+        (2, "failed"),
+        (1, "failed"),
+    ]
+    due = datetime.fromisoformat(log[0]["next_attempt_at"]) - utcnow()
+    assert timedelta(seconds=3000) < due <= timedelta(seconds=3600)
 
 
 @pytest.mark.config(
