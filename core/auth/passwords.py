@@ -46,6 +46,7 @@ from models import User
 
 # zxcvbn's score 3 and up (its scoring.guesses_to_score): 10^8 + 5 guesses or more.
 MIN_GUESSES_LOG10 = math.log10(1e8 + 5)
+MIN_LENGTH = 8  # the field's own limit, counted again once the password is normalized
 MAX_LENGTH = 128  # the field's own limit; zxcvbn's default stops at 72
 # zxcvbn's work on a password, in (ways to read its symbols + 1) x length²: 150,000
 # takes about 0.15 s here (736 ways at 14 characters; a plain password of 128 has 1).
@@ -56,8 +57,13 @@ JUDGE_BUDGET = 150_000
 # for its first characters alone.
 MAX_PIECES = 3
 TOO_WEAK = "This password is too easy to guess."
+TOO_SHORT = f"A password needs at least {MIN_LENGTH} characters."
 MIN_PERSONAL = 3  # the shortest username; shorter local parts are not searched for
 CONTAINS_NAME = "A password must not contain your username or email address."
+
+
+def _normalized(password: str) -> str:
+    return unicodedata.normalize("NFKC", password)
 
 
 def _personal_words(username: str | None, emails: Iterable[str | None]) -> list[str]:
@@ -82,7 +88,13 @@ def password_problems(
     password: str, *, username: str | None = None, emails: Iterable[str | None] = ()
 ) -> list[str]:
     """What is wrong with ``password`` for this user, as messages for the 422; none
-    if it is good. ``emails``: the address in use and the one being set, if any."""
+    if it is good. ``emails``: the address in use and the one being set, if any.
+    Judged as it is hashed (normalized): "password123" typed in full-width letters is
+    "password123", and a password that normalizing makes shorter than MIN_LENGTH is
+    too short."""
+    password = _normalized(password)
+    if len(password) < MIN_LENGTH:
+        return [TOO_SHORT]
     words = _personal_words(username, emails)
     folded = password.casefold()
     if any(word in folded for word in words):
@@ -137,10 +149,6 @@ def _passwords() -> CryptContext:
     return context
 
 
-def _normalized(password: str) -> str:
-    return unicodedata.normalize("NFKC", password)
-
-
 def hash_password(password: str) -> str:
     return _passwords().hash(_normalized(password))
 
@@ -162,7 +170,7 @@ def check_password(user: User | None, password: str) -> bool:
     for tried in tries:
         ok, new_hash = _passwords().verify_and_update(tried, user.password_hash)
         if ok:
-            if tried is not normalized:
+            if tried != normalized:  # a hash of it as sent, made again normalized
                 new_hash = hash_password(password)
             if new_hash:
                 user.password_hash = new_hash

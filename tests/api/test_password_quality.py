@@ -4,6 +4,7 @@ test_password_reset.py); ``flask create-admin`` only warns."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -13,9 +14,14 @@ from flask import Flask
 from sqlalchemy import select
 from zxcvbn import matching
 
-from core.auth.passwords import CONTAINS_NAME, JUDGE_BUDGET, MAX_PIECES, TOO_WEAK
+from core.auth.passwords import CONTAINS_NAME, JUDGE_BUDGET, MAX_PIECES, TOO_SHORT, TOO_WEAK
 from helpers import PASSWORD, Client, Response, assert_error, create_user, query, snapshot
 from models import User
+
+
+def WIDE(text: str) -> str:  # noqa: N802 - reads as a constant's transformation
+    """``text`` in full-width forms (as an IME types them): NFKC makes it ASCII again."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
 
 
 def register(
@@ -54,6 +60,27 @@ class TestRegister:
         before = snapshot(app)
         body = assert_error(register(client, password), 422)
         assert body["errors"]["json"]["password"] == [CONTAINS_NAME]
+        assert snapshot(app) == before
+
+    @pytest.mark.parametrize(
+        ("password", "first"),
+        [
+            (WIDE("password123"), TOO_WEAK),
+            (WIDE("alice") + " Quixotic-Zebra-Lamp", CONTAINS_NAME),
+            (unicodedata.normalize("NFD", "한국어사"), TOO_SHORT),  # 10 sent, 4 composed
+        ],
+        ids=["weak", "username", "short"],
+    )
+    def test_a_password_is_judged_as_it_is_stored_normalized(
+        self, app: Flask, client: Client, password: str, first: str
+    ) -> None:
+        """Full-width letters or decomposed syllables are hashed normalized (NFKC), so
+        they are judged so: "password123" typed full-width is "password123" (before, it
+        passed, and then "password123" signed in)."""
+        assert unicodedata.normalize("NFKC", password) != password and len(password) >= 8
+        before = snapshot(app)
+        body = assert_error(register(client, password), 422)
+        assert body["errors"]["json"]["password"][0] == first
         assert snapshot(app) == before
 
     def test_the_domain_of_the_email_is_not_personal(self, client: Client) -> None:
