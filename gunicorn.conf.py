@@ -161,9 +161,10 @@ def on_starting(server: object) -> None:
 
 
 class _Worker(Protocol):
-    """What post_fork and child_exit read of gunicorn's (untyped) worker."""
+    """What post_fork and child_exit use of gunicorn's (untyped) worker."""
 
     pid: int
+    alive: bool
 
 
 class _Arbiter(Protocol):
@@ -172,12 +173,8 @@ class _Arbiter(Protocol):
     SIG_QUEUE: queue.SimpleQueue[int]
 
 
-# A worker's stop signals and the methods of gunicorn's worker that heed them.
-_STOPS = {
-    signal.SIGTERM: "handle_exit",
-    signal.SIGINT: "handle_quit",
-    signal.SIGQUIT: "handle_quit",
-}
+# A worker's stop signals.
+_STOPS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
 def heed_stops_from_the_fork(server: _Arbiter, worker: _Worker) -> None:
@@ -187,16 +184,25 @@ def heed_stops_from_the_fork(server: _Arbiter, worker: _Worker) -> None:
     handler is in place. It only puts the signal in this process's copy of the master's
     queue, which nobody reads. A stop signal sent to the group in that moment was lost,
     and the master waited its graceful_timeout (30 s) to kill the worker: a `make serve`
-    stopped by Ctrl-C or SIGTERM just as a worker was forked took 30 s to stop."""
-    for stop, method in _STOPS.items():
-        signal.signal(stop, getattr(worker, method))
+    stopped by Ctrl-C or SIGTERM just as a worker was forked took 30 s to stop.
+
+    Until its own handlers are set, a stop only marks the worker as not alive: it boots,
+    then leaves its loop at once. Not the worker's own handlers: the threaded worker's
+    use what it makes while booting, and failed there ("Worker failed to boot", which
+    halts the master)."""
+
+    def stop(_signal: int, _frame: object) -> None:
+        worker.alive = False
+
+    for number in _STOPS:
+        signal.signal(number, stop)
     while True:
         try:
             got = server.SIG_QUEUE.get_nowait()
         except queue.Empty:
             return
         if got in _STOPS:
-            getattr(worker, _STOPS[signal.Signals(got)])(got, None)
+            worker.alive = False
 
 
 def post_fork(server: _Arbiter, worker: _Worker) -> None:

@@ -283,11 +283,16 @@ def post_fork(server, worker):
 """
 
 
-def test_a_worker_signalled_right_after_its_fork_stops_on_its_own(tmp_path: Path) -> None:
-    """SIGTERM to the group (Ctrl-C on `make serve`, an IDE's stop) while a worker is
-    just forked: the worker stops by itself once booted, and the master exits. Before,
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+@pytest.mark.parametrize("threads", ["1", "2"], ids=["sync", "threaded"])
+def test_a_worker_signalled_right_after_its_fork_stops_on_its_own(
+    tmp_path: Path, threads: str, stop: signal.Signals
+) -> None:
+    """A stop to the group (`make serve` stopped by Ctrl-C or SIGTERM) while a worker is
+    just forked: the worker stops by itself once booted, and the master exits 0. Before,
     the signal reached the master's handler in the worker and was lost: the master
-    waited its graceful_timeout, then killed the worker."""
+    waited its graceful_timeout, then killed the worker. gunicorn's threaded worker
+    (GUNICORN_THREADS > 1) is another class, with other handlers."""
     config, mark, log = tmp_path / "held.conf.py", tmp_path / "forked", tmp_path / "gunicorn.log"
     config.write_text(HELD_OPEN_AFTER_FORK)
     port = free_port()
@@ -296,6 +301,7 @@ def test_a_worker_signalled_right_after_its_fork_stops_on_its_own(tmp_path: Path
         DATABASE_URL="sqlite://",
         LOG_LEVEL="INFO",
         WEB_CONCURRENCY="1",
+        GUNICORN_THREADS=threads,
         GUNICORN_GRACEFUL_TIMEOUT="120",
         FORKED_MARK=str(mark),
     )
@@ -313,7 +319,7 @@ def test_a_worker_signalled_right_after_its_fork_stops_on_its_own(tmp_path: Path
         while not mark.exists() or not mark.read_text():
             assert master.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.02)
-        os.killpg(master.pid, signal.SIGTERM)
+        os.killpg(master.pid, stop)
         assert master.wait(timeout=60) == 0, log.read_text()
     finally:
         if master.poll() is None:
