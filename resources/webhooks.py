@@ -256,6 +256,11 @@ class DeliveryRetry(MethodView):
         if earlier is None or earlier.webhook_id != webhook.id:
             abort(404, message=f"Webhook {webhook_id} has no delivery {delivery_id}.")
         event = db.session.get_one(Event, earlier.event_id)
+        # The webhook's row, as writing a failure locks it before numbering its retry
+        # (core/events/delivery.py): one numbers after the other, never the same.
+        db.session.execute(
+            select(Webhook.id).where(Webhook.id == webhook.id).with_for_update(key_share=True)
+        )
         last = db.session.scalar(
             select(func.max(Delivery.attempt)).where(
                 Delivery.webhook_id == webhook.id, Delivery.event_id == event.id

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from helpers import (
     Response,
     assert_error,
     bearer,
+    meanwhile,
     query,
     snapshot,
     start_until_blocked,
@@ -321,6 +323,52 @@ def test_a_manual_retry_takes_a_number_of_its_own_and_leaves_the_schedule_as_it_
     ]
     due = datetime.fromisoformat(log[0]["next_attempt_at"]) - utcnow()
     assert timedelta(seconds=3000) < due <= timedelta(seconds=3600)
+
+
+@pytest.mark.postgres
+@pytest.mark.config(
+    WEBHOOK_ALLOW_HTTP=True,
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS=True,
+    WEBHOOK_RETRY_SCHEDULE=[0.0, 3600.0],
+    WEBHOOK_RETRY_JITTER=0.0,
+)
+def test_a_manual_retry_while_a_failure_is_written_takes_the_next_number(
+    app: Flask,
+    client: Client,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A manual retry asked while attempt 2's failure is being written (its retry
+    numbered, not yet committed) waits for it and is numbered after (before: both
+    were numbered 3)."""
+    receiver.status = 500
+    hook = create(client, as_alice, receiver.url).json
+    api.store(as_alice)
+    [_scheduled, first] = deliveries(client, as_alice, hook["id"])
+    retry = f"/webhooks/{hook['id']}/deliveries/{first['id']}/retry"
+    # The retry's own attempt is left unqueued (pending): its number is what counts.
+    monkeypatch.setattr(webhooks, "tasks", SimpleNamespace(queue_deliveries=lambda _made: None))
+    answers: list[Response] = []
+    other = meanwhile(
+        monkeypatch,
+        delivery,
+        "_retry_of",
+        lambda: answers.append(client.post(retry, headers=as_alice)),
+    )
+    with app.app_context():
+        tasks.sweep.apply()  # attempt 2 fails; the retry is asked meanwhile
+    other.join(timeout=30)
+    [manual] = answers
+    assert manual.status_code == 202 and manual.json["attempt"] == 4, manual.json
+    log = deliveries(client, as_alice, hook["id"])
+    assert [(d["attempt"], d["status"]) for d in log] == [
+        (4, "pending"),
+        (3, "pending"),
+        (2, "failed"),
+        (1, "failed"),
+    ]
 
 
 @pytest.mark.config(
