@@ -292,29 +292,42 @@ def test_a_failed_attempt_is_retried_then_given_up(
     assert client.get(f"/webhooks/{hook['id']}", headers=as_alice).json == again.json
 
 
-@pytest.mark.config(
+# The first retry at once, the second in an hour: attempt 2 is due, 3 will wait.
+RETRIED_LATER = pytest.mark.config(
     WEBHOOK_ALLOW_HTTP=True,
     WEBHOOK_ALLOW_PRIVATE_NETWORKS=True,
     WEBHOOK_RETRY_SCHEDULE=[0.0, 3600.0],
     WEBHOOK_RETRY_JITTER=0.0,
 )
+
+
+def failed_once(
+    client: Client, headers: dict[str, str], api: CatalogFactory, receiver: Receiver
+) -> tuple[int, dict[str, Any]]:
+    """A webhook whose receiver fails, and its first event's first attempt: failed,
+    with attempt 2 scheduled (due at once under RETRIED_LATER)."""
+    receiver.status = 500
+    hook = create(client, headers, receiver.url).json
+    api.store(headers)
+    [scheduled, first] = deliveries(client, headers, hook["id"])
+    assert (first["attempt"], scheduled["attempt"], scheduled["status"]) == (1, 2, "pending")
+    return hook["id"], first
+
+
+@RETRIED_LATER
 def test_a_manual_retry_takes_a_number_of_its_own_and_leaves_the_schedule_as_it_was(
     app: Flask, client: Client, api: CatalogFactory, as_alice: dict[str, str], receiver: Receiver
 ) -> None:
     """Attempt 1 failed and 2 is scheduled; a manual retry meanwhile is attempt 3.
     When 2 fails, its retry is attempt 4 (before: a second attempt 3), due after the
     schedule's second delay, as if there had been no manual retry."""
-    receiver.status = 500
-    hook = create(client, as_alice, receiver.url).json
-    api.store(as_alice)
-    [scheduled, first] = deliveries(client, as_alice, hook["id"])
-    assert (first["attempt"], scheduled["attempt"], scheduled["status"]) == (1, 2, "pending")
-    retry = f"/webhooks/{hook['id']}/deliveries/{first['id']}/retry"
+    hook_id, first = failed_once(client, as_alice, api, receiver)
+    retry = f"/webhooks/{hook_id}/deliveries/{first['id']}/retry"
     manual = client.post(retry, headers=as_alice)
     assert manual.status_code == 202 and manual.json["attempt"] == 3, manual.json
     with app.app_context():
         tasks.sweep.apply()  # attempt 2's time has come; it fails
-    log = deliveries(client, as_alice, hook["id"])
+    log = deliveries(client, as_alice, hook_id)
     assert [(d["attempt"], d["status"]) for d in log] == [
         (4, "pending"),
         (3, "failed"),
@@ -326,12 +339,7 @@ def test_a_manual_retry_takes_a_number_of_its_own_and_leaves_the_schedule_as_it_
 
 
 @pytest.mark.postgres
-@pytest.mark.config(
-    WEBHOOK_ALLOW_HTTP=True,
-    WEBHOOK_ALLOW_PRIVATE_NETWORKS=True,
-    WEBHOOK_RETRY_SCHEDULE=[0.0, 3600.0],
-    WEBHOOK_RETRY_JITTER=0.0,
-)
+@RETRIED_LATER
 def test_a_manual_retry_while_a_failure_is_written_takes_the_next_number(
     app: Flask,
     client: Client,
@@ -343,11 +351,8 @@ def test_a_manual_retry_while_a_failure_is_written_takes_the_next_number(
     """A manual retry asked while attempt 2's failure is being written (its retry
     numbered, not yet committed) waits for it and is numbered after (before: both
     were numbered 3)."""
-    receiver.status = 500
-    hook = create(client, as_alice, receiver.url).json
-    api.store(as_alice)
-    [_scheduled, first] = deliveries(client, as_alice, hook["id"])
-    retry = f"/webhooks/{hook['id']}/deliveries/{first['id']}/retry"
+    hook_id, first = failed_once(client, as_alice, api, receiver)
+    retry = f"/webhooks/{hook_id}/deliveries/{first['id']}/retry"
     # The retry's own attempt is left unqueued (pending): its number is what counts.
     monkeypatch.setattr(webhooks, "tasks", SimpleNamespace(queue_deliveries=lambda _made: None))
     answers: list[Response] = []
@@ -362,7 +367,7 @@ def test_a_manual_retry_while_a_failure_is_written_takes_the_next_number(
     other.join(timeout=30)
     [manual] = answers
     assert manual.status_code == 202 and manual.json["attempt"] == 4, manual.json
-    log = deliveries(client, as_alice, hook["id"])
+    log = deliveries(client, as_alice, hook_id)
     assert [(d["attempt"], d["status"]) for d in log] == [
         (4, "pending"),
         (3, "pending"),
