@@ -8,7 +8,9 @@ then the same file again (every row matched, none changed), then a file that cha
 every row's description (every row matched and updated). Prints rows/s, this
 process's peak RSS and the time of each phase the importer logs (core/catalog/
 csv_copy.py, logger ``stores.import``); "job commit" is what follows the last phase
-(the job's result, the commit: before f062a2e, the events' INSERT too).
+(the job's result, the commit: before f062a2e, the events' INSERT too). The jobs run
+in a trace, as a worker's do (each event keeps its ``traceparent``); ``--untraced``
+runs them outside one, as this bench did before events kept it.
 
     .venv/bin/python bench/import_copy.py --database-url postgresql://postgres@127.0.0.1/bench_copy
     .venv/bin/python bench/import_copy.py --database-url ... --rows 100000
@@ -24,12 +26,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from opentelemetry import context as otel_context  # noqa: E402
+from opentelemetry import trace  # noqa: E402
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator  # noqa: E402
+from opentelemetry.trace import NonRecordingSpan, SpanContext  # noqa: E402
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
@@ -81,7 +89,25 @@ def fresh_database(admin: Any, name: str) -> None:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
 
 
-def import_job(path: Path, store_id: int, user_id: int, phases: Phases) -> tuple[float, Job]:
+@contextmanager
+def in_a_trace(traced: bool) -> Iterator[None]:
+    """As a worker runs a job (``traced``): in the trace of the request that queued it,
+    an unrecorded span, whose ``traceparent`` each event keeps (55 bytes a row)."""
+    if not traced:
+        yield
+        return
+    ids = RandomIdGenerator()
+    span = NonRecordingSpan(SpanContext(ids.generate_trace_id(), ids.generate_span_id(), False))
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def import_job(
+    path: Path, store_id: int, user_id: int, phases: Phases, traced: bool
+) -> tuple[float, Job]:
     """The file as an import job's input, then the job run as a worker runs it."""
     job = engine.create("import", user_id, store_id=store_id, params={})
     with path.open("rb") as file:
@@ -95,7 +121,8 @@ def import_job(path: Path, store_id: int, user_id: int, phases: Phases) -> tuple
     db.session.expunge_all()
     phases.found.clear()
     start = time.perf_counter()
-    work.run(job_id)
+    with in_a_trace(traced):
+        work.run(job_id)
     took = time.perf_counter() - start
     db.session.rollback()
     done = db.session.get(Job, job_id)
@@ -103,7 +130,7 @@ def import_job(path: Path, store_id: int, user_id: int, phases: Phases) -> tuple
     return took, done
 
 
-def measure(url: Any, rows: int, phases: Phases) -> None:
+def measure(url: Any, rows: int, phases: Phases, traced: bool) -> None:
     database = url.render_as_string(hide_password=False)
     env = server_env(APP_ENV="production", DATABASE_URL=database, REDIS_URL="")
     subprocess.run(  # noqa: S603 - our own command line
@@ -125,7 +152,7 @@ def measure(url: Any, rows: int, phases: Phases) -> None:
         store_id, user_id = store.id, user.id
         runs = [("new items", path), ("same file again (unchanged)", path)]
         for label, source in [*runs, ("every row edited (updated)", edited)]:
-            took, job = import_job(source, store_id, user_id, phases)
+            took, job = import_job(source, store_id, user_id, phases, traced)
             assert job.status == "succeeded", (job.status, job.error, job.result)
             counts = {k: v for k, v in (job.result or {}).items() if k != "errors"}
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -159,6 +186,9 @@ def main() -> None:
         "--rows", type=int, action="append", help="rows per file (repeatable; 100k and 1M)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the last database")
+    parser.add_argument(
+        "--untraced", action="store_true", help="run the jobs outside a trace (no traceparent)"
+    )
     args = parser.parse_args()
     url = make_url(args.database_url)
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
@@ -169,7 +199,7 @@ def main() -> None:
     try:
         for rows in args.rows or [100_000, 1_000_000]:
             fresh_database(admin, str(url.database))
-            measure(url, rows, phases)
+            measure(url, rows, phases, traced=not args.untraced)
     finally:
         if not args.keep:
             with admin.connect() as conn:
