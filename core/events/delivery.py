@@ -243,14 +243,17 @@ def _post(target: sender.Target, secret: str, attempt: Row[Any]) -> sender.Resul
     written in (the receiver's ``traceparent``). Whatever goes wrong is a failed
     attempt (the sender's own errors already are), never a task that dies and leaves
     the batch pending, to be run again and die again."""
-    with tracing.continuing(attempt.traceparent, "webhook delivery"):
+    with tracing.continuing(attempt.traceparent, "webhook delivery") as span:
         try:
             body = json.dumps(outbox.event_json(attempt), separators=(",", ":"))
             headers = signed_headers(secret, public_id(attempt.seq), body)
         except Exception as exc:
             log.exception("delivery %s: its event could not be signed", attempt.id)
-            return sender.Result(ok=False, error=sender.describe(exc))
-        return target.post(body.encode(), headers)
+            result = sender.Result(ok=False, error=sender.describe(exc))
+        else:
+            result = target.post(body.encode(), headers)
+        tracing.answered(span, result.status, result.failure)
+        return result
 
 
 def _write(outcomes: list[tuple[int, sender.Result]]) -> None:

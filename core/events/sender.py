@@ -61,6 +61,16 @@ class Result:
         self.error = _storable(self.error)
 
     @property
+    def failure(self) -> tuple[str, str] | None:
+        """Why the attempt failed, as a trace writes it (its ``error.type``: the answer's
+        status, ``timeout`` or ``_OTHER``, and a description), or None: it succeeded."""
+        if self.ok:
+            return None
+        if self.status is not None:
+            return str(self.status), self.error or f"answered {self.status}"
+        return ("timeout" if self.timed_out else "_OTHER"), self.error or "no answer"
+
+    @property
     def duration_ms(self) -> int:
         """The time the delivery log shows, in whole milliseconds."""
         return round(self.seconds * 1000)

@@ -38,7 +38,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler, SamplingResult
 from opentelemetry.sdk.trace.sampling import _get_from_env_or_default as sampler_from_env
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode
 
 SERVICE = "stores-api"
 # Probes and scrapes come every few seconds: they are not traced.
@@ -174,18 +174,34 @@ def current_traceparent() -> str | None:
 
 
 @contextmanager
-def continuing(traceparent: str | None, name: str) -> Iterator[None]:
+def continuing(traceparent: str | None, name: str) -> Iterator[Span | None]:
     """Meanwhile a span ``name`` of its own (a client's: an outgoing call) is current,
-    the child of the span ``traceparent`` names, in its trace. Without a valid one (an
-    event written before events kept their trace, or with tracing off), the current
-    context stays."""
+    the child of the span ``traceparent`` names, in its trace; it is given to the block
+    (``answered`` tells it the call's outcome). Without a valid one (an event written
+    before events kept their trace, or with tracing off), the current context stays,
+    and the block is given None."""
     parent = propagate.extract({"traceparent": traceparent}) if traceparent else None
     if parent is None or not trace.get_current_span(parent).get_span_context().is_valid:
-        yield
+        yield None
         return
     tracer = trace.get_tracer(__name__)
-    with tracer.start_as_current_span(name, context=parent, kind=SpanKind.CLIENT):
-        yield
+    with tracer.start_as_current_span(name, context=parent, kind=SpanKind.CLIENT) as span:
+        yield span
+
+
+def answered(span: Span | None, status: int | None, failure: tuple[str, str] | None) -> None:
+    """An outgoing HTTP POST's outcome on its span, as OpenTelemetry's HTTP client
+    conventions write it: the answer's status, and a failed call (``failure``: its
+    ``error.type`` and a description) as the span's error."""
+    if span is None or not span.is_recording():
+        return
+    span.set_attribute("http.request.method", "POST")
+    if status is not None:
+        span.set_attribute("http.response.status_code", status)
+    if failure is not None:
+        kind, description = failure
+        span.set_attribute("error.type", kind)
+        span.set_status(Status(StatusCode.ERROR, description))
 
 
 def add_span_processor(processor: Any) -> None:

@@ -22,12 +22,13 @@ from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import REGISTRY
 
 from core.web import request_log, tracing
 from core.web.config import DevelopmentConfig
 from helpers import CatalogFactory, Client, Response, assert_error, client_of
+from receiver import receiving
 from servers import BIN, free_port, serve, server_env, wait_until_up
 
 TOKEN = "metrics-token-0123456789"
@@ -299,6 +300,38 @@ def test_a_delivery_is_a_span_of_the_trace_its_event_was_written_in(
     [headers] = Receiver.received
     sent = {k.lower(): v for k, v in headers.items()}["traceparent"]
     assert sent == f"00-{TRACE_ID}-{format(delivery.context.span_id, '016x')}-01"
+
+
+@pytest.mark.config(WEBHOOK_ALLOW_HTTP=True, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
+def test_a_delivery_span_tells_the_answer_and_a_failure_is_its_error(
+    client: Client, as_alice: dict[str, str], spans: Any
+) -> None:
+    """An attempt's span carries the answer's status; one that failed (not a 2xx, or no
+    answer at all) is an error span saying why, as OpenTelemetry's HTTP clients write it."""
+    with receiving() as accepting, receiving(status=503) as refusing:
+        for url in (accepting.url, refusing.url, f"http://127.0.0.1:{free_port()}/closed"):
+            hook = client.post("/webhooks", json={"url": url, "events": ["*"]}, headers=as_alice)
+            assert hook.status_code == 201, hook.json
+        spans.clear()
+        answer = client.post(
+            "/stores",
+            json={"name": "Told thrice"},
+            headers={**as_alice, "traceparent": TRACEPARENT},
+        )
+        assert answer.status_code == 201, answer.json
+    deliveries = [s for s in spans.get_finished_spans() if s.name == "webhook delivery"]
+    assert all(s.attributes["http.request.method"] == "POST" for s in deliveries)
+    by_answer = {s.attributes.get("http.response.status_code"): s for s in deliveries}
+    assert len(deliveries) == 3 and set(by_answer) == {200, 503, None}
+    accepted, refused, unanswered = by_answer[200], by_answer[503], by_answer[None]
+    assert accepted.status.status_code == StatusCode.UNSET
+    assert "error.type" not in accepted.attributes
+    assert refused.status.status_code == StatusCode.ERROR
+    assert refused.attributes["error.type"] == "503"
+    assert refused.status.description.startswith("HTTP 503")
+    assert unanswered.status.status_code == StatusCode.ERROR
+    assert unanswered.attributes["error.type"] == "_OTHER"
+    assert "refused" in unanswered.status.description.lower()
 
 
 def test_a_request_without_traceparent_starts_a_trace_of_its_own(app: Flask, spans: Any) -> None:
