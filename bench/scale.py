@@ -83,6 +83,7 @@ ROWS = [
     "/items?page_size=100&tag=tag1&tag=tag2",
     "/items?page_size=100&q=widget%204242",
     "/items?page_size=100&search=steel%20oak",
+    "/items?page_size=100&search=nothingmatches&sort=price",  # few matches, another order
     "/stores/7/items?page_size=100&sort=-created_at",
     "/stores?page_size=100",
     "/items/424242",
