@@ -7,7 +7,8 @@ path, core/catalog/csv_import.py, whose rules this follows exactly).
    test for the common case, RowSchema itself for anything else and for the
    messages) and written to the staging table with its line number. Memory stays
    flat: nothing but the first errors is kept.
-2. In SQL: names and SKUs given twice in the file; the item each row updates (the
+2. In SQL: names and SKUs given twice in the file (a row refused holds neither: a
+   round more per chain of such refusals, SHARED); the item each row updates (the
    one with its SKU, else the one with its name: §13); an item two rows would update;
    a name that the merge would give two items. Each such row is an error of its line.
 3. Counts (created / updated / unchanged) come from comparing the rows with the items
@@ -117,14 +118,60 @@ COPY = (
     "low_stock_threshold) FROM STDIN"
 )
 
-# Rows that say what an earlier row said: the same name, or (among the rest) the same SKU.
+# Rows that say what an earlier valid row said: its name, else its SKU. A row refused
+# holds neither (line 4 of "A,X / B,X / B,Y" is the first valid "B"), so the rows that
+# share a name or a SKU with another (few: the rest are fine as they are) are judged
+# in rounds, as reading the file in order would judge them: each round keeps the first
+# undecided row of each of its name and SKU (no earlier row is left that could refuse
+# it), then refuses the undecided rows that share a name or SKU with one kept. One
+# round for the usual file; one more per link of a chain like the one above, up to
+# ROUNDS: a file made of a longer chain (each round reads every row left) has the
+# rows still undecided then refused as repeats of the first row with their name, else
+# their SKU, refused or not (the rule before, a line's error all the same).
+ROUNDS = 10
+SHARED = """
+CREATE TEMP TABLE import_shared ON COMMIT DROP AS
+SELECT line, name, lname, sku, NULL::boolean AS kept FROM (
+    SELECT line, name, lname, sku, count(*) OVER (PARTITION BY lname) AS names,
+           count(*) OVER (PARTITION BY sku) AS skus
+    FROM import_rows
+) r WHERE names > 1 OR (sku IS NOT NULL AND skus > 1);
+ANALYZE import_shared
+"""
+KEEP = """
+UPDATE import_shared s SET kept = true FROM (
+    SELECT line, sku, min(line) OVER (PARTITION BY lname) AS by_name,
+           min(line) OVER (PARTITION BY sku) AS by_sku
+    FROM import_shared WHERE kept IS NULL
+) f WHERE s.line = f.line AND f.line = f.by_name AND (f.sku IS NULL OR f.line = f.by_sku)
+"""
+REFUSE = """
+UPDATE import_shared s SET kept = false
+WHERE kept IS NULL AND (
+    EXISTS (SELECT FROM import_shared k WHERE k.kept AND k.lname = s.lname)
+    OR EXISTS (SELECT FROM import_shared k WHERE k.kept AND k.sku = s.sku)
+)
+"""
+# Each row refused: an error of its name if an earlier row kept it, else of its SKU
+# (read_rows checks the name first).
 DUPLICATES = """
 INSERT INTO import_errors (line, col, kind, value, other)
-SELECT line, %(col)s, 'duplicate', {value}, first FROM (
-    SELECT line, {value}, min(line) OVER (PARTITION BY {key}) AS first
-    FROM import_rows WHERE {key} IS NOT NULL
-) d WHERE line <> first;
-DELETE FROM import_rows r USING import_errors e WHERE r.line = e.line
+SELECT s.line, CASE WHEN n.line IS NULL THEN 'sku' ELSE 'name' END, 'duplicate',
+       CASE WHEN n.line IS NULL THEN s.sku ELSE s.name END, coalesce(n.line, k.line)
+FROM import_shared s
+LEFT JOIN import_shared n ON n.kept AND n.lname = s.lname AND n.line < s.line
+LEFT JOIN import_shared k ON k.kept AND k.sku = s.sku AND k.line < s.line
+WHERE NOT s.kept;
+INSERT INTO import_errors (line, col, kind, value, other)
+SELECT line, CASE WHEN line > by_name THEN 'name' ELSE 'sku' END, 'duplicate',
+       CASE WHEN line > by_name THEN name ELSE sku END,
+       CASE WHEN line > by_name THEN by_name ELSE by_sku END
+FROM (
+    SELECT line, name, sku, kept, min(line) OVER (PARTITION BY lname) AS by_name,
+           min(line) OVER (PARTITION BY sku) AS by_sku
+    FROM import_shared
+) r WHERE kept IS NULL;  -- left after ROUNDS: each has an earlier row with its name or SKU
+DELETE FROM import_rows r USING import_shared s WHERE r.line = s.line AND s.kept IS NOT TRUE
 """
 # The item each row updates: the store's item with its SKU, else the one with its name.
 MATCH = """
@@ -719,8 +766,13 @@ def import_items(
         has = _load(cursor, text, errors, progress)
         cursor.execute("ANALYZE import_rows")
         clock.lap("read and COPY into staging")
-        _run(cursor, DUPLICATES.format(key="lname", value="name"), {"col": "name"})
-        _run(cursor, DUPLICATES.format(key="sku", value="sku"), {"col": "sku"})
+        _run(cursor, SHARED)
+        for _ in range(ROUNDS):  # a round per link of the longest chain of refusals
+            cursor.execute(KEEP)
+            if not cursor.rowcount:
+                break
+            cursor.execute(REFUSE)
+        _run(cursor, DUPLICATES)
         now = utcnow()
         params = {
             "store": store.id,
@@ -848,9 +900,9 @@ def _write(cursor: Any, params: dict[str, Any], clock: _Clock, summary: Summary)
         cursor.execute(UPDATE_ITEMS, params)
         # Matched items whose count differs: their stock and a count movement each.
         stock.count_many(
-            select(
-                PLAN.c.item_id, PLAN.c.old_stock.label("before"), PLAN.c.stock.label("after")
-            ).where(PLAN.c.stock.is_not(None), PLAN.c.stock != PLAN.c.old_stock),
+            select(PLAN.c.item_id, PLAN.c.old_stock.label("before"), PLAN.c.stock.label("after"))
+            .where(PLAN.c.stock.is_not(None), PLAN.c.stock != PLAN.c.old_stock)
+            .order_by(PLAN.c.line),  # the movements (and so their events) in the file's order
             reference="import",
             now=params["now"],
             user_id=params["user_id"],

@@ -395,18 +395,21 @@ class Importer:
 
     def chunk(self, rows: list[dict[str, Any]]) -> None:
         """Create or update the items of ``rows``: a fixed number of statements."""
-        # In the order the file names them: new tags get their ids (the order an
-        # export lists them in) in that order.
         tag_names = list(dict.fromkeys(name for row in rows for name in row.get("tags") or ()))
         lowered = _lowered([row["name"] for row in rows] + tag_names)
-        self._ensure_tags(lowered, tag_names)
         by_name = {lowered[row["name"]]: row for row in rows}
+        existing = self._matches(by_name)
+        # The tags of the rows still valid (a row refused or deferred by the matching
+        # writes nothing), in the order the file names them: new tags get their ids
+        # (the order an export lists them in) in that order.
+        self._ensure_tags(
+            lowered, [name for row in by_name.values() for name in row.get("tags") or ()]
+        )
         wanted = {
             key: sorted({self.tags[lowered[name]] for name in row.get("tags") or ()})
             for key, row in by_name.items()
         }
         now = utcnow()
-        existing = self._matches(by_name)
         # As GET returned them before the import: the `previous` of their events.
         before = items_as_json([item.id for item in existing.values()])
         relinked, updated = self._update(existing, by_name, wanted, now)

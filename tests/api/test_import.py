@@ -274,6 +274,91 @@ def test_the_errors_listed_are_the_first_lines_whoever_finds_them(app: Flask, st
     ]
 
 
+def test_a_row_refused_makes_no_later_row_a_repeat(app: Flask, store: Any, run: Any) -> None:
+    """A row refused for its SKU holds no name, and one refused for its name no SKU:
+    line 4 is the first valid "B", line 6 the first valid "c" (PostgreSQL, which judges
+    the whole file's repeats at once, must not count the rows it refuses); a row that
+    repeats both is an error of its name."""
+    content = "name,price,sku\r\nA,1,X\r\nB,1,X\r\nB,1,Y\r\nC,1,Y\r\nc,1,Z\r\nA,1,Z\r\n"
+    result = run(store["id"], content)
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line[:5] == "line "] == [
+        "line 3, column sku: 'X' is on line 2 already.",
+        "line 5, column sku: 'Y' is on line 4 already.",
+        "line 7, column name: 'A' is on line 2 already.",
+    ]
+    assert "Nothing written: 3 invalid rows" in result.output
+    assert "import the 3 valid rows alone." in result.output
+
+    skipped = run(store["id"], content, "--skip-invalid")
+    assert skipped.exit_code == 0, skipped.output
+    assert "Imported: 3 created, 0 updated, 0 unchanged, 3 invalid (skipped)." in skipped.output
+    items = query(app, select(Item.name, Item.sku).order_by(Item.id))
+    assert items == [("A", "X"), ("B", "Y"), ("c", "Z")]
+
+
+@pytest.mark.postgres
+def test_a_chain_of_refusals_is_judged_in_a_bounded_number_of_rounds(
+    app: Flask, store: Any, run: Any
+) -> None:
+    """PostgreSQL judges repeats a round per link of a chain (csv_copy.SHARED), up to
+    ROUNDS: in a file made of one long chain, the rows left then are each refused as a
+    repeat of an earlier row with its name or SKU (refused or not), not judged a round
+    per row; and nothing is written."""
+    bound, links = csv_copy.ROUNDS, csv_copy.ROUNDS + 5
+    rows = "".join(f"N{n},1,S{n}\r\nN{n + 1},1,S{n}\r\n" for n in range(links))
+    result = run(store["id"], "name,price,sku\r\n" + rows)
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line[:5] == "line "]
+    # As the file is read: line 2n+3 (N{n+1},S{n}) repeats S{n}; line 2n+4 is valid.
+    assert errors[:bound] == [
+        f"line {2 * n + 3}, column sku: 'S{n}' is on line {2 * n + 2} already."
+        for n in range(bound)
+    ]
+    # Past the rounds, every row left is refused: its name or SKU is on the line before.
+    left = [
+        f"line {line}, column name: 'N{line // 2 - 1}' is on line {line - 1} already."
+        if line % 2 == 0
+        else f"line {line}, column sku: 'S{line // 2 - 1}' is on line {line - 1} already."
+        for line in range(2 * bound + 2, 2 * links + 2)
+    ]
+    assert errors[bound:] == left
+    assert query(app, select(Item.id)) == []
+
+
+@pytest.mark.parametrize(
+    ("rows", "refused"),
+    [
+        # X is A's SKU: A would be renamed B, a name B keeps.
+        ("B,1,X,newtag\r\n", "line 2, column name: 'B' is the name of item {b}, which no"),
+        # Line 2 updates A (by its SKU): line 3 cannot update it too.
+        ("Z,1,X,\r\nA,1,,onlyhere\r\n", "line 3, column name: Item {a} is updated by line 2"),
+    ],
+    ids=["name taken", "item claimed"],
+)
+def test_a_row_refused_by_the_matching_creates_no_tag(
+    app: Flask,
+    api: CatalogFactory,
+    as_alice: dict[str, str],
+    store: Any,
+    run: Any,
+    rows: str,
+    refused: str,
+) -> None:
+    """An invalid row writes nothing: a row the matching refuses (the name its item
+    would take is kept, or its item is another row's) leaves no tag, no tag.created
+    and no audit entry behind, when the valid rows are written (--skip-invalid)."""
+    a = api.item(as_alice, store, name="A", sku="X")
+    b = api.item(as_alice, store, name="B")
+    result = run(store["id"], "name,price,sku,tags\r\n" + rows, "--skip-invalid")
+    assert result.exit_code == 0, result.output
+    assert refused.format(a=a["id"], b=b["id"]) in result.output
+    assert "1 invalid (skipped)." in result.output
+    assert query(app, select(Tag.name)) == []
+    assert query(app, select(Event.type).where(Event.type == "tag.created")) == []
+    assert query(app, select(AuditEntry.id).where(AuditEntry.action == "tag.created")) == []
+
+
 def test_a_new_tag_takes_the_files_first_spelling(
     app: Flask, client: Client, store: Any, run: Any
 ) -> None:
@@ -432,6 +517,33 @@ def test_a_stock_only_change_writes_stock_moved_and_an_entry_but_no_item_updated
         milk["id"],
         {"stock": [5, 0]},
     )
+
+
+def test_the_counts_of_updated_items_move_in_the_files_order(
+    app: Flask, api: CatalogFactory, as_alice: dict[str, str], store: Any, run: Any
+) -> None:
+    """The movements, and the crossings their events tell, follow the file's rows,
+    whether a row also relinks its item's tags (A: its tag left out) or not (B)."""
+    a = api.item(as_alice, store, name="A", stock=0)
+    api.link(as_alice, a, api.tag(as_alice, store, "t"))
+    b = api.item(as_alice, store, name="B", stock=0)
+    first = query(app, select(func.max(Event.id)))[0][0]
+    moved_before = query(app, select(func.max(StockMovement.id)))[0][0]
+    result = run(store["id"], "name,price,stock,tags\r\nA,1,5,\r\nB,1,5,\r\n")
+    assert result.exit_code == 0, result.output
+    assert "0 created, 2 updated, 0 unchanged, 0 invalid." in result.output
+    movements = select(StockMovement.item_id, StockMovement.delta).where(
+        StockMovement.id > moved_before
+    )
+    assert query(app, movements.order_by(StockMovement.id)) == [(a["id"], 5), (b["id"], 5)]
+    events = query(app, select(Event.type, Event.data).where(Event.id > first).order_by(Event.id))
+    told = [(kind, data["object"]) for kind, data in events if kind.startswith("stock.")]
+    assert [(kind, shown.get("item_id", shown["id"])) for kind, shown in told] == [
+        ("stock.moved", a["id"]),
+        ("stock.back_in", a["id"]),
+        ("stock.moved", b["id"]),
+        ("stock.back_in", b["id"]),
+    ]
 
 
 def test_each_event_shows_the_item_as_get_does(
