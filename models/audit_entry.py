@@ -45,6 +45,7 @@ class AuditEntry(Model):
     __table_args__ = (
         Index("ix_audit_log_actor_id_id", "actor_id", "id"),
         Index("ix_audit_log_target_type_target_id_id", "target_type", "target_id", "id"),
+        Index("ix_audit_log_target_type_id", "target_type", "id"),
         Index("ix_audit_log_action_id", "action", "id"),
         Index("ix_audit_log_store_id_id", "store_id", "id"),
         {"sqlite_autoincrement": True},

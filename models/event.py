@@ -16,6 +16,13 @@ from models.types import UTCDateTime, utcnow
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+# The predicate of the indexes that serve GET /events (it lists numbered events only).
+NUMBERED: dict[str, Any] = {
+    "postgresql_where": text("seq IS NOT NULL"),
+    "sqlite_where": text("seq IS NOT NULL"),
+}
+
+
 class Event(Model):
     __tablename__ = "events"
 
@@ -54,6 +61,11 @@ class Event(Model):
         # GET /events of one owner, and of one store, in order.
         Index("ix_events_owner_id_seq", "owner_id", "seq"),
         Index("ix_events_store_id_seq", "store_id", "seq"),
+        # An owner's filtered by type (a store's too: the owner's range, by store), and
+        # an admin's by type: numbered events only (the listed ones), so an event enters
+        # them when the relay numbers it, not when it is written (migration 0017).
+        Index("ix_events_owner_id_type_seq", "owner_id", "type", "seq", **NUMBERED),
+        Index("ix_events_type_seq", "type", "seq", **NUMBERED),
         {"sqlite_autoincrement": True},
     )
 
