@@ -41,6 +41,9 @@ def _store(store_id: int) -> tuple[Store, Store]:
     return store, store
 
 
+UTF8_CHARSETS = ("utf-8", "utf8", "us-ascii")  # ASCII is UTF-8 too
+
+
 @blp.route("/stores/<id:store_id>/imports")
 class StoreImports(MethodView):
     @takes_csv("IMPORT_MAX_BYTES")
@@ -49,11 +52,19 @@ class StoreImports(MethodView):
     @blp.doc(requestBody=CSV_BODY)
     @blp.response(202, **ACCEPTED)
     @blp.alt_response(413, response="DEFAULT_ERROR", description="Body over IMPORT_MAX_BYTES")
-    @blp.alt_response(415, response="DEFAULT_ERROR", description="Body not text/csv")
+    @blp.alt_response(415, response="DEFAULT_ERROR", description="Body not UTF-8 text/csv")
     def post(self, store: Store, args: dict[str, Any]) -> Response:
         """Import a CSV body into a store's items (a job; same rules as `flask import-items`)"""
         if request.mimetype != "text/csv":
             abort(415, message="Send the file as the body, with Content-Type: text/csv.")
+        # The file is read as UTF-8 (§9): one that says it is not would fail in the job.
+        charset = request.mimetype_params.get("charset", "utf-8").lower()
+        if charset not in UTF8_CHARSETS:
+            abort(
+                415,
+                message=f"The file must be UTF-8 (its Content-Type says charset={charset[:40]}):"
+                " convert it, and send Content-Type: text/csv; charset=utf-8.",
+            )
         limit = current_app.config["IMPORT_MAX_BYTES"]
         job = engine.create(
             "import",

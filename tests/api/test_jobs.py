@@ -891,6 +891,18 @@ def test_an_unreadable_file_fails_with_its_reason(
     )
 
 
+@pytest.mark.parametrize("charset", ["UTF-8", "utf8", "us-ascii"])
+def test_an_import_may_say_it_is_utf8(
+    client: Client, as_alice: dict[str, str], api: CatalogFactory, charset: str
+) -> None:
+    store = api.store(as_alice)
+    answer = post_import(
+        client, store, "name,price\r\nMilk,1\r\n", as_alice, content_type=f"{CSV};charset={charset}"
+    )
+    assert answer.status_code == 202, answer.json
+    assert client.get(answer.headers["Location"], headers=as_alice).json["status"] == "succeeded"
+
+
 @pytest.mark.config(IMPORT_MAX_BYTES=40)
 def test_bad_import_requests_change_nothing(
     app: Flask,
@@ -905,6 +917,9 @@ def test_bad_import_requests_change_nothing(
     short = "name,price\r\nMilk,1\r\n"
     assert_error(post_import(client, store, short, as_alice, content_type="application/json"), 415)
     assert_error(post_import(client, store, short, as_alice, content_type="text/plain"), 415)
+    latin = post_import(client, store, short, as_alice, content_type=f"{CSV}; charset=latin-1")
+    assert_error(latin, 415)
+    assert "charset=latin-1" in latin.json["message"]
     assert_error(post_import(client, store, "x" * 41, as_alice), 413)
     assert_error(post_import(client, store, "", as_alice), 422)
     assert_error(post_import(client, store, short, as_alice, "?dry_run=maybe"), 422)
