@@ -124,10 +124,11 @@ COPY = (
 # in rounds, as reading the file in order would judge them: each round keeps the first
 # undecided row of each of its name and SKU (no earlier row is left that could refuse
 # it), then refuses the undecided rows that share a name or SKU with one kept. One
-# round for the usual file; one more per link of a chain like the one above, up to
-# ROUNDS: a file made of a longer chain (each round reads every row left) has the
-# rows still undecided then refused as repeats of the first row with their name, else
-# their SKU, refused or not (the rule before, a line's error all the same).
+# round for the usual file; one more per link of a chain like the one above, for
+# chains of up to ROUNDS links: a file made of a longer chain (each round reads every
+# row left) has the rows still undecided then refused as repeats of the first row with
+# their name, else their SKU, refused or not (the rule before, a line's error all the
+# same).
 ROUNDS = 10
 SHARED = """
 CREATE TEMP TABLE import_shared ON COMMIT DROP AS
@@ -767,7 +768,7 @@ def import_items(
         cursor.execute("ANALYZE import_rows")
         clock.lap("read and COPY into staging")
         _run(cursor, SHARED)
-        for _ in range(ROUNDS):  # a round per link of the longest chain of refusals
+        for _ in range(ROUNDS + 1):  # a round per link of a chain, and one for its end
             cursor.execute(KEEP)
             if not cursor.rowcount:
                 break

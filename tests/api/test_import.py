@@ -298,31 +298,33 @@ def test_a_row_refused_makes_no_later_row_a_repeat(app: Flask, store: Any, run: 
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("links", [csv_copy.ROUNDS, csv_copy.ROUNDS + 5])
 def test_a_chain_of_refusals_is_judged_in_a_bounded_number_of_rounds(
-    app: Flask, store: Any, run: Any
+    app: Flask, store: Any, run: Any, links: int
 ) -> None:
-    """PostgreSQL judges repeats a round per link of a chain (csv_copy.SHARED), up to
-    ROUNDS: in a file made of one long chain, the rows left then are each refused as a
-    repeat of an earlier row with its name or SKU (refused or not), not judged a round
-    per row; and nothing is written."""
-    bound, links = csv_copy.ROUNDS, csv_copy.ROUNDS + 5
+    """PostgreSQL judges repeats a round per link of a chain (csv_copy.SHARED): a chain
+    of up to ROUNDS links as the file is read; in a longer one, the rows left then are
+    each refused as a repeat of an earlier row with its name or SKU (refused or not),
+    not judged a round per row. Nothing is written."""
     rows = "".join(f"N{n},1,S{n}\r\nN{n + 1},1,S{n}\r\n" for n in range(links))
-    result = run(store["id"], "name,price,sku\r\n" + rows)
+    result = run(store["id"], f"name,price,sku\r\n{rows}N{links},1,S{links}\r\n")
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line[:5] == "line "]
     # As the file is read: line 2n+3 (N{n+1},S{n}) repeats S{n}; line 2n+4 is valid.
-    assert errors[:bound] == [
+    judged = min(links, csv_copy.ROUNDS + 1)
+    assert errors[:judged] == [
         f"line {2 * n + 3}, column sku: 'S{n}' is on line {2 * n + 2} already."
-        for n in range(bound)
+        for n in range(judged)
     ]
     # Past the rounds, every row left is refused: its name or SKU is on the line before.
     left = [
         f"line {line}, column name: 'N{line // 2 - 1}' is on line {line - 1} already."
         if line % 2 == 0
         else f"line {line}, column sku: 'S{line // 2 - 1}' is on line {line - 1} already."
-        for line in range(2 * bound + 2, 2 * links + 2)
+        for line in range(2 * judged + 2, 2 * links + 3)
+        if links > csv_copy.ROUNDS
     ]
-    assert errors[bound:] == left
+    assert errors[judged:] == left
     assert query(app, select(Item.id)) == []
 
 
