@@ -895,12 +895,21 @@ def test_an_unreadable_file_fails_with_its_reason(
 def test_an_import_may_say_it_is_utf8(
     client: Client, as_alice: dict[str, str], api: CatalogFactory, charset: str
 ) -> None:
+    """UTF-8 said in any of its names (or ASCII, its subset) is imported: the job
+    succeeds and the row is an item of the store."""
     store = api.store(as_alice)
     answer = post_import(
-        client, store, "name,price\r\nMilk,1\r\n", as_alice, content_type=f"{CSV};charset={charset}"
+        client,
+        store,
+        "name,price\r\nMilk,1.5\r\n",
+        as_alice,
+        content_type=f"{CSV};charset={charset}",
     )
     assert answer.status_code == 202, answer.json
-    assert client.get(answer.headers["Location"], headers=as_alice).json["status"] == "succeeded"
+    job = client.get(answer.headers["Location"], headers=as_alice).json
+    assert (job["status"], job["result"]["created"]) == ("succeeded", 1)
+    items = client.get(f"/stores/{store['id']}/items", headers=as_alice).json
+    assert [(item["name"], item["price"]) for item in items] == [("Milk", 1.5)]
 
 
 @pytest.mark.config(IMPORT_MAX_BYTES=40)
